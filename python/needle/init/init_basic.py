@@ -1,0 +1,61 @@
+"""Basic tensor factories. `device=None` means the selected backend's cpu()."""
+from .. import autograd
+from ..backend_selection import cpu
+
+__all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like", "ones_like"]
+
+
+def _tensor(array, device, dtype, requires_grad):
+    return autograd.Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
+    """Uniform in [low, high): one np.random.rand(*shape)."""
+    device = cpu() if device is None else device
+    array = device.rand(*shape) * (high - low) + low
+    return _tensor(array, device, dtype, requires_grad)
+
+
+def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
+    """Normal(mean, std**2): one np.random.randn(*shape)."""
+    device = cpu() if device is None else device
+    array = device.randn(*shape) * std + mean
+    return _tensor(array, device, dtype, requires_grad)
+
+
+def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
+    """Every element equal to c."""
+    device = cpu() if device is None else device
+    array = device.full(shape, c, dtype=dtype)
+    return _tensor(array, device, dtype, requires_grad)
+
+
+def ones(*shape, device=None, dtype="float32", requires_grad=False):
+    return constant(*shape, c=1.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def zeros(*shape, device=None, dtype="float32", requires_grad=False):
+    return constant(*shape, c=0.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
+    """Bernoulli(p) mask: one np.random.rand(*shape), True (1.0 in nd mode) where u <= p."""
+    device = cpu() if device is None else device
+    array = device.rand(*shape) <= p
+    return _tensor(array, device, dtype, requires_grad)
+
+
+def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
+    """Rows of the n x n identity picked by the class ids in tensor i: shape i.shape + (n,)."""
+    device = cpu() if device is None else device
+    return _tensor(device.one_hot(n, i.numpy().astype("int32"), dtype=dtype), device, dtype, requires_grad)
+
+
+def zeros_like(array, *, device=None, requires_grad=False):
+    device = array.device if device is None else device
+    return zeros(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(array, *, device=None, requires_grad=False):
+    device = array.device if device is None else device
+    return ones(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)
