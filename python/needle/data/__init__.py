@@ -1,0 +1,19 @@
+"""Data loading: datasets, the batching DataLoader and image transforms."""
+from .data_basic import DataLoader, Dataset  # noqa: F401
+from .data_transforms import RandomCrop, RandomFlipHorizontal, Transform  # noqa: F401
+from . import datasets  # noqa: F401
+from .datasets import (  # noqa: F401
+    CIFAR10Dataset,
+    Corpus,
+    Dictionary,
+    MNISTDataset,
+    NDArrayDataset,
+    batchify,
+    get_batch,
+)
+
+__all__ = [
+    "Dataset", "DataLoader", "Transform", "RandomFlipHorizontal", "RandomCrop",
+    "MNISTDataset", "NDArrayDataset", "CIFAR10Dataset", "Dictionary", "Corpus",
+    "batchify", "get_batch", "datasets",
+]

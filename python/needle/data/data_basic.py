@@ -1,0 +1,112 @@
+"""Dataset and DataLoader.
+
+The DataLoader's ordering is part of the contract (tests compare against golden
+batches): without shuffling the batches are consecutive slices of
+``np.arange(n)``; with shuffling every ``__iter__`` (every epoch) draws exactly
+one ``np.random.permutation(len(dataset))`` from numpy's global generator and
+splits it the same way.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Iterator, List, Optional
+
+import numpy as np
+
+from ..autograd import Tensor
+
+
+class Dataset:
+    """An abstract dataset: subclasses implement ``__getitem__`` and ``__len__``.
+
+    ``transforms`` is an optional list of callables applied, in list order, by
+    ``apply_transforms`` (datasets call it on each image they return).
+    """
+
+    def __init__(self, transforms: Optional[List] = None):
+        if transforms is not None:
+            try:
+                transforms = list(transforms)
+            except TypeError:
+                raise TypeError(
+                    f"transforms must be a list of callables or None, got {type(transforms).__name__}"
+                ) from None
+            for t in transforms:
+                if not callable(t):
+                    raise TypeError(f"every transform must be callable, got {t!r}")
+        self.transforms = transforms
+
+    def __getitem__(self, index) -> object:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def apply_transforms(self, x):
+        """``x`` passed through each transform in list order."""
+        if self.transforms is not None:
+            for tform in self.transforms:
+                x = tform(x)
+        return x
+
+
+def _split_ordering(indices: np.ndarray, batch_size: int) -> List[np.ndarray]:
+    """Consecutive batches of ``batch_size`` indices (the last one possibly smaller)."""
+    n = len(indices)
+    if n == 0:
+        return []
+    return np.array_split(indices, range(batch_size, n, batch_size))
+
+
+class DataLoader:
+    """Iterates over a dataset in batches of Tensors.
+
+    Args:
+        dataset: any object with ``__len__`` and ``__getitem__`` accepting an
+            integer index array (e.g. a :class:`Dataset`).
+        batch_size: number of samples per batch (the last batch may be smaller).
+        shuffle: draw a new random order at the start of every epoch.
+        device, dtype: forwarded to every batch ``Tensor`` (defaults: the
+            default device, float32 in nd mode / the data's dtype in np mode).
+
+    Each batch is ``tuple(Tensor(part) for part in dataset[idx])``.
+    """
+
+    dataset: Dataset
+    batch_size: Optional[int]
+
+    def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
+                 device=None, dtype=None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"DataLoader batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"DataLoader batch_size must be at least 1, got {batch_size}")
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                f"DataLoader needs a dataset with __len__ and __getitem__, got {type(dataset).__name__}"
+            )
+        self.dataset = dataset
+        self.shuffle = bool(shuffle)
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.dtype = dtype
+        # consecutive batches; with shuffle=True this is replaced at every __iter__
+        self.ordering = _split_ordering(np.arange(len(dataset)), self.batch_size)
+        self._batch_index = 0
+
+    def __iter__(self) -> Iterator:
+        if self.shuffle:
+            self.ordering = _split_ordering(np.random.permutation(len(self.dataset)), self.batch_size)
+        self._batch_index = 0
+        return self
+
+    def __next__(self):
+        if self._batch_index >= len(self.ordering):
+            raise StopIteration
+        idx = self.ordering[self._batch_index]
+        self._batch_index += 1
+        return tuple(Tensor(part, device=self.device, dtype=self.dtype) for part in self.dataset[idx])
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        return len(self.ordering)
