@@ -1,0 +1,272 @@
+"""Module machinery and the basic layers (Linear, normalisation, dropout, losses)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Tuple
+
+import numpy as np
+
+from needle import init, ops
+from needle.autograd import Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that `Module.parameters()` collects."""
+
+
+def _named_tensors(value: Any, prefix: str) -> Iterator[Tuple[str, Tensor]]:
+    """(dotted name, tensor) for every Tensor reachable through modules, dicts and lists."""
+    if isinstance(value, Tensor):
+        yield prefix, value
+    elif isinstance(value, Module):
+        yield from _named_tensors(value.__dict__, prefix)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _unpack_params(value: object) -> List[Tensor]:
+    return [t for _, t in _named_tensors(value, "") if isinstance(t, Parameter)]
+
+
+def _child_modules(value: object) -> List["Module"]:
+    if isinstance(value, Module):
+        return [value] + _child_modules(value.__dict__)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [m for item in value for m in _child_modules(item)]
+    return []
+
+
+class Module:
+    """Base class: sub-modules and Parameters are found from the attributes, in assignment order."""
+
+    def __init__(self):
+        self.training = True
+
+    def parameters(self) -> List[Tensor]:
+        """Every Parameter of this module and its children."""
+        return _unpack_params(self.__dict__)
+
+    def named_parameters(self) -> List[Tuple[str, Tensor]]:
+        return [(k, t) for k, t in _named_tensors(self.__dict__, "") if isinstance(t, Parameter)]
+
+    def _children(self) -> List["Module"]:
+        return _child_modules(self.__dict__)
+
+    def eval(self) -> "Module":
+        self.training = False
+        for m in self._children():
+            m.training = False
+        return self
+
+    def train(self) -> "Module":
+        self.training = True
+        for m in self._children():
+            m.training = True
+        return self
+
+    def state_dict(self) -> Dict[str, Tensor]:
+        """Parameters and other tensors (e.g. BatchNorm running statistics), by dotted name."""
+        return {name: t.detach() for name, t in _named_tensors(self.__dict__, "")}
+
+    def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
+        """Copy tensors in by name. Every key and shape is checked before anything changes."""
+        own = dict(_named_tensors(self.__dict__, ""))
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise ValueError("load_state_dict: " + "; ".join(parts))
+        updates = []
+        for name, value in state.items():
+            if name not in own:
+                continue
+            target = own[name]
+            array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+            if tuple(array.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"load_state_dict: {name!r} has shape {tuple(array.shape)} in the state, "
+                    f"{tuple(target.shape)} in the module"
+                )
+            updates.append((target, Tensor(array, device=target.device, dtype=target.dtype, requires_grad=False)))
+        for target, new in updates:
+            target.data = new
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Linear(Module):
+    """y = x @ weight + bias; weight (in, out), bias (1, out); x (..., in)."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(init.kaiming_uniform(in_features, out_features, device=device, dtype=dtype))
+        self.bias = None
+        if bias:
+            b = init.kaiming_uniform(out_features, 1, device=device, dtype=dtype)
+            self.bias = Parameter(b.reshape((1, out_features)).detach())
+
+    def forward(self, X: Tensor) -> Tensor:
+        if not X.shape or X.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) expects inputs of shape (..., {self.in_features}), "
+                f"got {X.shape}"
+            )
+        out = X @ self.weight
+        if self.bias is not None:
+            out = out + self.bias.broadcast_to(out.shape)
+        return out
+
+
+class Flatten(Module):
+    """(B, X0, X1, ...) -> (B, X0 * X1 * ...)."""
+
+    def forward(self, X):
+        return X.reshape((X.shape[0], -1))
+
+
+class ReLU(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.relu(x)
+
+
+class Tanh(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.tanh(x)
+
+
+class Sequential(Module):
+    def __init__(self, *modules):
+        super().__init__()
+        self.modules = modules
+
+    def forward(self, x: Tensor) -> Tensor:
+        for module in self.modules:
+            x = module(x)
+        return x
+
+
+class SoftmaxLoss(Module):
+    """Mean over the batch of logsumexp(logits) - logits[label]; logits (B, k), y (B,) labels."""
+
+    def forward(self, logits: Tensor, y: Tensor) -> Tensor:
+        if len(logits.shape) != 2:
+            raise ValueError(f"SoftmaxLoss expects logits of shape (batch, classes), got {logits.shape}")
+        if tuple(y.shape) != logits.shape[:1]:
+            raise ValueError(f"SoftmaxLoss: labels of shape {tuple(y.shape)} for logits of shape {logits.shape}")
+        batch, classes = logits.shape
+        y_one_hot = init.one_hot(classes, y, device=logits.device, dtype=logits.dtype)
+        picked = ops.summation(logits * y_one_hot, axes=(1,))
+        return ops.summation(ops.logsumexp(logits, axes=(1,)) - picked) / batch
+
+
+def _row(t: Tensor, shape) -> Tensor:
+    """A (dim,) tensor broadcast over the rows of `shape` (..., dim)."""
+    return t.reshape((1,) * (len(shape) - 1) + (shape[-1],)).broadcast_to(shape)
+
+
+class BatchNorm1d(Module):
+    """Normalise each feature over the batch; x (N, dim). Running statistics use the biased variance."""
+
+    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = Parameter(init.ones(dim, device=device, dtype=dtype))
+        self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype))
+        self.running_mean = init.zeros(dim, device=device, dtype=dtype)
+        self.running_var = init.ones(dim, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(x.shape) != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{type(self).__name__}({self.dim}) expects input of shape (N, {self.dim}), got {x.shape}")
+        n = x.shape[0]
+        if self.training:
+            mean = ops.summation(x, axes=(0,)) / n
+            centered = x - _row(mean, x.shape)
+            var = ops.summation(centered * centered, axes=(0,)) / n
+            m = self.momentum
+            self.running_mean.data = self.running_mean.data * (1 - m) + mean.data * m
+            self.running_var.data = self.running_var.data * (1 - m) + var.data * m
+        else:
+            centered = x - _row(self.running_mean, x.shape)
+            var = self.running_var
+        normed = centered / _row((var + self.eps) ** 0.5, x.shape)
+        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+
+
+class BatchNorm2d(BatchNorm1d):
+    """BatchNorm over the channels of NCHW input (statistics over N, H and W)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(x.shape) != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"BatchNorm2d({self.dim}) expects input of shape (N, {self.dim}, H, W), got {x.shape}")
+        n, c, h, w = x.shape
+        channels_last = x.transpose((1, 2)).transpose((2, 3)).reshape((n * h * w, c))
+        y = super().forward(channels_last).reshape((n, h, w, c))
+        return y.transpose((2, 3)).transpose((1, 2))
+
+
+class LayerNorm1d(Module):
+    """Normalise each row over its last axis (biased variance); x (..., dim)."""
+
+    def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = Parameter(init.ones(dim, device=device, dtype=dtype))
+        self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.shape or x.shape[-1] != self.dim:
+            raise ValueError(f"LayerNorm1d({self.dim}) expects input of shape (..., {self.dim}), got {x.shape}")
+        axis = len(x.shape) - 1
+        mean = ops.summation(x, axes=(axis,), keepdims=True) / self.dim
+        centered = x - mean.broadcast_to(x.shape)
+        var = ops.summation(centered * centered, axes=(axis,), keepdims=True) / self.dim
+        normed = centered / ((var + self.eps) ** 0.5).broadcast_to(x.shape)
+        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+
+
+class Dropout(Module):
+    """Training: zero each element with probability p and scale the rest by 1/(1-p)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
+        if self.p == 1:
+            return x * mask
+        return x * mask / (1 - self.p)
+
+
+class Residual(Module):
+    def __init__(self, fn: Module):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x) + x
