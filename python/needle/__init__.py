@@ -14,7 +14,10 @@ from .autograd import (  # noqa: F401
     set_grad_enabled,
 )
 from . import autograd, init  # noqa: F401
+from . import data  # noqa: F401
+from . import nn, optim  # noqa: F401
 from .init import ones, zeros, zeros_like, ones_like  # noqa: F401
 from .backend_selection import *  # noqa: F401,F403
 from .backend_selection import BACKEND, array_api  # noqa: F401
 from .tensor_functions import from_numpy  # noqa: F401
+from .serialization import load, save  # noqa: F401

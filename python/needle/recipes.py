@@ -1,0 +1,191 @@
+"""Training recipes for `needle train`: each builds a model and its data as a Task.
+
+A Task knows how to run one training epoch and one evaluation; the trainer
+(`needle.trainer.fit`) does the rest (progress, checkpoints, history).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from . import nn
+from .autograd import Tensor, no_grad
+from .data import DataLoader, NDArrayDataset
+from .data.toy_datasets import TOY_DATASETS
+from .models import MLP, LanguageModel, MLPResNet, ResNet9
+from .training import EpochStats, classification_epoch, language_model_epoch
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+TINY_SHAKESPEARE = os.path.join("..", "shared", "data", "tinyshakespeare", "input.txt")
+
+
+@dataclass
+class ClassificationTask:
+    model: nn.Module
+    train_loader: DataLoader
+    test_loader: DataLoader
+    description: str
+    loss_fn: nn.Module = field(default_factory=nn.SoftmaxLoss)
+
+    @property
+    def train_batches(self) -> int:
+        return len(self.train_loader.ordering)
+
+    def train_epoch(self, opt, on_batch: Optional[Callable[[EpochStats], None]] = None) -> EpochStats:
+        return classification_epoch(self.train_loader, self.model, self.loss_fn, opt, on_batch=on_batch)
+
+    def evaluate(self) -> EpochStats:
+        return classification_epoch(self.test_loader, self.model, self.loss_fn)
+
+
+@dataclass
+class LanguageModelTask:
+    model: LanguageModel
+    train_data: np.ndarray
+    test_data: np.ndarray
+    seq_len: int
+    description: str
+    vocabulary: list
+    device: Any = None
+    clip: Optional[float] = None
+    loss_fn: nn.Module = field(default_factory=nn.SoftmaxLoss)
+
+    @property
+    def train_batches(self) -> int:
+        return len(range(0, self.train_data.shape[0] - 1, self.seq_len))
+
+    def train_epoch(self, opt, on_batch=None) -> EpochStats:
+        return language_model_epoch(self.train_data, self.model, self.seq_len, self.loss_fn, opt, self.clip,
+                                    self.device, on_batch=on_batch)
+
+    def evaluate(self) -> EpochStats:
+        return language_model_epoch(self.test_data, self.model, self.seq_len, self.loss_fn, device=self.device)
+
+    def sample(self, length: int, seed: int = 0, temperature: float = 1.0) -> str:
+        """Generate `length` tokens from the model, starting after the first training token."""
+        rng = np.random.RandomState(seed)
+        self.model.eval()
+        tokens = [int(self.train_data[0, 0])]
+        recurrent = not isinstance(self.model.seq_model, nn.Transformer)
+        h = None
+        with no_grad():
+            for _ in range(length):
+                context = tokens[-1:] if recurrent else tokens[-self.seq_len:]
+                x = Tensor(np.array(context, dtype=np.float32)[:, None], device=self.device, requires_grad=False)
+                logits, state = self.model(x, h)
+                if recurrent:
+                    h = state
+                z = logits.numpy()[-1].astype(np.float64) / temperature
+                p = np.exp(z - z.max())
+                tokens.append(int(rng.choice(len(p), p=p / p.sum())))
+        sep = "" if all(len(w) == 1 for w in self.vocabulary) else " "
+        return sep.join(self.vocabulary[t] for t in tokens)
+
+
+def _subset(X: np.ndarray, y: np.ndarray, limit: Optional[int]):
+    return (X, y) if not limit else (X[:limit], y[:limit])
+
+
+def _loaders(train, test, batch_size, device, limit=None):
+    Xtr, ytr = _subset(*train, limit)
+    Xte, yte = _subset(*test, limit)
+    return (DataLoader(NDArrayDataset(Xtr, ytr), batch_size, shuffle=True, device=device),
+            DataLoader(NDArrayDataset(Xte, yte), batch_size, device=device))
+
+
+def toy(args) -> ClassificationTask:
+    """An MLP on a 2-D set generated in code (no files): the default recipe."""
+    make = TOY_DATASETS[args.dataset]
+    extra = {"classes": args.classes} if args.dataset == "spiral" else {}
+    train = make(args.samples, seed=args.seed, **extra)
+    test = make(max(args.samples // 4, 1), seed=args.seed + 1, **extra)
+    classes = int(max(train[1].max(), test[1].max())) + 1
+    mean, std = train[0].mean(axis=0), train[0].std(axis=0) + 1e-6  # the sets live in [0, 1]^2
+    train, test = ((train[0] - mean) / std, train[1]), ((test[0] - mean) / std, test[1])
+    model = MLP(2, [args.hidden, args.hidden], classes, device=args.device)
+    train_loader, test_loader = _loaders(train, test, args.batch_size, args.device)
+    return ClassificationTask(model, train_loader, test_loader,
+                              f"MLP(2, [{args.hidden}, {args.hidden}], {classes}) on '{args.dataset}'")
+
+
+def _idx_split(data_dir: str, split: str):
+    from .data import MNISTDataset
+
+    prefix = "train" if split == "train" else "t10k"
+    dataset = MNISTDataset(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"),
+                           os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
+    return dataset.X, dataset.y
+
+
+def mlp(args) -> ClassificationTask:
+    """The course's MLPResNet on MNIST-format data (Fashion-MNIST by default)."""
+    data_dir = args.data or FASHION_MNIST_DIR
+    train, test = _idx_split(data_dir, "train"), _idx_split(data_dir, "test")
+    model = MLPResNet(784, args.hidden, num_blocks=args.blocks, num_classes=10, drop_prob=args.dropout,
+                      device=args.device)
+    train_loader, test_loader = _loaders(train, test, args.batch_size, args.device, args.limit)
+    return ClassificationTask(model, train_loader, test_loader,
+                              f"MLPResNet(784, {args.hidden}, blocks={args.blocks}) on {data_dir}")
+
+
+def _padded_images(X: np.ndarray) -> np.ndarray:
+    """(N, 784) 28x28 images -> (N, 1, 32, 32), zero-padded by 2 on each side."""
+    return np.pad(X.reshape(-1, 1, 28, 28), ((0, 0), (0, 0), (2, 2), (2, 2)))
+
+
+def resnet9(args) -> ClassificationTask:
+    """ResNet9 on CIFAR-10 (a cifar-10-batches-py folder) or on MNIST-format images padded to 32x32."""
+    data_dir = args.data or FASHION_MNIST_DIR
+    if os.path.exists(os.path.join(data_dir, "data_batch_1")):
+        from .data import CIFAR10Dataset
+
+        train_set, test_set = CIFAR10Dataset(data_dir, train=True), CIFAR10Dataset(data_dir, train=False)
+        train, test, channels = (train_set.X, train_set.y), (test_set.X, test_set.y), 3
+    else:
+        (Xtr, ytr), (Xte, yte) = _idx_split(data_dir, "train"), _idx_split(data_dir, "test")
+        train, test, channels = (_padded_images(Xtr), ytr), (_padded_images(Xte), yte), 1
+    model = ResNet9(device=args.device, in_channels=channels)
+    train_loader, test_loader = _loaders(train, test, args.batch_size, args.device, args.limit)
+    return ClassificationTask(model, train_loader, test_loader, f"ResNet9(in_channels={channels}) on {data_dir}")
+
+
+def _tokenize(text: str, level: str):
+    if level == "char":
+        vocabulary = sorted(set(text))
+        index = {c: i for i, c in enumerate(vocabulary)}
+        return [index[c] for c in text], vocabulary
+    from .data import Dictionary
+
+    dictionary = Dictionary()
+    ids = [dictionary.add_word(w) for line in text.splitlines() for w in line.split() + ["<eos>"]]
+    return ids, dictionary.idx2word
+
+
+def lm(args) -> LanguageModelTask:
+    """A language model (LSTM, RNN or Transformer) on a text file, by character or by word."""
+    from .data import batchify
+
+    path = args.text or TINY_SHAKESPEARE
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"text file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if args.limit:
+        text = text[: args.limit]
+    ids, vocabulary = _tokenize(text, args.level)
+    cut = int(len(ids) * 0.9)
+    if cut < 2 * args.batch_size or len(ids) - cut < 2 * args.batch_size:
+        raise ValueError(f"{path}: {len(ids)} tokens are too few for batch size {args.batch_size}")
+    train = batchify(ids[:cut], args.batch_size, args.device, "float32")
+    test = batchify(ids[cut:], args.batch_size, args.device, "float32")
+    model = LanguageModel(args.embedding, len(vocabulary), args.hidden, args.layers, seq_model=args.model,
+                          seq_len=args.seq_len, device=args.device)
+    return LanguageModelTask(model, train, test, args.seq_len,
+                             f"LanguageModel({args.model}, vocab {len(vocabulary)}) on {path} by {args.level}",
+                             vocabulary, device=args.device, clip=args.clip)
+
+
+RECIPES: Dict[str, Callable] = {"toy": toy, "mlp": mlp, "resnet9": resnet9, "lm": lm}

@@ -1,0 +1,43 @@
+"""Loss and accuracy curves of a training run, as a PNG."""
+from __future__ import annotations
+
+import io
+from typing import Dict, List
+
+from ..serialization import atomic_write_bytes
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'needle[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: List[Dict[str, float]], path: str, title: str = "") -> None:
+    """Two panels (loss, accuracy) of train/test values per epoch; written atomically to `path`."""
+    if not history:
+        raise ValueError("plot_history: no epochs to plot")
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for split, style in (("train", "o-"), ("test", "s--")):
+            key = f"{split}_{metric}"
+            if key in history[0]:
+                ax.plot(epochs, [row[key] for row in history], style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
