@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from typing import Dict, Optional
 
@@ -17,6 +18,9 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
+            # (or the mode of the file it replaces)
+            os.fchmod(f.fileno(), _target_mode(path))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -25,6 +29,16 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _target_mode(path) -> int:
+    """The existing file's permission bits, else 0o666 minus the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save(tensors: Dict[str, Tensor], path: str, metadata: Optional[Dict[str, str]] = None) -> None:
@@ -56,6 +70,8 @@ def load(path: str, device=None) -> Dict[str, Tensor]:
         arrays = load_file(path)
     except (SafetensorError, ValueError, OSError) as err:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+    except TypeError as err:  # a valid file whose dtype numpy cannot represent, e.g. BF16
+        raise ValueError(f"{path} holds a tensor of a dtype needle cannot load: {err}") from None
     return {
         name: Tensor(array, device=device, dtype=array.dtype.name if array.dtype.kind == "f" else None,
                      requires_grad=False)

@@ -27,8 +27,20 @@ def _named_tensors(value: Any, prefix: str) -> Iterator[Tuple[str, Tensor]]:
             yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i))
 
 
+def _named_params(value: object) -> List[Tuple[str, Tensor]]:
+    """(name, Parameter) pairs; a Parameter shared by several modules is listed once, under its first name
+    (otherwise an optimizer would update a tied weight once per occurrence)."""
+    seen = set()
+    named = []
+    for name, t in _named_tensors(value, ""):
+        if isinstance(t, Parameter) and id(t) not in seen:
+            seen.add(id(t))
+            named.append((name, t))
+    return named
+
+
 def _unpack_params(value: object) -> List[Tensor]:
-    return [t for _, t in _named_tensors(value, "") if isinstance(t, Parameter)]
+    return [t for _, t in _named_params(value)]
 
 
 def _child_modules(value: object) -> List["Module"]:
@@ -52,7 +64,7 @@ class Module:
         return _unpack_params(self.__dict__)
 
     def named_parameters(self) -> List[Tuple[str, Tensor]]:
-        return [(k, t) for k, t in _named_tensors(self.__dict__, "") if isinstance(t, Parameter)]
+        return _named_params(self.__dict__)
 
     def _children(self) -> List["Module"]:
         return _child_modules(self.__dict__)
@@ -202,14 +214,21 @@ class BatchNorm1d(Module):
             mean = ops.summation(x, axes=(0,)) / n
             centered = x - _row(mean, x.shape)
             var = ops.summation(centered * centered, axes=(0,)) / n
-            m = self.momentum
-            self.running_mean.data = self.running_mean.data * (1 - m) + mean.data * m
-            self.running_var.data = self.running_var.data * (1 - m) + var.data * m
+            self.running_mean.data = self._moving_average(self.running_mean, mean)
+            self.running_var.data = self._moving_average(self.running_var, var)
         else:
             centered = x - _row(self.running_mean, x.shape)
             var = self.running_var
         normed = centered / _row((var + self.eps) ** 0.5, x.shape)
         return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+
+    def _moving_average(self, running: Tensor, batch: Tensor) -> Tensor:
+        """(1 - m) running + m batch, outside the graph, in the running statistic's own dtype
+        (a float64 batch through a float32 layer is promoted like in the other layers)."""
+        new = running.data * (1 - self.momentum) + batch.data * self.momentum
+        if new.dtype != running.dtype:
+            new = Tensor(new, device=running.device, dtype=running.dtype, requires_grad=False)
+        return new
 
 
 class BatchNorm2d(BatchNorm1d):
