@@ -68,11 +68,21 @@ class Optimizer:
         return total
 
     @staticmethod
-    def _assign(p: Tensor, value: Tensor) -> None:
-        """p.data = value, keeping p's dtype (numpy mode may promote scalars)."""
-        if value.dtype != p.dtype:
-            value = Tensor(value, dtype=p.dtype, requires_grad=False)
-        p.data = value
+    def _update(p: Tensor, value) -> None:
+        """Replace p's data by the array `value`, keeping p's dtype (numpy mode may promote)."""
+        data = p.realize_cached_data()
+        if value.dtype != data.dtype:
+            value = value.astype(data.dtype)
+        p.cached_data = value
+
+    @staticmethod
+    def _arrays(p: Tensor, weight_decay: float):
+        """(theta, grad + weight_decay * theta) as backend arrays: the update never builds a graph."""
+        theta = p.realize_cached_data()
+        grad = p.grad.realize_cached_data()
+        if weight_decay:
+            grad = grad + theta * weight_decay
+        return theta, grad
 
 
 class SGD(Optimizer):
@@ -91,18 +101,14 @@ class SGD(Optimizer):
         for p in self.params:
             if p.grad is None:
                 continue
-            grad = p.grad.data
-            if self.weight_decay:
-                grad = grad + p.data * self.weight_decay
+            theta, u = self._arrays(p, self.weight_decay)
             if self.momentum:
+                u = u * (1 - self.momentum)
                 previous = self.u.get(p)
-                u = grad * (1 - self.momentum)
                 if previous is not None:
-                    u = previous * self.momentum + u
-                self.u[p] = u
-            else:
-                self.u[p] = u = grad
-            self._assign(p, p.data - u * self.lr)
+                    u = previous.realize_cached_data() * self.momentum + u
+            self.u[p] = Tensor.make_const(u)
+            self._update(p, theta - u * self.lr)
 
 
 class Adam(Optimizer):
@@ -128,15 +134,13 @@ class Adam(Optimizer):
         for p in self.params:
             if p.grad is None:
                 continue
-            grad = p.grad.data
-            if self.weight_decay:
-                grad = grad + p.data * self.weight_decay
+            theta, grad = self._arrays(p, self.weight_decay)
             m = grad * (1 - b1)
             v = grad * grad * (1 - b2)
             if p in self.m:
-                m = self.m[p] * b1 + m
-                v = self.v[p] * b2 + v
-            self.m[p], self.v[p] = m, v
+                m = self.m[p].realize_cached_data() * b1 + m
+                v = self.v[p].realize_cached_data() * b2 + v
+            self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
             m_hat = m / (1 - b1 ** self.t)
             v_hat = v / (1 - b2 ** self.t)
-            self._assign(p, p.data - m_hat * self.lr / (v_hat ** 0.5 + self.eps))
+            self._update(p, theta - m_hat * self.lr / (v_hat ** 0.5 + self.eps))

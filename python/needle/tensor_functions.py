@@ -21,8 +21,7 @@ def from_numpy(array: numpy.ndarray, *, device=None, requires_grad: bool = False
     device = default_device() if device is None else device
     shareable = array.dtype.name in ("float32", "float64") and array.flags.c_contiguous
     if shareable and device.enabled() and device.Array is Array:
-        handle = Array.__new__(Array)
-        handle.array = array.reshape(-1)
+        handle = Array.wrap(array.reshape(-1))
         data = NDArray.make(array.shape, device=device, handle=handle)
         return Tensor.make_const(data, requires_grad=requires_grad)
     return Tensor(array, device=device, requires_grad=requires_grad)

@@ -11,18 +11,19 @@ import numpy as np
 class Array:
     """A flat buffer of `size` elements (float32 unless asked otherwise)."""
 
-    __slots__ = ("array",)
+    __slots__ = ("array", "size", "dtype")
 
     def __init__(self, size: int, dtype: str = "float32"):
         self.array = np.empty(size, dtype=dtype)
+        self.size = size
+        self.dtype = dtype  # a name like "float32"; numpy recomputes dtype.name on every access
 
-    @property
-    def size(self) -> int:
-        return self.array.size
-
-    @property
-    def dtype(self) -> str:
-        return self.array.dtype.name
+    @classmethod
+    def wrap(cls, flat: np.ndarray) -> "Array":
+        """A buffer over an existing 1-D numpy array (no copy)."""
+        buf = cls.__new__(cls)
+        buf.array, buf.size, buf.dtype = flat, flat.size, flat.dtype.name
+        return buf
 
     def ptr(self) -> int:
         """Base address of the buffer: identical for every view of it."""
