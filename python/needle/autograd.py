@@ -117,7 +117,7 @@ class Value:
 
     def realize_cached_data(self):
         if self.cached_data is None:
-            self.cached_data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
+            self.cached_data = _compute(self.op, self.inputs)
         return self.cached_data
 
     def is_leaf(self) -> bool:
@@ -150,13 +150,21 @@ class Value:
     @classmethod
     def make_from_op(cls, op: Op, inputs: List["Value"]):
         op.check(*inputs)
+        if not LAZY_MODE and not (_GRAD_ENABLED and any(x.requires_grad for x in inputs)):
+            # a result that needs no gradient is a constant leaf: no graph node is kept
+            return cls.make_const(_compute(op, inputs))
         value = cls.__new__(cls)
         value._init(op, list(inputs))
         if not LAZY_MODE:
-            if not value.requires_grad:
-                return value.detach()
             value.realize_cached_data()
         return value
+
+
+def _compute(op: Op, inputs: List[Value]):
+    data = op.compute(*[x.realize_cached_data() for x in inputs])
+    if isinstance(data, numpy.generic):  # np mode: numpy returns scalars for 0-d results
+        data = numpy.asarray(data)
+    return data
 
 
 class TensorTuple(Value):
@@ -201,6 +209,10 @@ class Tensor(Value):
 
     grad: "Tensor"
 
+    # numpy scalars and arrays on the left of an operator defer to our reflected
+    # operators (np.float64(2) * t is MulScalar, not an object array of Tensors)
+    __array_ufunc__ = None
+
     def __init__(self, array, *, device: Optional[Device] = None, dtype=None, requires_grad: bool = True, **kwargs):
         if isinstance(array, Tensor):
             device = array.device if device is None else device
@@ -241,7 +253,7 @@ class Tensor(Value):
 
     @property
     def shape(self) -> tuple:
-        return tuple(self.realize_cached_data().shape)
+        return self.realize_cached_data().shape
 
     @property
     def dtype(self):
@@ -300,6 +312,8 @@ class Tensor(Value):
             raise TypeError(f"out_grad must be a Tensor, got {type(out_grad).__name__}")
         elif out_grad.shape != self.shape:
             raise ValueError(f"backward: out_grad has shape {out_grad.shape}, the tensor has shape {self.shape}")
+        elif out_grad.device != self.device:
+            raise ValueError(f"backward: out_grad is on {out_grad.device}, the tensor is on {self.device}")
         compute_gradient_of_variables(self, out_grad)
 
     # --- operators (the mapping to ops is part of the contract) -----------------
@@ -445,7 +459,7 @@ def _binary(a: Tensor, b, ewise: str, scalar: str) -> Tensor:
 def broadcast_tensors(*tensors: Tensor) -> list:
     """The tensors broadcast to their common shape; unchanged ones are returned as is."""
     shapes = [t.shape for t in tensors]
-    if all(s == shapes[0] for s in shapes):
+    if len(set(shapes)) == 1:
         return list(tensors)
     try:
         target = numpy.broadcast_shapes(*shapes)

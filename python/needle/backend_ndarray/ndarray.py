@@ -8,6 +8,7 @@ is a new kernel module and nothing else.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -55,6 +56,8 @@ def normalize_axes(axes, ndim: int) -> tuple[int, ...]:
     """Axes (int or sequence) as sorted non-negative ints; rejects duplicates."""
     if isinstance(axes, (int, np.integer)):
         axes = (axes,)
+    if not isinstance(axes, (tuple, list)):
+        raise TypeError(f"axes must be an int or a tuple of ints, got {axes!r}")
     axes = tuple(axes)
     if not axes:
         raise ValueError("an empty tuple of axes was given; pass axis=None to reduce every axis")
@@ -96,7 +99,9 @@ class BackendDevice:
     def __getattr__(self, name):
         if name == "mod" or self.__dict__.get("mod") is None:
             raise AttributeError(f"device {self.__dict__.get('name')} has no kernel {name!r} (not enabled)")
-        return getattr(self.mod, name)
+        kernel = getattr(self.mod, name)
+        self.__dict__[name] = kernel  # later look-ups skip __getattr__ (this is on every op's path)
+        return kernel
 
     def enabled(self) -> bool:
         return self.mod is not None
@@ -116,7 +121,7 @@ class BackendDevice:
         return NDArray(np.eye(n)[idx.astype(np.int64)], device=self, dtype=dtype)
 
     def empty(self, shape, dtype="float32") -> "NDArray":
-        return NDArray.make(tuple(shape), device=self, dtype=dtype)
+        return NDArray.make(tuple(shape), device=self, dtype=normalize_dtype(dtype))
 
     def full(self, shape, fill_value, dtype="float32") -> "NDArray":
         arr = self.empty(shape, dtype)
@@ -183,7 +188,7 @@ class NDArray:
             return
         device = default_device() if device is None else device
         _check_device(device)
-        data = np.ascontiguousarray(other, dtype=normalize_dtype(dtype))
+        data = np.asarray(other, dtype=normalize_dtype(dtype), order="C")  # keeps 0-d shape ()
         array = NDArray.make(data.shape, device=device, dtype=data.dtype.name)
         device.from_numpy(data, array._handle)
         self._init(array)
@@ -197,22 +202,17 @@ class NDArray:
 
     @staticmethod
     def compact_strides(shape: Sequence[int]) -> tuple[int, ...]:
-        stride = 1
-        res = []
-        for d in reversed(shape):
-            res.append(stride)
-            stride *= d
-        return tuple(reversed(res))
+        return _compact_strides(tuple(shape))
 
     @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32") -> "NDArray":
         """Wrap `handle` (or allocate a new buffer) with the given layout; no initialisation."""
         array = NDArray.__new__(NDArray)
-        array._shape = tuple(int(d) for d in shape)
-        array._strides = NDArray.compact_strides(array._shape) if strides is None else tuple(strides)
+        array._shape = shape = tuple(map(int, shape))
+        array._strides = _compact_strides(shape) if strides is None else tuple(strides)
         array._offset = offset
-        array._device = default_device() if device is None else device
-        array._handle = array._device.Array(prod(array._shape), dtype=dtype) if handle is None else handle
+        array._device = device = _CPU if device is None else device
+        array._handle = device.Array(math.prod(shape), dtype=dtype) if handle is None else handle
         return array
 
     # --- properties ---------------------------------------------------------
@@ -278,10 +278,7 @@ class NDArray:
 
     # --- layout -------------------------------------------------------------
     def is_compact(self) -> bool:
-        return (
-            self._strides == NDArray.compact_strides(self._shape)
-            and prod(self._shape) == self._handle.size
-        )
+        return self._strides == _compact_strides(self._shape) and math.prod(self._shape) == self._handle.size
 
     def compact(self) -> "NDArray":
         return self if self.is_compact() else self._copy()
@@ -535,7 +532,12 @@ class NDArray:
             self._device.matmul(a.compact()._handle, b.compact()._handle, out._handle, rows, n, p)
             out = out.reshape(lead + (m, p))
         else:
-            batch = broadcast_shapes(a._shape[:-2], b._shape[:-2])
+            try:
+                batch = broadcast_shapes(a._shape[:-2], b._shape[:-2])
+            except ValueError:
+                raise ValueError(
+                    f"matmul: batch dimensions of {self._shape} and {other._shape} do not broadcast"
+                ) from None
             a = a.broadcast_to(batch + (m, n)).compact()
             b = b.broadcast_to(batch + (n, p)).compact()
             out = NDArray.make(batch + (m, p), device=self._device, dtype=a.dtype)
@@ -585,7 +587,10 @@ class NDArray:
     # --- copies with new layout -----------------------------------------------------
     def flip(self, axes) -> "NDArray":
         """A compact copy with the listed axes reversed."""
-        axes = normalize_axes(axes, self.ndim) if axes is not None else tuple(range(self.ndim))
+        if axes is None:
+            axes = tuple(range(self.ndim))
+        elif not isinstance(axes, (tuple, list)) or axes:
+            axes = normalize_axes(axes, self.ndim)  # an empty tuple flips nothing, like np.flip
         strides = list(self._strides)
         offset = self._offset
         for ax in axes:
@@ -605,6 +610,17 @@ class NDArray:
 
 
 # --- helpers ---------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def _compact_strides(shape: tuple) -> tuple:
+    """Row-major element strides of `shape` (cached: every new array needs them)."""
+    stride = 1
+    res = []
+    for d in reversed(shape):
+        res.append(stride)
+        stride *= d
+    return tuple(reversed(res))
+
 
 def _check_device(device) -> None:
     if not isinstance(device, BackendDevice):

@@ -128,7 +128,11 @@ class UnDilate(TensorOp):
         return a[tuple(slice(None, None, step) if i in present else slice(None) for i in range(a.ndim))]
 
     def gradient(self, out_grad, node):
-        return dilate(out_grad, self.axes, self.dilation)
+        grad = dilate(out_grad, self.axes, self.dilation)
+        shape = node.inputs[0].shape
+        if grad.shape != shape:  # the input's length was not a multiple of dilation + 1
+            grad = grad[tuple(slice(0, n) for n in shape)]
+        return grad
 
 
 def undilate(a, axes, dilation):

@@ -26,7 +26,9 @@ def _same_shape(a, b, what: str) -> None:
 
 
 def _axis(axis: int, ndim: int, what: str) -> int:
-    if not isinstance(axis, (int, numpy.integer)) or not -ndim <= axis < ndim:
+    if not isinstance(axis, (int, numpy.integer)):
+        raise TypeError(f"{what}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
         raise ValueError(f"{what}: axis {axis} is out of range for {ndim} dimensions")
     return int(axis) % ndim
 
@@ -37,6 +39,8 @@ def normalize_axes(axes, ndim: int, what: str) -> Optional[Tuple[int, ...]]:
         return None
     if isinstance(axes, (int, numpy.integer)):
         axes = (axes,)
+    if not isinstance(axes, (tuple, list)):
+        raise TypeError(f"{what}: axes must be None, an int or a tuple of ints, got {axes!r}")
     out = tuple(sorted(_axis(a, ndim, what) for a in axes))
     if len(set(out)) != len(out):
         raise ValueError(f"{what}: repeated axis in {tuple(axes)}")
@@ -124,7 +128,10 @@ class EWisePow(TensorOp):
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        return out_grad * b * a ** (b - 1), out_grad * node * log(a)
+        # where a == 0, a ** b does not depend on b (b > 0): take ln 1 = 0 there
+        # instead of 0 * ln 0 = nan, as PyTorch does
+        log_a = log(a + _const_like(a.realize_cached_data() == 0, a))
+        return out_grad * b * a ** (b - 1), out_grad * node * log_a
 
 
 def power(a, b):
@@ -142,6 +149,10 @@ class PowerScalar(TensorOp):
 
     def gradient(self, out_grad, node):
         a = node.inputs[0]
+        if self.scalar == 0:  # a ** 0 is constant; 0 * a ** -1 would be nan at a = 0
+            from ..init import zeros_like
+
+            return zeros_like(a)
         return out_grad * self.scalar * a ** (self.scalar - 1)
 
 
@@ -468,6 +479,8 @@ def matmul(a, b):
         return MatMul()(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
+        raise ValueError(f"matmul: inner dimensions differ for shapes {a.shape} and {b.shape}")
     lhs = reshape(a, (1,) + a.shape) if a.ndim == 1 else a
     rhs = reshape(b, b.shape + (1,)) if b.ndim == 1 else b
     out = MatMul()(lhs, rhs)
