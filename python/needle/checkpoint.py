@@ -39,8 +39,8 @@ def save_checkpoint(path: str, model, optimizer, epoch: int, info: Dict[str, Any
     atomic_write_bytes(path, to_bytes(arrays, metadata={"needle_checkpoint": json.dumps(meta)}))
 
 
-def load_checkpoint(path: str, model, optimizer) -> Dict[str, Any]:
-    """Restore model, optimizer and numpy RNG from `path`; returns the stored metadata."""
+def _read(path: str):
+    """The arrays and metadata of a checkpoint file, checked for the parts a resume needs."""
     from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
@@ -50,8 +50,25 @@ def load_checkpoint(path: str, model, optimizer) -> Dict[str, Any]:
         arrays = load_file(path)
         with safe_open(path, framework="numpy") as f:
             meta = json.loads((f.metadata() or {})["needle_checkpoint"])
-    except (SafetensorError, KeyError, ValueError, OSError) as err:
+        missing = [k for k in ("epoch", "optimizer_scalars", "rng", "info") if k not in meta]
+        missing += [f"info.{k}" for k in ("config", "history") if k not in meta.get("info", {})]
+        if _RNG not in arrays:
+            missing.append(_RNG)
+        if missing:
+            raise ValueError("missing " + ", ".join(missing))
+    except (SafetensorError, KeyError, ValueError, TypeError, AttributeError, OSError) as err:
         raise ValueError(f"{path} is not a needle checkpoint: {err}") from None
+    return arrays, meta
+
+
+def read_checkpoint_meta(path: str) -> Dict[str, Any]:
+    """The stored metadata (epoch, info with config and history) without restoring anything."""
+    return _read(path)[1]
+
+
+def load_checkpoint(path: str, model, optimizer) -> Dict[str, Any]:
+    """Restore model, optimizer and numpy RNG from `path`; returns the stored metadata."""
+    arrays, meta = _read(path)
     model.load_state_dict({k[len(_MODEL):]: v for k, v in arrays.items() if k.startswith(_MODEL)})
     optim_state = {k[len(_OPTIM):]: v for k, v in arrays.items() if k.startswith(_OPTIM)}
     optim_state.update(meta["optimizer_scalars"])

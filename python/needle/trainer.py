@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 CHECKPOINT_FILE = "last.safetensors"
 
@@ -27,12 +27,14 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     if resume:
         if checkpoint is None:
             raise ValueError("--resume needs --checkpoint DIR")
-        meta = load_checkpoint(checkpoint, task.model, optimizer)
-        saved = meta["info"]["config"]
+        # compare the settings before restoring anything: a model of another shape would
+        # otherwise fail inside load_state_dict with a less helpful message
+        saved = read_checkpoint_meta(checkpoint)["info"]["config"]
         different = {k: (saved.get(k), v) for k, v in config.items() if k in saved and saved[k] != v
-                     and k not in ("epochs", "progress", "checkpoint", "resume", "plot", "summary")}
+                     and k not in ("epochs", "no_progress", "checkpoint", "resume", "plot", "summary", "sample")}
         if different:
             raise ValueError(f"checkpoint {checkpoint} was made with other settings: {different}")
+        meta = load_checkpoint(checkpoint, task.model, optimizer)
         start, history = meta["epoch"], meta["info"]["history"]
         log(f"resumed from {checkpoint} after epoch {start}")
     if checkpoint_dir:
