@@ -1,0 +1,127 @@
+"""Train a small needle MLP on a 2-D toy dataset and draw what it learned.
+
+    python examples/toy_classifier.py --dataset spiral --epochs 200 --out toy_out
+
+writes, into --out,
+    boundary.png  the decision boundary over the training points, beside the loss curves
+    graph.svg     the computation graph of one small forward pass and its loss (after backward,
+                  so every node shows its gradient's norm)
+
+Needs the plot extra: pip install "needle[plot]" and the graphviz `dot` program.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import needle as ndl
+from needle import nn
+from needle.data import DataLoader, NDArrayDataset
+from needle.data.toy_datasets import TOY_DATASETS
+from needle.models import MLP
+from needle.viz import model_predictor, plot_decision_boundary, render_graph
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(TOY_DATASETS), default="spiral", help="toy dataset")
+    parser.add_argument("--classes", type=int, default=2, help="number of spiral arms (spiral only)")
+    parser.add_argument("--n", type=int, default=300, help="training points")
+    parser.add_argument("--epochs", type=int, default=200, help="passes over the training set")
+    parser.add_argument("--hidden", default="32,32", help="comma-separated hidden layer widths")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="toy_out", help="directory for boundary.png and graph.svg")
+    parser.add_argument("--graph-format", choices=["svg", "png", "pdf"], default="svg",
+                        help="file format of the computation graph (graph.<format>)")
+    parser.add_argument("--graph-rankdir", choices=["TB", "LR"], default="TB",
+                        help="layout of the computation graph: top-to-bottom or left-to-right")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    args = parser.parse_args(argv)
+    try:
+        args.hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+    except ValueError:
+        parser.error(f"--hidden must be comma-separated integers, got {args.hidden!r}")
+    if args.epochs < 1 or args.n < 4 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be positive and --n at least 4")
+    return args
+
+
+def make_data(name: str, n: int, seed: int, classes: int):
+    make = TOY_DATASETS[name]
+    kwargs = {"classes": classes} if name == "spiral" else {}
+    return make(n, seed=seed, **kwargs)
+
+
+def run_epoch(model, loader, loss_fn, opt=None):
+    """Mean loss and accuracy over one pass; trains when `opt` is given."""
+    model.train() if opt is not None else model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with ndl.set_grad_enabled(opt is not None):
+        for X, y in loader:
+            logits = model(X)
+            loss = loss_fn(logits, y)
+            if opt is not None:
+                opt.reset_grad()
+                loss.backward()
+                opt.step()
+            batch = y.shape[0]
+            loss_sum += float(loss.numpy()) * batch
+            correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
+            count += batch
+    return loss_sum / count, correct / count
+
+
+def draw_graph(model, loss_fn, X, y, path: str, fmt: str, rankdir: str = "TB") -> None:
+    """The graph of loss_fn(model(X[:4]), y[:4]) after backward, with the parameters named."""
+    model.train()
+    xb = ndl.Tensor(X[:4], dtype="float32", requires_grad=False)
+    yb = ndl.Tensor(y[:4], dtype="float32", requires_grad=False)
+    logits = model(xb)
+    loss = loss_fn(logits, yb)
+    loss.backward()
+    names = {param: name.replace("modules.", "layer") for name, param in model.named_parameters()}
+    names.update({xb: "X (batch of 4)", logits: "logits", loss: "loss"})
+    render_graph(loss, path, format=fmt, names=names, rankdir=rankdir)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    np.random.seed(args.seed)  # DataLoader shuffling and weight initialisation draw from it
+    X, y = make_data(args.dataset, args.n, args.seed, args.classes)
+    X_test, y_test = make_data(args.dataset, max(args.n // 2, 4), args.seed + 1, args.classes)
+    classes = int(max(y.max(), y_test.max())) + 1
+
+    model = MLP(2, args.hidden, classes)
+    loss_fn = nn.SoftmaxLoss()
+    opt = ndl.optim.Adam(model.parameters(), lr=args.lr)
+    train_loader = DataLoader(NDArrayDataset(X, y), batch_size=args.batch_size, shuffle=True)
+    test_loader = DataLoader(NDArrayDataset(X_test, y_test), batch_size=256)
+
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        train_loss, train_acc = run_epoch(model, train_loader, loss_fn, opt)
+        test_loss, test_acc = run_epoch(model, test_loader, loss_fn)
+        history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                        "test_loss": test_loss, "test_accuracy": test_acc})
+        if not args.quiet and (epoch == 1 or epoch == args.epochs or epoch % max(args.epochs // 10, 1) == 0):
+            print(f"epoch {epoch:4d}  train loss {train_loss:.4f} acc {train_acc:.3f}  "
+                  f"test loss {test_loss:.4f} acc {test_acc:.3f}", flush=True)
+
+    os.makedirs(args.out, exist_ok=True)
+    boundary_path = os.path.join(args.out, "boundary.png")
+    plot_decision_boundary(model_predictor(model), X, y, boundary_path, history=history,
+                           title=f"needle MLP {args.hidden} on '{args.dataset}' ({args.epochs} epochs)")
+    graph_path = os.path.join(args.out, f"graph.{args.graph_format}")
+    draw_graph(model, loss_fn, X, y, graph_path, args.graph_format, args.graph_rankdir)
+    print(f"wrote {boundary_path} and {graph_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
