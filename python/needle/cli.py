@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="default: sgd for lm, else adam")
     train.add_argument("--lr", type=float, default=None, help="default: adam 0.001 (toy 0.01), sgd 4.0 (lm)")
     train.add_argument("--momentum", type=float, default=0.0)
-    train.add_argument("--weight-decay", type=float, default=None, help="default: 0.001 (adam), 0 (sgd)")
+    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty added to the gradient")
     train.add_argument("--seed", type=int, default=0, help="seeds numpy's RNG: same seed, same numbers")
     train.add_argument("--device", choices=["cpu", "cpu_numpy"], default="cpu")
     train.add_argument("--checkpoint", metavar="DIR", help="save model/optimizer/RNG after each epoch")
@@ -66,8 +66,6 @@ def _resolve(args) -> None:
     for key, value in _DEFAULTS[args.recipe].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.weight_decay is None:
-        args.weight_decay = 0.001 if args.optimizer == "adam" else 0.0
 
 
 def train(args) -> dict:

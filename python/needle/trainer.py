@@ -19,8 +19,11 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir: Optional[str] = None,
-        resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
+        resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Train `task` for `epochs` epochs in all (fewer when resuming); returns the run summary."""
+    if log is None:
+        def log(line: str) -> None:
+            print(line, flush=True)  # one line per epoch, visible at once even through a pipe
     history: List[Dict[str, float]] = []
     start = 0
     checkpoint = os.path.join(checkpoint_dir, CHECKPOINT_FILE) if checkpoint_dir else None
