@@ -22,6 +22,7 @@ from needle import nn
 from needle.data import DataLoader, NDArrayDataset
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.models import MLP
+from needle.training import classification_epoch
 from needle.viz import model_predictor, plot_decision_boundary, render_graph
 
 
@@ -60,21 +61,8 @@ def make_data(name: str, n: int, seed: int, classes: int):
 
 def run_epoch(model, loader, loss_fn, opt=None):
     """Mean loss and accuracy over one pass; trains when `opt` is given."""
-    model.train() if opt is not None else model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    with ndl.set_grad_enabled(opt is not None):
-        for X, y in loader:
-            logits = model(X)
-            loss = loss_fn(logits, y)
-            if opt is not None:
-                opt.reset_grad()
-                loss.backward()
-                opt.step()
-            batch = y.shape[0]
-            loss_sum += float(loss.numpy()) * batch
-            correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
-            count += batch
-    return loss_sum / count, correct / count
+    stats = classification_epoch(loader, model, loss_fn, opt)
+    return stats.mean_loss, stats.accuracy
 
 
 def draw_graph(model, loss_fn, X, y, path: str, fmt: str, rankdir: str = "TB") -> None:

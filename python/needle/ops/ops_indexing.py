@@ -7,13 +7,7 @@ import numpy
 from ..autograd import NDArray, Tensor, TensorOp
 from ..backend_selection import BACKEND, array_api
 from . import array_helpers
-
-
-def _inverse(perm) -> tuple:
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return tuple(inv)
+from .ops_mathematic import inverse_permutation
 
 
 def _as_index_array(idx):
@@ -151,11 +145,11 @@ class IndexPlan:
         """The adjoint of gather: zeros of the input shape with g added at the indexed places."""
         if self.advanced:
             if self.result_perm is not None:
-                g = array_api.transpose(g, _inverse(self.result_perm))
+                g = array_api.transpose(g, inverse_permutation(self.result_perm))
             g = array_api.reshape(array_api.ascontiguousarray(g), (self.rows.size,) + self.rest_shape)
             buf = array_helpers.zeros((int(numpy.prod(self.adv_dims)),) + self.rest_shape, like=g)
             array_helpers.index_add_rows(buf, self.rows.ravel(), g)
-            g = array_api.transpose(array_api.reshape(buf, self.adv_dims + self.rest_shape), _inverse(self.perm))
+            g = array_api.transpose(array_api.reshape(buf, self.adv_dims + self.rest_shape), inverse_permutation(self.perm))
         g = array_api.reshape(array_api.ascontiguousarray(g), self.sliced_shape)
         out = array_helpers.zeros(self.input_shape, like=g)
         out[self.basic] = g

@@ -321,11 +321,16 @@ class Permute(TensorOp):
         return array_api.transpose(a, self.axes)
 
     def gradient(self, out_grad, node):
-        n = len(self.axes)
-        inverse = [0] * n
-        for i, ax in enumerate(self.axes):
-            inverse[ax % n] = i
-        return Permute(tuple(inverse))(out_grad)
+        return Permute(inverse_permutation(self.axes))(out_grad)
+
+
+def inverse_permutation(perm) -> tuple:
+    """The permutation that undoes `perm` (negative axes allowed)."""
+    n = len(perm)
+    inverse = [0] * n
+    for i, ax in enumerate(perm):
+        inverse[ax % n] = i
+    return tuple(inverse)
 
 
 def permute(a, axes):

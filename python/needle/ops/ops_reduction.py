@@ -6,7 +6,9 @@ import numpy
 from ..autograd import Tensor, TensorOp
 from ..backend_selection import array_api
 from . import array_helpers
-from .ops_mathematic import _axis, _const_like, _require_tensor, expand_reduced, normalize_axes, summation
+from .ops_mathematic import (
+    _axis, _const_like, _require_tensor, expand_reduced, inverse_permutation, normalize_axes, summation,
+)
 
 
 def _first_argmax_mask(data, axes, device):
@@ -22,10 +24,7 @@ def _first_argmax_mask(data, axes, device):
     first = array_helpers.to_host(array_api.argmax(moved, axis=-1)).astype(numpy.int64)
     mask = device.one_hot(size, first, dtype=data.dtype)
     mask = array_api.reshape(mask, kept_shape + reduced_shape)
-    inverse = [0] * ndim
-    for i, p in enumerate(perm):
-        inverse[p] = i
-    return array_api.transpose(mask, tuple(inverse))
+    return array_api.transpose(mask, inverse_permutation(perm))
 
 
 class Max(TensorOp):

@@ -8,23 +8,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..serialization import atomic_write_bytes
+from .curves import _pyplot
 
 History = Union[Sequence[Dict[str, float]], Sequence[float]]
 
 # class colours (matplotlib's tab10, reordered so 0/1 are blue/orange as usual)
 _CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError('plotting needs matplotlib: pip install "needle[plot]"') from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _class_colors(k: int) -> List[str]:

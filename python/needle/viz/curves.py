@@ -11,7 +11,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'needle[plot]'") from None
+        raise ImportError('plotting needs matplotlib: pip install "needle[plot]"') from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
