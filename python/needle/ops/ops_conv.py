@@ -1,19 +1,70 @@
-"""2-D convolution (cross-correlation) on NHWC inputs with KKIO kernels."""
+"""2-D convolution (cross-correlation) on NHWC inputs with KKIO kernels.
+
+Three ops, each the adjoint of the others, so gradients of any order stay
+inside the family:
+
+* Conv(a, b):             out = im2col(a) @ b
+* ConvInputGrad(g, b):    d<out, g>/da = col2im(g @ b^T)
+* ConvWeightGrad(a, g):   d<out, g>/db = im2col(a)^T @ g
+
+im2col reads every window through one strided view (no Python loop over
+positions); col2im adds the K*K kernel offsets back one strided slice at a time.
+"""
 from __future__ import annotations
 
 from ..autograd import TensorOp
 from ..backend_selection import array_api
 from . import array_helpers
-from .ops_layout import dilate, flip
-from .ops_mathematic import _require_tensor, transpose
+from .ops_mathematic import _require_tensor
+
+
+def _out_size(size: int, k: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - k) // stride + 1
+
+
+def _im2col(a, kh: int, kw: int, stride: int, padding: int):
+    """(N, H, W, C) -> rows of windows (N*Ho*Wo, kh*kw*C), and (N, Ho, Wo)."""
+    if padding:
+        a = array_api.pad(a, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    a = array_api.ascontiguousarray(a)
+    n, h, w, c = a.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    sn, sh, sw, sc = array_helpers.element_strides(a)
+    windows = array_helpers.strided(a, (n, ho, wo, kh, kw, c), (sn, sh * stride, sw * stride, sh, sw, sc))
+    return array_api.reshape(array_api.ascontiguousarray(windows), (n * ho * wo, kh * kw * c)), (n, ho, wo)
+
+
+def _col2im(cols, input_shape, kh: int, kw: int, stride: int, padding: int):
+    """The adjoint of _im2col: windows (N, Ho, Wo, kh, kw, C) summed back into (N, H, W, C)."""
+    n, h, w, c = input_shape
+    _, ho, wo = cols.shape[:3]
+    out = array_helpers.zeros((n, h + 2 * padding, w + 2 * padding, c), like=cols)
+    for u in range(kh):
+        for v in range(kw):
+            rows = slice(u, u + stride * (ho - 1) + 1, stride)
+            columns = slice(v, v + stride * (wo - 1) + 1, stride)
+            piece = cols[:, :, :, u : u + 1, v : v + 1, :]
+            piece = array_api.reshape(array_api.ascontiguousarray(piece), (n, ho, wo, c))
+            region = (slice(None), rows, columns, slice(None))
+            out[region] = out[region] + piece
+    if padding:
+        out = out[:, padding : padding + h, padding : padding + w, :]
+    return array_api.ascontiguousarray(out)
+
+
+def _check_pair(a, b, what: str) -> None:
+    _require_tensor(a, what)
+    _require_tensor(b, what)
+    if a.ndim != 4 or b.ndim != 4:
+        raise ValueError(f"{what} needs 4-D operands, got shapes {a.shape} and {b.shape}")
 
 
 class Conv(TensorOp):
     """out[n,i,j,o] = sum_{u,v,c} a_pad[n, i*stride+u, j*stride+v, c] * b[u,v,c,o].
 
     a: (N, H, W, Cin), b: (KH, KW, Cin, Cout) -> (N, Ho, Wo, Cout) with
-    Ho = (H + 2*padding - KH) // stride + 1 (the course uses square kernels; the
-    gradient needs rectangular ones when H != W).
+    Ho = (H + 2*padding - KH) // stride + 1 (the course uses square kernels;
+    rectangular ones work too).
     """
 
     def __init__(self, stride: int = 1, padding: int = 0):
@@ -23,10 +74,7 @@ class Conv(TensorOp):
         self.padding = padding
 
     def check(self, a, b):
-        _require_tensor(a, "conv")
-        _require_tensor(b, "conv")
-        if a.ndim != 4 or b.ndim != 4:
-            raise ValueError(f"conv needs an NHWC input and a KKIO kernel, got shapes {a.shape} and {b.shape}")
+        _check_pair(a, b, "conv")
         kh, kw, cin, _ = b.shape
         if a.shape[3] != cin:
             raise ValueError(f"conv: input has {a.shape[3]} channels (shape {a.shape}), kernel expects {cin} (shape {b.shape})")
@@ -34,51 +82,73 @@ class Conv(TensorOp):
             raise ValueError(f"conv: kernel {kh}x{kw} is larger than the padded input {a.shape} (padding {self.padding})")
 
     def compute(self, a, b):
-        p, s = self.padding, self.stride
-        if p:
-            a = array_api.pad(a, ((0, 0), (p, p), (p, p), (0, 0)))
-        a = array_api.ascontiguousarray(a)
-        n, h, w, cin = a.shape
-        kh, kw, _, cout = b.shape
-        ho, wo = (h - kh) // s + 1, (w - kw) // s + 1
-        sn, sh, sw, sc = array_helpers.element_strides(a)
-        # im2col: every window as a row, read through a strided view, then one matmul
-        windows = array_helpers.strided(a, (n, ho, wo, kh, kw, cin), (sn, sh * s, sw * s, sh, sw, sc))
-        cols = array_api.reshape(array_api.ascontiguousarray(windows), (n * ho * wo, kh * kw * cin))
+        kh, kw, cin, cout = b.shape
+        cols, (n, ho, wo) = _im2col(a, kh, kw, self.stride, self.padding)
         kernel = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cin, cout))
         return array_api.reshape(cols @ kernel, (n, ho, wo, cout))
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        p, s = self.padding, self.stride
-        kh, kw = b.shape[:2]
-        grad = out_grad
-        if s > 1:
-            # undo the stride: zeros between outputs, trimmed so that the r rows/columns
-            # the forward pass skipped at the end are covered exactly
-            rh = (a.shape[1] + 2 * p - kh) % s
-            rw = (a.shape[2] + 2 * p - kw) % s
-            ho, wo = out_grad.shape[1:3]
-            grad = dilate(grad, (1, 2), s - 1)[:, : (ho - 1) * s + 1 + rh, : (wo - 1) * s + 1 + rw, :]
-        # input: full correlation with the flipped kernel (in/out channels swapped),
-        # padded by K-1 and trimmed by the forward padding p on each side
-        kernel_t = transpose(flip(b, (0, 1)), (2, 3))
-        qh, qw = kh - 1 - p, kw - 1 - p
-        pad = max(qh, qw, 0)
-        grad_a = _crop(conv(grad, kernel_t, padding=pad), pad - qh, pad - qw)
-        # weight: correlate the input (channels as batch) with the output gradient
-        a_t = transpose(a, (0, 3))  # (Cin, H, W, N)
-        grad_t = transpose(transpose(grad, (0, 1)), (1, 2))  # (Ho', Wo', N, Cout)
-        grad_b = conv(a_t, grad_t, padding=p)  # (Cin, KH, KW, Cout)
-        grad_b = transpose(transpose(grad_b, (0, 1)), (1, 2))  # (KH, KW, Cin, Cout)
-        return grad_a, grad_b
+        s, p = self.stride, self.padding
+        return ConvInputGrad(a.shape, s, p)(out_grad, b), ConvWeightGrad(b.shape, s, p)(a, out_grad)
 
 
-def _crop(x, ch: int, cw: int):
-    """Drop ch rows and cw columns from both sides of the spatial axes of NHWC x."""
-    if ch == 0 and cw == 0:
-        return x
-    return x[:, ch : x.shape[1] - ch, cw : x.shape[2] - cw, :]
+class ConvInputGrad(TensorOp):
+    """The gradient of conv with respect to its input: col2im(g @ b^T), shape `input_shape`."""
+
+    def __init__(self, input_shape, stride: int, padding: int):
+        self.input_shape = tuple(input_shape)
+        self.stride = stride
+        self.padding = padding
+
+    def check(self, g, b):
+        _check_pair(g, b, "conv input gradient")
+        n, h, w, cin = self.input_shape
+        kh, kw, kcin, cout = b.shape
+        expected = (n, _out_size(h, kh, self.stride, self.padding), _out_size(w, kw, self.stride, self.padding), cout)
+        if kcin != cin or g.shape != expected:
+            raise ValueError(f"conv input gradient: g {g.shape} and kernel {b.shape} do not fit input {self.input_shape}")
+
+    def compute(self, g, b):
+        kh, kw, cin, cout = b.shape
+        n, ho, wo, _ = g.shape
+        rows = array_api.reshape(array_api.ascontiguousarray(g), (n * ho * wo, cout))
+        kernel = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cin, cout))
+        cols = array_api.reshape(rows @ array_api.transpose(kernel, (1, 0)), (n, ho, wo, kh, kw, cin))
+        return _col2im(cols, self.input_shape, kh, kw, self.stride, self.padding)
+
+    def gradient(self, out_grad, node):
+        g, b = node.inputs
+        s, p = self.stride, self.padding
+        return Conv(s, p)(out_grad, b), ConvWeightGrad(b.shape, s, p)(out_grad, g)
+
+
+class ConvWeightGrad(TensorOp):
+    """The gradient of conv with respect to its kernel: im2col(a)^T @ g, shape `kernel_shape`."""
+
+    def __init__(self, kernel_shape, stride: int, padding: int):
+        self.kernel_shape = tuple(kernel_shape)
+        self.stride = stride
+        self.padding = padding
+
+    def check(self, a, g):
+        _check_pair(a, g, "conv weight gradient")
+        kh, kw, cin, cout = self.kernel_shape
+        n, h, w, acin = a.shape
+        expected = (n, _out_size(h, kh, self.stride, self.padding), _out_size(w, kw, self.stride, self.padding), cout)
+        if acin != cin or g.shape != expected:
+            raise ValueError(f"conv weight gradient: input {a.shape} and g {g.shape} do not fit kernel {self.kernel_shape}")
+
+    def compute(self, a, g):
+        kh, kw, cin, cout = self.kernel_shape
+        cols, (n, ho, wo) = _im2col(a, kh, kw, self.stride, self.padding)
+        rows = array_api.reshape(array_api.ascontiguousarray(g), (n * ho * wo, cout))
+        return array_api.reshape(array_api.transpose(cols, (1, 0)) @ rows, self.kernel_shape)
+
+    def gradient(self, out_grad, node):
+        a, g = node.inputs
+        s, p = self.stride, self.padding
+        return ConvInputGrad(a.shape, s, p)(g, out_grad), Conv(s, p)(a, out_grad)
 
 
 def conv(a, b, stride: int = 1, padding: int = 1):
