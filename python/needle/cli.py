@@ -14,10 +14,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model (default: an MLP on a generated spiral)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("recipe", nargs="?", default="toy", choices=["toy", "mlp", "resnet9", "lm"],
-                       help="toy: generated 2-D data; mlp: MLPResNet on MNIST-format data; "
-                            "resnet9: ResNet9 on CIFAR-10 or MNIST-format data; lm: language model on text")
-    train.add_argument("--epochs", type=int, default=None, help="default: toy 20, mlp 5, resnet9 5, lm 2")
+    train.add_argument("recipe", nargs="?", default="toy", choices=["toy", "mlp", "cnn", "resnet9", "lm"],
+                       help="toy: generated 2-D data; mlp: MLPResNet on MNIST-format data; cnn: a small CNN "
+                            "on MNIST-format data; resnet9: ResNet9 on CIFAR-10 or MNIST-format data; "
+                            "lm: language model on text")
+    train.add_argument("--epochs", type=int, default=None, help="default: toy 20, mlp/cnn/resnet9 5, lm 2")
     train.add_argument("--batch-size", type=int, default=None, help="default: 32 (lm), 100 (others)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="default: sgd for lm, else adam")
     train.add_argument("--lr", type=float, default=None, help="default: adam 0.001 (toy 0.01), sgd 4.0 (lm)")
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 _DEFAULTS = {
     "toy": dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, hidden=64),
     "mlp": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=256),
+    "cnn": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0),
     "resnet9": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0),
     "lm": dict(epochs=2, batch_size=32, optimizer="sgd", lr=4.0, hidden=128),
 }

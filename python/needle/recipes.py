@@ -15,7 +15,7 @@ from . import nn
 from .autograd import Tensor, no_grad
 from .data import DataLoader, NDArrayDataset
 from .data.toy_datasets import TOY_DATASETS
-from .models import MLP, LanguageModel, MLPResNet, ResNet9
+from .models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
 from .training import EpochStats, classification_epoch, language_model_epoch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -131,6 +131,16 @@ def mlp(args) -> ClassificationTask:
                               f"MLPResNet(784, {args.hidden}, blocks={args.blocks}) on {data_dir}")
 
 
+def cnn(args) -> ClassificationTask:
+    """A small CNN (needle.models.SmallCNN) on 28x28 MNIST-format images (Fashion-MNIST by default)."""
+    data_dir = args.data or FASHION_MNIST_DIR
+    (Xtr, ytr), (Xte, yte) = _idx_split(data_dir, "train"), _idx_split(data_dir, "test")
+    train, test = (Xtr.reshape(-1, 1, 28, 28), ytr), (Xte.reshape(-1, 1, 28, 28), yte)
+    model = SmallCNN(1, 10, 28, device=args.device)
+    train_loader, test_loader = _loaders(train, test, args.batch_size, args.device, args.limit)
+    return ClassificationTask(model, train_loader, test_loader, f"SmallCNN on {data_dir}")
+
+
 def _padded_images(X: np.ndarray) -> np.ndarray:
     """(N, 784) 28x28 images -> (N, 1, 32, 32), zero-padded by 2 on each side."""
     return np.pad(X.reshape(-1, 1, 28, 28), ((0, 0), (0, 0), (2, 2), (2, 2)))
@@ -188,4 +198,4 @@ def lm(args) -> LanguageModelTask:
                              vocabulary, device=args.device, clip=args.clip)
 
 
-RECIPES: Dict[str, Callable] = {"toy": toy, "mlp": mlp, "resnet9": resnet9, "lm": lm}
+RECIPES: Dict[str, Callable] = {"toy": toy, "mlp": mlp, "cnn": cnn, "resnet9": resnet9, "lm": lm}
