@@ -41,6 +41,34 @@ def strided_view(a: Array, shape, strides, offset) -> np.ndarray:
     )
 
 
+def read(operand) -> np.ndarray:
+    """The numpy array a kernel reads: a compact handle (as the course's kernels take), or an
+    operand (handle, shape, strides, offset) that NDArray passes to read strided views in place.
+
+    NDArray passes strides=None for compact arrays: their buffer is used as is.
+    """
+    if isinstance(operand, Array):
+        return operand.array
+    handle, shape, strides, offset = operand
+    if strides is None:
+        return handle.array.reshape(shape)
+    return strided_view(handle, shape, strides, offset)
+
+
+def reduction_blocks(operand, reduce_size: int):
+    """(array, first): reduce axes first.. of `array`, the trailing axes whose sizes multiply
+    to `reduce_size`. A compact handle is read as contiguous blocks of reduce_size elements."""
+    x = read(operand)
+    if isinstance(operand, Array):
+        x = x[: x.size - x.size % reduce_size if reduce_size else 0].reshape(-1, reduce_size)
+        return x, 1
+    size, first = 1, x.ndim
+    while first > 0 and size != reduce_size:
+        first -= 1
+        size *= x.shape[first]
+    return x, first
+
+
 def to_numpy(a: Array, shape, strides, offset) -> np.ndarray:
     return strided_view(a, shape, strides, offset).copy()
 

@@ -430,6 +430,14 @@ class NDArray:
         )
 
     # --- elementwise arithmetic ----------------------------------------------
+    def _operand(self) -> tuple:
+        """How kernels read this array: (handle, shape, strides, offset), strides None when compact.
+
+        Elementwise, reduction and matmul kernels read strided views directly, so
+        broadcasts, transposes and slices are never copied just to be read.
+        """
+        return self._handle, self._shape, None if self.is_compact() else self._strides, self._offset
+
     def _elementwise(self, other, ewise: str, scalar: str) -> "NDArray":
         if isinstance(other, NDArray):
             _check_same_device(self, other, ewise)
@@ -439,15 +447,15 @@ class NDArray:
                 )
             a, b = _promote(self, other)
             out = NDArray.make(self._shape, device=self._device, dtype=a.dtype)
-            getattr(self._device, ewise)(a.compact()._handle, b.compact()._handle, out._handle)
+            getattr(self._device, ewise)(a._operand(), b._operand(), out._handle)
         else:
             out = NDArray.make(self._shape, device=self._device, dtype=self.dtype)
-            getattr(self._device, scalar)(self.compact()._handle, _as_scalar(other), out._handle)
+            getattr(self._device, scalar)(self._operand(), _as_scalar(other), out._handle)
         return out
 
     def _unary(self, kernel: str) -> "NDArray":
         out = NDArray.make(self._shape, device=self._device, dtype=self.dtype)
-        getattr(self._device, kernel)(self.compact()._handle, out._handle)
+        getattr(self._device, kernel)(self._operand(), out._handle)
         return out
 
     def __add__(self, other):
@@ -528,8 +536,10 @@ class NDArray:
         if b.ndim == 2:  # fold a's batch axes into its rows: one 2-D product
             lead = a._shape[:-2]
             rows = prod(lead) * m
+            if lead:
+                a = a.reshape_compact((rows, n))
             out = NDArray.make((rows, p), device=self._device, dtype=a.dtype)
-            self._device.matmul(a.compact()._handle, b.compact()._handle, out._handle, rows, n, p)
+            self._device.matmul(a._operand(), b._operand(), out._handle, rows, n, p)
             out = out.reshape(lead + (m, p))
         else:
             try:
@@ -538,10 +548,10 @@ class NDArray:
                 raise ValueError(
                     f"matmul: batch dimensions of {self._shape} and {other._shape} do not broadcast"
                 ) from None
-            a = a.broadcast_to(batch + (m, n)).compact()
-            b = b.broadcast_to(batch + (n, p)).compact()
+            a = a.broadcast_to(batch + (m, n)).reshape_compact((prod(batch), m, n))
+            b = b.broadcast_to(batch + (n, p)).reshape_compact((prod(batch), n, p))
             out = NDArray.make(batch + (m, p), device=self._device, dtype=a.dtype)
-            self._device.matmul(a._handle, b._handle, out._handle, m, n, p, batch=prod(batch))
+            self._device.matmul(a._operand(), b._operand(), out._handle, m, n, p, batch=prod(batch))
         if self.ndim == 1:
             out = out.reshape(out._shape[:-2] + out._shape[-1:])
         if other.ndim == 1:
@@ -562,10 +572,10 @@ class NDArray:
         reduce_size = prod(self._shape[a] for a in axes)
         if reduce_size == 0 and kernel != "reduce_sum":
             raise ValueError(f"{kernel}: cannot reduce a zero-size axis of shape {self._shape}")
-        view = self.permute(kept + axes).compact()
+        view = self.permute(kept + axes)  # reduced axes last; the kernel reads the view
         out_shape = tuple(self._shape[a] for a in kept)
         out = NDArray.make(out_shape, device=self._device, dtype=self.dtype)
-        getattr(self._device, kernel)(view._handle, out._handle, reduce_size)
+        getattr(self._device, kernel)(view._operand(), out._handle, reduce_size)
         if keepdims:
             return out.reshape(tuple(1 if a in axes else d for a, d in enumerate(self._shape)))
         if axis is None:

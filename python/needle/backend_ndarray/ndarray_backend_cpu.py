@@ -1,14 +1,15 @@
 """Device `cpu`: the fast host kernels.
 
 Same interface as `ndarray_backend_numpy`, but every kernel writes straight
-into its output buffer (numpy ufuncs with `out=`, BLAS for matmul), so a call
-costs one pass over memory and no temporaries.
+into its output buffer (numpy ufuncs with `out=`, BLAS for matmul) and reads
+strided operands in place, so a call costs one pass over memory and no
+temporaries.
 """
 import math
 
 import numpy as np
 
-from .host_buffer import Array, fill, from_numpy, strided_view, to_numpy  # noqa: F401
+from .host_buffer import Array, fill, from_numpy, read, reduction_blocks, strided_view, to_numpy  # noqa: F401
 
 __device_name__ = "cpu"
 __tile_size__ = 8
@@ -28,17 +29,20 @@ def scalar_setitem(size, val, out, shape, strides, offset):
 
 def _binary(ufunc):
     def ewise(a, b, out):
-        ufunc(a.array, b.array, out=out.array, casting="unsafe")
+        x = read(a)
+        ufunc(x, read(b), out=out.array.reshape(x.shape), casting="unsafe")
 
     def scalar(a, val, out):
-        ufunc(a.array, val, out=out.array, casting="unsafe")
+        x = read(a)
+        ufunc(x, val, out=out.array.reshape(x.shape), casting="unsafe")
 
     return ewise, scalar
 
 
 def _unary(ufunc):
     def kernel(a, out):
-        ufunc(a.array, out=out.array)
+        x = read(a)
+        ufunc(x, out=out.array.reshape(x.shape))
 
     return kernel
 
@@ -56,10 +60,9 @@ ewise_tanh = _unary(np.tanh)
 
 
 def matmul(a, b, out, m, n, p, batch=1):
-    """`batch` independent (m, n) @ (n, p) products, straight into `out` (BLAS)."""
-    lhs = a.array[: batch * m * n].reshape(batch, m, n)
-    rhs = b.array[: batch * n * p].reshape(batch, n, p)
-    np.matmul(lhs, rhs, out=out.array[: batch * m * p].reshape(batch, m, p))
+    """`batch` independent (m, n) @ (n, p) products, straight into `out` (BLAS reads transposes in place)."""
+    np.matmul(read(a).reshape(batch, m, n), read(b).reshape(batch, n, p),
+              out=out.array[: batch * m * p].reshape(batch, m, p))
 
 
 def matmul_tiled(a, b, out, m, n, p):
@@ -74,20 +77,25 @@ def matmul_tiled(a, b, out, m, n, p):
     np.einsum("iktu,kjuv->ijtv", lhs, rhs, out=out.array[: m * p].reshape(m // t, p // t, t, t))
 
 
-def _blocks(a, out, reduce_size):
-    return a.array[: out.size * reduce_size].reshape(out.size, reduce_size)
+def _reduced(a, out, reduce_size):
+    """(operand as numpy, the trailing axes to reduce, out viewed with the kept shape)."""
+    x, first = reduction_blocks(a, reduce_size)
+    return x, tuple(range(first, x.ndim)), out.array.reshape(x.shape[:first])
 
 
 def reduce_sum(a, out, reduce_size):
-    np.sum(_blocks(a, out, reduce_size), axis=1, out=out.array)
+    x, axes, dest = _reduced(a, out, reduce_size)
+    np.sum(x, axis=axes, out=dest)
 
 
 def reduce_max(a, out, reduce_size):
-    np.max(_blocks(a, out, reduce_size), axis=1, out=out.array)
+    x, axes, dest = _reduced(a, out, reduce_size)
+    np.max(x, axis=axes, out=dest)
 
 
 def reduce_argmax(a, out, reduce_size):
-    out.array[:] = np.argmax(_blocks(a, out, reduce_size), axis=1)
+    x, _, dest = _reduced(a, out, reduce_size)
+    dest[...] = np.argmax(x.reshape(dest.shape + (-1,)), axis=-1)
 
 
 def take_rows(a, indices, out, row_size):
