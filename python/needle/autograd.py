@@ -150,13 +150,16 @@ class Value:
     @classmethod
     def make_from_op(cls, op: Op, inputs: List["Value"]):
         op.check(*inputs)
-        if not LAZY_MODE and not (_GRAD_ENABLED and any(x.requires_grad for x in inputs)):
+        requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+        if LAZY_MODE:
+            value = cls.__new__(cls)
+            value._init(op, list(inputs), requires_grad=requires_grad)
+            return value
+        if not requires_grad:
             # a result that needs no gradient is a constant leaf: no graph node is kept
             return cls.make_const(_compute(op, inputs))
         value = cls.__new__(cls)
-        value._init(op, list(inputs))
-        if not LAZY_MODE:
-            value.realize_cached_data()
+        value._init(op, list(inputs), cached_data=_compute(op, inputs), requires_grad=True)
         return value
 
 
@@ -439,17 +442,25 @@ class Tensor(Value):
         return _ops().sqrt(self)
 
 
-def _ops():
-    from . import ops
+_OPS = None
 
-    return ops
+
+def _ops():
+    """needle.ops, imported on first use (ops import this module)."""
+    global _OPS
+    if _OPS is None:
+        from . import ops
+
+        _OPS = ops
+    return _OPS
 
 
 def _binary(a: Tensor, b, ewise: str, scalar: str) -> Tensor:
     """`a (op) b` with numpy/PyTorch broadcasting between tensors."""
     ops = _ops()
     if isinstance(b, Tensor):
-        a, b = broadcast_tensors(a, b)
+        if a.shape != b.shape:
+            a, b = broadcast_tensors(a, b)
         return getattr(ops, ewise)()(a, b)
     if isinstance(b, numpy.ndarray) and b.size != 1 or BACKEND == "nd" and isinstance(b, NDArray):
         raise TypeError(f"cannot combine a Tensor with a {type(b).__name__}; wrap it in ndl.Tensor first")

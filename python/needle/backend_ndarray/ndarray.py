@@ -199,6 +199,7 @@ class NDArray:
         self._offset = other._offset
         self._device = other._device
         self._handle = other._handle
+        self._compact = other._compact
 
     @staticmethod
     def compact_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -212,7 +213,12 @@ class NDArray:
         array._strides = _compact_strides(shape) if strides is None else tuple(strides)
         array._offset = offset
         array._device = device = _CPU if device is None else device
-        array._handle = device.Array(math.prod(shape), dtype=dtype) if handle is None else handle
+        if handle is None:
+            array._handle = device.Array(math.prod(shape), dtype=dtype)
+            array._compact = strides is None  # a fresh buffer with default strides
+        else:
+            array._handle = handle
+            array._compact = None  # worked out on first use
         return array
 
     # --- properties ---------------------------------------------------------
@@ -278,7 +284,12 @@ class NDArray:
 
     # --- layout -------------------------------------------------------------
     def is_compact(self) -> bool:
-        return self._strides == _compact_strides(self._shape) and math.prod(self._shape) == self._handle.size
+        compact = self._compact
+        if compact is None:  # layouts never change, so the answer is kept
+            compact = self._compact = (
+                self._strides == _compact_strides(self._shape) and math.prod(self._shape) == self._handle.size
+            )
+        return compact
 
     def compact(self) -> "NDArray":
         return self if self.is_compact() else self._copy()
@@ -640,7 +651,7 @@ def _check_device(device) -> None:
 
 
 def _check_same_device(a: NDArray, b: NDArray, what: str) -> None:
-    if a._device != b._device:
+    if a._device is not b._device and a._device != b._device:
         raise ValueError(f"{what}: arrays are on different devices ({a._device} and {b._device}); move one with .to()")
 
 
