@@ -532,18 +532,27 @@ def find_topo_sort(node_list: Iterable[Value]) -> List[Value]:
 
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
-    """Set `.grad` on every node `output_tensor` depends on, in reverse topological order."""
+    """Set `.grad` on every node `output_tensor` depends on, in reverse topological order.
+
+    A leaf that requires grad gets the differentiable gradient graph as .grad (so it
+    can be backpropagated again); every other node keeps the gradient's value only.
+    The graph refers back to the forward nodes, so storing it on them would make
+    reference cycles that hold each step's memory until Python's cycle collector
+    happens to run.
+    """
     partial_adjoints = {output_tensor: [out_grad]}
     for node in reversed(find_topo_sort([output_tensor])):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
             continue
-        node.grad = sum_node_list(partials)
+        grad = sum_node_list(partials)
         if node.op is None:
+            node.grad = grad if node.requires_grad else grad.detach()
             continue
-        for inp, grad in zip(node.inputs, node.op.gradient_as_tuple(node.grad, node)):
-            if grad is not None:
-                partial_adjoints.setdefault(inp, []).append(grad)
+        node.grad = grad.detach()
+        for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
+            if partial is not None:
+                partial_adjoints.setdefault(inp, []).append(partial)
 
 
 def sum_node_list(node_list: List[Value]) -> Value:
