@@ -8,6 +8,7 @@ be differentiated again.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Iterable, List, Optional, Tuple, Union
 
 import numpy
@@ -197,11 +198,7 @@ class TensorTuple(Value):
         return self.__repr__()
 
     def __add__(self, other: "TensorTuple") -> "TensorTuple":
-        from .ops import make_tuple
-
-        if not isinstance(other, TensorTuple) or len(self) != len(other):
-            raise ValueError("TensorTuple addition needs another TensorTuple of the same length")
-        return make_tuple(*[self[i] + other[i] for i in range(len(self))])
+        return _ops().add_tuples([self, other])
 
     def detach(self) -> "TensorTuple":
         return TensorTuple.make_const(self.realize_cached_data())
@@ -556,5 +553,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
 
 
 def sum_node_list(node_list: List[Value]) -> Value:
-    """Sum of the partial adjoints (a left fold with +, so tuples add elementwise)."""
-    return functools.reduce(lambda a, b: a + b, node_list)
+    """Sum of the partial adjoints: a left fold with +; tuples are added elementwise in one go."""
+    if isinstance(node_list[0], TensorTuple):
+        return _ops().add_tuples(node_list)
+    return functools.reduce(operator.add, node_list)

@@ -1,7 +1,11 @@
 """Ops that build or read tuples of tensors."""
 from __future__ import annotations
 
+from typing import List, Sequence, Tuple
+
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
+from ..backend_selection import array_api
+from . import array_helpers
 
 
 class MakeTensorTuple(TensorTupleOp):
@@ -27,23 +31,72 @@ class TupleGetItem(TensorOp):
             raise TypeError(f"tuple_get_item expects a TensorTuple, got {type(a).__name__}")
         if fold_const and isinstance(a.op, MakeTensorTuple):
             return a.inputs[self.index]
+        if fold_const and isinstance(a.op, SparseTuple) and self.index in a.op.indices:
+            return a.inputs[a.op.indices.index(self.index)]
         return Tensor.make_from_op(self, [a])
 
     def compute(self, a):
         return a[self.index]
 
     def gradient(self, out_grad, node):
-        from ..init import zeros_like
-
-        parts = [
-            out_grad if i == self.index else zeros_like(value)
-            for i, value in enumerate(node.inputs[0])
-        ]
-        return MakeTensorTuple()(*parts)
+        """out_grad at `index`, zeros elsewhere (kept sparse: see SparseTuple)."""
+        return SparseTuple((self.index,), node.inputs[0].realize_cached_data())(out_grad)
 
 
 def tuple_get_item(value, index: int):
     return TupleGetItem(index)(value)
+
+
+class SparseTuple(TensorTupleOp):
+    """A tuple holding its inputs at `indices` and zeros everywhere else.
+
+    The gradient of one element of a tuple is such a tuple. Kept sparse, the n
+    gradients of the n elements of a split add up in O(n) work instead of n full
+    tuples of zeros added pairwise. `template` is the tuple's data, for the
+    zeros' shapes; they are zero-stride views of one scalar, not allocations.
+    """
+
+    def __init__(self, indices: Sequence[int], template: tuple):
+        self.indices = tuple(indices)
+        self.template = template
+
+    def compute(self, *values) -> tuple:
+        given = dict(zip(self.indices, values))
+        out = []
+        for i, like in enumerate(self.template):
+            if i in given:
+                out.append(given[i])
+            else:
+                out.append(array_api.broadcast_to(array_helpers.zeros((), like=like), like.shape))
+        return tuple(out)
+
+    def gradient(self, out_grad, node):
+        return tuple(out_grad[i] for i in self.indices)
+
+
+def _entries(t: TensorTuple) -> List[Tuple[int, Value]]:
+    """(index, tensor) for the elements a tuple actually holds."""
+    if isinstance(t.op, SparseTuple):
+        return list(zip(t.op.indices, t.inputs))
+    if isinstance(t.op, MakeTensorTuple):
+        return list(enumerate(t.inputs))
+    return list(enumerate(t.tuple()))
+
+
+def add_tuples(tuples: Sequence[TensorTuple]) -> TensorTuple:
+    """Elementwise sum of equal-length tuples; elements a sparse tuple lacks count as zeros."""
+    length = len(tuples[0])
+    for t in tuples:
+        if not isinstance(t, TensorTuple) or len(t) != length:
+            raise ValueError("tuples can only be added to TensorTuples of the same length")
+    sums = {}
+    for t in tuples:
+        for i, value in _entries(t):
+            sums[i] = value if i not in sums else sums[i] + value
+    if len(sums) == length:
+        return MakeTensorTuple()(*[sums[i] for i in range(length)])
+    indices = sorted(sums)
+    return SparseTuple(indices, tuples[0].realize_cached_data())(*[sums[i] for i in indices])
 
 
 class FusedAddScalars(TensorTupleOp):
