@@ -70,6 +70,10 @@ class enable_grad(set_grad_enabled):
 class Op:
     """An operator: `compute` on backend arrays, `gradient` on Tensors."""
 
+    # computed when the node is made; False for bookkeeping ops whose data is
+    # usually never read (their node computes on first realize_cached_data())
+    eager = True
+
     def __call__(self, *args):
         raise NotImplementedError()
 
@@ -152,7 +156,7 @@ class Value:
     def make_from_op(cls, op: Op, inputs: List["Value"]):
         op.check(*inputs)
         requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
-        if LAZY_MODE:
+        if LAZY_MODE or not op.eager:
             value = cls.__new__(cls)
             value._init(op, list(inputs), requires_grad=requires_grad)
             return value

@@ -23,6 +23,7 @@ def prod(x: Iterable[int]) -> int:
     return math.prod(x)
 
 
+@functools.lru_cache(maxsize=64)
 def normalize_dtype(dtype) -> str:
     """Storage dtype name for a requested dtype: float64 when asked, else float32."""
     if dtype is None:

@@ -56,6 +56,8 @@ class SparseTuple(TensorTupleOp):
     zeros' shapes; they are zero-stride views of one scalar, not allocations.
     """
 
+    eager = False  # usually consumed by add_tuples / tuple_get_item without its data being read
+
     def __init__(self, indices: Sequence[int], template: tuple):
         self.indices = tuple(indices)
         self.template = template
@@ -83,12 +85,22 @@ def _entries(t: TensorTuple) -> List[Tuple[int, Value]]:
     return list(enumerate(t.tuple()))
 
 
+def _length(t: TensorTuple) -> int:
+    """A tuple's length, read from its structure where possible (without computing it)."""
+    if isinstance(t.op, SparseTuple):
+        return len(t.op.template)
+    if isinstance(t.op, MakeTensorTuple):
+        return len(t.inputs)
+    return len(t)
+
+
 def add_tuples(tuples: Sequence[TensorTuple]) -> TensorTuple:
     """Elementwise sum of equal-length tuples; elements a sparse tuple lacks count as zeros."""
-    length = len(tuples[0])
-    for t in tuples:
-        if not isinstance(t, TensorTuple) or len(t) != length:
-            raise ValueError("tuples can only be added to TensorTuples of the same length")
+    if not all(isinstance(t, TensorTuple) for t in tuples):
+        raise ValueError("tuples can only be added to TensorTuples")
+    length = _length(tuples[0])
+    if any(_length(t) != length for t in tuples):
+        raise ValueError(f"tuples of lengths {[_length(t) for t in tuples]} cannot be added")
     sums = {}
     for t in tuples:
         for i, value in _entries(t):
@@ -96,7 +108,10 @@ def add_tuples(tuples: Sequence[TensorTuple]) -> TensorTuple:
     if len(sums) == length:
         return MakeTensorTuple()(*[sums[i] for i in range(length)])
     indices = sorted(sums)
-    return SparseTuple(indices, tuples[0].realize_cached_data())(*[sums[i] for i in indices])
+    template = next((t.op.template for t in tuples if isinstance(t.op, SparseTuple)), None)
+    if template is None:
+        template = tuples[0].realize_cached_data()
+    return SparseTuple(indices, template)(*[sums[i] for i in indices])
 
 
 class FusedAddScalars(TensorTupleOp):
