@@ -28,7 +28,7 @@ MNIST = SHARED / "data" / "mnist"
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
 
 SUMMARY_KEYS = {"model", "epochs", "final", "checkpoint", "recipe", "seed"}
-ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_seconds", "seconds"}
+ROW_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_seconds", "seconds"}
 TIMING = {"train_seconds", "seconds"}
 
 
@@ -529,3 +529,13 @@ def test_corrupt_checkpoint_exits_2_in_a_subprocess(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "needle: error:" in proc.stderr and str(tmp_path / "last.safetensors") in proc.stderr
+
+
+def test_lr_decay_scales_the_learning_rate_per_epoch(tmp_path, capsys):
+    """Epoch e runs at lr * decay**e (PyTorch's ExponentialLR), recorded in the history."""
+    summary_path = tmp_path / "s.json"
+    rc = cli.main(["train", "--no-progress", "--epochs", "3", "--lr", "0.05", "--lr-decay", "0.5",
+               "--samples", "200", "--summary", str(summary_path)])
+    assert rc == 0
+    history = json.loads(summary_path.read_text())["history"]
+    assert [row["lr"] for row in history] == pytest.approx([0.05, 0.025, 0.0125])

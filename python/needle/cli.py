@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: toy 20, mlp/cnn/resnet9 5, lm 2")
     train.add_argument("--batch-size", type=int, default=None, help="default: 32 (lm), 100 (others)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="default: sgd for lm, else adam")
-    train.add_argument("--lr", type=float, default=None, help="default: adam 0.001 (toy 0.01), sgd 4.0 (lm)")
+    train.add_argument("--lr", type=float, default=None, help="default: adam 0.001 (toy 0.01, mlp 0.002), sgd 4.0 (lm)")
+    train.add_argument("--lr-decay", type=float, default=None,
+                       help="multiply the learning rate by this after every epoch (default: mlp/cnn 0.6, else 1)")
     train.add_argument("--momentum", type=float, default=0.0)
     train.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty added to the gradient")
     train.add_argument("--seed", type=int, default=0, help="seeds numpy's RNG: same seed, same numbers")
@@ -56,11 +58,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _DEFAULTS = {
-    "toy": dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, hidden=64),
-    "mlp": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=256),
-    "cnn": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0),
-    "resnet9": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0),
-    "lm": dict(epochs=2, batch_size=32, optimizer="sgd", lr=4.0, hidden=128),
+    "toy": dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, hidden=64, lr_decay=1.0),
+    "mlp": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.002, hidden=256, lr_decay=0.6),
+    "cnn": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0, lr_decay=0.6),
+    "resnet9": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0, lr_decay=0.6),
+    "lm": dict(epochs=2, batch_size=32, optimizer="sgd", lr=4.0, hidden=128, lr_decay=1.0),
 }
 
 
@@ -89,7 +91,7 @@ def train(args) -> dict:
     print(f"{task.description}: {sum(int(np.prod(p.shape)) for p in params):,} parameters, "
           f"{task.train_batches} batches per epoch", flush=True)
     summary = fit(task, opt, args.epochs, config=config, checkpoint_dir=args.checkpoint, resume=args.resume,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, lr_decay=args.lr_decay)
     summary["recipe"] = args.recipe
     summary["seed"] = args.seed
     if args.recipe == "lm" and args.sample:

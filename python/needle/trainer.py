@@ -19,8 +19,13 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir: Optional[str] = None,
-        resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Train `task` for `epochs` epochs in all (fewer when resuming); returns the run summary."""
+        resume: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None,
+        lr_decay: float = 1.0) -> Dict[str, Any]:
+    """Train `task` for `epochs` epochs in all (fewer when resuming); returns the run summary.
+
+    Epoch e (from 0) runs at learning rate lr * lr_decay**e, like PyTorch's ExponentialLR.
+    """
+    base_lr = optimizer.lr
     if log is None:
         def log(line: str) -> None:
             print(line, flush=True)  # one line per epoch, visible at once even through a pipe
@@ -43,6 +48,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     if checkpoint_dir:
         os.makedirs(checkpoint_dir, exist_ok=True)
     for epoch in range(start, epochs):
+        optimizer.lr = base_lr * lr_decay ** epoch
         began = time.perf_counter()
         bar = _progress(task.train_batches, f"epoch {epoch + 1}/{epochs}", progress)
 
@@ -56,6 +62,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
         test = task.evaluate()
         row = {
             "epoch": epoch + 1,
+            "lr": optimizer.lr,
             "train_loss": train.mean_loss,
             "train_accuracy": train.accuracy,
             "test_loss": test.mean_loss,
