@@ -82,14 +82,18 @@ def _present_axes(axes, ndim: int) -> tuple:
     return tuple(sorted({ax % ndim for ax in axes if -ndim <= ax < ndim}))
 
 
-class Dilate(TensorOp):
-    """Insert `dilation` zeros after every element along each of `axes`."""
+class _DilationOp(TensorOp):
+    """Shared arguments of Dilate and UnDilate: the axes and the number of zeros between elements."""
 
     def __init__(self, axes: tuple, dilation: int):
-        self.axes = tuple(axes)
-        self.dilation = dilation
         if dilation < 0:
             raise ValueError(f"dilation must be non-negative, got {dilation}")
+        self.axes = tuple(axes)
+        self.dilation = dilation
+
+
+class Dilate(_DilationOp):
+    """Insert `dilation` zeros after every element along each of `axes`."""
 
     def compute(self, a):
         d = self.dilation
@@ -113,14 +117,8 @@ def dilate(a, axes, dilation):
     return Dilate(axes, dilation)(a)
 
 
-class UnDilate(TensorOp):
+class UnDilate(_DilationOp):
     """Keep every (dilation+1)-th element along each of `axes`, starting at 0."""
-
-    def __init__(self, axes: tuple, dilation: int):
-        self.axes = tuple(axes)
-        self.dilation = dilation
-        if dilation < 0:
-            raise ValueError(f"dilation must be non-negative, got {dilation}")
 
     def compute(self, a):
         present = _present_axes(self.axes, a.ndim)
