@@ -23,6 +23,8 @@ def plot_history(history: List[Dict[str, float]], path: str, title: str = "") ->
     if not history:
         raise ValueError("plot_history: no epochs to plot")
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
@@ -31,6 +33,7 @@ def plot_history(history: List[Dict[str, float]], path: str, title: str = "") ->
             if key in history[0]:
                 ax.plot(epochs, [row[key] for row in history], style, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
