@@ -18,8 +18,11 @@ from . import array_helpers
 from .ops_mathematic import _require_tensor
 
 
-def _out_size(size: int, k: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - k) // stride + 1
+def _out_shape(input_shape, kernel_shape, stride: int, padding: int) -> tuple:
+    """(N, Ho, Wo, Cout) of conv on an (N, H, W, Cin) input with a (KH, KW, Cin, Cout) kernel."""
+    n, h, w, _ = input_shape
+    kh, kw, _, cout = kernel_shape
+    return n, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1, cout
 
 
 def _im2col(a, kh: int, kw: int, stride: int, padding: int):
@@ -103,10 +106,7 @@ class ConvInputGrad(TensorOp):
 
     def check(self, g, b):
         _check_pair(g, b, "conv input gradient")
-        n, h, w, cin = self.input_shape
-        kh, kw, kcin, cout = b.shape
-        expected = (n, _out_size(h, kh, self.stride, self.padding), _out_size(w, kw, self.stride, self.padding), cout)
-        if kcin != cin or g.shape != expected:
+        if b.shape[2] != self.input_shape[3] or g.shape != _out_shape(self.input_shape, b.shape, self.stride, self.padding):
             raise ValueError(f"conv input gradient: g {g.shape} and kernel {b.shape} do not fit input {self.input_shape}")
 
     def compute(self, g, b):
@@ -133,10 +133,7 @@ class ConvWeightGrad(TensorOp):
 
     def check(self, a, g):
         _check_pair(a, g, "conv weight gradient")
-        kh, kw, cin, cout = self.kernel_shape
-        n, h, w, acin = a.shape
-        expected = (n, _out_size(h, kh, self.stride, self.padding), _out_size(w, kw, self.stride, self.padding), cout)
-        if acin != cin or g.shape != expected:
+        if a.shape[3] != self.kernel_shape[2] or g.shape != _out_shape(a.shape, self.kernel_shape, self.stride, self.padding):
             raise ValueError(f"conv weight gradient: input {a.shape} and g {g.shape} do not fit kernel {self.kernel_shape}")
 
     def compute(self, a, g):

@@ -1,14 +1,11 @@
 """Decision boundaries of 2-D classifiers (with an optional loss curve), as a PNG."""
 from __future__ import annotations
 
-import io
-import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..serialization import atomic_write_bytes
-from .curves import _pyplot
+from .curves import _pyplot, save_figure
 
 History = Union[Sequence[Dict[str, float]], Sequence[float]]
 
@@ -185,14 +182,7 @@ def plot_decision_boundary(
         ax_loss.set_title("loss", fontsize=11)
         ax_loss.grid(alpha=0.3)
         ax_loss.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path, title)
     return path
 
 

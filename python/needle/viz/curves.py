@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import Dict, List
 
 from ..serialization import atomic_write_bytes
@@ -37,10 +38,17 @@ def plot_history(history: List[Dict[str, float]], path: str, title: str = "") ->
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
+    save_figure(fig, path, title)
+
+
+def save_figure(fig, path: str, title: str = "") -> None:
+    """Title, lay out and write a matplotlib figure as a PNG, atomically; closes the figure."""
+    plt = _pyplot()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
