@@ -182,12 +182,10 @@ class TensorTuple(Value):
         return len(self.realize_cached_data())
 
     def __getitem__(self, index: int) -> "Tensor":
-        from .ops import tuple_get_item
-
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"TensorTuple index {index} out of range for length {n}")
-        return tuple_get_item(self, index % n)
+        return _ops().tuple_get_item(self, index % n)
 
     def __iter__(self):
         return iter(self.tuple())
