@@ -209,17 +209,14 @@ class BatchNorm1d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__}({self.dim}) expects input of shape (N, {self.dim}), got {x.shape}")
-        n = x.shape[0]
         if self.training:
-            mean = ops.summation(x, axes=(0,)) / n
-            centered = x - _row(mean, x.shape)
-            var = ops.summation(centered * centered, axes=(0,)) / n
-            self.running_mean.data = self._moving_average(self.running_mean, mean)
-            self.running_var.data = self._moving_average(self.running_var, var)
-        else:
-            centered = x - _row(self.running_mean, x.shape)
-            var = self.running_var
-        normed = centered / _row((var + self.eps) ** 0.5, x.shape)
+            norm = ops.BatchNorm(self.eps)
+            out = norm(x, self.weight, self.bias)
+            self.running_mean.data = self._moving_average(self.running_mean, Tensor.make_const(norm.mean))
+            self.running_var.data = self._moving_average(self.running_var, Tensor.make_const(norm.var))
+            return out
+        centered = x - _row(self.running_mean, x.shape)
+        normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)
         return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
 
     def _moving_average(self, running: Tensor, batch: Tensor) -> Tensor:
