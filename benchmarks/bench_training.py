@@ -125,6 +125,18 @@ class _LMAdapter(nn.Module):
         return self.model(x)[0]
 
 
+def _seconds_per_step(step, steps: int, warmup: int) -> float:
+    """Mean wall time of `step()` after `warmup` untimed calls; reading the last loss
+    (`.item()`, for a needle or a torch tensor) waits for any pending work."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    loss.item()
+    return (time.perf_counter() - start) / steps
+
+
 def time_needle(spec, steps, warmup, device):
     np.random.seed(0)
     model = spec["needle"]()
@@ -140,13 +152,7 @@ def time_needle(spec, steps, warmup, device):
         opt.step()
         return loss
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.numpy()
-    return (time.perf_counter() - start) / steps
+    return _seconds_per_step(step, steps, warmup)
 
 
 def time_torch(spec, steps, warmup):
@@ -164,13 +170,7 @@ def time_torch(spec, steps, warmup):
         opt.step()
         return loss
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.item()
-    return (time.perf_counter() - start) / steps
+    return _seconds_per_step(step, steps, warmup)
 
 
 def _worker(framework: str, name: str, steps: int, warmup: int, device_name: str, threads) -> float:

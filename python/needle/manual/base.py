@@ -53,6 +53,14 @@ class ManualLayer:
     def eval(self) -> "ManualLayer":
         return self.train(False)
 
+    def _input(self, value, what: str) -> Tensor:
+        """`value` as a tensor: needle Tensors keep their dtype; other arrays become
+        `self.dtype` tensors on `self.device`."""
+        from ._convert import as_tensor
+
+        dtype = None if isinstance(value, Tensor) else self.dtype
+        return as_tensor(value, dtype=dtype, device=self.device, what=f"{type(self).__name__} {what}")
+
     def _saved(self):
         """The forward cache; RuntimeError if backward comes before forward."""
         if self._cache is None:

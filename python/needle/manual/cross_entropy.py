@@ -13,7 +13,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..ops import exp, log
-from ._convert import as_index_array, as_tensor, to_numpy
+from ._convert import as_index_array, to_numpy
 from .base import ManualLayer
 
 
@@ -26,8 +26,7 @@ class ManualCrossEntropy(ManualLayer):
 
     @no_grad()
     def forward(self, logits, targets):
-        dtype = None if isinstance(logits, Tensor) else self.dtype
-        logits = as_tensor(logits, dtype=dtype, device=self.device, what="ManualCrossEntropy logits")
+        logits = self._input(logits, "logits")
         if logits.ndim != 2 or 0 in logits.shape:
             raise ValueError(f"ManualCrossEntropy expects logits of shape (n, classes) with n, classes > 0, "
                              f"got {tuple(logits.shape)}")

@@ -4,7 +4,7 @@ Reshaping moves no numbers, so its backward pass only reshapes the gradient back
 """
 from __future__ import annotations
 
-from ..autograd import Tensor, no_grad
+from ..autograd import no_grad
 from ._convert import as_tensor
 from .base import ManualLayer
 
@@ -18,8 +18,7 @@ class ManualFlatten(ManualLayer):
 
     @no_grad()
     def forward(self, x):
-        dtype = None if isinstance(x, Tensor) else self.dtype
-        x = as_tensor(x, dtype=dtype, device=self.device, what="ManualFlatten input")
+        x = self._input(x, "input")
         if x.ndim == 0:
             raise ValueError("ManualFlatten expects an input with a batch axis, got a 0-d tensor")
         self._cache = (tuple(x.shape), x.dtype, x.device)

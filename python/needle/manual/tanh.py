@@ -1,7 +1,7 @@
 """ManualTanh: y = tanh(x); the backward pass reuses the output, dL/dx = g * (1 - y^2)."""
 from __future__ import annotations
 
-from ..autograd import Tensor, no_grad
+from ..autograd import no_grad
 from ..ops import tanh
 from ._convert import as_tensor
 from .base import ManualLayer
@@ -20,8 +20,7 @@ class ManualTanh(ManualLayer):
 
     @no_grad()
     def forward(self, x):
-        dtype = None if isinstance(x, Tensor) else self.dtype
-        y = tanh(as_tensor(x, dtype=dtype, device=self.device, what="ManualTanh input"))
+        y = tanh(self._input(x, "input"))
         self._cache = y
         return y
 
