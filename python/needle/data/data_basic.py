@@ -49,6 +49,14 @@ class Dataset:
                 x = tform(x)
         return x
 
+    @staticmethod
+    def _per_image(images: np.ndarray, image_ndim: int, transform_one) -> np.ndarray:
+        """`transform_one` applied to one image (``image_ndim`` axes) or to each image of a
+        stack, in index order (so random transforms draw in that order)."""
+        if images.ndim == image_ndim:
+            return transform_one(images)
+        return np.stack([transform_one(x) for x in images]) if len(images) else images
+
 
 def _split_ordering(indices: np.ndarray, batch_size: int) -> List[np.ndarray]:
     """Consecutive batches of ``batch_size`` indices (the last one possibly smaller)."""

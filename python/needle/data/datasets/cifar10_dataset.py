@@ -91,10 +91,7 @@ class CIFAR10Dataset(Dataset):
         """``(image, label)``; image is a numpy ``(3, 32, 32)`` array for an int index."""
         X, y = self.X[index], self.y[index]
         if self.transforms:
-            if X.ndim == 3:
-                X = self._transform_one(X)
-            else:
-                X = np.stack([self._transform_one(x) for x in X]) if len(X) else X
+            X = self._per_image(X, 3, self._transform_one)
         return X, y
 
     def _transform_one(self, x: np.ndarray) -> np.ndarray:

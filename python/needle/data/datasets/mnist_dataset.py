@@ -107,10 +107,7 @@ class MNISTDataset(Dataset):
     def __getitem__(self, index) -> object:
         X, y = self.X[index], self.y[index]
         if self.transforms:
-            if X.ndim == 1:
-                X = self._transform_one(X)
-            else:
-                X = np.stack([self._transform_one(x) for x in X]) if len(X) else X
+            X = self._per_image(X, 1, self._transform_one)
         return X, y
 
     def _transform_one(self, x: np.ndarray) -> np.ndarray:
