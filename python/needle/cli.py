@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--data", metavar="DIR", help="MNIST-format folder or cifar-10-batches-py folder "
                                                      "(default: /usr/share/datasets/fashion-mnist)")
     lm = train.add_argument_group("lm")
-    lm.add_argument("--text", metavar="PATH", help="text file (default: ../shared/data/tinyshakespeare/input.txt)")
+    lm.add_argument("--text", metavar="PATH", help="text file (default: the first 2,000 lines of tiny shakespeare, shipped with needle)")
     lm.add_argument("--level", choices=["char", "word"], default="char")
     lm.add_argument("--model", choices=["lstm", "rnn", "transformer"], default="lstm")
     lm.add_argument("--embedding", type=int, default=64)

@@ -19,7 +19,8 @@ from .models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
 from .training import EpochStats, classification_epoch, language_model_epoch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-TINY_SHAKESPEARE = os.path.join("..", "shared", "data", "tinyshakespeare", "input.txt")
+# shipped inside the package, so the default does not depend on the current directory
+TINY_SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "text", "tinyshakespeare.txt")
 
 
 @dataclass
