@@ -43,7 +43,7 @@ class Parameter:
     def update(self, x: Any) -> None:
         """Hold x from now on, as a leaf that requires a gradient when it is a Scalar."""
         if isinstance(x, Scalar):
-            if not x.is_leaf():
+            if x.last_fn is not None:  # a constant may become a parameter; a function's output may not
                 raise ValueError(f"a Parameter must hold a leaf Scalar, got one made by {x.last_fn.__name__}; "
                                  f"wrap its value instead: Scalar({x.data!r})")
             x.requires_grad_(True)
