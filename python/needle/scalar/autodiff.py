@@ -4,7 +4,7 @@ backward pass that applies the chain rule in that order, and central differences
 
 The graph interface used here is MiniTorch's: a node has `unique_id`, `parents`,
 `is_constant()`, `is_leaf()`, `chain_rule(d)` and `accumulate_derivative(d)`. Constants
-take no part: they are never sorted.
+take no part: they are never sorted, and the derivatives chain_rule gives them are dropped.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def topological_sort(variable: Any) -> List[Any]:
 def backpropagate(variable: Any, deriv: float) -> None:
     """Push d(output)/d(variable) = `deriv` back through the graph: in topological order,
     each node's summed incoming derivative goes through its function's chain rule to its
-    parents; leaves add what reaches them to their `.derivative`."""
+    parents (constants skipped); leaves add what reaches them to their `.derivative`."""
     pending: Dict[int, float] = {variable.unique_id: deriv}
     for node in topological_sort(variable):
         d = pending.pop(node.unique_id, 0.0)
@@ -67,6 +67,8 @@ def backpropagate(variable: Any, deriv: float) -> None:
             node.accumulate_derivative(d)
             continue
         for parent, d_parent in node.chain_rule(d):
+            if parent.is_constant():
+                continue
             key = parent.unique_id
             pending[key] = pending.get(key, 0.0) + d_parent
 

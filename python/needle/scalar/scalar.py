@@ -139,7 +139,8 @@ class Scalar:
         return self
 
     def chain_rule(self, d_output: float) -> List[Tuple["Scalar", float]]:
-        """(parent, d_output * d(self)/d(parent)) for every parent that requires a gradient."""
+        """(input, d_output * d(self)/d(input)) for every input of the function that made
+        this Scalar, constants included (backpropagate is what skips them)."""
         h = self.history
         if h is None or h.last_fn is None:
             kind = "constant" if h is None else "leaf"

@@ -62,14 +62,14 @@ class ScalarFunction:
 
     @classmethod
     def chain_rule(cls, ctx: Context, inputs: Sequence[Any], d_output: float) -> List[Tuple[Any, float]]:
-        """(input, derivative) for each input that requires a gradient."""
+        """(input, derivative) for every input, constants included, in input order."""
         derivs = cls.backward(ctx, d_output)
         if not isinstance(derivs, tuple):
             derivs = (derivs,)
         if len(derivs) != len(inputs):
             raise RuntimeError(f"{cls.__name__}.backward returned {len(derivs)} derivative(s) "
                                f"for {len(inputs)} input(s)")
-        return [(x, d) for x, d in zip(inputs, derivs) if x.history is not None]
+        return list(zip(inputs, derivs))
 
 
 class Add(ScalarFunction):
