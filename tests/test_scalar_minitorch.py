@@ -3,6 +3,8 @@ ScalarHistory's optional fields, chain_rule pairs for every input (constants inc
 backpropagate skipping constants, user-defined ScalarFunctions, and Parameter marking its
 value with requires_grad_. Expected values are hand-derived or central differences."""
 import math
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -275,3 +277,19 @@ def test_a_parameter_of_a_module_trains_from_a_constant_start():
     m = Affine()
     m(2.0).backward()
     assert m.w.value.derivative == 2.0 and m.b.value.derivative == 1.0
+
+
+# ---------------------------------------------------------------------------- README
+
+
+def test_every_needle_name_in_the_readme_minitorch_table_exists():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### MiniTorch module 0-1 names", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 9
+    names = {n for _, needle_side in rows for n in re.findall(r"`([A-Za-z_]\w*)`", needle_side)}
+    assert {"Scalar", "ScalarHistory", "ScalarFunction", "Context", "backpropagate", "Parameter"} <= names
+    for name in names:
+        assert hasattr(ns, name) or hasattr(Scalar, name), name
+    for op in re.findall(r"`(\w+)`", rows[-2][0]):  # the operators row names MiniTorch's operators
+        assert callable(getattr(ns.operators, op)), op
