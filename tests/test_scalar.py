@@ -359,7 +359,8 @@ def test_only_leaves_that_require_grad_and_are_used_get_derivatives():
 def test_operations_on_constants_record_no_graph():
     c = Scalar(2.0, requires_grad=False)
     out = (c * 3.0).exp() + 1.0
-    assert out.is_constant() and out.is_leaf() and out.parents == ()
+    # MiniTorch: a constant (history None) is not a leaf (an empty ScalarHistory)
+    assert out.is_constant() and not out.is_leaf() and out.history is None and out.parents == ()
     assert out.data == pytest.approx(math.exp(6.0) + 1.0)
 
 

@@ -2,8 +2,9 @@
 the Context a function saves values in, the topological order of a graph, the
 backward pass that applies the chain rule in that order, and central differences.
 
-The graph interface used here is small: a node has `unique_id`, `inputs` (its parent
-nodes), `requires_grad`, `is_leaf()`, `chain_rule(d)` and `accumulate_derivative(d)`.
+The graph interface used here is MiniTorch's: a node has `unique_id`, `parents`,
+`is_constant()`, `is_leaf()`, `chain_rule(d)` and `accumulate_derivative(d)`. Constants
+take no part: they are never sorted, and the derivatives chain_rule gives them are dropped.
 """
 from __future__ import annotations
 
@@ -25,16 +26,16 @@ class Context:
         self.saved_values = values
 
 
-def topological_sort(variable) -> List:
-    """The nodes `variable` depends on that require a gradient, output first: every node
-    comes before all of its parents, and each node appears once.
+def topological_sort(variable: Any) -> List[Any]:
+    """The variables (non-constant nodes) `variable` depends on, output first: every node
+    comes before all of its parents, and each node appears once. Leaves end a path.
 
     An iterative depth-first search (no recursion, so graphs of any depth work): a node is
     appended after all its parents have been, then the post-order is reversed.
     """
-    if not variable.requires_grad:
+    if variable.is_constant():
         return []
-    order: List = []
+    order: List[Any] = []
     visited = set()
     stack: List[Tuple[Any, bool]] = [(variable, False)]
     while stack:
@@ -46,17 +47,19 @@ def topological_sort(variable) -> List:
             continue
         visited.add(node.unique_id)
         stack.append((node, True))
-        for parent in node.inputs:
-            if parent.requires_grad and parent.unique_id not in visited:
+        if node.is_leaf():
+            continue
+        for parent in node.parents:
+            if not parent.is_constant() and parent.unique_id not in visited:
                 stack.append((parent, False))
     order.reverse()
     return order
 
 
-def backpropagate(variable, deriv: float) -> None:
+def backpropagate(variable: Any, deriv: float) -> None:
     """Push d(output)/d(variable) = `deriv` back through the graph: in topological order,
     each node's summed incoming derivative goes through its function's chain rule to its
-    parents; leaves add what reaches them to their `.derivative`."""
+    parents (constants skipped); leaves add what reaches them to their `.derivative`."""
     pending: Dict[int, float] = {variable.unique_id: deriv}
     for node in topological_sort(variable):
         d = pending.pop(node.unique_id, 0.0)
@@ -64,6 +67,8 @@ def backpropagate(variable, deriv: float) -> None:
             node.accumulate_derivative(d)
             continue
         for parent, d_parent in node.chain_rule(d):
+            if parent.is_constant():
+                continue
             key = parent.unique_id
             pending[key] = pending.get(key, 0.0) + d_parent
 

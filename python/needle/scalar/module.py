@@ -31,24 +31,30 @@ RNG = Union[random.Random, int, None]
 class Parameter:
     """A trainable value held by a Module (MiniTorch's Parameter).
 
-    `value` is usually a leaf Scalar; it is switched to requires_grad=True and given the
-    parameter's name. `update(x)` replaces the value (what an optimizer step does).
+    As in MiniTorch, a value that has a `requires_grad_` method (a Scalar, or any tensor
+    type with one) gets `requires_grad_(True)` and, when the parameter is named, the parameter's name, both at
+    construction and on `update(x)` (what an optimizer step does). A Scalar must be one no
+    function made: a leaf or a constant.
     """
 
-    def __init__(self, x: Any = None, name: Optional[str] = None):
+    def __init__(self, x: Any = None, name: Optional[str] = None) -> None:
         self.name = name
         self.value = None
         self.update(x)
 
     def update(self, x: Any) -> None:
-        """Hold x from now on, as a leaf that requires a gradient when it is a Scalar."""
-        if isinstance(x, Scalar):
-            if not x.is_leaf():
-                raise ValueError(f"a Parameter must hold a leaf Scalar, got one made by {x.last_fn.__name__}; "
-                                 f"wrap its value instead: Scalar({x.data!r})")
+        """Hold x from now on, marked as needing a derivative when it can be."""
+        # a constant can become a parameter, but a function's output would cut its graph
+        if isinstance(x, Scalar) and x.last_fn is not None:
+            raise ValueError(f"a Parameter must hold a leaf Scalar, got one made by {x.last_fn.__name__}; "
+                             f"wrap its value instead: Scalar({x.data!r})")
+        if hasattr(x, "requires_grad_"):
             x.requires_grad_(True)
             if self.name is not None:
-                x.name = self.name
+                try:
+                    x.name = self.name
+                except AttributeError:  # the name is a label only; a value without one still trains
+                    pass
         self.value = x
 
     def __repr__(self) -> str:

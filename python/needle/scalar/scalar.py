@@ -7,12 +7,16 @@ accumulate across backward calls: reset them with `zero_grad()` (or `derivative 
 
 Python numbers mixed into an expression become constants (requires_grad=False), and an
 operation whose inputs are all constants records no graph at all.
+
+MiniTorch's view and needle's are one state: `history` is None for a constant, an empty
+`ScalarHistory()` for a variable that is a leaf, and (last_fn, ctx, inputs) for a Scalar
+made by a function; `requires_grad`, `last_fn`, `ctx` and `inputs` are read from it.
 """
 from __future__ import annotations
 
 import itertools
 import numbers
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import scalar_functions as F
 from .autodiff import Context, backpropagate, central_difference
@@ -23,11 +27,18 @@ _ids = itertools.count()
 
 
 class ScalarHistory(NamedTuple):
-    """How a Scalar was made: MiniTorch's (last_fn, ctx, inputs); all None/() for a leaf."""
+    """How a Scalar was made (MiniTorch's ScalarHistory): the ScalarFunction, the Context
+    its forward filled, and its input Scalars. `ScalarHistory()` (every field empty) is
+    the history of a variable that no function made: a leaf."""
 
-    last_fn: Optional[type]
-    ctx: Optional[Context]
-    inputs: Tuple["Scalar", ...]
+    last_fn: Optional[type] = None
+    ctx: Optional[Context] = None
+    inputs: Sequence["Scalar"] = ()
+
+
+_tuple_new = tuple.__new__
+_LEAF = ScalarHistory()  # immutable, so every leaf can share it
+_UNSET: Any = object()  # tells "no history given" apart from an explicit None (a constant)
 
 
 def _as_float(value: Any) -> float:
@@ -39,72 +50,111 @@ def _as_float(value: Any) -> float:
 
 
 class Scalar:
-    """A float in a differentiable computation.
+    """A float in a differentiable computation: `Scalar(v, back=ScalarHistory(), name=None)`
+    as in MiniTorch.
+
+    `back` is the history: the default (an empty ScalarHistory) makes a leaf variable,
+    None makes a constant, and a ScalarHistory(fn, ctx, inputs) makes a Scalar that `fn`
+    produced from `inputs`. needle's keyword `requires_grad` is the same choice said the
+    other way: `requires_grad=False` makes a constant.
 
     Attributes: `data` (the float), `derivative` (accumulated d(output)/d(self) on leaves,
-    None before any backward), `requires_grad`, `name`, `unique_id`, and the history
-    `last_fn` / `ctx` / `inputs` (empty for leaves).
+    None before any backward), `history`, `name`, `unique_id`; `requires_grad`, `last_fn`,
+    `ctx`, `inputs` and `parents` are read from `history`.
     """
 
-    __slots__ = ("data", "derivative", "requires_grad", "name", "unique_id", "last_fn", "ctx", "inputs")
+    __slots__ = ("data", "derivative", "history", "name", "unique_id")
 
-    def __init__(self, value: Any, *, requires_grad: bool = True, name: Optional[str] = None):
-        self.data = _as_float(value.data if isinstance(value, Scalar) else value)
+    def __init__(self, v: Any, back: Optional[ScalarHistory] = _UNSET, name: Optional[str] = None, *,
+                 requires_grad: Optional[bool] = None):
+        self.data = _as_float(v.data if isinstance(v, Scalar) else v)
+        if back is _UNSET:
+            back = None if requires_grad is not None and not requires_grad else _LEAF
+        elif back is not None and not isinstance(back, ScalarHistory):
+            raise TypeError(f"Scalar's second argument is its history, a ScalarHistory or None, got "
+                            f"{type(back).__name__} {back!r}; pass a name as name=...")
+        if requires_grad is not None and bool(requires_grad) != (back is not None):
+            raise ValueError(f"Scalar(requires_grad={requires_grad!r}) contradicts its history {back!r}: "
+                             f"a history of None is a constant, any ScalarHistory requires a gradient")
+        self.history: Optional[ScalarHistory] = back
         self.derivative: Optional[float] = None
-        self.requires_grad = bool(requires_grad)
         self.unique_id = next(_ids)
         self.name = name
-        self.last_fn = None
-        self.ctx = None
-        self.inputs: Tuple[Scalar, ...] = ()
 
     @classmethod
     def _from_function(cls, value: float, fn: type, ctx: Context, inputs: Tuple["Scalar", ...]) -> "Scalar":
         out = object.__new__(cls)  # the hot path of every operation: set the slots directly
         out.data = value
         out.derivative = None
-        out.requires_grad = True
+        out.history = _tuple_new(ScalarHistory, (fn, ctx, inputs))  # skips NamedTuple's slower __new__
         out.name = None
         out.unique_id = next(_ids)
-        out.last_fn, out.ctx, out.inputs = fn, ctx, inputs
         return out
 
     # ------------------------------------------------------------------ graph
     @property
-    def history(self) -> ScalarHistory:
-        return ScalarHistory(self.last_fn, self.ctx, self.inputs)
+    def requires_grad(self) -> bool:
+        """True unless this Scalar is a constant (its history is None)."""
+        return self.history is not None
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        self.requires_grad_(flag)
 
     @property
-    def parents(self) -> Tuple["Scalar", ...]:
-        """The Scalars this one was computed from (empty for a leaf)."""
+    def last_fn(self) -> Optional[type]:
+        """The ScalarFunction that made this Scalar (None for leaves and constants)."""
+        return None if self.history is None else self.history.last_fn
+
+    @property
+    def ctx(self) -> Optional[Context]:
+        """The Context of the function that made this Scalar (None for leaves and constants)."""
+        return None if self.history is None else self.history.ctx
+
+    @property
+    def inputs(self) -> Sequence["Scalar"]:
+        """The Scalars this one was computed from (empty for leaves and constants)."""
+        return () if self.history is None else self.history.inputs
+
+    @property
+    def parents(self) -> Sequence["Scalar"]:
+        """The Scalars this one was computed from (empty for leaves and constants)."""
         return self.inputs
 
     def is_leaf(self) -> bool:
-        """True when made directly, not by an operation."""
-        return self.last_fn is None
+        """True for a variable no function made: history is an empty ScalarHistory."""
+        return self.history is not None and self.history.last_fn is None
 
     def is_constant(self) -> bool:
-        """True when no gradient flows to or through this Scalar."""
-        return not self.requires_grad
+        """True when no gradient flows to or through this Scalar (history is None)."""
+        return self.history is None
 
     def requires_grad_(self, flag: bool = True) -> "Scalar":
-        """Turn gradient tracking on or off for a leaf; returns self."""
-        if not self.is_leaf():
-            raise RuntimeError("requires_grad_ can only change a leaf Scalar; this one was made by "
+        """Make this Scalar a leaf variable (flag True) or a constant (flag False); returns
+        self. Only Scalars no function made can change."""
+        if self.last_fn is not None:
+            raise RuntimeError("requires_grad_ can only change a leaf or a constant Scalar; this one was made by "
                                f"{self.last_fn.__name__}")
-        self.requires_grad = bool(flag)
+        self.history = _LEAF if flag else None
         return self
 
     def chain_rule(self, d_output: float) -> List[Tuple["Scalar", float]]:
-        """(parent, d_output * d(self)/d(parent)) for every parent that requires a gradient."""
-        if self.last_fn is None:
-            raise RuntimeError(f"chain_rule called on the leaf {self!r}, which has no inputs")
-        return self.last_fn.chain_rule(self.ctx, self.inputs, d_output)
+        """(input, d_output * d(self)/d(input)) for every input of the function that made
+        this Scalar, constants included (backpropagate is what skips them)."""
+        h = self.history
+        if h is None or h.last_fn is None:
+            kind = "constant" if h is None else "leaf"
+            raise RuntimeError(f"chain_rule called on the {kind} {self!r}, which no function made")
+        if h.ctx is None:
+            raise RuntimeError(f"chain_rule: the history of {self!r} has no Context for "
+                               f"{h.last_fn.__name__}.backward")
+        return h.last_fn.chain_rule(h.ctx, h.inputs, d_output)
 
     def accumulate_derivative(self, d: float) -> None:
         """Add d to `.derivative` (leaves only)."""
         if not self.is_leaf():
-            raise RuntimeError(f"only leaves accumulate derivatives; {self!r} was made by {self.last_fn.__name__}")
+            made = "is a constant" if self.history is None else f"was made by {self.last_fn.__name__}"
+            raise RuntimeError(f"only leaves accumulate derivatives; {self!r} {made}")
         self.derivative = d if self.derivative is None else self.derivative + d
 
     def zero_grad(self) -> None:
@@ -114,8 +164,9 @@ class Scalar:
     def backward(self, d_output: float = 1.0) -> None:
         """Add d_output * d(self)/d(leaf) to the `.derivative` of every leaf that requires a
         gradient and that self depends on. The graph is kept, so calling it again adds again."""
-        if not self.requires_grad:
-            raise RuntimeError(f"backward() on {self!r}, which depends on no Scalar with requires_grad=True")
+        if self.history is None:
+            raise RuntimeError(f"backward() on the constant {self!r}, which depends on no Scalar with "
+                               f"requires_grad=True")
         backpropagate(self, _as_float(d_output.data if isinstance(d_output, Scalar) else d_output))
 
     # ------------------------------------------------------------------ conversions

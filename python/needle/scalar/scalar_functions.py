@@ -7,7 +7,7 @@ Subtraction and division are compositions (a + (-b), a * (1/b)), as in MiniTorch
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import Any, List, Sequence, Tuple, Union
 
 from . import operators
 from . import scalar as _scalar  # Scalar itself; a module import so either file may load first
@@ -27,9 +27,9 @@ class ScalarFunction:
     * ``backward(ctx, d: float) -> float | tuple``: d times the partial derivative of the
       output with respect to each input, in input order.
 
-    ``apply(*values)`` runs forward on Scalars or numbers and returns a Scalar; the result
-    records this function, its Context and its inputs when any input requires a gradient,
-    and is a constant otherwise.
+    ``apply(*values)`` runs forward on Scalars or numbers and returns a Scalar. A Python
+    number becomes a constant Scalar input. The result records this function, its Context
+    and its inputs when any input is a variable, and is a constant otherwise.
     """
 
     @staticmethod
@@ -41,13 +41,14 @@ class ScalarFunction:
         raise NotImplementedError()
 
     @classmethod
-    def apply(cls, *values) -> "_scalar.Scalar":
+    def apply(cls, *values: Any) -> "_scalar.Scalar":
+        """forward on the values of `values` (Scalars or real numbers), as a Scalar."""
         Scalar = _scalar.Scalar
         inputs, raw, track = [], [], False
         for v in values:
             if not isinstance(v, Scalar):
-                v = Scalar(v, requires_grad=False)  # TypeError for non-numbers
-            elif v.requires_grad:
+                v = Scalar(v, None)  # a constant; TypeError for non-numbers
+            elif v.history is not None:
                 track = True
             inputs.append(v)
             raw.append(v.data)
@@ -57,18 +58,18 @@ class ScalarFunction:
             out = float(out)
         if track:
             return Scalar._from_function(out, cls, ctx, tuple(inputs))
-        return Scalar(out, requires_grad=False)
+        return Scalar(out, None)
 
     @classmethod
-    def chain_rule(cls, ctx: Context, inputs: Tuple, d_output: float):
-        """(input, derivative) for each input that requires a gradient."""
+    def chain_rule(cls, ctx: Context, inputs: Sequence[Any], d_output: float) -> List[Tuple[Any, float]]:
+        """(input, derivative) for every input, constants included, in input order."""
         derivs = cls.backward(ctx, d_output)
         if not isinstance(derivs, tuple):
             derivs = (derivs,)
         if len(derivs) != len(inputs):
             raise RuntimeError(f"{cls.__name__}.backward returned {len(derivs)} derivative(s) "
                                f"for {len(inputs)} input(s)")
-        return [(x, d) for x, d in zip(inputs, derivs) if x.requires_grad]
+        return list(zip(inputs, derivs))
 
 
 class Add(ScalarFunction):
