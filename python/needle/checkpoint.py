@@ -6,12 +6,11 @@ an uninterrupted one would (same shuffles, same dropout masks, same numbers).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict
 
 import numpy as np
 
-from .serialization import atomic_write_bytes
+from .serialization import atomic_write_bytes, read_safetensors, tensor_digest, verify_digest
 
 _MODEL, _OPTIM, _RNG = "model/", "optim/", "rng/keys"
 
@@ -29,35 +28,32 @@ def save_checkpoint(path: str, model, optimizer, epoch: int, info: Dict[str, Any
             scalars[key] = value
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     arrays[_RNG] = np.asarray(keys, dtype=np.uint32)
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     meta = {
         "epoch": epoch,
         "optimizer_scalars": scalars,
         "rng": [kind, int(pos), int(has_gauss), float(cached)],
         "info": info,
+        "sha256": tensor_digest(arrays),
     }
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     atomic_write_bytes(path, to_bytes(arrays, metadata={"needle_checkpoint": json.dumps(meta)}))
 
 
 def _read(path: str):
-    """The arrays and metadata of a checkpoint file, checked for the parts a resume needs."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    """The arrays and metadata of a checkpoint file, checked for the parts a resume needs
+    and against the checksum of its tensors."""
+    arrays, header = read_safetensors(path)
     try:
-        arrays = load_file(path)
-        with safe_open(path, framework="numpy") as f:
-            meta = json.loads((f.metadata() or {})["needle_checkpoint"])
-        missing = [k for k in ("epoch", "optimizer_scalars", "rng", "info") if k not in meta]
+        meta = json.loads(header["needle_checkpoint"])
+        missing = [k for k in ("epoch", "optimizer_scalars", "rng", "info", "sha256") if k not in meta]
         missing += [f"info.{k}" for k in ("config", "history") if k not in meta.get("info", {})]
         if _RNG not in arrays:
             missing.append(_RNG)
         if missing:
             raise ValueError("missing " + ", ".join(missing))
-    except (SafetensorError, KeyError, ValueError, TypeError, AttributeError, OSError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} is not a needle checkpoint: {err}") from None
+    verify_digest(path, arrays, meta["sha256"])
     return arrays, meta
 
 
