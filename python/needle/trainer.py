@@ -1,7 +1,13 @@
 """The epoch loop behind `needle train`: progress bars, per-epoch metrics,
-atomic checkpoints after every epoch, bit-exact resume, and a summary."""
+atomic checkpoints after every epoch, bit-exact resume, and a summary.
+
+A run that stops early never loses finished work: Ctrl-C and a non-finite
+loss end it with an exception that says where it stopped and which checkpoint
+is the last good one, and the history up to then is kept for the summary.
+"""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -10,6 +16,47 @@ from typing import Any, Callable, Dict, List, Optional
 from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 CHECKPOINT_FILE = "last.safetensors"
+
+# settings that may differ between a run and its resumption: they change what is shown or
+# written, or how long the run goes on, never the numbers of the epochs already done
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "no_progress", "checkpoint", "resume", "overwrite", "plot", "summary", "sample"})
+
+
+class TrainingStopped(Exception):
+    """Training ended before its last epoch; `summary` holds the finished epochs."""
+
+    def __init__(self, message: str, summary: Dict[str, Any]):
+        super().__init__(message)
+        self.summary = summary
+
+
+class TrainingInterrupted(TrainingStopped):
+    """Ctrl-C during training (KeyboardInterrupt); the last checkpoint is intact."""
+
+
+class NonFiniteLoss(TrainingStopped):
+    """A batch's loss was nan or inf; the run stopped at once (see the message for where)."""
+
+
+def checkpoint_path(checkpoint_dir: Optional[str]) -> Optional[str]:
+    """The checkpoint file a run with `--checkpoint checkpoint_dir` writes (None without one)."""
+    return os.path.join(checkpoint_dir, CHECKPOINT_FILE) if checkpoint_dir else None
+
+
+def check_resume(checkpoint: str, config: Dict[str, Any]) -> Dict[str, Any]:
+    """The metadata of `checkpoint` if it was made with the same settings as `config`.
+
+    Raises FileNotFoundError if there is none, ValueError naming the settings that differ
+    (a model of another shape would otherwise fail deep inside load_state_dict).
+    """
+    meta = read_checkpoint_meta(checkpoint)
+    saved = meta["info"]["config"]
+    different = {k: (saved.get(k), v) for k, v in config.items()
+                 if k in saved and saved[k] != v and k not in RESUMABLE_CHANGES}
+    if different:
+        raise ValueError(f"checkpoint {checkpoint} was made with other settings: {different}")
+    return meta
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -24,6 +71,8 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     """Train `task` for `epochs` epochs in all (fewer when resuming); returns the run summary.
 
     Epoch e (from 0) runs at learning rate lr * lr_decay**e, like PyTorch's ExponentialLR.
+    Raises TrainingInterrupted on Ctrl-C and NonFiniteLoss when a batch's loss is nan or
+    inf; both carry the summary of the epochs finished before.
     """
     base_lr = optimizer.lr
     if log is None:
@@ -31,55 +80,67 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
             print(line, flush=True)  # one line per epoch, visible at once even through a pipe
     history: List[Dict[str, float]] = []
     start = 0
-    checkpoint = os.path.join(checkpoint_dir, CHECKPOINT_FILE) if checkpoint_dir else None
+    checkpoint = checkpoint_path(checkpoint_dir)
     if resume:
         if checkpoint is None:
             raise ValueError("--resume needs --checkpoint DIR")
-        # compare the settings before restoring anything: a model of another shape would
-        # otherwise fail inside load_state_dict with a less helpful message
-        saved = read_checkpoint_meta(checkpoint)["info"]["config"]
-        different = {k: (saved.get(k), v) for k, v in config.items() if k in saved and saved[k] != v
-                     and k not in ("epochs", "no_progress", "checkpoint", "resume", "plot", "summary", "sample")}
-        if different:
-            raise ValueError(f"checkpoint {checkpoint} was made with other settings: {different}")
+        check_resume(checkpoint, config)
         meta = load_checkpoint(checkpoint, task.model, optimizer)
         start, history = meta["epoch"], meta["info"]["history"]
         log(f"resumed from {checkpoint} after epoch {start}")
     if checkpoint_dir:
         os.makedirs(checkpoint_dir, exist_ok=True)
-    for epoch in range(start, epochs):
-        optimizer.lr = base_lr * lr_decay ** epoch
-        began = time.perf_counter()
-        bar = _progress(task.train_batches, f"epoch {epoch + 1}/{epochs}", progress)
+    saved_epoch = start if resume else None
 
-        def on_batch(stats):
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats.mean_loss:.4f}", acc=f"{stats.accuracy:.3f}", refresh=False)
-
-        train = task.train_epoch(optimizer, on_batch=on_batch)
-        bar.close()
-        train_seconds = time.perf_counter() - began
-        test = task.evaluate()
-        row = {
-            "epoch": epoch + 1,
-            "lr": optimizer.lr,
-            "train_loss": train.mean_loss,
-            "train_accuracy": train.accuracy,
-            "test_loss": test.mean_loss,
-            "test_accuracy": test.accuracy,
-            "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - began,
+    def summary() -> Dict[str, Any]:
+        last = history[-1] if history else {}
+        return {
+            "model": task.description,
+            "epochs": len(history),
+            "final": {k: v for k, v in last.items() if k != "epoch"},
+            "history": history,
+            "checkpoint": checkpoint,
         }
-        history.append(row)
-        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train.mean_loss:.4f} acc {train.accuracy:.4f}  "
-            f"test loss {test.mean_loss:.4f} acc {test.accuracy:.4f}  ({row['seconds']:.1f}s)")
-        if checkpoint:
-            save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
-    last = history[-1] if history else {}
-    return {
-        "model": task.description,
-        "epochs": len(history),
-        "final": {k: v for k, v in last.items() if k != "epoch"},
-        "history": history,
-        "checkpoint": checkpoint,
-    }
+
+    epoch = start
+    try:
+        for epoch in range(start, epochs):
+            optimizer.lr = base_lr * lr_decay ** epoch
+            began = time.perf_counter()
+            bar = _progress(task.train_batches, f"epoch {epoch + 1}/{epochs}", progress)
+
+            def on_batch(stats):
+                if not math.isfinite(stats.loss_sum):
+                    raise NonFiniteLoss(
+                        f"the loss became {stats.loss_sum} at epoch {epoch + 1}, step {stats.batches}; "
+                        f"training stopped: try a lower --lr (it was {optimizer.lr:g})", summary())
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats.mean_loss:.4f}", acc=f"{stats.accuracy:.3f}", refresh=False)
+
+            try:
+                train = task.train_epoch(optimizer, on_batch=on_batch)
+            finally:
+                bar.close()
+            train_seconds = time.perf_counter() - began
+            test = task.evaluate()
+            row = {
+                "epoch": epoch + 1,
+                "lr": optimizer.lr,
+                "train_loss": train.mean_loss,
+                "train_accuracy": train.accuracy,
+                "test_loss": test.mean_loss,
+                "test_accuracy": test.accuracy,
+                "train_seconds": train_seconds,
+                "seconds": time.perf_counter() - began,
+            }
+            history.append(row)
+            log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train.mean_loss:.4f} acc {train.accuracy:.4f}  "
+                f"test loss {test.mean_loss:.4f} acc {test.accuracy:.4f}  ({row['seconds']:.1f}s)")
+            if checkpoint:
+                save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
+                saved_epoch = epoch + 1
+    except KeyboardInterrupt:
+        last = "none" if saved_epoch is None else f"epoch {saved_epoch} at {checkpoint}"
+        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; last checkpoint: {last}",
+                                  summary()) from None
+    return summary()

@@ -18,9 +18,11 @@ class EpochStats:
     correct: int = 0
     loss_sum: float = 0.0
     count: int = 0
+    batches: int = 0
 
     def add(self, logits: Tensor, y: Tensor, loss: Tensor) -> None:
         n = y.shape[0]
+        self.batches += 1
         self.correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
         self.loss_sum += float(loss.numpy()) * n
         self.count += n
