@@ -1,88 +1,291 @@
-"""Command line: `python -m needle train [recipe] ...` (also installed as `needle`)."""
+"""Command line: `python -m needle train [recipe] ...` (also installed as `needle`).
+
+Every argument is checked before any data is read or any model is built: a bad one
+ends the run with a single line `needle: error: ...` naming the flag and the value,
+exit status 2. Whatever could fail after training (the plot, the summary file, the
+checkpoint folder) is checked before it starts too, so finished work is never lost.
+
+Exit status: 0 done; 1 training stopped on a non-finite loss, or the plot failed
+(the summary is printed and written all the same); 2 bad arguments or data;
+130 interrupted (Ctrl-C), the last checkpoint intact.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
+import os
 import sys
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .recipes import RECIPES
+from .trainer import NonFiniteLoss, TrainingInterrupted, check_resume, checkpoint_path
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="needle", description="needle: train models from the shell")
-    sub = parser.add_subparsers(dest="command", required=True)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A bad argument, found before any work was done (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `needle: error: argument --epochs: ...`, status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"needle: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows `(default: X)` for flags with a fixed default; recipe-dependent ones say theirs in the help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# --- argument types: each rejects a bad value with a message argparse prefixes with the flag ---------
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True,
+              ) -> Callable[[str], float]:
+    """A finite float in the interval from low to high, each end open or closed."""
+    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not math.isfinite(value) or not inside:
+            bound = "a positive finite number" if (low, low_open, high) == (0, True, math.inf) else f"in {shown}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+_POSITIVE_INT = _int_at_least(1)
+_POSITIVE_FLOAT = _float_in(0.0, low_open=True)
+_SEED = _int_at_least(0)
+
+
+def _device_names() -> List[str]:
+    from .backend_selection import all_devices
+
+    return [d.name for d in all_devices()]
+
+
+def _per_recipe(key: str, skip=(0,)) -> str:
+    """'toy 20, mlp 5, ...': the recipes' defaults for `key`, read from their declarations."""
+    parts = []
+    for recipe in RECIPES.values():
+        if recipe.model_defaults and any(key in d for d in recipe.model_defaults.values()):
+            values = ", ".join(f"{m} {d[key]}" for m, d in recipe.model_defaults.items())
+            parts.append(f"{recipe.name} ({values})")
+        elif recipe.defaults.get(key) not in skip:
+            parts.append(f"{recipe.name} {recipe.defaults[key]}")
+    return "default: " + ", ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="needle", description="needle: train models from the shell")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    recipes = "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values())
     train = sub.add_parser("train", help="train a model (default: an MLP on a generated spiral)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("recipe", nargs="?", default="toy", choices=["toy", "mlp", "cnn", "resnet9", "lm"],
-                       help="toy: generated 2-D data; mlp: MLPResNet on MNIST-format data; cnn: a small CNN "
-                            "on MNIST-format data; resnet9: ResNet9 on CIFAR-10 or MNIST-format data; "
-                            "lm: language model on text")
-    train.add_argument("--epochs", type=int, default=None, help="default: toy 20, mlp/cnn/resnet9 5, lm 2")
-    train.add_argument("--batch-size", type=int, default=None, help="default: 32 (lm), 100 (others)")
-    train.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="default: sgd for lm, else adam")
-    train.add_argument("--lr", type=float, default=None, help="default: adam 0.001 (toy 0.01, mlp 0.002), sgd 4.0 (lm)")
-    train.add_argument("--lr-decay", type=float, default=None,
-                       help="multiply the learning rate by this after every epoch (default: mlp/cnn 0.6, else 1)")
-    train.add_argument("--momentum", type=float, default=0.0)
-    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty added to the gradient")
-    train.add_argument("--seed", type=int, default=0, help="seeds numpy's RNG: same seed, same numbers")
-    train.add_argument("--device", choices=["cpu", "cpu_numpy"], default="cpu")
-    train.add_argument("--checkpoint", metavar="DIR", help="save model/optimizer/RNG after each epoch")
+                           formatter_class=_HelpFormatter, description="Train a model; exit status 0 done, "
+                           "1 stopped on a non-finite loss or a failed plot, 2 bad arguments, 130 interrupted.")
+    train.add_argument("recipe", nargs="?", default="toy", choices=list(RECIPES),
+                       help=f"what to train (default: toy). {recipes}")
+    train.add_argument("--epochs", type=_POSITIVE_INT, help=_per_recipe("epochs"))
+    train.add_argument("--batch-size", type=_POSITIVE_INT, help=_per_recipe("batch_size"))
+    train.add_argument("--optimizer", choices=["adam", "sgd"], help=_per_recipe("optimizer"))
+    train.add_argument("--lr", type=_POSITIVE_FLOAT, help="learning rate; " + _per_recipe("lr"))
+    train.add_argument("--lr-decay", type=_POSITIVE_FLOAT,
+                       help="multiply the learning rate by this after every epoch; " + _per_recipe("lr_decay"))
+    train.add_argument("--momentum", type=_float_in(0.0, 1.0), default=0.0, help="SGD momentum, in [0, 1)")
+    train.add_argument("--weight-decay", type=_float_in(0.0), default=0.0,
+                       help="L2 penalty added to the gradient, >= 0")
+    train.add_argument("--seed", type=_SEED, default=0, help="seeds numpy's RNG: same seed, same numbers")
+    train.add_argument("--device", choices=_device_names(), default="cpu", help="where the model computes")
+    train.add_argument("--checkpoint", metavar="DIR",
+                       help="save model, optimizer and RNG state to DIR/last.safetensors after each epoch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint DIR")
-    train.add_argument("--summary", metavar="PATH", help="also write the JSON summary to this file")
-    train.add_argument("--plot", metavar="PNG", help="write loss/accuracy curves (needs matplotlib)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start again from scratch even if --checkpoint DIR holds a checkpoint")
+    train.add_argument("--summary", metavar="PATH", help="also write the JSON summary, with the history, here")
+    train.add_argument("--plot", metavar="PNG", help="write loss/accuracy curves here (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--limit", type=int, default=None,
+    train.add_argument("--limit", type=_POSITIVE_INT,
                        help="use only the first N training and test samples (characters for lm)")
     toy = train.add_argument_group("toy")
-    toy.add_argument("--dataset", default="spiral", choices=["simple", "diag", "split", "xor", "circle", "spiral"])
-    toy.add_argument("--samples", type=int, default=1200)
-    toy.add_argument("--classes", type=int, default=3, help="spiral arms")
+    toy.add_argument("--dataset", default="spiral", choices=["simple", "diag", "split", "xor", "circle", "spiral"],
+                     help="the generated 2-D set")
+    toy.add_argument("--samples", type=_int_at_least(4), default=1200,
+                     help="training points (the test set has a quarter as many)")
+    toy.add_argument("--classes", type=_int_at_least(2), default=3, help="spiral arms")
     model = train.add_argument_group("models")
-    model.add_argument("--hidden", type=int, default=None, help="hidden width (toy 64, mlp 256, lm 128)")
-    model.add_argument("--blocks", type=int, default=3, help="MLPResNet residual blocks")
-    model.add_argument("--dropout", type=float, default=0.1, help="MLPResNet dropout")
-    model.add_argument("--data", metavar="DIR", help="MNIST-format folder or cifar-10-batches-py folder "
-                                                     "(default: /usr/share/datasets/fashion-mnist)")
+    model.add_argument("--hidden", type=_POSITIVE_INT, help="hidden width; " + _per_recipe("hidden"))
+    model.add_argument("--blocks", type=_POSITIVE_INT, default=3, help="MLPResNet residual blocks")
+    model.add_argument("--dropout", type=_float_in(0.0, 1.0), default=0.1, help="MLPResNet dropout, in [0, 1)")
+    data_recipes = ", ".join(r.name for r in RECIPES.values() if r.data_flag == "--data")
+    model.add_argument("--data", metavar="DIR", help=f"MNIST-format or cifar-10-batches-py folder for {data_recipes} "
+                                                     f"(default: {RECIPES['mlp'].default_data})")
     lm = train.add_argument_group("lm")
-    lm.add_argument("--text", metavar="PATH", help="text file (default: the first 2,000 lines of tiny shakespeare, shipped with needle)")
-    lm.add_argument("--level", choices=["char", "word"], default="char")
-    lm.add_argument("--model", choices=["lstm", "rnn", "transformer"], default="lstm")
-    lm.add_argument("--embedding", type=int, default=64)
-    lm.add_argument("--layers", type=int, default=1)
-    lm.add_argument("--seq-len", type=int, default=64)
-    lm.add_argument("--clip", type=float, default=None, help="clip the gradient norm")
-    lm.add_argument("--sample", type=int, default=200, help="characters/words to generate after training")
+    lm.add_argument("--text", metavar="PATH",
+                    help="text file (default: the first 2,000 lines of tiny shakespeare, shipped with needle)")
+    lm.add_argument("--level", choices=["char", "word"], default="char", help="tokens are characters or words")
+    lm.add_argument("--model", choices=list(RECIPES["lm"].model_defaults), default="lstm",
+                    help="the sequence model")
+    lm.add_argument("--embedding", type=_POSITIVE_INT, default=64, help="embedding width")
+    lm.add_argument("--layers", type=_POSITIVE_INT, default=1, help="stacked sequence-model layers")
+    lm.add_argument("--seq-len", type=_POSITIVE_INT, default=64, help="tokens per training window (BPTT length)")
+    lm.add_argument("--clip", type=_POSITIVE_FLOAT, help="clip the gradient norm to this (default: no clipping)")
+    lm.add_argument("--sample", type=_int_at_least(0), default=200,
+                    help="characters/words to generate after training")
     return parser
 
 
-_DEFAULTS = {
-    "toy": dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, hidden=64, lr_decay=1.0),
-    "mlp": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.002, hidden=256, lr_decay=0.6),
-    "cnn": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0, lr_decay=0.6),
-    "resnet9": dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, hidden=0, lr_decay=0.6),
-    "lm": dict(epochs=2, batch_size=32, optimizer="sgd", lr=4.0, hidden=128, lr_decay=1.0),
-}
+# --- checks that need more than one flag, or the file system --------------------------------------
 
-
-def _resolve(args) -> None:
-    for key, value in _DEFAULTS[args.recipe].items():
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill each recipe-dependent flag the user left out from the recipe's declaration."""
+    recipe = RECIPES[args.recipe]
+    for key, value in recipe.resolved_defaults(args.model).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if recipe.data_flag is not None:
+        dest = recipe.data_flag.lstrip("-")
+        if getattr(args, dest) is None:
+            setattr(args, dest, recipe.default_data)
 
 
-def train(args) -> dict:
+def _check_data(args: argparse.Namespace) -> None:
+    recipe = RECIPES[args.recipe]
+    for flag in ("--data", "--text"):
+        given = getattr(args, flag.lstrip("-"))
+        if flag != recipe.data_flag:
+            if given is not None:
+                users = ", ".join(r.name for r in RECIPES.values() if r.data_flag == flag)
+                raise UsageError(f"{flag} is only read by the {users} recipe(s), not by {args.recipe}")
+            continue
+        if not os.path.exists(given):
+            if given == recipe.default_data:
+                raise UsageError(f"the {recipe.name} recipe reads its data from {given}, which does not exist: "
+                                 f"{recipe.data_hint}")
+            raise UsageError(f"{flag} {given}: no such file or folder (the {recipe.name} recipe reads its data "
+                             f"from it; point {flag} at an existing path)")
+        if flag == "--text" and not os.path.isfile(given):
+            raise UsageError(f"--text {given}: not a file")
+        if flag == "--data" and not os.path.isdir(given):
+            raise UsageError(f"--data {given}: not a folder")
+
+
+def _check_output_file(flag: str, path: str) -> None:
+    """The folder of `path` exists (or is made now) and is writable; `path` is not a folder."""
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot create its folder {folder}: {err.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: the folder {folder} is not writable")
+
+
+def _check_checkpoint(args: argparse.Namespace, config: Dict[str, Any]) -> None:
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: pick one")
+    if args.checkpoint is None:
+        if args.resume:
+            raise UsageError("--resume needs --checkpoint DIR")
+        if args.overwrite:
+            raise UsageError("--overwrite needs --checkpoint DIR")
+        return
+    folder = args.checkpoint
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--checkpoint {folder}: is an existing file; give a folder")
+    path = checkpoint_path(folder)
+    if args.resume:
+        if not os.path.exists(path):
+            raise UsageError(f"--resume: there is no checkpoint in {folder} (no {path})")
+        check_resume(path, config)  # ValueError (settings, corruption) is reported like a usage error
+        return
+    if os.path.exists(path) and not args.overwrite:
+        raise UsageError(f"--checkpoint {folder} already holds a checkpoint ({path}): pass --resume to continue "
+                         "it, or --overwrite to start again from scratch")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--checkpoint {folder}: cannot create it: {err.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--checkpoint {folder}: the folder is not writable")
+
+
+def validate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Check every argument (after the parser's own checks); returns the run's config.
+
+    Raises UsageError (or ValueError / FileNotFoundError from reading a checkpoint to resume).
+    """
+    from .backend_selection import all_devices
+
+    resolve_defaults(args)
+    device = next(d for d in all_devices() if d.name == args.device)
+    if not device.enabled():
+        raise UsageError(f"--device {args.device}: this device is not available on this machine")
+    _check_data(args)
+    if args.plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError(f"--plot {args.plot}: drawing needs matplotlib: pip install -e \".[plot]\"")
+        _check_output_file("--plot", args.plot)
+    if args.summary:
+        _check_output_file("--summary", args.summary)
+    config = {k: v for k, v in vars(args).items() if k != "command"}
+    _check_checkpoint(args, config)
+    return config
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+def _print_summary(summary: Dict[str, Any], path: Optional[str]) -> None:
+    if path:
+        from .serialization import atomic_write_bytes
+
+        atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Run `needle train` with parsed arguments; returns the exit status."""
     import needle as ndl
 
-    from .recipes import RECIPES
     from .trainer import fit
 
-    _resolve(args)
-    config = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    config = validate(args)
+    recipe = RECIPES[args.recipe]
     args.device = getattr(ndl, args.device)()
     np.random.seed(args.seed)
-    task = RECIPES[args.recipe](args)
+    task = recipe.build(args)
     params = task.model.parameters()
     if args.optimizer == "adam":
         opt = ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -90,32 +293,51 @@ def train(args) -> dict:
         opt = ndl.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     print(f"{task.description}: {sum(int(np.prod(p.shape)) for p in params):,} parameters, "
           f"{task.train_batches} batches per epoch", flush=True)
-    summary = fit(task, opt, args.epochs, config=config, checkpoint_dir=args.checkpoint, resume=args.resume,
-                  progress=not args.no_progress, lr_decay=args.lr_decay)
+    try:
+        # an overflow shows up as a non-finite loss, reported in one line, not as numpy warnings
+        with np.errstate(all="ignore"):
+            summary = fit(task, opt, args.epochs, config=config, checkpoint_dir=args.checkpoint,
+                          resume=args.resume, progress=not args.no_progress, lr_decay=args.lr_decay)
+    except NonFiniteLoss as stop:
+        summary = {**stop.summary, "recipe": args.recipe, "seed": args.seed, "stopped": str(stop)}
+        _print_summary(summary, args.summary)
+        print(f"needle: error: {stop}", file=sys.stderr)
+        return EXIT_FAILED
     summary["recipe"] = args.recipe
     summary["seed"] = args.seed
     if args.recipe == "lm" and args.sample:
         summary["sample"] = task.sample(args.sample, seed=args.seed)
         print("sample:", summary["sample"])
     if args.plot:
+        summary["plot"] = args.plot
+    # the summary goes out before the plot is drawn: a failing plot cannot take it along
+    _print_summary(summary, args.summary)
+    if args.plot:
         from .viz import plot_history
 
-        plot_history(summary["history"], args.plot, title=task.description)
-        summary["plot"] = args.plot
-    if args.summary:
-        from .serialization import atomic_write_bytes
-
-        atomic_write_bytes(args.summary, (json.dumps(summary, indent=2) + "\n").encode())
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
-    return summary
+        try:
+            plot_history(summary["history"], args.plot, title=task.description)
+        except Exception as err:  # noqa: BLE001 -- any failure of matplotlib ends in one line
+            print(f"needle: error: --plot {args.plot}: the curves could not be drawn: {err}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a parse error already reported in one line
+        return int(done.code or 0)
     try:
         if args.command == "train":
-            train(args)
-    except (FileNotFoundError, ValueError) as err:
+            return train(args)
+    except TrainingInterrupted as stop:
+        print(f"needle: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("needle: interrupted before training started; nothing was trained", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, FileNotFoundError, ValueError) as err:
         print(f"needle: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_USAGE
+    return EXIT_OK

@@ -123,7 +123,7 @@ def _idx_split(data_dir: str, split: str):
 
 def mlp(args) -> ClassificationTask:
     """The course's MLPResNet on MNIST-format data (Fashion-MNIST by default)."""
-    data_dir = args.data or FASHION_MNIST_DIR
+    data_dir = args.data
     train, test = _idx_split(data_dir, "train"), _idx_split(data_dir, "test")
     model = MLPResNet(784, args.hidden, num_blocks=args.blocks, num_classes=10, drop_prob=args.dropout,
                       device=args.device)
@@ -134,7 +134,7 @@ def mlp(args) -> ClassificationTask:
 
 def cnn(args) -> ClassificationTask:
     """A small CNN (needle.models.SmallCNN) on 28x28 MNIST-format images (Fashion-MNIST by default)."""
-    data_dir = args.data or FASHION_MNIST_DIR
+    data_dir = args.data
     (Xtr, ytr), (Xte, yte) = _idx_split(data_dir, "train"), _idx_split(data_dir, "test")
     train, test = (Xtr.reshape(-1, 1, 28, 28), ytr), (Xte.reshape(-1, 1, 28, 28), yte)
     model = SmallCNN(1, 10, 28, device=args.device)
@@ -149,7 +149,7 @@ def _padded_images(X: np.ndarray) -> np.ndarray:
 
 def resnet9(args) -> ClassificationTask:
     """ResNet9 on CIFAR-10 (a cifar-10-batches-py folder) or on MNIST-format images padded to 32x32."""
-    data_dir = args.data or FASHION_MNIST_DIR
+    data_dir = args.data
     if os.path.exists(os.path.join(data_dir, "data_batch_1")):
         from .data import CIFAR10Dataset
 
@@ -179,9 +179,7 @@ def lm(args) -> LanguageModelTask:
     """A language model (LSTM, RNN or Transformer) on a text file, by character or by word."""
     from .data import batchify
 
-    path = args.text or TINY_SHAKESPEARE
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"text file not found: {path}")
+    path = args.text
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if args.limit:
@@ -199,4 +197,50 @@ def lm(args) -> LanguageModelTask:
                              vocabulary, device=args.device, clip=args.clip)
 
 
-RECIPES: Dict[str, Callable] = {"toy": toy, "mlp": mlp, "cnn": cnn, "resnet9": resnet9, "lm": lm}
+@dataclass(frozen=True)
+class Recipe:
+    """A `needle train` recipe, declared once: what it builds, its defaults, and the data it reads.
+
+    `defaults` fills every recipe-dependent flag the user leaves out; for `lm`, `model_defaults`
+    then overrides them per `--model` (each sequence model needs its own optimizer and rate).
+    `data_flag` names the flag that points at the recipe's files (None: data made in code),
+    `default_data` where they are read from without it and `data_hint` how to get them.
+    """
+
+    name: str
+    help: str
+    build: Callable[[Any], Any]
+    defaults: Dict[str, Any]
+    data_flag: Optional[str] = None
+    default_data: Optional[str] = None
+    data_hint: str = ""
+    model_defaults: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def resolved_defaults(self, model: Optional[str] = None) -> Dict[str, Any]:
+        return {**self.defaults, **self.model_defaults.get(model, {})}
+
+
+_FASHION_HINT = "install Fashion-MNIST with `apt-get install -y dataset-fashion-mnist`, or pass --data DIR"
+
+RECIPES: Dict[str, Recipe] = {r.name: r for r in [
+    Recipe("toy", "an MLP on a 2-D set generated in code (--dataset)", toy,
+           dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, lr_decay=1.0, hidden=64)),
+    Recipe("mlp", "the course's MLPResNet on MNIST-format files", mlp,
+           dict(epochs=5, batch_size=100, optimizer="adam", lr=0.002, lr_decay=0.6, hidden=256),
+           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT),
+    Recipe("cnn", "a small CNN on 28x28 MNIST-format images", cnn,
+           dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, lr_decay=0.6, hidden=0),
+           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT),
+    Recipe("resnet9", "ResNet9 on a cifar-10-batches-py folder or on MNIST-format images", resnet9,
+           dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, lr_decay=0.6, hidden=0),
+           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT),
+    Recipe("lm", "an RNN, LSTM or Transformer language model on a text file (--model)", lm,
+           dict(epochs=2, batch_size=32, optimizer="sgd", lr=4.0, lr_decay=1.0, hidden=128),
+           data_flag="--text", default_data=TINY_SHAKESPEARE,
+           data_hint="pass --text PATH to train on another text file",
+           model_defaults={
+               "lstm": dict(optimizer="sgd", lr=4.0),
+               "rnn": dict(optimizer="sgd", lr=4.0),
+               "transformer": dict(optimizer="sgd", lr=4.0),
+           }),
+]}
