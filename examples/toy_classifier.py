@@ -4,15 +4,18 @@
 
 writes, into --out,
     boundary.png  the decision boundary over the training points, beside the loss curves
-    graph.svg     the computation graph of one small forward pass and its loss (after backward,
-                  so every node shows its gradient's norm)
+    graph.gv      the computation graph of one small forward pass and its loss (after backward,
+                  so every node shows its gradient's norm), as graphviz source
+    graph.svg     that graph drawn by graphviz's `dot` program (skipped, with a note, without it)
 
-Needs the plot extra: pip install "needle[plot]" and the graphviz `dot` program.
+Needs the plot extra: pip install "needle[plot]"; drawing the graph also needs `dot`
+(apt-get install graphviz).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -23,7 +26,7 @@ from needle.data import DataLoader, NDArrayDataset
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.models import MLP
 from needle.training import classification_epoch
-from needle.viz import model_predictor, plot_decision_boundary, render_graph
+from needle.viz import graph, model_predictor, plot_decision_boundary, render_graph
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="toy_out", help="directory for boundary.png and graph.svg")
+    parser.add_argument("--out", default="toy_out", help="directory for boundary.png, graph.gv and graph.svg")
     parser.add_argument("--graph-format", choices=["svg", "png", "pdf"], default="svg",
                         help="file format of the computation graph (graph.<format>)")
     parser.add_argument("--graph-rankdir", choices=["TB", "LR"], default="TB",
@@ -65,8 +68,10 @@ def run_epoch(model, loader, loss_fn, opt=None):
     return stats.mean_loss, stats.accuracy
 
 
-def draw_graph(model, loss_fn, X, y, path: str, fmt: str, rankdir: str = "TB") -> None:
-    """The graph of loss_fn(model(X[:4]), y[:4]) after backward, with the parameters named."""
+def draw_graph(model, loss_fn, X, y, path: str, fmt: str, rankdir: str = "TB") -> list:
+    """The graph of loss_fn(model(X[:4]), y[:4]) after backward, with the parameters named:
+    its graphviz source beside `path` (.gv), and `path` itself drawn when `dot` is installed.
+    Returns the files written."""
     model.train()
     xb = ndl.Tensor(X[:4], dtype="float32", requires_grad=False)
     yb = ndl.Tensor(y[:4], dtype="float32", requires_grad=False)
@@ -75,7 +80,17 @@ def draw_graph(model, loss_fn, X, y, path: str, fmt: str, rankdir: str = "TB") -
     loss.backward()
     names = {param: name.replace("modules.", "layer") for name, param in model.named_parameters()}
     names.update({xb: "X (batch of 4)", logits: "logits", loss: "loss"})
-    render_graph(loss, path, format=fmt, names=names, rankdir=rankdir)
+    dot = graph(loss, names=names, rankdir=rankdir)
+    source_path = os.path.splitext(path)[0] + ".gv"
+    with open(source_path, "w", encoding="utf-8") as f:
+        f.write(dot.source)
+    if shutil.which("dot") is None:
+        # the source is the whole graph; only the drawing needs the system program
+        print(f"note: graphviz's dot is not installed, so {path} was not drawn "
+              f"(apt-get install graphviz, then: dot -T{fmt} {source_path} -o {path})")
+        return [source_path]
+    render_graph(dot, path, format=fmt)
+    return [source_path, path]
 
 
 def main(argv=None) -> int:
@@ -106,8 +121,8 @@ def main(argv=None) -> int:
     plot_decision_boundary(model_predictor(model), X, y, boundary_path, history=history,
                            title=f"needle MLP {args.hidden} on '{args.dataset}' ({args.epochs} epochs)")
     graph_path = os.path.join(args.out, f"graph.{args.graph_format}")
-    draw_graph(model, loss_fn, X, y, graph_path, args.graph_format, args.graph_rankdir)
-    print(f"wrote {boundary_path} and {graph_path}")
+    written = [boundary_path] + draw_graph(model, loss_fn, X, y, graph_path, args.graph_format, args.graph_rankdir)
+    print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
     return 0
 
 

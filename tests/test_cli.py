@@ -23,9 +23,6 @@ from needle import cli, trainer
 from needle.data.toy_datasets import spiral
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-MNIST = SHARED / "data" / "mnist"
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
 
 SUMMARY_KEYS = {"model", "epochs", "final", "checkpoint", "recipe", "seed"}
 ROW_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_seconds", "seconds"}
@@ -80,22 +77,27 @@ def toy_reference(ckpt, samples=1200, seed=0, classes=3):
 
 
 @pytest.fixture
-def mnist_dir(tmp_path):
-    """The MNIST test split, also posing as the training split."""
+def mnist_dir(tmp_path, data):
+    """The MNIST test split, also posing as the training split (runs on it pass --limit)."""
     d = tmp_path / "mnist"
     d.mkdir()
-    for kind in ("images-idx3", "labels-idx1"):
-        src = MNIST / f"t10k-{kind}-ubyte.gz"
+    for kind, src in (("images-idx3", data.mnist_images), ("labels-idx1", data.mnist_labels)):
         os.symlink(src, d / f"t10k-{kind}-ubyte.gz")
         os.symlink(src, d / f"train-{kind}-ubyte.gz")
     return d
 
 
-def read_mnist(n):
-    with gzip.open(MNIST / "t10k-images-idx3-ubyte.gz", "rb") as f:
+@pytest.fixture
+def shakespeare(data):
+    return data.shakespeare
+
+
+def read_mnist(mnist_dir, n):
+    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz", "rb") as f:
         X = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:n]
-    with gzip.open(MNIST / "t10k-labels-idx1-ubyte.gz", "rb") as f:
+    with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz", "rb") as f:
         y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    assert len(y) == n
     return X.astype(np.float32) / 255, y
 
 
@@ -354,7 +356,7 @@ def test_mlp_recipe_on_mnist_test_split(capsys, tmp_path, mnist_dir):
     # the test metrics are those of the saved model, in eval mode, on the first `limit` test images
     w = {k[len("model/"):]: v for k, v in load_file(str(ckpt / "last.safetensors")).items()
          if k.startswith("model/")}
-    X, y = read_mnist(limit)
+    X, y = read_mnist(mnist_dir, limit)
     acc, loss = np_acc_loss(np_mlp_resnet_eval(w, X, blocks), y)
     assert final["test_accuracy"] == pytest.approx(acc, abs=1e-12)
     assert final["test_loss"] == pytest.approx(loss, rel=1e-4)
@@ -378,14 +380,14 @@ def torch_lstm_lm(w):
     return forward
 
 
-def test_lm_recipe_char_lstm(capsys, tmp_path):
+def test_lm_recipe_char_lstm(capsys, tmp_path, shakespeare):
     limit, bs, seq_len, n_sample = 4000, 8, 16, 40
     ckpt = tmp_path / "ckpt"
-    rc, out, err = run(capsys, "lm", "--text", SHAKESPEARE, "--limit", limit, "--epochs", 1, "--model", "lstm",
+    rc, out, err = run(capsys, "lm", "--text", shakespeare, "--limit", limit, "--epochs", 1, "--model", "lstm",
                        "--hidden", 32, "--embedding", 16, "--seq-len", seq_len, "--batch-size", bs,
                        "--sample", n_sample, "--no-progress", "--checkpoint", ckpt)
     assert rc == 0, err
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:limit]
+    text = shakespeare.read_text(encoding="utf-8")[:limit]
     vocab = sorted(set(text))
     printed = last_json(out)
     assert printed["recipe"] == "lm"
@@ -419,13 +421,13 @@ def test_lm_recipe_char_lstm(capsys, tmp_path):
     assert final["test_loss"] == pytest.approx(total / count, rel=1e-4)
 
 
-def test_lm_recipe_word_rnn(capsys):
-    rc, out, err = run(capsys, "lm", "--text", SHAKESPEARE, "--limit", 3000, "--level", "word", "--model", "rnn",
+def test_lm_recipe_word_rnn(capsys, shakespeare):
+    rc, out, err = run(capsys, "lm", "--text", shakespeare, "--limit", 3000, "--level", "word", "--model", "rnn",
                        "--epochs", 2, "--hidden", 16, "--embedding", 8, "--seq-len", 8, "--batch-size", 4,
                        "--sample", 5, "--no-progress")
     assert rc == 0, err
     printed = last_json(out)
-    words = set(SHAKESPEARE.read_text(encoding="utf-8")[:3000].split()) | {"<eos>"}
+    words = set(shakespeare.read_text(encoding="utf-8")[:3000].split()) | {"<eos>"}
     assert printed["sample"].split(" ")[0] == "First"
     assert len(printed["sample"].split(" ")) == 6 and set(printed["sample"].split(" ")) <= words
 
@@ -467,9 +469,9 @@ def test_missing_data_exits_2(capsys, tmp_path, recipe, flag):
     assert out.strip() == ""
 
 
-def test_too_little_text_exits_2(capsys):
-    rc, _, err = run(capsys, "lm", "--text", SHAKESPEARE, "--limit", 50, "--batch-size", 32, "--no-progress")
-    assert rc == 2 and err.startswith("needle: error:") and str(SHAKESPEARE) in err
+def test_too_little_text_exits_2(capsys, shakespeare):
+    rc, _, err = run(capsys, "lm", "--text", shakespeare, "--limit", 50, "--batch-size", 32, "--no-progress")
+    assert rc == 2 and err.startswith("needle: error:") and str(shakespeare) in err
 
 
 def test_missing_text_exits_2_in_a_subprocess(tmp_path):

@@ -6,6 +6,7 @@ needle's autograd on random data.
 """
 import importlib.util
 import math
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import needle as ndl
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "makemore_backprop.py"
-NAMES = ROOT.parent / "shared" / "data" / "names" / "names.txt"
+SAMPLE_NAMES = ROOT / "tests" / "data" / "names" / "names.txt"
 LN27 = math.log(27)  # the loss of a uniform guess over 27 characters
 
 _spec = importlib.util.spec_from_file_location("makemore_backprop", SCRIPT)
@@ -28,8 +29,8 @@ _spec.loader.exec_module(mm)
 ROW = re.compile(r"^(\S[^|]*?)\s*\|\s*(\([^|]*\))\s*\|\s*(True|False)\s*\|\s*(True|False)\s*\|\s*(\S+)\s*$")
 
 
-def run(*args):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--names", str(NAMES), *args],
+def run(names, *args):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--names", str(names), *args],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     return proc
 
@@ -61,8 +62,31 @@ def test_help():
         assert option in proc.stdout
 
 
-def test_exercise1_every_intermediate_gradient_matches_autograd():
-    proc = run("--exercise", "1")
+@pytest.mark.parametrize("from_env", [False, True])
+def test_default_names_file_works_on_a_fresh_clone(tmp_path, from_env):
+    """Without --names the script reads $NEEDLE_DATA/names/names.txt, else the shipped sample."""
+    env = {k: v for k, v in os.environ.items() if k != "NEEDLE_DATA"}
+    env["COLUMNS"] = "1000"  # argparse would wrap (and may split) a long path in --help
+    expected = SAMPLE_NAMES
+    if from_env:
+        expected = tmp_path / "names" / "names.txt"
+        expected.parent.mkdir()
+        expected.write_text("".join(SAMPLE_NAMES.read_text(encoding="utf-8").splitlines(keepends=True)[:300]))
+        env["NEEDLE_DATA"] = str(tmp_path)
+    n_names = sum(1 for line in expected.read_text(encoding="utf-8").splitlines() if line.strip())
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--exercise", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"{n_names} names, vocabulary ")
+    help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
+                               timeout=60, env=env).stdout
+    names_help = next(line for line in help_text.splitlines() if line.strip().startswith("--names"))
+    assert f"(default: {expected})" in names_help
+    assert ("from NEEDLE_DATA" if from_env else "sample shipped in tests/data") in names_help
+
+
+def test_exercise1_every_intermediate_gradient_matches_autograd(data):
+    proc = run(data.names, "--exercise", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(section(proc.stdout, "exercise 1"))
     assert [r[0] for r in rows] == list(mm.ATOMIC_ORDER)
@@ -77,8 +101,8 @@ def test_exercise1_every_intermediate_gradient_matches_autograd():
 
 @pytest.mark.parametrize("exercise, names", [("2", ["loss (fast)", "logits"]),
                                              ("3", ["hpreact (fast)", "hprebn"])])
-def test_fused_exercises_match_autograd(exercise, names):
-    proc = run("--exercise", exercise)
+def test_fused_exercises_match_autograd(data, exercise, names):
+    proc = run(data.names, "--exercise", exercise)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(section(proc.stdout, f"exercise {exercise}"))
     assert [r[0] for r in rows] == names
@@ -86,9 +110,9 @@ def test_fused_exercises_match_autograd(exercise, names):
     assert "all comparisons approximately equal" in proc.stdout
 
 
-def test_exercise4_short_training_run():
+def test_exercise4_short_training_run(data):
     steps = 300
-    proc = run("--exercise", "4", "--steps", str(steps), "--print-every", "100", "--seed", "5")
+    proc = run(data.names, "--exercise", "4", "--steps", str(steps), "--print-every", "100", "--seed", "5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     # the first step's manual gradients were checked against autograd
@@ -109,8 +133,8 @@ def test_exercise4_short_training_run():
 # --- data pipeline -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def words():
-    return mm.load_words(NAMES)
+def words(data):
+    return mm.load_words(data.names)
 
 
 def test_vocab(words):

@@ -53,3 +53,13 @@ def test_backend_selection_is_read_at_import():
     numpy_mode = _run(["-c", code], NEEDLE_BACKEND="np")
     assert numpy_mode.returncode == 0, numpy_mode.stderr
     assert numpy_mode.stdout.split() == ["np", "True", "True", "True"]
+
+
+def test_numpy_mode_suite_also_runs_on_the_full_data(tmp_path, monkeypatch):
+    """NEEDLE_DATA reaches the numpy-mode child, whose data tests then run on both sources."""
+    monkeypatch.setenv("NEEDLE_DATA", str(tmp_path))
+    proc = _run(["-m", "pytest", "tests/np_mode/test_data_np.py", "-p", "no:cacheprovider", "--collect-only"],
+                NEEDLE_BACKEND="np")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "test_np_mode_mnist_loader[sample]" in output and "test_np_mode_mnist_loader[full]" in output, output

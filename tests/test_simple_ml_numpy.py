@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST = os.path.join(REPO, "..", "shared", "data", "mnist")
-TEST_IMAGES = os.path.join(MNIST, "t10k-images-idx3-ubyte.gz")
-TEST_LABELS = os.path.join(MNIST, "t10k-labels-idx1-ubyte.gz")
-TRAIN_LABELS = os.path.join(MNIST, "train-labels-idx1-ubyte.gz")
+# training runs read the first 500 test images (all of the sample), so they take the same
+# time on the full file
+TRAIN_LIMIT = 500
 
 
 def _load(name, filename):
@@ -49,8 +48,15 @@ def _independent_idx(path):
 
 
 @pytest.fixture(scope="module")
-def mnist_test():
-    return sm.parse_mnist(TEST_IMAGES, TEST_LABELS)
+def mnist_test(data):
+    return sm.parse_mnist(data.mnist_images, data.mnist_labels)
+
+
+@pytest.fixture(scope="module")
+def mnist_first(mnist_test):
+    X, y = mnist_test
+    assert len(y) >= TRAIN_LIMIT
+    return X[:TRAIN_LIMIT], y[:TRAIN_LIMIT]
 
 
 def _lse_loss(Z, y):
@@ -85,15 +91,16 @@ def test_add():
 
 # ----------------------------------------------------------------------------- parse_mnist
 
-def test_parse_mnist_test_split(mnist_test):
+def test_parse_mnist_test_split(mnist_test, data):
     X, y = mnist_test
-    images = _independent_idx(TEST_IMAGES)
-    labels = _independent_idx(TEST_LABELS)
+    images = _independent_idx(data.mnist_images)
+    labels = _independent_idx(data.mnist_labels)
+    n = labels.shape[0]
     assert X.dtype == np.float32 and y.dtype == np.uint8
-    assert X.shape == (10000, 784) and y.shape == (10000,)
+    assert X.shape == (n, 784) and y.shape == (n,) and images.shape == (n, 28, 28)
     assert X.min() == 0.0 and X.max() == 1.0
     np.testing.assert_array_equal(y, labels)
-    np.testing.assert_allclose(X, images.reshape(10000, 784) / 255.0, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(X, images.reshape(n, 784) / 255.0, rtol=1e-6, atol=0)
     # the first ten labels of the MNIST test set (well known)
     np.testing.assert_array_equal(y[:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
     assert X.flags.c_contiguous and y.flags.writeable
@@ -171,10 +178,11 @@ def test_softmax_loss_matches_logsumexp():
     np.testing.assert_allclose(sm.softmax_loss(Z + 1000.0, y), _lse_loss(Z, y), rtol=1e-9)
 
 
-def test_softmax_loss_course_golden_on_training_labels():
+def test_softmax_loss_course_golden_on_training_labels(data):
     # Golden value of the course's hw0 test_softmax_loss (seed 0, randn logits, MNIST
     # training labels), which are available here even though the training images are not.
-    y = _independent_idx(TRAIN_LABELS)
+    y = _independent_idx(data.mnist_train_labels)
+    assert y.shape == (60000,)  # the golden is over all of them (the sample ships the whole file)
     np.random.seed(0)
     assert sm.softmax_loss(np.zeros((y.shape[0], 10)), y) == pytest.approx(2.3025850, rel=1e-7)
     Z = np.random.randn(y.shape[0], 10)
@@ -217,12 +225,12 @@ def test_softmax_regression_epoch_consecutive_minibatches(batch):
     np.testing.assert_allclose(theta, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_softmax_regression_reduces_loss_on_mnist(mnist_test):
-    X, y = mnist_test
+def test_softmax_regression_reduces_loss_on_mnist(mnist_first):
+    X, y = mnist_first
     theta = np.zeros((784, 10), dtype=np.float32)
     losses = [sm.loss_err(X @ theta, y)]
     for _ in range(3):
-        sm.softmax_regression_epoch(X, y, theta, lr=0.5, batch=250)
+        sm.softmax_regression_epoch(X, y, theta, lr=0.5, batch=25)
         losses.append(sm.loss_err(X @ theta, y))
     assert losses[0][0] == pytest.approx(math.log(10), rel=1e-6)
     assert all(a[0] > b[0] for a, b in zip(losses, losses[1:]))
@@ -268,8 +276,8 @@ def test_nn_epoch_consecutive_minibatches():
     np.testing.assert_allclose(W2, w[24:].reshape(6, 3), rtol=1e-4, atol=1e-5)
 
 
-def test_nn_epoch_reduces_loss_on_mnist(mnist_test):
-    X, y = mnist_test
+def test_nn_epoch_reduces_loss_on_mnist(mnist_first):
+    X, y = mnist_first
     np.random.seed(0)
     W1 = np.random.randn(784, 100).astype(np.float32) / np.float32(10.0)
     W2 = np.random.randn(100, 10).astype(np.float32) / np.float32(np.sqrt(10))
@@ -278,9 +286,9 @@ def test_nn_epoch_reduces_loss_on_mnist(mnist_test):
         return sm.loss_err(np.maximum(X @ W1, 0) @ W2, y)
 
     before = evaluate()
-    sm.nn_epoch(X, y, W1, W2, lr=0.5, batch=250)
+    sm.nn_epoch(X, y, W1, W2, lr=0.5, batch=25)
     middle = evaluate()
-    sm.nn_epoch(X, y, W1, W2, lr=0.5, batch=250)
+    sm.nn_epoch(X, y, W1, W2, lr=0.5, batch=25)
     after = evaluate()
     assert before[0] > middle[0] > after[0]
     assert after[0] < 0.5 and after[1] < 0.15
@@ -288,9 +296,9 @@ def test_nn_epoch_reduces_loss_on_mnist(mnist_test):
 
 # ----------------------------------------------------------------------------- drivers
 
-def test_train_softmax_prints_table_and_cpp_agrees(mnist_test, capsys):
-    X, y = mnist_test
-    Xtr, ytr, Xte, yte = X[:2000], y[:2000], X[2000:3000], y[2000:3000]
+def test_train_softmax_prints_table_and_cpp_agrees(mnist_first, capsys):
+    X, y = mnist_first
+    Xtr, ytr, Xte, yte = X[:400], y[:400], X[400:], y[400:]
     theta = sm.train_softmax(Xtr, ytr, Xte, yte, epochs=2, lr=0.2, batch=100)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split("|")[1].strip() == "Epoch" and len(lines) == 3
@@ -302,9 +310,9 @@ def test_train_softmax_prints_table_and_cpp_agrees(mnist_test, capsys):
     np.testing.assert_allclose(theta_cpp, theta, rtol=1e-5, atol=1e-6)
 
 
-def test_train_nn_initialisation_and_table(mnist_test, capsys):
-    X, y = mnist_test
-    Xtr, ytr, Xte, yte = X[:500], y[:500], X[500:700], y[500:700]
+def test_train_nn_initialisation_and_table(mnist_first, capsys):
+    X, y = mnist_first
+    Xtr, ytr, Xte, yte = X[:300], y[:300], X[300:], y[300:]
     W1, W2 = sm.train_nn(Xtr, ytr, Xte, yte, hidden_dim=20, epochs=0)
     np.random.seed(0)
     np.testing.assert_allclose(W1, np.random.randn(784, 20) / np.sqrt(20), rtol=1e-6)
@@ -345,8 +353,8 @@ def test_cpp_full_batch_is_gradient_step():
     np.testing.assert_allclose(theta, expected.reshape(5, 3), rtol=1e-4, atol=1e-4)
 
 
-def test_cpp_matches_numpy_on_mnist(mnist_test):
-    X, y = mnist_test
+def test_cpp_matches_numpy_on_mnist(mnist_first):
+    X, y = mnist_first
     a = np.zeros((784, 10), dtype=np.float32)
     b = np.zeros((784, 10), dtype=np.float32)
     for _ in range(2):

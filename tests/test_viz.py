@@ -15,6 +15,7 @@ from needle.data import toy_datasets
 from needle.models import MLP
 from needle.viz import graph, model_predictor, plot_decision_boundary, render_graph
 from needle.viz.boundary import predicted_classes
+from testenv import requires_dot
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -124,10 +125,18 @@ def test_leaf_kinds_names_and_op_attributes():
     assert fills["W1"] != fills["constant"]
 
 
-def test_record_special_characters_are_escaped_and_render(tmp_path):
+def test_record_special_characters_are_escaped():
     a = tensor((2,))
     dot = graph(a * 2, names={a: "w{0}|<x>"})
     assert "w\\{0\\}\\|\\<x\\>" in dot.source
+    nodes, _ = parse(dot)  # the escaped bar is inside the name field, not a field separator
+    assert nodes["n0"][0] == ["w{0}|<x>", "leaf", "(2,) float32"]
+
+
+@requires_dot
+def test_record_special_characters_render(tmp_path):
+    a = tensor((2,))
+    dot = graph(a * 2, names={a: "w{0}|<x>"})
     path = render_graph(dot, str(tmp_path / "g.svg"))
     assert "w{0}|&lt;x&gt;" in Path(path).read_text()
 
@@ -173,6 +182,7 @@ def test_graph_rejects_non_tensors():
         graph(tensor((2,)), names={1: "x"})
 
 
+@requires_dot
 def test_render_graph_svg_and_png(tmp_path):
     a, b = tensor((2, 3), seed=1), tensor((2, 3), seed=2)
     y = (a * b + a).sum()
@@ -193,8 +203,15 @@ def test_render_graph_svg_and_png(tmp_path):
     render_graph(y, str(tmp_path / "g.out"), format="png")
     assert (tmp_path / "g.out").read_bytes()[:8] == PNG_SIGNATURE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.out", "g.png", "sub"]
+
+
+def test_render_graph_rejects_unknown_formats_before_drawing(tmp_path):
+    y = tensor((2,)) * 2
     with pytest.raises(ValueError, match="format"):
         render_graph(y, str(tmp_path / "g.gif"), format="gif")
+    with pytest.raises(ValueError, match="format"):
+        render_graph(y, str(tmp_path / "g.svg"), format="jpeg")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_render_graph_without_dot_binary(tmp_path, monkeypatch):
@@ -346,22 +363,56 @@ def test_model_predictor_draws_trained_mlp(tmp_path):
 
 # --- the example script ----------------------------------------------------------------------
 
-def test_toy_classifier_example(tmp_path):
+TOY_ARGS = ["--dataset", "xor", "--epochs", "3", "--n", "40", "--hidden", "8"]
+TOY_GRAPH_TEXTS = ("MatMul", "ReLU", "layer0.weight", "parameter", "loss", "grad (")
+
+
+def run_toy_example(out, env=None):
     script = REPO / "examples" / "toy_classifier.py"
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(script), "--dataset", "xor", "--epochs", "3", "--n", "40", "--hidden", "8",
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
+    return subprocess.run([sys.executable, str(script), *TOY_ARGS, "--out", str(out)],
+                          capture_output=True, text=True, cwd=out.parent, env=env)
+
+
+@pytest.fixture(scope="module")
+def toy_example(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "out"
+    result = run_toy_example(out)
     assert result.returncode == 0, result.stderr
+    return result, out
+
+
+def test_toy_classifier_example(toy_example):
+    result, out = toy_example
     assert "epoch    3" in result.stdout
     boundary = (out / "boundary.png").read_bytes()
     assert png_size(boundary)[0] > 900 and len(boundary) > 20_000
+    source = (out / "graph.gv").read_text()
+    assert source.startswith("digraph needle {") and "rankdir=TB" in source
+    for text in TOY_GRAPH_TEXTS:
+        assert text in source
+
+
+@requires_dot
+def test_toy_classifier_example_draws_the_graph(toy_example):
+    result, out = toy_example
     svg = (out / "graph.svg").read_text()
     assert "<svg" in svg
-    for text in ("MatMul", "ReLU", "layer0.weight", "parameter", "loss", "grad ("):
+    for text in TOY_GRAPH_TEXTS:
         assert text in svg
+    assert "not installed" not in result.stdout
+
+
+def test_toy_classifier_example_without_dot(tmp_path):
+    """Without graphviz's dot the example still succeeds: boundary and graph source, and a note."""
+    env = dict(os.environ, PATH=str(tmp_path))  # an empty PATH: no dot, wherever it is installed
+    out = tmp_path / "out"
+    result = run_toy_example(out, env)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "dot is not installed" in notes[0] and "apt-get install graphviz" in notes[0]
+    assert sorted(p.name for p in out.iterdir()) == ["boundary.png", "graph.gv"]
+    for text in TOY_GRAPH_TEXTS:
+        assert text in (out / "graph.gv").read_text()
 
 
 def test_toy_classifier_help():

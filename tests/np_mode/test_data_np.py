@@ -1,11 +1,7 @@
 """needle.data under NEEDLE_BACKEND=np (the mode the hw2 data tests run in)."""
-from pathlib import Path
-
 import numpy as np
 
 import needle as ndl
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
 
 
 def test_np_mode_batches_are_numpy_and_keep_dtypes():
@@ -25,8 +21,8 @@ def test_np_mode_batches_are_numpy_and_keep_dtypes():
         np.testing.assert_array_equal(yb.cached_data, y[idx])
 
 
-def test_np_mode_mnist_loader():
-    ds = ndl.data.MNISTDataset(str(DATA / "t10k-images-idx3-ubyte.gz"), str(DATA / "t10k-labels-idx1-ubyte.gz"))
+def test_np_mode_mnist_loader(data):
+    ds = ndl.data.MNISTDataset(str(data.mnist_images), str(data.mnist_labels))
     X, y = next(iter(ndl.data.DataLoader(ds, batch_size=8)))
     assert X.shape == (8, 784) and X.dtype == np.float32 and y.dtype == np.uint8
     np.testing.assert_array_equal(X.cached_data, ds.X[:8])
