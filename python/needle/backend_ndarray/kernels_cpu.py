@@ -1,0 +1,152 @@
+"""Device `cpu`: the fast host kernels (the interface is in `interface.py`).
+
+Every kernel writes straight into its output buffer (numpy ufuncs with `out=`,
+BLAS for matmul) and reads strided operands in place, so a call costs one pass
+over memory and no temporaries.
+"""
+import numpy as np
+
+from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
+    Array, class_ids, fill, from_numpy, out_view, read, reduction_blocks, rows_index, strided_view, to_numpy,
+)
+
+__device_name__ = "cpu"
+__tile_size__ = 8
+
+
+def compact(a, out, shape, strides, offset):
+    np.copyto(out_view(out, shape), strided_view(a, shape, strides, offset), casting="unsafe")
+
+
+def ewise_setitem(a, out, shape, strides, offset):
+    np.copyto(strided_view(out, shape, strides, offset), out_view(a, shape), casting="unsafe")
+
+
+def scalar_setitem(size, val, out, shape, strides, offset):
+    strided_view(out, shape, strides, offset).fill(val)
+
+
+def _binary(ufunc):
+    def ewise(a, b, out):
+        x = read(a)
+        ufunc(x, read(b), out=out_view(out, x.shape), casting="unsafe")
+
+    def scalar(a, val, out):
+        x = read(a)
+        ufunc(x, val, out=out_view(out, x.shape), casting="unsafe")
+
+    def reverse(a, val, out):
+        x = read(a)
+        ufunc(val, x, out=out_view(out, x.shape), casting="unsafe")
+
+    return ewise, scalar, reverse
+
+
+def _unary(ufunc):
+    def kernel(a, out):
+        x = read(a)
+        ufunc(x, out=out_view(out, x.shape))
+
+    return kernel
+
+
+ewise_add, scalar_add, _ = _binary(np.add)
+ewise_sub, scalar_sub, scalar_rsub = _binary(np.subtract)
+ewise_mul, scalar_mul, _ = _binary(np.multiply)
+ewise_div, scalar_div, scalar_rdiv = _binary(np.true_divide)
+ewise_pow, scalar_power, scalar_rpower = _binary(np.power)
+ewise_maximum, scalar_maximum, _ = _binary(np.maximum)
+ewise_minimum, scalar_minimum, _ = _binary(np.minimum)
+ewise_eq, scalar_eq, _ = _binary(np.equal)
+ewise_ne, scalar_ne, _ = _binary(np.not_equal)
+ewise_lt, scalar_lt, _ = _binary(np.less)
+ewise_le, scalar_le, _ = _binary(np.less_equal)
+ewise_gt, scalar_gt, _ = _binary(np.greater)
+ewise_ge, scalar_ge, _ = _binary(np.greater_equal)
+ewise_neg = _unary(np.negative)
+ewise_abs = _unary(np.abs)
+ewise_log = _unary(np.log)
+ewise_exp = _unary(np.exp)
+ewise_tanh = _unary(np.tanh)
+ewise_sqrt = _unary(np.sqrt)
+
+
+def ewise_sigmoid(a, out):
+    """exp(-log(1 + exp(-a))): four in-place passes, accurate in both tails."""
+    x = read(a)
+    y = out_view(out, x.shape)
+    np.negative(x, out=y)
+    np.logaddexp(0, y, out=y)
+    np.negative(y, out=y)
+    np.exp(y, out=y)
+
+
+def ewise_where(cond, a, b, out):
+    c = read(cond)
+    y = out_view(out, c.shape)
+    np.copyto(y, read(b), casting="unsafe")
+    np.copyto(y, read(a), casting="unsafe", where=c)
+
+
+def matmul(a, b, out, m, n, p, batch=1):
+    """`batch` independent (m, n) @ (n, p) products, straight into `out` (BLAS reads transposes in place)."""
+    np.matmul(read(a).reshape(batch, m, n), read(b).reshape(batch, n, p), out=out_view(out, (batch, m, p)))
+
+
+def matmul_tiled(a, b, out, m, n, p):
+    """Block matmul on tile-major buffers: a is (m/T, n/T, T, T), b (n/T, p/T, T, T).
+
+    Tile (i, j) of `out` is the sum over k of tile (i, k) of a times tile (k, j)
+    of b; `out` is overwritten, whatever it held before.
+    """
+    t = __tile_size__
+    lhs = a.array[: m * n].reshape(m // t, n // t, t, t)
+    rhs = b.array[: n * p].reshape(n // t, p // t, t, t)
+    np.einsum("iktu,kjuv->ijtv", lhs, rhs, out=out.array[: m * p].reshape(m // t, p // t, t, t))
+
+
+def _reduced(a, out, reduce_size):
+    """(operand as numpy, the trailing axes to reduce, out viewed with the kept shape)."""
+    x, first = reduction_blocks(a, reduce_size)
+    return x, tuple(range(first, x.ndim)), out_view(out, x.shape[:first])
+
+
+def reduce_sum(a, out, reduce_size):
+    x, axes, dest = _reduced(a, out, reduce_size)
+    np.sum(x, axis=axes, out=dest)
+
+
+def reduce_max(a, out, reduce_size):
+    x, axes, dest = _reduced(a, out, reduce_size)
+    np.max(x, axis=axes, out=dest)
+
+
+def reduce_min(a, out, reduce_size):
+    x, axes, dest = _reduced(a, out, reduce_size)
+    np.min(x, axis=axes, out=dest)
+
+
+def reduce_argmax(a, out, reduce_size):
+    x, _, dest = _reduced(a, out, reduce_size)
+    dest[...] = np.argmax(x.reshape(dest.shape + (-1,)), axis=-1)
+
+
+def take_rows(a, indices, out, row_size):
+    rows = a.size // row_size if row_size else 0
+    idx = rows_index(indices, rows)
+    np.take(a.array[: rows * row_size].reshape(rows, row_size), idx, axis=0,
+            out=out_view(out, (idx.size, row_size)))
+
+
+def index_add_rows(values, indices, out, row_size):
+    rows = out.size // row_size if row_size else 0
+    idx = rows_index(indices, rows)
+    np.add.at(out.array[: rows * row_size].reshape(rows, row_size), idx, out_view(values, (idx.size, row_size)))
+
+
+def one_hot(indices, out, n):
+    idx = class_ids(indices, n)
+    dest = out_view(out, (idx.size, n))
+    dest.fill(0)
+    dest[np.arange(idx.size), idx] = 1
+

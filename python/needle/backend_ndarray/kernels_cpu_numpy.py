@@ -1,0 +1,143 @@
+"""Device `cpu_numpy`: the reference kernels, plain numpy written for clarity.
+
+Each kernel computes its result as a numpy expression and writes it into the
+compact `out`. The fast `cpu` device implements the same interface
+(`interface.py`) with in-place ufuncs; tests compare the two.
+"""
+import numpy as np
+
+from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
+    Array, class_ids, fill, from_numpy, read, reduction_blocks, rows_index, strided_view, to_numpy,
+)
+
+__device_name__ = "numpy"
+__tile_size__ = 8
+
+
+def _write(out, values) -> None:
+    """Store `values` (cast to out's dtype) in the first elements of `out`."""
+    flat = np.ravel(values)
+    out.array[: flat.size] = flat
+
+
+# --- strided gather / scatter -------------------------------------------------
+
+def compact(a, out, shape, strides, offset):
+    _write(out, strided_view(a, shape, strides, offset))
+
+
+def ewise_setitem(a, out, shape, strides, offset):
+    strided_view(out, shape, strides, offset)[...] = a.array[: int(np.prod(shape))].reshape(shape)
+
+
+def scalar_setitem(size, val, out, shape, strides, offset):
+    strided_view(out, shape, strides, offset)[...] = val
+
+
+# --- elementwise (operands are views) --------------------------------------------
+
+def ewise_add(a, b, out): _write(out, read(a) + read(b))
+def ewise_sub(a, b, out): _write(out, read(a) - read(b))
+def ewise_mul(a, b, out): _write(out, read(a) * read(b))
+def ewise_div(a, b, out): _write(out, np.true_divide(read(a), read(b)))
+def ewise_pow(a, b, out): _write(out, read(a) ** read(b))
+def ewise_maximum(a, b, out): _write(out, np.maximum(read(a), read(b)))
+def ewise_minimum(a, b, out): _write(out, np.minimum(read(a), read(b)))
+def ewise_eq(a, b, out): _write(out, read(a) == read(b))
+def ewise_ne(a, b, out): _write(out, read(a) != read(b))
+def ewise_lt(a, b, out): _write(out, read(a) < read(b))
+def ewise_le(a, b, out): _write(out, read(a) <= read(b))
+def ewise_gt(a, b, out): _write(out, read(a) > read(b))
+def ewise_ge(a, b, out): _write(out, read(a) >= read(b))
+
+
+def scalar_add(a, val, out): _write(out, read(a) + val)
+def scalar_sub(a, val, out): _write(out, read(a) - val)
+def scalar_rsub(a, val, out): _write(out, val - read(a))
+def scalar_mul(a, val, out): _write(out, read(a) * val)
+def scalar_div(a, val, out): _write(out, np.true_divide(read(a), val))
+def scalar_rdiv(a, val, out): _write(out, np.true_divide(val, read(a)))
+def scalar_power(a, val, out): _write(out, read(a) ** val)
+def scalar_rpower(a, val, out): _write(out, val ** read(a))
+def scalar_maximum(a, val, out): _write(out, np.maximum(read(a), val))
+def scalar_minimum(a, val, out): _write(out, np.minimum(read(a), val))
+def scalar_eq(a, val, out): _write(out, read(a) == val)
+def scalar_ne(a, val, out): _write(out, read(a) != val)
+def scalar_lt(a, val, out): _write(out, read(a) < val)
+def scalar_le(a, val, out): _write(out, read(a) <= val)
+def scalar_gt(a, val, out): _write(out, read(a) > val)
+def scalar_ge(a, val, out): _write(out, read(a) >= val)
+
+
+def ewise_neg(a, out): _write(out, -read(a))
+def ewise_abs(a, out): _write(out, np.abs(read(a)))
+def ewise_log(a, out): _write(out, np.log(read(a)))
+def ewise_exp(a, out): _write(out, np.exp(read(a)))
+def ewise_tanh(a, out): _write(out, np.tanh(read(a)))
+def ewise_sqrt(a, out): _write(out, np.sqrt(read(a)))
+
+
+def ewise_sigmoid(a, out):
+    """1/(1+e^-x) for x >= 0 and e^x/(1+e^x) below: neither side overflows or cancels."""
+    x = read(a)
+    e = np.exp(-np.abs(x))
+    _write(out, np.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+
+
+def ewise_where(cond, a, b, out):
+    _write(out, np.where(read(cond), read(a), read(b)))
+
+
+# --- matmul and reductions ----------------------------------------------------
+
+def matmul(a, b, out, m, n, p, batch=1):
+    """`batch` independent (m, n) @ (n, p) products on compact handles or operands."""
+    _write(out, read(a).reshape(batch, m, n) @ read(b).reshape(batch, n, p))
+
+
+def _blocks(a, reduce_size):
+    x, first = reduction_blocks(a, reduce_size)
+    return x, tuple(range(first, x.ndim))
+
+
+def reduce_sum(a, out, reduce_size):
+    """out[k] = sum of the k-th block of reduce_size elements (the trailing axes of a view)."""
+    x, axes = _blocks(a, reduce_size)
+    _write(out, x.sum(axis=axes, dtype=out.array.dtype))
+
+
+def reduce_max(a, out, reduce_size):
+    x, axes = _blocks(a, reduce_size)
+    _write(out, x.max(axis=axes))
+
+
+def reduce_min(a, out, reduce_size):
+    x, axes = _blocks(a, reduce_size)
+    _write(out, x.min(axis=axes))
+
+
+def reduce_argmax(a, out, reduce_size):
+    """Index of the first maximum in each block."""
+    x, first = reduction_blocks(a, reduce_size)
+    _write(out, x.reshape(x.shape[:first] + (-1,)).argmax(axis=-1))
+
+
+# --- row gather / scatter-add (indexing with integer arrays) ------------------
+
+def take_rows(a, indices, out, row_size):
+    """out[i] = a[indices[i]] for rows of `row_size` elements."""
+    rows = a.size // row_size if row_size else 0
+    _write(out, a.array[: rows * row_size].reshape(rows, row_size)[rows_index(indices, rows)])
+
+
+def index_add_rows(values, indices, out, row_size):
+    """out[indices[i]] += values[i] row by row; repeated indices accumulate."""
+    rows = out.size // row_size if row_size else 0
+    idx = rows_index(indices, rows)
+    np.add.at(out.array[: rows * row_size].reshape(rows, row_size), idx,
+              values.array[: idx.size * row_size].reshape(idx.size, row_size))
+
+
+def one_hot(indices, out, n):
+    """Row i of the n x n identity for each class id."""
+    _write(out, np.eye(n, dtype=out.array.dtype)[class_ids(indices, n)])
