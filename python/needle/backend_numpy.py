@@ -1,11 +1,28 @@
-"""The numpy-mode device (NEEDLE_BACKEND=np): arrays are plain numpy arrays.
+"""The numpy-mode array layer (NEEDLE_BACKEND=np): arrays are plain numpy arrays.
 
-Dtypes are preserved here (float64 stays float64), which is what the course's
-finite-difference tests rely on.
+This module is `array_api` in numpy mode. It defines the same array functions as
+`needle.backend_ndarray` (listed in `needle.array_interface`) with the same
+semantics -- PyTorch's dtype promotion (float32 stays float32 next to a numpy
+float64 scalar, which NumPy 2 would widen), int64 labels and indices, bool
+comparisons -- so ops never branch on the backend. Any other name is numpy's
+(`array_api.float32`, `array_api.random`, ...), as when array_api was numpy itself.
+
+Dtypes are preserved (float64 stays float64), which is what the course's
+finite-difference tests rely on; they are stored as one of `needle.dtypes.DTYPES`.
 """
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
 import numpy as np
 
-__all__ = ["Device", "CPUDevice", "cpu", "default_device", "all_devices"]
+from .dtypes import (  # noqa: F401  (dtype_name and is_floating are array functions too)
+    DEFAULT_FLOAT, FLOAT_DTYPES, division_dtype, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype,
+)
+
+__all__ = ["Device", "CPUDevice", "UnavailableDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices",
+           "get_device", "registered_devices"]
 
 
 class Device:
@@ -30,10 +47,10 @@ class CPUDevice(Device):
         return True
 
     def zeros(self, *shape, dtype="float32"):
-        return np.zeros(shape, dtype=dtype)
+        return np.zeros(shape, dtype=storage_dtype(dtype))
 
     def ones(self, *shape, dtype="float32"):
-        return np.ones(shape, dtype=dtype)
+        return np.ones(shape, dtype=storage_dtype(dtype))
 
     def randn(self, *shape):
         return np.random.randn(*shape)
@@ -42,24 +59,51 @@ class CPUDevice(Device):
         return np.random.rand(*shape)
 
     def one_hot(self, n, i, dtype="float32"):
-        idx = np.asarray(i)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            bad = idx[(idx < 0) | (idx >= n)].ravel()[0]
-            raise ValueError(f"one_hot: class index {bad} is out of range for {n} classes")
-        return np.eye(n, dtype=dtype)[idx.astype(np.int64)]
+        return one_hot(n, i, dtype=dtype, device=self)
 
     def empty(self, shape, dtype="float32"):
-        return np.empty(shape, dtype=dtype)
+        return np.empty(shape, dtype=storage_dtype(dtype))
 
     def full(self, shape, fill_value, dtype="float32"):
-        return np.full(shape, fill_value, dtype=dtype)
+        return np.full(shape, fill_value, dtype=storage_dtype(dtype))
+
+
+class UnavailableDevice(Device):
+    """A device of nd mode asked for in numpy mode: it exists, so code that names it runs,
+    but `enabled()` is False (as for cuda without a GPU)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.why_unavailable = f"numpy mode (NEEDLE_BACKEND=np) has only the cpu device, not {name}"
+
+    def __repr__(self) -> str:
+        return f"needle.{self.name}()"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, UnavailableDevice) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.__repr__())
+
+    def enabled(self) -> bool:
+        return False
 
 
 _CPU = CPUDevice()
+_CUDA = UnavailableDevice("cuda")
+_CPU_NUMPY = UnavailableDevice("cpu_numpy")
 
 
 def cpu() -> CPUDevice:
     return _CPU
+
+
+def cuda() -> UnavailableDevice:
+    return _CUDA
+
+
+def cpu_numpy() -> UnavailableDevice:
+    return _CPU_NUMPY
 
 
 def default_device() -> CPUDevice:
@@ -68,3 +112,412 @@ def default_device() -> CPUDevice:
 
 def all_devices() -> list:
     return [_CPU]
+
+
+def registered_devices() -> list:
+    return ["cpu"]
+
+
+def get_device(name: str) -> CPUDevice:
+    if name != "cpu":
+        raise ValueError(f"unknown device {name!r} in numpy mode (NEEDLE_BACKEND=np); known devices: cpu")
+    return _CPU
+
+
+def __getattr__(name):
+    """Everything else is numpy's, as when numpy itself was the numpy-mode array_api."""
+    return getattr(np, name)
+
+
+# --- the array functions (see needle.array_interface) -------------------------------------------
+
+def _arr(x) -> np.ndarray:
+    """numpy returns scalars for 0-d results; the array layer always hands out arrays."""
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def _stored(a: np.ndarray) -> str:
+    return storage_dtype(a.dtype)
+
+
+def is_array(a) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def array(a, dtype=None, device=None) -> np.ndarray:
+    """A copy of `a`; dtype None keeps a numpy array's dtype and makes Python ints/bools float32
+    (the course's "a tensor made from numbers is a float tensor")."""
+    if dtype is not None:
+        return np.array(a, dtype=storage_dtype(dtype))
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np.array(a, dtype=_stored(np.asarray(a)))
+    data = np.array(a)
+    return data.astype(DEFAULT_FLOAT if data.dtype.kind not in "f" else storage_dtype(data.dtype), copy=False)
+
+
+def empty(shape, dtype="float32", device=None) -> np.ndarray:
+    return np.empty(shape, dtype=storage_dtype(dtype))
+
+
+def full(shape, fill_value, dtype="float32", device=None) -> np.ndarray:
+    return np.full(shape, fill_value, dtype=storage_dtype(dtype))
+
+
+def zeros(shape, dtype="float32", device=None) -> np.ndarray:
+    return np.zeros(shape, dtype=storage_dtype(dtype))
+
+
+def arange(start, stop=None, step=1, dtype="int64", device=None) -> np.ndarray:
+    """numpy's arange (int64 by default)."""
+    values = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    return values.astype(storage_dtype(dtype))
+
+
+def zeros_like(a: np.ndarray) -> np.ndarray:
+    return np.zeros(a.shape, dtype=a.dtype)
+
+
+def ones_like(a: np.ndarray) -> np.ndarray:
+    return np.ones(a.shape, dtype=a.dtype)
+
+
+def full_like(a: np.ndarray, fill_value) -> np.ndarray:
+    return np.full(a.shape, fill_value, dtype=a.dtype)
+
+
+def empty_like(a: np.ndarray) -> np.ndarray:
+    return np.empty(a.shape, dtype=a.dtype)
+
+
+def astype(a: np.ndarray, dtype) -> np.ndarray:
+    return a.astype(storage_dtype(dtype), copy=False)
+
+
+def device_of(a) -> CPUDevice:
+    return _CPU
+
+
+def dtype_of(a: np.ndarray):
+    return a.dtype
+
+
+def to_numpy(a) -> np.ndarray:
+    return np.array(a)
+
+
+def from_numpy_shared(x: np.ndarray, device=None):
+    """`x` itself when it has a storage dtype (numpy-mode data is numpy arrays), else None."""
+    return x if x.dtype.name == _stored(x) else None
+
+
+# --- elementwise -----------------------------------------------------------------------------
+
+def _operands(a, b, rule=result_dtype):
+    """(a, b, dtype) with both operands converted to the promoted dtype; scalars stay Python
+    numbers of that kind (numpy then keeps the array's dtype, NEP 50)."""
+    a_arr, b_arr = isinstance(a, np.ndarray), isinstance(b, np.ndarray)
+    if a_arr and b_arr:
+        dtype = rule(_stored(a), _stored(b))
+    elif a_arr or b_arr:
+        arr, scalar = (a, b) if a_arr else (b, a)
+        dtype = rule(_stored(arr), _scalar(scalar), b_is_scalar=True)
+    else:
+        raise TypeError(f"expected at least one array operand, got {type(a).__name__} and {type(b).__name__}")
+    return _convert(a, dtype), _convert(b, dtype), dtype
+
+
+def _scalar(value):
+    if isinstance(value, np.ndarray):  # a one-element array given as a scalar (hw1 does this)
+        return value.item()
+    return value
+
+
+def _convert(v, dtype: str):
+    if isinstance(v, np.ndarray):
+        return v if v.dtype.name == dtype else v.astype(dtype)
+    v = _scalar(v)
+    return float(v) if dtype in FLOAT_DTYPES else int(v) if dtype == "int64" else bool(v)
+
+
+def add(a, b) -> np.ndarray:
+    x, y, _ = _operands(a, b)
+    return _arr(np.add(x, y))
+
+
+def subtract(a, b) -> np.ndarray:
+    x, y, dtype = _operands(a, b)
+    if dtype == "bool":
+        raise TypeError("subtracting bool arrays is not supported; use != for a logical xor")
+    return _arr(np.subtract(x, y))
+
+
+def multiply(a, b) -> np.ndarray:
+    x, y, _ = _operands(a, b)
+    return _arr(np.multiply(x, y))
+
+
+def divide(a, b) -> np.ndarray:
+    x, y, dtype = _operands(a, b, division_dtype)
+    return _arr(np.true_divide(x, y, dtype=dtype))
+
+
+def power(a, b) -> np.ndarray:
+    x, y, _ = _operands(a, b)
+    return _arr(np.power(x, y))
+
+
+def maximum(a, b) -> np.ndarray:
+    x, y, _ = _operands(a, b)
+    return _arr(np.maximum(x, y))
+
+
+def minimum(a, b) -> np.ndarray:
+    x, y, _ = _operands(a, b)
+    return _arr(np.minimum(x, y))
+
+
+def negative(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.bool_:
+        raise TypeError("negating a bool array is not supported; use == False for a logical not")
+    return _arr(np.negative(a))
+
+
+def abs(a: np.ndarray) -> np.ndarray:  # noqa: A001
+    return _arr(np.abs(a))
+
+
+def _floating(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype.kind == "f" else a.astype(DEFAULT_FLOAT)
+
+
+def log(a: np.ndarray) -> np.ndarray:
+    return _arr(np.log(_floating(a)))
+
+
+def exp(a: np.ndarray) -> np.ndarray:
+    return _arr(np.exp(_floating(a)))
+
+
+def tanh(a: np.ndarray) -> np.ndarray:
+    return _arr(np.tanh(_floating(a)))
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """exp(-log(1 + exp(-a))): accurate in both tails (2.06e-9 at -20, not 0)."""
+    return _arr(np.exp(-np.logaddexp(0, -_floating(a))))
+
+
+def sqrt(a: np.ndarray) -> np.ndarray:
+    return _arr(np.sqrt(_floating(a)))
+
+
+def _compare(ufunc):
+    def compare(a, b) -> np.ndarray:
+        a_arr, b_arr = isinstance(a, np.ndarray), isinstance(b, np.ndarray)
+        if a_arr and b_arr:
+            x, y, _ = _operands(a, b)
+        else:  # a scalar compares as it is (an int array against 0.5 needs no float copy)
+            x, y = (a, _scalar(b)) if a_arr else (_scalar(a), b)
+        return _arr(ufunc(x, y))
+
+    return compare
+
+
+equal = _compare(np.equal)
+not_equal = _compare(np.not_equal)
+less = _compare(np.less)
+less_equal = _compare(np.less_equal)
+greater = _compare(np.greater)
+greater_equal = _compare(np.greater_equal)
+
+
+def where(cond: np.ndarray, a, b) -> np.ndarray:
+    """Elementwise `a if cond else b`; a and b are arrays or scalars, all three broadcast."""
+    if not isinstance(cond, np.ndarray) or cond.dtype != np.bool_:
+        raise TypeError("where: the condition must be a bool array")
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y, dtype = _operands(a, b)
+    else:
+        dtype = result_dtype(scalar_dtype(a), b, b_is_scalar=True)
+        x, y = _convert(a, dtype), _convert(b, dtype)
+    return _arr(np.where(cond, x, y).astype(dtype, copy=False))
+
+
+# --- reductions ------------------------------------------------------------------------------
+
+def sum(a: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:  # noqa: A001
+    """Bool and int64 arrays sum into int64, floats keep their dtype."""
+    dtype = a.dtype if a.dtype.kind == "f" else np.int64
+    return _arr(np.sum(a, axis=axis, keepdims=keepdims, dtype=dtype))
+
+
+def max(a: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:  # noqa: A001
+    return _arr(np.max(a, axis=axis, keepdims=keepdims))
+
+
+def min(a: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:  # noqa: A001
+    return _arr(np.min(a, axis=axis, keepdims=keepdims))
+
+
+def argmax(a: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
+    return _arr(np.argmax(a, axis=axis, keepdims=keepdims).astype(np.int64, copy=False))
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x, y, _ = _operands(a, b)
+    return _arr(np.matmul(x, y))
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+def broadcast_to(a: np.ndarray, shape) -> np.ndarray:
+    return np.broadcast_to(a, tuple(shape))
+
+
+def reshape(a: np.ndarray, shape) -> np.ndarray:
+    return np.reshape(a, shape)
+
+
+def transpose(a: np.ndarray, axes=None) -> np.ndarray:
+    return np.transpose(a, axes)
+
+
+def swapaxes(a: np.ndarray, axis1: int, axis2: int) -> np.ndarray:
+    return np.swapaxes(a, axis1, axis2)
+
+
+def ascontiguousarray(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a)
+
+
+def as_strided(a: np.ndarray, shape, strides) -> np.ndarray:
+    """View with element strides (no copy, no bounds check)."""
+    item = a.itemsize
+    return np.lib.stride_tricks.as_strided(a, tuple(shape), tuple(s * item for s in strides))
+
+
+def element_strides(a: np.ndarray) -> tuple:
+    return tuple(s // a.itemsize for s in a.strides)
+
+
+def flip(a: np.ndarray, axes) -> np.ndarray:
+    return np.ascontiguousarray(np.flip(a, axes))
+
+
+def pad(a: np.ndarray, pad_width) -> np.ndarray:
+    return np.pad(a, pad_width)
+
+
+def _keep_axes(a: np.ndarray, index) -> tuple:
+    """Integer entries as length-1 slices: the NDArray rule that an int keeps its axis."""
+    entries = index if isinstance(index, tuple) else (index,)
+    out = []
+    dim = 0
+    for entry in entries:
+        if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+            i = int(entry) % a.shape[dim] if a.shape[dim] else int(entry)
+            out.append(slice(i, i + 1))
+        else:
+            out.append(entry)
+        if entry is not None:
+            dim += 1
+    return tuple(out)
+
+
+def getitem(a: np.ndarray, index) -> np.ndarray:
+    """A view by ints and slices; ints keep their axis (as in NDArray)."""
+    return a[_keep_axes(a, index)]
+
+
+def setitem(a: np.ndarray, index, value) -> None:
+    a[_keep_axes(a, index)] = value
+
+
+def stack(arrays: Sequence[np.ndarray], axis: int = 0) -> np.ndarray:
+    return np.stack(arrays, axis=axis)
+
+
+def unstack(a: np.ndarray, axis: int = 0) -> tuple:
+    moved = np.moveaxis(a, axis, 0)
+    return tuple(np.ascontiguousarray(moved[k]) for k in range(moved.shape[0]))
+
+
+# --- gather / scatter / one-hot ------------------------------------------------------------------
+
+def _index_array(indices, rows: int) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.dtype.kind == "b":
+        raise TypeError("a bool array is a mask, not row indices")
+    if idx.dtype.kind == "f":
+        if not np.all(idx == np.round(idx)):
+            raise TypeError("indices must be integers")
+    elif idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64, copy=False)
+    if idx.size and (idx.min() < -rows or idx.max() >= rows):
+        bad = idx[(idx < -rows) | (idx >= rows)].ravel()[0]
+        raise IndexError(f"index {bad} is out of bounds for axis 0 with size {rows}")
+    return idx
+
+
+def take_rows(a: np.ndarray, indices) -> np.ndarray:
+    """a[indices] along axis 0: shape indices.shape + a.shape[1:]."""
+    if a.ndim == 0:
+        raise ValueError("cannot index rows of a 0-d array")
+    return np.take(a, _index_array(indices, a.shape[0]), axis=0)
+
+
+def index_add_rows(out: np.ndarray, indices, values: np.ndarray) -> None:
+    """In place: out[indices[i]] += values[i] along axis 0; repeats accumulate."""
+    np.add.at(out, _index_array(indices, out.shape[0]), values)
+
+
+def one_hot(n: int, indices, dtype="float32", device=None) -> np.ndarray:
+    """Rows `indices` of the n x n identity: shape indices.shape + (n,)."""
+    idx = np.asarray(indices)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = idx[(idx < 0) | (idx >= n)].ravel()[0]
+        raise ValueError(f"one_hot: class index {bad} is out of range for {n} classes")
+    return np.eye(n, dtype=storage_dtype(dtype))[idx.astype(np.int64)]
+
+
+def nonzero(mask: np.ndarray) -> tuple:
+    if mask.dtype != np.bool_:
+        raise TypeError(f"nonzero needs a bool array, got dtype {mask.dtype}")
+    return tuple(i.astype(np.int64) for i in np.nonzero(mask))
+
+
+def as_index(entry, device=None) -> tuple:
+    """An index entry as int64 arrays: one for integer indices, one per axis for a bool mask."""
+    host = np.asarray(entry)
+    if host.dtype.kind == "b":
+        return tuple(i.astype(np.int64) for i in np.nonzero(host))
+    if host.dtype.kind == "f":
+        if not np.all(host == np.round(host)):
+            raise TypeError("tensor indices must hold whole numbers")
+    elif host.dtype.kind not in "iu":
+        raise TypeError(f"tensor indices must be integers or booleans, got dtype {host.dtype}")
+    return (host.astype(np.int64),)
+
+
+def wrap_index(idx: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
+    """int64 indices into an axis of `size`, negatives counted from the end; IndexError naming
+    the first one outside [-size, size)."""
+    if idx.size == 0:
+        return idx
+    bad = idx[(idx < -size) | (idx >= size)]
+    if bad.size:
+        raise IndexError(f"index {bad.ravel()[0]} is out of bounds for axis {axis} with size {size}")
+    return np.where(idx < 0, idx + size, idx)
+
+
+def prod(x) -> int:
+    return math.prod(x)
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ValueError(f"shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast together") from None
+

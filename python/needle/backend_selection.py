@@ -1,5 +1,13 @@
-"""Chooses the array layer once, at import, from NEEDLE_BACKEND ("nd" or "np")."""
+"""Chooses the array layer once, at import, from NEEDLE_BACKEND ("nd" or "np").
+
+Both layers export the same names: `array_api` (the module of array functions that
+ops call, see `needle.array_interface`), `NDArray` (the array class), `Device`, and
+the device functions. Nothing above this module knows which one was chosen.
+"""
 import os
+
+__all__ = ["BACKEND", "array_api", "NDArray", "Device", "cpu", "cpu_numpy", "cuda", "default_device",
+           "all_devices", "get_device", "registered_devices"]
 
 BACKEND = os.environ.get("NEEDLE_BACKEND", "nd")
 
@@ -13,11 +21,15 @@ if BACKEND == "nd":
         cpu_numpy,
         cuda,
         default_device,
+        get_device,
+        registered_devices,
     )
 elif BACKEND == "np":
-    import numpy as array_api  # noqa: F401
     from numpy import ndarray as NDArray  # noqa: F401
 
-    from .backend_numpy import Device, all_devices, cpu, default_device  # noqa: F401
+    from . import backend_numpy as array_api  # noqa: F401
+    from .backend_numpy import (  # noqa: F401
+        Device, all_devices, cpu, cpu_numpy, cuda, default_device, get_device, registered_devices,
+    )
 else:
     raise RuntimeError(f"unknown NEEDLE_BACKEND {BACKEND!r}: use 'nd' or 'np'")

@@ -9,7 +9,7 @@ import numpy as np
 
 
 class Array:
-    """A flat buffer of `size` elements (float32 unless asked otherwise)."""
+    """A flat buffer of `size` elements of one storage dtype (float32 unless asked otherwise)."""
 
     __slots__ = ("array", "size", "dtype")
 
@@ -51,8 +51,18 @@ def read(operand) -> np.ndarray:
         return operand.array
     handle, shape, strides, offset = operand
     if strides is None:
-        return handle.array.reshape(shape)
+        return handle.array[offset:offset + int(np.prod(shape))].reshape(shape)
     return strided_view(handle, shape, strides, offset)
+
+
+def read_flat(operand) -> np.ndarray:
+    """The operand's elements as a 1-D array (a view when it can be, else a copy)."""
+    return read(operand).reshape(-1)
+
+
+def out_view(out: Array, shape) -> np.ndarray:
+    """The first prod(shape) elements of `out`, shaped: where a kernel writes its result."""
+    return out.array[: int(np.prod(shape))].reshape(shape)
 
 
 def reduction_blocks(operand, reduce_size: int):
@@ -67,6 +77,28 @@ def reduction_blocks(operand, reduce_size: int):
         first -= 1
         size *= x.shape[first]
     return x, first
+
+
+def rows_index(indices, rows: int) -> np.ndarray:
+    """Index operand -> flat int64 numpy indices in [0, rows); IndexError naming a bad one."""
+    idx = read_flat(indices)
+    if idx.size:
+        low, high = idx.min(), idx.max()
+        if low < -rows or high >= rows:
+            bad = low if low < -rows else high
+            raise IndexError(f"index {int(bad)} is out of bounds for axis 0 with size {rows}")
+        if low < 0:
+            idx = np.where(idx < 0, idx + rows, idx)
+    return idx
+
+
+def class_ids(indices, n: int) -> np.ndarray:
+    """Flat class ids from an index operand, each in [0, n); IndexError naming the first bad one."""
+    idx = read_flat(indices)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = idx[(idx < 0) | (idx >= n)][0]
+        raise IndexError(f"class index {int(bad)} is out of range for {n} classes")
+    return idx
 
 
 def to_numpy(a: Array, shape, strides, offset) -> np.ndarray:

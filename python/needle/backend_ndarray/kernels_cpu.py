@@ -144,7 +144,7 @@ def index_add_rows(values, indices, out, row_size):
     np.add.at(out.array[: rows * row_size].reshape(rows, row_size), idx, out_view(values, (idx.size, row_size)))
 
 
-def one_hot(indices, out, n):
+def one_hot_rows(indices, out, n):
     idx = class_ids(indices, n)
     dest = out_view(out, (idx.size, n))
     dest.fill(0)

@@ -138,6 +138,6 @@ def index_add_rows(values, indices, out, row_size):
               values.array[: idx.size * row_size].reshape(idx.size, row_size))
 
 
-def one_hot(indices, out, n):
+def one_hot_rows(indices, out, n):
     """Row i of the n x n identity for each class id."""
     _write(out, np.eye(n, dtype=out.array.dtype)[class_ids(indices, n)])

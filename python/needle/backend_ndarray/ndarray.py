@@ -1,42 +1,32 @@
 """NDArray: an n-dimensional view (shape, strides, offset) over a flat device buffer.
 
-Views (reshape, permute, broadcast_to, __getitem__) share the buffer and never
-copy. Everything that computes goes through the device's kernel module, which
-sees compact buffers (or one strided view for compact/setitem): a new device
-is a new kernel module and nothing else.
+Views (reshape, permute, broadcast_to, slicing) share the buffer and never copy.
+Everything that computes goes through the device's kernels (`interface.py`),
+which read strided views in place and write compact results. Arrays hold one of
+the storage dtypes of `needle.dtypes` (float32 by default); binary operations
+broadcast like numpy and promote like PyTorch (`needle.dtypes.result_dtype`).
 """
 from __future__ import annotations
 
 import builtins
 import functools
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from . import ndarray_backend_cpu, ndarray_backend_numpy
+from ..dtypes import DEFAULT_FLOAT, FLOAT_DTYPES, division_dtype, result_dtype, scalar_kind, storage_dtype
+from .device import BackendDevice, check_enabled, default_device
 
-FLOAT_DTYPES = ("float32", "float64")
+__all__ = ["NDArray", "prod", "broadcast_shapes", "normalize_axes"]
 
 
-def prod(x: Iterable[int]) -> int:
+def prod(x) -> int:
     return math.prod(x)
 
 
-@functools.lru_cache(maxsize=64)
-def normalize_dtype(dtype) -> str:
-    """Storage dtype name for a requested dtype: float64 when asked, else float32."""
-    if dtype is None:
-        return "float32"
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        raise TypeError(f"unknown dtype {dtype!r}") from None
-    return name if name in FLOAT_DTYPES else "float32"
-
-
-def _as_scalar(value) -> float:
-    """A Python float from a number, numpy scalar or one-element array."""
+def _as_scalar(value):
+    """A Python number from a number, numpy scalar or one-element numpy array."""
     if isinstance(value, (int, float)):
         return value
     arr = np.asarray(value)
@@ -45,8 +35,15 @@ def _as_scalar(value) -> float:
     return arr.item()
 
 
+def _scalar_of_kind(value, dtype: str):
+    """`value` as the Python type of dtype's kind (the kernels' scalar argument)."""
+    if dtype in FLOAT_DTYPES:
+        return float(value)
+    return int(value) if dtype == "int64" else bool(value)
+
+
 def _normalize_axis(axis: int, ndim: int) -> int:
-    if not isinstance(axis, (int, np.integer)):
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"axis must be an int, got {type(axis).__name__}")
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} is out of range for an array with {ndim} dimensions")
@@ -68,8 +65,8 @@ def normalize_axes(axes, ndim: int) -> tuple[int, ...]:
     return out
 
 
-def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
-    """numpy's broadcasting rule; ValueError naming the shapes when it fails."""
+@functools.lru_cache(maxsize=1024)
+def _broadcast_shapes(*shapes) -> tuple[int, ...]:
     ndim = builtins.max(len(s) for s in shapes)
     result = []
     for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
@@ -81,117 +78,36 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
     return tuple(result)
 
 
-class BackendDevice:
-    """A device: a name plus the kernel module that implements it."""
-
-    def __init__(self, name: str, mod):
-        self.name = name
-        self.mod = mod
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, BackendDevice) and self.name == other.name
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __repr__(self) -> str:
-        return self.name + "()"
-
-    def __getattr__(self, name):
-        if name == "mod" or self.__dict__.get("mod") is None:
-            raise AttributeError(f"device {self.__dict__.get('name')} has no kernel {name!r} (not enabled)")
-        kernel = getattr(self.mod, name)
-        self.__dict__[name] = kernel  # later look-ups skip __getattr__ (this is on every op's path)
-        return kernel
-
-    def enabled(self) -> bool:
-        return self.mod is not None
-
-    # factories (the RNG calls here are part of the contract: one numpy draw each)
-    def randn(self, *shape, dtype="float32") -> "NDArray":
-        return NDArray(np.random.randn(*shape), device=self, dtype=dtype)
-
-    def rand(self, *shape, dtype="float32") -> "NDArray":
-        return NDArray(np.random.rand(*shape), device=self, dtype=dtype)
-
-    def one_hot(self, n: int, i, dtype="float32") -> "NDArray":
-        idx = np.asarray(i)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            bad = idx[(idx < 0) | (idx >= n)].ravel()[0]
-            raise ValueError(f"one_hot: class index {bad} is out of range for {n} classes")
-        return NDArray(np.eye(n)[idx.astype(np.int64)], device=self, dtype=dtype)
-
-    def empty(self, shape, dtype="float32") -> "NDArray":
-        return NDArray.make(tuple(shape), device=self, dtype=normalize_dtype(dtype))
-
-    def full(self, shape, fill_value, dtype="float32") -> "NDArray":
-        arr = self.empty(shape, dtype)
-        arr.fill(fill_value)
-        return arr
-
-    def zeros(self, *shape, dtype="float32") -> "NDArray":
-        return self.full(shape, 0.0, dtype)
-
-    def ones(self, *shape, dtype="float32") -> "NDArray":
-        return self.full(shape, 1.0, dtype)
-
-
-_CPU = BackendDevice("cpu", ndarray_backend_cpu)
-_CPU_NUMPY = BackendDevice("cpu_numpy", ndarray_backend_numpy)
-_CUDA = None
-
-
-def cpu() -> BackendDevice:
-    """The fast host device."""
-    return _CPU
-
-
-def cpu_numpy() -> BackendDevice:
-    """The reference host device (plain numpy kernels)."""
-    return _CPU_NUMPY
-
-
-def cuda() -> BackendDevice:
-    """The GPU device; `enabled()` is False when its kernels cannot run here."""
-    global _CUDA
-    if _CUDA is None:
-        try:
-            from . import ndarray_backend_cuda  # noqa: PLC0415
-
-            mod = ndarray_backend_cuda if ndarray_backend_cuda.available() else None
-        except ImportError:
-            mod = None
-        _CUDA = BackendDevice("cuda", mod)
-    return _CUDA
-
-
-def default_device() -> BackendDevice:
-    return _CPU
-
-
-def all_devices() -> list[BackendDevice]:
-    return [cpu(), cuda(), cpu_numpy()]
+def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """numpy's broadcasting rule; ValueError naming the shapes when it fails."""
+    return _broadcast_shapes(*(tuple(s) for s in shapes))
 
 
 class NDArray:
-    """A strided n-dimensional array of float32 (or float64) on a device."""
+    """A strided n-dimensional array of one storage dtype on a device."""
 
     __array_ufunc__ = None  # numpy scalars defer to our reflected operators
 
     def __init__(self, other, device: BackendDevice | None = None, dtype=None):
+        """A copy of `other` (an NDArray, numpy array or nested list) on `device`.
+
+        dtype None keeps an NDArray's dtype and stores anything else as float32 (the
+        course's rule); pass dtype to store float64, int64 or bool.
+        """
         if isinstance(other, NDArray):
             device = other.device if device is None else device
-            dtype = other.dtype if dtype is None else normalize_dtype(dtype)
-            if device == other.device and dtype == other.dtype:
-                self._init(other._copy())
+            dtype = other.dtype if dtype is None else storage_dtype(dtype)
+            if device == other.device:
+                self._init(other._copy(dtype))
             else:
                 self._init(NDArray(other.numpy(), device=device, dtype=dtype))
             return
         device = default_device() if device is None else device
-        _check_device(device)
-        data = np.asarray(other, dtype=normalize_dtype(dtype), order="C")  # keeps 0-d shape ()
+        check_enabled(device)
+        data = np.asarray(other, dtype=storage_dtype(dtype), order="C")  # keeps 0-d shape ()
         array = NDArray.make(data.shape, device=device, dtype=data.dtype.name)
-        device.from_numpy(data, array._handle)
+        if data.size:
+            device.from_numpy(data, array._handle)
         self._init(array)
 
     def _init(self, other: "NDArray") -> None:
@@ -208,12 +124,12 @@ class NDArray:
 
     @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32") -> "NDArray":
-        """Wrap `handle` (or allocate a new buffer) with the given layout; no initialisation."""
+        """Wrap `handle` (or allocate a new buffer of `dtype`) with the given layout; no initialisation."""
         array = NDArray.__new__(NDArray)
         array._shape = shape = tuple(map(int, shape))
         array._strides = _compact_strides(shape) if strides is None else tuple(strides)
         array._offset = offset
-        array._device = device = _CPU if device is None else device
+        array._device = device = default_device() if device is None else device
         if handle is None:
             array._handle = device.Array(math.prod(shape), dtype=dtype)
             array._compact = strides is None  # a fresh buffer with default strides
@@ -267,20 +183,37 @@ class NDArray:
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype)
 
+    def _host_view(self) -> np.ndarray:
+        """A numpy view (no copy) of a host array; TypeError for device memory."""
+        from .host_buffer import Array, strided_view
+
+        if not isinstance(self._handle, Array):
+            raise TypeError(f"a numpy view needs host memory; this array is on {self._device}")
+        return strided_view(self._handle, self._shape, self._strides, self._offset)
+
+    def __dlpack__(self, *args, **kwargs):
+        """DLPack export without a copy (torch.from_dlpack, np.from_dlpack)."""
+        return self._host_view().__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self._host_view().__dlpack_device__()
+
     def to(self, device: BackendDevice) -> "NDArray":
         if device == self._device:
             return self
-        _check_device(device)
+        check_enabled(device)
         return NDArray(self.numpy(), device=device, dtype=self.dtype)
 
     def astype(self, dtype) -> "NDArray":
-        dtype = normalize_dtype(dtype)
-        return self if dtype == self.dtype else NDArray(self, dtype=dtype)
+        """This array converted to `dtype` (itself when it already has it)."""
+        dtype = storage_dtype(dtype)
+        return self if dtype == self.dtype else self._copy(dtype)
 
     def fill(self, value) -> None:
         """Set every element of this view to `value`, in place."""
         self._device.scalar_setitem(
-            self.size, _as_scalar(value), self._handle, self._shape, self._strides, self._offset
+            self.size, _scalar_of_kind(_as_scalar(value), self.dtype), self._handle, self._shape, self._strides,
+            self._offset,
         )
 
     # --- layout -------------------------------------------------------------
@@ -295,9 +228,10 @@ class NDArray:
     def compact(self) -> "NDArray":
         return self if self.is_compact() else self._copy()
 
-    def _copy(self) -> "NDArray":
-        out = NDArray.make(self._shape, device=self._device, dtype=self.dtype)
-        self._device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+    def _copy(self, dtype: str | None = None) -> "NDArray":
+        out = NDArray.make(self._shape, device=self._device, dtype=self.dtype if dtype is None else dtype)
+        if out.size:
+            self._device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
         return out
 
     def as_strided(self, shape, strides) -> "NDArray":
@@ -349,6 +283,8 @@ class NDArray:
     def broadcast_to(self, new_shape) -> "NDArray":
         """View with size-1 (or missing leading) axes repeated by a zero stride."""
         new_shape = tuple(int(d) for d in new_shape)
+        if new_shape == self._shape:
+            return self
         lead = len(new_shape) - self.ndim
         if lead < 0 or any(s != 1 and s != n for s, n in zip(self._shape, new_shape[lead:])):
             raise ValueError(f"cannot broadcast an array of shape {self._shape} to shape {new_shape}")
@@ -392,7 +328,7 @@ class NDArray:
         return tuple(out)
 
     def __getitem__(self, idxs) -> "NDArray":
-        """A view; integer indices keep their axis with length 1."""
+        """A view; integer indices keep their axis with length 1 (the course's rule)."""
         idxs = self._expand_index(idxs)
         shape, strides, offset = [], [], self._offset
         for sl, stride in zip(idxs, self._strides):
@@ -417,29 +353,51 @@ class NDArray:
             self._device.ewise_setitem(source._handle, self._handle, view._shape, view._strides, view._offset)
         else:
             self._device.scalar_setitem(
-                view.size, _as_scalar(other), self._handle, view._shape, view._strides, view._offset
+                view.size, _scalar_of_kind(_as_scalar(other), self.dtype), self._handle, view._shape,
+                view._strides, view._offset,
             )
 
+    def _index_operand(self, indices) -> tuple:
+        """Integer indices (NDArray or numpy/list) as an int64 operand on this device."""
+        if not isinstance(indices, NDArray):
+            idx = np.asarray(indices)
+            if idx.dtype.kind not in "iu" and not (idx.dtype.kind == "f" and np.all(idx == np.round(idx))):
+                raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+            indices = NDArray(idx, device=self._device, dtype="int64")
+        else:
+            _check_same_device(self, indices, "indexing")
+            if indices.dtype == "bool":
+                raise TypeError("a bool array is a mask, not row indices")
+            indices = indices.astype("int64")
+        return indices
+
     def take_rows(self, indices) -> "NDArray":
-        """Rows of self (axis 0) picked by an integer array: result shape indices.shape + shape[1:]."""
-        idx = _row_indices(indices, self._shape)
+        """Rows of self (axis 0) picked by integer indices: result shape indices.shape + shape[1:].
+
+        Negative indices count from the end; IndexError outside [-rows, rows).
+        """
+        if not self._shape:
+            raise ValueError("cannot index rows of a 0-d array")
+        idx = self._index_operand(indices)
         row_size = prod(self._shape[1:])
         out = NDArray.make(idx.shape + self._shape[1:], device=self._device, dtype=self.dtype)
-        self._device.take_rows(self.compact()._handle, idx.ravel(), out._handle, row_size)
+        if out.size or idx.size:
+            self._device.take_rows(self.compact()._handle, idx._operand(), out._handle, row_size)
         return out
 
     def index_add_rows(self, indices, values: "NDArray") -> None:
         """In place: self[indices[i]] += values[i] (axis 0); repeated indices accumulate."""
         if not self.is_compact():
             raise ValueError("index_add_rows needs a compact destination")
-        idx = _row_indices(indices, self._shape)
+        idx = self._index_operand(indices)
         expected = idx.shape + self._shape[1:]
         if values.shape != expected:
             raise ValueError(f"index_add_rows: values of shape {values.shape}, expected {expected}")
         _check_same_device(self, values, "index_add_rows")
-        self._device.index_add_rows(
-            values.astype(self.dtype).compact()._handle, idx.ravel(), self._handle, prod(self._shape[1:])
-        )
+        if idx.size:
+            self._device.index_add_rows(
+                values.astype(self.dtype).compact()._handle, idx._operand(), self._handle, prod(self._shape[1:])
+            )
 
     # --- elementwise arithmetic ----------------------------------------------
     def _operand(self) -> tuple:
@@ -450,86 +408,125 @@ class NDArray:
         """
         return self._handle, self._shape, None if self.is_compact() else self._strides, self._offset
 
-    def _elementwise(self, other, ewise: str, scalar: str) -> "NDArray":
+    def _binary(self, other, ewise: str, scalar: str, rule=result_dtype, out_dtype: str | None = None,
+                cast: bool = True) -> "NDArray":
+        """self (op) other for an NDArray or scalar `other`, broadcasting and promoting.
+
+        `rule` gives the dtype both operands are converted to; `out_dtype` overrides the
+        result's (bool for comparisons). With cast=False a scalar is passed as it is
+        (comparisons of an int array with 0.5 need no float copy of the array).
+        """
+        device = self._device
         if isinstance(other, NDArray):
-            _check_same_device(self, other, ewise)
-            if other._shape != self._shape:
-                raise ValueError(
-                    f"{ewise}: shapes {self._shape} and {other._shape} differ (broadcast explicitly first)"
-                )
-            a, b = _promote(self, other)
-            out = NDArray.make(self._shape, device=self._device, dtype=a.dtype)
-            getattr(self._device, ewise)(a._operand(), b._operand(), out._handle)
-        else:
-            out = NDArray.make(self._shape, device=self._device, dtype=self.dtype)
-            getattr(self._device, scalar)(self._operand(), _as_scalar(other), out._handle)
+            if other._device is not device:
+                _check_same_device(self, other, ewise)
+            dtype = rule(self.dtype, other.dtype)
+            a = self if self.dtype == dtype else self.astype(dtype)
+            b = other if other.dtype == dtype else other.astype(dtype)
+            if a._shape != b._shape:
+                shape = broadcast_shapes(a._shape, b._shape)
+                a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+            out = NDArray.make(a._shape, device=device, dtype=out_dtype or dtype)
+            if out._shape and not out.size:
+                return out
+            getattr(device, ewise)(a._operand(), b._operand(), out._handle)
+            return out
+        value = _as_scalar(other)
+        dtype = rule(self.dtype, value, b_is_scalar=True)
+        a = self if self.dtype == dtype or not cast else self.astype(dtype)
+        out = NDArray.make(self._shape, device=device, dtype=out_dtype or dtype)
+        if out.size:
+            getattr(device, scalar)(a._operand(), value if not cast else _scalar_of_kind(value, dtype), out._handle)
         return out
 
-    def _unary(self, kernel: str) -> "NDArray":
-        out = NDArray.make(self._shape, device=self._device, dtype=self.dtype)
-        getattr(self._device, kernel)(self._operand(), out._handle)
+    def _unary(self, kernel: str, floating: bool = False) -> "NDArray":
+        """A kernel of one operand; `floating` functions turn int/bool input into float32 first."""
+        a = self.astype(DEFAULT_FLOAT) if floating and self.dtype not in FLOAT_DTYPES else self
+        out = NDArray.make(self._shape, device=self._device, dtype=a.dtype)
+        if out.size:
+            getattr(self._device, kernel)(a._operand(), out._handle)
         return out
 
     def __add__(self, other):
-        return self._elementwise(other, "ewise_add", "scalar_add")
+        return self._binary(other, "ewise_add", "scalar_add")
 
     __radd__ = __add__
 
     def __sub__(self, other):
-        return self + (-other)
+        if self.dtype == "bool" and (isinstance(other, NDArray) and other.dtype == "bool" or
+                                     not isinstance(other, NDArray) and scalar_kind(_as_scalar(other)) == "b"):
+            raise TypeError("subtracting bool arrays is not supported; use != for a logical xor")
+        return self._binary(other, "ewise_sub", "scalar_sub")
 
     def __rsub__(self, other):
-        return other + (-self)
+        return self._binary(other, "ewise_sub", "scalar_rsub")
 
     def __mul__(self, other):
-        return self._elementwise(other, "ewise_mul", "scalar_mul")
+        return self._binary(other, "ewise_mul", "scalar_mul")
 
     __rmul__ = __mul__
 
     def __truediv__(self, other):
-        return self._elementwise(other, "ewise_div", "scalar_div")
+        return self._binary(other, "ewise_div", "scalar_div", rule=division_dtype)
 
     def __rtruediv__(self, other):
-        return full(self._shape, _as_scalar(other), self.dtype, self._device) / self
+        return self._binary(other, "ewise_div", "scalar_rdiv", rule=division_dtype)
 
     def __neg__(self):
-        return self * (-1.0)
+        if self.dtype == "bool":
+            raise TypeError("negating a bool array is not supported; use == False for a logical not")
+        return self._unary("ewise_neg")
 
     def __pow__(self, other):
-        return self._elementwise(other, "ewise_pow", "scalar_power")
+        return self._binary(other, "ewise_pow", "scalar_power")
+
+    def __rpow__(self, other):
+        return self._binary(other, "ewise_pow", "scalar_rpower")
 
     def maximum(self, other):
-        return self._elementwise(other, "ewise_maximum", "scalar_maximum")
+        return self._binary(other, "ewise_maximum", "scalar_maximum")
 
-    # comparisons return float arrays of 0.0 / 1.0
+    def minimum(self, other):
+        return self._binary(other, "ewise_minimum", "scalar_minimum")
+
+    # comparisons return bool arrays
     def __eq__(self, other):
-        return self._elementwise(other, "ewise_eq", "scalar_eq")
-
-    def __ge__(self, other):
-        return self._elementwise(other, "ewise_ge", "scalar_ge")
+        return self._binary(other, "ewise_eq", "scalar_eq", out_dtype="bool", cast=False)
 
     def __ne__(self, other):
-        return 1 - (self == other)
-
-    def __gt__(self, other):
-        return (self >= other) - (self == other)
+        return self._binary(other, "ewise_ne", "scalar_ne", out_dtype="bool", cast=False)
 
     def __lt__(self, other):
-        return 1 - (self >= other)
+        return self._binary(other, "ewise_lt", "scalar_lt", out_dtype="bool", cast=False)
 
     def __le__(self, other):
-        return 1 - (self > other)
+        return self._binary(other, "ewise_le", "scalar_le", out_dtype="bool", cast=False)
+
+    def __gt__(self, other):
+        return self._binary(other, "ewise_gt", "scalar_gt", out_dtype="bool", cast=False)
+
+    def __ge__(self, other):
+        return self._binary(other, "ewise_ge", "scalar_ge", out_dtype="bool", cast=False)
 
     __hash__ = None
 
+    def abs(self):
+        return self._unary("ewise_abs")
+
     def log(self):
-        return self._unary("ewise_log")
+        return self._unary("ewise_log", floating=True)
 
     def exp(self):
-        return self._unary("ewise_exp")
+        return self._unary("ewise_exp", floating=True)
 
     def tanh(self):
-        return self._unary("ewise_tanh")
+        return self._unary("ewise_tanh", floating=True)
+
+    def sigmoid(self):
+        return self._unary("ewise_sigmoid", floating=True)
+
+    def sqrt(self):
+        return self._unary("ewise_sqrt", floating=True)
 
     # --- matmul ---------------------------------------------------------------
     def __matmul__(self, other: "NDArray") -> "NDArray":
@@ -544,14 +541,16 @@ class NDArray:
         (m, n), (n2, p) = a._shape[-2:], b._shape[-2:]
         if n != n2:
             raise ValueError(f"matmul: inner dimensions differ for shapes {self._shape} and {other._shape}")
-        a, b = _promote(a, b)
+        dtype = result_dtype(a.dtype, b.dtype)
+        a, b = a.astype(dtype), b.astype(dtype)
         if b.ndim == 2:  # fold a's batch axes into its rows: one 2-D product
             lead = a._shape[:-2]
             rows = prod(lead) * m
             if lead:
                 a = a.reshape_compact((rows, n))
-            out = NDArray.make((rows, p), device=self._device, dtype=a.dtype)
-            self._device.matmul(a._operand(), b._operand(), out._handle, rows, n, p)
+            out = NDArray.make((rows, p), device=self._device, dtype=dtype)
+            if out.size:
+                self._device.matmul(a._operand(), b._operand(), out._handle, rows, n, p)
             out = out.reshape(lead + (m, p))
         else:
             try:
@@ -562,8 +561,11 @@ class NDArray:
                 ) from None
             a = a.broadcast_to(batch + (m, n)).reshape_compact((prod(batch), m, n))
             b = b.broadcast_to(batch + (n, p)).reshape_compact((prod(batch), n, p))
-            out = NDArray.make(batch + (m, p), device=self._device, dtype=a.dtype)
-            self._device.matmul(a._operand(), b._operand(), out._handle, m, n, p, batch=prod(batch))
+            out = NDArray.make(batch + (m, p), device=self._device, dtype=dtype)
+            if out.size:
+                self._device.matmul(a._operand(), b._operand(), out._handle, m, n, p, batch=prod(batch))
+        if out.size and n == 0:  # an empty inner dimension sums nothing
+            out.fill(0)
         if self.ndim == 1:
             out = out.reshape(out._shape[:-2] + out._shape[-1:])
         if other.ndim == 1:
@@ -575,7 +577,7 @@ class NDArray:
         return self.compact().reshape(new_shape)
 
     # --- reductions -------------------------------------------------------------
-    def _reduce(self, kernel: str, axis, keepdims: bool) -> "NDArray":
+    def _reduce(self, kernel: str, axis, keepdims: bool, out_dtype: str) -> "NDArray":
         if axis is None:
             axes = tuple(range(self.ndim))
         else:
@@ -586,8 +588,11 @@ class NDArray:
             raise ValueError(f"{kernel}: cannot reduce a zero-size axis of shape {self._shape}")
         view = self.permute(kept + axes)  # reduced axes last; the kernel reads the view
         out_shape = tuple(self._shape[a] for a in kept)
-        out = NDArray.make(out_shape, device=self._device, dtype=self.dtype)
-        getattr(self._device, kernel)(view._operand(), out._handle, reduce_size)
+        out = NDArray.make(out_shape, device=self._device, dtype=out_dtype)
+        if reduce_size == 0:
+            out.fill(0)
+        elif out.size:
+            getattr(self._device, kernel)(view._operand(), out._handle, reduce_size)
         if keepdims:
             return out.reshape(tuple(1 if a in axes else d for a, d in enumerate(self._shape)))
         if axis is None:
@@ -595,16 +600,20 @@ class NDArray:
         return out
 
     def sum(self, axis=None, keepdims: bool = False) -> "NDArray":
-        return self._reduce("reduce_sum", axis, keepdims)
+        """Sum over `axis` (None: all, giving shape (1,)); bool and int64 sum into int64."""
+        return self._reduce("reduce_sum", axis, keepdims, self.dtype if self.dtype in FLOAT_DTYPES else "int64")
 
     def max(self, axis=None, keepdims: bool = False) -> "NDArray":
-        return self._reduce("reduce_max", axis, keepdims)
+        return self._reduce("reduce_max", axis, keepdims, self.dtype)
+
+    def min(self, axis=None, keepdims: bool = False) -> "NDArray":
+        return self._reduce("reduce_min", axis, keepdims, self.dtype)
 
     def argmax(self, axis=None, keepdims: bool = False) -> "NDArray":
-        """Index of the first maximum (as floats); over the flattened array if axis is None."""
+        """Index (int64) of the first maximum; over the flattened array if axis is None."""
         if axis is None:
-            return self.reshape_compact((self.size,))._reduce("reduce_argmax", 0, False).reshape((1,))
-        return self._reduce("reduce_argmax", _normalize_axis(axis, self.ndim), keepdims)
+            return self.reshape_compact((self.size,))._reduce("reduce_argmax", 0, False, "int64").reshape((1,))
+        return self._reduce("reduce_argmax", _normalize_axis(axis, self.ndim), keepdims, "int64")
 
     # --- copies with new layout -----------------------------------------------------
     def flip(self, axes) -> "NDArray":
@@ -626,7 +635,7 @@ class NDArray:
         axes = tuple(tuple(int(x) for x in pair) for pair in axes)
         if len(axes) != self.ndim or any(len(p) != 2 or min(p) < 0 for p in axes):
             raise ValueError(f"pad needs one non-negative (left, right) pair per axis of shape {self._shape}, got {axes}")
-        out = full(tuple(d + l + r for d, (l, r) in zip(self._shape, axes)), 0.0, self.dtype, self._device)
+        out = self._device.full(tuple(d + l + r for d, (l, r) in zip(self._shape, axes)), 0, self.dtype)
         out[tuple(slice(l, l + d) for d, (l, _) in zip(self._shape, axes))] = self
         return out
 
@@ -644,23 +653,9 @@ def _compact_strides(shape: tuple) -> tuple:
     return tuple(reversed(res))
 
 
-def _check_device(device) -> None:
-    if not isinstance(device, BackendDevice):
-        raise TypeError(f"expected a needle device, got {device!r}")
-    if not device.enabled():
-        raise RuntimeError(f"device {device} is not available on this machine")
-
-
 def _check_same_device(a: NDArray, b: NDArray, what: str) -> None:
     if a._device is not b._device and a._device != b._device:
         raise ValueError(f"{what}: arrays are on different devices ({a._device} and {b._device}); move one with .to()")
-
-
-def _promote(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
-    """Mixed float32/float64 operands compute in float64, as in numpy and PyTorch."""
-    if a.dtype == b.dtype:
-        return a, b
-    return a.astype("float64"), b.astype("float64")
 
 
 def _resolve_shape(shape: tuple[int, ...], size: int, old_shape) -> tuple[int, ...]:
@@ -674,172 +669,3 @@ def _resolve_shape(shape: tuple[int, ...], size: int, old_shape) -> tuple[int, .
     if any(d < 0 for d in shape) or prod(shape) != size:
         raise ValueError(f"cannot reshape an array of shape {tuple(old_shape)} (size {size}) into {shape}")
     return shape
-
-
-def _row_indices(indices, shape) -> np.ndarray:
-    if not shape:
-        raise ValueError("cannot index rows of a 0-d array")
-    idx = np.asarray(indices.numpy() if isinstance(indices, NDArray) else indices)
-    if idx.dtype.kind == "f":
-        if not np.all(idx == np.round(idx)):
-            raise TypeError("row indices must be integers")
-    elif idx.dtype.kind not in "iub":
-        raise TypeError(f"row indices must be integers, got dtype {idx.dtype}")
-    idx = idx.astype(np.int64)
-    n = shape[0]
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
-        raise IndexError(f"index {bad} is out of bounds for axis 0 with size {n}")
-    return np.where(idx < 0, idx + n, idx)
-
-
-# --- module-level functions (the `array_api` the ops call in nd mode) -------------
-
-def array(a, dtype="float32", device=None) -> NDArray:
-    if isinstance(a, NDArray) and dtype is None:
-        return NDArray(a, device=device)
-    return NDArray(a, device=device, dtype=dtype)
-
-
-def empty(shape, dtype="float32", device=None) -> NDArray:
-    device = default_device() if device is None else device
-    return device.empty(shape, dtype)
-
-
-def full(shape, fill_value, dtype="float32", device=None) -> NDArray:
-    device = default_device() if device is None else device
-    return device.full(shape, fill_value, dtype)
-
-
-def zeros_like(a: NDArray) -> NDArray:
-    return full(a.shape, 0.0, a.dtype, a.device)
-
-
-def ones_like(a: NDArray) -> NDArray:
-    return full(a.shape, 1.0, a.dtype, a.device)
-
-
-def full_like(a: NDArray, fill_value) -> NDArray:
-    return full(a.shape, fill_value, a.dtype, a.device)
-
-
-def empty_like(a: NDArray) -> NDArray:
-    return empty(a.shape, a.dtype, a.device)
-
-
-def broadcast_to(a: NDArray, shape) -> NDArray:
-    return a.broadcast_to(shape)
-
-
-def reshape(a: NDArray, shape) -> NDArray:
-    return a.reshape(shape)
-
-
-def transpose(a: NDArray, axes=None) -> NDArray:
-    return a.transpose(axes)
-
-
-def swapaxes(a: NDArray, axis1: int, axis2: int) -> NDArray:
-    return a.swapaxes(axis1, axis2)
-
-
-def ascontiguousarray(a: NDArray) -> NDArray:
-    return a.compact()
-
-
-def maximum(a: NDArray, b) -> NDArray:
-    return a.maximum(b)
-
-
-def log(a: NDArray) -> NDArray:
-    return a.log()
-
-
-def exp(a: NDArray) -> NDArray:
-    return a.exp()
-
-
-def tanh(a: NDArray) -> NDArray:
-    return a.tanh()
-
-
-def matmul(a: NDArray, b: NDArray) -> NDArray:
-    return a @ b
-
-
-def sum(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    """Like numpy: reducing every axis without keepdims gives shape ()."""
-    out = a.sum(axis=axis, keepdims=keepdims)
-    return out.reshape(()) if axis is None and not keepdims else out
-
-
-def max(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    """Like numpy: reducing every axis without keepdims gives shape ()."""
-    out = a.max(axis=axis, keepdims=keepdims)
-    return out.reshape(()) if axis is None and not keepdims else out
-
-
-def argmax(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:
-    out = a.argmax(axis=axis, keepdims=keepdims)
-    return out.reshape(()) if axis is None else out
-
-
-def flip(a: NDArray, axes) -> NDArray:
-    return a.flip(axes)
-
-
-def pad(a: NDArray, pad_width) -> NDArray:
-    return a.pad(pad_width)
-
-
-def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
-    """numpy's stack: equal shapes, new axis of length len(arrays) at `axis`."""
-    if not arrays:
-        raise ValueError("stack needs at least one array")
-    shape = arrays[0].shape
-    for k, arr in enumerate(arrays):
-        if arr.shape != shape:
-            raise ValueError(f"stack: array {k} has shape {arr.shape}, array 0 has shape {shape}")
-        _check_same_device(arrays[0], arr, "stack")
-    axis = _normalize_axis(axis, len(shape) + 1)
-    out = empty(shape[:axis] + (len(arrays),) + shape[axis:], arrays[0].dtype, arrays[0].device)
-    index = [slice(None)] * out.ndim
-    for k, arr in enumerate(arrays):
-        index[axis] = k
-        out[tuple(index)] = arr
-    return out
-
-
-def unstack(a: NDArray, axis: int = 0) -> tuple[NDArray, ...]:
-    """The slices of `a` along `axis`, that axis removed, each a compact array (numpy's unstack)."""
-    axis = _normalize_axis(axis, a.ndim)
-    shape = a.shape[:axis] + a.shape[axis + 1 :]
-    index = [slice(None)] * a.ndim
-    parts = []
-    for k in range(a.shape[axis]):
-        index[axis] = k
-        parts.append(a[tuple(index)].compact().reshape(shape))
-    return tuple(parts)
-
-
-def as_strided(a: NDArray, shape, strides) -> NDArray:
-    """View with element strides; the caller keeps it inside the buffer."""
-    return a.as_strided(shape, strides)
-
-
-def take_rows(a: NDArray, indices) -> NDArray:
-    return a.take_rows(indices)
-
-
-def index_add_rows(a: NDArray, indices, values: NDArray) -> None:
-    a.index_add_rows(indices, values)
-
-
-__all__ = [
-    "NDArray", "BackendDevice", "cpu", "cpu_numpy", "cuda", "default_device", "all_devices",
-    "array", "empty", "full", "zeros_like", "ones_like", "full_like", "empty_like",
-    "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "maximum", "log",
-    "exp", "tanh", "matmul", "sum", "max", "argmax", "flip", "pad", "stack", "unstack",
-    "as_strided", "take_rows", "index_add_rows", "prod", "broadcast_shapes", "normalize_dtype",
-    "normalize_axes", "FLOAT_DTYPES",
-]

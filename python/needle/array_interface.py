@@ -1,0 +1,35 @@
+"""The array functions ops call (`array_api.*`): one list, two implementations.
+
+`needle.backend_ndarray` (NDArray on cpu, cpu_numpy and cuda) and `needle.backend_numpy`
+(numpy mode) both define every function named here, with the same semantics:
+binary functions take arrays or Python/numpy scalars, broadcast like numpy and
+promote like PyTorch (`needle.dtypes`); comparisons give bool arrays; `argmax`,
+indices and `nonzero` are int64; reducing every axis without keepdims gives shape ().
+A test checks that both modules provide all of them.
+"""
+ARRAY_FUNCTIONS = (
+    # creation and conversion
+    "array", "arange", "empty", "full", "zeros", "zeros_like", "ones_like", "full_like", "empty_like", "astype",
+    "device_of", "dtype_of", "to_numpy", "from_numpy_shared", "is_array", "dtype_name", "is_floating",
+    # elementwise
+    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "negative", "abs",
+    "log", "exp", "tanh", "sigmoid", "sqrt",
+    "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "where",
+    # reductions and products
+    "sum", "max", "min", "argmax", "matmul",
+    # layout
+    "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
+    "flip", "pad", "stack", "unstack", "getitem", "setitem",
+    # gather / scatter / one-hot on int64 indices
+    "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index",
+    # shapes
+    "prod", "broadcast_shapes",
+)
+
+DEVICE_FUNCTIONS = ("cpu", "default_device", "all_devices", "get_device", "registered_devices")
+
+
+def missing_functions(module) -> list:
+    """Names of the array interface that `module` does not define itself."""
+    names = getattr(module, "__dict__", {})
+    return [name for name in ARRAY_FUNCTIONS + DEVICE_FUNCTIONS if name not in names]

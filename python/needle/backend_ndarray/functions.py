@@ -1,0 +1,426 @@
+"""The array functions of the NDArray layer: what `needle.ops` calls as `array_api.*` in nd mode.
+
+`needle.backend_numpy` defines the same functions, with the same semantics, on numpy
+arrays (numpy mode); `needle.array_interface` lists them. Ops use these functions
+and nothing else, so they never branch on the backend.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
+from .device import BackendDevice, check_enabled, default_device
+from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
+
+__all__ = [
+    "array", "arange", "empty", "full", "zeros", "zeros_like", "ones_like", "full_like", "empty_like", "astype",
+    "device_of", "dtype_of", "to_numpy", "from_numpy_shared", "is_array", "dtype_name", "is_floating",
+    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "negative", "abs",
+    "log", "exp", "tanh", "sigmoid", "sqrt", "equal", "not_equal", "less", "less_equal", "greater",
+    "greater_equal", "where", "sum", "max", "min", "argmax", "matmul",
+    "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
+    "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
+    "nonzero", "as_index", "wrap_index", "prod", "broadcast_shapes", "normalize_axes",
+]
+
+
+def is_array(a) -> bool:
+    return isinstance(a, NDArray)
+
+
+# --- creation -------------------------------------------------------------------------
+
+def array(a, dtype="float32", device=None) -> NDArray:
+    """A copy of `a` on `device`; dtype None keeps an NDArray's dtype, else float32 (the course's rule)."""
+    if isinstance(a, NDArray) and dtype is None:
+        return NDArray(a, device=device)
+    return NDArray(a, device=device, dtype=dtype)
+
+
+def empty(shape, dtype="float32", device=None) -> NDArray:
+    device = default_device() if device is None else device
+    return device.empty(shape, dtype)
+
+
+def full(shape, fill_value, dtype="float32", device=None) -> NDArray:
+    device = default_device() if device is None else device
+    return device.full(shape, fill_value, dtype)
+
+
+def zeros(shape, dtype="float32", device=None) -> NDArray:
+    return full(shape, 0, dtype, device)
+
+
+def arange(start, stop=None, step=1, dtype="int64", device=None) -> NDArray:
+    """numpy's arange on the device (int64 by default)."""
+    values = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    return NDArray(values, device=device, dtype=dtype)
+
+
+def zeros_like(a: NDArray) -> NDArray:
+    return full(a.shape, 0, a.dtype, a.device)
+
+
+def ones_like(a: NDArray) -> NDArray:
+    return full(a.shape, 1, a.dtype, a.device)
+
+
+def full_like(a: NDArray, fill_value) -> NDArray:
+    return full(a.shape, fill_value, a.dtype, a.device)
+
+
+def empty_like(a: NDArray) -> NDArray:
+    return empty(a.shape, a.dtype, a.device)
+
+
+def astype(a: NDArray, dtype) -> NDArray:
+    return a.astype(dtype)
+
+
+def device_of(a: NDArray) -> BackendDevice:
+    return a.device
+
+
+def dtype_of(a: NDArray) -> str:
+    return a.dtype
+
+
+def to_numpy(a: NDArray) -> np.ndarray:
+    return a.numpy()
+
+
+def from_numpy_shared(x: np.ndarray, device=None):
+    """An NDArray over the memory of a C-contiguous numpy array of a storage dtype (no copy),
+    or None where that is impossible (another dtype or layout, or device memory)."""
+    from .host_buffer import Array
+
+    device = default_device() if device is None else device
+    check_enabled(device)
+    if x.dtype.name != storage_dtype(x.dtype) or not x.flags.c_contiguous or device.Array is not Array:
+        return None
+    return NDArray.make(x.shape, device=device, handle=Array.wrap(x.reshape(-1)))
+
+
+# --- elementwise (arrays or scalars; broadcasting; PyTorch's promotion) --------------------------
+
+def _lhs(a, b):
+    """(array, other, swapped): the NDArray operand first, so `2 - x` works like `x.__rsub__(2)`."""
+    if isinstance(a, NDArray):
+        return a, b, False
+    if isinstance(b, NDArray):
+        return b, a, True
+    raise TypeError(f"expected at least one NDArray operand, got {type(a).__name__} and {type(b).__name__}")
+
+
+def add(a, b) -> NDArray:
+    x, y, _ = _lhs(a, b)
+    return x + y
+
+
+def subtract(a, b) -> NDArray:
+    x, y, swapped = _lhs(a, b)
+    return x.__rsub__(y) if swapped else x - y
+
+
+def multiply(a, b) -> NDArray:
+    x, y, _ = _lhs(a, b)
+    return x * y
+
+
+def divide(a, b) -> NDArray:
+    x, y, swapped = _lhs(a, b)
+    return x.__rtruediv__(y) if swapped else x / y
+
+
+def power(a, b) -> NDArray:
+    x, y, swapped = _lhs(a, b)
+    return x.__rpow__(y) if swapped else x ** y
+
+
+def maximum(a, b) -> NDArray:
+    x, y, _ = _lhs(a, b)
+    return x.maximum(y)
+
+
+def minimum(a, b) -> NDArray:
+    x, y, _ = _lhs(a, b)
+    return x.minimum(y)
+
+
+def negative(a: NDArray) -> NDArray:
+    return -a
+
+
+def abs(a: NDArray) -> NDArray:  # noqa: A001
+    return a.abs()
+
+
+def log(a: NDArray) -> NDArray:
+    return a.log()
+
+
+def exp(a: NDArray) -> NDArray:
+    return a.exp()
+
+
+def tanh(a: NDArray) -> NDArray:
+    return a.tanh()
+
+
+def sigmoid(a: NDArray) -> NDArray:
+    return a.sigmoid()
+
+
+def sqrt(a: NDArray) -> NDArray:
+    return a.sqrt()
+
+
+def _compare(a, b, op: str, reflected: str) -> NDArray:
+    x, y, swapped = _lhs(a, b)
+    return getattr(x, reflected if swapped else op)(y)
+
+
+def equal(a, b) -> NDArray:
+    return _compare(a, b, "__eq__", "__eq__")
+
+
+def not_equal(a, b) -> NDArray:
+    return _compare(a, b, "__ne__", "__ne__")
+
+
+def less(a, b) -> NDArray:
+    return _compare(a, b, "__lt__", "__gt__")
+
+
+def less_equal(a, b) -> NDArray:
+    return _compare(a, b, "__le__", "__ge__")
+
+
+def greater(a, b) -> NDArray:
+    return _compare(a, b, "__gt__", "__lt__")
+
+
+def greater_equal(a, b) -> NDArray:
+    return _compare(a, b, "__ge__", "__le__")
+
+
+def where(cond: NDArray, a, b) -> NDArray:
+    """Elementwise `a if cond else b`; a and b are arrays or scalars, all three broadcast."""
+    if not isinstance(cond, NDArray) or cond.dtype != "bool":
+        raise TypeError("where: the condition must be a bool NDArray")
+    device = cond.device
+    if isinstance(a, NDArray) and isinstance(b, NDArray):
+        dtype = result_dtype(a.dtype, b.dtype)
+    elif isinstance(a, NDArray) or isinstance(b, NDArray):
+        arr, scalar = (a, b) if isinstance(a, NDArray) else (b, a)
+        dtype = result_dtype(arr.dtype, scalar, b_is_scalar=True)
+    else:
+        dtype = result_dtype(scalar_dtype(a), b, b_is_scalar=True)
+    operands = []
+    for v in (a, b):
+        if isinstance(v, NDArray):
+            _check_same_device(cond, v, "where")
+            operands.append(v.astype(dtype))
+        else:  # a scalar: a one-element buffer read through zero strides
+            operands.append(full((), v, dtype, device))
+    shape = broadcast_shapes(cond.shape, operands[0].shape, operands[1].shape)
+    out = NDArray.make(shape, device=device, dtype=dtype)
+    if out.size:
+        device.ewise_where(*(v.broadcast_to(shape)._operand() for v in (cond, *operands)), out._handle)
+    return out
+
+
+# --- reductions ------------------------------------------------------------------------------
+
+def _whole(out: NDArray, axis, keepdims: bool) -> NDArray:
+    """Like numpy: reducing every axis without keepdims gives shape ()."""
+    return out.reshape(()) if axis is None and not keepdims else out
+
+
+def sum(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
+    return _whole(a.sum(axis=axis, keepdims=keepdims), axis, keepdims)
+
+
+def max(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
+    return _whole(a.max(axis=axis, keepdims=keepdims), axis, keepdims)
+
+
+def min(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
+    return _whole(a.min(axis=axis, keepdims=keepdims), axis, keepdims)
+
+
+def argmax(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:
+    out = a.argmax(axis=axis, keepdims=keepdims)
+    return out.reshape(()) if axis is None else out
+
+
+def matmul(a: NDArray, b: NDArray) -> NDArray:
+    return a @ b
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+def broadcast_to(a: NDArray, shape) -> NDArray:
+    return a.broadcast_to(shape)
+
+
+def reshape(a: NDArray, shape) -> NDArray:
+    return a.reshape(shape)
+
+
+def transpose(a: NDArray, axes=None) -> NDArray:
+    return a.transpose(axes)
+
+
+def swapaxes(a: NDArray, axis1: int, axis2: int) -> NDArray:
+    return a.swapaxes(axis1, axis2)
+
+
+def ascontiguousarray(a: NDArray) -> NDArray:
+    return a.compact()
+
+
+def as_strided(a: NDArray, shape, strides) -> NDArray:
+    """View with element strides; the caller keeps it inside the buffer."""
+    return a.as_strided(shape, strides)
+
+
+def element_strides(a: NDArray) -> tuple:
+    return a.strides
+
+
+def flip(a: NDArray, axes) -> NDArray:
+    return a.flip(axes)
+
+
+def pad(a: NDArray, pad_width) -> NDArray:
+    return a.pad(pad_width)
+
+
+def getitem(a: NDArray, index) -> NDArray:
+    """A view by ints and slices; ints keep their axis (the NDArray rule; numpy mode drops it)."""
+    return a[index]
+
+
+def setitem(a: NDArray, index, value) -> None:
+    a[index] = value
+
+
+def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
+    """numpy's stack: equal shapes, new axis of length len(arrays) at `axis`."""
+    if not arrays:
+        raise ValueError("stack needs at least one array")
+    shape = arrays[0].shape
+    for k, arr in enumerate(arrays):
+        if arr.shape != shape:
+            raise ValueError(f"stack: array {k} has shape {arr.shape}, array 0 has shape {shape}")
+        _check_same_device(arrays[0], arr, "stack")
+    axis = _normalize_axis(axis, len(shape) + 1)
+    out = empty(shape[:axis] + (len(arrays),) + shape[axis:], arrays[0].dtype, arrays[0].device)
+    index = [slice(None)] * out.ndim
+    for k, arr in enumerate(arrays):
+        index[axis] = k
+        out[tuple(index)] = arr
+    return out
+
+
+def unstack(a: NDArray, axis: int = 0) -> tuple:
+    """The slices of `a` along `axis`, that axis removed, each a compact array (numpy's unstack)."""
+    axis = _normalize_axis(axis, a.ndim)
+    shape = a.shape[:axis] + a.shape[axis + 1 :]
+    index = [slice(None)] * a.ndim
+    parts = []
+    for k in range(a.shape[axis]):
+        index[axis] = k
+        parts.append(a[tuple(index)].compact().reshape(shape))
+    return tuple(parts)
+
+
+# --- gather / scatter / one-hot on int64 indices --------------------------------------------
+
+def take_rows(a: NDArray, indices) -> NDArray:
+    """a[indices] along axis 0: shape indices.shape + a.shape[1:]."""
+    return a.take_rows(indices)
+
+
+def index_add_rows(out: NDArray, indices, values: NDArray) -> None:
+    """In place: out[indices[i]] += values[i] along axis 0; repeats accumulate."""
+    out.index_add_rows(indices, values)
+
+
+def one_hot(n: int, indices, dtype="float32", device=None) -> NDArray:
+    """Rows `indices` of the n x n identity: shape indices.shape + (n,), built on the device.
+
+    `indices` is an NDArray or numpy array of class ids (any numeric dtype holding whole
+    numbers); ValueError names the first id outside [0, n).
+    """
+    if isinstance(indices, NDArray):
+        device = indices.device if device is None else device
+        if indices.device != device:
+            indices = indices.to(device)
+    else:
+        device = default_device() if device is None else device
+        indices = NDArray(np.asarray(indices), device=device, dtype="int64")
+    idx = indices if indices.dtype == "int64" else indices.astype("int64")
+    out = NDArray.make(idx.shape + (int(n),), device=device, dtype=storage_dtype(dtype))
+    if idx.size:
+        try:
+            device.one_hot_rows(idx._operand(), out._handle, int(n))
+        except IndexError as err:
+            raise ValueError(f"one_hot: {err}") from None
+    return out
+
+
+def nonzero(mask: NDArray) -> tuple:
+    """The int64 indices of the true elements of a bool array, one array per axis (numpy's nonzero).
+
+    How many there are is data, so it is read on the host; the result lives on mask's device.
+    """
+    if mask.dtype != "bool":
+        raise TypeError(f"nonzero needs a bool array, got dtype {mask.dtype}")
+    return tuple(NDArray(i, device=mask.device, dtype="int64") for i in np.nonzero(mask.numpy()))
+
+
+
+# --- integer and mask indices for tensor indexing --------------------------------------------
+
+def as_index(entry, device=None) -> tuple:
+    """An index entry (NDArray, numpy array, list or range) as int64 arrays on `device`: one
+    array for integer indices, one per axis for a bool mask (numpy's nonzero). Float entries
+    must hold whole numbers; TypeError for anything else."""
+    if isinstance(entry, NDArray):
+        device = entry.device if device is None else device
+        if entry.device != device:
+            entry = entry.to(device)
+        if entry.dtype == "int64":
+            return (entry,)
+        if entry.dtype == "bool":
+            return nonzero(entry)
+        host = entry.numpy()
+    else:
+        host = np.asarray(entry)
+    device = default_device() if device is None else device
+    if host.dtype.kind == "b":
+        return tuple(NDArray(i, device=device, dtype="int64") for i in np.nonzero(host))
+    if host.dtype.kind == "f":
+        if not np.all(host == np.round(host)):
+            raise TypeError("tensor indices must hold whole numbers")
+    elif host.dtype.kind not in "iu":
+        raise TypeError(f"tensor indices must be integers or booleans, got dtype {host.dtype}")
+    return (NDArray(host, device=device, dtype="int64"),)
+
+
+def wrap_index(idx: NDArray, size: int, axis: int = 0) -> NDArray:
+    """int64 indices into an axis of `size`, negatives counted from the end; IndexError naming
+    the first one outside [-size, size). Only the extremes are read back to the host."""
+    if idx.size == 0:
+        return idx
+    low, high = int(idx.min().numpy()[0]), int(idx.max().numpy()[0])
+    if low < -size or high >= size:
+        bad = low if low < -size else high
+        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {size}")
+    if low < 0:
+        return where(idx < 0, idx + size, idx)
+    return idx

@@ -1,0 +1,125 @@
+"""The dtypes needle stores and the promotion rule between them (PyTorch's).
+
+Four storage dtypes, the same on every device and in numpy mode: float32 (the
+default), float64, int64 and bool. Other numpy dtypes are stored as the nearest
+of these: every integer (and unsigned) type as int64, float16 as float32.
+
+Promotion (`result_dtype`), as in PyTorch:
+
+* array with array: the higher kind wins (bool < int < float); within a kind, the
+  wider type (float32 with float64 gives float64);
+* array with a scalar (a Python or numpy number): the scalar is "weak" -- it never
+  widens the array's dtype within its kind (float32 * np.float64(2) stays float32,
+  unlike NumPy 2), and only lifts the kind: an int64 array times 0.5 is float32,
+  a bool array plus 1 is int64;
+* true division of integers or bools gives float32.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DTYPES", "FLOAT_DTYPES", "DEFAULT_FLOAT", "dtype_name", "storage_dtype", "is_floating",
+           "result_dtype", "division_dtype", "scalar_kind", "scalar_dtype", "python_scalar", "largest"]
+
+DTYPES = ("float32", "float64", "int64", "bool")
+FLOAT_DTYPES = ("float32", "float64")
+DEFAULT_FLOAT = "float32"
+
+_KIND_RANK = {"b": 0, "i": 1, "f": 2}
+_KIND_DEFAULT = {"b": "bool", "i": "int64", "f": DEFAULT_FLOAT}
+_NAME_CACHE: dict = {}
+
+
+def dtype_name(dtype: Any) -> str:
+    """The storage dtype name for any spelling ("float32", np.float32, np.dtype('int32'), ...).
+
+    Raises TypeError for what cannot be stored (complex, strings, objects).
+    """
+    try:
+        return _NAME_CACHE[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable spelling
+        pass
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}; needle stores {', '.join(DTYPES)}") from None
+    kind = np_dtype.kind
+    if kind == "u":
+        kind = "i"
+    if kind not in _KIND_RANK:
+        raise TypeError(f"dtype {np_dtype} cannot be stored; needle stores {', '.join(DTYPES)}")
+    name = np_dtype.name if np_dtype.name in DTYPES else _KIND_DEFAULT[kind]
+    try:
+        _NAME_CACHE[dtype] = name
+    except TypeError:
+        pass
+    return name
+
+
+def storage_dtype(dtype: Any, default: str = DEFAULT_FLOAT) -> str:
+    """`dtype_name(dtype)`, or `default` when dtype is None."""
+    return default if dtype is None else dtype_name(dtype)
+
+
+def is_floating(dtype: Any) -> bool:
+    return dtype_name(dtype) in FLOAT_DTYPES
+
+
+def _kind(name: str) -> str:
+    return "b" if name == "bool" else "i" if name == "int64" else "f"
+
+
+def scalar_kind(value: Any) -> str:
+    """'b', 'i' or 'f' for a Python/numpy scalar; TypeError for anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return "b"
+    if isinstance(value, (numbers.Integral, np.integer)):
+        return "i"
+    if isinstance(value, (numbers.Real, np.floating)):
+        return "f"
+    raise TypeError(f"expected a real number, got {type(value).__name__}")
+
+
+def scalar_dtype(value: Any) -> str:
+    """The dtype a lone scalar is stored as: bool, int64 or float32."""
+    return _KIND_DEFAULT[scalar_kind(value)]
+
+
+def python_scalar(value: Any):
+    """`value` as a Python number if it is one: a Python or numpy real scalar, or a one-element
+    numpy array (the course passes those as scalars); None for anything else."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (np.generic, np.ndarray)) and value.size == 1 and value.dtype.kind in "biuf":
+        return value.item()
+    return None
+
+
+def largest(dtype: Any) -> float:
+    """The largest finite value of a float dtype (np.finfo(dtype).max)."""
+    return float(np.finfo(dtype_name(dtype)).max)
+
+
+def result_dtype(a: str, b: Any, *, b_is_scalar: bool = False) -> str:
+    """The dtype of a binary elementwise result between an array of dtype `a` and `b`
+    (another array's dtype name, or a scalar when `b_is_scalar`)."""
+    if b_is_scalar:
+        kind = scalar_kind(b)
+        if _KIND_RANK[kind] <= _KIND_RANK[_kind(a)]:
+            return a
+        return _KIND_DEFAULT[kind]
+    if a == b:
+        return a
+    ka, kb = _kind(a), _kind(b)
+    if ka != kb:
+        return a if _KIND_RANK[ka] > _KIND_RANK[kb] else b
+    return "float64"  # the only kind with two widths
+
+
+def division_dtype(a: str, b: Any, *, b_is_scalar: bool = False) -> str:
+    """True division: like result_dtype, but integers and bools divide into float32."""
+    out = result_dtype(a, b, b_is_scalar=b_is_scalar)
+    return out if out in FLOAT_DTYPES else DEFAULT_FLOAT
