@@ -1,23 +1,24 @@
 """needle: a small deep learning framework with the CMU 10-414/714 needle API."""
-from . import ops
-from .ops import *  # noqa: F401,F403
-from .autograd import (  # noqa: F401
-    Op,
-    Tensor,
-    TensorOp,
-    TensorTuple,
-    TensorTupleOp,
-    Value,
-    enable_grad,
-    is_grad_enabled,
-    no_grad,
+from . import autograd, ops
+from .autograd import (
+    Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value, enable_grad, is_grad_enabled, no_grad,
     set_grad_enabled,
 )
-from . import autograd, init  # noqa: F401
-from . import data  # noqa: F401
-from . import nn, optim  # noqa: F401
-from .init import ones, zeros, zeros_like, ones_like  # noqa: F401
-from .backend_selection import *  # noqa: F401,F403
-from .backend_selection import BACKEND, array_api  # noqa: F401
-from .tensor_functions import from_numpy  # noqa: F401
-from .serialization import load, save  # noqa: F401
+from .backend_selection import (  # noqa: F401
+    BACKEND, NDArray, Device, all_devices, array_api, cpu, cpu_numpy, cuda, default_device, get_device,
+    registered_devices,
+)
+from .ops import *  # noqa: F401,F403  (the course re-exports every op at the top level)
+from .ops import __all__ as _ops_all
+from . import init, data, nn, optim  # noqa: E402
+from .init import ones, ones_like, zeros, zeros_like  # noqa: E402
+from .creation import from_numpy  # noqa: E402
+from .serialization import load, save  # noqa: E402
+from .dtypes import DTYPES  # noqa: E402
+
+__all__ = sorted(set(_ops_all) | {
+    "autograd", "ops", "init", "data", "nn", "optim", "Op", "Tensor", "TensorOp", "TensorTuple", "TensorTupleOp",
+    "Value", "NDArray", "Device", "BACKEND", "array_api", "cpu", "default_device", "all_devices", "get_device",
+    "registered_devices", "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled", "ones", "zeros",
+    "ones_like", "zeros_like", "from_numpy", "load", "save", "DTYPES", "cpu_numpy", "cuda",
+})

@@ -2,8 +2,12 @@
 
 Every Tensor records the op that made it and its inputs; `backward()` walks
 that graph in reverse topological order and asks each op for the gradient of
-its inputs. Gradients are themselves built from Tensor ops, so a gradient can
-be differentiated again.
+the inputs that require one. Gradients are themselves built from Tensor ops,
+so a gradient can be differentiated again.
+
+This module talks to the array layer only through `array_api` (the functions of
+`needle.array_interface`) and the arrays' shape/dtype attributes: it never knows
+which backend is in use.
 """
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ import functools
 import operator
 from typing import Iterable, List, Optional, Tuple, Union
 
-import numpy
+from .backend_selection import Device, NDArray, array_api, cpu, default_device  # noqa: F401
 
-from .backend_selection import BACKEND, Device, NDArray, array_api, cpu, default_device  # noqa: F401
+__all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", "find_topo_sort",
+           "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
+           "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray"]
 
 LAZY_MODE = False
 TENSOR_COUNTER = 0
@@ -68,7 +74,8 @@ class enable_grad(set_grad_enabled):
 # --- ops ------------------------------------------------------------------------------
 
 class Op:
-    """An operator: `compute` on backend arrays, `gradient` on Tensors."""
+    """An operator: `compute` on backend arrays, `gradient` on Tensors. Ops keep no state
+    between calls: everything a gradient needs is in the node (its inputs and output)."""
 
     # computed when the node is made; False for bookkeeping ops whose data is
     # usually never read (their node computes on first realize_cached_data())
@@ -84,7 +91,8 @@ class Op:
         raise NotImplementedError()
 
     def gradient(self, out_grad: "Value", node: "Value") -> Union["Value", Tuple["Value"]]:
-        """Partial adjoint for each input, given the adjoint of the output."""
+        """Partial adjoint for each input, given the adjoint of the output. An op may return
+        None for an input that does not require grad, to skip computing it."""
         raise NotImplementedError()
 
     def gradient_as_tuple(self, out_grad: "Value", node: "Value") -> Tuple["Value"]:
@@ -122,7 +130,7 @@ class Value:
 
     def realize_cached_data(self):
         if self.cached_data is None:
-            self.cached_data = _compute(self.op, self.inputs)
+            self.cached_data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
         return self.cached_data
 
     def is_leaf(self) -> bool:
@@ -160,19 +168,13 @@ class Value:
             value = cls.__new__(cls)
             value._init(op, list(inputs), requires_grad=requires_grad)
             return value
+        data = op.compute(*[x.realize_cached_data() for x in inputs])
         if not requires_grad:
             # a result that needs no gradient is a constant leaf: no graph node is kept
-            return cls.make_const(_compute(op, inputs))
+            return cls.make_const(data)
         value = cls.__new__(cls)
-        value._init(op, list(inputs), cached_data=_compute(op, inputs), requires_grad=True)
+        value._init(op, list(inputs), cached_data=data, requires_grad=True)
         return value
-
-
-def _compute(op: Op, inputs: List[Value]):
-    data = op.compute(*[x.realize_cached_data() for x in inputs])
-    if isinstance(data, numpy.generic):  # np mode: numpy returns scalars for 0-d results
-        data = numpy.asarray(data)
-    return data
 
 
 class TensorTuple(Value):
@@ -185,7 +187,7 @@ class TensorTuple(Value):
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"TensorTuple index {index} out of range for length {n}")
-        return _ops().tuple_get_item(self, index % n)
+        return _ops.tuple_get_item(self, index % n)
 
     def __iter__(self):
         return iter(self.tuple())
@@ -200,14 +202,27 @@ class TensorTuple(Value):
         return self.__repr__()
 
     def __add__(self, other: "TensorTuple") -> "TensorTuple":
-        return _ops().add_tuples([self, other])
+        return _ops.add_tuples([self, other])
 
     def detach(self) -> "TensorTuple":
         return TensorTuple.make_const(self.realize_cached_data())
 
 
+def _check_requires_grad(requires_grad: bool, dtype) -> None:
+    if requires_grad and not array_api.is_floating(dtype):
+        raise TypeError(f"only floating-point tensors can require grad; this tensor has dtype {dtype}")
+
+
 class Tensor(Value):
-    """An n-dimensional array that records how it was computed."""
+    """An n-dimensional array that records how it was computed.
+
+    `Tensor(array, device=None, dtype=None, requires_grad=None)`: a copy of `array` (a
+    Tensor, NDArray, numpy array, list or number) on `device`. dtype None keeps a Tensor's
+    or NDArray's dtype and otherwise gives float32 in nd mode (the course's rule; numpy
+    mode keeps a numpy array's dtype and makes Python ints float). requires_grad None
+    means True for floating-point data (the course's default) and False for int64/bool,
+    which cannot require grad (TypeError if asked).
+    """
 
     grad: "Tensor"
 
@@ -215,26 +230,26 @@ class Tensor(Value):
     # operators (np.float64(2) * t is MulScalar, not an object array of Tensors)
     __array_ufunc__ = None
 
-    def __init__(self, array, *, device: Optional[Device] = None, dtype=None, requires_grad: bool = True, **kwargs):
+    def __init__(self, array, *, device: Optional[Device] = None, dtype=None, requires_grad: Optional[bool] = None,
+                 **kwargs):
         if isinstance(array, Tensor):
+            data = array.realize_cached_data()
             device = array.device if device is None else device
-            dtype = array.dtype if dtype is None else dtype
-            if device == array.device and _dtype_name(dtype) == _dtype_name(array.dtype):
-                cached_data = array.realize_cached_data()
+            dtype = array_api.dtype_name(array.dtype if dtype is None else dtype)
+            if device != array.device:
+                cached_data = array_api.array(array.numpy(), device=device, dtype=dtype)
+            elif dtype != array_api.dtype_name(array.dtype):
+                cached_data = array_api.astype(data, dtype)
             else:
-                cached_data = Tensor._array_from_numpy(array.numpy(), device=device, dtype=dtype)
+                cached_data = data
         else:
             device = default_device() if device is None else device
-            cached_data = Tensor._array_from_numpy(array, device=device, dtype=dtype)
-        self._init(None, [], cached_data=cached_data, requires_grad=requires_grad)
-
-    @staticmethod
-    def _array_from_numpy(numpy_array, device, dtype):
-        if BACKEND == "np":
-            if not isinstance(device, Device):
-                raise TypeError(f"expected a numpy-mode device, got {device!r}")
-            return numpy.array(numpy_array, dtype=dtype)
-        return array_api.array(numpy_array, device=device, dtype=dtype)
+            cached_data = array_api.array(array, device=device, dtype=dtype)
+        if requires_grad is None:
+            requires_grad = array_api.is_floating(cached_data.dtype)
+        else:
+            _check_requires_grad(requires_grad, cached_data.dtype)
+        self._init(None, [], cached_data=cached_data, requires_grad=bool(requires_grad))
 
     # --- data access ---------------------------------------------------------
     @property
@@ -243,19 +258,44 @@ class Tensor(Value):
 
     @data.setter
     def data(self, value: "Tensor") -> None:
+        """Replace this tensor's data (same dtype) in place of the graph: how optimizers update."""
         if not isinstance(value, Tensor):
             raise TypeError(f"Tensor.data must be set to a Tensor, got {type(value).__name__}")
-        if _dtype_name(value.dtype) != _dtype_name(self.dtype):
+        if array_api.dtype_name(value.dtype) != array_api.dtype_name(self.dtype):
             raise TypeError(f"Tensor.data: dtype {value.dtype} does not match {self.dtype}")
         self.cached_data = value.realize_cached_data()
+
+    def copy_(self, value: "Tensor") -> "Tensor":
+        """Write `value` (broadcast to this shape, cast to this dtype) into this tensor's own
+        buffer, in place, outside the graph; returns self (PyTorch's `copy_`)."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"copy_ expects a Tensor, got {type(value).__name__}")
+        data = self.realize_cached_data()
+        source = value.realize_cached_data()
+        if array_api.device_of(source) != array_api.device_of(data):
+            raise ValueError(f"copy_: the source is on {value.device}, this tensor on {self.device}")
+        array_api.setitem(data, tuple(slice(None) for _ in data.shape), array_api.broadcast_to(
+            array_api.astype(source, self.dtype), data.shape) if tuple(source.shape) != tuple(data.shape)
+            else array_api.astype(source, self.dtype))
+        return self
 
     def detach(self) -> "Tensor":
         """A new constant leaf sharing this tensor's data."""
         return Tensor.make_const(self.realize_cached_data())
 
     @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value and self.cached_data is not None:
+            _check_requires_grad(True, self.cached_data.dtype)
+        self._requires_grad = bool(value)
+
+    @property
     def shape(self) -> tuple:
-        return self.realize_cached_data().shape
+        return tuple(self.realize_cached_data().shape)
 
     @property
     def dtype(self):
@@ -263,21 +303,17 @@ class Tensor(Value):
 
     @property
     def device(self):
-        if BACKEND == "np":
-            return cpu()
-        return self.realize_cached_data().device
+        return array_api.device_of(self.realize_cached_data())
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
-    def numpy(self) -> numpy.ndarray:
-        data = self.realize_cached_data()
-        if BACKEND == "np":
-            return numpy.array(data)
-        return data.numpy()
+    def numpy(self):
+        """A numpy copy of the data."""
+        return array_api.to_numpy(self.realize_cached_data())
 
-    def item(self) -> float:
+    def item(self):
         arr = self.numpy()
         if arr.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
@@ -286,16 +322,19 @@ class Tensor(Value):
     def __float__(self) -> float:
         return float(self.item())
 
+    def __int__(self) -> int:
+        return int(self.item())
+
     def __len__(self) -> int:
         if not self.shape:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
     def __dlpack__(self, *args, **kwargs):
-        return _host_view(self.realize_cached_data()).__dlpack__(*args, **kwargs)
+        return self.realize_cached_data().__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
-        return _host_view(self.realize_cached_data()).__dlpack_device__()
+        return self.realize_cached_data().__dlpack_device__()
 
     def __repr__(self) -> str:
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
@@ -305,11 +344,11 @@ class Tensor(Value):
 
     # --- autograd ----------------------------------------------------------------
     def backward(self, out_grad: Optional["Tensor"] = None) -> None:
-        """Fill `.grad` of every tensor this one depends on (overwriting old values)."""
-        if not _is_float(self.dtype):
+        """Fill `.grad` of every tensor this one depends on that requires grad (overwriting old values)."""
+        if not array_api.is_floating(self.dtype):
             raise TypeError(f"backward() needs a floating-point tensor, got dtype {self.dtype}")
         if out_grad is None:
-            out_grad = Tensor.make_const(self.device.ones(*self.shape, dtype=self.dtype))
+            out_grad = Tensor.make_const(array_api.full(self.shape, 1, self.dtype, self.device))
         elif not isinstance(out_grad, Tensor):
             raise TypeError(f"out_grad must be a Tensor, got {type(out_grad).__name__}")
         elif out_grad.shape != self.shape:
@@ -318,164 +357,125 @@ class Tensor(Value):
             raise ValueError(f"backward: out_grad is on {out_grad.device}, the tensor is on {self.device}")
         compute_gradient_of_variables(self, out_grad)
 
-    # --- operators (the mapping to ops is part of the contract) -----------------
+    # --- operators (the mapping to ops is part of the contract: see needle.ops.elementwise) ---
     def __add__(self, other):
-        return _binary(self, other, "EWiseAdd", "AddScalar")
+        return _ops.add(self, other)
 
     __radd__ = __add__
 
     def __sub__(self, other):
-        if isinstance(other, Tensor):
-            return self + (-other)
-        return _ops().AddScalar(-other)(self)
+        return _ops.subtract(self, other)
 
     def __rsub__(self, other):
-        return _ops().AddScalar(other)(-self)
+        return _ops.reverse_subtract(self, other)
 
     def __mul__(self, other):
-        return _binary(self, other, "EWiseMul", "MulScalar")
+        return _ops.multiply(self, other)
 
     __rmul__ = __mul__
 
     def __truediv__(self, other):
-        return _binary(self, other, "EWiseDiv", "DivScalar")
+        return _ops.divide(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().MulScalar(other)(_ops().PowerScalar(-1)(self))
+        return _ops.reverse_divide(self, other)
 
     def __pow__(self, other):
-        return _binary(self, other, "EWisePow", "PowerScalar")
+        return _ops.power(self, other)
 
     def __rpow__(self, other):
-        return _ops().Exp()(_ops().MulScalar(float(numpy.log(other)))(self))
+        return _ops.reverse_power(self, other)
 
     def __matmul__(self, other):
-        return _ops().MatMul()(self, other)
+        return _ops.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ops().MatMul()(other, self)
+        return _ops.matmul(other, self)
 
     def __neg__(self):
-        return _ops().Negate()(self)
+        return _ops.negate(self)
 
-    # comparisons give constant 0/1 tensors; == and != keep identity semantics
+    # comparisons give constant bool tensors; == and != keep identity semantics (tensors are dict keys)
     def __lt__(self, other):
-        return _ops().compare(self, other, "lt")
+        return _ops.less(self, other)
 
     def __le__(self, other):
-        return _ops().compare(self, other, "le")
+        return _ops.less_equal(self, other)
 
     def __gt__(self, other):
-        return _ops().compare(self, other, "gt")
+        return _ops.greater(self, other)
 
     def __ge__(self, other):
-        return _ops().compare(self, other, "ge")
+        return _ops.greater_equal(self, other)
 
     def eq(self, other) -> "Tensor":
-        return _ops().compare(self, other, "eq")
+        return _ops.equal(self, other)
 
     def ne(self, other) -> "Tensor":
-        return _ops().compare(self, other, "ne")
+        return _ops.not_equal(self, other)
 
     def __getitem__(self, index) -> "Tensor":
-        return _ops().getitem(self, index)
+        return _ops.getitem(self, index)
 
     # --- methods -------------------------------------------------------------------
     def matmul(self, other):
-        return _ops().MatMul()(self, other)
+        return _ops.matmul(self, other)
 
     def sum(self, axes=None, keepdims: bool = False):
-        return _ops().summation(self, axes, keepdims=keepdims)
+        return _ops.summation(self, axes, keepdims=keepdims)
 
     def mean(self, axes=None, keepdims: bool = False):
-        return _ops().mean(self, axes, keepdims=keepdims)
+        return _ops.mean(self, axes, keepdims=keepdims)
 
     def max(self, axes=None, keepdims: bool = False):
-        return _ops().max(self, axes, keepdims=keepdims)
+        return _ops.max(self, axes, keepdims=keepdims)
 
     def argmax(self, axis=None, keepdims: bool = False):
-        return _ops().argmax(self, axis, keepdims=keepdims)
+        return _ops.argmax(self, axis, keepdims=keepdims)
 
     def broadcast_to(self, shape):
-        return _ops().BroadcastTo(shape)(self)
+        return _ops.broadcast_to(self, shape)
 
     def reshape(self, *shape):
-        return _ops().Reshape(_shape_arg(shape))(self)
+        return _ops.reshape(self, _shape_arg(shape))
 
     view = reshape
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
-        return _ops().flatten(self, start_dim, end_dim)
+        return _ops.flatten(self, start_dim, end_dim)
 
     def transpose(self, axes=None, *more):
         """Swap two axes (the last two when `axes` is None); `t.transpose(0, 1)` also works."""
         if more:
             axes = (axes,) + more
-        return _ops().Transpose(axes)(self)
+        return _ops.transpose(self, axes)
 
     def permute(self, *axes):
-        return _ops().Permute(_shape_arg(axes))(self)
+        return _ops.permute(self, _shape_arg(axes))
 
     @property
     def T(self):
         if self.ndim > 2:
             raise ValueError(f".T is for tensors of at most 2 dimensions, got shape {self.shape}; use permute")
-        return self if self.ndim < 2 else _ops().Transpose()(self)
+        return self if self.ndim < 2 else _ops.transpose(self)
 
     def exp(self):
-        return _ops().Exp()(self)
+        return _ops.exp(self)
 
     def log(self):
-        return _ops().Log()(self)
+        return _ops.log(self)
 
     def tanh(self):
-        return _ops().Tanh()(self)
+        return _ops.tanh(self)
 
     def relu(self):
-        return _ops().ReLU()(self)
+        return _ops.relu(self)
 
     def sigmoid(self):
-        return _ops().Sigmoid()(self)
+        return _ops.sigmoid(self)
 
     def sqrt(self):
-        return _ops().sqrt(self)
-
-
-_OPS = None
-
-
-def _ops():
-    """needle.ops, imported on first use (ops import this module)."""
-    global _OPS
-    if _OPS is None:
-        from . import ops
-
-        _OPS = ops
-    return _OPS
-
-
-def _binary(a: Tensor, b, ewise: str, scalar: str) -> Tensor:
-    """`a (op) b` with numpy/PyTorch broadcasting between tensors."""
-    ops = _ops()
-    if isinstance(b, Tensor):
-        if a.shape != b.shape:
-            a, b = broadcast_tensors(a, b)
-        return getattr(ops, ewise)()(a, b)
-    if isinstance(b, numpy.ndarray) and b.size != 1 or BACKEND == "nd" and isinstance(b, NDArray):
-        raise TypeError(f"cannot combine a Tensor with a {type(b).__name__}; wrap it in ndl.Tensor first")
-    return getattr(ops, scalar)(b)(a)
-
-
-def broadcast_tensors(*tensors: Tensor) -> list:
-    """The tensors broadcast to their common shape; unchanged ones are returned as is."""
-    shapes = [t.shape for t in tensors]
-    if len(set(shapes)) == 1:
-        return list(tensors)
-    try:
-        target = numpy.broadcast_shapes(*shapes)
-    except ValueError:
-        raise ValueError(f"shapes {' and '.join(map(str, shapes))} cannot be broadcast together") from None
-    return [t if t.shape == target else _ops().BroadcastTo(target)(t) for t in tensors]
+        return _ops.sqrt(self)
 
 
 def _shape_arg(shape: tuple) -> tuple:
@@ -485,44 +485,27 @@ def _shape_arg(shape: tuple) -> tuple:
     return tuple(shape)
 
 
-def _dtype_name(dtype) -> str:
-    if BACKEND == "nd":
-        return array_api.normalize_dtype(dtype)
-    return numpy.dtype(dtype).name
-
-
-def _is_float(dtype) -> bool:
-    return numpy.dtype(dtype).kind == "f"
-
-
-def _host_view(data):
-    """A numpy view (no copy) of backend data, for DLPack export."""
-    if isinstance(data, numpy.ndarray):
-        return data
-    from .backend_ndarray.host_buffer import strided_view
-
-    if not hasattr(data._handle, "array"):
-        raise TypeError(f"DLPack export is only supported for host devices, not {data.device}")
-    return strided_view(data._handle, data.shape, data.strides, data._offset)
-
-
 # --- graph traversal and backward --------------------------------------------------
 
 def find_topo_sort(node_list: Iterable[Value]) -> List[Value]:
     """Post-order DFS from each node (inputs left to right): inputs come before users."""
+    return _topo_sort(node_list, lambda node: node.inputs)
+
+
+def _topo_sort(node_list: Iterable[Value], children) -> List[Value]:
     visited = set()
     order = []
     for root in node_list:
         if root in visited:
             continue
         visited.add(root)
-        stack = [(root, iter(root.inputs))]
+        stack = [(root, iter(children(root)))]
         while stack:
             node, pending = stack[-1]
             for child in pending:
                 if child not in visited:
                     visited.add(child)
-                    stack.append((child, iter(child.inputs)))
+                    stack.append((child, iter(children(child))))
                     break
             else:
                 stack.pop()
@@ -531,7 +514,9 @@ def find_topo_sort(node_list: Iterable[Value]) -> List[Value]:
 
 
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
-    """Set `.grad` on every node `output_tensor` depends on, in reverse topological order.
+    """Set `.grad` on every node `output_tensor` depends on that requires grad, in reverse
+    topological order. Nodes that do not require grad (a data batch, constants) are not
+    visited, and ops are asked only for what flows into nodes that do.
 
     A leaf that requires grad gets the differentiable gradient graph as .grad (so it
     can be backpropagated again); every other node keeps the gradient's value only.
@@ -540,7 +525,8 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
     happens to run.
     """
     partial_adjoints = {output_tensor: [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
+    order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x.requires_grad])
+    for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
             continue
@@ -550,12 +536,17 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             continue
         node.grad = grad.detach()
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
-            if partial is not None:
+            if partial is not None and inp.requires_grad:
                 partial_adjoints.setdefault(inp, []).append(partial)
 
 
 def sum_node_list(node_list: List[Value]) -> Value:
     """Sum of the partial adjoints: a left fold with +; tuples are added elementwise in one go."""
     if isinstance(node_list[0], TensorTuple):
-        return _ops().add_tuples(node_list)
+        return _ops.add_tuples(node_list)
     return functools.reduce(operator.add, node_list)
+
+
+# The ops import this module for Tensor and Op, so the reference goes the other way at
+# the end: by now every name the ops need from here exists.
+from . import ops as _ops  # noqa: E402

@@ -1,27 +1,21 @@
-"""Conveniences for PyTorch users that build tensors from other libraries' arrays."""
-import numpy
+"""Tensors made from other libraries' arrays."""
+from __future__ import annotations
 
-from .autograd import Tensor
-from .backend_selection import BACKEND, default_device
+from .autograd import Tensor, array_api, default_device
+
+__all__ = ["from_numpy"]
 
 
-def from_numpy(array: numpy.ndarray, *, device=None, requires_grad: bool = False) -> Tensor:
-    """A tensor sharing memory with a C-contiguous float32/float64 numpy array on a host device.
-
-    Other dtypes (and non-contiguous arrays, or other devices) are copied, as
-    float32 in nd mode.
-    """
-    if not isinstance(array, numpy.ndarray):
+def from_numpy(array, *, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor sharing memory with a C-contiguous numpy array of a storage dtype (float32,
+    float64, int64, bool) on a host device, like torch.from_numpy; anything else is copied,
+    keeping its kind (int32 and uint8 become int64, float16 float32)."""
+    if not (hasattr(array, "__array_interface__") and hasattr(array, "flags")):
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
-    if BACKEND == "np":
-        return Tensor.make_const(array, requires_grad=requires_grad)
-    from .backend_ndarray import NDArray
-    from .backend_ndarray.host_buffer import Array
-
     device = default_device() if device is None else device
-    shareable = array.dtype.name in ("float32", "float64") and array.flags.c_contiguous
-    if shareable and device.enabled() and device.Array is Array:
-        handle = Array.wrap(array.reshape(-1))
-        data = NDArray.make(array.shape, device=device, handle=handle)
-        return Tensor.make_const(data, requires_grad=requires_grad)
-    return Tensor(array, device=device, requires_grad=requires_grad)
+    shared = array_api.from_numpy_shared(array, device)
+    if shared is None:
+        return Tensor(array, device=device, dtype=array_api.dtype_name(array.dtype), requires_grad=requires_grad)
+    if requires_grad and not array_api.is_floating(shared.dtype):
+        raise TypeError(f"only floating-point tensors can require grad; this array has dtype {array.dtype}")
+    return Tensor.make_const(shared, requires_grad=requires_grad)

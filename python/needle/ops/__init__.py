@@ -1,10 +1,60 @@
-"""Operators: each class has `compute` (forward on arrays) and `gradient` (on Tensors)."""
-from .ops_mathematic import *  # noqa: F401,F403
-from .ops_logarithmic import *  # noqa: F401,F403
-from .ops_tuple import *  # noqa: F401,F403
-from .ops_layout import *  # noqa: F401,F403
-from .ops_conv import *  # noqa: F401,F403
-from .ops_normalization import *  # noqa: F401,F403
-from .ops_reduction import *  # noqa: F401,F403
-from .ops_indexing import *  # noqa: F401,F403
-from .ops_mathematic import _axis, normalize_axes, sum_to_shape, expand_reduced  # noqa: F401
+"""Operators: each class has `compute` (forward on arrays, through `array_api` only) and
+`gradient` (on Tensors), side by side in the module of its kind:
+
+* `elementwise`   arithmetic, math functions, comparisons, where, casts
+* `shape`         transpose/permute, reshape, broadcast, stack/split, flip, dilate
+* `reduction`     sum, mean, max, argmax, logsumexp, logsoftmax, softmax
+* `matmul`        matrix products
+* `indexing`      tensor[index]: gather and its scatter-add gradient
+* `conv`          2-D convolution (im2col) and its two adjoints
+* `normalization` batch normalisation as one op
+* `tuple_ops`     ops that build or read tuples of tensors
+"""
+from ..autograd import NDArray, Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
+from . import elementwise, indexing, normalization, reduction, shape, tuple_ops
+from .conv import Conv, ConvInputGrad, ConvWeightGrad, conv
+from .elementwise import (
+    AddScalar, Cast, DivScalar, EWiseAdd, EWiseDiv, EWiseMul, EWisePow, Exp, Log, Maximum, MaximumScalar,
+    MulScalar, Negate, PowerScalar, ReLU, RPowerScalar, Sigmoid, Sqrt, Tanh, Where, add, add_scalar,
+    broadcast_tensors, cast, divide, divide_scalar, equal, exp, greater, greater_equal, less, less_equal, log,
+    maximum, mul_scalar, multiply, negate, not_equal, power, power_scalar, relu, reverse_divide, reverse_power,
+    reverse_subtract, sigmoid, sqrt, subtract, tanh, where,
+)
+from .indexing import GetItem, IndexPlan, ScatterItem, getitem
+from .matmul import MatMul, matmul
+from .normalization import BatchNorm, batch_norm
+from .reduction import (
+    LogSoftmax, LogSumExp, Max, Softmax, Summation, argmax, expand_reduced, logsoftmax, logsumexp, max, mean,
+    softmax, sum_to_shape, summation,
+)
+from .shape import (
+    BroadcastTo, Dilate, Flip, Permute, Reshape, Split, Stack, Transpose, UnDilate, broadcast_to, dilate, flatten,
+    flip, permute, reshape, split, stack, transpose, undilate,
+)
+from .tuple_ops import (
+    FusedAddScalars, MakeTensorTuple, SparseTuple, TupleGetItem, add_tuples, fused_add_scalars, make_tuple,
+    tuple_entries, tuple_get_item,
+)
+
+__all__ = [
+    # the course's op functions and classes
+    "add", "add_scalar", "multiply", "mul_scalar", "power", "power_scalar", "divide", "divide_scalar",
+    "transpose", "reshape", "broadcast_to", "summation", "matmul", "negate", "log", "exp", "relu", "tanh",
+    "stack", "split", "flip", "dilate", "undilate", "conv", "logsoftmax", "logsumexp", "make_tuple",
+    "tuple_get_item", "fused_add_scalars",
+    "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "EWiseDiv", "DivScalar",
+    "Transpose", "Reshape", "BroadcastTo", "Summation", "MatMul", "Negate", "Log", "Exp", "ReLU", "Tanh",
+    "Stack", "Split", "Flip", "Dilate", "UnDilate", "Conv", "LogSoftmax", "LogSumExp", "MakeTensorTuple",
+    "TupleGetItem", "FusedAddScalars",
+    # the autograd names the course's star-imports carry along
+    "Tensor", "TensorTuple", "Value", "Op", "TensorOp", "TensorTupleOp", "NDArray",
+    # beyond the course
+    "subtract", "reverse_subtract", "reverse_divide", "reverse_power", "sigmoid", "sqrt", "maximum", "where",
+    "cast", "less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "broadcast_tensors",
+    "permute", "flatten", "mean", "max", "argmax", "softmax", "getitem", "batch_norm", "add_tuples",
+    "sum_to_shape", "expand_reduced", "tuple_entries",
+    "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
+    "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
+    # the op modules
+    "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops",
+]

@@ -12,10 +12,10 @@ positions); col2im adds the K*K kernel offsets back one strided slice at a time.
 """
 from __future__ import annotations
 
-from ..autograd import TensorOp
-from ..backend_selection import array_api
-from . import array_helpers
-from .ops_mathematic import _require_tensor
+from ..autograd import TensorOp, array_api
+from ._helpers import require_tensor
+
+__all__ = ["Conv", "ConvInputGrad", "ConvWeightGrad", "conv"]
 
 
 def _out_shape(input_shape, kernel_shape, stride: int, padding: int) -> tuple:
@@ -32,8 +32,8 @@ def _im2col(a, kh: int, kw: int, stride: int, padding: int):
     a = array_api.ascontiguousarray(a)
     n, h, w, c = a.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    sn, sh, sw, sc = array_helpers.element_strides(a)
-    windows = array_helpers.strided(a, (n, ho, wo, kh, kw, c), (sn, sh * stride, sw * stride, sh, sw, sc))
+    sn, sh, sw, sc = array_api.element_strides(a)
+    windows = array_api.as_strided(a, (n, ho, wo, kh, kw, c), (sn, sh * stride, sw * stride, sh, sw, sc))
     return array_api.reshape(array_api.ascontiguousarray(windows), (n * ho * wo, kh * kw * c)), (n, ho, wo)
 
 
@@ -41,23 +41,25 @@ def _col2im(cols, input_shape, kh: int, kw: int, stride: int, padding: int):
     """The adjoint of _im2col: windows (N, Ho, Wo, kh, kw, C) summed back into (N, H, W, C)."""
     n, h, w, c = input_shape
     _, ho, wo = cols.shape[:3]
-    out = array_helpers.zeros((n, h + 2 * padding, w + 2 * padding, c), like=cols)
+    out = array_api.zeros((n, h + 2 * padding, w + 2 * padding, c), array_api.dtype_of(cols),
+                          array_api.device_of(cols))
     for u in range(kh):
         for v in range(kw):
             rows = slice(u, u + stride * (ho - 1) + 1, stride)
             columns = slice(v, v + stride * (wo - 1) + 1, stride)
-            piece = cols[:, :, :, u : u + 1, v : v + 1, :]
+            piece = array_api.getitem(cols, (slice(None),) * 3 + (slice(u, u + 1), slice(v, v + 1), slice(None)))
             piece = array_api.reshape(array_api.ascontiguousarray(piece), (n, ho, wo, c))
             region = (slice(None), rows, columns, slice(None))
-            out[region] = out[region] + piece
+            array_api.setitem(out, region, array_api.add(array_api.getitem(out, region), piece))
     if padding:
-        out = out[:, padding : padding + h, padding : padding + w, :]
+        out = array_api.getitem(out, (slice(None), slice(padding, padding + h), slice(padding, padding + w),
+                                      slice(None)))
     return array_api.ascontiguousarray(out)
 
 
 def _check_pair(a, b, what: str) -> None:
-    _require_tensor(a, what)
-    _require_tensor(b, what)
+    require_tensor(a, what)
+    require_tensor(b, what)
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"{what} needs 4-D operands, got shapes {a.shape} and {b.shape}")
 
@@ -88,12 +90,13 @@ class Conv(TensorOp):
         kh, kw, cin, cout = b.shape
         cols, (n, ho, wo) = _im2col(a, kh, kw, self.stride, self.padding)
         kernel = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cin, cout))
-        return array_api.reshape(cols @ kernel, (n, ho, wo, cout))
+        return array_api.reshape(array_api.matmul(cols, kernel), (n, ho, wo, cout))
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
         s, p = self.stride, self.padding
-        return ConvInputGrad(a.shape, s, p)(out_grad, b), ConvWeightGrad(b.shape, s, p)(a, out_grad)
+        return (ConvInputGrad(a.shape, s, p)(out_grad, b) if a.requires_grad else None,
+                ConvWeightGrad(b.shape, s, p)(a, out_grad) if b.requires_grad else None)
 
 
 class ConvInputGrad(TensorOp):
@@ -114,7 +117,7 @@ class ConvInputGrad(TensorOp):
         n, ho, wo, _ = g.shape
         rows = array_api.reshape(array_api.ascontiguousarray(g), (n * ho * wo, cout))
         kernel = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cin, cout))
-        cols = array_api.reshape(rows @ array_api.transpose(kernel, (1, 0)), (n, ho, wo, kh, kw, cin))
+        cols = array_api.reshape(array_api.matmul(rows, array_api.transpose(kernel, (1, 0))), (n, ho, wo, kh, kw, cin))
         return _col2im(cols, self.input_shape, kh, kw, self.stride, self.padding)
 
     def gradient(self, out_grad, node):
@@ -140,7 +143,7 @@ class ConvWeightGrad(TensorOp):
         kh, kw, cin, cout = self.kernel_shape
         cols, (n, ho, wo) = _im2col(a, kh, kw, self.stride, self.padding)
         rows = array_api.reshape(array_api.ascontiguousarray(g), (n * ho * wo, cout))
-        return array_api.reshape(array_api.transpose(cols, (1, 0)) @ rows, self.kernel_shape)
+        return array_api.reshape(array_api.matmul(array_api.transpose(cols, (1, 0)), rows), self.kernel_shape)
 
     def gradient(self, out_grad, node):
         a, g = node.inputs

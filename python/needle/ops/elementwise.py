@@ -1,74 +1,50 @@
-"""Elementwise, shape and matrix ops: each op's forward (`compute`, on backend
-arrays) and gradient (built from Tensor ops, so it is differentiable too)."""
+"""Elementwise ops: arithmetic, math functions, comparisons, `where` and dtype casts.
+
+Each op's forward (`compute`, on backend arrays through `array_api`) and gradient
+(built from Tensor ops, so it is differentiable too) are side by side. The op
+functions (`add`, `multiply`, ...) take Tensors or scalars, broadcast Tensors like
+numpy (each input's gradient is summed back to its own shape by BroadcastTo) and
+promote dtypes like PyTorch (`needle.dtypes`).
+
+Edges follow PyTorch (a test sweeps every op there, forward and backward):
+* `a ** b`: the gradient for `a` is 0 where b == 0 (not 0 * a**-1 = nan at a = 0); the
+  gradient for `b` is 0 where a == 0 and b >= 0 (not 0 * ln 0); negative bases with
+  integer-valued exponents are exact; anything else negative ** fractional is nan.
+* `s ** x` for a scalar s: 0 ** 0 = 1 and the gradient at s = 0, x >= 0 is 0.
+* `sigmoid` is accurate in both tails (2.06e-9 at -20, so log(sigmoid) stays finite).
+* `relu`'s gradient is 0 at 0 and where the input is negative, even for nan/inf adjoints.
+* `maximum(a, b)` splits the gradient in half where a == b.
+* `log` gives -inf at 0 and nan below; its gradient 1/a is inf at 0, like PyTorch.
+"""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import math
 
-import numpy
+from ..autograd import Tensor, TensorOp, array_api
+from ..dtypes import python_scalar
+from ._helpers import constant, require_tensor, same_shape
 
-from ..autograd import NDArray, Tensor, TensorOp, Value  # noqa: F401
-from ..backend_selection import BACKEND, array_api
-from .ops_tuple import *  # noqa: F401,F403
-
-
-# --- input checks shared by several ops ---------------------------------------------
-
-def _require_tensor(x, what: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{what} expects Tensor inputs, got {type(x).__name__}")
-
-
-def _same_shape(a, b, what: str) -> None:
-    _require_tensor(a, what)
-    _require_tensor(b, what)
-    if a.shape != b.shape:
-        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} differ")
+__all__ = [
+    "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
+    "DivScalar", "Negate", "Log", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where",
+    "Cast", "add", "add_scalar", "subtract", "reverse_subtract", "multiply", "mul_scalar", "divide",
+    "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
+    "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
+    "equal", "not_equal", "broadcast_tensors",
+]
 
 
-def _axis(axis: int, ndim: int, what: str) -> int:
-    if not isinstance(axis, (int, numpy.integer)):
-        raise TypeError(f"{what}: axis must be an int, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{what}: axis {axis} is out of range for {ndim} dimensions")
-    return int(axis) % ndim
-
-
-def normalize_axes(axes, ndim: int, what: str) -> Optional[Tuple[int, ...]]:
-    """None, an int or a sequence of ints as a sorted tuple of non-negative axes."""
-    if axes is None:
-        return None
-    if isinstance(axes, (int, numpy.integer)):
-        axes = (axes,)
-    if not isinstance(axes, (tuple, list)):
-        raise TypeError(f"{what}: axes must be None, an int or a tuple of ints, got {axes!r}")
-    out = tuple(sorted(_axis(a, ndim, what) for a in axes))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{what}: repeated axis in {tuple(axes)}")
-    return out
-
-
-def _const_like(data, like: Tensor) -> Tensor:
-    """A constant tensor from backend data, with `like`'s dtype."""
-    if BACKEND == "np":
-        data = numpy.asarray(data).astype(like.dtype, copy=False)
-    return Tensor.make_const(data)
-
-
-# --- elementwise arithmetic ------------------------------------------------------------
+# --- arithmetic ------------------------------------------------------------------------------
 
 class EWiseAdd(TensorOp):
     def check(self, a, b):
-        _same_shape(a, b, "add")
+        same_shape(a, b, "add")
 
     def compute(self, a, b):
-        return a + b
+        return array_api.add(a, b)
 
     def gradient(self, out_grad, node):
         return out_grad, out_grad
-
-
-def add(a, b):
-    return EWiseAdd()(a, b)
 
 
 class AddScalar(TensorOp):
@@ -76,30 +52,23 @@ class AddScalar(TensorOp):
         self.scalar = scalar
 
     def compute(self, a):
-        return a + self.scalar
+        return array_api.add(a, self.scalar)
 
     def gradient(self, out_grad, node):
         return out_grad
 
 
-def add_scalar(a, scalar):
-    return AddScalar(scalar)(a)
-
-
 class EWiseMul(TensorOp):
     def check(self, a, b):
-        _same_shape(a, b, "multiply")
+        same_shape(a, b, "multiply")
 
     def compute(self, a, b):
-        return a * b
+        return array_api.multiply(a, b)
 
     def gradient(self, out_grad, node):
         lhs, rhs = node.inputs
-        return out_grad * rhs, out_grad * lhs
-
-
-def multiply(a, b):
-    return EWiseMul()(a, b)
+        return (out_grad * rhs if lhs.requires_grad else None,
+                out_grad * lhs if rhs.requires_grad else None)
 
 
 class MulScalar(TensorOp):
@@ -107,77 +76,78 @@ class MulScalar(TensorOp):
         self.scalar = scalar
 
     def compute(self, a):
-        return a * self.scalar
+        return array_api.multiply(a, self.scalar)
 
     def gradient(self, out_grad, node):
         return out_grad * self.scalar
 
 
-def mul_scalar(a, scalar):
-    return MulScalar(scalar)(a)
-
-
 class EWisePow(TensorOp):
-    """a ** b elementwise."""
+    """a ** b elementwise (edges: see the module docstring)."""
 
     def check(self, a, b):
-        _same_shape(a, b, "power")
+        same_shape(a, b, "power")
 
     def compute(self, a, b):
-        return a ** b
+        return array_api.power(a, b)
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        # where a == 0, a ** b does not depend on b (b > 0): take ln 1 = 0 there
-        # instead of 0 * ln 0 = nan, as PyTorch does
-        log_a = log(a + _const_like(a.realize_cached_data() == 0, a))
-        return out_grad * b * a ** (b - 1), out_grad * node * log_a
-
-
-def power(a, b):
-    return EWisePow()(a, b)
+        grad_a = grad_b = None
+        if a.requires_grad:
+            grad_a = where(b.eq(0), 0.0, out_grad * b * a ** (b - 1))
+        if b.requires_grad:
+            zero_base = constant(array_api.multiply(
+                array_api.equal(a.realize_cached_data(), 0), array_api.greater_equal(b.realize_cached_data(), 0)))
+            grad_b = where(zero_base, 0.0, out_grad * node * log(a))
+        return grad_a, grad_b
 
 
 class PowerScalar(TensorOp):
-    """a ** scalar; the scalar may be any real number."""
+    """a ** scalar; the scalar may be any real number (the gradient is 0 for a ** 0)."""
 
     def __init__(self, scalar):
         self.scalar = scalar
 
     def compute(self, a):
-        return a ** self.scalar
+        return array_api.power(a, self.scalar)
 
     def gradient(self, out_grad, node):
         a = node.inputs[0]
         if self.scalar == 0:  # a ** 0 is constant; 0 * a ** -1 would be nan at a = 0
-            from ..init import zeros_like
-
-            return zeros_like(a)
+            return out_grad * 0.0
         return out_grad * self.scalar * a ** (self.scalar - 1)
 
 
-def power_scalar(a, scalar):
-    return PowerScalar(scalar)(a)
+class RPowerScalar(TensorOp):
+    """base ** a for a scalar base (0 ** 0 = 1; the gradient at base 0, a >= 0 is 0)."""
 
+    def __init__(self, base):
+        self.base = base
 
-def sqrt(a):
-    return PowerScalar(0.5)(a)
+    def compute(self, a):
+        return array_api.power(self.base, a)
+
+    def gradient(self, out_grad, node):
+        base = self.base
+        log_base = math.log(base) if base > 0 else -math.inf if base == 0 else math.nan
+        grad = out_grad * node * log_base
+        if base == 0:  # PyTorch's rule: no gradient where the result does not depend on a
+            grad = where(node.inputs[0] >= 0, 0.0, grad)
+        return grad
 
 
 class EWiseDiv(TensorOp):
     def check(self, a, b):
-        _same_shape(a, b, "divide")
+        same_shape(a, b, "divide")
 
     def compute(self, a, b):
-        return a / b
+        return array_api.divide(a, b)
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        return out_grad / b, -out_grad * a / (b * b)
-
-
-def divide(a, b):
-    return EWiseDiv()(a, b)
+        return (out_grad / b if a.requires_grad else None,
+                -out_grad * a / (b * b) if b.requires_grad else None)
 
 
 class DivScalar(TensorOp):
@@ -185,27 +155,21 @@ class DivScalar(TensorOp):
         self.scalar = scalar
 
     def compute(self, a):
-        return a / self.scalar
+        return array_api.divide(a, self.scalar)
 
     def gradient(self, out_grad, node):
         return out_grad / self.scalar
 
 
-def divide_scalar(a, scalar):
-    return DivScalar(scalar)(a)
-
-
 class Negate(TensorOp):
     def compute(self, a):
-        return -a
+        return array_api.negative(a)
 
     def gradient(self, out_grad, node):
         return -out_grad
 
 
-def negate(a):
-    return Negate()(a)
-
+# --- math functions ------------------------------------------------------------------------------
 
 class Log(TensorOp):
     def compute(self, a):
@@ -213,10 +177,6 @@ class Log(TensorOp):
 
     def gradient(self, out_grad, node):
         return out_grad / node.inputs[0]
-
-
-def log(a):
-    return Log()(a)
 
 
 class Exp(TensorOp):
@@ -227,21 +187,13 @@ class Exp(TensorOp):
         return out_grad * node
 
 
-def exp(a):
-    return Exp()(a)
-
-
 class ReLU(TensorOp):
     def compute(self, a):
         return array_api.maximum(a, 0)
 
     def gradient(self, out_grad, node):
-        a = node.inputs[0]
-        return out_grad * _const_like(a.realize_cached_data() > 0, a)
-
-
-def relu(a):
-    return ReLU()(a)
+        # the mask is a constant from the input's data; where() keeps a nan adjoint out of it
+        return where(constant(array_api.greater(node.inputs[0].realize_cached_data(), 0)), out_grad, 0.0)
 
 
 class Tanh(TensorOp):
@@ -252,273 +204,268 @@ class Tanh(TensorOp):
         return out_grad * (1 - node * node)
 
 
-def tanh(a):
-    return Tanh()(a)
-
-
 class Sigmoid(TensorOp):
-    """1 / (1 + exp(-a)), computed as (1 + tanh(a/2)) / 2 so it never overflows."""
+    """1 / (1 + exp(-a)), accurate in both tails (a kernel of its own on every device)."""
 
     def compute(self, a):
-        return (array_api.tanh(a * 0.5) + 1) * 0.5
+        return array_api.sigmoid(a)
 
     def gradient(self, out_grad, node):
         return out_grad * node * (1 - node)
 
 
-def sigmoid(a):
+class Sqrt(TensorOp):
+    """sqrt(a); nan below 0, and the gradient 1 / (2 sqrt a) is inf at 0, like PyTorch."""
+
+    def compute(self, a):
+        return array_api.sqrt(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad / (node * 2)
+
+
+class Maximum(TensorOp):
+    """max(a, b) elementwise; where a == b each input gets half the gradient (PyTorch)."""
+
+    def check(self, a, b):
+        same_shape(a, b, "maximum")
+
+    def compute(self, a, b):
+        return array_api.maximum(a, b)
+
+    def gradient(self, out_grad, node):
+        a, b = (x.realize_cached_data() for x in node.inputs)
+        tie = constant(array_api.equal(a, b))
+        half = out_grad * 0.5
+        return (where(tie, half, where(constant(array_api.greater(a, b)), out_grad, 0.0)),
+                where(tie, half, where(constant(array_api.less(a, b)), out_grad, 0.0)))
+
+
+class MaximumScalar(TensorOp):
+    """max(a, scalar); half the gradient where a equals the scalar."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        return array_api.maximum(a, self.scalar)
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        return where(constant(array_api.equal(a, self.scalar)), out_grad * 0.5,
+                     where(constant(array_api.greater(a, self.scalar)), out_grad, 0.0))
+
+
+class Where(TensorOp):
+    """cond ? a : b elementwise, for a bool `cond` (no gradient) and equal shapes.
+
+    The gradient of each branch is the adjoint where that branch was taken and exactly
+    0 elsewhere (an inf or nan in the other branch never leaks in).
+    """
+
+    def check(self, cond, a, b):
+        require_tensor(cond, "where")
+        same_shape(a, b, "where")
+        if cond.shape != a.shape:
+            raise ValueError(f"where: condition of shape {cond.shape} for values of shape {a.shape}")
+        if array_api.dtype_name(cond.dtype) != "bool":
+            raise TypeError(f"where: the condition must be a bool tensor, got dtype {cond.dtype}")
+
+    def compute(self, cond, a, b):
+        return array_api.where(cond, a, b)
+
+    def gradient(self, out_grad, node):
+        cond, a, b = node.inputs
+        return (None, where(cond, out_grad, 0.0) if a.requires_grad else None,
+                where(cond, 0.0, out_grad) if b.requires_grad else None)
+
+
+class Cast(TensorOp):
+    """The input converted to `dtype`; the gradient converts back to the input's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = array_api.dtype_name(dtype)
+
+    def compute(self, a):
+        return array_api.astype(a, self.dtype)
+
+    def gradient(self, out_grad, node):
+        return cast(out_grad, node.inputs[0].dtype)
+
+
+# --- the op functions: scalars, broadcasting, the operator mapping ------------------------------
+
+def _scalar(value, what: str):
+    s = python_scalar(value)
+    if s is None:
+        raise TypeError(f"{what}: cannot combine a Tensor with a {type(value).__name__}; wrap it in ndl.Tensor first")
+    return s
+
+
+def broadcast_tensors(*tensors: Tensor) -> list:
+    """The tensors broadcast to their common shape; unchanged ones are returned as is."""
+    shapes = [t.shape for t in tensors]
+    if all(s == shapes[0] for s in shapes):
+        return list(tensors)
+    target = array_api.broadcast_shapes(*shapes)
+    from .shape import broadcast_to
+
+    return [t if t.shape == target else broadcast_to(t, target) for t in tensors]
+
+
+def _binary(a, b, tensor_op, scalar_op, what: str, commutes: bool = True):
+    """`a (op) b` for Tensors and scalars; a scalar on the left only where the op commutes."""
+    if not isinstance(a, Tensor):
+        if commutes and isinstance(b, Tensor):
+            a, b = b, a
+        else:
+            raise TypeError(f"{what} expects a Tensor first, got {type(a).__name__}")
+    if isinstance(b, Tensor):
+        if a.shape != b.shape:
+            a, b = broadcast_tensors(a, b)
+        return tensor_op()(a, b)
+    return scalar_op(_scalar(b, what))(a)
+
+
+def add(a, b) -> Tensor:
+    """a + b: EWiseAdd for two tensors (broadcast), AddScalar for a scalar."""
+    return _binary(a, b, EWiseAdd, AddScalar, "add")
+
+
+def add_scalar(a, scalar) -> Tensor:
+    return AddScalar(scalar)(a)
+
+
+def subtract(a, b) -> Tensor:
+    """a - b: EWiseAdd(a, Negate(b)) for tensors (two nodes, the course's mapping), AddScalar(-s)."""
+    if isinstance(b, Tensor):
+        return add(a, negate(b))
+    return AddScalar(-_scalar(b, "subtract"))(a)
+
+
+def reverse_subtract(a: Tensor, s) -> Tensor:
+    """s - a for a scalar s."""
+    return AddScalar(_scalar(s, "subtract"))(negate(a))
+
+
+def multiply(a, b) -> Tensor:
+    return _binary(a, b, EWiseMul, MulScalar, "multiply")
+
+
+def mul_scalar(a, scalar) -> Tensor:
+    return MulScalar(scalar)(a)
+
+
+def divide(a, b) -> Tensor:
+    return _binary(a, b, EWiseDiv, DivScalar, "divide", commutes=False)
+
+
+def divide_scalar(a, scalar) -> Tensor:
+    return DivScalar(scalar)(a)
+
+
+def reverse_divide(a: Tensor, s) -> Tensor:
+    """s / a for a scalar s, as s * a ** -1."""
+    return MulScalar(_scalar(s, "divide"))(PowerScalar(-1)(a))
+
+
+def power(a, b) -> Tensor:
+    return _binary(a, b, EWisePow, PowerScalar, "power", commutes=False)
+
+
+def power_scalar(a, scalar) -> Tensor:
+    return PowerScalar(scalar)(a)
+
+
+def reverse_power(a: Tensor, base) -> Tensor:
+    """base ** a for a scalar base."""
+    return RPowerScalar(_scalar(base, "power"))(a)
+
+
+def negate(a) -> Tensor:
+    return Negate()(a)
+
+
+def log(a) -> Tensor:
+    return Log()(a)
+
+
+def exp(a) -> Tensor:
+    return Exp()(a)
+
+
+def relu(a) -> Tensor:
+    return ReLU()(a)
+
+
+def tanh(a) -> Tensor:
+    return Tanh()(a)
+
+
+def sigmoid(a) -> Tensor:
     return Sigmoid()(a)
 
 
-# --- shape ops -----------------------------------------------------------------------
-
-class Transpose(TensorOp):
-    """Swap two axes: `axes=(i, j)`, or the last two when `axes` is None."""
-
-    def __init__(self, axes: Optional[tuple] = None):
-        self.axes = axes
-
-    def _pair(self, ndim: int) -> Tuple[int, int]:
-        if self.axes is None:
-            return ndim - 2, ndim - 1
-        return tuple(self.axes)
-
-    def check(self, a):
-        _require_tensor(a, "transpose")
-        if self.axes is None:
-            if a.ndim < 2:
-                raise ValueError(f"transpose needs at least 2 dimensions, got shape {a.shape}")
-        elif len(self.axes) != 2:
-            raise ValueError(f"transpose swaps exactly two axes, got axes={self.axes}")
-        else:
-            for ax in self.axes:
-                _axis(ax, a.ndim, "transpose")
-
-    def compute(self, a):
-        return array_api.swapaxes(a, *self._pair(a.ndim))
-
-    def gradient(self, out_grad, node):
-        return Transpose(self.axes)(out_grad)
+def sqrt(a) -> Tensor:
+    return Sqrt()(a)
 
 
-def transpose(a, axes=None):
-    return Transpose(axes)(a)
+def maximum(a, b) -> Tensor:
+    """Elementwise max of two tensors (broadcast) or of a tensor and a scalar."""
+    return _binary(a, b, Maximum, MaximumScalar, "maximum")
 
 
-class Permute(TensorOp):
-    """General axis permutation: output axis i is input axis axes[i]."""
-
-    def __init__(self, axes: tuple):
-        self.axes = tuple(axes)
-
-    def check(self, a):
-        _require_tensor(a, "permute")
-        n = a.ndim
-        if len(self.axes) != n or sorted(_axis(x, n, "permute") for x in self.axes) != list(range(n)):
-            raise ValueError(f"permute: {self.axes} is not a permutation of the axes of shape {a.shape}")
-
-    def compute(self, a):
-        return array_api.transpose(a, self.axes)
-
-    def gradient(self, out_grad, node):
-        return Permute(inverse_permutation(self.axes))(out_grad)
+def cast(a: Tensor, dtype) -> Tensor:
+    """a converted to `dtype` (itself when it already has it)."""
+    if array_api.dtype_name(a.dtype) == array_api.dtype_name(dtype):
+        return a
+    return Cast(dtype)(a)
 
 
-def inverse_permutation(perm) -> tuple:
-    """The permutation that undoes `perm` (negative axes allowed)."""
-    n = len(perm)
-    inverse = [0] * n
-    for i, ax in enumerate(perm):
-        inverse[ax % n] = i
-    return tuple(inverse)
+def _as_tensor_on(value, device, dtype) -> Tensor:
+    """A scalar as a constant 0-d tensor of `dtype` on `device` (a Tensor is returned as is)."""
+    if isinstance(value, Tensor):
+        return value
+    return constant(array_api.full((), _scalar(value, "where"), dtype, device))
 
 
-def permute(a, axes):
-    return Permute(axes)(a)
+def where(cond: Tensor, a, b) -> Tensor:
+    """cond ? a : b elementwise; a and b are tensors or scalars; all three broadcast; the
+    result's dtype is the promotion of a's and b's (PyTorch's torch.where)."""
+    require_tensor(cond, "where")
+    from ..dtypes import result_dtype, scalar_dtype
 
-
-class Reshape(TensorOp):
-    """Row-major reshape; one entry of `shape` may be -1."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-    def check(self, a):
-        _require_tensor(a, "reshape")
-        size = int(numpy.prod(a.shape))
-        known = int(numpy.prod([d for d in self.shape if d != -1]))
-        unknown = self.shape.count(-1)
-        ok = unknown <= 1 and all(d >= -1 for d in self.shape)
-        ok = ok and (known == size if unknown == 0 else known > 0 and size % known == 0)
-        if not ok:
-            raise ValueError(f"cannot reshape a tensor of shape {a.shape} (size {size}) into {self.shape}")
-
-    def compute(self, a):
-        return array_api.reshape(array_api.ascontiguousarray(a), self.shape)
-
-    def gradient(self, out_grad, node):
-        return Reshape(node.inputs[0].shape)(out_grad)
-
-
-def reshape(a, shape):
-    return Reshape(shape)(a)
-
-
-def flatten(a, start_dim: int = 0, end_dim: int = -1):
-    """Merge axes start_dim..end_dim into one (PyTorch's flatten)."""
-    shape = a.shape
-    if not shape:
-        return reshape(a, (1,))
-    start, end = _axis(start_dim, len(shape), "flatten"), _axis(end_dim, len(shape), "flatten")
-    if start > end:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    merged = int(numpy.prod(shape[start : end + 1]))
-    return reshape(a, shape[:start] + (merged,) + shape[end + 1 :])
-
-
-def sum_to_shape(x: Tensor, shape: tuple) -> Tensor:
-    """Undo broadcasting: sum x over the axes that broadcasting to x.shape created."""
-    if x.shape == tuple(shape):
-        return x
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1
-    )
-    if axes:
-        x = summation(x, axes)
-    return reshape(x, shape)
-
-
-class BroadcastTo(TensorOp):
-    """numpy broadcasting, including new leading axes."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-    def check(self, a):
-        _require_tensor(a, "broadcast_to")
-        lead = len(self.shape) - a.ndim
-        if lead < 0 or any(s != 1 and s != n for s, n in zip(a.shape, self.shape[lead:])):
-            raise ValueError(f"cannot broadcast a tensor of shape {a.shape} to shape {self.shape}")
-
-    def compute(self, a):
-        return array_api.broadcast_to(a, self.shape)
-
-    def gradient(self, out_grad, node):
-        return sum_to_shape(out_grad, node.inputs[0].shape)
-
-
-def broadcast_to(a, shape):
-    return BroadcastTo(shape)(a)
-
-
-class Summation(TensorOp):
-    """Sum over `axes` (None: all of them); reduced axes are dropped unless keepdims."""
-
-    def __init__(self, axes=None, keepdims: bool = False):
-        self.axes = axes
-        self.keepdims = keepdims
-
-    def check(self, a):
-        _require_tensor(a, "summation")
-        if self.axes is not None and isinstance(self.axes, (tuple, list)) and not self.axes:
-            raise ValueError("summation: empty tuple of axes; pass None to sum every axis")
-        normalize_axes(self.axes, a.ndim, "summation")
-
-    def compute(self, a):
-        axes = normalize_axes(self.axes, a.ndim, "summation")
-        return array_api.sum(a, axis=axes, keepdims=self.keepdims)
-
-    def gradient(self, out_grad, node):
-        return expand_reduced(out_grad, node.inputs[0].shape, self.axes, self.keepdims)
-
-
-def summation(a, axes=None, keepdims: bool = False):
-    return Summation(axes, keepdims)(a)
-
-
-def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:
-    """Broadcast the result of a reduction over `axes` back to the input `shape`."""
-    if not keepdims:
-        reduced = normalize_axes(axes, len(shape), "reduce")
-        reduced = range(len(shape)) if reduced is None else reduced
-        kept = tuple(1 if i in reduced else d for i, d in enumerate(shape))
-        g = reshape(g, kept)
-    return broadcast_to(g, shape)
-
-
-# --- matrix multiplication ---------------------------------------------------------------
-
-class MatMul(TensorOp):
-    """numpy `@` on operands of at least 2 dimensions, broadcasting batch axes."""
-
-    def check(self, a, b):
-        _require_tensor(a, "matmul")
-        _require_tensor(b, "matmul")
-        if a.ndim < 2 or b.ndim < 2:
-            raise ValueError(f"MatMul needs operands of at least 2 dimensions, got {a.shape} and {b.shape}")
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"matmul: inner dimensions differ for shapes {a.shape} and {b.shape}")
-        try:
-            numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except ValueError:
-            raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
-
-    def compute(self, a, b):
-        return a @ b
-
-    def gradient(self, out_grad, node):
-        a, b = node.inputs
-        grad_a = sum_to_shape(out_grad @ transpose(b), a.shape)
-        if b.ndim == 2 and a.ndim > 2:  # fold a's batch axes into one product
-            k = a.shape[-1]
-            grad_b = transpose(reshape(a, (-1, k))) @ reshape(out_grad, (-1, b.shape[-1]))
-        else:
-            grad_b = sum_to_shape(transpose(a) @ out_grad, b.shape)
-        return grad_a, grad_b
-
-
-def matmul(a, b):
-    """a @ b; 1-D operands are promoted like numpy (a row/column) and squeezed back."""
-    if a.ndim >= 2 and b.ndim >= 2:
-        return MatMul()(a, b)
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
-    if a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
-        raise ValueError(f"matmul: inner dimensions differ for shapes {a.shape} and {b.shape}")
-    lhs = reshape(a, (1,) + a.shape) if a.ndim == 1 else a
-    rhs = reshape(b, b.shape + (1,)) if b.ndim == 1 else b
-    out = MatMul()(lhs, rhs)
-    shape = out.shape
-    if a.ndim == 1:
-        shape = shape[:-2] + shape[-1:]
-    if b.ndim == 1:
-        shape = shape[:-1]
-    return reshape(out, shape)
-
-
-# --- comparisons (constant results, no gradient) ----------------------------------------
-
-_COMPARE = {
-    "lt": lambda x, y: x < y,
-    "le": lambda x, y: x <= y,
-    "gt": lambda x, y: x > y,
-    "ge": lambda x, y: x >= y,
-    "eq": lambda x, y: x == y,
-    "ne": lambda x, y: x != y,
-}
-
-
-def compare(a: Tensor, b, kind: str) -> Tensor:
-    """Elementwise comparison as a constant 0/1 tensor of a's dtype (broadcasting)."""
-    lhs = a.realize_cached_data()
-    if isinstance(b, Tensor):
-        shape = tuple(numpy.broadcast_shapes(a.shape, b.shape)) if a.shape != b.shape else a.shape
-        rhs = b.realize_cached_data()
-        if a.shape != shape:
-            lhs = array_api.broadcast_to(lhs, shape)
-        if b.shape != shape:
-            rhs = array_api.broadcast_to(rhs, shape)
+    kinds = [array_api.dtype_name(v.dtype) if isinstance(v, Tensor) else None for v in (a, b)]
+    if kinds[0] and kinds[1]:
+        dtype = result_dtype(kinds[0], kinds[1])
+    elif kinds[0] or kinds[1]:
+        dtype = result_dtype(kinds[0] or kinds[1], _scalar(b if kinds[0] else a, "where"), b_is_scalar=True)
     else:
-        rhs = b
-    return _const_like(_COMPARE[kind](lhs, rhs), a)
+        dtype = result_dtype(scalar_dtype(_scalar(a, "where")), _scalar(b, "where"), b_is_scalar=True)
+    a, b = (cast(_as_tensor_on(v, cond.device, dtype), dtype) for v in (a, b))
+    cond, a, b = broadcast_tensors(cond, a, b)
+    return Where()(cond, a, b)
+
+
+# --- comparisons: constant bool tensors ---------------------------------------------------------
+
+def _compare(function):
+    def compare(a: Tensor, b) -> Tensor:
+        lhs = a.realize_cached_data()
+        if isinstance(b, Tensor):
+            rhs = b.realize_cached_data()
+        else:
+            rhs = _scalar(b, function.__name__)
+        return constant(function(lhs, rhs))
+
+    compare.__name__ = function.__name__
+    compare.__doc__ = f"Elementwise {function.__name__} (broadcasting) as a constant bool tensor."
+    return compare
+
+
+less = _compare(array_api.less)
+less_equal = _compare(array_api.less_equal)
+greater = _compare(array_api.greater)
+greater_equal = _compare(array_api.greater_equal)
+equal = _compare(array_api.equal)
+not_equal = _compare(array_api.not_equal)

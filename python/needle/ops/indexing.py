@@ -1,32 +1,24 @@
-"""Tensor indexing with PyTorch/numpy semantics: ints, slices, None, Ellipsis and
-integer arrays (gather). The gradient scatters back, adding repeated indices."""
+"""Tensor indexing with PyTorch/numpy semantics: ints, slices, None, Ellipsis, integer
+arrays and bool masks (gather). The gradient scatters back, adding repeated indices.
+
+Index arrays stay on the tensor's device as int64: a row gather (`take_rows`) reads
+them there and the gradient is a scatter-add (`index_add_rows`); only the extremes of
+each index array are read back to check the bounds. A bool mask is turned into the
+integer positions of its true elements (how many there are is data, so that count
+is read on the host, as in every framework).
+"""
 from __future__ import annotations
 
-import numpy
+from ..autograd import Tensor, TensorOp, array_api
+from ..dtypes import python_scalar
+from ._helpers import inverse_permutation, size_of
 
-from ..autograd import NDArray, Tensor, TensorOp
-from ..backend_selection import BACKEND, array_api
-from . import array_helpers
-from .ops_mathematic import inverse_permutation
+__all__ = ["IndexPlan", "GetItem", "ScatterItem", "getitem"]
 
 
-def _as_index_array(idx):
-    """Integer index arrays from Tensors, NDArrays, lists and ranges (None if not an array)."""
-    if isinstance(idx, Tensor):
-        idx = idx.numpy()
-    elif BACKEND == "nd" and isinstance(idx, NDArray):
-        idx = idx.numpy()
-    elif isinstance(idx, (list, range)):
-        idx = numpy.asarray(idx)
-    if not isinstance(idx, numpy.ndarray):
-        return None
-    if idx.dtype.kind == "f":
-        if not numpy.all(idx == numpy.round(idx)):
-            raise TypeError("tensor indices must hold integers")
-        idx = idx.astype(numpy.int64)
-    elif idx.dtype.kind not in "iub":
-        raise TypeError(f"tensor indices must be integers or booleans, got dtype {idx.dtype}")
-    return idx
+def _is_array_like(entry) -> bool:
+    return isinstance(entry, (Tensor, list, range)) or array_api.is_array(entry) or (
+        hasattr(entry, "shape") and hasattr(entry, "dtype") and python_scalar(entry) is None)
 
 
 class IndexPlan:
@@ -37,25 +29,22 @@ class IndexPlan:
     and applied with a row gather (numpy's placement rule for the new axes).
     """
 
-    def __init__(self, shape: tuple, index):
+    def __init__(self, shape: tuple, index, device=None):
         self.input_shape = tuple(shape)
         entries = list(index) if isinstance(index, tuple) else [index]
-        converted = []
+        converted = []  # ints, slices, None, Ellipsis, or ("array", int64 array) per indexed axis
         for entry in entries:
-            arr = _as_index_array(entry)
-            if arr is not None and arr.dtype.kind == "b":
-                converted.extend(arr.nonzero())  # a mask indexes arr.ndim axes
-            elif arr is not None:
-                converted.append(arr)
-            elif entry is None or entry is Ellipsis or isinstance(entry, slice):
+            if isinstance(entry, Tensor):
+                entry = entry.realize_cached_data()
+            if entry is None or entry is Ellipsis or isinstance(entry, slice):
                 converted.append(entry)
-            elif isinstance(entry, (int, numpy.integer)):
-                converted.append(int(entry))
+            elif _is_array_like(entry) and not isinstance(entry, bool):
+                converted.extend(("array", arr) for arr in array_api.as_index(entry, device))
+            elif python_scalar(entry) is not None and not isinstance(python_scalar(entry), float):
+                converted.append(int(python_scalar(entry)))
             else:
                 raise TypeError(f"unsupported index of type {type(entry).__name__}")
-        has_array = any(isinstance(e, numpy.ndarray) for e in converted)
-        if has_array:  # like numpy, ints next to arrays index as 0-d arrays
-            converted = [numpy.asarray(e) if isinstance(e, int) else e for e in converted]
+        has_array = any(isinstance(e, tuple) for e in converted)
         consumed = sum(1 for e in converted if e is not None and e is not Ellipsis)
         if consumed > len(shape):
             raise IndexError(f"too many indices ({consumed}) for a tensor of shape {self.input_shape}")
@@ -80,19 +69,19 @@ class IndexPlan:
                 sl = slice(start, max(start, stop), step)
                 length = len(range(sl.start, sl.stop, sl.step))
                 view_shape.append(length)
-            elif isinstance(entry, int):
+            elif isinstance(entry, int) and not has_array:
                 if not -size <= entry < size:
                     raise IndexError(f"index {entry} is out of bounds for axis {dim} with size {size}")
                 sl = slice(entry % size, entry % size + 1, 1)
                 length = 1
-            else:
-                if entry.size and (entry.min() < -size or entry.max() >= size):
-                    bad = entry[(entry < -size) | (entry >= size)].ravel()[0]
-                    raise IndexError(f"index {bad} is out of bounds for axis {dim} with size {size}")
+            else:  # an index array, or (like numpy) an int next to index arrays, as a 0-d one
+                if isinstance(entry, int):
+                    entry = ("array", array_api.as_index(entry, device)[0])
+                wrapped = array_api.wrap_index(entry[1], size, dim)
                 sl = slice(0, size, 1)
                 length = size
                 adv_pos.append(len(view_shape))
-                adv_arrays.append(numpy.where(entry < 0, entry + size, entry))
+                adv_arrays.append(wrapped)
                 view_shape.append(size)
             basic.append(sl)
             sliced_shape.append(length)
@@ -105,17 +94,16 @@ class IndexPlan:
             self.output_shape = self.view_shape
             return
         try:
-            arrays = numpy.broadcast_arrays(*adv_arrays)
+            index_shape = tuple(array_api.broadcast_shapes(*[tuple(a.shape) for a in adv_arrays]))
         except ValueError:
-            shapes = " and ".join(str(a.shape) for a in adv_arrays)
+            shapes = " and ".join(str(tuple(a.shape)) for a in adv_arrays)
             raise IndexError(f"index arrays of shapes {shapes} cannot be broadcast together") from None
         adv_dims = tuple(view_shape[p] for p in adv_pos)
         rest = [p for p in range(len(view_shape)) if p not in adv_pos]
         self.perm = tuple(adv_pos) + tuple(rest)
         self.adv_dims = adv_dims
         self.rest_shape = tuple(view_shape[p] for p in rest)
-        self.rows = numpy.asarray(numpy.ravel_multi_index(tuple(arrays), adv_dims))
-        index_shape = self.rows.shape
+        self.rows = self._flat_rows(adv_arrays, adv_dims, index_shape)
         gathered = index_shape + self.rest_shape
         adjacent = adv_pos == list(range(adv_pos[0], adv_pos[0] + len(adv_pos)))
         if adjacent and adv_pos[0] > 0:  # new axes go where the indexed axes were
@@ -127,32 +115,46 @@ class IndexPlan:
             self.result_perm = None
             self.output_shape = gathered
 
+    @staticmethod
+    def _flat_rows(arrays, dims, index_shape):
+        """Row-major flat positions sum_k idx_k * stride_k over the indexed axes (on the device)."""
+        rows = None
+        stride = 1
+        for idx, dim in zip(reversed(arrays), reversed(dims)):
+            term = array_api.multiply(array_api.broadcast_to(idx, index_shape), stride) if stride != 1 \
+                else array_api.broadcast_to(idx, index_shape)
+            rows = term if rows is None else array_api.add(rows, term)
+            stride *= dim
+        return array_api.ascontiguousarray(rows)
+
     def gather(self, a):
         """tensor[index] on backend data."""
-        v = a[self.basic]
+        v = array_api.getitem(a, self.basic)
         if self.view_shape != self.sliced_shape or self.advanced:
             v = array_api.reshape(array_api.ascontiguousarray(v), self.view_shape)
         if not self.advanced:
             return v
         v = array_api.transpose(v, self.perm)
-        v = array_api.reshape(array_api.ascontiguousarray(v), (int(numpy.prod(self.adv_dims)),) + self.rest_shape)
-        out = array_helpers.take_rows(v, self.rows)
+        v = array_api.reshape(array_api.ascontiguousarray(v), (size_of(self.adv_dims),) + self.rest_shape)
+        out = array_api.take_rows(v, self.rows)
         if self.result_perm is not None:
             out = array_api.transpose(out, self.result_perm)
         return out
 
     def scatter(self, g):
         """The adjoint of gather: zeros of the input shape with g added at the indexed places."""
+        dtype, device = array_api.dtype_of(g), array_api.device_of(g)
         if self.advanced:
             if self.result_perm is not None:
                 g = array_api.transpose(g, inverse_permutation(self.result_perm))
-            g = array_api.reshape(array_api.ascontiguousarray(g), (self.rows.size,) + self.rest_shape)
-            buf = array_helpers.zeros((int(numpy.prod(self.adv_dims)),) + self.rest_shape, like=g)
-            array_helpers.index_add_rows(buf, self.rows.ravel(), g)
-            g = array_api.transpose(array_api.reshape(buf, self.adv_dims + self.rest_shape), inverse_permutation(self.perm))
+            g = array_api.reshape(array_api.ascontiguousarray(g), (size_of(self.rows.shape),) + self.rest_shape)
+            buf = array_api.zeros((size_of(self.adv_dims),) + self.rest_shape, dtype, device)
+            array_api.index_add_rows(buf, array_api.reshape(self.rows, (-1,)), g)
+            g = array_api.transpose(array_api.reshape(buf, self.adv_dims + self.rest_shape),
+                                    inverse_permutation(self.perm))
         g = array_api.reshape(array_api.ascontiguousarray(g), self.sliced_shape)
-        out = array_helpers.zeros(self.input_shape, like=g)
-        out[self.basic] = g
+        out = array_api.zeros(self.input_shape, dtype, device)
+        array_api.setitem(out, self.basic, g)
         return out
 
 
@@ -191,4 +193,4 @@ class ScatterItem(TensorOp):
 
 
 def getitem(a: Tensor, index) -> Tensor:
-    return GetItem(IndexPlan(a.shape, index))(a)
+    return GetItem(IndexPlan(a.shape, index, a.device))(a)

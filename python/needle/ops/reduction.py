@@ -1,69 +1,218 @@
-"""Reductions beyond summation: max (gradient to the argmax), mean, argmax."""
+"""Reductions: sum, mean, max (with PyTorch's tie rules), argmax, and the log-sum-exp family
+(logsumexp, logsoftmax, softmax), all numerically stable.
+
+Edges:
+* `max` over one given axis sends the gradient to the first maximal element
+  (`torch.max(dim)`); over all axes or several axes it is split evenly among the
+  ties (`torch.amax`).
+* `logsumexp` and `logsoftmax` subtract the maximum first, and a maximum of +-inf
+  is replaced by 0, so a row of -inf gives -inf (not nan) and a row holding +inf
+  gives +inf. log-softmax is `(a - m) - log(sum(exp(a - m)))`, never `a - lse`:
+  the latter cancels to 0 for logits of 1e8 in float32.
+"""
 from __future__ import annotations
 
-import numpy
+import math
 
-from ..autograd import Tensor, TensorOp
-from ..backend_selection import array_api
-from . import array_helpers
-from .ops_mathematic import (
-    _axis, _const_like, _require_tensor, expand_reduced, inverse_permutation, normalize_axes, summation,
-)
+from ..autograd import Tensor, TensorOp, array_api
+from ._helpers import axis_index, constant, inverse_permutation, normalize_axes, reduced_axes, require_tensor, size_of
+from .elementwise import exp, where
+from .shape import broadcast_to, reshape
 
-
-def _first_argmax_mask(data, axes, device):
-    """1.0 at the first maximum of every slice reduced over `axes`, 0.0 elsewhere."""
-    ndim = len(data.shape)
-    axes = tuple(range(ndim)) if axes is None else axes
-    kept = tuple(i for i in range(ndim) if i not in axes)
-    perm = kept + axes
-    kept_shape = tuple(data.shape[i] for i in kept)
-    reduced_shape = tuple(data.shape[i] for i in axes)
-    size = int(numpy.prod(reduced_shape))
-    moved = array_api.reshape(array_api.ascontiguousarray(array_api.transpose(data, perm)), kept_shape + (size,))
-    first = array_helpers.to_host(array_api.argmax(moved, axis=-1)).astype(numpy.int64)
-    mask = device.one_hot(size, first, dtype=data.dtype)
-    mask = array_api.reshape(mask, kept_shape + reduced_shape)
-    return array_api.transpose(mask, inverse_permutation(perm))
+__all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
+           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced"]
 
 
-class Max(TensorOp):
-    """Maximum over `axes` (None: all). Like torch.max(dim), the gradient goes to the first maximum."""
+def sum_to_shape(x: Tensor, shape: tuple) -> Tensor:
+    """Undo broadcasting: sum x over the axes that broadcasting to x.shape created."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    if axes:
+        x = summation(x, axes)
+    return reshape(x, shape)
+
+
+def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:
+    """Broadcast the result of a reduction over `axes` back to the input `shape`."""
+    if not keepdims:
+        reduced = reduced_axes(axes, len(shape), "reduce")
+        g = reshape(g, tuple(1 if i in reduced else d for i, d in enumerate(shape)))
+    return broadcast_to(g, shape)
+
+
+class Summation(TensorOp):
+    """Sum over `axes` (None: all of them); reduced axes are dropped unless keepdims."""
 
     def __init__(self, axes=None, keepdims: bool = False):
         self.axes = axes
         self.keepdims = keepdims
 
     def check(self, a):
-        _require_tensor(a, "max")
-        axes = normalize_axes(self.axes, a.ndim, "max")
-        shape = a.shape
-        if any(shape[i] == 0 for i in (range(len(shape)) if axes is None else axes)):
-            raise ValueError(f"max: cannot reduce a zero-size axis of shape {shape}")
+        require_tensor(a, "summation")
+        if self.axes is not None and isinstance(self.axes, (tuple, list)) and not self.axes:
+            raise ValueError("summation: empty tuple of axes; pass None to sum every axis")
+        normalize_axes(self.axes, a.ndim, "summation")
+
+    def compute(self, a):
+        return array_api.sum(a, axis=normalize_axes(self.axes, len(a.shape), "summation"), keepdims=self.keepdims)
+
+    def gradient(self, out_grad, node):
+        return expand_reduced(out_grad, node.inputs[0].shape, self.axes, self.keepdims)
+
+
+def summation(a, axes=None, keepdims: bool = False):
+    return Summation(axes, keepdims)(a)
+
+
+def mean(a, axes=None, keepdims: bool = False):
+    """Average over `axes` (None: all)."""
+    count = size_of(a.shape[i] for i in reduced_axes(axes, a.ndim, "mean"))
+    return summation(a, axes, keepdims=keepdims) / count
+
+
+def _first_max_mask(data, axis: int, device):
+    """Bool array, True at the first maximum along `axis`, built on the device."""
+    ndim = len(data.shape)
+    perm = tuple(i for i in range(ndim) if i != axis) + (axis,)
+    moved = array_api.transpose(data, perm)
+    first = array_api.argmax(moved, axis=ndim - 1)
+    mask = array_api.one_hot(data.shape[axis], first, dtype="bool", device=device)
+    return array_api.transpose(mask, inverse_permutation(perm))
+
+
+class Max(TensorOp):
+    """Maximum over `axes` (None: all); see the module docstring for where the gradient goes."""
+
+    def __init__(self, axes=None, keepdims: bool = False):
+        self.axes = axes
+        self.keepdims = keepdims
+
+    def check(self, a):
+        require_tensor(a, "max")
+        if any(a.shape[i] == 0 for i in reduced_axes(self.axes, a.ndim, "max")):
+            raise ValueError(f"max: cannot reduce a zero-size axis of shape {a.shape}")
 
     def compute(self, a):
         return array_api.max(a, axis=normalize_axes(self.axes, len(a.shape), "max"), keepdims=self.keepdims)
 
     def gradient(self, out_grad, node):
         a = node.inputs[0]
+        data = a.realize_cached_data()
+        g = expand_reduced(out_grad, a.shape, self.axes, self.keepdims)
         axes = normalize_axes(self.axes, a.ndim, "max")
-        mask = _first_argmax_mask(a.realize_cached_data(), axes, a.device)
-        return expand_reduced(out_grad, a.shape, self.axes, self.keepdims) * _const_like(mask, a)
+        if axes is not None and len(axes) == 1:
+            return where(constant(_first_max_mask(data, axes[0], a.device)), g, 0.0)
+        kept = array_api.max(data, axis=axes, keepdims=True)
+        ties = array_api.equal(data, array_api.broadcast_to(kept, tuple(data.shape)))
+        count = array_api.sum(ties, axis=axes, keepdims=True)
+        share = constant(array_api.broadcast_to(count, tuple(data.shape)))
+        return where(constant(ties), g / share, 0.0)
 
 
 def max(a, axes=None, keepdims: bool = False):  # noqa: A001
     return Max(axes, keepdims)(a)
 
 
-def mean(a, axes=None, keepdims: bool = False):
-    """Average over `axes` (None: all)."""
-    axes_n = normalize_axes(axes, a.ndim, "mean")
-    count = int(numpy.prod([a.shape[i] for i in (range(a.ndim) if axes_n is None else axes_n)]))
-    return summation(a, axes, keepdims=keepdims) / count
-
-
 def argmax(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    """Index of the first maximum along `axis` (of the flattened tensor if None), as a constant."""
+    """Index (int64) of the first maximum along `axis` (of the flattened tensor if None), a constant."""
     if axis is not None:
-        _axis(axis, a.ndim, "argmax")
-    return _const_like(array_api.argmax(a.realize_cached_data(), axis=axis, keepdims=keepdims), a)
+        axis_index(axis, a.ndim, "argmax")
+    return constant(array_api.argmax(a.realize_cached_data(), axis=axis, keepdims=keepdims))
+
+
+def _safe_max(a, axes):
+    """The max over `axes` (kept), with +-inf replaced by 0 so that a - max is never inf - inf."""
+    m = array_api.max(a, axis=axes, keepdims=True)
+    return array_api.where(array_api.equal(array_api.abs(m), math.inf), 0, m)
+
+
+def _log_sum_exp(a, axes):
+    """log(sum(exp(a - m))) + m over `axes` (None: all), kept dims."""
+    m = _safe_max(a, axes)
+    shifted = array_api.exp(array_api.subtract(a, array_api.broadcast_to(m, tuple(a.shape))))
+    return array_api.add(array_api.log(array_api.sum(shifted, axis=axes, keepdims=True)), m)
+
+
+class LogSumExp(TensorOp):
+    """log(sum(exp(a), axes)); axes is None (all), an int or a tuple (edges: module docstring)."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def check(self, a):
+        require_tensor(a, "logsumexp")
+        normalize_axes(self.axes, a.ndim, "logsumexp")
+
+    def compute(self, a):
+        axes = normalize_axes(self.axes, len(a.shape), "logsumexp")
+        out = _log_sum_exp(a, axes)
+        kept = () if axes is None else tuple(d for i, d in enumerate(a.shape) if i not in axes)
+        return array_api.reshape(out, kept)
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0]
+        lse = expand_reduced(node, a.shape, self.axes, keepdims=False)
+        return expand_reduced(out_grad, a.shape, self.axes, keepdims=False) * exp(a - lse)
+
+
+def logsumexp(a, axes=None):
+    return LogSumExp(axes=axes)(a)
+
+
+class LogSoftmax(TensorOp):
+    """(a - m) - log(sum(exp(a - m))) over `axis` (the last one, which is axis 1 for the
+    course's 2-D input); m is the row maximum."""
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def check(self, a):
+        require_tensor(a, "logsoftmax")
+        if a.ndim == 0:
+            raise ValueError("logsoftmax needs at least one dimension")
+        axis_index(self.axis, a.ndim, "logsoftmax")
+
+    def compute(self, a):
+        shape = tuple(a.shape)
+        axes = (self.axis % len(shape),)
+        shifted = array_api.subtract(a, array_api.broadcast_to(_safe_max(a, axes), shape))
+        log_total = array_api.log(array_api.sum(array_api.exp(shifted), axis=axes, keepdims=True))
+        return array_api.subtract(shifted, array_api.broadcast_to(log_total, shape))
+
+    def gradient(self, out_grad, node):
+        total = summation(out_grad, self.axis, keepdims=True).broadcast_to(out_grad.shape)
+        return out_grad - exp(node) * total
+
+
+def logsoftmax(a, axis: int = -1):
+    return LogSoftmax(axis)(a)
+
+
+class Softmax(TensorOp):
+    """exp(a - m) / sum(exp(a - m)) over `axis`; gradient s * (g - sum(g * s))."""
+
+    def __init__(self, axis: int = -1):
+        self.axis = axis
+
+    def check(self, a):
+        require_tensor(a, "softmax")
+        if a.ndim == 0:
+            raise ValueError("softmax needs at least one dimension")
+        axis_index(self.axis, a.ndim, "softmax")
+
+    def compute(self, a):
+        shape = tuple(a.shape)
+        axes = (self.axis % len(shape),)
+        e = array_api.exp(array_api.subtract(a, array_api.broadcast_to(_safe_max(a, axes), shape)))
+        return array_api.divide(e, array_api.broadcast_to(array_api.sum(e, axis=axes, keepdims=True), shape))
+
+    def gradient(self, out_grad, node):
+        total = summation(out_grad * node, self.axis, keepdims=True).broadcast_to(out_grad.shape)
+        return node * (out_grad - total)
+
+
+def softmax(a, axis: int = -1):
+    return Softmax(axis)(a)

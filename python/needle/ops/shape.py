@@ -1,10 +1,137 @@
-"""Ops that move data around without arithmetic: stack/split, flip, dilate/undilate."""
+"""Shape and layout ops: transpose/permute, reshape, broadcast, stack/split, flip, dilate.
+
+None of them does arithmetic; each one's gradient is the inverse rearrangement
+(broadcast's sums the repeated entries back).
+"""
 from __future__ import annotations
 
-from ..autograd import TensorOp, TensorTuple, TensorTupleOp
-from ..backend_selection import array_api
-from .ops_mathematic import _axis, _require_tensor, normalize_axes
-from .ops_tuple import make_tuple
+from typing import Optional, Tuple
+
+from ..autograd import TensorOp, TensorTuple, TensorTupleOp, array_api
+from ._helpers import axis_index, inverse_permutation, normalize_axes, require_tensor, size_of
+from .tuple_ops import make_tuple
+
+__all__ = [
+    "Transpose", "Permute", "Reshape", "BroadcastTo", "Stack", "Split", "Flip", "Dilate", "UnDilate",
+    "transpose", "permute", "reshape", "flatten", "broadcast_to", "stack", "split", "flip", "dilate", "undilate",
+]
+
+
+class Transpose(TensorOp):
+    """Swap two axes: `axes=(i, j)`, or the last two when `axes` is None."""
+
+    def __init__(self, axes: Optional[tuple] = None):
+        self.axes = axes
+
+    def _pair(self, ndim: int) -> Tuple[int, int]:
+        if self.axes is None:
+            return ndim - 2, ndim - 1
+        return tuple(self.axes)
+
+    def check(self, a):
+        require_tensor(a, "transpose")
+        if self.axes is None:
+            if a.ndim < 2:
+                raise ValueError(f"transpose needs at least 2 dimensions, got shape {a.shape}")
+        elif len(self.axes) != 2:
+            raise ValueError(f"transpose swaps exactly two axes, got axes={self.axes}")
+        else:
+            for ax in self.axes:
+                axis_index(ax, a.ndim, "transpose")
+
+    def compute(self, a):
+        return array_api.swapaxes(a, *self._pair(len(a.shape)))
+
+    def gradient(self, out_grad, node):
+        return Transpose(self.axes)(out_grad)
+
+
+def transpose(a, axes=None):
+    return Transpose(axes)(a)
+
+
+class Permute(TensorOp):
+    """General axis permutation: output axis i is input axis axes[i]."""
+
+    def __init__(self, axes: tuple):
+        self.axes = tuple(axes)
+
+    def check(self, a):
+        require_tensor(a, "permute")
+        n = a.ndim
+        if len(self.axes) != n or sorted(axis_index(x, n, "permute") for x in self.axes) != list(range(n)):
+            raise ValueError(f"permute: {self.axes} is not a permutation of the axes of shape {a.shape}")
+
+    def compute(self, a):
+        return array_api.transpose(a, self.axes)
+
+    def gradient(self, out_grad, node):
+        return Permute(inverse_permutation(self.axes))(out_grad)
+
+
+def permute(a, axes):
+    return Permute(axes)(a)
+
+
+class Reshape(TensorOp):
+    """Row-major reshape; one entry of `shape` may be -1."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def check(self, a):
+        require_tensor(a, "reshape")
+        size = size_of(a.shape)
+        known = size_of(d for d in self.shape if d != -1)
+        unknown = self.shape.count(-1)
+        ok = unknown <= 1 and all(d >= -1 for d in self.shape)
+        ok = ok and (known == size if unknown == 0 else known > 0 and size % known == 0)
+        if not ok:
+            raise ValueError(f"cannot reshape a tensor of shape {a.shape} (size {size}) into {self.shape}")
+
+    def compute(self, a):
+        return array_api.reshape(array_api.ascontiguousarray(a), self.shape)
+
+    def gradient(self, out_grad, node):
+        return Reshape(node.inputs[0].shape)(out_grad)
+
+
+def reshape(a, shape):
+    return Reshape(shape)(a)
+
+
+def flatten(a, start_dim: int = 0, end_dim: int = -1):
+    """Merge axes start_dim..end_dim into one (PyTorch's flatten)."""
+    shape = a.shape
+    if not shape:
+        return reshape(a, (1,))
+    start, end = axis_index(start_dim, len(shape), "flatten"), axis_index(end_dim, len(shape), "flatten")
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    return reshape(a, shape[:start] + (size_of(shape[start : end + 1]),) + shape[end + 1 :])
+
+
+class BroadcastTo(TensorOp):
+    """numpy broadcasting, including new leading axes; the gradient sums the copies back."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def check(self, a):
+        require_tensor(a, "broadcast_to")
+        lead = len(self.shape) - a.ndim
+        if lead < 0 or any(s != 1 and s != n for s, n in zip(a.shape, self.shape[lead:])):
+            raise ValueError(f"cannot broadcast a tensor of shape {a.shape} to shape {self.shape}")
+
+    def compute(self, a):
+        return array_api.broadcast_to(a, self.shape)
+
+    def gradient(self, out_grad, node):
+        return _reduction.sum_to_shape(out_grad, node.inputs[0].shape)
+
+
+def broadcast_to(a, shape):
+    return BroadcastTo(shape)(a)
 
 
 class Stack(TensorOp):
@@ -22,7 +149,7 @@ class Stack(TensorOp):
         for k, shape in enumerate(shapes):
             if shape != shapes[0]:
                 raise ValueError(f"stack: tensor {k} has shape {shape}, tensor 0 has shape {shapes[0]}")
-        _axis(self.axis, len(shapes[0]) + 1, "stack")
+        axis_index(self.axis, len(shapes[0]) + 1, "stack")
 
     def compute(self, args):
         return array_api.stack(args, axis=self.axis)
@@ -42,8 +169,8 @@ class Split(TensorTupleOp):
         self.axis = axis
 
     def check(self, a):
-        _require_tensor(a, "split")
-        _axis(self.axis, a.ndim, "split")
+        require_tensor(a, "split")
+        axis_index(self.axis, a.ndim, "split")
 
     def compute(self, a):
         return tuple(array_api.unstack(a, axis=self.axis))
@@ -63,11 +190,11 @@ class Flip(TensorOp):
         self.axes = axes
 
     def check(self, a):
-        _require_tensor(a, "flip")
+        require_tensor(a, "flip")
         normalize_axes(self.axes, a.ndim, "flip")
 
     def compute(self, a):
-        return array_api.flip(a, normalize_axes(self.axes, a.ndim, "flip"))
+        return array_api.flip(a, normalize_axes(self.axes, len(a.shape), "flip"))
 
     def gradient(self, out_grad, node):
         return flip(out_grad, self.axes)
@@ -97,13 +224,13 @@ class Dilate(_DilationOp):
 
     def compute(self, a):
         d = self.dilation
-        for ax in _present_axes(self.axes, a.ndim):
+        for ax in _present_axes(self.axes, len(a.shape)):
             if d == 0:
                 break
-            shape = a.shape
+            shape = tuple(a.shape)
             # a new length-1 axis after `ax`, padded to d+1, then merged into `ax`
             a = array_api.reshape(array_api.ascontiguousarray(a), shape[: ax + 1] + (1,) + shape[ax + 1 :])
-            widths = [(0, 0)] * a.ndim
+            widths = [(0, 0)] * len(a.shape)
             widths[ax + 1] = (0, d)
             a = array_api.pad(a, widths)
             a = array_api.reshape(a, shape[:ax] + (shape[ax] * (d + 1),) + shape[ax + 1 :])
@@ -121,9 +248,11 @@ class UnDilate(_DilationOp):
     """Keep every (dilation+1)-th element along each of `axes`, starting at 0."""
 
     def compute(self, a):
-        present = _present_axes(self.axes, a.ndim)
+        ndim = len(a.shape)
+        present = _present_axes(self.axes, ndim)
         step = self.dilation + 1
-        return a[tuple(slice(None, None, step) if i in present else slice(None) for i in range(a.ndim))]
+        return array_api.getitem(a, tuple(slice(None, None, step) if i in present else slice(None)
+                                          for i in range(ndim)))
 
     def gradient(self, out_grad, node):
         grad = dilate(out_grad, self.axes, self.dilation)
@@ -135,3 +264,8 @@ class UnDilate(_DilationOp):
 
 def undilate(a, axes, dilation):
     return UnDilate(axes, dilation)(a)
+
+
+# BroadcastTo's gradient sums with the reduction ops, which reshape and broadcast with
+# the ops above: the reference goes this way round, once both modules exist.
+from . import reduction as _reduction  # noqa: E402

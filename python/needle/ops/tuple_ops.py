@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
-from ..backend_selection import array_api
-from . import array_helpers
+from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value, array_api
+
+__all__ = ["MakeTensorTuple", "TupleGetItem", "SparseTuple", "FusedAddScalars", "make_tuple", "tuple_get_item",
+           "add_tuples", "tuple_entries", "fused_add_scalars"]
 
 
 class MakeTensorTuple(TensorTupleOp):
@@ -69,15 +70,16 @@ class SparseTuple(TensorTupleOp):
             if i in given:
                 out.append(given[i])
             else:
-                out.append(array_api.broadcast_to(array_helpers.zeros((), like=like), like.shape))
+                zero = array_api.full((), 0, array_api.dtype_of(like), array_api.device_of(like))
+                out.append(array_api.broadcast_to(zero, tuple(like.shape)))
         return tuple(out)
 
     def gradient(self, out_grad, node):
         return tuple(out_grad[i] for i in self.indices)
 
 
-def _entries(t: TensorTuple) -> List[Tuple[int, Value]]:
-    """(index, tensor) for the elements a tuple actually holds."""
+def tuple_entries(t: TensorTuple) -> List[Tuple[int, Value]]:
+    """(index, tensor) for the elements a tuple actually holds (a sparse tuple omits its zeros)."""
     if isinstance(t.op, SparseTuple):
         return list(zip(t.op.indices, t.inputs))
     if isinstance(t.op, MakeTensorTuple):
@@ -103,7 +105,7 @@ def add_tuples(tuples: Sequence[TensorTuple]) -> TensorTuple:
         raise ValueError(f"tuples of lengths {[_length(t) for t in tuples]} cannot be added")
     sums = {}
     for t in tuples:
-        for i, value in _entries(t):
+        for i, value in tuple_entries(t):
             sums[i] = value if i not in sums else sums[i] + value
     if len(sums) == length:
         return MakeTensorTuple()(*[sums[i] for i in range(length)])
@@ -122,7 +124,7 @@ class FusedAddScalars(TensorTupleOp):
         self.c1 = c1
 
     def compute(self, a):
-        return a + self.c0, a + self.c1
+        return array_api.add(a, self.c0), array_api.add(a, self.c1)
 
     def gradient(self, out_grad, node):
         return out_grad[0] + out_grad[1]

@@ -1,0 +1,68 @@
+"""Checks and small helpers shared by the op modules (private to needle.ops)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+from ..autograd import Tensor
+
+
+def require_tensor(x, what: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what} expects Tensor inputs, got {type(x).__name__}")
+
+
+def same_shape(a, b, what: str) -> None:
+    require_tensor(a, what)
+    require_tensor(b, what)
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} differ")
+
+
+def axis_index(axis: int, ndim: int, what: str) -> int:
+    """`axis` as a non-negative int; TypeError/ValueError naming the op and the axis."""
+    if not isinstance(axis, int) and not hasattr(axis, "__index__") or isinstance(axis, bool):
+        raise TypeError(f"{what}: axis must be an int, got {axis!r}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{what}: axis {axis} is out of range for {ndim} dimensions")
+    return axis % ndim
+
+
+def normalize_axes(axes, ndim: int, what: str) -> Optional[Tuple[int, ...]]:
+    """None, an int or a sequence of ints as a sorted tuple of non-negative axes."""
+    if axes is None:
+        return None
+    if not isinstance(axes, (tuple, list)):
+        if isinstance(axes, int) or hasattr(axes, "__index__"):
+            axes = (axes,)
+        else:
+            raise TypeError(f"{what}: axes must be None, an int or a tuple of ints, got {axes!r}")
+    out = tuple(sorted(axis_index(a, ndim, what) for a in axes))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: repeated axis in {tuple(axes)}")
+    return out
+
+
+def reduced_axes(axes, ndim: int, what: str) -> Tuple[int, ...]:
+    """The axes a reduction over `axes` removes (all of them for None)."""
+    axes = normalize_axes(axes, ndim, what)
+    return tuple(range(ndim)) if axes is None else axes
+
+
+def inverse_permutation(perm) -> tuple:
+    """The permutation that undoes `perm` (negative axes allowed)."""
+    n = len(perm)
+    inverse = [0] * n
+    for i, ax in enumerate(perm):
+        inverse[ax % n] = i
+    return tuple(inverse)
+
+
+def constant(data) -> Tensor:
+    """A constant (no-grad) tensor around backend data."""
+    return Tensor.make_const(data)
+
+
+def size_of(shape) -> int:
+    return math.prod(shape)
