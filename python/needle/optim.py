@@ -1,10 +1,15 @@
-"""Optimizers. Updates run on detached data, so no graph survives a step."""
+"""Optimizers. Updates run outside the graph (no_grad) and write into each parameter's own
+buffer with `Tensor.copy_`, so no graph survives a step and the buffers never move (which
+the compiled step relies on). Optimizer state (SGD's u, Adam's m and v) is updated in place
+the same way.
+"""
 from __future__ import annotations
 
 import math
 from typing import Dict, List
 
-from .autograd import Tensor
+from . import init
+from .autograd import Tensor, array_api, no_grad
 
 
 class Optimizer:
@@ -21,7 +26,7 @@ class Optimizer:
         index = {p: i for i, p in enumerate(self.params)}
         for name in self._per_param_state:
             for p, value in getattr(self, name).items():
-                state[f"{name}.{index[p]}"] = value.detach()
+                state[f"{name}.{index[p]}"] = Tensor.make_const(array_api.array(value.realize_cached_data(), dtype=None))
         return state
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
@@ -34,11 +39,11 @@ class Optimizer:
             if name not in per_param or not i.isdigit() or int(i) >= len(self.params):
                 raise ValueError(f"{type(self).__name__}.load_state_dict: unexpected key {key!r}")
             p = self.params[int(i)]
-            array = value.numpy() if isinstance(value, Tensor) else value
-            if tuple(array.shape) != tuple(p.shape):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape {tuple(array.shape)}, "
+            shape = tuple(getattr(value, "shape", ()))
+            if shape != tuple(p.shape):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape {shape}, "
                                  f"parameter {i} has shape {tuple(p.shape)}")
-            per_param[name][p] = Tensor(array, device=p.device, dtype=p.dtype, requires_grad=False)
+            per_param[name][p] = Tensor(value, device=p.device, dtype=p.dtype, requires_grad=False)
         missing = [name for name in self._scalar_state if name not in state]
         if missing:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing {missing}")
@@ -58,31 +63,30 @@ class Optimizer:
 
     def clip_grad_norm(self, max_norm: float = 0.25) -> float:
         """Scale all gradients so their joint L2 norm is at most max_norm; returns the norm before."""
-        grads = [p.grad.data for p in self.params if p.grad is not None]
-        total = math.sqrt(sum(float((g * g).sum().numpy()) for g in grads))
-        scale = max_norm / (total + 1e-6)
-        if scale < 1:
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad = p.grad.data * scale
+        with no_grad():
+            grads = [p.grad.data for p in self.params if p.grad is not None]
+            total = math.sqrt(sum(float((g * g).sum().item()) for g in grads))
+            scale = max_norm / (total + 1e-6)
+            if scale < 1:
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad = p.grad.data * scale
         return total
 
     @staticmethod
-    def _update(p: Tensor, value) -> None:
-        """Replace p's data by the array `value`, keeping p's dtype (numpy mode may promote)."""
-        data = p.realize_cached_data()
-        if value.dtype != data.dtype:
-            value = value.astype(data.dtype)
-        p.cached_data = value
+    def _grad(p: Tensor, weight_decay: float) -> Tensor:
+        """grad + weight_decay * theta (L2-style decay, the course's), detached."""
+        grad = p.grad.data
+        return grad + p.data * weight_decay if weight_decay else grad
 
     @staticmethod
-    def _arrays(p: Tensor, weight_decay: float):
-        """(theta, grad + weight_decay * theta) as backend arrays: the update never builds a graph."""
-        theta = p.realize_cached_data()
-        grad = p.grad.realize_cached_data()
-        if weight_decay:
-            grad = grad + theta * weight_decay
-        return theta, grad
+    def _state(store: Dict[Tensor, Tensor], p: Tensor) -> Tensor:
+        """p's entry in a state dict, created as zeros (which the first update reproduces exactly:
+        beta * 0 + x is x)."""
+        state = store.get(p)
+        if state is None:
+            state = store[p] = init.zeros(*p.shape, device=p.device, dtype=p.dtype)
+        return state
 
 
 class SGD(Optimizer):
@@ -98,21 +102,22 @@ class SGD(Optimizer):
         self.u: Dict[Tensor, Tensor] = {}
 
     def step(self) -> None:
-        for p in self.params:
-            if p.grad is None:
-                continue
-            theta, u = self._arrays(p, self.weight_decay)
-            if self.momentum:
-                u = u * (1 - self.momentum)
-                previous = self.u.get(p)
-                if previous is not None:
-                    u = previous.realize_cached_data() * self.momentum + u
-            self.u[p] = Tensor.make_const(u)
-            self._update(p, theta - u * self.lr)
+        with no_grad():
+            for p in self.params:
+                if p.grad is None:
+                    continue
+                d = self._grad(p, self.weight_decay)
+                u = self._state(self.u, p)
+                if self.momentum:
+                    u.copy_(u * self.momentum + d * (1 - self.momentum))
+                else:
+                    u.copy_(d)
+                p.copy_(p.data - u * self.lr)
 
 
 class Adam(Optimizer):
-    """Adam with bias correction and L2-style weight decay (added to the gradient)."""
+    """Adam with bias correction and L2-style weight decay (added to the gradient), the course's:
+    m = b1 m + (1 - b1) d, v = b2 v + (1 - b2) d^2, theta -= lr m_hat / (sqrt(v_hat) + eps)."""
 
     _per_param_state = ("m", "v")
     _scalar_state = ("t",)
@@ -131,16 +136,14 @@ class Adam(Optimizer):
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        for p in self.params:
-            if p.grad is None:
-                continue
-            theta, grad = self._arrays(p, self.weight_decay)
-            m = grad * (1 - b1)
-            v = grad * grad * (1 - b2)
-            if p in self.m:
-                m = self.m[p].realize_cached_data() * b1 + m
-                v = self.v[p].realize_cached_data() * b2 + v
-            self.m[p], self.v[p] = Tensor.make_const(m), Tensor.make_const(v)
-            m_hat = m / (1 - b1 ** self.t)
-            v_hat = v / (1 - b2 ** self.t)
-            self._update(p, theta - m_hat * self.lr / (v_hat ** 0.5 + self.eps))
+        with no_grad():
+            for p in self.params:
+                if p.grad is None:
+                    continue
+                d = self._grad(p, self.weight_decay)
+                m, v = self._state(self.m, p), self._state(self.v, p)
+                m.copy_(m * b1 + d * (1 - b1))
+                v.copy_(v * b2 + d * d * (1 - b2))
+                m_hat = m / (1 - b1 ** self.t)
+                v_hat = v / (1 - b2 ** self.t)
+                p.copy_(p.data - m_hat * self.lr / (v_hat ** 0.5 + self.eps))

@@ -75,7 +75,8 @@ class DataLoader:
         batch_size: number of samples per batch (the last batch may be smaller).
         shuffle: draw a new random order at the start of every epoch.
         device, dtype: forwarded to every batch ``Tensor`` (defaults: the
-            default device, float32 in nd mode / the data's dtype in np mode).
+            default device; integer arrays such as labels become int64 tensors,
+            others float32 in nd mode / keep the data's dtype in np mode).
 
     Each batch is ``tuple(Tensor(part) for part in dataset[idx])``.
     """
@@ -113,7 +114,14 @@ class DataLoader:
             raise StopIteration
         idx = self.ordering[self._batch_index]
         self._batch_index += 1
-        return tuple(Tensor(part, device=self.device, dtype=self.dtype) for part in self.dataset[idx])
+        return tuple(self._tensor(part) for part in self.dataset[idx])
+
+    def _tensor(self, part) -> Tensor:
+        """A batch component as a Tensor: integer arrays (labels) as int64, the rest with the
+        loader's dtype (float32 by default in nd mode, the data's own in numpy mode)."""
+        if self.dtype is None and getattr(getattr(part, "dtype", None), "kind", "f") in "iu":
+            return Tensor(part, device=self.device, dtype="int64")
+        return Tensor(part, device=self.device, dtype=self.dtype)
 
     def __len__(self) -> int:
         """Number of batches per epoch."""

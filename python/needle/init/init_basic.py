@@ -1,11 +1,13 @@
 """Basic tensor factories. `device=None` means the selected backend's cpu()."""
 from .. import autograd
-from ..backend_selection import cpu
+from ..backend_selection import array_api, cpu
 
-__all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like", "ones_like"]
+__all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like", "ones_like", "arange"]
 
 
 def _tensor(array, device, dtype, requires_grad):
+    if not requires_grad:  # a factory's own array needs no second copy
+        return autograd.Tensor.make_const(array_api.astype(array, dtype))
     return autograd.Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -39,16 +41,21 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
 
 
 def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
-    """Bernoulli(p) mask: one np.random.rand(*shape), True (1.0 in nd mode) where u <= p."""
+    """Bernoulli(p) mask: one np.random.rand(*shape), True where u <= p (bool unless dtype says)."""
     device = cpu() if device is None else device
-    array = device.rand(*shape) <= p
+    array = array_api.less_equal(device.rand(*shape), p)
     return _tensor(array, device, dtype, requires_grad)
 
 
 def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
-    """Rows of the n x n identity picked by the class ids in tensor i: shape i.shape + (n,)."""
+    """Rows of the n x n identity picked by the class ids in tensor i: shape i.shape + (n,).
+
+    Built on the device from i's data (int64, or floats holding whole numbers): no
+    host round trip and no n x n identity. ValueError names an id outside [0, n).
+    """
     device = cpu() if device is None else device
-    return _tensor(device.one_hot(n, i.numpy().astype("int32"), dtype=dtype), device, dtype, requires_grad)
+    ids = i.realize_cached_data() if isinstance(i, autograd.Tensor) else i
+    return _tensor(array_api.one_hot(n, ids, dtype=dtype, device=device), device, dtype, requires_grad)
 
 
 def zeros_like(array, *, device=None, requires_grad=False):
@@ -59,3 +66,9 @@ def zeros_like(array, *, device=None, requires_grad=False):
 def ones_like(array, *, device=None, requires_grad=False):
     device = array.device if device is None else device
     return ones(*array.shape, dtype=array.dtype, device=device, requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, *, device=None, dtype="int64", requires_grad=False):
+    """start, start + step, ... up to stop (exclusive), like numpy/PyTorch; int64 by default."""
+    device = cpu() if device is None else device
+    return _tensor(array_api.arange(start, stop, step, dtype=dtype, device=device), device, dtype, requires_grad)

@@ -9,7 +9,8 @@ import numbers
 
 import numpy as np
 
-from ..autograd import Tensor, _dtype_name
+from ..autograd import Tensor
+from ..dtypes import dtype_name as _dtype_name
 from ..backend_selection import NDArray
 
 
@@ -66,7 +67,7 @@ def as_index_array(ids, *, size: int, what: str) -> np.ndarray:
         ids = to_numpy(ids, what)
     else:
         ids = np.asarray(ids)
-    if ids.dtype.kind == "f":  # needle's nd backend stores integer tensors as floats
+    if ids.dtype.kind == "f":  # the course passes ids as float tensors
         if not np.all(np.isfinite(ids)) or not np.all(ids == np.round(ids)):
             bad = ids[~np.isfinite(ids) | (ids != np.round(ids))].ravel()[:5]
             raise ValueError(f"{what} must be integers, got non-integer values {bad.tolist()}")

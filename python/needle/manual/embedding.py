@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import init
 from ..autograd import Tensor, no_grad
-from ..ops import array_helpers
+from ..ops import IndexPlan, ScatterItem
 from ._convert import as_index_array, as_tensor
 from .base import ManualLayer
 
@@ -41,8 +41,6 @@ class ManualEmbedding(ManualLayer):
         ids = self._saved()
         g = as_tensor(grad_out, dtype=self.dtype, device=self.device, what="ManualEmbedding grad_out")
         self._check_grad_shape(g, ids.shape + (self.dim,))
-        rows = g.reshape((ids.size, self.dim)).realize_cached_data()
-        table = array_helpers.zeros((self.num, self.dim), like=rows)
-        array_helpers.index_add_rows(table, ids.reshape(-1), rows)  # repeated ids add up
-        self.weight_grad = Tensor.make_const(table)
+        # the adjoint of the gather: zeros with each g row added at its id (repeated ids add up)
+        self.weight_grad = ScatterItem(IndexPlan(self.weight.shape, ids, self.device))(g)
         return None

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Tuple
 
-import numpy as np
-
 from needle import init, ops
-from needle.autograd import Tensor
+from needle.autograd import Tensor, array_api
 
 
 class Parameter(Tensor):
@@ -25,6 +23,11 @@ def _named_tensors(value: Any, prefix: str) -> Iterator[Tuple[str, Tensor]]:
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             yield from _named_tensors(item, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _snapshot(t: Tensor) -> Tensor:
+    """A constant copy of t's data (same device and dtype)."""
+    return Tensor.make_const(array_api.array(t.realize_cached_data(), dtype=None))
 
 
 def _named_params(value: object) -> List[Tuple[str, Tensor]]:
@@ -82,8 +85,12 @@ class Module:
         return self
 
     def state_dict(self) -> Dict[str, Tensor]:
-        """Parameters and other tensors (e.g. BatchNorm running statistics), by dotted name."""
-        return {name: t.detach() for name, t in _named_tensors(self.__dict__, "")}
+        """Parameters and other tensors (e.g. BatchNorm running statistics), by dotted name.
+
+        A snapshot: each entry is a copy, so training on (which updates the parameters in
+        place) does not change a state dict taken earlier (PyTorch's entries alias instead).
+        """
+        return {name: _snapshot(t) for name, t in _named_tensors(self.__dict__, "")}
 
     def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
         """Copy tensors in by name. Every key and shape is checked before anything changes."""
@@ -102,13 +109,12 @@ class Module:
             if name not in own:
                 continue
             target = own[name]
-            array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-            if tuple(array.shape) != tuple(target.shape):
+            shape = tuple(getattr(value, "shape", ()))
+            if shape != tuple(target.shape):
                 raise ValueError(
-                    f"load_state_dict: {name!r} has shape {tuple(array.shape)} in the state, "
-                    f"{tuple(target.shape)} in the module"
+                    f"load_state_dict: {name!r} has shape {shape} in the state, {tuple(target.shape)} in the module"
                 )
-            updates.append((target, Tensor(array, device=target.device, dtype=target.dtype, requires_grad=False)))
+            updates.append((target, Tensor(value, device=target.device, dtype=target.dtype, requires_grad=False)))
         for target, new in updates:
             target.data = new
 
@@ -175,7 +181,14 @@ class Sequential(Module):
 
 
 class SoftmaxLoss(Module):
-    """Mean over the batch of logsumexp(logits) - logits[label]; logits (B, k), y (B,) labels."""
+    """Mean over the batch of logsumexp(logits) - logits[label]; logits (B, k), y (B,) class ids.
+
+    y holds int64 labels (floats holding whole numbers work too, as in the course). Each
+    row is computed as log(sum(exp(z - m))) - (z[y] - m) with m the row maximum, so the
+    loss and its gradient softmax - one_hot(y) stay exact when the logits are huge
+    (logits [1e8, 1e8] give ln 2, where lse - z[y] would cancel to 0 in float32). The
+    one-hot rows are made on the device from the labels.
+    """
 
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
         if len(logits.shape) != 2:
@@ -184,8 +197,11 @@ class SoftmaxLoss(Module):
             raise ValueError(f"SoftmaxLoss: labels of shape {tuple(y.shape)} for logits of shape {logits.shape}")
         batch, classes = logits.shape
         y_one_hot = init.one_hot(classes, y, device=logits.device, dtype=logits.dtype)
-        picked = ops.summation(logits * y_one_hot, axes=(1,))
-        return ops.summation(ops.logsumexp(logits, axes=(1,)) - picked) / batch
+        row_max = ops.max(logits.detach(), axes=(1,), keepdims=True)
+        shifted = logits - ops.where(row_max.eq(float("inf")) + row_max.eq(float("-inf")), 0.0, row_max
+                                     ).broadcast_to(logits.shape)
+        picked = ops.summation(shifted * y_one_hot, axes=(1,))
+        return ops.summation(ops.logsumexp(shifted, axes=(1,)) - picked) / batch
 
 
 def _row(t: Tensor, shape) -> Tensor:
@@ -210,22 +226,18 @@ class BatchNorm1d(Module):
         if len(x.shape) != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__}({self.dim}) expects input of shape (N, {self.dim}), got {x.shape}")
         if self.training:
-            norm = ops.BatchNorm(self.eps)
-            out = norm(x, self.weight, self.bias)
-            self.running_mean.data = self._moving_average(self.running_mean, Tensor.make_const(norm.mean))
-            self.running_var.data = self._moving_average(self.running_var, Tensor.make_const(norm.var))
+            out, mean, var = ops.batch_norm(x, self.weight, self.bias, self.eps)
+            self._moving_average(self.running_mean, mean)
+            self._moving_average(self.running_var, var)
             return out
         centered = x - _row(self.running_mean, x.shape)
         normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)
         return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
 
-    def _moving_average(self, running: Tensor, batch: Tensor) -> Tensor:
-        """(1 - m) running + m batch, outside the graph, in the running statistic's own dtype
-        (a float64 batch through a float32 layer is promoted like in the other layers)."""
-        new = running.data * (1 - self.momentum) + batch.data * self.momentum
-        if new.dtype != running.dtype:
-            new = Tensor(new, device=running.device, dtype=running.dtype, requires_grad=False)
-        return new
+    def _moving_average(self, running: Tensor, batch: Tensor) -> None:
+        """running <- (1 - m) running + m batch, in place and outside the graph, in the running
+        statistic's own dtype (a float64 batch through a float32 layer is cast back)."""
+        running.copy_(running.data * (1 - self.momentum) + batch.data * self.momentum)
 
 
 class BatchNorm2d(BatchNorm1d):

@@ -56,9 +56,10 @@ class RNNCell(Module):
         shape = z.shape
         if self.bias_ih is not None:
             z = z + _bias(self.bias_ih, shape)
-        if h is not None:  # a missing state is zeros, whose product adds nothing
-            _check_state(self, "h", h, shape)
-            z = z + h @ self.W_hh
+        if h is None:  # a missing state is zeros; W_hh still takes part (and gets a zero gradient)
+            h = init.zeros(*shape, device=X.device, dtype=X.dtype)
+        _check_state(self, "h", h, shape)
+        z = z + h @ self.W_hh
         if self.bias_hh is not None:
             z = z + _bias(self.bias_hh, shape)
         return ops.tanh(z) if self.nonlinearity == "tanh" else ops.relu(z)
@@ -109,22 +110,23 @@ class LSTMCell(Module):
 
     def forward(self, X: Tensor, h=None) -> Tuple[Tensor, Tensor]:
         _check_input(self, X, 2, self.input_size, "(batch, input_size)")
-        h0, c0 = (None, None) if h is None else h
         z = X @ self.W_ih
         shape = z.shape
+        state_shape = (shape[0], self.hidden_size)
+        if h is None:  # missing states are zeros; W_hh still takes part (and gets a zero gradient)
+            h = (init.zeros(*state_shape, device=X.device, dtype=X.dtype),
+                 init.zeros(*state_shape, device=X.device, dtype=X.dtype))
+        h0, c0 = h
+        _check_state(self, "h0", h0, state_shape)
+        _check_state(self, "c0", c0, state_shape)
         if self.bias_ih is not None:
             z = z + _bias(self.bias_ih, shape)
-        if h0 is not None:
-            _check_state(self, "h0", h0, (shape[0], self.hidden_size))
-            z = z + h0 @ self.W_hh
+        z = z + h0 @ self.W_hh
         if self.bias_hh is not None:
             z = z + _bias(self.bias_hh, shape)
         i, f, g, o = ops.split(z.reshape((shape[0], 4, self.hidden_size)), 1)
         i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-        c = i * g
-        if c0 is not None:
-            _check_state(self, "c0", c0, (shape[0], self.hidden_size))
-            c = f * c0 + c
+        c = f * c0 + i * g
         return o * ops.tanh(c), c
 
 
@@ -172,13 +174,18 @@ class Embedding(Module):
         self.weight = Parameter(init.randn(num_embeddings, embedding_dim, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        # ids must be in [0, num_embeddings), as for one_hot; plain indexing would wrap -1 to the last row
-        ids = x.numpy()
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
-            bad = ids[(ids < 0) | (ids >= self.num_embeddings)].ravel()[0]
-            raise ValueError(
-                f"Embedding({self.num_embeddings}, {self.embedding_dim}): id {bad:g} is out of range "
-                f"[0, {self.num_embeddings})"
-            )
-        # a row gather: the same numbers as one_hot(x) @ weight, and its gradient scatter-adds
+        """x: ids (int64, or floats holding whole numbers), any shape -> x.shape + (embedding_dim,).
+
+        A row gather on the device (the same numbers as one_hot(x) @ weight, the course's
+        formulation); its gradient scatter-adds. ValueError names an id outside [0, num_embeddings).
+        """
+        if x.shape and 0 not in x.shape:
+            ids = x.detach()
+            low, high = -ops.max(-ids).item(), ops.max(ids).item()  # two numbers read back, not the ids
+            if low < 0 or high >= self.num_embeddings:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"Embedding({self.num_embeddings}, {self.embedding_dim}): id {bad:g} is out of range "
+                    f"[0, {self.num_embeddings})"
+                )
         return self.weight[x]

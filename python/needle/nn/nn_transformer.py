@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from needle import init, ops
 from needle.autograd import Tensor
+from needle.dtypes import largest
 
 from .nn_basic import Dropout, LayerNorm1d, Linear, Module, ReLU, Sequential
 from .nn_sequence import Embedding
@@ -28,20 +27,19 @@ class MultiHeadAttention(Module):
 
     def create_causal_mask(self, i: int, j: int, device) -> Tensor:
         """(1, 1, i, j): -max_float32 where key c is after query r (c > r + j - i), else 0."""
-        mask = -np.finfo(np.float32).max * np.triu(np.ones((1, 1, i, j), dtype=np.float32), j - i + 1)
-        return Tensor(mask, device=device, dtype=self.dtype, requires_grad=False)
+        rows = init.arange(i, device=device).reshape((i, 1)).broadcast_to((i, j))
+        cols = init.arange(j, device=device).reshape((1, j)).broadcast_to((i, j))
+        future = cols > rows + (j - i)
+        mask = ops.where(future, -largest("float32"), 0.0)
+        return ops.cast(mask, self.dtype).reshape((1, 1, i, j))
 
     def matmul(self, a: Tensor, b_transpose: Tensor) -> Tensor:
         """a @ b_transpose^T over all leading axes."""
         return a @ ops.transpose(b_transpose)
 
     def softmax(self, logit: Tensor) -> Tensor:
-        """Softmax over the last axis; the row max is subtracted as a constant (no gradient)."""
-        row_max = logit.realize_cached_data().max(axis=len(logit.shape) - 1, keepdims=True)
-        shifted = logit - Tensor.make_const(row_max).broadcast_to(logit.shape)
-        probs = ops.exp(shifted)
-        denom = ops.summation(probs, axes=(len(logit.shape) - 1,), keepdims=True)
-        return probs / denom.broadcast_to(logit.shape)
+        """Softmax over the last axis (the row max subtracted first)."""
+        return ops.softmax(logit, axis=-1)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor):
         if len(q.shape) != 4 or len(k.shape) != 4 or len(v.shape) != 4:
@@ -156,8 +154,8 @@ class Transformer(Module):
         batch, length, _ = x.shape
         if length > self.sequence_len:
             raise ValueError(f"Transformer: sequence of length {length} exceeds sequence_len={self.sequence_len}")
-        positions = np.broadcast_to(np.arange(length, dtype=np.float32)[:, None], (length, batch))
-        pos = self.positional_embedding(Tensor(positions, device=x.device, dtype=x.dtype, requires_grad=False))
+        positions = init.arange(length, device=x.device).reshape((length, 1)).broadcast_to((length, batch))
+        pos = self.positional_embedding(positions)
         x = self.layers(x + ops.transpose(pos, (0, 1)))
         if not self.batch_first:
             x = ops.transpose(x, (0, 1))
