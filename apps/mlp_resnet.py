@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import needle as ndl  # noqa: E402
 import needle.nn as nn  # noqa: E402
 from needle.models.mlp_resnet import MLPResNet, ResidualBlock  # noqa: E402,F401
-from needle.training import classification_epoch  # noqa: E402
+from needle.train import classification_epoch  # noqa: E402
 
 np.random.seed(0)
 

@@ -11,7 +11,7 @@ import needle as ndl  # noqa: E402
 import needle.nn as nn  # noqa: E402
 from apps.models import *  # noqa: E402,F401,F403
 from needle.data.datasets.mnist_dataset import parse_mnist  # noqa: E402,F401
-from needle.training import classification_epoch, language_model_epoch  # noqa: E402
+from needle.train import classification_epoch, language_model_epoch  # noqa: E402
 
 device = ndl.cpu()
 

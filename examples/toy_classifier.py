@@ -25,7 +25,7 @@ from needle import nn
 from needle.data import DataLoader, NDArrayDataset
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.models import MLP
-from needle.training import classification_epoch
+from needle.train import classification_epoch
 from needle.viz import graph, model_predictor, plot_decision_boundary, render_graph
 
 

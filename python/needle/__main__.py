@@ -1,6 +1,6 @@
-"""`python -m needle ...`: the command line (see needle.cli)."""
+"""`python -m needle ...`: the command line (see needle.train.cli)."""
 import sys
 
-from .cli import main
+from .train.cli import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from .serialization import atomic_write_bytes, read_safetensors, tensor_digest, verify_digest
+from ..serialization import atomic_write_bytes, read_safetensors, tensor_digest, verify_digest
 
 _MODEL, _OPTIM, _RNG = "model/", "optim/", "rng/keys"
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .recipes import RECIPES
-from .trainer import NonFiniteLoss, TrainingInterrupted, check_resume, checkpoint_path
+from .loop import NonFiniteLoss, TrainingInterrupted, check_resume, checkpoint_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -90,9 +90,9 @@ _SEED = _int_at_least(0)
 
 
 def _device_names() -> List[str]:
-    from .backend_selection import all_devices
+    from ..backend_selection import registered_devices
 
-    return [d.name for d in all_devices()]
+    return registered_devices()
 
 
 def _per_recipe(key: str, skip=(0,)) -> str:
@@ -247,10 +247,10 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
 
     Raises UsageError (or ValueError / FileNotFoundError from reading a checkpoint to resume).
     """
-    from .backend_selection import all_devices
+    from ..backend_selection import get_device
 
     resolve_defaults(args)
-    device = next(d for d in all_devices() if d.name == args.device)
+    device = get_device(args.device)
     if not device.enabled():
         raise UsageError(f"--device {args.device}: this device is not available on this machine")
     _check_data(args)
@@ -269,7 +269,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _print_summary(summary: Dict[str, Any], path: Optional[str]) -> None:
     if path:
-        from .serialization import atomic_write_bytes
+        from ..serialization import atomic_write_bytes
 
         atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
@@ -279,11 +279,11 @@ def train(args: argparse.Namespace) -> int:
     """Run `needle train` with parsed arguments; returns the exit status."""
     import needle as ndl
 
-    from .trainer import fit
+    from .loop import fit
 
     config = validate(args)
     recipe = RECIPES[args.recipe]
-    args.device = getattr(ndl, args.device)()
+    args.device = ndl.get_device(args.device)
     np.random.seed(args.seed)
     task = recipe.build(args)
     params = task.model.parameters()
@@ -313,7 +313,7 @@ def train(args: argparse.Namespace) -> int:
     # the summary goes out before the plot is drawn: a failing plot cannot take it along
     _print_summary(summary, args.summary)
     if args.plot:
-        from .viz import plot_history
+        from ..viz import plot_history
 
         try:
             plot_history(summary["history"], args.plot, title=task.description)

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .autograd import Tensor, no_grad, set_grad_enabled
+from .. import ops
+from ..autograd import Tensor, no_grad, set_grad_enabled
 
 
 @dataclass
@@ -23,8 +24,9 @@ class EpochStats:
     def add(self, logits: Tensor, y: Tensor, loss: Tensor) -> None:
         n = y.shape[0]
         self.batches += 1
-        self.correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
-        self.loss_sum += float(loss.numpy()) * n
+        # on the device: two numbers come back, not the (batch, classes) logits
+        self.correct += int(ops.summation(ops.equal(ops.argmax(logits, axis=1), y)).item())
+        self.loss_sum += float(loss.item()) * n
         self.count += n
 
     @property
@@ -70,12 +72,13 @@ def _detach_state(h):
 
 
 def language_model_epoch(data: np.ndarray, model, seq_len: int, loss_fn, opt=None, clip=None, device=None,
-                         dtype="float32", on_batch: Optional[Callable[[EpochStats], None]] = None) -> EpochStats:
+                         dtype="int64", on_batch: Optional[Callable[[EpochStats], None]] = None) -> EpochStats:
     """One pass over batchified token ids `data` (nbatch, bs) in windows of `seq_len`.
 
-    The hidden state is carried from window to window, detached (truncated BPTT).
+    The hidden state is carried from window to window, detached (truncated BPTT). Ids
+    and targets are int64 tensors (the course's apps pass dtype="float32").
     """
-    from .data import get_batch
+    from ..data import get_batch
 
     stats = EpochStats()
     model.train() if opt is not None else model.eval()

@@ -1,7 +1,7 @@
 """Training recipes for `needle train`: each builds a model and its data as a Task.
 
 A Task knows how to run one training epoch and one evaluation; the trainer
-(`needle.trainer.fit`) does the rest (progress, checkpoints, history).
+(`needle.train.loop.fit`) does the rest (progress, checkpoints, history).
 """
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from . import nn
-from .autograd import Tensor, no_grad
-from .data import DataLoader, NDArrayDataset
-from .data.toy_datasets import TOY_DATASETS
-from .models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
-from .training import EpochStats, classification_epoch, language_model_epoch
+from .. import nn
+from ..autograd import Tensor, no_grad
+from ..data import DataLoader, NDArrayDataset
+from ..data.toy_datasets import TOY_DATASETS
+from ..models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
+from .epoch import EpochStats, classification_epoch, language_model_epoch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # shipped inside the package, so the default does not depend on the current directory
-TINY_SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "text", "tinyshakespeare.txt")
+TINY_SHAKESPEARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "text",
+                                "tinyshakespeare.txt")
 
 
 @dataclass
@@ -113,7 +114,7 @@ def toy(args) -> ClassificationTask:
 
 
 def _idx_split(data_dir: str, split: str):
-    from .data import MNISTDataset
+    from ..data import MNISTDataset
 
     prefix = "train" if split == "train" else "t10k"
     dataset = MNISTDataset(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"),
@@ -151,7 +152,7 @@ def resnet9(args) -> ClassificationTask:
     """ResNet9 on CIFAR-10 (a cifar-10-batches-py folder) or on MNIST-format images padded to 32x32."""
     data_dir = args.data
     if os.path.exists(os.path.join(data_dir, "data_batch_1")):
-        from .data import CIFAR10Dataset
+        from ..data import CIFAR10Dataset
 
         train_set, test_set = CIFAR10Dataset(data_dir, train=True), CIFAR10Dataset(data_dir, train=False)
         train, test, channels = (train_set.X, train_set.y), (test_set.X, test_set.y), 3
@@ -168,7 +169,7 @@ def _tokenize(text: str, level: str):
         vocabulary = sorted(set(text))
         index = {c: i for i, c in enumerate(vocabulary)}
         return [index[c] for c in text], vocabulary
-    from .data import Dictionary
+    from ..data import Dictionary
 
     dictionary = Dictionary()
     ids = [dictionary.add_word(w) for line in text.splitlines() for w in line.split() + ["<eos>"]]
@@ -177,7 +178,7 @@ def _tokenize(text: str, level: str):
 
 def lm(args) -> LanguageModelTask:
     """A language model (LSTM, RNN or Transformer) on a text file, by character or by word."""
-    from .data import batchify
+    from ..data import batchify
 
     path = args.text
     with open(path, encoding="utf-8") as f:

@@ -102,7 +102,7 @@ def plot_decision_boundary(
     `predict` maps a float32 (M, 2) array to class scores/probabilities (M, k) or a class-1
     score/probability (M,) (see `predicted_classes`); `model_predictor` makes one from a module.
     `history` is a list of floats (a loss per epoch) or of dicts with "train_loss" and optionally
-    "test_loss" and "epoch" (as from `needle.trainer`).
+    "test_loss" and "epoch" (as from `needle.train.loop.fit`).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y).reshape(-1).astype(np.int64)
