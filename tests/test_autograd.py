@@ -403,12 +403,26 @@ def test_from_numpy_copies_what_it_cannot_share():
     view = arr.T  # not C-contiguous
     t = ndl.from_numpy(view)
     np.testing.assert_allclose(t.numpy(), view, rtol=1e-6)
-    ints = np.arange(6).reshape(2, 3)
+    ints = np.arange(6, dtype=np.int32).reshape(2, 3)  # int32 is stored as int64: a copy
     ti = ndl.from_numpy(ints)
     np.testing.assert_array_equal(ti.numpy(), ints)
-    assert ti.dtype == "float32"
+    assert ti.dtype == "int64" and not ti.requires_grad
+    ints[0, 0] = 99
+    assert ti.numpy()[0, 0] == 0
+    halves = np.ones(3, dtype=np.float16)
+    assert ndl.from_numpy(halves).dtype == "float32"
     with pytest.raises(TypeError):
         ndl.from_numpy([1.0, 2.0])
+
+
+def test_from_numpy_shares_int64_and_bool():
+    for arr in (np.arange(6).reshape(2, 3), np.array([True, False])):
+        t = ndl.from_numpy(arr)
+        assert t.dtype == arr.dtype.name
+        arr.flat[0] = arr.flat[1]
+        np.testing.assert_array_equal(t.numpy(), arr)  # same memory
+    with pytest.raises(TypeError, match="int64"):
+        ndl.from_numpy(np.arange(3), requires_grad=True)
 
 
 # --- DLPack -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""`needle train` (needle.cli): recipes, summary/plot/checkpoint files, bit-exact resume, errors.
+"""`needle train` (needle.train.cli): recipes, summary/plot/checkpoint files, bit-exact resume, errors.
 
-Most runs are in-process through `needle.cli.main([...])`; one goes through
+Most runs are in-process through `needle.train.cli.main([...])`; one goes through
 `python -m needle` in a subprocess. Reported metrics are checked against
 independent numpy / PyTorch evaluations of the weights stored in the checkpoint.
 """
@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from needle import cli, trainer
+from needle.train import cli, loop as trainer
 from needle.data.toy_datasets import spiral
 
 ROOT = Path(__file__).resolve().parents[1]

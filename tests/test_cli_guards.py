@@ -22,7 +22,8 @@ import pytest
 from safetensors.numpy import load_file
 
 import needle as ndl
-from needle import cli, recipes, serialization
+from needle import serialization
+from needle.train import cli, recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,7 +299,7 @@ def test_non_finite_loss_stops_at_once_with_the_summary_so_far(capsys, tmp_path)
 
 def test_non_finite_loss_after_good_epochs_keeps_them(capsys, tmp_path, monkeypatch):
     """Epochs finished before the loss went bad stay in the summary and in the checkpoint."""
-    from needle import training
+    from needle.train import epoch as training
 
     real_add = training.EpochStats.add
     calls = {"n": 0}

@@ -136,13 +136,28 @@ def test_from_non_contiguous_numpy(device):
 
 
 def test_from_lists_ints_and_bools_become_float32(device):
+    """Without dtype=, anything that is not an NDArray is stored as float32 (the course's rule)."""
     check(nd.NDArray([[1, 2], [3, 4]], device=device), np.array([[1, 2], [3, 4]], dtype=np.float32))
     ints = nd.array(np.arange(6).reshape(2, 3), device=device)
     assert ints.dtype == "float32"
     check(ints, np.arange(6).reshape(2, 3).astype(np.float32))
-    bools = nd.array(np.array([True, False, True]), dtype="bool", device=device)
+    bools = nd.array(np.array([True, False, True]), device=device)
     assert bools.dtype == "float32"
     check(bools, np.array([1.0, 0.0, 1.0]))
+
+
+def test_int64_and_bool_storage_when_asked(device):
+    ints = nd.array(np.arange(6).reshape(2, 3), dtype="int64", device=device)
+    assert ints.dtype == "int64"
+    np.testing.assert_array_equal(ints.numpy(), np.arange(6).reshape(2, 3))
+    assert ints.numpy().dtype == np.int64
+    big = nd.array(np.array([2**53 + 1, -(2**62)]), dtype="int64", device=device)
+    assert big.numpy().tolist() == [2**53 + 1, -(2**62)]  # no trip through float
+    bools = nd.array(np.array([True, False, True]), dtype="bool", device=device)
+    assert bools.dtype == "bool" and bools.numpy().dtype == np.bool_
+    np.testing.assert_array_equal(bools.numpy(), [True, False, True])
+    for spec in [np.int32, np.uint8, "int16"]:  # every integer type is stored as int64
+        assert nd.array(np.ones(2), dtype=spec, device=device).dtype == "int64"
 
 
 def test_zero_dim_array_keeps_shape(device):
@@ -244,7 +259,7 @@ def test_float64_storage_keeps_precision(device):
 def test_float64_from_numpy_dtype_objects(device):
     for spec in [np.float64, np.dtype("float64"), "float64"]:
         assert nd.array(np.ones(2), dtype=spec, device=device).dtype == "float64"
-    for spec in [None, np.float32, "float32", "int64", "bool"]:
+    for spec in [None, np.float32, "float32", np.float16]:
         assert nd.array(np.ones(2), dtype=spec, device=device).dtype == "float32"
 
 
@@ -270,14 +285,17 @@ def test_float32_float64_promote_to_float64(device, op):
         "div": lambda p, q: p / q,
         "maximum": lambda p, q: p.maximum(q) if isinstance(p, nd.NDArray) else np.maximum(p, q),
         "matmul": lambda p, q: p @ q,
-        "eq": lambda p, q: (p == q) if isinstance(p, nd.NDArray) else (p == q).astype(np.float64),
-        "ge": lambda p, q: (p >= q) if isinstance(p, nd.NDArray) else (p >= q).astype(np.float64),
+        "eq": lambda p, q: p == q,
+        "ge": lambda p, q: p >= q,
     }[op]
     for lhs, rhs, nl, nr in [(a32, b64, x.astype(np.float32), y), (b64, a32, y, x.astype(np.float32))]:
         out = fn(lhs, rhs)
         expected = fn(nl, nr)
-        assert out.dtype == "float64"
-        assert expected.dtype == np.float64  # numpy agrees on the promotion
+        if op in ("eq", "ge"):  # compared in float64, the answer is bool
+            assert out.dtype == "bool" and expected.dtype == np.bool_
+        else:
+            assert out.dtype == "float64"
+            assert expected.dtype == np.float64  # numpy agrees on the promotion
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -580,12 +598,12 @@ BINARY = {
     "div": (lambda x, y: x / y, lambda x, y: x / y),
     "maximum": (lambda x, y: x.maximum(y), np.maximum),
     "nd.maximum": (lambda x, y: nd.maximum(x, y), np.maximum),
-    "eq": (lambda x, y: x == y, lambda x, y: (x == y).astype(np.float32)),
-    "ne": (lambda x, y: x != y, lambda x, y: (x != y).astype(np.float32)),
-    "ge": (lambda x, y: x >= y, lambda x, y: (x >= y).astype(np.float32)),
-    "gt": (lambda x, y: x > y, lambda x, y: (x > y).astype(np.float32)),
-    "le": (lambda x, y: x <= y, lambda x, y: (x <= y).astype(np.float32)),
-    "lt": (lambda x, y: x < y, lambda x, y: (x < y).astype(np.float32)),
+    "eq": (lambda x, y: x == y, lambda x, y: x == y),
+    "ne": (lambda x, y: x != y, lambda x, y: x != y),
+    "ge": (lambda x, y: x >= y, lambda x, y: x >= y),
+    "gt": (lambda x, y: x > y, lambda x, y: x > y),
+    "le": (lambda x, y: x <= y, lambda x, y: x <= y),
+    "lt": (lambda x, y: x < y, lambda x, y: x < y),
 }
 
 
@@ -603,8 +621,9 @@ def test_binary_ewise(device, name):
     x, y = _operands()
     a, b = nd.array(x, device=device), nd.array(y, device=device)
     out = nd_fn(a, b)
-    assert out.is_compact() and out.dtype == "float32"
-    check(out, np_fn(x, y))
+    expected = np_fn(x, y)
+    assert out.is_compact() and out.dtype == ("bool" if expected.dtype == np.bool_ else "float32")
+    check(out, expected)
     check(a, x)  # inputs untouched
     check(b, y)
 

@@ -42,8 +42,8 @@ def test_unknown_backend_raises_runtime_error_on_import():
 
 def test_backend_selection_is_read_at_import():
     code = (
-        "import numpy, needle as ndl; from needle import backend_ndarray as nd;"
-        "print(ndl.BACKEND, ndl.array_api is numpy, ndl.NDArray is numpy.ndarray, nd.NDArray is not None)"
+        "import numpy, needle as ndl; from needle import backend_ndarray as nd, backend_numpy;"
+        "print(ndl.BACKEND, ndl.array_api is backend_numpy, ndl.NDArray is numpy.ndarray, nd.NDArray is not None)"
     )
     default = _run(["-c", code])
     assert default.returncode == 0, default.stderr

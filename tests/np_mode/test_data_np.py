@@ -4,7 +4,7 @@ import numpy as np
 import needle as ndl
 
 
-def test_np_mode_batches_are_numpy_and_keep_dtypes():
+def test_np_mode_batches_are_numpy_with_int64_labels():
     assert ndl.BACKEND == "np"
     X = np.random.rand(12, 3).astype(np.float32)
     y = np.arange(12, dtype=np.uint8)
@@ -15,7 +15,7 @@ def test_np_mode_batches_are_numpy_and_keep_dtypes():
     assert [b[0].shape for b in batches] == [(5, 3), (5, 3), (2, 3)]
     for k, (xb, yb) in enumerate(batches):
         assert isinstance(xb.cached_data, np.ndarray) and xb.dtype == np.float32
-        assert yb.dtype == np.uint8
+        assert isinstance(yb.cached_data, np.ndarray) and yb.dtype == np.int64  # labels: int64, as in nd mode
         idx = perm[5 * k:5 * k + 5]
         np.testing.assert_array_equal(xb.cached_data, X[idx])
         np.testing.assert_array_equal(yb.cached_data, y[idx])
@@ -24,6 +24,6 @@ def test_np_mode_batches_are_numpy_and_keep_dtypes():
 def test_np_mode_mnist_loader(data):
     ds = ndl.data.MNISTDataset(str(data.mnist_images), str(data.mnist_labels))
     X, y = next(iter(ndl.data.DataLoader(ds, batch_size=8)))
-    assert X.shape == (8, 784) and X.dtype == np.float32 and y.dtype == np.uint8
+    assert X.shape == (8, 784) and X.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(X.cached_data, ds.X[:8])
     np.testing.assert_array_equal(y.cached_data, ds.y[:8])

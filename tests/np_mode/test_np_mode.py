@@ -61,8 +61,12 @@ def gradient_check(f, *args, tol=1e-6):
 
 def test_backend_is_numpy():
     assert ndl.BACKEND == "np"
-    assert ndl.array_api is np
     assert ndl.NDArray is np.ndarray
+    # array_api is numpy plus the array functions ops call (needle.array_interface)
+    assert ndl.array_api.float32 is np.float32 and ndl.array_api.random is np.random
+    from needle.array_interface import missing_functions
+
+    assert missing_functions(ndl.array_api) == []
 
 
 def test_devices():
@@ -96,11 +100,13 @@ def test_device_factories_match_numpy():
 # --- dtypes and storage ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int32, np.bool_])
-def test_dtype_is_preserved(dtype):
+@pytest.mark.parametrize("dtype, stored", [(np.float64, np.float64), (np.float32, np.float32),
+                                           (np.int64, np.int64), (np.bool_, np.bool_), (np.int32, np.int64),
+                                           (np.uint8, np.int64), (np.float16, np.float32)])
+def test_dtype_is_preserved_as_a_storage_dtype(dtype, stored):
     x = (np.random.randn(3, 2) * 3).astype(dtype)
     t = ndl.Tensor(x)
-    assert t.dtype == dtype
+    assert t.dtype == stored
     assert isinstance(t.cached_data, np.ndarray)
     np.testing.assert_array_equal(t.numpy(), x)
 
@@ -111,8 +117,10 @@ def test_dtype_argument_accepts_numpy_types_and_strings():
         t = ndl.Tensor(x, dtype=spec)
         assert t.dtype == np.float32 and t.dtype == "float32"
         np.testing.assert_array_equal(t.numpy(), x.astype(np.float32))
-    assert ndl.Tensor([1, 2, 3]).dtype == np.array([1, 2, 3]).dtype
-    assert ndl.Tensor([1.0, 2.0]).dtype == np.float64
+    # numbers make float tensors (the course's ndl.Tensor([6]) must be differentiable)
+    assert ndl.Tensor([1, 2, 3]).dtype == np.float32
+    assert ndl.Tensor([1.0, 2.0]).dtype == np.float64  # numpy's own inference for Python floats
+    assert ndl.Tensor([1, 2], dtype="int64").dtype == np.int64
 
 
 def test_tensor_copies_numpy_input_and_shares_tensor_input():
@@ -126,17 +134,20 @@ def test_tensor_copies_numpy_input_and_shares_tensor_input():
     assert v.dtype == np.float32 and v.cached_data is not t.cached_data
 
 
-def test_op_results_follow_numpy_dtype_rules():
+def test_op_results_follow_pytorch_promotion():
     f64, f32 = T(2, 2), ndl.Tensor(np.ones((2, 2), dtype=np.float32))
     i64 = ndl.Tensor(np.arange(4).reshape(2, 2))
     assert (f64 * f64).dtype == np.float64
-    assert (f64 + f32).dtype == np.result_type(np.float64, np.float32)
+    assert (f64 + f32).dtype == np.float64
     assert (f32 @ f32).dtype == np.float32
+    assert (f32 * np.float64(2)).dtype == np.float32  # NumPy 2 alone would give float64
     assert (i64 + i64).dtype == np.int64
     assert (i64 * 2).dtype == np.int64
     assert (i64 + 1).dtype == np.int64
+    assert (i64 * 0.5).dtype == np.float32
+    assert (i64 + f32).dtype == np.float32
     assert i64.sum().dtype == np.int64
-    assert (i64 / 2).dtype == (np.arange(4) / 2).dtype
+    assert (i64 / 2).dtype == np.float32  # torch: integer true division gives the default float
     assert ndl.exp(f32).dtype == np.float32 and ndl.relu(f32).dtype == np.float32
     assert ndl.logsumexp(f64, axes=(1,)).dtype == np.float64
 
@@ -162,12 +173,15 @@ def test_backward_of_an_int_tensor_raises_type_error():
         ndl.Tensor(np.array([True, False])).backward()
 
 
-def test_int_leaf_in_a_float_graph_gets_a_float_gradient():
-    t = ndl.Tensor(np.array([1, 2, 3]))
+def test_int_leaf_in_a_float_graph_gets_no_gradient():
+    t = ndl.Tensor(np.array([1, 2, 3]))  # a numpy int array keeps its (integer) dtype
+    assert t.dtype == np.int64 and not t.requires_grad
     w = ndl.Tensor(np.array([0.5, 1.5, 2.5]))
     (t * w).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), np.array([1.0, 2.0, 3.0]))
-    np.testing.assert_array_equal(t.grad.numpy(), np.array([0.5, 1.5, 2.5]))
+    assert t.grad is None
+    with pytest.raises(TypeError, match="int64"):
+        ndl.Tensor(np.array([1, 2, 3]), requires_grad=True)
 
 
 def test_init_dtypes():
