@@ -295,7 +295,7 @@ class Tensor(Value):
 
     @property
     def shape(self) -> tuple:
-        return tuple(self.realize_cached_data().shape)
+        return self.realize_cached_data().shape
 
     @property
     def dtype(self):

@@ -5,6 +5,8 @@ kernels they run on it. `strided_view` turns (shape, strides, offset), with
 strides counted in elements and possibly negative, into a numpy view over the
 buffer without copying.
 """
+import math
+
 import numpy as np
 
 
@@ -51,7 +53,7 @@ def read(operand) -> np.ndarray:
         return operand.array
     handle, shape, strides, offset = operand
     if strides is None:
-        return handle.array[offset:offset + int(np.prod(shape))].reshape(shape)
+        return handle.array[offset:offset + math.prod(shape)].reshape(shape)
     return strided_view(handle, shape, strides, offset)
 
 
@@ -62,7 +64,7 @@ def read_flat(operand) -> np.ndarray:
 
 def out_view(out: Array, shape) -> np.ndarray:
     """The first prod(shape) elements of `out`, shaped: where a kernel writes its result."""
-    return out.array[: int(np.prod(shape))].reshape(shape)
+    return out.array[: math.prod(shape)].reshape(shape)
 
 
 def reduction_blocks(operand, reduce_size: int):
