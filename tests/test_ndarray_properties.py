@@ -2,7 +2,8 @@
 
 The numpy shadow is kept as a real numpy *view* of its own base wherever
 NDArray makes a view, so strides (in elements), write-through of setitem and
-buffer sharing can be compared step by step, not just final values.
+buffer sharing can be compared step by step, not just final values. Every
+storage dtype (float32, float64, int64, bool) is drawn on every device.
 """
 import math
 
@@ -12,8 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from needle import backend_ndarray as nd
+from needle.dtypes import division_dtype, result_dtype
 
 DEVICES = [nd.cpu(), nd.cpu_numpy()]
+DTYPES = ["float32", "float64", "int64", "bool"]
 SETTINGS = settings(
     max_examples=40,
     deadline=None,
@@ -23,22 +26,39 @@ MAX_SIZE = 400  # elements; keeps broadcast chains small
 
 device_st = st.sampled_from(DEVICES)
 shape_st = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
+dtype_st = st.sampled_from(DTYPES)
 
 
 def elem_strides(a: np.ndarray):
     return tuple(s // a.itemsize for s in a.strides)
 
 
-def random_array(data, shape, dtype=np.float32):
+def random_array(data, shape, dtype="float32"):
+    """Random values of a storage dtype: normals, small integers (ties likely) or booleans."""
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype).name
+    if dtype == "int64":
+        return rng.integers(-5, 6, size=shape).astype(np.int64)
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def random_scalar(data, dtype: str):
+    if dtype == "int64":
+        return int(data.draw(st.integers(-10, 10), label="scalar"))
+    if dtype == "bool":
+        return bool(data.draw(st.booleans(), label="scalar"))
+    return np.dtype(dtype).type(data.draw(st.floats(-10, 10, width=32), label="scalar"))
 
 
 class Pair:
     """An NDArray and its numpy shadow, plus the bases they view."""
 
     def __init__(self, x: np.ndarray, device):
-        self.a = nd.array(x, device=device)
+        self.a = nd.array(x, device=device, dtype=x.dtype.name)
+        assert self.a.dtype == x.dtype.name
         self.x = x.copy()
         self.base_a, self.base_x = self.a, self.x
 
@@ -48,6 +68,7 @@ class Pair:
 
     def check(self):
         assert self.a.shape == self.x.shape
+        assert self.a.dtype == self.x.dtype.name
         np.testing.assert_array_equal(self.a.numpy(), self.x)
         assert self.a._handle.ptr() == self.base_a._handle.ptr()
         # the views describe the same memory layout as numpy's
@@ -157,13 +178,14 @@ def apply_random_op(data, *pairs: Pair) -> str:
             return op  # a broadcast view: read-only in numpy, ill-defined where elements alias
         idx = draw_index(data, a.shape)
         shape = pairs[0].x[as_numpy_index(idx)].shape
+        dtype = a.dtype
         if op == "setitem":
-            vals = random_array(data, shape)
+            vals = random_array(data, shape, dtype)
         else:
-            vals = np.float32(data.draw(st.floats(-10, 10, width=32), label="scalar"))
+            vals = random_scalar(data, dtype)
         for pair in pairs:
             p = pair.a._handle.ptr()
-            pair.a[idx] = nd.array(vals, device=pair.a.device) if op == "setitem" else vals
+            pair.a[idx] = nd.array(vals, device=pair.a.device, dtype=dtype) if op == "setitem" else vals
             pair.x[as_numpy_index(idx)] = vals
             assert pair.a._handle.ptr() == p == pair.base_a._handle.ptr()
     elif op == "compact":
@@ -179,7 +201,7 @@ def apply_random_op(data, *pairs: Pair) -> str:
 def random_pair(data, device=None):
     device = device or data.draw(device_st, label="device")
     shape = data.draw(shape_st, label="shape")
-    return Pair(random_array(data, shape), device)
+    return Pair(random_array(data, shape, data.draw(dtype_st, label="dtype")), device)
 
 
 @SETTINGS
@@ -211,34 +233,40 @@ def test_compact_equals_numpy_copy(data):
         assert c._handle.size == c.size
 
 
-def _view_of_shape(data, shape, device):
+def _view_of_shape(data, shape, device, dtype="float32"):
     """A non-compact NDArray (a permuted, sliced or broadcast view) with the given shape, and its values."""
     kind = data.draw(st.sampled_from(["compact", "permuted", "sliced", "broadcast"]), label="view kind")
+
+    def make(x):
+        return nd.array(x, device=device, dtype=dtype)
+
     if kind == "compact":
-        x = random_array(data, shape)
-        return nd.array(x, device=device), x
+        x = random_array(data, shape, dtype)
+        return make(x), x
     if kind == "permuted":
         axes = list(data.draw(st.permutations(range(len(shape))), label="perm"))
         inverse = list(np.argsort(axes))
-        src = random_array(data, tuple(shape[i] for i in axes))  # src.transpose(inverse) has `shape`
-        return nd.array(src, device=device).permute(inverse), src.transpose(inverse)
+        src = random_array(data, tuple(shape[i] for i in axes), dtype)  # src.transpose(inverse) has `shape`
+        return make(src).permute(inverse), src.transpose(inverse)
     if kind == "sliced":
-        src = random_array(data, tuple(2 * d + 1 for d in shape))
+        src = random_array(data, tuple(2 * d + 1 for d in shape), dtype)
         idx = tuple(slice(1, 2 * d + 1, 2) for d in shape)
-        return nd.array(src, device=device)[idx], src[idx]
-    src = random_array(data, tuple(1 if i % 2 else d for i, d in enumerate(shape)))
-    return nd.array(src, device=device).broadcast_to(shape), np.broadcast_to(src, shape)
+        return make(src)[idx], src[idx]
+    src = random_array(data, tuple(1 if i % 2 else d for i, d in enumerate(shape)), dtype)
+    return make(src).broadcast_to(shape), np.broadcast_to(src, shape)
 
 
-BINARY = {
-    "add": (lambda p, q: p + q, lambda p, q: p + q),
-    "sub": (lambda p, q: p - q, lambda p, q: p - q),
-    "mul": (lambda p, q: p * q, lambda p, q: p * q),
-    "div": (lambda p, q: p / q, lambda p, q: p / q),
-    "maximum": (lambda p, q: p.maximum(q), np.maximum),
-    "eq": (lambda p, q: p == q, lambda p, q: (p == q).astype(np.float32)),
-    "ge": (lambda p, q: p >= q, lambda p, q: (p >= q).astype(np.float32)),
-    "lt": (lambda p, q: p < q, lambda p, q: (p < q).astype(np.float32)),
+BINARY = {  # (needle, numpy, promotion rule)
+    "add": (lambda p, q: p + q, np.add, result_dtype),
+    "sub": (lambda p, q: p - q, np.subtract, result_dtype),
+    "mul": (lambda p, q: p * q, np.multiply, result_dtype),
+    "div": (lambda p, q: p / q, np.true_divide, division_dtype),
+    "maximum": (lambda p, q: p.maximum(q), np.maximum, result_dtype),
+    "minimum": (lambda p, q: p.minimum(q), np.minimum, result_dtype),
+    "eq": (lambda p, q: p == q, np.equal, None),
+    "ne": (lambda p, q: p != q, np.not_equal, None),
+    "ge": (lambda p, q: p >= q, np.greater_equal, None),
+    "lt": (lambda p, q: p < q, np.less, None),
 }
 UNARY = {
     "exp": (lambda p: p.exp(), np.exp),
@@ -252,25 +280,65 @@ UNARY = {
 }
 
 
+def _expected_binary(np_fn, rule, x, y):
+    """numpy's answer with both operands first converted as PyTorch promotes them."""
+    common = result_dtype(x.dtype.name, y.dtype.name)
+    out = np_fn(x.astype(common), y.astype(common))
+    return out if rule is None else out.astype(rule(x.dtype.name, y.dtype.name))
+
+
 @SETTINGS
 @given(st.data())
 def test_elementwise_on_random_views(data):
     device = data.draw(device_st, label="device")
     shape = data.draw(shape_st, label="shape")
-    a, x = _view_of_shape(data, shape, device)
-    b, y = _view_of_shape(data, shape, device)
+    dtypes = [data.draw(dtype_st, label="dtype a"), data.draw(dtype_st, label="dtype b")]
+    if data.draw(st.booleans(), label="broadcast b"):  # b broadcasts against a from a smaller shape
+        b_shape = tuple(1 if data.draw(st.booleans(), label="keep") else d for d in shape)[1:]
+    else:
+        b_shape = shape
+    a, x = _view_of_shape(data, shape, device, dtypes[0])
+    b, y = _view_of_shape(data, b_shape, device, dtypes[1])
     name = data.draw(st.sampled_from(sorted(BINARY)), label="binary")
-    nd_fn, np_fn = BINARY[name]
+    nd_fn, np_fn, rule = BINARY[name]
+    if name == "sub" and dtypes == ["bool", "bool"]:
+        with pytest.raises(TypeError, match="bool"):
+            nd_fn(a, b)
+        return
     if name == "div":
-        y = np.where(np.abs(y) < 0.1, np.float32(0.5), y)
-        b = nd.array(y, device=device)
+        y = np.where(np.abs(y.astype(np.float64)) < 0.1, y.dtype.type(1), y)
+        b = nd.array(y, device=device, dtype=dtypes[1])
     out = nd_fn(a, b)
-    assert out.is_compact()
-    np.testing.assert_allclose(out.numpy(), np_fn(x, y), rtol=1e-6, atol=1e-6)
-    uname = data.draw(st.sampled_from(sorted(UNARY)), label="unary")
-    nd_u, np_u = UNARY[uname]
-    np.testing.assert_allclose(nd_u(a).numpy(), np_u(x), rtol=1e-5, atol=1e-6)
+    expected = _expected_binary(np_fn, rule, x, y)
+    assert out.is_compact() and out.shape == expected.shape
+    assert out.dtype == expected.dtype.name, (name, dtypes, out.dtype)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(a.numpy(), x)  # inputs are never modified
+    if dtypes[0] in ("float32", "float64"):
+        uname = data.draw(st.sampled_from(sorted(UNARY)), label="unary")
+        nd_u, np_u = UNARY[uname]
+        np.testing.assert_allclose(nd_u(a).numpy(), np_u(x), rtol=1e-5, atol=1e-6)
+
+
+@SETTINGS
+@given(st.data())
+def test_elementwise_with_scalars_keeps_the_array_dtype_within_its_kind(data):
+    device = data.draw(device_st, label="device")
+    dtype = data.draw(dtype_st, label="dtype")
+    a, x = _view_of_shape(data, data.draw(shape_st, label="shape"), device, dtype)
+    scalar = data.draw(st.sampled_from([2, 0.5, np.float64(0.5), True]), label="scalar")
+    kind = "b" if isinstance(scalar, bool) else "i" if isinstance(scalar, int) else "f"
+    expected_dtype = result_dtype(dtype, scalar, b_is_scalar=True)
+    assert expected_dtype == (dtype if "bif".index(kind) <= "bif".index(np.dtype(dtype).kind) else
+                              {"i": "int64", "f": "float32"}[kind])
+    if dtype == "bool" and kind == "b":
+        return
+    out = a * scalar
+    assert out.dtype == expected_dtype
+    np.testing.assert_allclose(out.numpy(), x.astype(expected_dtype) * np.dtype(expected_dtype).type(scalar),
+                               rtol=1e-6)
+    assert (a > scalar).dtype == "bool"
+    np.testing.assert_array_equal((a > scalar).numpy(), x > scalar)
 
 
 @SETTINGS
@@ -278,19 +346,23 @@ def test_elementwise_on_random_views(data):
 def test_reductions_on_random_views(data):
     device = data.draw(device_st, label="device")
     shape = data.draw(shape_st, label="shape")
-    a, x = _view_of_shape(data, shape, device)
+    dtype = data.draw(dtype_st, label="dtype")
+    a, x = _view_of_shape(data, shape, device, dtype)
     axes = data.draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1),
                                st.sets(st.integers(0, len(shape) - 1), min_size=1).map(tuple)), label="axes")
     keepdims = data.draw(st.booleans(), label="keepdims")
-    for name in ["sum", "max"]:
+    for name in ["sum", "max", "min"]:
         out = getattr(nd, name)(a, axis=axes, keepdims=keepdims)
         expected = getattr(np, name)(x, axis=axes, keepdims=keepdims)
-        assert out.shape == expected.shape
+        if name == "sum" and dtype in ("bool", "int64"):
+            expected = expected.astype(np.int64)  # bool and int64 sum into int64, as in PyTorch
+        assert out.shape == expected.shape and out.dtype == expected.dtype.name
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
     if not isinstance(axes, tuple):
         out = nd.argmax(a, axis=axes, keepdims=keepdims) if axes is not None else nd.argmax(a)
         expected = np.argmax(x, axis=axes, keepdims=keepdims and axes is not None)
-        np.testing.assert_array_equal(out.numpy(), expected.astype(np.float32))
+        assert out.dtype == "int64"
+        np.testing.assert_array_equal(out.numpy(), expected)
 
 
 @SETTINGS
@@ -310,7 +382,7 @@ def test_matmul_random_shapes(data):
 @given(st.data())
 def test_cpu_and_cpu_numpy_agree(data):
     shape = data.draw(shape_st, label="shape")
-    x = random_array(data, shape)
+    x = random_array(data, shape)  # float32: the arithmetic below is compared bit for bit
     pairs = [Pair(x, dev) for dev in DEVICES]
     for _ in range(data.draw(st.integers(1, 5), label="chain length")):
         apply_random_op(data, *pairs)
@@ -339,7 +411,7 @@ def test_cpu_and_cpu_numpy_agree(data):
 @given(data=st.data())
 def test_setitem_through_random_views_reaches_the_base(device, data):
     shape = data.draw(shape_st, label="shape")
-    pair = Pair(random_array(data, shape), device)
+    pair = Pair(random_array(data, shape, data.draw(dtype_st, label="dtype")), device)
     p = pair.a._handle.ptr()
     for _ in range(data.draw(st.integers(0, 2), label="views")):
         kind = data.draw(st.sampled_from(["permute", "getitem"]), label="view op")
@@ -351,9 +423,9 @@ def test_setitem_through_random_views_reaches_the_base(device, data):
             pair.a, pair.x = pair.a[idx], pair.x[as_numpy_index(idx)]
     idx = draw_index(data, pair.a.shape)
     target = pair.x[as_numpy_index(idx)]
-    vals = random_array(data, target.shape)
-    pair.a[idx] = nd.array(vals, device=device)
-    target[...] = vals
+    vals = random_array(data, target.shape, data.draw(dtype_st, label="value dtype"))
+    pair.a[idx] = nd.array(vals, device=device, dtype=vals.dtype.name)  # cast to the destination's dtype
+    target[...] = vals.astype(target.dtype)
     assert pair.base_a._handle.ptr() == p
     np.testing.assert_array_equal(pair.base_a.numpy(), pair.base_x)
     np.testing.assert_array_equal(pair.a.numpy(), pair.x)

@@ -537,6 +537,9 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
         node.grad = grad.detach()
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
             if partial is not None and inp.requires_grad:
+                if isinstance(partial, Tensor) and partial.dtype != inp.dtype:
+                    # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
+                    partial = _ops.cast(partial, inp.dtype)
                 partial_adjoints.setdefault(inp, []).append(partial)
 
 

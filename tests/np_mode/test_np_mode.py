@@ -422,3 +422,41 @@ def test_second_derivative_matches_finite_differences():
     second = a.grad.numpy()
     expected = numerical_grads(lambda t: first_derivative(ndl.Tensor(t.numpy())), [a])[0]
     np.testing.assert_allclose(second, expected, rtol=1e-6, atol=1e-6)
+
+
+# --- the same semantics as nd mode (tests/test_dtypes.py) ------------------------------------
+
+@pytest.mark.parametrize("name", ["add", "multiply", "divide", "power", "maximum"])
+@pytest.mark.parametrize("shapes", [((1, 3), (3,)), ((2, 1, 4), (3, 1)), ((4,), ())])
+def test_op_functions_broadcast_and_sum_gradients_back(name, shapes):
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(3)
+    a, b = np.asarray(rng.rand(*shapes[0]) + 0.5), np.asarray(rng.rand(*shapes[1]) + 0.5)
+    x, y = ndl.Tensor(a), ndl.Tensor(b)
+    out = getattr(ndl, name)(x, y)
+    tx, ty = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    t_out = {"add": torch.add, "multiply": torch.mul, "divide": torch.div, "power": torch.pow,
+             "maximum": torch.maximum}[name](tx, ty)
+    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-12)
+    out.sum().backward()
+    t_out.sum().backward()
+    assert x.grad.shape == a.shape and y.grad.shape == b.shape
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy(), rtol=1e-10)
+
+
+def test_bool_mask_and_int64_labels():
+    a = np.arange(12, dtype=np.float64).reshape(3, 4) - 2.5
+    x = ndl.Tensor(a)
+    mask = x > 3
+    assert mask.dtype == np.bool_ and not mask.requires_grad
+    picked = x[mask]
+    np.testing.assert_array_equal(picked.numpy(), a[a > 3])
+    picked.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), (a > 3).astype(np.float64))
+    assert x.argmax(axis=1).dtype == np.int64
+    logits = ndl.Tensor(np.array([[1e8, 1e8]], dtype=np.float32))
+    loss = ndl.nn.SoftmaxLoss()(logits, ndl.Tensor(np.array([1]), dtype="int64"))
+    loss.backward()
+    np.testing.assert_allclose(loss.numpy(), np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(logits.grad.numpy(), [[0.5, -0.5]], rtol=1e-6)

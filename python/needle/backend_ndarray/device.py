@@ -39,6 +39,8 @@ class BackendDevice:
         return self.name + "()"
 
     def __getattr__(self, name):
+        if name.startswith("__") and name not in ("__tile_size__", "__device_name__"):
+            raise AttributeError(name)  # Python's own protocol look-ups are not kernels
         if name == "mod" or self.__dict__.get("mod") is None:
             raise AttributeError(f"device {self.__dict__.get('name')} has no kernel {name!r} (not enabled)")
         kernel = getattr(self.mod, name)

@@ -40,8 +40,8 @@ class DeviceKernels(Protocol):
     def to_numpy(self, a: Any, shape: Sequence[int], strides: Sequence[int], offset: int) -> Any:
         """A numpy copy (of a's dtype) of the strided view of buffer `a`."""
 
-    def from_numpy(self, array: Any, out: Any) -> None:
-        """Copy a numpy array (any shape, out.size elements) into `out`, cast to out's dtype."""
+    def from_numpy(self, a: Any, out: Any) -> None:
+        """Copy numpy array `a` (any shape, out.size elements) into `out`, cast to out's dtype."""
 
     def fill(self, out: Any, val: Any) -> None:
         """Set every element of `out` to the scalar `val`."""
