@@ -11,6 +11,8 @@ from typing import Dict, List
 from . import init
 from .autograd import Tensor, array_api, no_grad
 
+__all__ = ["Optimizer", "SGD", "Adam"]
+
 
 class Optimizer:
     # names of the per-parameter state dicts and of the scalar state, for state_dict()

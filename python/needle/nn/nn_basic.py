@@ -6,6 +6,9 @@ from typing import Any, Dict, Iterator, List, Tuple
 from needle import init, ops
 from needle.autograd import Tensor, array_api
 
+__all__ = ["Parameter", "Module", "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sequential", "SoftmaxLoss",
+           "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual"]
+
 
 class Parameter(Tensor):
     """A tensor that `Module.parameters()` collects."""
@@ -116,7 +119,7 @@ class Module:
                 )
             updates.append((target, Tensor(value, device=target.device, dtype=target.dtype, requires_grad=False)))
         for target, new in updates:
-            target.data = new
+            target.copy_(new)  # in place: anything holding the tensor (an optimizer, a compiled step) sees it
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

@@ -8,6 +8,8 @@ from needle.autograd import Tensor
 
 from .nn_basic import Module, Parameter
 
+__all__ = ["Conv"]
+
 
 def _first(value) -> int:
     return value[0] if isinstance(value, (tuple, list)) else value

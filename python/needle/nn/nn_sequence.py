@@ -9,6 +9,8 @@ from needle.autograd import Tensor
 
 from .nn_basic import Module, Parameter
 
+__all__ = ["Sigmoid", "RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding"]
+
 
 class Sigmoid(Module):
     def forward(self, x: Tensor) -> Tensor:

@@ -10,6 +10,8 @@ from needle.dtypes import largest
 from .nn_basic import Dropout, LayerNorm1d, Linear, Module, ReLU, Sequential
 from .nn_sequence import Embedding
 
+__all__ = ["MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer"]
+
 
 class MultiHeadAttention(Module):
     """softmax(q k^T / sqrt(D) + mask) v over inputs of shape (B, heads, T, D).

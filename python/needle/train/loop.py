@@ -59,6 +59,17 @@ def check_resume(checkpoint: str, config: Dict[str, Any]) -> Dict[str, Any]:
     return meta
 
 
+def _checkpoint_on_disk(checkpoint: Optional[str], saved_epoch: Optional[int]) -> str:
+    """What the checkpoint file holds now, read back: Ctrl-C can land between the rename that
+    publishes a new checkpoint and the line that notes it, so the file is the authority."""
+    if checkpoint is None or not os.path.exists(checkpoint):
+        return "none"
+    try:
+        return f"epoch {read_checkpoint_meta(checkpoint)['epoch']} at {checkpoint}"
+    except (ValueError, OSError):
+        return f"epoch {saved_epoch} at {checkpoint}" if saved_epoch is not None else "none"
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -90,7 +101,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
         log(f"resumed from {checkpoint} after epoch {start}")
     if checkpoint_dir:
         os.makedirs(checkpoint_dir, exist_ok=True)
-    saved_epoch = start if resume else None
+    saved_epoch = start if resume else None  # the epoch of the checkpoint this run last wrote
 
     def summary() -> Dict[str, Any]:
         last = history[-1] if history else {}
@@ -140,7 +151,6 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
                 save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
                 saved_epoch = epoch + 1
     except KeyboardInterrupt:
-        last = "none" if saved_epoch is None else f"epoch {saved_epoch} at {checkpoint}"
-        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; last checkpoint: {last}",
-                                  summary()) from None
+        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; last checkpoint: "
+                                  f"{_checkpoint_on_disk(checkpoint, saved_epoch)}", summary()) from None
     return summary()
