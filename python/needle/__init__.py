@@ -14,11 +14,13 @@ from . import init, data, nn, optim  # noqa: E402
 from .init import ones, ones_like, zeros, zeros_like  # noqa: E402
 from .creation import from_numpy  # noqa: E402
 from .serialization import load, save  # noqa: E402
-from .dtypes import DTYPES  # noqa: E402
+from .dtypes import DTYPES, HostScalar  # noqa: E402
+from .compile import compile, TraceError  # noqa: E402,A004
 
 __all__ = sorted(set(_ops_all) | {
     "autograd", "ops", "init", "data", "nn", "optim", "Op", "Tensor", "TensorOp", "TensorTuple", "TensorTupleOp",
     "Value", "NDArray", "Device", "BACKEND", "array_api", "cpu", "default_device", "all_devices", "get_device",
     "registered_devices", "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled", "ones", "zeros",
-    "ones_like", "zeros_like", "from_numpy", "load", "save", "DTYPES", "cpu_numpy", "cuda",
+    "ones_like", "zeros_like", "from_numpy", "load", "save", "DTYPES", "cpu_numpy", "cuda", "compile",
+    "TraceError", "HostScalar",
 })

@@ -21,7 +21,9 @@ ARRAY_FUNCTIONS = (
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem",
     # gather / scatter / one-hot on int64 indices
-    "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index",
+    "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index", "extremes",
+    # what a compiled step (needle.compile) records: host work replayed each step, input checks
+    "host_call", "is_recording", "validation",
     # shapes
     "prod", "broadcast_shapes",
 )

@@ -24,6 +24,10 @@ __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", 
 LAZY_MODE = False
 TENSOR_COUNTER = 0
 _GRAD_ENABLED = True
+# leaves that require grad get their gradient as a differentiable graph (gradients of
+# gradients, as the course's tests use); a compiled step turns this off, like PyTorch's
+# create_graph=False, so the step's temporaries die with it
+LEAF_GRAD_GRAPHS = True
 
 
 # --- grad mode --------------------------------------------------------------------
@@ -532,7 +536,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             continue
         grad = sum_node_list(partials)
         if node.op is None:
-            node.grad = grad if node.requires_grad else grad.detach()
+            node.grad = grad if node.requires_grad and LEAF_GRAD_GRAPHS else grad.detach()
             continue
         node.grad = grad.detach()
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):

@@ -12,13 +12,15 @@ finite-difference tests rely on; they are stored as one of `needle.dtypes.DTYPES
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
 import numpy as np
 
 from .dtypes import (  # noqa: F401  (dtype_name and is_floating are array functions too)
-    DEFAULT_FLOAT, FLOAT_DTYPES, division_dtype, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype,
+    DEFAULT_FLOAT, FLOAT_DTYPES, HostScalar, division_dtype, dtype_name, is_floating, result_dtype, scalar_dtype,
+    storage_dtype,
 )
 
 __all__ = ["Device", "CPUDevice", "UnavailableDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices",
@@ -229,6 +231,8 @@ def _operands(a, b, rule=result_dtype):
 def _scalar(value):
     if isinstance(value, np.ndarray):  # a one-element array given as a scalar (hw1 does this)
         return value.item()
+    if isinstance(value, HostScalar):  # numpy mode runs eagerly: its current value
+        return value.value
     return value
 
 
@@ -509,6 +513,25 @@ def wrap_index(idx: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
     if bad.size:
         raise IndexError(f"index {bad.ravel()[0]} is out of bounds for axis {axis} with size {size}")
     return np.where(idx < 0, idx + size, idx)
+
+
+def extremes(a: np.ndarray) -> tuple:
+    """(min, max) of a non-empty array as Python numbers."""
+    return a.min().item(), a.max().item()
+
+
+def host_call(fn, *args):
+    """fn(*args): numpy mode records nothing (needle.compile needs nd mode)."""
+    return fn(*args)
+
+
+def is_recording() -> bool:
+    return False
+
+
+@contextlib.contextmanager
+def validation():
+    yield
 
 
 def prod(x) -> int:

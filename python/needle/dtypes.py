@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DTYPES", "FLOAT_DTYPES", "DEFAULT_FLOAT", "dtype_name", "storage_dtype", "is_floating",
-           "result_dtype", "division_dtype", "scalar_kind", "scalar_dtype", "python_scalar", "largest"]
+           "result_dtype", "division_dtype", "scalar_kind", "scalar_dtype", "python_scalar", "largest", "HostScalar"]
 
 DTYPES = ("float32", "float64", "int64", "bool")
 FLOAT_DTYPES = ("float32", "float64")
@@ -72,8 +72,31 @@ def _kind(name: str) -> str:
     return "b" if name == "bool" else "i" if name == "int64" else "f"
 
 
+class HostScalar:
+    """A scalar whose value is read each time a kernel that uses it runs.
+
+    Ops accept it wherever they accept a number. Eagerly it is just its current value;
+    in a compiled step (needle.compile) it stays a runtime input of the recorded program
+    instead of a constant baked in at trace time -- how a learning rate changed by a
+    scheduler, or Adam's bias corrections, reach a replayed step.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __repr__(self) -> str:
+        return f"HostScalar({self.value!r})"
+
+
 def scalar_kind(value: Any) -> str:
-    """'b', 'i' or 'f' for a Python/numpy scalar; TypeError for anything else."""
+    """'b', 'i' or 'f' for a Python/numpy scalar (or a HostScalar); TypeError for anything else."""
+    if isinstance(value, HostScalar):
+        value = value.value
     if isinstance(value, (bool, np.bool_)):
         return "b"
     if isinstance(value, (numbers.Integral, np.integer)):
@@ -90,8 +113,8 @@ def scalar_dtype(value: Any) -> str:
 
 def python_scalar(value: Any):
     """`value` as a Python number if it is one: a Python or numpy real scalar, or a one-element
-    numpy array (the course passes those as scalars); None for anything else."""
-    if isinstance(value, (bool, int, float)):
+    numpy array (the course passes those as scalars); a HostScalar as it is; None otherwise."""
+    if isinstance(value, (bool, int, float, HostScalar)):
         return value
     if isinstance(value, (np.generic, np.ndarray)) and value.size == 1 and value.dtype.kind in "biuf":
         return value.item()

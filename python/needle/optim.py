@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 from typing import Dict, List
 
-from . import init
+from . import init, ops
 from .autograd import Tensor, array_api, no_grad
+from .dtypes import HostScalar
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -21,6 +22,19 @@ class Optimizer:
 
     def __init__(self, params: List[Tensor]):
         self.params = list(params)
+
+    # The learning rate is a HostScalar: each update reads its current value, so a compiled
+    # step (needle.compile) follows a scheduler's changes instead of freezing the traced rate.
+    @property
+    def lr(self) -> float:
+        return self._lr.value
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if "_lr" in self.__dict__:
+            self._lr.value = value
+        else:
+            self._lr = HostScalar(value)
 
     def state_dict(self) -> Dict[str, object]:
         """Per-parameter state as {"<name>.<param index>": Tensor} plus scalars by name."""
@@ -63,16 +77,20 @@ class Optimizer:
 
     zero_grad = reset_grad
 
-    def clip_grad_norm(self, max_norm: float = 0.25) -> float:
-        """Scale all gradients so their joint L2 norm is at most max_norm; returns the norm before."""
+    def clip_grad_norm(self, max_norm: float = 0.25) -> Tensor:
+        """Scale all gradients so their joint L2 norm is at most max_norm; returns the norm before
+        (a 0-d tensor). Computed on the device -- min(1, max_norm / (norm + 1e-6)) multiplies
+        every gradient -- so it reads nothing back and works inside a compiled step."""
         with no_grad():
             grads = [p.grad.data for p in self.params if p.grad is not None]
-            total = math.sqrt(sum(float((g * g).sum().item()) for g in grads))
-            scale = max_norm / (total + 1e-6)
-            if scale < 1:
-                for p in self.params:
-                    if p.grad is not None:
-                        p.grad = p.grad.data * scale
+            if not grads:
+                return init.zeros(device=self.params[0].device if self.params else None)
+            total = sum(((g * g).sum() for g in grads[1:]), (grads[0] * grads[0]).sum()) ** 0.5
+            ratio = max_norm / (total + 1e-6)
+            scale = ops.where(ratio < 1.0, ratio, 1.0)
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad = p.grad.data * scale.broadcast_to(p.grad.shape)
         return total
 
     @staticmethod
@@ -114,7 +132,7 @@ class SGD(Optimizer):
                     u.copy_(u * self.momentum + d * (1 - self.momentum))
                 else:
                     u.copy_(d)
-                p.copy_(p.data - u * self.lr)
+                p.copy_(p.data - u * self._lr)
 
 
 class Adam(Optimizer):
@@ -134,9 +152,17 @@ class Adam(Optimizer):
         self.t = 0
         self.m: Dict[Tensor, Tensor] = {}
         self.v: Dict[Tensor, Tensor] = {}
+        # 1 - beta ** t, updated by _advance: runtime inputs of a compiled step, not constants
+        self._bias1, self._bias2 = HostScalar(1.0), HostScalar(1.0)
+
+    def _advance(self) -> None:
+        """t += 1 and the bias corrections that go with it (replayed by a compiled step)."""
+        self.t += 1
+        self._bias1.value = 1 - self.beta1 ** self.t
+        self._bias2.value = 1 - self.beta2 ** self.t
 
     def step(self) -> None:
-        self.t += 1
+        array_api.host_call(self._advance)
         b1, b2 = self.beta1, self.beta2
         with no_grad():
             for p in self.params:
@@ -146,6 +172,6 @@ class Adam(Optimizer):
                 m, v = self._state(self.m, p), self._state(self.v, p)
                 m.copy_(m * b1 + d * (1 - b1))
                 v.copy_(v * b2 + d * d * (1 - b2))
-                m_hat = m / (1 - b1 ** self.t)
-                v_hat = v / (1 - b2 ** self.t)
-                p.copy_(p.data - m_hat * self.lr / (v_hat ** 0.5 + self.eps))
+                m_hat = m / self._bias1
+                v_hat = v / self._bias2
+                p.copy_(p.data - m_hat * self._lr / (v_hat ** 0.5 + self.eps))

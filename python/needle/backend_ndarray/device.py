@@ -50,12 +50,20 @@ class BackendDevice:
     def enabled(self) -> bool:
         return self.mod is not None
 
-    # factories (the RNG calls here are part of the contract: one numpy draw each)
+    # factories (the RNG calls here are part of the contract: one numpy draw each). The draw
+    # is a host call, so a compiled step draws fresh numbers on every replay.
     def randn(self, *shape, dtype="float32") -> "NDArray":
-        return _ndarray()(np.random.randn(*shape), device=self, dtype=dtype)
+        return self._random(np.random.randn, shape, dtype)
 
     def rand(self, *shape, dtype="float32") -> "NDArray":
-        return _ndarray()(np.random.rand(*shape), device=self, dtype=dtype)
+        return self._random(np.random.rand, shape, dtype)
+
+    def _random(self, draw, shape, dtype) -> "NDArray":
+        out = self.empty(shape, dtype)
+        from .recording import host_call
+
+        host_call(_fill_random, self, draw, tuple(shape), out._handle)
+        return out
 
     def one_hot(self, n: int, i, dtype="float32") -> "NDArray":
         """Rows `i` (int array or NDArray of class ids, any shape) of the n x n identity: i.shape + (n,)."""
@@ -82,6 +90,11 @@ def _ndarray():
     from .ndarray import NDArray
 
     return NDArray
+
+
+def _fill_random(device: BackendDevice, draw, shape: tuple, out) -> None:
+    """out <- one numpy draw of `shape` (np.random.rand or randn), cast to out's dtype."""
+    device.from_numpy(draw(*shape), out)
 
 
 # --- the registry ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
+from .recording import host_call, is_recording, validation
 
 __all__ = [
     "array", "arange", "empty", "full", "zeros", "zeros_like", "ones_like", "full_like", "empty_like", "astype",
@@ -22,7 +23,8 @@ __all__ = [
     "greater_equal", "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
-    "nonzero", "as_index", "wrap_index", "prod", "broadcast_shapes", "normalize_axes",
+    "nonzero", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes", "normalize_axes", "host_call",
+    "is_recording", "validation",
 ]
 
 
@@ -380,6 +382,11 @@ def nonzero(mask: NDArray) -> tuple:
     """
     if mask.dtype != "bool":
         raise TypeError(f"nonzero needs a bool array, got dtype {mask.dtype}")
+    if is_recording():
+        from .recording import TraceError
+
+        raise TraceError("needle.compile: indexing with a bool mask gives a result whose size depends on the "
+                         "data, which a replay cannot repeat; index with integer positions, or multiply by the mask")
     return tuple(NDArray(i, device=mask.device, dtype="int64") for i in np.nonzero(mask.numpy()))
 
 
@@ -398,9 +405,12 @@ def as_index(entry, device=None) -> tuple:
             return (entry,)
         if entry.dtype == "bool":
             return nonzero(entry)
-        host = entry.numpy()
-    else:
-        host = np.asarray(entry)
+        with validation():  # the check reads the values; the conversion stays on the device
+            whole = bool(np.all(np.mod(entry.numpy(), 1) == 0))
+        if not whole:
+            raise TypeError("tensor indices must hold whole numbers")
+        return (entry.astype("int64"),)
+    host = np.asarray(entry)
     device = default_device() if device is None else device
     if host.dtype.kind == "b":
         return tuple(NDArray(i, device=device, dtype="int64") for i in np.nonzero(host))
@@ -417,10 +427,17 @@ def wrap_index(idx: NDArray, size: int, axis: int = 0) -> NDArray:
     the first one outside [-size, size). Only the extremes are read back to the host."""
     if idx.size == 0:
         return idx
-    low, high = int(idx.min().numpy()[0]), int(idx.max().numpy()[0])
+    low, high = extremes(idx)
     if low < -size or high >= size:
         bad = low if low < -size else high
         raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {size}")
     if low < 0:
         return where(idx < 0, idx + size, idx)
     return idx
+
+
+def extremes(a: NDArray) -> tuple:
+    """(min, max) of a non-empty array as Python numbers: two values read back, under
+    validation (an input check, allowed and not recorded inside a compiled step)."""
+    with validation():
+        return a.min().numpy()[0].item(), a.max().numpy()[0].item()

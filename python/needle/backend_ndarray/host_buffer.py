@@ -13,7 +13,7 @@ import numpy as np
 class Array:
     """A flat buffer of `size` elements of one storage dtype (float32 unless asked otherwise)."""
 
-    __slots__ = ("array", "size", "dtype")
+    __slots__ = ("array", "size", "dtype", "__weakref__")  # weakly referenced by needle.compile
 
     def __init__(self, size: int, dtype: str = "float32"):
         self.array = np.empty(size, dtype=dtype)

@@ -17,6 +17,7 @@ Conventions shared by all kernels
 * `out` is always a compact buffer the kernel overwrites from element 0; its dtype is
   the result's (NDArray has already promoted the inputs, see `needle.dtypes`).
 * `shape`, `strides` and `offset` arguments describe a view in elements.
+* Arguments are positional (a recorder replays them as a tuple).
 * Kernels assume valid input, except the index kernels, which raise IndexError for an
   index outside the indexed axis (they are the only kernels whose input is data).
 """

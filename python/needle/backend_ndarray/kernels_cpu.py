@@ -10,6 +10,8 @@ from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are
     Array, class_ids, fill, from_numpy, out_view, read, reduction_blocks, rows_index, strided_view, to_numpy,
 )
 
+from .launch_cpu import prepare  # noqa: F401,E402  (prepared launches for needle.compile's replay)
+
 __device_name__ = "cpu"
 __tile_size__ = 8
 

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dtypes import DEFAULT_FLOAT, FLOAT_DTYPES, division_dtype, result_dtype, scalar_kind, storage_dtype
+from ..dtypes import DEFAULT_FLOAT, FLOAT_DTYPES, HostScalar, division_dtype, result_dtype, scalar_kind, storage_dtype
+from . import recording
 from .device import BackendDevice, check_enabled, default_device
 
 __all__ = ["NDArray", "prod", "broadcast_shapes", "normalize_axes"]
@@ -431,12 +432,17 @@ class NDArray:
                 return out
             getattr(device, ewise)(a._operand(), b._operand(), out._handle)
             return out
-        value = _as_scalar(other)
-        dtype = rule(self.dtype, value, b_is_scalar=True)
+        if isinstance(other, HostScalar):  # a runtime input of a compiled step: passed on as it is
+            dtype = rule(self.dtype, other.value, b_is_scalar=True)
+            arg = other if recording.is_recording() else other.value
+        else:
+            value = _as_scalar(other)
+            dtype = rule(self.dtype, value, b_is_scalar=True)
+            arg = value if not cast else _scalar_of_kind(value, dtype)
         a = self if self.dtype == dtype or not cast else self.astype(dtype)
         out = NDArray.make(self._shape, device=device, dtype=out_dtype or dtype)
         if out.size:
-            getattr(device, scalar)(a._operand(), value if not cast else _scalar_of_kind(value, dtype), out._handle)
+            getattr(device, scalar)(a._operand(), arg, out._handle)
         return out
 
     def _unary(self, kernel: str, floating: bool = False) -> "NDArray":
@@ -563,7 +569,7 @@ class NDArray:
             b = b.broadcast_to(batch + (n, p)).reshape_compact((prod(batch), n, p))
             out = NDArray.make(batch + (m, p), device=self._device, dtype=dtype)
             if out.size:
-                self._device.matmul(a._operand(), b._operand(), out._handle, m, n, p, batch=prod(batch))
+                self._device.matmul(a._operand(), b._operand(), out._handle, m, n, p, prod(batch))
         if out.size and n == 0:  # an empty inner dimension sums nothing
             out.fill(0)
         if self.ndim == 1:

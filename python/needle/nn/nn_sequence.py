@@ -182,8 +182,7 @@ class Embedding(Module):
         formulation); its gradient scatter-adds. ValueError names an id outside [0, num_embeddings).
         """
         if x.shape and 0 not in x.shape:
-            ids = x.detach()
-            low, high = -ops.max(-ids).item(), ops.max(ids).item()  # two numbers read back, not the ids
+            low, high = ops.extremes(x)  # two numbers read back, not the ids
             if low < 0 or high >= self.num_embeddings:
                 bad = low if low < 0 else high
                 raise ValueError(

@@ -24,8 +24,8 @@ from .indexing import GetItem, IndexPlan, ScatterItem, getitem
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
 from .reduction import (
-    LogSoftmax, LogSumExp, Max, Softmax, Summation, argmax, expand_reduced, logsoftmax, logsumexp, max, mean,
-    softmax, sum_to_shape, summation,
+    LogSoftmax, LogSumExp, Max, Softmax, Summation, argmax, expand_reduced, extremes, logsoftmax, logsumexp, max,
+    mean, softmax, sum_to_shape, summation,
 )
 from .shape import (
     BroadcastTo, Dilate, Flip, Permute, Reshape, Split, Stack, Transpose, UnDilate, broadcast_to, dilate, flatten,
@@ -52,7 +52,7 @@ __all__ = [
     "subtract", "reverse_subtract", "reverse_divide", "reverse_power", "sigmoid", "sqrt", "maximum", "where",
     "cast", "less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "broadcast_tensors",
     "permute", "flatten", "mean", "max", "argmax", "softmax", "getitem", "batch_norm", "add_tuples",
-    "sum_to_shape", "expand_reduced", "tuple_entries",
+    "sum_to_shape", "expand_reduced", "tuple_entries", "extremes",
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     # the op modules

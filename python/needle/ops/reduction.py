@@ -20,7 +20,7 @@ from .elementwise import exp, where
 from .shape import broadcast_to, reshape
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
-           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced"]
+           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes"]
 
 
 def sum_to_shape(x: Tensor, shape: tuple) -> Tensor:
@@ -216,3 +216,15 @@ class Softmax(TensorOp):
 
 def softmax(a, axis: int = -1):
     return Softmax(axis)(a)
+
+
+def extremes(a: Tensor) -> tuple:
+    """(min, max) of a non-empty tensor as Python numbers: an input check's read, allowed (and
+    not recorded) inside a compiled step. Not differentiable."""
+    if not a.shape or 0 in a.shape:
+        data = a.realize_cached_data()
+        if not a.shape:
+            value = array_api.to_numpy(data).item()
+            return value, value
+        raise ValueError("extremes of an empty tensor")
+    return array_api.extremes(a.realize_cached_data())

@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--summary", metavar="PATH", help="also write the JSON summary, with the history, here")
     train.add_argument("--plot", metavar="PNG", help="write loss/accuracy curves here (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--no-compile", action="store_true",
+                       help="run every step eagerly instead of replaying it through ndl.compile")
     train.add_argument("--limit", type=_POSITIVE_INT,
                        help="use only the first N training and test samples (characters for lm)")
     toy = train.add_argument_group("toy")
@@ -286,6 +288,7 @@ def train(args: argparse.Namespace) -> int:
     args.device = ndl.get_device(args.device)
     np.random.seed(args.seed)
     task = recipe.build(args)
+    task.compiled = not args.no_compile
     params = task.model.parameters()
     if args.optimizer == "adam":
         opt = ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)

@@ -20,7 +20,7 @@ CHECKPOINT_FILE = "last.safetensors"
 # settings that may differ between a run and its resumption: they change what is shown or
 # written, or how long the run goes on, never the numbers of the epochs already done
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "no_progress", "checkpoint", "resume", "overwrite", "plot", "summary", "sample"})
+    {"epochs", "no_progress", "checkpoint", "resume", "overwrite", "plot", "summary", "sample", "no_compile"})
 
 
 class TrainingStopped(Exception):
@@ -59,15 +59,17 @@ def check_resume(checkpoint: str, config: Dict[str, Any]) -> Dict[str, Any]:
     return meta
 
 
-def _checkpoint_on_disk(checkpoint: Optional[str], saved_epoch: Optional[int]) -> str:
-    """What the checkpoint file holds now, read back: Ctrl-C can land between the rename that
-    publishes a new checkpoint and the line that notes it, so the file is the authority."""
+def _checkpoint_on_disk(checkpoint: Optional[str], saved_epoch: Optional[int]):
+    """(description, epoch) of what the checkpoint file holds now, read back: Ctrl-C can land
+    between the rename that publishes a new checkpoint and the line that notes it, so the
+    file is the authority."""
     if checkpoint is None or not os.path.exists(checkpoint):
-        return "none"
+        return "none", None
     try:
-        return f"epoch {read_checkpoint_meta(checkpoint)['epoch']} at {checkpoint}"
+        epoch = read_checkpoint_meta(checkpoint)["epoch"]
     except (ValueError, OSError):
-        return f"epoch {saved_epoch} at {checkpoint}" if saved_epoch is not None else "none"
+        epoch = saved_epoch
+    return (f"epoch {epoch} at {checkpoint}", epoch) if epoch is not None else ("none", None)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -151,6 +153,8 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
                 save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
                 saved_epoch = epoch + 1
     except KeyboardInterrupt:
-        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; last checkpoint: "
-                                  f"{_checkpoint_on_disk(checkpoint, saved_epoch)}", summary()) from None
+        on_disk, disk_epoch = _checkpoint_on_disk(checkpoint, saved_epoch)
+        # Ctrl-C after an epoch's checkpoint was written, before the next epoch began
+        where = f"after epoch {epoch + 1}" if disk_epoch == epoch + 1 else f"during epoch {epoch + 1}"
+        raise TrainingInterrupted(f"interrupted {where}; last checkpoint: {on_disk}", summary()) from None
     return summary()

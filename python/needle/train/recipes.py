@@ -31,16 +31,18 @@ class ClassificationTask:
     test_loader: DataLoader
     description: str
     loss_fn: nn.Module = field(default_factory=nn.SoftmaxLoss)
+    compiled: bool = True  # steps through ndl.compile (with fused elementwise kernels)
 
     @property
     def train_batches(self) -> int:
         return len(self.train_loader.ordering)
 
     def train_epoch(self, opt, on_batch: Optional[Callable[[EpochStats], None]] = None) -> EpochStats:
-        return classification_epoch(self.train_loader, self.model, self.loss_fn, opt, on_batch=on_batch)
+        return classification_epoch(self.train_loader, self.model, self.loss_fn, opt, on_batch=on_batch,
+                                    compiled=self.compiled, fuse=True)
 
     def evaluate(self) -> EpochStats:
-        return classification_epoch(self.test_loader, self.model, self.loss_fn)
+        return classification_epoch(self.test_loader, self.model, self.loss_fn, compiled=self.compiled, fuse=True)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class LanguageModelTask:
     device: Any = None
     clip: Optional[float] = None
     loss_fn: nn.Module = field(default_factory=nn.SoftmaxLoss)
+    compiled: bool = True
 
     @property
     def train_batches(self) -> int:
@@ -61,10 +64,11 @@ class LanguageModelTask:
 
     def train_epoch(self, opt, on_batch=None) -> EpochStats:
         return language_model_epoch(self.train_data, self.model, self.seq_len, self.loss_fn, opt, self.clip,
-                                    self.device, on_batch=on_batch)
+                                    self.device, on_batch=on_batch, compiled=self.compiled, fuse=True)
 
     def evaluate(self) -> EpochStats:
-        return language_model_epoch(self.test_data, self.model, self.seq_len, self.loss_fn, device=self.device)
+        return language_model_epoch(self.test_data, self.model, self.seq_len, self.loss_fn, device=self.device,
+                                    compiled=self.compiled, fuse=True)
 
     def sample(self, length: int, seed: int = 0, temperature: float = 1.0) -> str:
         """Generate `length` tokens from the model, starting after the first training token."""

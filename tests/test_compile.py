@@ -1,0 +1,357 @@
+"""ndl.compile: a traced step replays exactly what the eager step does.
+
+Every workload of the benchmark (at small sizes) runs 50 compiled steps next to 50
+eager steps from the same seed: bit-identical losses and parameters without fusion,
+within float rounding with it. Then each way a step can change between calls (shape,
+train/eval, learning rate, random draws, running statistics) and each way of misusing
+a compiled function.
+"""
+import numpy as np
+import pytest
+import tracemalloc
+
+import needle as ndl
+from needle import nn
+from needle.models import LanguageModel
+
+DEVICES = [ndl.cpu(), ndl.cpu_numpy()]
+
+
+# --- the workloads ------------------------------------------------------------------------------
+
+def mlp(device):
+    model = nn.Sequential(nn.Linear(12, 16, device=device), nn.ReLU(), nn.Dropout(0.2),
+                          nn.Linear(16, 16, device=device), nn.ReLU(), nn.Linear(16, 5, device=device))
+    opt = ndl.optim.Adam(model.parameters(), lr=1e-2)
+    data = lambda r: (ndl.Tensor(r.randn(8, 12).astype(np.float32), device=device, requires_grad=False),  # noqa: E731
+                      ndl.Tensor(r.randint(0, 5, 8), dtype="int64", device=device))
+    return model, opt, nn.SoftmaxLoss(), data
+
+
+def makemore(device):
+    class Makemore(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(27, 6, device=device)
+            self.l1 = nn.Linear(18, 24, device=device)
+            self.bn = nn.BatchNorm1d(24, device=device)
+            self.l2 = nn.Linear(24, 27, device=device)
+
+        def forward(self, x):
+            h = self.emb(x).reshape((x.shape[0], 18))
+            return self.l2(ndl.tanh(self.bn(self.l1(h))))
+
+    model = Makemore()
+    opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    data = lambda r: (ndl.Tensor(r.randint(0, 27, (10, 3)), dtype="int64", device=device),  # noqa: E731
+                      ndl.Tensor(r.randint(0, 27, 10), dtype="int64", device=device))
+    return model, opt, nn.SoftmaxLoss(), data
+
+
+def cnn(device):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv(2, 4, 3, device=device)
+            self.bn = nn.BatchNorm2d(4, device=device)
+            self.c2 = nn.Conv(4, 4, 3, stride=2, device=device)
+            self.head = nn.Linear(4 * 3 * 3, 3, device=device)
+
+        def forward(self, x):
+            x = ndl.relu(self.bn(self.c1(x)))
+            x = ndl.relu(self.c2(x))
+            return self.head(x.reshape((x.shape[0], 36)))
+
+    model = Net()
+    opt = ndl.optim.Adam(model.parameters(), lr=1e-2)
+    data = lambda r: (ndl.Tensor(r.randn(4, 2, 6, 6).astype(np.float32), device=device,  # noqa: E731
+                                 requires_grad=False),
+                      ndl.Tensor(r.randint(0, 3, 4), dtype="int64", device=device))
+    return model, opt, nn.SoftmaxLoss(), data
+
+
+class _LM(nn.Module):
+    """A language model with its recurrent state carried inside (so steps take (x, y) only)."""
+
+    def __init__(self, kind, device):
+        super().__init__()
+        self.lm = LanguageModel(8, 11, 10, 2 if kind == "lstm" else 1, seq_model=kind, seq_len=5, device=device)
+
+    def forward(self, x):
+        return self.lm(x)[0]
+
+
+def lstm_lm(device):
+    model = _LM("lstm", device)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.5)
+    data = lambda r: (ndl.Tensor(r.randint(0, 11, (5, 3)), dtype="int64", device=device),  # noqa: E731
+                      ndl.Tensor(r.randint(0, 11, 15), dtype="int64", device=device))
+    return model, opt, nn.SoftmaxLoss(), data
+
+
+def gpt(device):
+    model = _LM("transformer", device)
+    opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
+    data = lambda r: (ndl.Tensor(r.randint(0, 11, (5, 3)), dtype="int64", device=device),  # noqa: E731
+                      ndl.Tensor(r.randint(0, 11, 15), dtype="int64", device=device))
+    return model, opt, nn.SoftmaxLoss(), data
+
+
+WORKLOADS = {"mlp": mlp, "makemore": makemore, "cnn": cnn, "lstm_lm": lstm_lm, "gpt": gpt}
+
+
+def train_step(model, opt, loss_fn):
+    def step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def run(workload, device, steps, compiled, fuse=False, seed=0):
+    np.random.seed(seed)
+    model, opt, loss_fn, data = WORKLOADS[workload](device)
+    step = train_step(model, opt, loss_fn)
+    if compiled:
+        step = ndl.compile(step, fuse=fuse)
+    r = np.random.RandomState(seed + 1)
+    batches = [data(r) for _ in range(3)]
+    losses = [step(*batches[i % 3]).numpy() for i in range(steps)]
+    return np.array(losses), [p.numpy() for p in model.parameters()], step
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_fifty_compiled_steps_are_bit_identical_to_eager(workload, device):
+    eager_losses, eager_params, _ = run(workload, device, 50, compiled=False)
+    losses, params, step = run(workload, device, 50, compiled=True)
+    assert len(step.programs) == 1  # traced once, replayed 48 times
+    np.testing.assert_array_equal(losses, eager_losses)
+    for p, q in zip(params, eager_params):
+        np.testing.assert_array_equal(p, q)
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_fifty_fused_steps_match_eager_within_rounding(workload):
+    eager_losses, eager_params, _ = run(workload, ndl.cpu(), 50, compiled=False)
+    losses, params, _ = run(workload, ndl.cpu(), 50, compiled=True, fuse=True)
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-5, atol=1e-6)
+    for p, q in zip(params, eager_params):
+        np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-5)
+
+
+# --- what changes between steps ---------------------------------------------------------------------
+
+def test_a_new_shape_traces_again_and_a_last_partial_batch_works():
+    losses_eager, params_eager, _ = _partial_batches(compiled=False)
+    losses, params, step = _partial_batches(compiled=True)
+    np.testing.assert_array_equal(losses, losses_eager)
+    for p, q in zip(params, params_eager):
+        np.testing.assert_array_equal(p, q)
+    assert len(step.programs) == 2  # batches of 8 and the last batches of 5
+
+
+def _partial_batches(compiled):
+    np.random.seed(3)
+    model, opt, loss_fn, _ = mlp(ndl.cpu())
+    step = train_step(model, opt, loss_fn)
+    step = ndl.compile(step, fuse=False) if compiled else step
+    r = np.random.RandomState(0)
+    X, y = r.randn(21, 12).astype(np.float32), r.randint(0, 5, 21)
+    loader = ndl.data.DataLoader(ndl.data.NDArrayDataset(X, y), batch_size=8, shuffle=True)
+    losses = [step(xb, yb).numpy() for _ in range(4) for xb, yb in loader]
+    return np.array(losses), [p.numpy() for p in model.parameters()], step
+
+
+def test_train_and_eval_switches_are_part_of_the_signature():
+    np.random.seed(0)
+    model, opt, loss_fn, data = mlp(ndl.cpu())
+    forward = ndl.compile(lambda x: model(x), fuse=False)
+    x, _ = data(np.random.RandomState(1))
+    with ndl.no_grad():
+        model.eval()
+        eval_outs = [forward(x).numpy() for _ in range(3)]
+        model.train()
+        train_outs = [forward(x).numpy() for _ in range(3)]
+        model.eval()
+        again = forward(x).numpy()
+    assert all(np.array_equal(o, eval_outs[0]) for o in eval_outs)  # no dropout in eval mode
+    assert not np.array_equal(train_outs[1], train_outs[2])  # fresh dropout masks on each replay
+    np.testing.assert_array_equal(again, eval_outs[0])
+    assert len(forward.programs) == 2
+
+
+def test_a_scheduled_learning_rate_reaches_the_replay():
+    def go(compiled):
+        np.random.seed(0)
+        model, opt, loss_fn, data = mlp(ndl.cpu())
+        step = train_step(model, opt, loss_fn)
+        step = ndl.compile(step, fuse=False) if compiled else step
+        batch = data(np.random.RandomState(2))
+        losses = []
+        for i in range(8):
+            opt.lr = 0.05 * 0.5 ** (i // 2)  # as a step scheduler would
+            losses.append(step(*batch).numpy())
+        return np.array(losses), [p.numpy() for p in model.parameters()]
+
+    (l1, p1), (l2, p2) = go(False), go(True)
+    np.testing.assert_array_equal(l1, l2)
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_seeded_compiled_run_reproduces_itself_and_draws_fresh_masks():
+    first = run("mlp", ndl.cpu(), 12, compiled=True, seed=7)[0]
+    second = run("mlp", ndl.cpu(), 12, compiled=True, seed=7)[0]
+    other = run("mlp", ndl.cpu(), 12, compiled=True, seed=8)[0]
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_batchnorm_running_statistics_are_updated_by_the_replay():
+    np.random.seed(0)
+    model, opt, loss_fn, data = makemore(ndl.cpu())
+    step = ndl.compile(train_step(model, opt, loss_fn), fuse=False)
+    batch = data(np.random.RandomState(4))
+    means = []
+    for _ in range(5):
+        step(*batch)
+        means.append(model.bn.running_mean.numpy().copy())
+    assert all(not np.array_equal(a, b) for a, b in zip(means, means[1:]))  # moves on every replay
+    np.random.seed(0)
+    twin, opt2, _, _ = makemore(ndl.cpu())
+    plain = train_step(twin, opt2, loss_fn)
+    for _ in range(5):
+        plain(*batch)
+    np.testing.assert_array_equal(model.bn.running_var.numpy(), twin.bn.running_var.numpy())
+
+
+def test_forward_only_under_no_grad():
+    np.random.seed(0)
+    model, _, _, data = lstm_lm(ndl.cpu())
+    model.eval()
+    x, _ = data(np.random.RandomState(1))
+    evaluate = ndl.compile(lambda x: model(x), fuse=False)
+    with ndl.no_grad():
+        outs = [evaluate(x) for _ in range(4)]
+        expected = model(x).numpy()
+    for o in outs:
+        np.testing.assert_array_equal(o.numpy(), expected)
+        assert not o.requires_grad
+    assert len(evaluate.programs) == 1
+
+
+def test_the_memory_plan_reuses_temporaries():
+    """The replay's temporaries take no more memory than the eager step's peak."""
+    np.random.seed(0)
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.ReLU()) for _ in range(6)], nn.Linear(64, 4))
+    opt = ndl.optim.SGD(model.parameters(), lr=0.01)
+    step = train_step(model, opt, nn.SoftmaxLoss())
+    x = ndl.Tensor(np.random.randn(128, 64).astype(np.float32), requires_grad=False)
+    y = ndl.Tensor(np.random.randint(0, 4, 128), dtype="int64")
+    step(x, y)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    step(x, y)
+    eager_peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    compiled = ndl.compile(step, fuse=False)
+    for _ in range(3):
+        compiled(x, y)
+    program = compiled.programs[0]
+    assert 0 < program.temporary_bytes <= eager_peak
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    compiled(x, y)
+    replay_peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert replay_peak < 0.1 * eager_peak  # no allocation but the output's copy
+
+
+# --- bad use ----------------------------------------------------------------------------------------
+
+def _compiled_mlp():
+    np.random.seed(0)
+    model, opt, loss_fn, data = mlp(ndl.cpu())
+    step = ndl.compile(train_step(model, opt, loss_fn), fuse=False)
+    batch = data(np.random.RandomState(1))
+    for _ in range(3):
+        step(*batch)
+    return model, step, batch
+
+
+def test_a_tensor_on_another_device_is_a_clear_error():
+    _, step, (x, y) = _compiled_mlp()
+    with pytest.raises(ValueError, match=r"traced with tensors on cpu\(\).*cpu_numpy\(\)"):
+        step(ndl.Tensor(x.numpy(), device=ndl.cpu_numpy(), requires_grad=False),
+             ndl.Tensor(y.numpy(), device=ndl.cpu_numpy(), dtype="int64"))
+
+
+def test_another_number_of_arguments_is_a_clear_error():
+    _, step, (x, y) = _compiled_mlp()
+    with pytest.raises(TypeError, match="compiled for calls with 2 arguments, called with 3"):
+        step(x, y, None)
+
+
+def test_a_parameter_replaced_after_tracing_is_a_clear_error():
+    model, step, batch = _compiled_mlp()
+    model.modules[0].weight.data = ndl.Tensor(np.zeros((12, 16), np.float32))
+    with pytest.raises(RuntimeError, match=r"modules.0.weight was replaced after tracing"):
+        step(*batch)
+    step.reset()
+    step(*batch)  # traces anew
+
+
+def test_reading_data_inside_the_step_names_the_line():
+    np.random.seed(0)
+    model, opt, loss_fn, data = mlp(ndl.cpu())
+
+    def step(x, y):
+        loss = loss_fn(model(x), y)
+        if loss.numpy() > 100:  # data-dependent control flow
+            return loss * 0
+        return loss
+
+    compiled = ndl.compile(step)
+    batch = data(np.random.RandomState(1))
+    compiled(*batch)
+    with pytest.raises(ndl.TraceError, match=r"test_compile.py:\d+: if loss.numpy\(\) > 100"):
+        compiled(*batch)
+
+
+def test_returning_a_python_number_or_rebinding_data_is_refused():
+    np.random.seed(0)
+    model, opt, loss_fn, data = mlp(ndl.cpu())
+    batch = data(np.random.RandomState(1))
+    returns_number = ndl.compile(lambda x, y: (loss_fn(model(x), y), 3))
+    returns_number(*batch)
+    with pytest.raises(ndl.TraceError, match="returned a int"):
+        returns_number(*batch)
+
+    def course_style_update(x, y):
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        for p in model.parameters():
+            p.data = p.data - 0.1 * p.grad.data  # rebinds instead of writing in place
+        return loss
+
+    rebinding = ndl.compile(course_style_update)
+    rebinding(*batch)
+    with pytest.raises(ndl.TraceError, match="copy_"):
+        rebinding(*batch)
+
+
+def test_numpy_mode_runs_eagerly(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import needle as ndl, numpy as np\n"
+            "f = ndl.compile(lambda x: (x * 2).sum())\n"
+            "print([float(f(ndl.Tensor(np.ones(3)))) for _ in range(3)])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"NEEDLE_BACKEND": "np", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[6.0, 6.0, 6.0]"
