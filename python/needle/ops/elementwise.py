@@ -15,8 +15,9 @@ from the table in tests/op_edge_cases.py); each op's docstring says what it does
 * a gradient that is 0 by definition (a ** 0, the branch `where` did not take, the loser
   of a max) is exactly 0, while a nan input passes its gradient on (a nan wins a max and
   is not <= 0 for relu), as PyTorch's masks do.
-The one deliberate difference: sigmoid stays accurate in both tails, where PyTorch's
-formulas underflow (see Sigmoid).
+Two deliberate differences: sigmoid stays accurate in both tails, where PyTorch's
+formulas underflow (see Sigmoid), and a float32 tensor ** s rounds s to float32, which
+PyTorch does for some elements only (see PowerScalar).
 """
 from __future__ import annotations
 

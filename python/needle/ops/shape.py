@@ -19,7 +19,10 @@ __all__ = [
 
 
 class Transpose(TensorOp):
-    """Swap two axes: `axes=(i, j)`, or the last two when `axes` is None. Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient."""
+    """Swap two axes: `axes=(i, j)`, or the last two when `axes` is None.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axes: Optional[tuple] = None):
         self.axes = axes
@@ -52,7 +55,10 @@ def transpose(a, axes=None):
 
 
 class Permute(TensorOp):
-    """General axis permutation: output axis i is input axis axes[i]. Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient."""
+    """General axis permutation: output axis i is input axis axes[i].
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axes: tuple):
         self.axes = tuple(axes)
@@ -75,7 +81,10 @@ def permute(a, axes):
 
 
 class Reshape(TensorOp):
-    """Row-major reshape; one entry of `shape` may be -1. Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient."""
+    """Row-major reshape; one entry of `shape` may be -1.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -172,7 +181,8 @@ def stack(args, axis: int):
 class Split(TensorTupleOp):
     """The slices of a tensor along `axis`, with that axis removed (inverse of Stack).
 
-    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient. Slices that get no gradient count as exact zeros.
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient; slices
+    that get no gradient count as exact zeros.
     """
 
     def __init__(self, axis: int):
@@ -194,7 +204,10 @@ def split(a, axis: int):
 
 
 class Flip(TensorOp):
-    """Reverse the order of elements along each of `axes`. Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient."""
+    """Reverse the order of elements along each of `axes`.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axes=None):
         self.axes = axes
