@@ -266,7 +266,10 @@ def divide(a, b) -> np.ndarray:
 
 
 def power(a, b) -> np.ndarray:
+    """a ** b; a scalar exponent -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges)."""
     x, y, _ = _operands(a, b)
+    if isinstance(x, np.ndarray) and isinstance(y, float) and y == -0.5:
+        return _arr(np.reciprocal(np.sqrt(x)))
     return _arr(np.power(x, y))
 
 
@@ -307,8 +310,11 @@ def tanh(a: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
-    """exp(-log(1 + exp(-a))): accurate in both tails (2.06e-9 at -20, not 0)."""
-    return _arr(np.exp(-np.logaddexp(0, -_floating(a))))
+    """1 / (1 + e) for a >= 0 and e / (1 + e) below, e = exp(-|a|): accurate in both tails
+    (2.06e-9 at -20, not 0)."""
+    x = _floating(a)
+    e = np.exp(-np.abs(x))
+    return _arr(np.where(x >= 0, 1, e) / (1 + e))
 
 
 def sqrt(a: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ ewise_add, scalar_add, _ = _binary(np.add)
 ewise_sub, scalar_sub, scalar_rsub = _binary(np.subtract)
 ewise_mul, scalar_mul, _ = _binary(np.multiply)
 ewise_div, scalar_div, scalar_rdiv = _binary(np.true_divide)
-ewise_pow, scalar_power, scalar_rpower = _binary(np.power)
+ewise_pow, _, scalar_rpower = _binary(np.power)
 ewise_maximum, scalar_maximum, _ = _binary(np.maximum)
 ewise_minimum, scalar_minimum, _ = _binary(np.minimum)
 ewise_eq, scalar_eq, _ = _binary(np.equal)
@@ -73,14 +73,28 @@ ewise_tanh = _unary(np.tanh)
 ewise_sqrt = _unary(np.sqrt)
 
 
-def ewise_sigmoid(a, out):
-    """exp(-log(1 + exp(-a))): four in-place passes, accurate in both tails."""
+def scalar_power(a, val, out):
+    """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
     x = read(a)
     y = out_view(out, x.shape)
-    np.negative(x, out=y)
-    np.logaddexp(0, y, out=y)
+    if val == -0.5:
+        np.sqrt(x, out=y)
+        np.reciprocal(y, out=y)
+    else:
+        np.power(x, val, out=y, casting="unsafe")
+
+
+def ewise_sigmoid(a, out):
+    """With e = exp(-|a|): 1 / (1 + e) for a >= 0, e / (1 + e) below; e never overflows and
+    nothing cancels, so both tails are accurate (and one exp is far cheaper than logaddexp)."""
+    x = read(a)
+    y = out_view(out, x.shape)
+    np.abs(x, out=y)
     np.negative(y, out=y)
     np.exp(y, out=y)
+    numerator = np.where(x >= 0, y.dtype.type(1), y)
+    np.add(y, 1, out=y)
+    np.divide(numerator, y, out=y)
 
 
 def ewise_where(cond, a, b, out):

@@ -57,7 +57,6 @@ def scalar_rsub(a, val, out): _write(out, val - read(a))
 def scalar_mul(a, val, out): _write(out, read(a) * val)
 def scalar_div(a, val, out): _write(out, np.true_divide(read(a), val))
 def scalar_rdiv(a, val, out): _write(out, np.true_divide(val, read(a)))
-def scalar_power(a, val, out): _write(out, read(a) ** val)
 def scalar_rpower(a, val, out): _write(out, val ** read(a))
 def scalar_maximum(a, val, out): _write(out, np.maximum(read(a), val))
 def scalar_minimum(a, val, out): _write(out, np.minimum(read(a), val))
@@ -67,6 +66,11 @@ def scalar_lt(a, val, out): _write(out, read(a) < val)
 def scalar_le(a, val, out): _write(out, read(a) <= val)
 def scalar_gt(a, val, out): _write(out, read(a) > val)
 def scalar_ge(a, val, out): _write(out, read(a) >= val)
+
+
+def scalar_power(a, val, out):
+    """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
+    _write(out, 1 / np.sqrt(read(a)) if val == -0.5 else read(a) ** val)
 
 
 def ewise_neg(a, out): _write(out, -read(a))

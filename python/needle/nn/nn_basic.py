@@ -184,13 +184,15 @@ class Sequential(Module):
 
 
 class SoftmaxLoss(Module):
-    """Mean over the batch of logsumexp(logits) - logits[label]; logits (B, k), y (B,) class ids.
+    """Mean over the batch of -log_softmax(logits)[label]; logits (B, k), y (B,) class ids.
 
-    y holds int64 labels (floats holding whole numbers work too, as in the course). Each
-    row is computed as log(sum(exp(z - m))) - (z[y] - m) with m the row maximum, so the
-    loss and its gradient softmax - one_hot(y) stay exact when the logits are huge
-    (logits [1e8, 1e8] give ln 2, where lse - z[y] would cancel to 0 in float32). The
-    one-hot rows are made on the device from the labels.
+    y holds int64 labels (floats holding whole numbers work too, as in the course). The
+    log-softmax is (z - m) - log(sum(exp(z - m))) with m the row maximum, so the loss and
+    its gradient softmax - one_hot(y) stay exact when the logits are huge (logits
+    [1e8, 1e8] give ln 2, where lse - z[y] would cancel to 0 in float32). The label's
+    entry is selected with a mask made on the device, not multiplied by a one-hot row
+    (0 * -inf would turn a masked-out logit into nan). Edges follow PyTorch's
+    cross_entropy: a -inf logit is a class of probability 0, a row with +inf or nan is nan.
     """
 
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -199,12 +201,9 @@ class SoftmaxLoss(Module):
         if tuple(y.shape) != logits.shape[:1]:
             raise ValueError(f"SoftmaxLoss: labels of shape {tuple(y.shape)} for logits of shape {logits.shape}")
         batch, classes = logits.shape
-        y_one_hot = init.one_hot(classes, y, device=logits.device, dtype=logits.dtype)
-        row_max = ops.max(logits.detach(), axes=(1,), keepdims=True)
-        shifted = logits - ops.where(row_max.eq(float("inf")) + row_max.eq(float("-inf")), 0.0, row_max
-                                     ).broadcast_to(logits.shape)
-        picked = ops.summation(shifted * y_one_hot, axes=(1,))
-        return ops.summation(ops.logsumexp(shifted, axes=(1,)) - picked) / batch
+        label = init.one_hot(classes, y, device=logits.device, dtype="bool")
+        picked = ops.where(label, ops.logsoftmax(logits, axis=1), 0.0)
+        return -ops.summation(picked) / batch
 
 
 def _row(t: Tensor, shape) -> Tensor:

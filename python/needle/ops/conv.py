@@ -70,6 +70,10 @@ class Conv(TensorOp):
     a: (N, H, W, Cin), b: (KH, KW, Cin, Cout) -> (N, Ho, Wo, Cout) with
     Ho = (H + 2*padding - KH) // stride + 1 (the course uses square kernels;
     rectangular ones work too).
+
+    Edges: IEEE sums of products: a nan or inf input reaches every output window that
+    covers it (inf * 0 = nan, +inf + -inf = nan) and, through the gradient, every kernel
+    entry that meets it; padding is exact zeros. As PyTorch's conv2d.
     """
 
     def __init__(self, stride: int = 1, padding: int = 0):
@@ -100,7 +104,10 @@ class Conv(TensorOp):
 
 
 class ConvInputGrad(TensorOp):
-    """The gradient of conv with respect to its input: col2im(g @ b^T), shape `input_shape`."""
+    """The gradient of conv with respect to its input: col2im(g @ b^T), shape `input_shape`.
+
+    Edges: Conv's (IEEE sums of products; overlapping windows add up).
+    """
 
     def __init__(self, input_shape, stride: int, padding: int):
         self.input_shape = tuple(input_shape)
@@ -127,7 +134,10 @@ class ConvInputGrad(TensorOp):
 
 
 class ConvWeightGrad(TensorOp):
-    """The gradient of conv with respect to its kernel: im2col(a)^T @ g, shape `kernel_shape`."""
+    """The gradient of conv with respect to its kernel: im2col(a)^T @ g, shape `kernel_shape`.
+
+    Edges: Conv's (an inf or nan input entry reaches every kernel entry that meets it).
+    """
 
     def __init__(self, kernel_shape, stride: int, padding: int):
         self.kernel_shape = tuple(kernel_shape)

@@ -6,15 +6,18 @@ functions (`add`, `multiply`, ...) take Tensors or scalars, broadcast Tensors li
 numpy (each input's gradient is summed back to its own shape by BroadcastTo) and
 promote dtypes like PyTorch (`needle.dtypes`).
 
-Edges follow PyTorch (a test sweeps every op there, forward and backward):
-* `a ** b`: the gradient for `a` is 0 where b == 0 (not 0 * a**-1 = nan at a = 0); the
-  gradient for `b` is 0 where a == 0 and b >= 0 (not 0 * ln 0); negative bases with
-  integer-valued exponents are exact; anything else negative ** fractional is nan.
-* `s ** x` for a scalar s: 0 ** 0 = 1 and the gradient at s = 0, x >= 0 is 0.
-* `sigmoid` is accurate in both tails (2.06e-9 at -20, so log(sigmoid) stays finite).
-* `relu`'s gradient is 0 at 0 and where the input is negative, even for nan/inf adjoints.
-* `maximum(a, b)` splits the gradient in half where a == b.
-* `log` gives -inf at 0 and nan below; its gradient 1/a is inf at 0, like PyTorch.
+Edges follow PyTorch (tests/test_op_edges.py sweeps every op there, forward and backward,
+from the table in tests/op_edge_cases.py); each op's docstring says what it does at its own:
+* values are IEEE arithmetic's: x / 0 = +-inf, 0 / 0 = inf - inf = 0 * inf = nan, nan spreads;
+* a gradient is the local derivative times the adjoint, the derivative formed first, and
+  a formula that would under- or overflow on the way (b * b in a / b**2, 1 - s in the
+  sigmoid's) is written so that it does not;
+* a gradient that is 0 by definition (a ** 0, the branch `where` did not take, the loser
+  of a max) is exactly 0, while a nan input passes its gradient on (a nan wins a max and
+  is not <= 0 for relu), as PyTorch's masks do.
+Two deliberate differences: sigmoid stays accurate in both tails, where PyTorch's
+formulas underflow (see Sigmoid), and a float32 tensor ** s rounds s to float32, which
+PyTorch does for some elements only (see PowerScalar).
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ __all__ = [
 # --- arithmetic ------------------------------------------------------------------------------
 
 class EWiseAdd(TensorOp):
+    """a + b. Edges: IEEE (inf + -inf = nan); the gradient passes through unchanged."""
+
     def check(self, a, b):
         same_shape(a, b, "add")
 
@@ -48,6 +53,8 @@ class EWiseAdd(TensorOp):
 
 
 class AddScalar(TensorOp):
+    """a + scalar. Edges: IEEE, for an inf or nan scalar too; the gradient passes through unchanged."""
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -59,6 +66,9 @@ class AddScalar(TensorOp):
 
 
 class EWiseMul(TensorOp):
+    """a * b. Edges: IEEE (0 * inf = nan); the gradients g * b and g * a are nan where the
+    other factor is nan and g * inf = +-inf where it is infinite, as in PyTorch."""
+
     def check(self, a, b):
         same_shape(a, b, "multiply")
 
@@ -72,6 +82,8 @@ class EWiseMul(TensorOp):
 
 
 class MulScalar(TensorOp):
+    """a * scalar. Edges: IEEE (an inf scalar makes 0 entries nan); the gradient is g * scalar."""
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -83,7 +95,13 @@ class MulScalar(TensorOp):
 
 
 class EWisePow(TensorOp):
-    """a ** b elementwise (edges: see the module docstring)."""
+    """a ** b elementwise.
+
+    Edges: C's pow (a ** 0 = 1 and 1 ** b = 1 even for nan; a negative base is exact
+    for integer-valued b and nan for others). The gradient for a is 0 where b == 0 (not
+    0 * a ** -1 = nan at a = 0); the one for b is 0 where a == 0 and b >= 0 (not 0 * ln 0)
+    and nan for a negative base (ln a), like PyTorch's.
+    """
 
     def check(self, a, b):
         same_shape(a, b, "power")
@@ -94,17 +112,25 @@ class EWisePow(TensorOp):
     def gradient(self, out_grad, node):
         a, b = node.inputs
         grad_a = grad_b = None
+        # the local derivative is formed before the adjoint multiplies it (PyTorch's order):
+        # (g * b) * a**(b-1) would round b = 1e-40 to a float32 denormal first
         if a.requires_grad:
-            grad_a = where(b.eq(0), 0.0, out_grad * b * a ** (b - 1))
+            grad_a = where(b.eq(0), 0.0, out_grad * (b * a ** (b - 1)))
         if b.requires_grad:
             zero_base = constant(array_api.multiply(
                 array_api.equal(a.realize_cached_data(), 0), array_api.greater_equal(b.realize_cached_data(), 0)))
-            grad_b = where(zero_base, 0.0, out_grad * node * log(a))
+            grad_b = where(zero_base, 0.0, out_grad * (node * log(a)))
         return grad_a, grad_b
 
 
 class PowerScalar(TensorOp):
-    """a ** scalar; the scalar may be any real number (the gradient is 0 for a ** 0)."""
+    """a ** scalar, for any real scalar.
+
+    Edges: 0.5 is sqrt and -0.5 its reciprocal (nan at -inf; +-0 gives +-0 and +-inf),
+    as in PyTorch; other exponents follow C's pow. The gradient of a ** 0 is exactly 0
+    (even at a = 0 and for an inf/nan adjoint); elsewhere it is scalar * a ** (scalar - 1),
+    where a float32 input rounds scalar - 1 to float32 (numpy's rule; 1e8 - 1 is 1e8).
+    """
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -114,13 +140,17 @@ class PowerScalar(TensorOp):
 
     def gradient(self, out_grad, node):
         a = node.inputs[0]
-        if self.scalar == 0:  # a ** 0 is constant; 0 * a ** -1 would be nan at a = 0
-            return out_grad * 0.0
-        return out_grad * self.scalar * a ** (self.scalar - 1)
+        if self.scalar == 0:  # a ** 0 is constant: zeros, even for an inf or nan adjoint
+            return constant(array_api.zeros(a.shape, a.dtype, a.device))
+        return out_grad * (a ** (self.scalar - 1) * self.scalar)
 
 
 class RPowerScalar(TensorOp):
-    """base ** a for a scalar base (0 ** 0 = 1; the gradient at base 0, a >= 0 is 0)."""
+    """base ** a for a scalar base.
+
+    Edges: C's pow (0 ** 0 = 1, 0 ** -1 = inf, 1 ** nan = 1); the gradient base ** a * ln(base)
+    is 0 at base 0 where a >= 0 (PyTorch's rule) and nan for a negative base.
+    """
 
     def __init__(self, base):
         self.base = base
@@ -131,13 +161,16 @@ class RPowerScalar(TensorOp):
     def gradient(self, out_grad, node):
         base = self.base
         log_base = math.log(base) if base > 0 else -math.inf if base == 0 else math.nan
-        grad = out_grad * node * log_base
+        grad = out_grad * (node * log_base)
         if base == 0:  # PyTorch's rule: no gradient where the result does not depend on a
             grad = where(node.inputs[0] >= 0, 0.0, grad)
         return grad
 
 
 class EWiseDiv(TensorOp):
+    """a / b. Edges: IEEE (x / 0 = +-inf, 0 / 0 = nan); the gradient for b is -g * (a / b / b),
+    finite wherever that quotient is (a / (b * b) would be inf or nan for |b| < 1e-19 in float32)."""
+
     def check(self, a, b):
         same_shape(a, b, "divide")
 
@@ -146,11 +179,14 @@ class EWiseDiv(TensorOp):
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
+        # a / b / b, not a / (b * b): b * b under- or overflows long before the quotient does
         return (out_grad / b if a.requires_grad else None,
-                -out_grad * a / (b * b) if b.requires_grad else None)
+                -out_grad * (a / b / b) if b.requires_grad else None)
 
 
 class DivScalar(TensorOp):
+    """a / scalar. Edges: IEEE (a scalar 0 gives +-inf and nan); the gradient is g / scalar."""
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -162,6 +198,8 @@ class DivScalar(TensorOp):
 
 
 class Negate(TensorOp):
+    """-a. Edges: exact everywhere (-0 for 0, nan stays nan); the gradient is -g."""
+
     def compute(self, a):
         return array_api.negative(a)
 
@@ -172,6 +210,8 @@ class Negate(TensorOp):
 # --- math functions ------------------------------------------------------------------------------
 
 class Log(TensorOp):
+    """ln a. Edges: -inf at +-0, nan below 0; the gradient g / a is +-inf at +-0, like PyTorch."""
+
     def compute(self, a):
         return array_api.log(a)
 
@@ -180,6 +220,9 @@ class Log(TensorOp):
 
 
 class Exp(TensorOp):
+    """exp a. Edges: inf above ~88.7 (float32) or ~709.8 (float64), denormals and then 0 at the
+    bottom, 0 at -inf; the gradient is g * exp(a)."""
+
     def compute(self, a):
         return array_api.exp(a)
 
@@ -188,15 +231,22 @@ class Exp(TensorOp):
 
 
 class ReLU(TensorOp):
+    """max(a, 0). Edges: nan stays nan; the gradient is 0 where a <= 0 (0 at 0 itself) and
+    passes through a nan input, like PyTorch's."""
+
     def compute(self, a):
         return array_api.maximum(a, 0)
 
     def gradient(self, out_grad, node):
-        # the mask is a constant from the input's data; where() keeps a nan adjoint out of it
-        return where(constant(array_api.greater(node.inputs[0].realize_cached_data(), 0)), out_grad, 0.0)
+        # zero where a <= 0 (a constant mask; where() keeps a nan adjoint out), so a nan input,
+        # whose output is nan, passes the gradient on like PyTorch's threshold_backward
+        return where(constant(array_api.less_equal(node.inputs[0].realize_cached_data(), 0)), 0.0, out_grad)
 
 
 class Tanh(TensorOp):
+    """tanh a. Edges: +-1 from |a| ~ 9 (float32) on and at +-inf; the gradient g * (1 - t^2)
+    is then 0, as in PyTorch."""
+
     def compute(self, a):
         return array_api.tanh(a)
 
@@ -205,17 +255,25 @@ class Tanh(TensorOp):
 
 
 class Sigmoid(TensorOp):
-    """1 / (1 + exp(-a)), accurate in both tails (a kernel of its own on every device)."""
+    """1 / (1 + exp(-a)), accurate in both tails (a kernel of its own on every device).
+
+    Edges: 0 at -inf, 1 at +inf; sigmoid(-20) = 2.06e-9 and float32 sigmoid(-100) = 3.8e-44,
+    a denormal; the gradient s * sigmoid(-a) keeps 2.06e-9 at a = 20. Deliberately unlike
+    PyTorch, whose 1 / (1 + exp(-a)) gives 0 at -100 (float32) and whose s * (1 - s) gives 0
+    above a ~ 17 (float32).
+    """
 
     def compute(self, a):
         return array_api.sigmoid(a)
 
     def gradient(self, out_grad, node):
-        return out_grad * node * (1 - node)
+        # s * sigmoid(-a) is s * (1 - s) without its cancellation for a >> 0
+        return out_grad * (node * sigmoid(-node.inputs[0]))
 
 
 class Sqrt(TensorOp):
-    """sqrt(a); nan below 0, and the gradient 1 / (2 sqrt a) is inf at 0, like PyTorch."""
+    """sqrt(a). Edges: nan below 0 and at -inf, -0 at -0; the gradient g / (2 sqrt a) is +-inf
+    at +-0, like PyTorch."""
 
     def compute(self, a):
         return array_api.sqrt(a)
@@ -225,7 +283,8 @@ class Sqrt(TensorOp):
 
 
 class Maximum(TensorOp):
-    """max(a, b) elementwise; where a == b each input gets half the gradient (PyTorch)."""
+    """max(a, b) elementwise. Edges: nan if either is nan; where a == b each input gets half the
+    gradient, and where either is nan both get all of it (PyTorch's rule)."""
 
     def check(self, a, b):
         same_shape(a, b, "maximum")
@@ -234,15 +293,18 @@ class Maximum(TensorOp):
         return array_api.maximum(a, b)
 
     def gradient(self, out_grad, node):
+        # each input loses the gradient where it is the smaller one: a nan, which wins,
+        # leaves both with the whole gradient (PyTorch's masks)
         a, b = (x.realize_cached_data() for x in node.inputs)
         tie = constant(array_api.equal(a, b))
         half = out_grad * 0.5
-        return (where(tie, half, where(constant(array_api.greater(a, b)), out_grad, 0.0)),
-                where(tie, half, where(constant(array_api.less(a, b)), out_grad, 0.0)))
+        return (where(tie, half, where(constant(array_api.less(a, b)), 0.0, out_grad)),
+                where(tie, half, where(constant(array_api.greater(a, b)), 0.0, out_grad)))
 
 
 class MaximumScalar(TensorOp):
-    """max(a, scalar); half the gradient where a equals the scalar."""
+    """max(a, scalar). Edges: half the gradient where a equals the scalar (as torch.maximum
+    with a tensor); a nan input, or a nan scalar, passes all of it."""
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -253,14 +315,15 @@ class MaximumScalar(TensorOp):
     def gradient(self, out_grad, node):
         a = node.inputs[0].realize_cached_data()
         return where(constant(array_api.equal(a, self.scalar)), out_grad * 0.5,
-                     where(constant(array_api.greater(a, self.scalar)), out_grad, 0.0))
+                     where(constant(array_api.less(a, self.scalar)), 0.0, out_grad))
 
 
 class Where(TensorOp):
     """cond ? a : b elementwise, for a bool `cond` (no gradient) and equal shapes.
 
-    The gradient of each branch is the adjoint where that branch was taken and exactly
-    0 elsewhere (an inf or nan in the other branch never leaks in).
+    Edges: values are copied; the gradient of each branch is the adjoint where that
+    branch was taken and exactly 0 elsewhere (an inf or nan in the other branch never
+    leaks in).
     """
 
     def check(self, cond, a, b):
@@ -281,7 +344,11 @@ class Where(TensorOp):
 
 
 class Cast(TensorOp):
-    """The input converted to `dtype`; the gradient converts back to the input's dtype."""
+    """The input converted to `dtype`; the gradient converts back to the input's dtype.
+
+    Edges: float64 to float32 rounds to nearest, overflows to +-inf beyond 3.4e38 and
+    underflows to denormals and +-0; nan, +-inf and -0 are kept.
+    """
 
     def __init__(self, dtype):
         self.dtype = array_api.dtype_name(dtype)
@@ -459,7 +526,8 @@ def _compare(function):
         return constant(function(lhs, rhs))
 
     compare.__name__ = function.__name__
-    compare.__doc__ = f"Elementwise {function.__name__} (broadcasting) as a constant bool tensor."
+    compare.__doc__ = (f"Elementwise {function.__name__} (broadcasting) as a constant bool tensor; "
+                       "nan compares unequal to everything, itself included (IEEE).")
     return compare
 
 

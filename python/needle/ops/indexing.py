@@ -159,7 +159,11 @@ class IndexPlan:
 
 
 class GetItem(TensorOp):
-    """tensor[index]; the gradient scatters into zeros (repeated indices add up)."""
+    """tensor[index]; the gradient scatters into zeros (repeated indices add up).
+
+    Edges: values are copied as they are; entries not indexed get an exact 0 gradient,
+    repeated ones the IEEE sum of theirs (inf + -inf = nan).
+    """
 
     def __init__(self, plan: IndexPlan):
         self.plan = plan
@@ -176,7 +180,10 @@ class GetItem(TensorOp):
 
 
 class ScatterItem(TensorOp):
-    """The adjoint of GetItem: a tensor of the indexed shape with `g` added at the index."""
+    """The adjoint of GetItem: a tensor of the indexed shape with `g` added at the index.
+
+    Edges: repeated indices add up by IEEE rules; places not indexed are exact zeros.
+    """
 
     def __init__(self, plan: IndexPlan):
         self.plan = plan

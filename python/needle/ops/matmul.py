@@ -14,6 +14,9 @@ class MatMul(TensorOp):
 
     Gradients: g @ b^T and a^T @ g, each summed over the batch axes its operand was
     broadcast along; only the operands that require grad get one.
+
+    Edges: IEEE sums of products, as BLAS gives them (inf * 0 = nan, inf - inf = nan): an
+    inf or nan entry of a reaches its row of the result (and b's gradient), like PyTorch.
     """
 
     def check(self, a, b):

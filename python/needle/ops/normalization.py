@@ -21,6 +21,11 @@ class BatchNorm(TensorTupleOp):
     x (N, C); w and b hold C values (shape (C,) or (1, C)); mean and the biased
     variance (divide by N), both of shape (C,), are the batch's (for the caller's
     running averages). The gradient covers all three outputs.
+
+    Edges: x - mean is normalised first, so a constant column (variance 0) gives exactly
+    b, with a finite gradient (scaled by 1 / sqrt(eps)), even for a column of 1e8, where
+    PyTorch's CPU kernel, computing x * scale + shift, is off by 1e3; a nan in a column
+    makes that column's outputs and gradients nan.
     """
 
     def __init__(self, eps: float = 1e-5):

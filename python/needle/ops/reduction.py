@@ -1,14 +1,17 @@
 """Reductions: sum, mean, max (with PyTorch's tie rules), argmax, and the log-sum-exp family
 (logsumexp, logsoftmax, softmax), all numerically stable.
 
-Edges:
+Edges (each op's docstring says more; tests/test_op_edges.py checks them against PyTorch):
+* a nan is the maximum of whatever it is reduced with (the max kernels propagate it).
 * `max` over one given axis sends the gradient to the first maximal element
-  (`torch.max(dim)`); over all axes or several axes it is split evenly among the
-  ties (`torch.amax`).
-* `logsumexp` and `logsoftmax` subtract the maximum first, and a maximum of +-inf
-  is replaced by 0, so a row of -inf gives -inf (not nan) and a row holding +inf
-  gives +inf. log-softmax is `(a - m) - log(sum(exp(a - m)))`, never `a - lse`:
-  the latter cancels to 0 for logits of 1e8 in float32.
+  (`torch.max(dim)`), the first nan if there is one; over all axes or several axes
+  it is split evenly among the ties, the nans being the ties of a nan maximum
+  (`torch.max()`; `torch.amax` would give such a group nan gradients).
+* `logsumexp` subtracts the maximum first, and a maximum of +-inf is replaced by 0, so
+  a row of -inf gives -inf (not nan) and a row holding +inf gives +inf.
+* log-softmax is `(a - m) - log(sum(exp(a - m)))`, never `a - lse`: the latter cancels
+  to 0 for logits of 1e8 in float32. Like softmax, it is nan on a row that holds +inf
+  or nan or is all -inf (PyTorch's, as a - m is then nan somewhere).
 """
 from __future__ import annotations
 
@@ -44,7 +47,10 @@ def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:
 
 
 class Summation(TensorOp):
-    """Sum over `axes` (None: all of them); reduced axes are dropped unless keepdims."""
+    """Sum over `axes` (None: all of them); reduced axes are dropped unless keepdims.
+
+    Edges: IEEE (inf + -inf = nan, nan spreads); the gradient is the adjoint, broadcast.
+    """
 
     def __init__(self, axes=None, keepdims: bool = False):
         self.axes = axes
@@ -68,7 +74,7 @@ def summation(a, axes=None, keepdims: bool = False):
 
 
 def mean(a, axes=None, keepdims: bool = False):
-    """Average over `axes` (None: all)."""
+    """Average over `axes` (None: all), as the sum divided by the count (the sum's edges)."""
     count = size_of(a.shape[i] for i in reduced_axes(axes, a.ndim, "mean"))
     return summation(a, axes, keepdims=keepdims) / count
 
@@ -84,7 +90,12 @@ def _first_max_mask(data, axis: int, device):
 
 
 class Max(TensorOp):
-    """Maximum over `axes` (None: all); see the module docstring for where the gradient goes."""
+    """Maximum over `axes` (None: all).
+
+    Edges: nan if the group holds a nan, -inf for a group of -inf. The gradient goes to
+    the first maximum (the first nan) over one axis, and is split evenly among the ties
+    (the nans) over several or all axes; +0 and -0 tie.
+    """
 
     def __init__(self, axes=None, keepdims: bool = False):
         self.axes = axes
@@ -106,7 +117,9 @@ class Max(TensorOp):
         if axes is not None and len(axes) == 1:
             return where(constant(_first_max_mask(data, axes[0], a.device)), g, 0.0)
         kept = array_api.max(data, axis=axes, keepdims=True)
-        ties = array_api.equal(data, array_api.broadcast_to(kept, tuple(data.shape)))
+        # a nan is the max of its group (the max kernels propagate it), so the nans are its ties
+        ties = array_api.add(array_api.equal(data, array_api.broadcast_to(kept, tuple(data.shape))),
+                             array_api.not_equal(data, data))
         count = array_api.sum(ties, axis=axes, keepdims=True)
         share = constant(array_api.broadcast_to(count, tuple(data.shape)))
         return where(constant(ties), g / share, 0.0)
@@ -117,7 +130,8 @@ def max(a, axes=None, keepdims: bool = False):  # noqa: A001
 
 
 def argmax(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    """Index (int64) of the first maximum along `axis` (of the flattened tensor if None), a constant."""
+    """Index (int64) of the first maximum along `axis` (of the flattened tensor if None), a constant;
+    the first nan where there is one (torch.argmax's)."""
     if axis is not None:
         axis_index(axis, a.ndim, "argmax")
     return constant(array_api.argmax(a.realize_cached_data(), axis=axis, keepdims=keepdims))
@@ -137,7 +151,12 @@ def _log_sum_exp(a, axes):
 
 
 class LogSumExp(TensorOp):
-    """log(sum(exp(a), axes)); axes is None (all), an int or a tuple (edges: module docstring)."""
+    """log(sum(exp(a), axes)); axes is None (all), an int or a tuple.
+
+    Edges: exact for huge entries; a group of -inf gives -inf, one holding +inf gives +inf,
+    nan spreads. The gradient exp(a - lse) is nan where a and lse are the same infinity
+    (a group of -inf, the +inf entry), as in PyTorch.
+    """
 
     def __init__(self, axes=None):
         self.axes = axes
@@ -164,7 +183,11 @@ def logsumexp(a, axes=None):
 
 class LogSoftmax(TensorOp):
     """(a - m) - log(sum(exp(a - m))) over `axis` (the last one, which is axis 1 for the
-    course's 2-D input); m is the row maximum."""
+    course's 2-D input); m is the row maximum.
+
+    Edges: exact for huge logits (1e8 in float32); -inf entries give -inf; a row holding
+    +inf or nan, or all -inf, is nan (PyTorch's).
+    """
 
     def __init__(self, axis: int = -1):
         self.axis = axis
@@ -178,7 +201,7 @@ class LogSoftmax(TensorOp):
     def compute(self, a):
         shape = tuple(a.shape)
         axes = (self.axis % len(shape),)
-        shifted = array_api.subtract(a, array_api.broadcast_to(_safe_max(a, axes), shape))
+        shifted = array_api.subtract(a, array_api.broadcast_to(array_api.max(a, axis=axes, keepdims=True), shape))
         log_total = array_api.log(array_api.sum(array_api.exp(shifted), axis=axes, keepdims=True))
         return array_api.subtract(shifted, array_api.broadcast_to(log_total, shape))
 
@@ -192,7 +215,11 @@ def logsoftmax(a, axis: int = -1):
 
 
 class Softmax(TensorOp):
-    """exp(a - m) / sum(exp(a - m)) over `axis`; gradient s * (g - sum(g * s))."""
+    """exp(a - m) / sum(exp(a - m)) over `axis`; gradient s * (g - sum(g * s)).
+
+    Edges: exact for huge logits; -inf entries give 0; a row holding +inf or nan, or all
+    -inf, is nan (PyTorch's).
+    """
 
     def __init__(self, axis: int = -1):
         self.axis = axis
@@ -206,7 +233,8 @@ class Softmax(TensorOp):
     def compute(self, a):
         shape = tuple(a.shape)
         axes = (self.axis % len(shape),)
-        e = array_api.exp(array_api.subtract(a, array_api.broadcast_to(_safe_max(a, axes), shape)))
+        e = array_api.exp(array_api.subtract(a, array_api.broadcast_to(array_api.max(a, axis=axes, keepdims=True),
+                                                                       shape)))
         return array_api.divide(e, array_api.broadcast_to(array_api.sum(e, axis=axes, keepdims=True), shape))
 
     def gradient(self, out_grad, node):

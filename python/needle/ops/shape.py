@@ -1,7 +1,8 @@
 """Shape and layout ops: transpose/permute, reshape, broadcast, stack/split, flip, dilate.
 
-None of them does arithmetic; each one's gradient is the inverse rearrangement
-(broadcast's sums the repeated entries back).
+None of them does arithmetic, so none has edges of its own: nan, +-inf and -0 are moved
+as they are. Each one's gradient is the inverse rearrangement (broadcast's sums the
+repeated entries back, where inf + -inf = nan).
 """
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ __all__ = [
 
 
 class Transpose(TensorOp):
-    """Swap two axes: `axes=(i, j)`, or the last two when `axes` is None."""
+    """Swap two axes: `axes=(i, j)`, or the last two when `axes` is None.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axes: Optional[tuple] = None):
         self.axes = axes
@@ -51,7 +55,10 @@ def transpose(a, axes=None):
 
 
 class Permute(TensorOp):
-    """General axis permutation: output axis i is input axis axes[i]."""
+    """General axis permutation: output axis i is input axis axes[i].
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axes: tuple):
         self.axes = tuple(axes)
@@ -74,7 +81,10 @@ def permute(a, axes):
 
 
 class Reshape(TensorOp):
-    """Row-major reshape; one entry of `shape` may be -1."""
+    """Row-major reshape; one entry of `shape` may be -1.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -112,7 +122,10 @@ def flatten(a, start_dim: int = 0, end_dim: int = -1):
 
 
 class BroadcastTo(TensorOp):
-    """numpy broadcasting, including new leading axes; the gradient sums the copies back."""
+    """numpy broadcasting, including new leading axes; the gradient sums the copies back.
+
+    Edges: values are copied as they are; the summed gradient follows IEEE (inf + -inf = nan).
+    """
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -135,7 +148,10 @@ def broadcast_to(a, shape):
 
 
 class Stack(TensorOp):
-    """Join equal-shaped tensors along a new axis `axis`; the input is one TensorTuple."""
+    """Join equal-shaped tensors along a new axis `axis`; the input is one TensorTuple.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -163,7 +179,11 @@ def stack(args, axis: int):
 
 
 class Split(TensorTupleOp):
-    """The slices of a tensor along `axis`, with that axis removed (inverse of Stack)."""
+    """The slices of a tensor along `axis`, with that axis removed (inverse of Stack).
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient; slices
+    that get no gradient count as exact zeros.
+    """
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -184,7 +204,10 @@ def split(a, axis: int):
 
 
 class Flip(TensorOp):
-    """Reverse the order of elements along each of `axes`."""
+    """Reverse the order of elements along each of `axes`.
+
+    Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
+    """
 
     def __init__(self, axes=None):
         self.axes = axes
@@ -220,7 +243,10 @@ class _DilationOp(TensorOp):
 
 
 class Dilate(_DilationOp):
-    """Insert `dilation` zeros after every element along each of `axes`."""
+    """Insert `dilation` zeros after every element along each of `axes`.
+
+    Edges: none; values are moved and the inserted entries are exact +0 (never nan).
+    """
 
     def compute(self, a):
         d = self.dilation
@@ -245,7 +271,10 @@ def dilate(a, axes, dilation):
 
 
 class UnDilate(_DilationOp):
-    """Keep every (dilation+1)-th element along each of `axes`, starting at 0."""
+    """Keep every (dilation+1)-th element along each of `axes`, starting at 0.
+
+    Edges: none; the dropped entries get an exact 0 gradient, whatever they hold.
+    """
 
     def compute(self, a):
         ndim = len(a.shape)

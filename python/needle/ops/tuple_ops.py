@@ -10,6 +10,8 @@ __all__ = ["MakeTensorTuple", "TupleGetItem", "SparseTuple", "FusedAddScalars", 
 
 
 class MakeTensorTuple(TensorTupleOp):
+    """A tuple of its inputs. Edges: none (values are not touched)."""
+
     def compute(self, *args) -> tuple:
         return tuple(args)
 
@@ -24,6 +26,8 @@ def make_tuple(*args):
 
 
 class TupleGetItem(TensorOp):
+    """Element `index` of a tuple. Edges: none; the other elements get exact 0 gradients."""
+
     def __init__(self, index: int):
         self.index = index
 
@@ -55,6 +59,7 @@ class SparseTuple(TensorTupleOp):
     gradients of the n elements of a split add up in O(n) work instead of n full
     tuples of zeros added pairwise. `template` is the tuple's data, for the
     zeros' shapes; they are zero-stride views of one scalar, not allocations.
+    Edges: none (the zeros are exact).
     """
 
     eager = False  # usually consumed by add_tuples / tuple_get_item without its data being read
@@ -117,7 +122,7 @@ def add_tuples(tuples: Sequence[TensorTuple]) -> TensorTuple:
 
 
 class FusedAddScalars(TensorTupleOp):
-    """(a + c0, a + c1) in one op."""
+    """(a + c0, a + c1) in one op. Edges: AddScalar's (IEEE, inf or nan scalars included)."""
 
     def __init__(self, c0: float, c1: float):
         self.c0 = c0
