@@ -3,14 +3,20 @@
 Every kernel writes straight into its output buffer (numpy ufuncs with `out=`,
 BLAS for matmul) and reads strided operands in place, so a call costs one pass
 over memory and no temporaries.
+
+`prepare(name, args)` gives a replayed call (needle.compile) its launch: the same
+numpy call with its views built once, since a replay always sees the same buffers.
+The kernels that are one ufunc carry it (`kernel.ufunc`, `kernel.form`), which is
+also how the compiler's fusion knows what a kernel computes.
 """
+import functools
+
 import numpy as np
 
+from ..dtypes import HostScalar
 from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
     Array, class_ids, fill, from_numpy, out_view, read, reduction_blocks, rows_index, strided_view, to_numpy,
 )
-
-from .launch_cpu import prepare  # noqa: F401,E402  (prepared launches for needle.compile's replay)
 
 __device_name__ = "cpu"
 __tile_size__ = 8
@@ -41,6 +47,8 @@ def _binary(ufunc):
         x = read(a)
         ufunc(val, x, out=out_view(out, x.shape), casting="unsafe")
 
+    for kernel, form in ((ewise, "ewise"), (scalar, "scalar"), (reverse, "reverse")):
+        kernel.ufunc, kernel.form = ufunc, form
     return ewise, scalar, reverse
 
 
@@ -49,6 +57,7 @@ def _unary(ufunc):
         x = read(a)
         ufunc(x, out=out_view(out, x.shape))
 
+    kernel.ufunc, kernel.form = ufunc, "unary"
     return kernel
 
 
@@ -73,10 +82,8 @@ ewise_tanh = _unary(np.tanh)
 ewise_sqrt = _unary(np.sqrt)
 
 
-def scalar_power(a, val, out):
-    """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
-    x = read(a)
-    y = out_view(out, x.shape)
+def _power_into(x, val, y):
+    """y = x ** val; -0.5 is 1 / sqrt(x), as 0.5 is sqrt(x) (PyTorch's edges: -inf at -0, nan at -inf)."""
     if val == -0.5:
         np.sqrt(x, out=y)
         np.reciprocal(y, out=y)
@@ -84,11 +91,9 @@ def scalar_power(a, val, out):
         np.power(x, val, out=y, casting="unsafe")
 
 
-def ewise_sigmoid(a, out):
-    """With e = exp(-|a|): 1 / (1 + e) for a >= 0, e / (1 + e) below; e never overflows and
+def _sigmoid_into(x, y):
+    """With e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below; e never overflows and
     nothing cancels, so both tails are accurate (and one exp is far cheaper than logaddexp)."""
-    x = read(a)
-    y = out_view(out, x.shape)
     np.abs(x, out=y)
     np.negative(y, out=y)
     np.exp(y, out=y)
@@ -97,11 +102,24 @@ def ewise_sigmoid(a, out):
     np.divide(numerator, y, out=y)
 
 
+def _where_into(c, a, b, y):
+    np.copyto(y, b, casting="unsafe")
+    np.copyto(y, a, casting="unsafe", where=c)
+
+
+def scalar_power(a, val, out):
+    x = read(a)
+    _power_into(x, val, out_view(out, x.shape))
+
+
+def ewise_sigmoid(a, out):
+    x = read(a)
+    _sigmoid_into(x, out_view(out, x.shape))
+
+
 def ewise_where(cond, a, b, out):
     c = read(cond)
-    y = out_view(out, c.shape)
-    np.copyto(y, read(b), casting="unsafe")
-    np.copyto(y, read(a), casting="unsafe", where=c)
+    _where_into(c, read(a), read(b), out_view(out, c.shape))
 
 
 def matmul(a, b, out, m, n, p, batch=1):
@@ -166,3 +184,73 @@ def one_hot_rows(indices, out, n):
     dest.fill(0)
     dest[np.arange(idx.size), idx] = 1
 
+
+
+# --- prepared launches for a compiled step's replay ------------------------------------------------
+
+_REDUCE_UFUNC = {"reduce_sum": np.add, "reduce_max": np.maximum, "reduce_min": np.minimum}
+
+
+def prepare(name: str, args: tuple):
+    """A zero-argument launch doing what kernel `name` does on `args`, with its views built
+    once, or None when the kernel gains nothing (it then runs as it is). HostScalar
+    arguments are read when the launch runs."""
+    kernel = globals().get(name)
+    form = getattr(kernel, "form", None)
+    ufunc = getattr(kernel, "ufunc", None)
+    if form == "ewise":
+        a, b, out = args
+        x = read(a)
+        return functools.partial(ufunc, x, read(b), out=out_view(out, x.shape), casting="unsafe")
+    if form in ("scalar", "reverse"):
+        a, val, out = args
+        x = read(a)
+        o = out_view(out, x.shape)
+        first, second = (x, val) if form == "scalar" else (val, x)
+        if isinstance(val, HostScalar):
+            if form == "scalar":
+                return lambda: ufunc(x, val.value, out=o, casting="unsafe")
+            return lambda: ufunc(val.value, x, out=o, casting="unsafe")
+        return functools.partial(ufunc, first, second, out=o, casting="unsafe")
+    if form == "unary":
+        a, out = args
+        x = read(a)
+        return functools.partial(ufunc, x, out=out_view(out, x.shape))
+    if name == "scalar_power":
+        a, val, out = args
+        x = read(a)
+        y = out_view(out, x.shape)
+        if isinstance(val, HostScalar):
+            return lambda: _power_into(x, val.value, y)
+        return functools.partial(_power_into, x, val, y)
+    if name == "ewise_sigmoid":
+        a, out = args
+        x = read(a)
+        return functools.partial(_sigmoid_into, x, out_view(out, x.shape))
+    if name == "ewise_where":
+        cond, a, b, out = args
+        c = read(cond)
+        return functools.partial(_where_into, c, read(a), read(b), out_view(out, c.shape))
+    if name == "compact":
+        a, out, shape, strides, offset = args
+        return functools.partial(np.copyto, out_view(out, shape), strided_view(a, shape, strides, offset),
+                                 casting="unsafe")
+    if name == "ewise_setitem":
+        a, out, shape, strides, offset = args
+        return functools.partial(np.copyto, strided_view(out, shape, strides, offset), out_view(a, shape),
+                                 casting="unsafe")
+    if name == "scalar_setitem" and not isinstance(args[1], HostScalar):
+        size, val, out, shape, strides, offset = args
+        return functools.partial(strided_view(out, shape, strides, offset).fill, val)
+    if name == "matmul":
+        a, b, out, m, n, p, *rest = args
+        batch = rest[0] if rest else 1
+        return functools.partial(np.matmul, read(a).reshape(batch, m, n), read(b).reshape(batch, n, p),
+                                 out=out_view(out, (batch, m, p)))
+    if name in _REDUCE_UFUNC:
+        a, out, reduce_size = args
+        x, first = reduction_blocks(a, reduce_size)
+        dest = out_view(out, x.shape[:first])
+        return functools.partial(_REDUCE_UFUNC[name].reduce, x, axis=tuple(range(first, x.ndim)), out=dest,
+                                 dtype=dest.dtype)
+    return None

@@ -55,6 +55,8 @@ def bind(fn, args: tuple, kind: str = ""):
     A kernel's device module may offer `prepare(name, args)`: a launch with its views built
     once (the buffers never change between replays).
     """
+    if hasattr(fn, "prepare"):  # a fused kernel builds its own launch
+        return fn.prepare(args)
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     prepare = getattr(module, "prepare", None)
     if prepare is not None and kind != "host":
@@ -147,7 +149,6 @@ def build(recorder, input_buffers: List[Any], input_devices: List[Any], output_a
           fuse: bool = False) -> Program:
     """A Program from a finished recording. `input_buffers`/`output_arrays` are held by the
     caller (so they count as state); every other buffer that is still alive is state too."""
-    calls = [Call(fn, args, kind) for fn, args, kind in recorder.steps]
     state: Dict[int, Any] = {}
     temporaries: Dict[int, Tuple[Slot, Any]] = {}
     for slot in recorder.slots:
@@ -170,4 +171,9 @@ def build(recorder, input_buffers: List[Any], input_devices: List[Any], output_a
             slot = recorder.slot(arr._handle)
             state[slot.index] = arr._handle
         outputs.append((slot.index, (arr.shape, arr.strides, arr._offset, arr.dtype, arr.device)))
+    calls = [Call(fn, args, kind) for fn, args, kind in recorder.steps]
+    if fuse:
+        from .fusion import fuse_calls
+
+        calls = fuse_calls(calls, set(state))
     return Program(calls, state, temporaries, inputs, outputs)
