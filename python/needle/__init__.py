@@ -12,7 +12,7 @@ from .ops import *  # noqa: F401,F403  (the course re-exports every op at the to
 from .ops import __all__ as _ops_all
 from . import init, data, nn, optim  # noqa: E402
 from .init import ones, ones_like, zeros, zeros_like  # noqa: E402
-from .creation import from_numpy  # noqa: E402
+from .creation import arange, from_numpy, manual_seed, rand, randn, tensor  # noqa: E402
 from .serialization import load, save  # noqa: E402
 from .dtypes import DTYPES, HostScalar  # noqa: E402
 from .compile import compile, TraceError  # noqa: E402,A004
@@ -21,6 +21,6 @@ __all__ = sorted(set(_ops_all) | {
     "autograd", "ops", "init", "data", "nn", "optim", "Op", "Tensor", "TensorOp", "TensorTuple", "TensorTupleOp",
     "Value", "NDArray", "Device", "BACKEND", "array_api", "cpu", "default_device", "all_devices", "get_device",
     "registered_devices", "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled", "ones", "zeros",
-    "ones_like", "zeros_like", "from_numpy", "load", "save", "DTYPES", "cpu_numpy", "cuda", "compile",
+    "ones_like", "zeros_like", "from_numpy", "tensor", "randn", "rand", "arange", "manual_seed", "load", "save", "DTYPES", "cpu_numpy", "cuda", "compile",
     "TraceError", "HostScalar",
 })

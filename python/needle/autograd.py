@@ -15,7 +15,9 @@ import functools
 import operator
 from typing import Iterable, List, Optional, Tuple, Union
 
-from .backend_selection import Device, NDArray, array_api, cpu, default_device  # noqa: F401
+from .backend_selection import (  # noqa: F401
+    Device, NDArray, array_api, cpu, default_device, get_device, registered_devices,
+)
 
 __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", "find_topo_sort",
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
@@ -173,6 +175,8 @@ class Value:
             value._init(op, list(inputs), requires_grad=requires_grad)
             return value
         data = op.compute(*[x.realize_cached_data() for x in inputs])
+        if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
+            requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
         if not requires_grad:
             # a result that needs no gradient is a constant leaf: no graph node is kept
             return cls.make_const(data)
@@ -425,17 +429,106 @@ class Tensor(Value):
     def matmul(self, other):
         return _ops.matmul(self, other)
 
-    def sum(self, axes=None, keepdims: bool = False):
+    # reductions take the course's axes=/keepdims= or PyTorch's dim=/keepdim= (one or the other)
+    def sum(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
+        axes, keepdims = _dim_alias("sum", axes, keepdims, dim, keepdim)
         return _ops.summation(self, axes, keepdims=keepdims)
 
-    def mean(self, axes=None, keepdims: bool = False):
+    def mean(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
+        axes, keepdims = _dim_alias("mean", axes, keepdims, dim, keepdim)
         return _ops.mean(self, axes, keepdims=keepdims)
 
-    def max(self, axes=None, keepdims: bool = False):
-        return _ops.max(self, axes, keepdims=keepdims)
+    def max(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
+        """The maximum over `axes` (the course's form). With PyTorch's `dim=` (one axis), like
+        torch.max(x, dim): a (values, indices) named tuple, indices int64 (the first maximum)."""
+        if dim is None:
+            axes, keepdims = _dim_alias("max", axes, keepdims, None, keepdim)
+            return _ops.max(self, axes, keepdims=keepdims)
+        if axes is not None:
+            raise TypeError("max: give axes= or dim=, not both")
+        keepdim = bool(keepdim)
+        return MaxResult(_ops.max(self, (dim,), keepdims=keepdim), _ops.argmax(self, dim, keepdims=keepdim))
 
-    def argmax(self, axis=None, keepdims: bool = False):
+    def argmax(self, axis=None, keepdims: bool = False, *, dim=None, keepdim=None):
+        axis, keepdims = _dim_alias("argmax", axis, keepdims, dim, keepdim)
         return _ops.argmax(self, axis, keepdims=keepdims)
+
+    def logsumexp(self, dim=None, keepdim: bool = False):
+        """log(sum(exp(x))) over `dim` (PyTorch's torch.logsumexp(x, dim, keepdim))."""
+        out = _ops.logsumexp(self, dim)
+        if keepdim:
+            reduced = range(self.ndim) if dim is None else [d % self.ndim for d in
+                                                            (dim if isinstance(dim, (tuple, list)) else (dim,))]
+            out = out.reshape(tuple(1 if i in reduced else n for i, n in enumerate(self.shape)))
+        return out
+
+    def softmax(self, dim: int = -1):
+        return _ops.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1):
+        return _ops.logsoftmax(self, dim)
+
+    # --- PyTorch habits: sizes, casts, devices ------------------------------------------
+    def size(self, dim: Optional[int] = None):
+        """The shape, or its entry `dim` (PyTorch's Tensor.size)."""
+        if dim is None:
+            return self.shape
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"size: dim {dim} is out of range for a tensor of shape {self.shape}")
+        return self.shape[dim]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def float(self) -> "Tensor":
+        return _ops.cast(self, "float32")
+
+    def double(self) -> "Tensor":
+        return _ops.cast(self, "float64")
+
+    def long(self) -> "Tensor":
+        return _ops.cast(self, "int64")
+
+    def bool(self) -> "Tensor":
+        return _ops.cast(self, "bool")
+
+    def to(self, *args, device=None, dtype=None) -> "Tensor":
+        """This tensor on another device and/or with another dtype (PyTorch's Tensor.to): each
+        positional argument is a device or a dtype. A cast stays in the graph (its gradient
+        casts back); a move gives a new leaf (with the same requires_grad). Itself when
+        nothing changes."""
+        for arg in args:
+            if isinstance(arg, Device) or hasattr(arg, "enabled"):
+                device = arg
+            elif isinstance(arg, str) and arg in registered_devices():
+                device = get_device(arg)
+            else:
+                dtype = arg
+        out = self
+        if dtype is not None:
+            out = _ops.cast(out, dtype)
+        if isinstance(device, str):
+            device = get_device(device)
+        if device is not None and device != out.device:
+            moved = Tensor(out.detach(), device=device, requires_grad=False)
+            moved.requires_grad = out.requires_grad
+            out = moved
+        return out
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Set requires_grad in place and return self (PyTorch's)."""
+        self.requires_grad = requires_grad
+        return self
+
+    def t(self) -> "Tensor":
+        """The transpose of a tensor of at most 2 dimensions (PyTorch's Tensor.t)."""
+        return self.T
 
     def broadcast_to(self, shape):
         return _ops.broadcast_to(self, shape)
@@ -480,6 +573,32 @@ class Tensor(Value):
 
     def sqrt(self):
         return _ops.sqrt(self)
+
+
+class MaxResult(tuple):
+    """(values, indices) of `Tensor.max(dim=...)`, like torch.return_types.max."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _dim_alias(what: str, axes, keepdims: bool, dim, keepdim):
+    """(axes, keepdims) from the course's names or PyTorch's; TypeError when both are given."""
+    if dim is not None:
+        if axes is not None:
+            raise TypeError(f"{what}: give axes= or dim=, not both")
+        axes = dim
+    if keepdim is not None:
+        keepdims = keepdim
+    return axes, bool(keepdims)
 
 
 def _shape_arg(shape: tuple) -> tuple:

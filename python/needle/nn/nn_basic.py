@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator, List, Tuple
 
 from needle import init, ops
-from needle.autograd import Tensor, array_api
+from needle.autograd import Tensor, array_api, registered_devices
 
 __all__ = ["Parameter", "Module", "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sequential", "SoftmaxLoss",
            "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual"]
@@ -123,6 +123,29 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    # --- PyTorch habits -------------------------------------------------------------------
+    def to(self, *args, device=None, dtype=None) -> "Module":
+        """Move every parameter and buffer to `device` and/or cast the floating ones to `dtype`,
+        in place (the Parameter objects stay the same, so an optimizer built before still holds
+        them); returns self. Each positional argument is a device (or its name) or a dtype.
+        Like PyTorch's Module.to."""
+        for arg in args:
+            if hasattr(arg, "enabled") or isinstance(arg, str) and arg in registered_devices():
+                device = arg
+            else:
+                dtype = arg
+        for _, t in _named_tensors(self.__dict__, ""):
+            moved = t.to(device=device, dtype=dtype if array_api.is_floating(t.dtype) else None)
+            if moved is not t:
+                # the tensor itself takes the new data: dtype may change, unlike through .data
+                t.cached_data = moved.realize_cached_data()
+        return self
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (PyTorch's Module.zero_grad, set_to_none=True)."""
+        for p in self.parameters():
+            p.grad = None
 
 
 class Identity(Module):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from typing import Dict, List
 
-from . import init, ops
-from .autograd import Tensor, array_api, no_grad
-from .dtypes import HostScalar
+from .. import init, ops
+from ..autograd import Tensor, array_api, no_grad
+from ..dtypes import HostScalar
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
 
 class Optimizer:
@@ -31,6 +31,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
+        _check_range(type(self).__name__, "lr", value, 0.0, math.inf, high_open=True)
         if "_lr" in self.__dict__:
             self._lr.value = value
         else:
@@ -109,6 +110,18 @@ class Optimizer:
         return state
 
 
+def _check_range(who: str, name: str, value, low: float, high: float, high_open: bool) -> None:
+    """ValueError naming the optimizer, the argument and the value unless low <= value < (or <=) high."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}") from None
+    inside = low <= number and (number < high if high_open else number <= high) and not math.isnan(number)
+    if not inside:
+        shown = f"[{low:g}, {high:g}{')' if high_open else ']'}" if high != math.inf else f">= {low:g}"
+        raise ValueError(f"{who}: {name} must be {'in ' if high != math.inf else ''}{shown}, got {value!r}")
+
+
 class SGD(Optimizer):
     """theta -= lr * u with u = momentum * u + (1 - momentum) * (grad + weight_decay * theta)."""
 
@@ -116,6 +129,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
+        _check_range("SGD", "momentum", momentum, 0.0, 1.0, high_open=True)
+        _check_range("SGD", "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
@@ -144,6 +159,11 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(params)
+        who = type(self).__name__
+        for name, value in (("beta1", beta1), ("beta2", beta2)):
+            _check_range(who, name, value, 0.0, 1.0, high_open=True)
+        _check_range(who, "eps", eps, 0.0, math.inf, high_open=True)
+        _check_range(who, "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
@@ -175,3 +195,32 @@ class Adam(Optimizer):
                 m_hat = m / self._bias1
                 v_hat = v / self._bias2
                 p.copy_(p.data - m_hat * self._lr / (v_hat ** 0.5 + self.eps))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's torch.optim.AdamW):
+    theta -= lr * weight_decay * theta, then the Adam step on the plain gradient.
+
+    Defaults as PyTorch's: lr 1e-3, betas (0.9, 0.999) (`betas=` or beta1/beta2), eps 1e-8,
+    weight_decay 0.01.
+    """
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *, betas=None):
+        if betas is not None:
+            beta1, beta2 = betas
+        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0)
+        _check_range("AdamW", "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
+        self.decoupled_weight_decay = weight_decay
+        self._decay = HostScalar(1.0)  # 1 - lr * weight_decay, a runtime input of a compiled step
+
+    def _update_decay(self) -> None:
+        self._decay.value = 1 - self.lr * self.decoupled_weight_decay
+
+    def step(self) -> None:
+        if self.decoupled_weight_decay:
+            array_api.host_call(self._update_decay)
+            with no_grad():
+                for p in self.params:
+                    if p.grad is not None:
+                        p.copy_(p.data * self._decay)
+        super().step()
