@@ -1,235 +1,719 @@
-"""Training-step speed of needle next to PyTorch CPU, measured in one run.
+"""Training-step speed of needle, eager and compiled, next to PyTorch CPU.
 
-Each workload builds the same architecture in both frameworks, feeds both the
-same batch, and times full training steps (forward, loss, backward, Adam step)
-after a few warm-up steps. Every (framework, workload) pair is timed in a fresh
-child process: PyTorch's OpenMP threads keep spinning after its last op and
-would otherwise slow down whatever runs next in the same process. Reported:
-milliseconds per step and the ratio needle / PyTorch (below 1: needle is faster).
+Times full training steps (forward, loss, backward, optimizer step) of five
+workloads in three variants: needle eager, needle compiled (`ndl.compile`, fused)
+and PyTorch. Both frameworks build the same architecture (the parameter counts
+are printed and must agree) and get the same number of threads.
 
-    python benchmarks/bench_training.py                 # every workload
-    python benchmarks/bench_training.py mlp lstm --steps 50 --json out.json
+How it measures, and why:
+
+* Every (variant, workload) pair runs in a child process of its own: PyTorch's
+  OpenMP threads keep spinning after its last op and would slow down whatever runs
+  next in the same process, and each child starts from the same cold state.
+* The variants run round-robin (the order rotates every round), and the run is
+  repeated for --rounds; a background load drifting over the run then hits every
+  variant alike. Reported: the median over rounds of each child's median ms/step.
+* Warm-up steps come first. needle compiled needs three (an eager call, the
+  traced call, the first replay) and a cold kernel cache makes the trace compile
+  numba kernels, so --warmup is at least 3.
+* Memory: RSS read in the child from /proc/self/status. "peak" is the highest RSS
+  during the timed steps (the high-water mark is reset after warm-up, so one-off
+  costs such as tracing or compiling kernels are left out); "+growth" is that peak
+  minus the RSS after building the model, optimizer and batch (the libraries are
+  imported before), i.e. what training needs on top of the model: gradients,
+  optimizer state, activations; for needle compiled also the program's buffers
+  and the memory numba keeps for its JIT-compiled kernels. Where /proc is
+  missing, the peak is ru_maxrss, warm-up included.
+* --micro times single ops (forward, a sum, backward) in the same three variants,
+  to see where a workload's time goes.
+
+    python benchmarks/bench_training.py                      # every workload, 3 rounds
+    python benchmarks/bench_training.py mlp gpt --rounds 1 --json out.json
+    python benchmarks/bench_training.py --micro              # single ops, forward + backward
+    python benchmarks/bench_training.py --tiny --rounds 1    # tiny sizes: a smoke test
+
+Without PyTorch, only the needle columns are filled (the torch child says why).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-import needle as ndl
-from needle import nn
-from needle.models import LanguageModel, MLPResNet, SmallCNN
+VARIANTS = ("needle_eager", "needle_compiled", "torch")
+RESULT = "RESULT "  # prefix of the child's result line on stdout (anything else there is ignored)
 
 
-def _torch():
-    """PyTorch, imported only where it runs: a needle measurement never loads it."""
-    try:
-        import torch
-    except ImportError:  # the benchmark compares with PyTorch: it is a dev dependency
-        sys.exit("benchmarks need PyTorch: pip install -e '.[dev]'")
-    return torch
+# --- needle models ------------------------------------------------------------------------
+# needle is imported inside the builders, like PyTorch: a child imports only what it times.
+
+def needle_mlp(s):
+    from needle.models import MLP
+    return MLP(s["features"], [s["hidden"], s["hidden"]], s["classes"])
 
 
-# --- PyTorch twins of needle's models -------------------------------------------------
+def needle_makemore(s):
+    from needle import nn
 
-def torch_mlp_resnet(dim, hidden, blocks, classes):
-    tnn = _torch().nn
+    class Makemore(nn.Module):
+        """Embedding -> flatten (batch, context * emb) -> Linear -> BatchNorm1d -> tanh -> Linear."""
 
-    class TorchMLPResNet(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = tnn.Sequential(tnn.Linear(dim, hidden), tnn.ReLU())
-            self.blocks = tnn.ModuleList([
-                tnn.Sequential(tnn.Linear(hidden, hidden // 2), tnn.BatchNorm1d(hidden // 2), tnn.ReLU(),
-                               tnn.Dropout(0.1), tnn.Linear(hidden // 2, hidden), tnn.BatchNorm1d(hidden))
-                for _ in range(blocks)])
-            self.head = tnn.Linear(hidden, classes)
+            self.emb = nn.Embedding(s["vocab"], s["emb"])
+            self.net = nn.Sequential(nn.Linear(s["context"] * s["emb"], s["hidden"]), nn.BatchNorm1d(s["hidden"]),
+                                     nn.Tanh(), nn.Linear(s["hidden"], s["vocab"]))
 
         def forward(self, x):
-            x = self.stem(x)
-            for block in self.blocks:
-                x = (x + block(x)).relu()
-            return self.head(x)
+            return self.net(self.emb(x).reshape((x.shape[0], s["context"] * s["emb"])))
 
-    return TorchMLPResNet()
+    return Makemore()
 
 
-def torch_small_cnn():
-    tnn = _torch().nn
-
-    def cbn(a, b, s):
-        return [tnn.Conv2d(a, b, 3, s, 1), tnn.BatchNorm2d(b), tnn.ReLU()]
-
-    return tnn.Sequential(*cbn(1, 16, 1), *cbn(16, 32, 2), *cbn(32, 32, 1), *cbn(32, 64, 2),
-                          tnn.Flatten(), tnn.Linear(64 * 7 * 7, 128), tnn.ReLU(), tnn.Linear(128, 10))
+def needle_resnet9(s):
+    from needle.models import ResNet9
+    return ResNet9()
 
 
-def torch_lstm_lm(vocab, emb, hidden, layers):
-    tnn = _torch().nn
+def needle_lstm_lm(s):
+    from needle.models import LanguageModel
+    return LanguageModel(s["emb"], s["vocab"], s["hidden"], s["layers"], seq_model="lstm", seq_len=s["seq"])
 
-    class TorchLM(tnn.Module):
+
+def needle_gpt(s):
+    from needle import nn
+    from needle.models import LanguageModel
+    model = LanguageModel(s["d"], s["vocab"], s["mlp"], s["layers"], seq_model="transformer", seq_len=s["seq"])
+    # LanguageModel passes no head count to nn.Transformer, whose default is 8 heads of 32:
+    # put in the same Transformer with the workload's heads (LanguageModel's forward is unchanged)
+    model.seq_model = nn.Transformer(s["d"], s["mlp"], s["layers"], num_head=s["heads"],
+                                     dim_head=s["d"] // s["heads"], sequence_len=s["seq"], batch_first=False)
+    return model
+
+
+# --- PyTorch twins --------------------------------------------------------------------------
+
+def torch_mlp(s):
+    from torch import nn
+    return nn.Sequential(nn.Linear(s["features"], s["hidden"]), nn.ReLU(), nn.Linear(s["hidden"], s["hidden"]),
+                         nn.ReLU(), nn.Linear(s["hidden"], s["classes"]))
+
+
+def torch_makemore(s):
+    from torch import nn
+    return nn.Sequential(nn.Embedding(s["vocab"], s["emb"]), nn.Flatten(),
+                         nn.Linear(s["context"] * s["emb"], s["hidden"]), nn.BatchNorm1d(s["hidden"]), nn.Tanh(),
+                         nn.Linear(s["hidden"], s["vocab"]))
+
+
+def torch_resnet9(s):
+    """needle.models.ResNet9: ConvBN = Conv2d('same' padding k // 2, with bias), BatchNorm2d, ReLU."""
+    from torch import nn
+
+    def cbn(a, b, k, stride):
+        return nn.Sequential(nn.Conv2d(a, b, k, stride, padding=k // 2), nn.BatchNorm2d(b), nn.ReLU())
+
+    class Residual(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x) + x
+
+    return nn.Sequential(
+        cbn(3, 16, 7, 4), cbn(16, 32, 3, 2),
+        Residual(nn.Sequential(cbn(32, 32, 3, 1), cbn(32, 32, 3, 1))),
+        cbn(32, 64, 3, 2), cbn(64, 128, 3, 2),
+        Residual(nn.Sequential(cbn(128, 128, 3, 1), cbn(128, 128, 3, 1))),
+        nn.Flatten(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def torch_lstm_lm(s):
+    """needle's LanguageModel(seq_model='lstm'): (seq, batch) ids -> logits (seq * batch, vocab)."""
+    from torch import nn
+
+    class LSTMLM(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embedding = tnn.Embedding(vocab, emb)
-            self.lstm = tnn.LSTM(emb, hidden, layers)
-            self.linear = tnn.Linear(hidden, vocab)
+            self.embedding = nn.Embedding(s["vocab"], s["emb"])
+            self.lstm = nn.LSTM(s["emb"], s["hidden"], s["layers"])
+            self.linear = nn.Linear(s["hidden"], s["vocab"])
 
         def forward(self, x):
             out, _ = self.lstm(self.embedding(x))
-            return self.linear(out.reshape(-1, out.shape[-1]))
+            return self.linear(out.reshape(-1, s["hidden"]))
 
-    return TorchLM()
-
-
-# --- workloads: (needle model, torch model, inputs) ----------------------------------------
-
-def workloads(device):
-    rng = np.random.RandomState(0)
-    mlp_x = rng.rand(100, 784).astype(np.float32)
-    mlp_y = rng.randint(0, 10, 100)
-    img_x = rng.rand(100, 1, 28, 28).astype(np.float32)
-    tokens = rng.randint(0, 65, (32, 32))
-    targets = rng.randint(0, 65, 32 * 32)
-    return {
-        "mlp": dict(
-            description="MLPResNet(784, 100, 3 blocks), batch 100",
-            needle=lambda: MLPResNet(784, 100, device=device),
-            torch=lambda: torch_mlp_resnet(784, 100, 3, 10),
-            x=mlp_x, y=mlp_y),
-        "cnn": dict(
-            description="SmallCNN on 28x28, batch 100",
-            needle=lambda: SmallCNN(device=device),
-            torch=torch_small_cnn,
-            x=img_x, y=mlp_y),
-        "lstm": dict(
-            description="LSTM language model (vocab 65, emb 64, hidden 128), seq 32 x batch 32",
-            needle=lambda: _LMAdapter(LanguageModel(64, 65, 128, 1, "lstm", device=device)),
-            torch=lambda: torch_lstm_lm(65, 64, 128, 1),
-            x=tokens.astype(np.float32), y=targets, torch_x=tokens),
-    }
+    return LSTMLM()
 
 
-class _LMAdapter(nn.Module):
-    """LanguageModel returns (logits, state): keep the logits."""
+def torch_gpt(s):
+    """needle's LanguageModel(seq_model='transformer') op for op (python/needle/nn/nn_transformer.py):
+    a learned positional embedding, pre-norm layers whose attention normalises q, k and v with
+    three LayerNorms and projects them without bias, a causal mask of -max_float32 added to
+    the logits, x + attention(x) then x + MLP(LayerNorm(x)), no final norm. Attention is
+    written out (not F.scaled_dot_product_attention) so both sides do the same ops."""
+    import torch
+    from torch import nn
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+    d, heads = s["d"], s["heads"]
+    dim_head = d // heads
 
-    def forward(self, x):
-        return self.model(x)[0]
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.prenorm_q, self.prenorm_k, self.prenorm_v = (nn.LayerNorm(d) for _ in range(3))
+            self.q, self.k, self.v, self.out = (nn.Linear(d, d, bias=False) for _ in range(4))
+            self.linear1, self.linear2 = nn.Linear(d, s["mlp"]), nn.Linear(s["mlp"], d)
+            self.norm = nn.LayerNorm(d)  # parameters in needle's order, for comparing the two
+            mask = torch.full((s["seq"], s["seq"]), -torch.finfo(torch.float32).max).triu(1)
+            self.register_buffer("mask", mask, persistent=False)
+
+        def forward(self, x):  # (B, T, d)
+            batch, length, _ = x.shape
+
+            def split(norm, projection):
+                return projection(norm(x)).reshape(batch, length, heads, dim_head).transpose(1, 2)
+
+            q, k, v = split(self.prenorm_q, self.q), split(self.prenorm_k, self.k), split(self.prenorm_v, self.v)
+            logits = q @ k.transpose(-1, -2) / math.sqrt(dim_head) + self.mask[:length, :length]
+            attended = (logits.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, d)
+            x = x + self.out(attended)
+            return x + self.linear2(self.linear1(self.norm(x)).relu())
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(s["vocab"], d)
+            self.positional_embedding = nn.Embedding(s["seq"], d)
+            self.layers = nn.Sequential(*[Layer() for _ in range(s["layers"])])
+            self.linear = nn.Linear(d, s["vocab"])
+
+        def forward(self, ids):  # (T, B) -> logits (T * B, vocab)
+            length = ids.shape[0]
+            x = self.embedding(ids).transpose(0, 1) + self.positional_embedding(torch.arange(length))
+            return self.linear(self.layers(x).transpose(0, 1).reshape(-1, d))
+
+    return GPT()
 
 
-def _seconds_per_step(step, steps: int, warmup: int) -> float:
-    """Mean wall time of `step()` after `warmup` untimed calls; reading the last loss
-    (`.item()`, for a needle or a torch tensor) waits for any pending work."""
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.item()
-    return (time.perf_counter() - start) / steps
+# --- the workloads ------------------------------------------------------------------------------
+
+def classify_batch(s, rng):
+    if "image" in s:
+        x = rng.rand(s["batch"], 3, s["image"], s["image"]).astype(np.float32)
+    else:
+        x = rng.rand(s["batch"], s["features"]).astype(np.float32)
+    return x, rng.randint(0, s["classes"], s["batch"]).astype(np.int64)
 
 
-def time_needle(spec, steps, warmup, device):
-    np.random.seed(0)
-    model = spec["needle"]()
-    opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
+def context_batch(s, rng):
+    """makemore: `context` previous characters -> the next one."""
+    return (rng.randint(0, s["vocab"], (s["batch"], s["context"])).astype(np.int64),
+            rng.randint(0, s["vocab"], s["batch"]).astype(np.int64))
+
+
+def sequence_batch(s, rng):
+    """Language models: ids (seq, batch) -> next ids, flattened like the logits (seq * batch,)."""
+    return (rng.randint(0, s["vocab"], (s["seq"], s["batch"])).astype(np.int64),
+            rng.randint(0, s["vocab"], s["seq"] * s["batch"]).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Workload:
+    description: str
+    sizes: dict            # keyword sizes for the builders
+    tiny: dict             # replaces some sizes under --tiny
+    needle: Callable       # sizes -> needle Module: batch x -> logits (N, classes) (or (logits, state))
+    torch: Callable        # sizes -> torch Module, the same architecture
+    batch: Callable        # (sizes, RandomState) -> (x, y) numpy arrays
+    optimizer: str         # "adam" (lr 1e-3) or "sgd" (lr 0.1, no momentum)
+
+
+WORKLOADS: Dict[str, Workload] = {
+    "mlp": Workload("Linear 784-512-512-10, ReLU, batch 128, Adam",
+                    dict(features=784, hidden=512, classes=10, batch=128), dict(features=32, hidden=16, batch=8),
+                    needle_mlp, torch_mlp, classify_batch, "adam"),
+    "makemore": Workload("Embedding(27,10) x3, Linear 30-64, BatchNorm1d, tanh, Linear 64-27, batch 32, SGD",
+                         dict(vocab=27, emb=10, context=3, hidden=64, batch=32), dict(hidden=16, batch=8),
+                         needle_makemore, torch_makemore, context_batch, "sgd"),
+    "resnet9": Workload("the course's ResNet9, 3x32x32, batch 64, Adam",
+                        dict(image=32, classes=10, batch=64), dict(batch=2),
+                        needle_resnet9, torch_resnet9, classify_batch, "adam"),
+    "lstm_lm": Workload("Embedding(10000,200), 2-layer LSTM(200,200), Linear 200-10000, seq 35, batch 20, SGD",
+                        dict(vocab=10000, emb=200, hidden=200, layers=2, seq=35, batch=20),
+                        dict(vocab=50, emb=8, hidden=8, seq=4, batch=2),
+                        needle_lstm_lm, torch_lstm_lm, sequence_batch, "sgd"),
+    "gpt": Workload("char Transformer: vocab 65, 4 layers, d 128, 4 heads, MLP 512, seq 64 causal, batch 32, Adam",
+                    dict(vocab=65, d=128, layers=4, heads=4, mlp=512, seq=64, batch=32),
+                    dict(d=16, layers=1, heads=2, mlp=32, seq=8, batch=2),
+                    needle_gpt, torch_gpt, sequence_batch, "adam"),
+}
+
+
+def sizes_of(workload: Workload, tiny: bool) -> dict:
+    return {**workload.sizes, **(workload.tiny if tiny else {})}
+
+
+# --- single ops (--micro) -------------------------------------------------------------------
+# Each op: its inputs (float ones get gradients), a needle function and a torch function of
+# them (a module's parameters get gradients too). Both sides time the same thing: the op, a
+# sum to a scalar, and the backward pass.
+
+@dataclass(frozen=True)
+class MicroOp:
+    name: str
+    size: str
+    inputs: Callable       # (RandomState, tiny) -> list of numpy arrays
+    needle: Callable       # () -> function of needle tensors (a module is built here)
+    torch: Callable        # () -> function of torch tensors
+
+
+def floats(*shapes, tiny=None):
+    """An inputs maker: standard normal float32 arrays of `shapes` (of `tiny` under --tiny)."""
+    return lambda rng, use_tiny: [rng.randn(*s).astype(np.float32) for s in (tiny if use_tiny else shapes)]
+
+
+def logits_labels(rows, classes):
+    return lambda rng, tiny: [rng.randn(8 if tiny else rows, classes).astype(np.float32),
+                              rng.randint(0, classes, 8 if tiny else rows).astype(np.int64)]
+
+
+def ids(shape, vocab):
+    return lambda rng, tiny: [rng.randint(0, vocab, shape).astype(np.int64)]
+
+
+def needle_lstm_cell():
+    from needle import nn
+
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = nn.LSTMCell(200, 200)
+
+        def forward(self, x, h, c):
+            h, c = self.cell(x, (h, c))
+            return h + c  # one tensor to sum, on both sides
+
+    return Cell()
+
+
+def torch_lstm_cell():
+    from torch import nn
+
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = nn.LSTMCell(200, 200)
+
+        def forward(self, x, h, c):
+            h, c = self.cell(x, (h, c))
+            return h + c
+
+    return Cell()
+
+
+def _n():
+    import needle
+    return needle
+
+
+def _t():
+    import torch
+    return torch
+
+
+SMALL = [(8, 8), (8, 8)]
+MICRO_OPS: List[MicroOp] = [
+    MicroOp("matmul", "128x128 @ 128x128", floats((128, 128), (128, 128), tiny=SMALL),
+            lambda: lambda a, b: a @ b, lambda: lambda a, b: a @ b),
+    MicroOp("matmul", "512x512 @ 512x512", floats((512, 512), (512, 512), tiny=SMALL),
+            lambda: lambda a, b: a @ b, lambda: lambda a, b: a @ b),
+    MicroOp("add", "128x128", floats((128, 128), (128, 128), tiny=SMALL),
+            lambda: lambda a, b: a + b, lambda: lambda a, b: a + b),
+    MicroOp("add", "1024x1024", floats((1024, 1024), (1024, 1024), tiny=SMALL),
+            lambda: lambda a, b: a + b, lambda: lambda a, b: a + b),
+    MicroOp("mul", "1024x1024", floats((1024, 1024), (1024, 1024), tiny=SMALL),
+            lambda: lambda a, b: a * b, lambda: lambda a, b: a * b),
+    MicroOp("relu", "1024x1024", floats((1024, 1024), tiny=SMALL[:1]), lambda: _n().relu, lambda: _t().relu),
+    MicroOp("logsumexp", "700x10000, axis 1", floats((700, 10000), tiny=[(8, 100)]),
+            lambda: lambda a: _n().logsumexp(a, axes=(1,)), lambda: lambda a: a.logsumexp(1)),
+    MicroOp("softmax loss", "128x10", logits_labels(128, 10),
+            lambda: _n().nn.SoftmaxLoss(), lambda: _t().nn.functional.cross_entropy),
+    MicroOp("softmax loss", "700x10000", logits_labels(700, 10000),
+            lambda: _n().nn.SoftmaxLoss(), lambda: _t().nn.functional.cross_entropy),
+    MicroOp("conv 3x3", "64x16x32x32, 16 -> 16", floats((64, 16, 32, 32), tiny=[(2, 16, 8, 8)]),
+            lambda: _n().nn.Conv(16, 16, 3), lambda: _t().nn.Conv2d(16, 16, 3, padding=1)),
+    MicroOp("LSTM cell", "batch 20, 200 -> 200", floats((20, 200), (20, 200), (20, 200), tiny=[(2, 200)] * 3),
+            needle_lstm_cell, torch_lstm_cell),
+    MicroOp("layernorm", "2048x128", floats((2048, 128), tiny=[(8, 128)]),
+            lambda: _n().nn.LayerNorm1d(128), lambda: _t().nn.LayerNorm(128)),
+    MicroOp("embedding", "35x20 ids, 10000x200", ids((35, 20), 10000),
+            lambda: _n().nn.Embedding(10000, 200), lambda: _t().nn.Embedding(10000, 200)),
+]
+
+
+# --- the timing child ---------------------------------------------------------------------------
+
+def _rss_mb(field: str) -> Optional[float]:
+    """VmRSS / VmHWM of this process in MB, None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the RSS high-water mark to the current RSS (Linux: clear_refs 5); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _needle_step(workload, s, x, y, compiled):
+    import needle as ndl
+    from needle import nn
+    if compiled:
+        import numba  # noqa: F401  (the trace imports it: count the library in the baseline, as torch's)
+
+    model = workload.needle(s)
+    params = model.parameters()
+    opt = ndl.optim.Adam(params, lr=1e-3) if workload.optimizer == "adam" else ndl.optim.SGD(params, lr=0.1)
     loss_fn = nn.SoftmaxLoss()
-    x = ndl.Tensor(spec["x"], device=device, requires_grad=False)
-    y = ndl.Tensor(spec["y"], device=device, requires_grad=False)
+    x = ndl.Tensor(x, dtype=str(x.dtype), requires_grad=False)
+    y = ndl.Tensor(y, dtype="int64", requires_grad=False)
 
-    def step():
-        loss = loss_fn(model(x), y)
+    def train_step(x, y):
         opt.reset_grad()
+        logits = model(x)
+        if isinstance(logits, tuple):  # LanguageModel returns (logits, state)
+            logits = logits[0]
+        loss = loss_fn(logits, y)
         loss.backward()
         opt.step()
         return loss
 
-    return _seconds_per_step(step, steps, warmup)
+    step = ndl.compile(train_step, fuse=True) if compiled else train_step
+    return (lambda: step(x, y)), sum(math.prod(p.shape) for p in params)
 
 
-def time_torch(spec, steps, warmup):
-    torch = _torch()
-    torch.manual_seed(0)
-    model = spec["torch"]()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.tensor(spec.get("torch_x", spec["x"]))
-    y = torch.tensor(spec["y"])
+def _torch_step(workload, s, x, y):
+    import torch
+    model = workload.torch(s)
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if workload.optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr=0.1))
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+    def train_step():
         opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
 
-    return _seconds_per_step(step, steps, warmup)
+    return train_step, sum(p.numel() for p in model.parameters())
 
 
-def _worker(framework: str, name: str, steps: int, warmup: int, device_name: str, threads) -> float:
-    """Seconds per step of one framework on one workload, measured in this process."""
-    if threads and framework == "torch":
-        _torch().set_num_threads(threads)
-    device = getattr(ndl, device_name)()
-    spec = workloads(device)[name]
-    if framework == "needle":
-        return time_needle(spec, steps, warmup, device)
-    return time_torch(spec, steps, warmup)
+def _timed(step, steps: int):
+    """(median ms of `step()`, the last call's result). CPU work is synchronous in both
+    frameworks, so the clock around the call sees all of it."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        result = step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, result
 
 
-def _measure(framework: str, name: str, args) -> float:
-    command = [sys.executable, os.path.abspath(__file__), name, "--worker", framework, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--device", args.device]
-    if args.torch_threads:
-        command += ["--torch-threads", str(args.torch_threads)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{framework} on {name} failed:\n{result.stderr}")
-    return float(result.stdout.strip().splitlines()[-1])
+def child_workload(variant: str, name: str, args) -> dict:
+    workload = WORKLOADS[name]
+    s = sizes_of(workload, args.tiny)
+    np.random.seed(0)  # needle's initialisers draw from numpy's global RNG
+    x, y = workload.batch(s, np.random.RandomState(0))
+    if variant == "torch":
+        import torch
+        torch.manual_seed(0)
+        step, params = _torch_step(workload, s, x, y)
+    else:
+        step, params = _needle_step(workload, s, x, y, compiled=variant == "needle_compiled")
+    rss_built = _rss_mb("VmRSS")
+    for _ in range(args.warmup):
+        step()
+    exact_peak = rss_built is not None and _reset_peak_rss()
+    ms, loss = _timed(step, args.steps)
+    peak = _rss_mb("VmHWM") if exact_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return dict(ms=ms, params=params, framework=_framework(variant), loss=loss.item(), peak_mb=peak,
+                growth_mb=None if rss_built is None else peak - rss_built, peak_includes_warmup=not exact_peak)
+
+
+def _needle_micro(op: MicroOp, arrays, compiled: bool):
+    import needle as ndl
+    fn = op.needle()
+    params = fn.parameters() if isinstance(fn, ndl.nn.Module) else []
+    inputs = [ndl.Tensor(a, dtype=str(a.dtype), requires_grad=a.dtype == np.float32) for a in arrays]
+
+    def forward_backward(*inputs):
+        loss = ndl.summation(fn(*inputs))
+        loss.backward()  # overwrites .grad
+        # the gradients are returned, so a compiled program cannot drop them as unused
+        return [loss] + [t.grad for t in inputs if t.requires_grad] + [p.grad for p in params]
+
+    run = ndl.compile(forward_backward) if compiled else forward_backward
+    return lambda: run(*inputs)
+
+
+def _torch_micro(op: MicroOp, arrays):
+    import torch
+    fn = op.torch()
+    inputs = [torch.from_numpy(a).requires_grad_(a.dtype == np.float32) for a in arrays]
+    leaves = [t for t in inputs if t.requires_grad]
+    leaves += list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None  # PyTorch accumulates into .grad; needle overwrites it
+        fn(*inputs).sum().backward()
+        return [t.grad for t in leaves]
+
+    return forward_backward
+
+
+def child_micro(variant: str, args) -> dict:
+    """Median microseconds of forward + sum + backward of every op of MICRO_OPS."""
+    rows = []
+    for op in MICRO_OPS:
+        np.random.seed(0)
+        arrays = op.inputs(np.random.RandomState(0), args.tiny)
+        if variant == "torch":
+            step = _torch_micro(op, arrays)
+        else:
+            step = _needle_micro(op, arrays, compiled=variant == "needle_compiled")
+        for _ in range(args.warmup):
+            step()
+        rows.append(dict(op=op.name, size=op.size, us=_timed(step, args.steps)[0] * 1e3))
+    return dict(rows=rows, framework=_framework(variant))
+
+
+def _framework(variant: str) -> str:
+    if variant == "torch":
+        import torch
+        return f"torch {torch.__version__}"
+    return "needle"
+
+
+def child(variant: str, name: str, args) -> dict:
+    if variant == "torch":
+        try:
+            import torch
+        except ImportError as err:
+            note = f"PyTorch is not installed ({err}): only needle is timed; pip install -e '.[dev]' for the comparison"
+            print(note, file=sys.stderr)
+            return dict(unavailable=note)
+        torch.set_num_threads(args.threads)  # the environment's OMP_NUM_THREADS too, but say it outright
+    return child_micro(variant, args) if name == "micro" else child_workload(variant, name, args)
+
+
+# --- the parent: schedule children, print the tables ------------------------------------------
+
+def run_child(variant: str, name: str, args) -> dict:
+    # one thread count for every library either framework may use, set before they load
+    env = dict(os.environ, **{key: str(args.threads) for key in
+                              ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
+    command = [sys.executable, os.path.abspath(__file__), "--child", variant, name, "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"{variant} on {name} failed (exit {result.returncode}):\n{result.stderr}")
+    return json.loads(lines[-1][len(RESULT):])
+
+
+def schedule(names: List[str], args) -> Dict[str, Dict[str, List[dict]]]:
+    """results[name][variant] = one child's result per round; variants round-robin."""
+    results = {name: {v: [] for v in VARIANTS} for name in names}
+    variants = list(VARIANTS)
+    for r in range(args.rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]  # no variant always goes first
+        for name in names:
+            for variant in order:
+                if variant not in variants:
+                    continue
+                res = run_child(variant, name, args)
+                if "unavailable" in res:
+                    print(res["unavailable"], file=sys.stderr)
+                    variants.remove(variant)
+                    continue
+                results[name][variant].append(res)
+                if name != "micro":
+                    _check_sizes(name, results[name])
+                print(f"  round {r + 1}/{args.rounds}  {name:9s} {variant:16s} "
+                      + (f"{res['ms']:9.2f} ms/step" if "ms" in res else "done"), file=sys.stderr, flush=True)
+    return results
+
+
+def _check_sizes(name: str, by_variant: Dict[str, List[dict]]) -> None:
+    """The twins must be the same size: fail at the first child that disagrees."""
+    counts = {variant: runs[0]["params"] for variant, runs in by_variant.items() if runs}
+    if len(set(counts.values())) > 1:
+        raise AssertionError(f"{name}: the needle and torch models differ in size: {counts} parameters")
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value, spec):
+    """format(value, spec), or a dash of the same width for a missing value."""
+    return "-".rjust(int(spec.split(".")[0] or 0)) if value is None else format(value, spec)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
+def workload_rows(results) -> List[dict]:
+    rows = []
+    for name, by_variant in results.items():
+        row = dict(workload=name, description=WORKLOADS[name].description, ms={}, rounds_ms={}, memory_mb={},
+                   params={})
+        for variant, runs in by_variant.items():
+            if not runs:
+                continue
+            row["rounds_ms"][variant] = [run["ms"] for run in runs]
+            row["ms"][variant] = _median(row["rounds_ms"][variant])
+            row["memory_mb"][variant] = dict(peak=_median([run["peak_mb"] for run in runs]),
+                                             growth=_median([run["growth_mb"] for run in runs]),
+                                             includes_warmup=runs[0]["peak_includes_warmup"])
+            row["params"]["torch" if variant == "torch" else "needle"] = runs[0]["params"]
+        torch_ms = row["ms"].get("torch")
+        row["ratio"] = {"eager": _ratio(row["ms"].get("needle_eager"), torch_ms),
+                        "compiled": _ratio(row["ms"].get("needle_compiled"), torch_ms)}
+        rows.append(row)
+    return rows
+
+
+def print_workloads(rows, frameworks, args) -> None:
+    print(f"ms per training step: {' vs '.join(frameworks)}; {args.threads} threads each on "
+          f"{os.cpu_count()} cores; median over {args.rounds} round(s) of each child's median of {args.steps} "
+          f"steps after {args.warmup} warm-up{' (--tiny sizes)' if args.tiny else ''}")
+    header = (f"{'workload':9s} {'params':>9s} {'eager':>9s} {'compiled':>9s} {'torch':>9s} {'eager/':>7s} "
+              f"{'compiled/':>9s}   {'peak RSS MB (+growth)':^38s}")
+    print(header)
+    print(f"{'':9s} {'':>9s} {'ms':>9s} {'ms':>9s} {'ms':>9s} {'torch':>7s} {'torch':>9s}   "
+          f"{'eager':>12s} {'compiled':>12s} {'torch':>12s}")
+    for row in rows:
+        params = next(iter(row["params"].values()))  # one count: the sides were checked equal
+        memory = []
+        for variant in VARIANTS:
+            m = row["memory_mb"].get(variant)
+            memory.append("-" if m is None else f"{m['peak']:.0f} (+{_fmt(m['growth'], '.0f')})")
+        print(f"{row['workload']:9s} {params:9,d} {_fmt(row['ms'].get('needle_eager'), '9.2f')} "
+              f"{_fmt(row['ms'].get('needle_compiled'), '9.2f')} {_fmt(row['ms'].get('torch'), '9.2f')} "
+              f"{_fmt(row['ratio']['eager'], '7.2f')} {_fmt(row['ratio']['compiled'], '9.2f')}   "
+              f"{memory[0]:>12s} {memory[1]:>12s} {memory[2]:>12s}")
+    print("eager/torch, compiled/torch: needle's time over PyTorch's (below 1: needle is faster).\n"
+          "peak RSS: the most the child held during the timed steps; +growth: over its RSS after building model,\n"
+          "optimizer and batch (for compiled: the program's buffers and numba's JIT-compiled kernels too).")
+    if not any("torch" in row["ms"] for row in rows):
+        print("(no PyTorch here: needle columns only)")
+    if any(m["includes_warmup"] for row in rows for m in row["memory_mb"].values()):
+        print("(no /proc/self/clear_refs here: peaks include the warm-up steps)")
+    for row in rows:
+        counts = ", ".join(f"{side} {n:,}" for side, n in row["params"].items())
+        print(f"  {row['workload']:9s} {row['description']}; parameters: {counts}")
+
+
+def micro_rows(results, tiny: bool) -> List[dict]:
+    by_variant = results["micro"]
+    rows = []
+    for i, op in enumerate(MICRO_OPS):
+        us = {variant: _median([run["rows"][i]["us"] for run in runs]) for variant, runs in by_variant.items() if runs}
+        rows.append(dict(op=op.name, size="tiny" if tiny else op.size, us=us,
+                         ratio={"eager": _ratio(us.get("needle_eager"), us.get("torch")),
+                                "compiled": _ratio(us.get("needle_compiled"), us.get("torch"))}))
+    return rows
+
+
+def print_micro(rows, frameworks, args) -> None:
+    print(f"microseconds per forward + sum + backward of one op: {' vs '.join(frameworks)}; "
+          f"{args.threads} threads each; median over "
+          f"{args.rounds} round(s) of each child's median of {args.steps} calls{' (--tiny sizes)' if args.tiny else ''}")
+    print(f"{'op':13s} {'size':22s} {'eager us':>10s} {'compiled us':>12s} {'torch us':>10s} {'eager/torch':>12s} "
+          f"{'compiled/torch':>15s}")
+    for row in rows:
+        us = row["us"]
+        print(f"{row['op']:13s} {row['size']:22s} {_fmt(us.get('needle_eager'), '10.1f')} "
+              f"{_fmt(us.get('needle_compiled'), '12.1f')} {_fmt(us.get('torch'), '10.1f')} "
+              f"{_fmt(row['ratio']['eager'], '12.2f')} {_fmt(row['ratio']['compiled'], '15.2f')}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help="workloads to run (default: all)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--device", choices=["cpu", "cpu_numpy"], default="cpu")
-    parser.add_argument("--torch-threads", type=int, default=None, help="default: PyTorch's own choice")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("names", nargs="*", metavar="WORKLOAD",
+                        help=f"workloads to run, default all: {', '.join(WORKLOADS)}")
+    parser.add_argument("--steps", type=int, help="timed steps per child (default 20; --micro: 50 calls; --tiny: 3)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first, at least 3 (default 5; --tiny: 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin repetitions of every child (default 3)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for both frameworks (OMP/OpenBLAS/MKL/numba, torch.set_num_threads); "
+                             "default: the machine's core count")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes of everything, a few steps: a smoke test")
+    parser.add_argument("--micro", action="store_true",
+                        help="instead of the workloads, time single ops (forward + backward) at a few sizes")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--child", metavar="VARIANT", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    specs = workloads(None)
-    names = args.names or list(specs)
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {list(specs)}")
-    if args.worker:
-        print(_worker(args.worker, names[0], args.steps, args.warmup, args.device, args.torch_threads))
+    if args.steps is None:
+        args.steps = 3 if args.tiny else 50 if args.micro else 20
+    if args.warmup is None:
+        args.warmup = 3 if args.tiny else 5
+    if args.warmup < 3:
+        parser.error("--warmup must be at least 3: a compiled step runs eagerly, then traces, then replays")
+    if min(args.steps, args.rounds, args.threads) < 1:
+        parser.error("--steps, --rounds and --threads must be at least 1")
+
+    if args.child:
+        print(RESULT + json.dumps(child(args.child, args.names[0], args)))
         return 0
-    torch = _torch()
-    threads = args.torch_threads or torch.get_num_threads()
-    print(f"needle {args.device} vs PyTorch {torch.__version__} CPU ({threads} threads), "
-          f"{os.cpu_count()} cores, {args.steps} steps after {args.warmup} warm-up, one process per measurement")
-    print(f"{'workload':8s} {'needle ms':>10s} {'torch ms':>10s} {'ratio':>7s}  description")
-    rows = []
-    for name in names:
-        t_needle = _measure("needle", name, args)
-        t_torch = _measure("torch", name, args)
-        row = {"workload": name, "needle_ms": t_needle * 1e3, "torch_ms": t_torch * 1e3,
-               "ratio": t_needle / t_torch, "description": specs[name]["description"]}
-        rows.append(row)
-        print(f"{name:8s} {row['needle_ms']:10.2f} {row['torch_ms']:10.2f} {row['ratio']:7.2f}  {row['description']}",
-              flush=True)
+    if args.micro and args.names:
+        parser.error("--micro times its own list of ops: name no workloads")
+    unknown = [n for n in args.names if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {list(WORKLOADS)}")
+    results = schedule(["micro"] if args.micro else args.names or list(WORKLOADS), args)
+    frameworks = sorted({run["framework"] for by_variant in results.values() for runs in by_variant.values()
+                         for run in runs})
+    if args.micro:
+        rows = micro_rows(results, args.tiny)
+        print_micro(rows, frameworks, args)
+        output = dict(micro=rows)
+    else:
+        rows = workload_rows(results)
+        print_workloads(rows, frameworks, args)
+        output = dict(workloads=rows)
     if args.json:
+        config = dict(steps=args.steps, warmup=args.warmup, rounds=args.rounds, threads=args.threads,
+                      cores=os.cpu_count(), tiny=args.tiny, frameworks=frameworks)
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump(dict(config=config, **output), f, indent=2)
     return 0
 
 

@@ -1,0 +1,112 @@
+"""benchmarks/bench_training.py runs end to end at its --tiny sizes, and its PyTorch twins
+compute what the needle models compute. Nothing here asserts a time: the numbers only
+have to exist, be finite and be positive."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH = REPO_ROOT / "benchmarks" / "bench_training.py"
+WORKLOADS = ["mlp", "makemore", "resnet9", "lstm_lm", "gpt"]
+VARIANTS = ["needle_eager", "needle_compiled", "torch"]
+
+
+def _run(args, tmp_path, hide_torch=False):
+    """The benchmark in a child, on this checkout's needle (with a fake `torch` that fails to import
+    first on the path when hide_torch), one round: the smallest run there is. One thread: on a
+    busy machine, OpenMP threads waiting at a barrier for a descheduled sibling can make a
+    tiny torch step take seconds, and nothing here is about speed."""
+    path = [str(REPO_ROOT / "python")]
+    if hide_torch:
+        (tmp_path / "torch.py").write_text("raise ImportError('No module named torch (hidden by the test)')\n")
+        path.insert(0, str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NEEDLE_BACKEND"))}
+    env["PYTHONPATH"] = os.pathsep.join(path + [env.get("PYTHONPATH", "")])
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(BENCH), *args, "--tiny", "--rounds", "1", "--threads", "1",
+                           "--json", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def _positive(value, what):
+    assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{what}: {value!r}"
+
+
+def test_tiny_run_times_every_workload_in_every_variant(tmp_path):
+    pytest.importorskip("torch")
+    proc, result = _run([], tmp_path)
+    assert result["config"]["tiny"] and result["config"]["rounds"] == 1
+    assert [row["workload"] for row in result["workloads"]] == WORKLOADS
+    for row in result["workloads"]:
+        name = row["workload"]
+        assert row["workload"] in proc.stdout and row["description"] in proc.stdout
+        assert sorted(row["ms"]) == sorted(VARIANTS), name
+        for variant in VARIANTS:
+            _positive(row["ms"][variant], f"{name} {variant} ms")
+            assert len(row["rounds_ms"][variant]) == 1
+            memory = row["memory_mb"][variant]
+            _positive(memory["peak"], f"{name} {variant} peak MB")
+            # growth over the RSS after building the model: finite, at most the peak (it may be 0)
+            assert math.isfinite(memory["growth"]) and memory["growth"] <= memory["peak"], (name, variant, memory)
+        _positive(row["ratio"]["eager"], f"{name} eager ratio")
+        _positive(row["ratio"]["compiled"], f"{name} compiled ratio")
+        assert set(row["params"]) == {"needle", "torch"}
+        _positive(row["params"]["needle"], f"{name} parameters")
+        assert row["params"]["needle"] == row["params"]["torch"], name
+
+
+def test_without_pytorch_only_needle_is_timed(tmp_path):
+    proc, result = _run(["mlp"], tmp_path, hide_torch=True)
+    assert "PyTorch is not installed" in proc.stderr
+    (row,) = result["workloads"]
+    assert sorted(row["ms"]) == ["needle_compiled", "needle_eager"]
+    assert row["ratio"] == {"eager": None, "compiled": None}
+    assert list(row["params"]) == ["needle"]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_training", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_torch_twin_computes_the_needle_model(name):
+    """With needle's weights copied in, the PyTorch twin gives the same logits: the two sides
+    time the same architecture, not just models of the same size."""
+    torch = pytest.importorskip("torch")
+    import needle as ndl
+
+    bench = _load_benchmark()
+    workload = bench.WORKLOADS[name]
+    sizes = bench.sizes_of(workload, tiny=True)
+    np.random.seed(0)
+    model, twin = workload.needle(sizes), workload.torch(sizes)
+    linear_weights = {id(m.weight) for m in twin.modules() if isinstance(m, torch.nn.Linear)}
+    pairs = list(zip(model.parameters(), twin.named_parameters()))
+    assert len(pairs) == len(model.parameters()) == len(list(twin.parameters()))
+    with torch.no_grad():
+        for p, (twin_name, q) in pairs:  # both list their parameters in forward order
+            a = p.numpy()
+            if q.ndim == 4:  # needle's conv weight is (k, k, in, out)
+                a = a.transpose(3, 2, 0, 1)
+            elif id(q) in linear_weights or twin_name.split(".")[-1].startswith("weight_"):  # (in, out) in needle
+                a = a.T
+            q.copy_(torch.from_numpy(np.ascontiguousarray(a)).reshape(q.shape))
+    x, _ = workload.batch(sizes, np.random.RandomState(1))
+    logits = model(ndl.Tensor(x, dtype=str(x.dtype), requires_grad=False))
+    logits = logits[0] if isinstance(logits, tuple) else logits  # LanguageModel returns (logits, state)
+    expected = twin(torch.from_numpy(x)).detach().numpy()
+    # float32 rounding, amplified by BatchNorm over a batch of 2 in the tiny ResNet9 (up to 1e-4 on
+    # logits of size 3); another architecture would be off by the size of the logits
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-3, atol=1e-3)
