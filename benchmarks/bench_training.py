@@ -91,14 +91,9 @@ def needle_lstm_lm(s):
 
 
 def needle_gpt(s):
-    from needle import nn
     from needle.models import LanguageModel
-    model = LanguageModel(s["d"], s["vocab"], s["mlp"], s["layers"], seq_model="transformer", seq_len=s["seq"])
-    # LanguageModel passes no head count to nn.Transformer, whose default is 8 heads of 32:
-    # put in the same Transformer with the workload's heads (LanguageModel's forward is unchanged)
-    model.seq_model = nn.Transformer(s["d"], s["mlp"], s["layers"], num_head=s["heads"],
-                                     dim_head=s["d"] // s["heads"], sequence_len=s["seq"], batch_first=False)
-    return model
+    return LanguageModel(s["d"], s["vocab"], s["mlp"], s["layers"], seq_model="transformer", seq_len=s["seq"],
+                         num_head=s["heads"], dim_head=s["d"] // s["heads"])
 
 
 # --- PyTorch twins --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Fusing chains of elementwise kernels into generated numba kernels (host devices).
 
 A *group* is a run of consecutive recorded calls that are all elementwise (arithmetic,
-comparisons, unary math, where, dtype casts) over one output shape, optionally ending
+comparisons, neg/abs/sqrt, dtype casts) over one output shape, optionally ending
 in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
 parameter in place). A value made inside the group and used only there never touches
 memory: it is a local variable of the generated loop. Values used after the group, or
@@ -115,11 +115,6 @@ def _node(call) -> Optional[Tuple[tuple, _Node]]:
             a, out = _operand(args[0]), args[1]
             return (None if a is None else (a[1], _Node(_EXACT[ufunc], [a], out, out.dtype)))
         return None
-    if fn is kernels_cpu.ewise_where:
-        ops = [_operand(x) for x in args[:3]]
-        if any(o is None for o in ops) or len({o[1] for o in ops}) != 1:
-            return None
-        return ops[0][1], _Node("({b} if {a} else {c})", ops, args[3], args[3].dtype)
     if fn is kernels_cpu.compact and isinstance(args[0], Slot):
         a, out, shape, strides, offset = args
         return tuple(shape), _Node("{a}", [_operand((a, shape, strides, offset))], out, out.dtype)

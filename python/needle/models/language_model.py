@@ -5,10 +5,13 @@ from needle import nn
 
 
 class LanguageModel(nn.Module):
-    """x (seq_len, bs) of token ids -> logits (seq_len * bs, output_size), plus the sequence state."""
+    """x (seq_len, bs) of token ids -> logits (seq_len * bs, output_size), plus the sequence state.
+
+    num_head and dim_head shape the Transformer's attention (seq_model='transformer' only).
+    """
 
     def __init__(self, embedding_size, output_size, hidden_size, num_layers=1, seq_model="rnn", seq_len=40,
-                 device=None, dtype="float32"):
+                 device=None, dtype="float32", num_head=8, dim_head=32):
         super().__init__()
         self.embedding = nn.Embedding(output_size, embedding_size, device=device, dtype=dtype)
         if seq_model == "rnn":
@@ -19,6 +22,7 @@ class LanguageModel(nn.Module):
             width = hidden_size
         elif seq_model == "transformer":
             self.seq_model = nn.Transformer(embedding_size, hidden_size, num_layers, sequence_len=seq_len,
+                                            num_head=num_head, dim_head=dim_head,
                                             batch_first=False, device=device, dtype=dtype)
             width = embedding_size
         else:
