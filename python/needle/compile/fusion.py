@@ -249,13 +249,18 @@ class FusedKernel:
         self.__name__ = "fused"
 
     def source(self, flat: bool) -> str:
+        """One flat loop when every array is contiguous, else one loop per axis (explicit nested
+        loops compile to tighter code than np.ndindex for strided and broadcast reads)."""
         args = [f"in{i}" for i in range(self.n_inputs)] + [f"s{i}" for i in range(self.n_scalars)] + \
                [f"out{i}" for i in range(len(self.out_vars))]
-        index = "i" if flat else "idx"
+        ndim = 1 if flat else max(len(self.shape), 1)
+        index = ", ".join(f"i{d}" for d in range(ndim))
         body = [line.replace("[IDX]", f"[{index}]") for line in self.lines]
         body += [f"out{i}[{index}] = {v}" for i, v in enumerate(self.out_vars)]
-        loop = "for i in range(out0.size):" if flat else "for idx in np.ndindex(out0.shape):"
-        code = [f"def kernel({', '.join(args)}):", f"    {loop}"] + [f"        {line}" for line in body]
+        code = [f"def kernel({', '.join(args)}):"]
+        for d in range(ndim):
+            code.append("    " * (d + 1) + f"for i{d} in range(out0.shape[{d}]):")
+        code += ["    " * (ndim + 1) + line for line in body]
         return "\n".join(code) + "\n"
 
     def __call__(self, *args):  # run unbound (a replay binds it once, see prepare)

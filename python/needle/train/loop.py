@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -116,13 +117,16 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
         }
 
     epoch = start
+    interrupt = _InterruptFlag()
     try:
         for epoch in range(start, epochs):
+            interrupt.check()
             optimizer.lr = base_lr * lr_decay ** epoch
             began = time.perf_counter()
             bar = _progress(task.train_batches, f"epoch {epoch + 1}/{epochs}", progress)
 
             def on_batch(stats):
+                interrupt.check()
                 if not math.isfinite(stats.loss_sum):
                     raise NonFiniteLoss(
                         f"the loss became {stats.loss_sum} at epoch {epoch + 1}, step {stats.batches}; "
@@ -135,6 +139,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
             finally:
                 bar.close()
             train_seconds = time.perf_counter() - began
+            interrupt.check()
             test = task.evaluate()
             row = {
                 "epoch": epoch + 1,
@@ -152,9 +157,42 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
             if checkpoint:
                 save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
                 saved_epoch = epoch + 1
+        interrupt.check()
     except KeyboardInterrupt:
         on_disk, disk_epoch = _checkpoint_on_disk(checkpoint, saved_epoch)
         # Ctrl-C after an epoch's checkpoint was written, before the next epoch began
         where = f"after epoch {epoch + 1}" if disk_epoch == epoch + 1 else f"during epoch {epoch + 1}"
         raise TrainingInterrupted(f"interrupted {where}; last checkpoint: {on_disk}", summary()) from None
+    finally:
+        interrupt.restore()
     return summary()
+
+
+class _InterruptFlag:
+    """Ctrl-C that cannot be lost. Python's own handler raises KeyboardInterrupt wherever the
+    interpreter happens to be -- and one raised inside a destructor (a tensor's __del__) is
+    printed and ignored, so training would go on. This handler only notes the request; the
+    loop checks it after every batch and between phases and raises there. A second Ctrl-C
+    before that raises at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: keep Python's default behaviour
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
