@@ -6,12 +6,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import onnx
 
-from ..autograd import Tensor, TensorTuple, Value
+from ..autograd import Tensor, TensorTuple, Value, array_api
 from ..nn.nn_basic import Module
 from ..serialization import atomic_write_bytes
 from . import UnmappedOpError
 from .batch import Dim, TraceMismatch, pair_dims, pair_traces, squeeze_batch_axes
-from .graph import GraphBuilder
+from .graph import GraphBuilder, onnx_type
 from .ops_table import OP_TABLE
 from .trace import Trace, as_input_tensor, capture
 
@@ -42,8 +42,6 @@ class _Context:
         if dtype is not None and self.dtype(value) != dtype:
             key = (name, dtype)
             if key not in self._casts:
-                from .graph import onnx_type
-
                 self._casts[key] = self.graph.add("Cast", [name], to=onnx_type(dtype))
             name = self._casts[key]
         return name
@@ -74,37 +72,30 @@ class _Context:
     def constant(self, array, twin_array, hint: str) -> str:
         """An initializer for a constant array (numpy or backend); a constant that repeats
         along the batch axes is stored once and expanded at run time."""
-        from ..autograd import array_api
-
-        a1 = np.asarray(array_api.to_numpy(array) if not isinstance(array, np.ndarray) else array)
-        a2 = None
-        if twin_array is not None:
-            a2 = np.asarray(array_api.to_numpy(twin_array) if not isinstance(twin_array, np.ndarray) else twin_array)
-        dims = self.pair(a1.shape, a2.shape if a2 is not None else None)
+        a1 = _as_numpy(array)
+        a2 = None if twin_array is None else _as_numpy(twin_array)
+        dims = self.pair(a1.shape, None if a2 is None else a2.shape)
         stored = squeeze_batch_axes(a1, a2, dims)
         name = self.graph.initializer(stored, hint)
-        if stored.shape != a1.shape or a2 is not None and stored.shape != a2.shape:
+        if any(not isinstance(d, int) for d in dims):
             name = self.graph.add("Expand", [name, self.graph.shape(dims)])
         return name
 
     def reshape(self, x: str, in_dims: Sequence[Dim], out_dims: Sequence[Dim]) -> str:
         """Reshape that works at every batch size: a batch size kept in place is written 0
         (ONNX: copy the input's), a single other one -1, several are computed."""
-        spec: List[Dim] = []
-        for i, d in enumerate(out_dims):
-            if isinstance(d, int):
-                if d == 0 and any(not isinstance(e, int) for e in out_dims):
-                    raise NotImplementedError("needle.onnx: a reshape to a zero size next to a batch size")
-                spec.append(d)
-            else:
-                spec.append(0 if i < len(in_dims) and in_dims[i] == d else d)
+        if all(isinstance(d, int) for d in out_dims):
+            zeros = {"allowzero": 1} if 0 in out_dims else {}  # a literal 0 is a size, not "copy"
+            return self.graph.add("Reshape", [x, self.graph.ints(out_dims)], **zeros)
+        if 0 in out_dims:
+            raise NotImplementedError("needle.onnx: a reshape to a zero size next to a batch size")
+        spec = [0 if not isinstance(d, int) and i < len(in_dims) and in_dims[i] == d else d
+                for i, d in enumerate(out_dims)]
         unknown = [d for d in spec if not isinstance(d, int)]
         if len(unknown) == 1:
-            spec = [-1 if not isinstance(d, int) else d for d in spec]
-        if all(isinstance(d, int) for d in spec):
-            attributes = {"allowzero": 1} if 0 in spec and not unknown and all(isinstance(d, int) for d in out_dims) \
-                else {}
-            return self.graph.add("Reshape", [x, self.graph.ints(spec)], **attributes)
+            return self.graph.add("Reshape", [x, self.graph.ints([d if isinstance(d, int) else -1 for d in spec])])
+        if not unknown:
+            return self.graph.add("Reshape", [x, self.graph.ints(spec)])
         return self.graph.add("Reshape", [x, self.graph.shape(out_dims)])
 
     def index_input(self, plan) -> Optional[Tensor]:
@@ -166,6 +157,11 @@ def _other_batch(arrays: List[np.ndarray], axes: List[Optional[int]], size: int)
 
 def _numpy(value) -> np.ndarray:
     return value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+
+
+def _as_numpy(array) -> np.ndarray:
+    """A numpy copy of numpy or backend data (an IndexPlan's rows are backend arrays)."""
+    return array if isinstance(array, np.ndarray) else np.asarray(array_api.to_numpy(array))
 
 
 def export(model: Module, example_inputs, path: Optional[str], *, input_names: Optional[Sequence[str]] = None,

@@ -271,8 +271,8 @@ def _getitem(ctx, node):
         size2 = plan2.input_shape[axis] if plan2 is not None else None
         if sl == slice(0, size, 1) and (sl2 is None or sl2 == slice(0, size2, 1)):
             continue
-        starts.append(_slice_bound(sl.start, size, sl2 and sl2.start, size2, end=False))
-        ends.append(_slice_bound(sl.stop, size, sl2 and sl2.stop, size2, end=True))
+        starts.append(_slice_bound(sl.start, size, None if sl2 is None else sl2.start, size2, end=False))
+        ends.append(_slice_bound(sl.stop, size, None if sl2 is None else sl2.stop, size2, end=True))
         axes.append(axis)
         steps.append(sl.step)
     if axes:
