@@ -201,7 +201,13 @@ def export(model: Module, example_inputs, path: Optional[str], *, input_names: O
             hint = " (an example batch of 1 can hide broadcasts: use 2 or more)" if b1 == 1 else ""
             raise ValueError(f"needle.onnx: {err}; export with dynamic_batch=False{hint}") from None
 
+    output_names = list(output_names) if output_names is not None else \
+        [f"output_{i}" for i in range(len(trace.outputs))]
+    if len(output_names) != len(trace.outputs):
+        raise ValueError(f"needle.onnx: {len(output_names)} output names for the model's "
+                         f"{len(trace.outputs)} outputs")
     graph = GraphBuilder()
+    graph.reserve(input_names + output_names)
     ctx = _Context(graph, trace, twins, batch)
     for leaf, name, axis in zip(leaves, input_names, axes):
         ctx.bind(leaf, graph.add_input(name, leaf.dtype, ctx.dims(leaf), axis))
@@ -217,11 +223,6 @@ def export(model: Module, example_inputs, path: Optional[str], *, input_names: O
             raise ValueError(f"needle.onnx: input {name!r} does not reach the outputs through the op graph "
                              "(unused, or read as data: .numpy(), a comparison, a tensor made from its values)")
 
-    output_names = list(output_names) if output_names is not None else \
-        [f"output_{i}" for i in range(len(trace.outputs))]
-    if len(output_names) != len(trace.outputs):
-        raise ValueError(f"needle.onnx: {len(output_names)} output names for the model's "
-                         f"{len(trace.outputs)} outputs")
     for value, name in zip(trace.outputs, output_names):
         graph.add_output(ctx.name(value), name, ctx.dtype(value), ctx.dims(value))
 

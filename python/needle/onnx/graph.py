@@ -59,16 +59,21 @@ class GraphBuilder:
         self._used.add(name)
         return name
 
-    # --- graph inputs and outputs ------------------------------------------------------------
+    def reserve(self, names: Sequence[str]) -> None:
+        """Keep these exact names for the graph's inputs and outputs (others get suffixes)."""
+        duplicates = sorted({n for n in names if list(names).count(n) > 1})
+        if duplicates:
+            raise ValueError(f"needle.onnx: input/output names used twice: {duplicates}")
+        self._used.update(names)
+
+    # --- graph inputs and outputs (names reserved first) ---------------------------------------
     def add_input(self, name: str, dtype, dims: Sequence[Dim], batch_axis: Optional[int]) -> str:
-        name = self.fresh(name)
         self.inputs.append(helper.make_tensor_value_info(name, onnx_type(dtype), [_shown(d) for d in dims]))
         if batch_axis is not None and self._batch is None:
             self._batch = (name, batch_axis)
         return name
 
     def add_output(self, value: str, name: str, dtype, dims: Sequence[Dim]) -> str:
-        name = self.fresh(name)
         self.add("Identity", [value], out=name)  # outputs get their own names, even for an input or initializer
         self.outputs.append(helper.make_tensor_value_info(name, onnx_type(dtype), [_shown(d) for d in dims]))
         return name
