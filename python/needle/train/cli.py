@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--clip", type=_POSITIVE_FLOAT, help="clip the gradient norm to this (default: no clipping)")
     lm.add_argument("--sample", type=_int_at_least(0), default=200,
                     help="characters/words to generate after training")
+    export = sub.add_parser("export", help="write the model of a `needle train` checkpoint as ONNX",
+                            description="Rebuild the model of a `needle train` checkpoint and write it as an ONNX "
+                            "model (opset 17, dynamic batch); needs onnx: pip install -e \".[onnx]\". "
+                            "Exit status 0 done, 2 bad arguments or checkpoint.")
+    export.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a checkpoint file, or the --checkpoint DIR of a run")
+    export.add_argument("--out", metavar="PATH", required=True, help="the .onnx file to write")
     return parser
 
 
@@ -326,6 +333,19 @@ def train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def export(args: argparse.Namespace) -> int:
+    """Run `needle export` (the work is in needle.onnx.checkpoint); returns the exit status."""
+    _check_output_file("--out", args.out)
+    try:
+        from ..onnx.checkpoint import export_checkpoint
+
+        summary = export_checkpoint(args.checkpoint, args.out)
+    except ImportError as err:  # no onnx: one line naming the extra to install
+        raise UsageError(str(err)) from None
+    print(json.dumps(summary), flush=True)
+    return EXIT_OK
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -334,6 +354,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             return train(args)
+        if args.command == "export":
+            return export(args)
     except TrainingInterrupted as stop:
         print(f"needle: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,0 +1,80 @@
+"""Export needle models to ONNX (opset 17), to run them in onnxruntime or any ONNX runtime.
+
+    import needle.onnx
+    needle.onnx.export(model, (x,), "model.onnx")          # x: (batch, features)
+    needle.onnx.export(lm, (ids,), "lm.onnx", batch_axes=1)  # ids: (seq_len, batch)
+
+Needs the `onnx` package (`pip install -e ".[onnx]"`); needle itself imports without it.
+
+Which trace. ndl.compile (Step 7) already traces a step, but at the level of the array
+layer's kernels: strided views, in-place writes into planned buffers, fused numba
+loops. ONNX nodes are *operators* (MatMul, Conv, Softmax) on whole tensors, so that
+recording is the wrong level: turning im2col's as_strided windows back into a Conv
+would be decompiling. The level ONNX wants is the one above it, the autograd op graph:
+every op of a forward call on inputs that require grad is a node holding its op
+object and its arguments (Reshape.shape, Conv.stride/padding, Summation.axes). The
+capture reuses that: run the forward pass once in eval mode with the inputs as graph
+leaves and walk `find_topo_sort` of the outputs, mapping each op class to ONNX nodes
+(the table is ops_table.py). What we keep from the compile step's idea: trace once,
+from real example inputs, and refuse loudly what cannot be replayed (here: an op
+without a mapping, a constant computed from the input's data) rather than export a
+graph that silently computes something else.
+
+Modules, one idea each:
+* `trace`      capture a forward call's op graph (eval mode, inputs and buffers as leaves)
+* `batch`      which sizes are the batch: two traces at different batch sizes, compared
+* `graph`      the ONNX graph under construction (names, initializers, batch-size tensors)
+* `ops_table`  needle op -> ONNX nodes, one table
+* `exporter`   the walk: leaves become inputs/initializers, nodes go through the table
+* `checkpoint` `needle export CHECKPOINT --out model.onnx`: a `needle train` checkpoint to ONNX
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Sequence, Union
+
+# the opset the exporter writes (see graph.py for why 17)
+OPSET = 17
+
+__all__ = ["export", "OPSET", "UnmappedOpError", "require_onnx"]
+
+
+class UnmappedOpError(NotImplementedError):
+    """The model uses an op that has no ONNX mapping (the message names it)."""
+
+
+def require_onnx():
+    """The onnx module; ImportError naming the extra to install if it is missing."""
+    try:
+        return importlib.import_module("onnx")
+    except ImportError as err:
+        raise ImportError('needle.onnx needs the onnx package: pip install -e ".[onnx]"') from err
+
+
+def export(model, example_inputs, path: Optional[str], *, input_names: Optional[Sequence[str]] = None,
+           output_names: Optional[Sequence[str]] = None, batch_axes: Union[None, int, Sequence[Optional[int]]] = 0,
+           dynamic_batch: bool = True):
+    """Write `model` as an ONNX model (opset 17) to `path` (atomically; None: only return it).
+
+    model: a needle.nn.Module, run once in eval mode on `example_inputs` (a Tensor/numpy
+    array, or a tuple of them: float inputs, or int64 ids that the model indexes with,
+    e.g. through nn.Embedding). Parameters and buffers (BatchNorm running statistics)
+    become initializers under their state_dict names; constants (a causal mask) too.
+    Outputs are the model's tensors, flattened from nested tuples, in order.
+
+    batch_axes: the batch axis of every input (an int), or one per input (None: no batch
+    axis). With dynamic_batch, those axes are named "batch" and the model is traced a
+    second time at batch + 1 to find every size that depends on it (batch.py); other
+    sizes (a language model's seq_len, image sizes) are fixed by the example.
+
+    Returns the onnx.ModelProto. Raises ImportError without the onnx package,
+    UnmappedOpError (a NotImplementedError) naming an op that has no ONNX mapping, and
+    ValueError when the graph cannot follow the batch size or a constant depends on
+    the input's data.
+    """
+    require_onnx()
+    from .exporter import export as _export
+
+    return _export(model, example_inputs, path, input_names=input_names, output_names=output_names,
+                   batch_axes=batch_axes, dynamic_batch=dynamic_batch)
+

@@ -1,0 +1,133 @@
+"""`needle export CHECKPOINT --out model.onnx`: a `needle train` checkpoint as an ONNX model.
+
+A checkpoint stores the run's config (recipe, --hidden, --blocks, --model, ...) next to
+the weights. The model is rebuilt from that config, as `needle train --resume` rebuilds
+it, but without reading the training data: the sizes the data decided (the toy set's
+classes, the images' channels, the vocabulary) are read from the shapes of the stored
+weights. The weights are checked against the checkpoint's sha256 before they are used.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
+from ..nn import Module
+from ..serialization import read_safetensors, verify_digest
+from ..train.checkpoint import read_checkpoint_meta
+from ..train.loop import checkpoint_path
+from . import OPSET, export, require_onnx
+
+__all__ = ["ExportSpec", "RECIPE_EXPORTS", "export_checkpoint"]
+
+_MODEL_PREFIX = "model/"  # how save_checkpoint names the model's arrays
+
+
+@dataclass
+class ExportSpec:
+    """A recipe's model, rebuilt, with example inputs of the shape the recipe feeds it."""
+
+    model: Module
+    inputs: Tuple[np.ndarray, ...]
+    input_names: List[str]
+    output_names: List[str]
+    batch_axes: List[Optional[int]]
+
+
+def _images(batch: int, *shape: int) -> np.ndarray:
+    return np.random.RandomState(0).randn(batch, *shape).astype(np.float32)
+
+
+def _classifier(model: Module, example: np.ndarray) -> ExportSpec:
+    return ExportSpec(model, (example,), ["x"], ["logits"], [0])
+
+
+def _toy(config: Dict[str, Any], state: Dict[str, np.ndarray], batch: int) -> ExportSpec:
+    hidden = config["hidden"]
+    classes = state["modules.4.weight"].shape[1]  # the generated set decided it: read it from the last layer
+    return _classifier(MLP(2, [hidden, hidden], classes), _images(batch, 2))
+
+
+def _mlp(config, state, batch) -> ExportSpec:
+    model = MLPResNet(784, config["hidden"], num_blocks=config["blocks"], num_classes=10,
+                      drop_prob=config["dropout"])
+    return _classifier(model, _images(batch, 784))
+
+
+def _cnn(config, state, batch) -> ExportSpec:
+    return _classifier(SmallCNN(1, 10, 28), _images(batch, 1, 28, 28))
+
+
+def _resnet9(config, state, batch) -> ExportSpec:
+    channels = state["model.modules.0.modules.0.weight"].shape[2]  # CIFAR-10 (3) or MNIST-format (1)
+    return _classifier(ResNet9(in_channels=channels), _images(batch, channels, 32, 32))
+
+
+def _lm(config, state, batch) -> ExportSpec:
+    """Token ids (seq_len, batch), int64. The sequence length is fixed at the run's
+    --seq-len: the LSTM/RNN are unrolled over it, the Transformer's mask is made for it."""
+    vocabulary = state["embedding.weight"].shape[0]
+    seq_model, seq_len = config["model"], config["seq_len"]
+    model = LanguageModel(config["embedding"], vocabulary, config["hidden"], config["layers"], seq_model=seq_model,
+                          seq_len=seq_len)
+    ids = np.random.RandomState(0).randint(0, vocabulary, (seq_len, batch)).astype(np.int64)
+    state_names = {"lstm": ["h_n", "c_n"], "rnn": ["h_n"], "transformer": ["state"]}[seq_model]
+    return ExportSpec(model, (ids,), ["tokens"], ["logits"] + state_names, [1])
+
+
+RECIPE_EXPORTS: Dict[str, Callable[[Dict[str, Any], Dict[str, np.ndarray], int], ExportSpec]] = {
+    "toy": _toy, "mlp": _mlp, "cnn": _cnn, "resnet9": _resnet9, "lm": _lm,
+}
+
+
+def _read(checkpoint: str) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
+    """(file, model arrays by state_dict name, metadata), checksum verified."""
+    path = checkpoint_path(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    meta = read_checkpoint_meta(path)  # FileNotFoundError; ValueError: not a checkpoint, corrupted
+    arrays, _ = read_safetensors(path)
+    verify_digest(path, arrays, meta["sha256"])  # the arrays used are the ones the checksum covers
+    state = {k[len(_MODEL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_MODEL_PREFIX)}
+    return path, state, meta
+
+
+def export_checkpoint(checkpoint: str, out: str, *, batch_size: int = 2) -> Dict[str, Any]:
+    """Rebuild the model of a `needle train` checkpoint (a file, or the run's --checkpoint
+    folder), load its weights and write it to `out` as ONNX (opset 17, dynamic batch).
+
+    Returns a summary: the file, the recipe, the epoch, and the inputs' and outputs'
+    shapes ("batch" for the batch axis). Raises ImportError without onnx,
+    FileNotFoundError for a missing file, ValueError for a file that is not a
+    checkpoint, is corrupted, or holds a recipe this command cannot rebuild.
+    """
+    require_onnx()
+    path, state, meta = _read(checkpoint)
+    config = meta["info"]["config"]
+    recipe = config.get("recipe")
+    if recipe not in RECIPE_EXPORTS:
+        raise ValueError(f"{path}: recipe {recipe!r} cannot be exported (known: {', '.join(RECIPE_EXPORTS)})")
+    try:
+        spec = RECIPE_EXPORTS[recipe](config, state, batch_size)
+    except KeyError as err:
+        raise ValueError(f"{path}: the {recipe} checkpoint lacks {err} to rebuild its model") from None
+    try:
+        spec.model.load_state_dict(state)
+    except ValueError as err:
+        raise ValueError(f"{path}: the weights do not fit the {recipe} model rebuilt from its config: {err}") from None
+    proto = export(spec.model, spec.inputs, out, input_names=spec.input_names, output_names=spec.output_names,
+                   batch_axes=spec.batch_axes)
+    return {
+        "onnx": str(out),
+        "checkpoint": path,
+        "recipe": recipe,
+        "epoch": meta["epoch"],
+        "opset": OPSET,
+        "inputs": {v.name: _shape(v) for v in proto.graph.input},
+        "outputs": {v.name: _shape(v) for v in proto.graph.output},
+    }
+
+
+def _shape(value_info) -> List[Any]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]

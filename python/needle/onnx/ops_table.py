@@ -1,0 +1,387 @@
+"""The op -> ONNX mapping, in one table (`OP_TABLE`, at the end of this file).
+
+Each entry is `emit(ctx, node)`: it reads the node's op (its arguments), asks `ctx` for
+the ONNX names of the node's inputs, appends ONNX nodes through `ctx.graph` and returns
+the name of the result (a list of names for an op whose result is a tuple). `ctx` is
+the exporter's `_Context` (exporter.py): `name(value, dtype)`, `names(tuple_value)`,
+`dims(value)`, `dtype(value)`, `twin(node)`, `pair(shape1, shape2)`, `reshape(...)`,
+`constant(...)` and `index_input(plan)`.
+
+Ops without an entry (training-only or gradient ops: BatchNorm in training mode,
+Dilate/UnDilate, ScatterItem, ConvInputGrad, ConvWeightGrad, SparseTuple) are
+reported by name by the exporter.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import ops
+from .batch import Sym
+from .graph import onnx_type
+
+__all__ = ["OP_TABLE", "mapping_summary"]
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _axes(axes, ndim: int) -> List[int]:
+    """None (every axis), an int or a sequence of ints, as sorted non-negative axes."""
+    if axes is None:
+        return list(range(ndim))
+    if not isinstance(axes, (tuple, list)):
+        axes = (axes,)
+    return sorted(int(a) % ndim for a in axes)
+
+
+def _unary(op_type: str) -> Callable:
+    def emit(ctx, node):
+        return ctx.graph.add(op_type, [ctx.name(node.inputs[0], ctx.dtype(node))])
+    emit.onnx = op_type
+    return emit
+
+
+def _binary(op_type: str) -> Callable:
+    """Both operands converted to the result's dtype (needle promotes, ONNX does not)."""
+    def emit(ctx, node):
+        dtype = ctx.dtype(node)
+        return ctx.graph.add(op_type, [ctx.name(x, dtype) for x in node.inputs])
+    emit.onnx = op_type
+    return emit
+
+
+def _with_scalar(op_type: str, *, scalar_first: bool = False, attribute: str = "scalar") -> Callable:
+    """A tensor-scalar op: the scalar becomes a 0-d constant of the result's dtype."""
+    def emit(ctx, node):
+        dtype = ctx.dtype(node)
+        x = ctx.name(node.inputs[0], dtype)
+        s = ctx.graph.constant(getattr(node.op, attribute), dtype)
+        return ctx.graph.add(op_type, [s, x] if scalar_first else [x, s])
+    emit.onnx = op_type
+    return emit
+
+
+# --- elementwise -----------------------------------------------------------------------------
+
+def _power_scalar(ctx, node):
+    """a ** p. needle computes 0.5 as sqrt and -0.5 as 1 / sqrt (PowerScalar's docstring):
+    so does the graph; 2 and -1 are exact as a * a and 1 / a."""
+    p, dtype, g = node.op.scalar, ctx.dtype(node), ctx.graph
+    x = ctx.name(node.inputs[0], dtype)
+    if p == 0.5:
+        return g.add("Sqrt", [x])
+    if p == -0.5:
+        return g.add("Reciprocal", [g.add("Sqrt", [x])])
+    if p == 1:
+        return g.add("Identity", [x])
+    if p == 2:
+        return g.add("Mul", [x, x])
+    if p == -1:
+        return g.add("Reciprocal", [x])
+    return g.add("Pow", [x, g.constant(p, dtype)])
+
+
+_power_scalar.onnx = "Pow (Sqrt, Reciprocal, Mul for 0.5, -0.5, -1, 2)"
+
+
+def _where(ctx, node):
+    cond, a, b = node.inputs
+    dtype = ctx.dtype(node)
+    return ctx.graph.add("Where", [ctx.name(cond), ctx.name(a, dtype), ctx.name(b, dtype)])
+
+
+_where.onnx = "Where"
+
+
+def _cast(ctx, node):
+    return ctx.graph.add("Cast", [ctx.name(node.inputs[0])], to=onnx_type(node.op.dtype))
+
+
+_cast.onnx = "Cast"
+
+
+# --- shape -----------------------------------------------------------------------------------
+
+def _transpose(ctx, node):
+    ndim = len(node.inputs[0].shape)
+    i, j = (ndim - 2, ndim - 1) if node.op.axes is None else node.op.axes  # None: the last two
+    perm = list(range(ndim))
+    perm[i % ndim], perm[j % ndim] = perm[j % ndim], perm[i % ndim]
+    return ctx.graph.add("Transpose", [ctx.name(node.inputs[0])], perm=perm)
+
+
+_transpose.onnx = "Transpose"
+
+
+def _permute(ctx, node):
+    ndim = len(node.inputs[0].shape)
+    return ctx.graph.add("Transpose", [ctx.name(node.inputs[0])], perm=[a % ndim for a in node.op.axes])
+
+
+_permute.onnx = "Transpose"
+
+
+def _reshape(ctx, node):
+    x = node.inputs[0]
+    return ctx.reshape(ctx.name(x), ctx.dims(x), ctx.dims(node))
+
+
+_reshape.onnx = "Reshape (0 / -1 for batch sizes, else a shape computed from the input's)"
+
+
+def _broadcast_to(ctx, node):
+    return ctx.graph.add("Expand", [ctx.name(node.inputs[0]), ctx.graph.shape(ctx.dims(node))])
+
+
+_broadcast_to.onnx = "Expand"
+
+
+def _stack(ctx, node):
+    axis = node.op.axis % len(node.shape)
+    g = ctx.graph
+    pieces = [g.add("Unsqueeze", [name, g.ints([axis])]) for name in ctx.names(node.inputs[0])]
+    return g.add("Concat", pieces, axis=axis)
+
+
+_stack.onnx = "Unsqueeze + Concat"
+
+
+def _split(ctx, node):
+    x = node.inputs[0]
+    axis = node.op.axis % len(x.shape)
+    dim = ctx.dims(x)[axis]
+    if isinstance(dim, Sym):
+        raise NotImplementedError("needle.onnx: Split along the batch axis gives as many outputs as the batch "
+                                  "has rows: export with dynamic_batch=False")
+    g = ctx.graph
+    if dim == 1:
+        parts = [ctx.name(x)]
+    else:
+        parts = g.add("Split", [ctx.name(x), g.ints([1] * dim)], outputs=dim, axis=axis)
+    return [g.add("Squeeze", [p, g.ints([axis])]) for p in parts]
+
+
+_split.onnx = "Split + Squeeze"
+
+
+def _flip(ctx, node):
+    x = node.inputs[0]
+    axes = _axes(node.op.axes, len(x.shape))
+    g = ctx.graph
+    n = len(axes)
+    return g.add("Slice", [ctx.name(x), g.ints([-1] * n), g.ints([-_INT64_MAX] * n), g.ints(axes),
+                           g.ints([-1] * n)])
+
+
+_flip.onnx = "Slice (step -1)"
+
+
+# --- reductions ------------------------------------------------------------------------------
+
+def _summation(ctx, node):
+    x = node.inputs[0]
+    axes = _axes(node.op.axes, len(x.shape))
+    keepdims = int(bool(node.op.keepdims))
+    if not axes:  # a 0-d input: nothing to reduce
+        return ctx.graph.add("Identity", [ctx.name(x)])
+    return ctx.graph.add("ReduceSum", [ctx.name(x), ctx.graph.ints(axes)], keepdims=keepdims)
+
+
+_summation.onnx = "ReduceSum"
+
+
+def _max(ctx, node):
+    x = node.inputs[0]
+    axes = _axes(node.op.axes, len(x.shape))
+    if not axes:
+        return ctx.graph.add("Identity", [ctx.name(x)])
+    return ctx.graph.add("ReduceMax", [ctx.name(x)], axes=axes, keepdims=int(bool(node.op.keepdims)))
+
+
+_max.onnx = "ReduceMax"
+
+
+def _logsumexp(ctx, node):
+    x = node.inputs[0]
+    axes = _axes(node.op.axes, len(x.shape))
+    if not axes:
+        return ctx.graph.add("Identity", [ctx.name(x)])
+    return ctx.graph.add("ReduceLogSumExp", [ctx.name(x)], axes=axes, keepdims=0)
+
+
+_logsumexp.onnx = "ReduceLogSumExp"
+
+
+def _softmax_like(op_type: str) -> Callable:
+    def emit(ctx, node):
+        return ctx.graph.add(op_type, [ctx.name(node.inputs[0])], axis=node.op.axis % len(node.shape))
+    emit.onnx = op_type
+    return emit
+
+
+# --- matmul and convolution ------------------------------------------------------------------
+
+def _conv(ctx, node):
+    """needle's conv is NHWC with (K, K, Cin, Cout) kernels; ONNX's is NCHW with (Cout, Cin, K, K):
+    transposes around it (onnxruntime cancels them against the module's own)."""
+    a, b = node.inputs
+    dtype, g = ctx.dtype(node), ctx.graph
+    kh, kw = b.shape[:2]
+    p, s = node.op.padding, node.op.stride
+    x = g.add("Transpose", [ctx.name(a, dtype)], perm=[0, 3, 1, 2])
+    w = g.add("Transpose", [ctx.name(b, dtype)], perm=[3, 2, 0, 1])
+    y = g.add("Conv", [x, w], kernel_shape=[kh, kw], pads=[p, p, p, p], strides=[s, s])
+    return g.add("Transpose", [y], perm=[0, 2, 3, 1])
+
+
+_conv.onnx = "Transpose + Conv + Transpose"
+
+
+# --- indexing --------------------------------------------------------------------------------
+
+def _slice_bound(v1: int, size1: int, v2: Optional[int], size2: Optional[int], end: bool) -> int:
+    """A slice bound valid at every batch size: the same number in both traces, or the
+    same distance from the end (negative), or the end itself."""
+    if v2 is None or v1 == v2:
+        return v1
+    if end and v1 == size1 and v2 == size2:
+        return _INT64_MAX
+    if v1 - size1 == v2 - size2:
+        return v1 - size1
+    raise NotImplementedError(f"needle.onnx: a slice bound goes from {v1} to {v2} with the batch size: "
+                              "export with dynamic_batch=False")
+
+
+def _getitem(ctx, node):
+    """tensor[index], as IndexPlan.gather does it: slices (Slice), ints and None (Reshape),
+    then one index array (Gather on that axis; the indices are the model input the index
+    came from, or a constant), or several (Gather of rows of the indexed axes, flattened)."""
+    g = ctx.graph
+    plan = node.op.plan
+    twin = ctx.twin(node)
+    plan2 = twin.op.plan if twin is not None else None
+    x = ctx.name(node.inputs[0])
+    starts, ends, axes, steps = [], [], [], []
+    for axis, sl in enumerate(plan.basic):
+        size = plan.input_shape[axis]
+        sl2 = plan2.basic[axis] if plan2 is not None else None
+        size2 = plan2.input_shape[axis] if plan2 is not None else None
+        if sl == slice(0, size, 1) and (sl2 is None or sl2 == slice(0, size2, 1)):
+            continue
+        starts.append(_slice_bound(sl.start, size, None if sl2 is None else sl2.start, size2, end=False))
+        ends.append(_slice_bound(sl.stop, size, None if sl2 is None else sl2.stop, size2, end=True))
+        axes.append(axis)
+        steps.append(sl.step)
+    if axes:
+        x = g.add("Slice", [x, g.ints(starts), g.ints(ends), g.ints(axes), g.ints(steps)])
+    sliced = ctx.pair(plan.sliced_shape, plan2.sliced_shape if plan2 is not None else None)
+    view = ctx.pair(plan.view_shape, plan2.view_shape if plan2 is not None else None)
+    if view != sliced:
+        x = ctx.reshape(x, sliced, view)
+    if not plan.advanced:
+        return x
+    source = ctx.index_input(plan)
+    if len(plan.adv_dims) == 1:  # one index array: numpy puts its axes where the indexed axis was
+        if source is not None:
+            indices = ctx.name(source, "int64")
+        else:
+            indices = ctx.constant(plan.rows, plan2.rows if plan2 is not None else None, "indices")
+        return g.add("Gather", [x, indices], axis=plan.perm[0])
+    if source is not None or any(isinstance(view[p], Sym) for p in plan.perm[: len(plan.adv_dims)]):
+        raise NotImplementedError("needle.onnx: GetItem with several index arrays can only be exported when "
+                                  "they are constants and index axes of fixed size")
+    x = g.add("Transpose", [x], perm=list(plan.perm))
+    permuted = tuple(view[p] for p in plan.perm)
+    rest = permuted[len(plan.adv_dims):]
+    x = ctx.reshape(x, permuted, (int(np.prod(plan.adv_dims)),) + rest)
+    x = g.add("Gather", [x, ctx.constant(plan.rows, plan2.rows if plan2 is not None else None, "rows")], axis=0)
+    if plan.result_perm is not None:
+        x = g.add("Transpose", [x], perm=list(plan.result_perm))
+    return x
+
+
+_getitem.onnx = "Slice / Reshape / Gather (indices: the model input, or a constant)"
+
+
+# --- tuples ----------------------------------------------------------------------------------
+
+def _make_tuple(ctx, node):
+    return [ctx.name(x) for x in node.inputs]
+
+
+_make_tuple.onnx = "(no node: a list of names)"
+
+
+def _tuple_get_item(ctx, node):
+    return ctx.names(node.inputs[0])[node.op.index]
+
+
+_tuple_get_item.onnx = "(no node: picks a name)"
+
+
+def _fused_add_scalars(ctx, node):
+    g = ctx.graph
+    dtype = ctx.dtype(node.inputs[0])
+    x = ctx.name(node.inputs[0])
+    return [g.add("Add", [x, g.constant(node.op.c0, dtype)]), g.add("Add", [x, g.constant(node.op.c1, dtype)])]
+
+
+_fused_add_scalars.onnx = "Add, Add"
+
+
+# --- the table -------------------------------------------------------------------------------
+
+OP_TABLE: Dict[type, Callable] = {
+    # elementwise
+    ops.EWiseAdd: _binary("Add"),
+    ops.AddScalar: _with_scalar("Add"),
+    ops.EWiseMul: _binary("Mul"),
+    ops.MulScalar: _with_scalar("Mul"),
+    ops.EWiseDiv: _binary("Div"),
+    ops.DivScalar: _with_scalar("Div"),
+    ops.EWisePow: _binary("Pow"),
+    ops.PowerScalar: _power_scalar,
+    ops.RPowerScalar: _with_scalar("Pow", scalar_first=True, attribute="base"),
+    ops.Negate: _unary("Neg"),
+    ops.Log: _unary("Log"),
+    ops.Exp: _unary("Exp"),
+    ops.ReLU: _unary("Relu"),
+    ops.Tanh: _unary("Tanh"),
+    ops.Sigmoid: _unary("Sigmoid"),
+    ops.Sqrt: _unary("Sqrt"),
+    ops.Maximum: _binary("Max"),
+    ops.MaximumScalar: _with_scalar("Max"),
+    ops.Where: _where,
+    ops.Cast: _cast,
+    # shape
+    ops.Transpose: _transpose,
+    ops.Permute: _permute,
+    ops.Reshape: _reshape,
+    ops.BroadcastTo: _broadcast_to,
+    ops.Stack: _stack,
+    ops.Split: _split,
+    ops.Flip: _flip,
+    # reductions
+    ops.Summation: _summation,
+    ops.Max: _max,
+    ops.LogSumExp: _logsumexp,
+    ops.LogSoftmax: _softmax_like("LogSoftmax"),
+    ops.Softmax: _softmax_like("Softmax"),
+    # products
+    ops.MatMul: _binary("MatMul"),
+    ops.Conv: _conv,
+    # indexing
+    ops.GetItem: _getitem,
+    # tuples
+    ops.MakeTensorTuple: _make_tuple,
+    ops.TupleGetItem: _tuple_get_item,
+    ops.FusedAddScalars: _fused_add_scalars,
+}
+
+
+def mapping_summary() -> List[Tuple[str, str]]:
+    """(needle op, ONNX ops) for every entry of the table: for documentation and reports."""
+    return [(cls.__name__, emit.onnx) for cls, emit in OP_TABLE.items()]
