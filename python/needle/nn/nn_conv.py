@@ -61,9 +61,10 @@ class Conv1d(Module):
 
     The weight is stored in PyTorch's layout (Cout, Cin, K), so a torch Conv1d's state dict
     loads as it is; the bias is (Cout,). Both are initialised as PyTorch's: U(-b, b) with
-    b = 1 / sqrt(Cin * K) (kaiming_uniform with a = sqrt(5) gives exactly that bound), drawn
-    from numpy's global RNG. Runs as a 2-D convolution of height 1 (see F.conv1d). No groups
-    or dilation; kernel_size, stride and padding are ints (or 1-tuples).
+    b = 1 / sqrt(Cin * K) (kaiming_uniform with a = sqrt(5) gives exactly that bound), the
+    weight drawn first, through init.rand (numpy's global RNG). Runs as a 2-D convolution of
+    height 1 (see F.conv1d). No groups or dilation; kernel_size, stride and padding are ints
+    (or 1-tuples).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
