@@ -74,12 +74,20 @@ def col2im(cols, input_shape, kernel: Pair, stride: Pair, padding: Pair):
     """The adjoint of window_view (zero fill): windows (N, Ho, Wo, KH, KW, C) summed back into
     (N, H, W, C), overlapping windows adding up and the padding dropped.
 
-    One strided slice per kernel offset (KH * KW of them), never a loop over windows.
+    One strided slice per kernel offset (KH * KW of them), never a loop over windows; windows
+    that tile the input without overlap (stride == kernel: most pooling, global pooling's one
+    window) are written back in a single pass instead.
     """
     n, h, w, c = input_shape
     _, ho, wo = cols.shape[:3]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     out = array_api.zeros((n, h + 2 * ph, w + 2 * pw, c), array_api.dtype_of(cols), array_api.device_of(cols))
+    if (sh, sw) == (kh, kw):
+        # (N, Ho, Wo, KH, KW, C) -> (N, Ho, KH, Wo, KW, C) is the top-left Ho*KH x Wo*KW block, in order
+        tiles = array_api.ascontiguousarray(array_api.transpose(cols, (0, 1, 3, 2, 4, 5)))
+        block = (slice(None), slice(0, ho * kh), slice(0, wo * kw), slice(None))
+        array_api.setitem(out, block, array_api.reshape(tiles, (n, ho * kh, wo * kw, c)))
+        kh = kw = 0  # nothing left to add
     for u in range(kh):
         for v in range(kw):
             rows = slice(u, u + sh * (ho - 1) + 1, sh)
