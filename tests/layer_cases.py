@@ -97,7 +97,8 @@ def probabilities(*shape, axis=1):
 
 # (N, Cin, H, W), (Cout, KH, KW), stride, padding: windows that do not divide, rectangular ones, padding
 CONV2D = [((2, 3, 7, 6), (4, 3, 3), 1, 1), ((1, 2, 8, 5), (3, 3, 2), 2, (1, 0)), ((2, 1, 5, 5), (2, 5, 5), 1, 0),
-          ((1, 2, 6, 7), (3, 2, 4), (2, 3), (1, 2)), ((3, 5, 6), (2, 3, 3), 2, 1)]
+          ((1, 2, 6, 7), (3, 2, 4), (2, 3), (1, 2)), ((3, 5, 6), (2, 3, 3), 2, 1),
+          ((2, 2, 7, 6), (3, 2, 3), (2, 3), (1, 0))]  # the last: stride = kernel (patches), a remainder row
 # (N, Cin, L), (Cout, K), stride, padding
 CONV1D = [((2, 3, 10), (4, 3), 1, 1), ((1, 2, 9), (3, 4), 2, 2), ((3, 1, 5), (2, 5), 3, 0), ((2, 7), (3, 2), 1, 0),
           ((2, 2, 11), (2, 3), 4, 1)]
@@ -130,7 +131,7 @@ def _ce(**kw):
 
 CASES = [
     # --- convolution
-    *[_conv2d_case(x, w, s, p, bias) for (x, w, s, p), bias in zip(CONV2D, (True, False, True, True, False))],
+    *[_conv2d_case(x, w, s, p, bias) for (x, w, s, p), bias in zip(CONV2D, (True, False, True, True, False, True))],
     *[_conv1d_case(x, w, s, p, bias) for (x, w, s, p), bias in zip(CONV1D, (True, False, True, True, False))],
     # --- pooling (random, many ties, constant input: the gradient goes to the first maximum)
     *[Case(f"max_pool2d{x}k{k}s{s}p{p}", lambda F, a, k=k, s=s, p=p: F.max_pool2d(a, k, s, p), rand(*x))

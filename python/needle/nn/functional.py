@@ -18,7 +18,10 @@ ValueError naming them; a non-float input to a float-only function raises TypeEr
 
 Deliberate differences from PyTorch: softmax and log_softmax need `dim` (PyTorch's
 implicit choice is deprecated); mse_loss does not broadcast mismatched shapes (PyTorch
-warns and does); max_pool2d and avg_pool2d have no ceil_mode, dilation or return_indices.
+warns and does); silu keeps sigmoid's accurate float32 tails; out-of-range class ids and
+embedding ids raise ValueError (PyTorch: IndexError / RuntimeError). Not offered: class
+weights in cross_entropy, ceil_mode, dilation and return_indices in pooling, groups and
+dilation in convolution, string paddings ('same', 'valid').
 """
 from __future__ import annotations
 
@@ -139,7 +142,10 @@ def sigmoid(input: Tensor) -> Tensor:
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """GELU, PyTorch's two forms: 'none' (default) is exact, x/2 (1 + erf(x / sqrt 2)), with erf
-    computed to float64 precision (ops.erf); 'tanh' is x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    computed to float64 precision (ops.erf); 'tanh' is x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    The exact form costs some sixty elementwise passes (erf is a composition, see ops.special),
+    the tanh form ten: prefer 'tanh' where eager speed on large activations matters."""
     _float(input, "gelu")
     if approximate == "none":
         return input * 0.5 * (ops.erf(input * (1 / math.sqrt(2))) + 1.0)
@@ -150,7 +156,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 
 def silu(input: Tensor) -> Tensor:
-    """x * sigmoid(x) (SiLU, a.k.a. swish)."""
+    """x * sigmoid(x) (SiLU, a.k.a. swish). needle's sigmoid is accurate in its tails, so float32
+    silu(-100) is -3.8e-42 where PyTorch's x / (1 + exp(-x)) gives -0."""
     _float(input, "silu")
     return input * ops.sigmoid(input)
 
