@@ -218,7 +218,7 @@ def test_im2col_and_col2im_are_adjoint(device):
     """<im2col(x), c> == <x, col2im(c)>: the pair the pooling gradients are written with."""
     x, c = rand(2, 7, 6, 3, seed=9), rand(2, 4, 3, 3, 2, 3, seed=10)
     windows = ops.im2col(ndl.Tensor(x, device=device, dtype="float64"), (3, 2), 2, (1, 0))
-    folded = ops.col2im_op(ndl.Tensor(c, device=device, dtype="float64"), x.shape, (3, 2), 2, (1, 0))
+    folded = ops.col2im(ndl.Tensor(c, device=device, dtype="float64"), x.shape, (3, 2), 2, (1, 0))
     assert windows.shape == c.shape and folded.shape == x.shape
     assert math.isclose(float((windows.numpy() * c).sum()), float((x * folded.numpy()).sum()), rel_tol=1e-12)
 

@@ -25,7 +25,7 @@ from .elementwise import (
 from .indexing import GetItem, IndexPlan, ScatterItem, getitem
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
-from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im_op, im2col, max_pool2d
+from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
     LogSoftmax, LogSumExp, Max, Softmax, Summation, argmax, expand_reduced, extremes, logsoftmax, logsumexp, max,
     mean, softmax, sum_to_shape, summation,
@@ -59,7 +59,7 @@ __all__ = [
     "sum_to_shape", "expand_reduced", "tuple_entries", "extremes",
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
-    "max_pool2d", "avg_pool2d", "im2col", "col2im_op", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
+    "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
     # the op modules
     "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special",
 ]

@@ -19,11 +19,11 @@ import math
 
 from ..autograd import Tensor, TensorOp, array_api
 from ._helpers import constant, require_tensor
-from ._windows import check_geometry, col2im, out_size, pair, window_view
+from ._windows import check_geometry, col2im as col2im_array, out_size, pair, window_view
 from .elementwise import where
 from .shape import broadcast_to, reshape
 
-__all__ = ["Im2Col", "Col2Im", "MaxPool2d", "AvgPool2d", "im2col", "col2im_op", "max_pool2d", "avg_pool2d"]
+__all__ = ["Im2Col", "Col2Im", "MaxPool2d", "AvgPool2d", "im2col", "col2im", "max_pool2d", "avg_pool2d"]
 
 
 class _WindowOp(TensorOp):
@@ -96,7 +96,7 @@ class Col2Im(_WindowOp):
                              f"(expected {expected})")
 
     def compute(self, cols):
-        return col2im(cols, self.input_shape, self.kernel, self.stride, self.padding)
+        return col2im_array(cols, self.input_shape, self.kernel, self.stride, self.padding)
 
     def gradient(self, out_grad, node):
         return Im2Col(self.kernel, self.stride, self.padding)(out_grad)
@@ -215,7 +215,7 @@ def im2col(a, kernel_size, stride=None, padding=0):
     return Im2Col(kernel_size, stride, padding)(a)
 
 
-def col2im_op(cols, input_shape, kernel_size, stride=None, padding=0):
+def col2im(cols, input_shape, kernel_size, stride=None, padding=0):
     """Col2Im: windows (N, Ho, Wo, KH, KW, C) summed back into input_shape (N, H, W, C)."""
     return Col2Im(input_shape, kernel_size, stride, padding)(cols)
 
