@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import needle as ndl
+import needle.nn.functional as NF
 
 INF, NAN = float("inf"), float("nan")
 DTYPES = ("float32", "float64")
@@ -78,6 +79,12 @@ def rows3(dtype):
 
 class Needle:
     """The calls whose names or conventions differ, needle's side."""
+
+    F = NF  # needle.nn.functional has torch.nn.functional's signatures
+
+    @staticmethod
+    def erf(x):
+        return ndl.ops.erf(x)
 
     @staticmethod
     def maximum(x, y):
@@ -174,6 +181,12 @@ class Needle:
 
 class Torch:
     """The same calls in PyTorch."""
+
+    F = F
+
+    @staticmethod
+    def erf(x):
+        return torch.erf(x)
 
     @staticmethod
     def maximum(x, y):
@@ -302,6 +315,7 @@ SIGMOID_NOTE = ("sigmoid is accurate in both tails: float32 sigmoid(-100) is 3.8
 POW_NOTE = ("a float32 tensor ** s rounds s to float32 (1e8 - 1 in the gradient is 1e8, an even power); PyTorch does "
             "that in its vectorised loop but keeps s in double for the last few elements, so its sign there depends "
             "on the element's position")
+SILU_NOTE = "silu is x * sigmoid(x), so it keeps sigmoid's accurate tails: float32 silu(-100) is -3.8e-42, not 0"
 BATCH_NORM_NOTE = ("batch norm computes (x - mean) / sqrt(var + eps), exactly 0 for a constant column; PyTorch's CPU "
                    "kernel folds it into x * scale + shift, which for a column of 1e8 cancels to an error of 1e3")
 
@@ -341,6 +355,16 @@ def _batch_norm_inputs(*constants, nan=False):
 
 def _labelled(logits, labels):
     return lambda dtype: [np.array(logits, dtype), np.array(labels, np.int64)]
+
+
+def _pool_inputs(dtype):
+    """NCHW (1, 2, 5, 5): nan, +-inf, a corner of -inf (a window of -inf next to the -inf padding),
+    and ties."""
+    x = _random(6, 1, 2, 5, 5)
+    x[0, 0, 1, 1], x[0, 0, 3, 3], x[0, 0, 4, 0] = NAN, INF, -INF
+    x[0, 1, :2, :2] = -INF
+    x[0, 1, 3:, 3:] = 2.0
+    return [x.astype(dtype)]
 
 
 def _where_inputs(dtype):
@@ -449,6 +473,21 @@ CASES = [
                            ("nan", _batch_norm_inputs(2.0, nan=True)))],
     Case("batch_norm", "constant column of 1e8", lambda L, x, w, b: L.batch_norm(x, w, b),
          _batch_norm_inputs(1e8, 0.0), note=BATCH_NORM_NOTE, torch_fn=_batch_norm_unfused),
+    Case("erf", "edges", lambda L, x: L.erf(x), lambda dtype: [edges(dtype)]),
+    *[Case(op, "edges", fn, lambda dtype: [edges(dtype)], atol={"float32": 3e-7, "float64": 1e-300},
+           why="x/2 (1 + erf(x / sqrt 2)) cancels for x < 0 (PyTorch's formula too): in float32 each side rounds "
+           "1 + erf to its own 1e-7 (ours nearer the float64 value at x = -3); in float64 torch's exact gradient "
+           "x * pdf at x = -20 is a denormal, reached by another rounding")
+      for op, fn in (("gelu", lambda L, x: L.F.gelu(x)), ("gelu(tanh)", lambda L, x: L.F.gelu(x, approximate="tanh")))],
+    Case("silu", "edges", lambda L, x: L.F.silu(x), lambda dtype: [edges(dtype)], note=SILU_NOTE,
+         torch_fn=lambda x: x * torch.exp(F.logsigmoid(x))),
+    Case("leaky_relu", "edges", lambda L, x: L.F.leaky_relu(x, 0.1), lambda dtype: [edges(dtype)]),
+    *[Case(op, "nan, inf, -inf windows, ties", fn, _pool_inputs) for op, fn in (
+        ("max_pool2d(3, 2, 1)", lambda L, x: L.F.max_pool2d(x, 3, 2, 1)),
+        ("max_pool2d(2, 1, 1)", lambda L, x: L.F.max_pool2d(x, 2, 1, 1)),
+        ("avg_pool2d(3, 2, 1)", lambda L, x: L.F.avg_pool2d(x, 3, 2, 1)),
+        ("adaptive_avg_pool2d(2)", lambda L, x: L.F.adaptive_avg_pool2d(x, 2)),
+    )],
     *[Case("SoftmaxLoss", edge, lambda L, z, y: L.softmax_loss(z, y), _labelled(z, y)) for edge, z, y in (
         ("huge logits", [[1e8, 1e8], [-1e8, 1e8], [1e8, -1e8]], [1, 0, 1]),
         ("-inf logits", [[0.0, -INF, 1.0], [-INF, 2.0, -INF]], [0, 1]),

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import needle as ndl
+import needle.nn.functional as NF
 from needle import ops
 
 DEVICES = [pytest.param(ndl.cpu(), id="cpu"), pytest.param(ndl.cpu_numpy(), id="cpu_numpy")]
@@ -82,6 +83,23 @@ CASES = {
             lambda: [np.random.default_rng(2).permutation(12).reshape(3, 4) * 0.1 + 0.05]),
     "stack_split": (lambda a, b: ops.stack([a * b, ops.exp(a)], 1),
                     lambda a, b: torch.stack([a * b, torch.exp(a)], 1), lambda: [randn(2, 3, seed=2), randn(2, 3, seed=3)]),
+    # the PyTorch-style layers (NCHW / NCL): pooling's gradients are Col2Im / Im2Col, each the other's adjoint
+    "max_pool2d": (lambda a: NF.max_pool2d(a * a, 3, 2, 1), lambda a: F.max_pool2d(a * a, 3, 2, 1),
+                   lambda: [randn(2, 2, 7, 6, seed=2)]),
+    "avg_pool2d": (lambda a: NF.avg_pool2d(a * a, (3, 2), (2, 1), 1, count_include_pad=False),
+                   lambda a: F.avg_pool2d(a * a, (3, 2), (2, 1), 1, count_include_pad=False),
+                   lambda: [randn(1, 2, 6, 5, seed=2)]),
+    "adaptive_avg_pool2d": (lambda a: NF.adaptive_avg_pool2d(a * a, (3, 2)),
+                            lambda a: F.adaptive_avg_pool2d(a * a, (3, 2)), lambda: [randn(1, 2, 7, 5, seed=2)]),
+    "conv1d": (lambda a, w: NF.conv1d(a, w, stride=2, padding=1) ** 2,
+               lambda a, w: F.conv1d(a, w, stride=2, padding=1) ** 2,
+               lambda: [randn(2, 3, 9, seed=2), randn(4, 3, 3, seed=3)]),
+    "gelu": (NF.gelu, F.gelu, lambda: [randn(3, 4, seed=2)]),
+    "erf": (ops.erf, torch.erf, lambda: [randn(3, 4, seed=2)]),
+    "cross_entropy": (lambda z: NF.cross_entropy(z, ndl.Tensor(np.array([0, 2, -100, 1]), dtype="int64",
+                                                                device=z.device), label_smoothing=0.2),
+                      lambda z: F.cross_entropy(z, torch.tensor([0, 2, -100, 1]), label_smoothing=0.2),
+                      lambda: [randn(4, 3, seed=2)]),
 }
 
 

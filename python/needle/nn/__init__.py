@@ -1,9 +1,15 @@
-"""Neural-network modules: the course's layers (nn_basic, nn_conv, nn_sequence, nn_transformer)."""
+"""Neural-network modules: the course's layers (nn_basic, nn_conv, nn_sequence, nn_transformer),
+PyTorch-style layers (nn_activation, nn_loss, nn_pooling, Conv1d) and their functional forms
+(needle.nn.functional, also importable as `import needle.nn.functional as F`)."""
+from . import functional
+from .nn_activation import GELU, LeakyReLU, LogSoftmax, SiLU, Softmax
 from .nn_basic import (
     BatchNorm1d, BatchNorm2d, Dropout, Flatten, Identity, LayerNorm1d, Linear, Module, Parameter, ReLU, Residual,
     Sequential, SoftmaxLoss, Tanh,
 )
-from .nn_conv import Conv
+from .nn_conv import Conv, Conv1d
+from .nn_loss import CrossEntropyLoss, MSELoss
+from .nn_pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell, Sigmoid
 from .nn_transformer import AttentionLayer, MultiHeadAttention, Transformer, TransformerLayer
 
@@ -11,4 +17,7 @@ __all__ = [
     "Module", "Parameter", "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "SoftmaxLoss",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual", "Conv", "RNNCell", "RNN", "LSTMCell",
     "LSTM", "Embedding", "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
+    # PyTorch-style layers beyond the course
+    "Conv1d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU",
+    "MSELoss", "CrossEntropyLoss", "functional",
 ]

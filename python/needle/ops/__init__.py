@@ -7,11 +7,13 @@
 * `matmul`        matrix products
 * `indexing`      tensor[index]: gather and its scatter-add gradient
 * `conv`          2-D convolution (im2col) and its two adjoints
+* `pooling`       2-D max and average pooling, and the window ops (im2col, col2im) they share
+* `special`       special functions (erf)
 * `normalization` batch normalisation as one op
 * `tuple_ops`     ops that build or read tuples of tensors
 """
 from ..autograd import NDArray, Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
-from . import elementwise, indexing, normalization, reduction, shape, tuple_ops
+from . import elementwise, indexing, normalization, pooling, reduction, shape, special, tuple_ops
 from .conv import Conv, ConvInputGrad, ConvWeightGrad, conv
 from .elementwise import (
     AddScalar, Cast, DivScalar, EWiseAdd, EWiseDiv, EWiseMul, EWisePow, Exp, Log, Maximum, MaximumScalar,
@@ -23,6 +25,7 @@ from .elementwise import (
 from .indexing import GetItem, IndexPlan, ScatterItem, getitem
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
+from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
     LogSoftmax, LogSumExp, Max, Softmax, Summation, argmax, expand_reduced, extremes, logsoftmax, logsumexp, max,
     mean, softmax, sum_to_shape, summation,
@@ -31,6 +34,7 @@ from .shape import (
     BroadcastTo, Dilate, Flip, Permute, Reshape, Split, Stack, Transpose, UnDilate, broadcast_to, dilate, flatten,
     flip, permute, reshape, split, stack, transpose, undilate,
 )
+from .special import Erf, erf
 from .tuple_ops import (
     FusedAddScalars, MakeTensorTuple, SparseTuple, TupleGetItem, add_tuples, fused_add_scalars, make_tuple,
     tuple_entries, tuple_get_item,
@@ -55,6 +59,7 @@ __all__ = [
     "sum_to_shape", "expand_reduced", "tuple_entries", "extremes",
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
+    "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
     # the op modules
-    "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops",
+    "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special",
 ]

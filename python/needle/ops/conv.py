@@ -14,47 +14,30 @@ from __future__ import annotations
 
 from ..autograd import TensorOp, array_api
 from ._helpers import require_tensor
+from ._windows import col2im, out_size, pair, window_view
 
 __all__ = ["Conv", "ConvInputGrad", "ConvWeightGrad", "conv"]
 
 
-def _out_shape(input_shape, kernel_shape, stride: int, padding: int) -> tuple:
+def _out_shape(input_shape, kernel_shape, stride, padding) -> tuple:
     """(N, Ho, Wo, Cout) of conv on an (N, H, W, Cin) input with a (KH, KW, Cin, Cout) kernel."""
     n, h, w, _ = input_shape
     kh, kw, _, cout = kernel_shape
-    return n, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1, cout
+    (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding")
+    return n, out_size(h, kh, sh, ph), out_size(w, kw, sw, pw), cout
 
 
-def _im2col(a, kh: int, kw: int, stride: int, padding: int):
+def _im2col(a, kh: int, kw: int, stride, padding):
     """(N, H, W, C) -> rows of windows (N*Ho*Wo, kh*kw*C), and (N, Ho, Wo)."""
-    if padding:
-        a = array_api.pad(a, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    a = array_api.ascontiguousarray(a)
-    n, h, w, c = a.shape
-    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    sn, sh, sw, sc = array_api.element_strides(a)
-    windows = array_api.as_strided(a, (n, ho, wo, kh, kw, c), (sn, sh * stride, sw * stride, sh, sw, sc))
+    windows = window_view(a, (kh, kw), pair(stride, "stride"), pair(padding, "padding"))
+    n, ho, wo = windows.shape[:3]
+    c = windows.shape[5]
     return array_api.reshape(array_api.ascontiguousarray(windows), (n * ho * wo, kh * kw * c)), (n, ho, wo)
 
 
-def _col2im(cols, input_shape, kh: int, kw: int, stride: int, padding: int):
+def _col2im(cols, input_shape, kh: int, kw: int, stride, padding):
     """The adjoint of _im2col: windows (N, Ho, Wo, kh, kw, C) summed back into (N, H, W, C)."""
-    n, h, w, c = input_shape
-    _, ho, wo = cols.shape[:3]
-    out = array_api.zeros((n, h + 2 * padding, w + 2 * padding, c), array_api.dtype_of(cols),
-                          array_api.device_of(cols))
-    for u in range(kh):
-        for v in range(kw):
-            rows = slice(u, u + stride * (ho - 1) + 1, stride)
-            columns = slice(v, v + stride * (wo - 1) + 1, stride)
-            piece = array_api.getitem(cols, (slice(None),) * 3 + (slice(u, u + 1), slice(v, v + 1), slice(None)))
-            piece = array_api.reshape(array_api.ascontiguousarray(piece), (n, ho, wo, c))
-            region = (slice(None), rows, columns, slice(None))
-            array_api.setitem(out, region, array_api.add(array_api.getitem(out, region), piece))
-    if padding:
-        out = array_api.getitem(out, (slice(None), slice(padding, padding + h), slice(padding, padding + w),
-                                      slice(None)))
-    return array_api.ascontiguousarray(out)
+    return col2im(cols, input_shape, (kh, kw), pair(stride, "stride"), pair(padding, "padding"))
 
 
 def _check_pair(a, b, what: str) -> None:
@@ -69,15 +52,16 @@ class Conv(TensorOp):
 
     a: (N, H, W, Cin), b: (KH, KW, Cin, Cout) -> (N, Ho, Wo, Cout) with
     Ho = (H + 2*padding - KH) // stride + 1 (the course uses square kernels;
-    rectangular ones work too).
+    rectangular ones work too). stride and padding are ints (the course's) or
+    (height, width) pairs (nn.Conv1d runs as a conv of height 1 this way).
 
     Edges: IEEE sums of products: a nan or inf input reaches every output window that
     covers it (inf * 0 = nan, +inf + -inf = nan) and, through the gradient, every kernel
     entry that meets it; padding is exact zeros. As PyTorch's conv2d.
     """
 
-    def __init__(self, stride: int = 1, padding: int = 0):
-        if stride < 1 or padding < 0:
+    def __init__(self, stride=1, padding=0):
+        if min(pair(stride, "conv stride")) < 1 or min(pair(padding, "conv padding")) < 0:
             raise ValueError(f"conv needs stride >= 1 and padding >= 0, got stride={stride}, padding={padding}")
         self.stride = stride
         self.padding = padding
@@ -87,7 +71,8 @@ class Conv(TensorOp):
         kh, kw, cin, _ = b.shape
         if a.shape[3] != cin:
             raise ValueError(f"conv: input has {a.shape[3]} channels (shape {a.shape}), kernel expects {cin} (shape {b.shape})")
-        if a.shape[1] + 2 * self.padding < kh or a.shape[2] + 2 * self.padding < kw:
+        ph, pw = pair(self.padding, "conv padding")
+        if a.shape[1] + 2 * ph < kh or a.shape[2] + 2 * pw < kw:
             raise ValueError(f"conv: kernel {kh}x{kw} is larger than the padded input {a.shape} (padding {self.padding})")
 
     def compute(self, a, b):
@@ -109,7 +94,7 @@ class ConvInputGrad(TensorOp):
     Edges: Conv's (IEEE sums of products; overlapping windows add up).
     """
 
-    def __init__(self, input_shape, stride: int, padding: int):
+    def __init__(self, input_shape, stride, padding):
         self.input_shape = tuple(input_shape)
         self.stride = stride
         self.padding = padding
@@ -139,7 +124,7 @@ class ConvWeightGrad(TensorOp):
     Edges: Conv's (an inf or nan input entry reaches every kernel entry that meets it).
     """
 
-    def __init__(self, kernel_shape, stride: int, padding: int):
+    def __init__(self, kernel_shape, stride, padding):
         self.kernel_shape = tuple(kernel_shape)
         self.stride = stride
         self.padding = padding
@@ -161,5 +146,6 @@ class ConvWeightGrad(TensorOp):
         return ConvInputGrad(a.shape, s, p)(g, out_grad), Conv(s, p)(a, out_grad)
 
 
-def conv(a, b, stride: int = 1, padding: int = 1):
+def conv(a, b, stride=1, padding=1):
+    """Conv(stride, padding)(a, b): NHWC input, (KH, KW, Cin, Cout) kernel; see Conv."""
     return Conv(stride, padding)(a, b)

@@ -1,0 +1,515 @@
+"""needle.nn.functional: the layers as functions, with PyTorch's signatures and semantics.
+
+    import needle.nn.functional as F
+    y = F.conv2d(x, w, b, stride=1, padding=1)   # as torch.nn.functional.conv2d(x, w, b, 1, 1)
+
+Layouts are PyTorch's at this boundary: images NCHW, sequences NCL, and weights in
+PyTorch's layout, so a torch state dict's tensors can be passed as they are:
+linear's weight is (out, in), conv2d's (Cout, Cin, KH, KW), conv1d's (Cout, Cin, K).
+(needle's own modules keep the course's layouts: nn.Linear stores (in, out) and nn.Conv
+(K, K, Cin, Cout); nn.Conv1d stores PyTorch's (Cout, Cin, K).) Inside, images are moved
+to NHWC, the layout of the ops (ops.conv, ops.max_pool2d, ...).
+
+Every function is built from needle ops, so it is differentiable (to any order) on every
+device and in numpy mode. Arguments that PyTorch takes after the tensors are keyword-only
+here where a positional call could mean something else (torch's `weight`,
+`size_average` and `reduce`, which needle does not offer). Bad shapes and flags raise
+ValueError naming them; a non-float input to a float-only function raises TypeError.
+
+Deliberate differences from PyTorch: softmax and log_softmax need `dim` (PyTorch's
+implicit choice is deprecated); mse_loss does not broadcast mismatched shapes (PyTorch
+warns and does); silu keeps sigmoid's accurate float32 tails; out-of-range class ids and
+embedding ids raise ValueError (PyTorch: IndexError / RuntimeError). Not offered: class
+weights in cross_entropy, ceil_mode, dilation and return_indices in pooling, groups and
+dilation in convolution, string paddings ('same', 'valid').
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+from needle import init, ops
+from needle.autograd import Tensor
+
+__all__ = [
+    "linear", "relu", "tanh", "sigmoid", "dropout", "batch_norm", "layer_norm", "conv2d", "conv1d", "max_pool2d",
+    "avg_pool2d", "adaptive_avg_pool2d", "softmax", "log_softmax", "gelu", "silu", "leaky_relu", "mse_loss",
+    "cross_entropy", "embedding", "one_hot",
+]
+
+IntOrPair = Union[int, Tuple[int, int]]
+FLOATS = ("float32", "float64")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+def _tensor(x, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} expects a needle Tensor, got {type(x).__name__}")
+    return x
+
+
+def _float(x, name: str) -> Tensor:
+    _tensor(x, name)
+    if x.dtype not in FLOATS:
+        raise TypeError(f"{name} needs a float tensor, got dtype {x.dtype}")
+    return x
+
+
+def _ints(value, n: int, name: str) -> Tuple[int, ...]:
+    """An int, or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single)."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(items) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{name} must be an int or {n} ints, got {value!r}")
+    return items
+
+
+def _geometry(what: str, shape, spatial, kernel, stride, padding) -> None:
+    """ValueError for stride < 1, padding < 0, a kernel < 1 or larger than the padded input,
+    naming the input's shape in the caller's layout."""
+    if min(stride) < 1 or min(padding) < 0 or min(kernel) < 1:
+        raise ValueError(f"{what} needs kernel_size >= 1, stride >= 1 and padding >= 0, got kernel_size={kernel}, "
+                         f"stride={stride}, padding={padding}")
+    if any(s + 2 * p < k for s, k, p in zip(spatial, kernel, padding)):
+        raise ValueError(f"{what}: kernel {kernel} is larger than the padded input (input {shape}, padding {padding})")
+
+
+def _reduction(reduction: str, what: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{what}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return loss
+    return ops.summation(loss) if reduction == "sum" else ops.mean(loss)
+
+
+def _nchw(x: Tensor, what: str) -> Tuple[Tensor, bool]:
+    """(N, C, H, W) input as NHWC, and whether it came unbatched as (C, H, W) (PyTorch accepts both)."""
+    _float(x, what)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{what} expects input of shape (N, C, H, W) or (C, H, W), got {x.shape}")
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x.reshape((1,) + x.shape)
+    return ops.permute(x, (0, 2, 3, 1)), unbatched
+
+
+def _back_to_nchw(y: Tensor, unbatched: bool) -> Tensor:
+    y = ops.permute(y, (0, 3, 1, 2))
+    return y.reshape(y.shape[1:]) if unbatched else y
+
+
+def _channel_bias(out: Tensor, bias: Optional[Tensor], axis: int, what: str) -> Tensor:
+    """out + bias along the channel axis `axis` (bias of shape (C,))."""
+    if bias is None:
+        return out
+    channels = out.shape[axis]
+    if tuple(bias.shape) != (channels,):
+        raise ValueError(f"{what}: bias of shape {bias.shape} for {channels} output channels")
+    shape = [1] * out.ndim
+    shape[axis] = channels
+    return out + bias.reshape(tuple(shape)).broadcast_to(out.shape)
+
+
+# --- linear layers and activations ---------------------------------------------------------------
+
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """input @ weight^T + bias, PyTorch's layout: input (..., in), weight (out, in), bias (out,)."""
+    _tensor(input, "linear")
+    if weight.ndim != 2 or not input.shape or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {input.shape} and weight of shape {weight.shape} "
+                         f"(expected (..., in) and (out, in))")
+    out = ops.matmul(input, ops.transpose(weight))
+    return _channel_bias(out, bias, out.ndim - 1, "linear")
+
+
+def relu(input: Tensor) -> Tensor:
+    """max(x, 0) elementwise (gradient 0 at 0, as PyTorch)."""
+    return ops.relu(input)
+
+
+def tanh(input: Tensor) -> Tensor:
+    return ops.tanh(input)
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    return ops.sigmoid(input)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """GELU, PyTorch's two forms: 'none' (default) is exact, x/2 (1 + erf(x / sqrt 2)), with erf
+    computed to float64 precision (ops.erf); 'tanh' is x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    The exact form costs some sixty elementwise passes (erf is a composition, see ops.special),
+    the tanh form ten: prefer 'tanh' where eager speed on large activations matters."""
+    _float(input, "gelu")
+    if approximate == "none":
+        return input * 0.5 * (ops.erf(input * (1 / math.sqrt(2))) + 1.0)
+    if approximate == "tanh":
+        inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
+        return input * 0.5 * (ops.tanh(inner) + 1.0)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def silu(input: Tensor) -> Tensor:
+    """x * sigmoid(x) (SiLU, a.k.a. swish). needle's sigmoid is accurate in its tails, so float32
+    silu(-100) is -3.8e-42 where PyTorch's x / (1 + exp(-x)) gives -0."""
+    _float(input, "silu")
+    return input * ops.sigmoid(input)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """x where x > 0, else negative_slope * x; the gradient at 0 is negative_slope (PyTorch's)."""
+    _float(input, "leaky_relu")
+    return ops.where(input > 0, input, input * negative_slope)
+
+
+def softmax(input: Tensor, dim: int) -> Tensor:
+    """exp(x) / sum(exp(x)) along `dim`, stabilised by the maximum."""
+    return ops.softmax(_float(input, "softmax"), axis=dim)
+
+
+def log_softmax(input: Tensor, dim: int) -> Tensor:
+    """x - logsumexp(x) along `dim`, computed as (x - max) - log(sum(exp(x - max)))."""
+    return ops.logsoftmax(_float(input, "log_softmax"), axis=dim)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Training: zero each element with probability p, scale the rest by 1/(1-p); identity otherwise.
+    PyTorch's default training=True. Draws from numpy's global RNG, like nn.Dropout."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return input
+    mask = init.randb(*input.shape, p=1 - p, device=input.device, dtype=input.dtype)
+    return input * mask if p == 1 else input * mask / (1 - p)
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+def _channels_last(x: Tensor) -> Tuple[Tensor, tuple]:
+    """(N, C, *) -> (N * prod(*), C), and the permuted shape to undo it with."""
+    if x.ndim == 2:
+        return x, x.shape
+    perm = (0,) + tuple(range(2, x.ndim)) + (1,)
+    moved = ops.permute(x, perm)
+    return moved.reshape((-1, x.shape[1])), moved.shape
+
+
+def _channels_back(y: Tensor, moved_shape: tuple, ndim: int) -> Tensor:
+    if ndim == 2:
+        return y
+    return ops.permute(y.reshape(moved_shape), (0, ndim - 1) + tuple(range(1, ndim - 1)))
+
+
+def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+               weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation over the channel axis 1 of (N, C) or (N, C, *) input, as PyTorch's.
+
+    Training: normalise with the batch's mean and biased variance, and update the running
+    statistics in place (when given) with the batch's mean and *unbiased* variance (PyTorch's;
+    needle's BatchNorm1d module keeps the course's biased one). Evaluation: normalise with the
+    running statistics. weight and bias (C,) default to 1 and 0.
+    """
+    _float(input, "batch_norm")
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm expects input of shape (N, C) or (N, C, *), got {input.shape}")
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and tuple(t.shape) != (channels,):
+            raise ValueError(f"batch_norm: {name} of shape {t.shape} for input of shape {input.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+    rows, moved = _channels_last(input)
+    count = rows.shape[0]
+    weight = init.ones(channels, device=input.device, dtype=input.dtype) if weight is None else weight
+    bias = init.zeros(channels, device=input.device, dtype=input.dtype) if bias is None else bias
+    if training:
+        if count < 2:
+            raise ValueError(f"batch_norm: training needs more than one value per channel, got input {input.shape}")
+        out, mean, var = ops.batch_norm(rows, weight, bias, eps)
+        for running, batch in ((running_mean, mean.data), (running_var, var.data * (count / (count - 1)))):
+            if running is not None:  # in place and outside the graph, as BatchNorm1d's
+                running.copy_(running.data * (1 - momentum) + batch * momentum)
+    else:
+        shape = rows.shape
+        centered = rows - running_mean.reshape((1, channels)).broadcast_to(shape)
+        normed = centered / ((running_var + eps) ** 0.5).reshape((1, channels)).broadcast_to(shape)
+        out = normed * weight.reshape((1, channels)).broadcast_to(shape) + bias.reshape((1, channels)).broadcast_to(
+            shape)
+    return _channels_back(out, moved, input.ndim)
+
+
+def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing `normalized_shape` axes (biased variance), then scale by weight
+    and shift by bias (both of shape normalized_shape), as PyTorch's layer_norm."""
+    _float(input, "layer_norm")
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k:]) != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing axes of input "
+                         f"{input.shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"layer_norm: {name} of shape {t.shape} for normalized_shape {shape}")
+    axes = tuple(range(input.ndim - k, input.ndim))
+    mean = ops.mean(input, axes, keepdims=True)
+    centered = input - mean.broadcast_to(input.shape)
+    var = ops.mean(centered * centered, axes, keepdims=True)
+    out = centered / ((var + eps) ** 0.5).broadcast_to(input.shape)
+    lead = (1,) * (input.ndim - k)
+    if weight is not None:
+        out = out * weight.reshape(lead + shape).broadcast_to(input.shape)
+    if bias is not None:
+        out = out + bias.reshape(lead + shape).broadcast_to(input.shape)
+    return out
+
+
+# --- convolution and pooling -------------------------------------------------------------------
+
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
+           padding: IntOrPair = 0) -> Tensor:
+    """2-D cross-correlation, PyTorch's conv2d: input (N, Cin, H, W) or (Cin, H, W), weight
+    (Cout, Cin, KH, KW), bias (Cout,) -> (N, Cout, Ho, Wo), Ho = (H + 2 padding - KH) // stride + 1.
+    Zero padding; no groups or dilation. Runs as ops.conv on NHWC with a (KH, KW, Cin, Cout) kernel."""
+    x, unbatched = _nchw(input, "conv2d")
+    if weight.ndim != 4 or weight.shape[1] != x.shape[3]:
+        raise ValueError(f"conv2d: weight of shape {weight.shape} for input of shape {input.shape} "
+                         f"(expected (Cout, {x.shape[3]}, KH, KW))")
+    stride, padding = _ints(stride, 2, "conv2d stride"), _ints(padding, 2, "conv2d padding")
+    _geometry("conv2d", input.shape, x.shape[1:3], weight.shape[2:], stride, padding)
+    out = ops.conv(x, ops.permute(weight, (2, 3, 1, 0)), stride=stride, padding=padding)
+    return _channel_bias(_back_to_nchw(out, unbatched), bias, 0 if unbatched else 1, "conv2d")
+
+
+def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: Union[int, Tuple[int]] = 1,
+           padding: Union[int, Tuple[int]] = 0) -> Tensor:
+    """1-D cross-correlation, PyTorch's conv1d: input (N, Cin, L) or (Cin, L), weight (Cout, Cin, K),
+    bias (Cout,) -> (N, Cout, Lo), Lo = (L + 2 padding - K) // stride + 1. Zero padding; no groups
+    or dilation. Runs as a 2-D conv of height 1 (the same im2col path): NHWC (N, 1, L, Cin) input,
+    (1, K, Cin, Cout) kernel, stride (1, stride), padding (0, padding)."""
+    _float(input, "conv1d")
+    if input.ndim not in (2, 3):
+        raise ValueError(f"conv1d expects input of shape (N, C, L) or (C, L), got {input.shape}")
+    x = input.reshape((1,) + input.shape) if input.ndim == 2 else input
+    n, cin, length = x.shape
+    if weight.ndim != 3 or weight.shape[1] != cin:
+        raise ValueError(f"conv1d: weight of shape {weight.shape} for input of shape {input.shape} "
+                         f"(expected (Cout, {cin}, K))")
+    (s,), (p,) = _ints(stride, 1, "conv1d stride"), _ints(padding, 1, "conv1d padding")
+    _geometry("conv1d", input.shape, (length,), weight.shape[2:], (s,), (p,))
+    cout, _, k = weight.shape
+    rows = ops.permute(x, (0, 2, 1)).reshape((n, 1, length, cin))
+    kernel = ops.permute(weight, (2, 1, 0)).reshape((1, k, cin, cout))
+    out = ops.conv(rows, kernel, stride=(1, s), padding=(0, p))  # (N, 1, Lo, Cout)
+    out = ops.permute(out.reshape((n, out.shape[2], cout)), (0, 2, 1))
+    if input.ndim == 2:
+        out = out.reshape(out.shape[1:])
+    return _channel_bias(out, bias, out.ndim - 2, "conv1d")
+
+
+def _pool_args(what: str, input: Tensor, kernel_size, stride, padding):
+    kernel = _ints(kernel_size, 2, f"{what} kernel_size")
+    stride = kernel if stride is None else _ints(stride, 2, f"{what} stride")
+    padding = _ints(padding, 2, f"{what} padding")
+    x, unbatched = _nchw(input, what)
+    _geometry(what, input.shape, x.shape[1:3], kernel, stride, padding)
+    if any(2 * p > k for k, p in zip(kernel, padding)):
+        raise ValueError(f"{what}: padding {padding} must be at most half the kernel size {kernel} (PyTorch's rule)")
+    return x, unbatched, kernel, stride, padding
+
+
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0) -> Tensor:
+    """Max over KH x KW windows, PyTorch's max_pool2d (ceil_mode=False): (N, C, H, W) or (C, H, W)
+    -> (N, C, Ho, Wo), Ho = (H + 2 padding - KH) // stride + 1; stride defaults to kernel_size,
+    padding (with -inf) at most half the kernel. The gradient goes to the first maximal element
+    of each window (the last nan of a window with nans), as PyTorch's."""
+    x, unbatched, kernel, stride, padding = _pool_args("max_pool2d", input, kernel_size, stride, padding)
+    return _back_to_nchw(ops.max_pool2d(x, kernel, stride, padding), unbatched)
+
+
+def avg_pool2d(input: Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               count_include_pad: bool = True) -> Tensor:
+    """Mean over KH x KW windows, PyTorch's avg_pool2d (ceil_mode=False): (N, C, H, W) or (C, H, W)
+    -> (N, C, Ho, Wo); zero padding, at most half the kernel; the divisor is KH * KW
+    (count_include_pad=True, the default) or the window's number of unpadded cells."""
+    x, unbatched, kernel, stride, padding = _pool_args("avg_pool2d", input, kernel_size, stride, padding)
+    return _back_to_nchw(ops.avg_pool2d(x, kernel, stride, padding, count_include_pad), unbatched)
+
+
+def _adaptive_windows(size: int, out: int):
+    """PyTorch's adaptive windows along one axis: window i is [floor(i size / out), ceil((i + 1) size / out))."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def _adaptive_mean(x: Tensor, axis: int, out: int) -> Tensor:
+    """Average `axis` of x over PyTorch's `out` adaptive windows (which may differ in length and overlap).
+
+    The axis is moved first and gathered as (out, span, rest): row j of window i is element
+    start_i + j, clamped into the axis, and masked off (by `where`, so a nan or inf there never
+    reaches another window's mean) past the window's end.
+    """
+    size = x.shape[axis]
+    windows = _adaptive_windows(size, out)
+    span = max(end - start for start, end in windows)
+    ids = [[min(start + j, size - 1) for j in range(span)] for start, _ in windows]
+    inside = [[start + j < end for j in range(span)] for start, end in windows]
+    lengths = [[float(end - start)] for start, end in windows]
+    perm = (axis,) + tuple(i for i in range(x.ndim) if i != axis)
+    moved = ops.permute(x, perm)
+    rows = moved.reshape((size, -1))
+    gathered = rows[Tensor(ids, device=x.device, dtype="int64", requires_grad=False)]  # (out, span, rest)
+    mask = Tensor(inside, device=x.device, dtype="bool", requires_grad=False).reshape((out, span, 1))
+    total = ops.summation(ops.where(mask.broadcast_to(gathered.shape), gathered, 0.0), axes=1)
+    mean = total / Tensor(lengths, device=x.device, dtype=x.dtype, requires_grad=False).broadcast_to(total.shape)
+    back = ops.permute(mean.reshape((out,) + moved.shape[1:]), tuple(perm.index(i) for i in range(x.ndim)))
+    return back
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size: Union[int, None, Tuple[Optional[int], Optional[int]]]) -> Tensor:
+    """PyTorch's adaptive_avg_pool2d for any output size: (N, C, H, W) or (C, H, W) -> (N, C, Ho, Wo),
+    output window i along H covering [floor(i H / Ho), ceil((i + 1) H / Ho)) (windows may differ in
+    size and overlap); a None entry keeps the input's size. AdaptiveAvgPool2d(1) is global average
+    pooling.
+
+    When Ho divides H and Wo divides W the windows are avg_pool2d's with kernel = stride = H / Ho
+    (one strided view); otherwise each axis is averaged in turn over its gathered windows
+    (separable, no loop over windows). Either way a nan or inf reaches only the windows that
+    hold it, as in PyTorch.
+    """
+    _float(input, "adaptive_avg_pool2d")
+    if input.ndim not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d expects input of shape (N, C, H, W) or (C, H, W), got {input.shape}")
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    h, w = input.shape[-2:]
+    if len(sizes) != 2 or not all(s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in sizes):
+        raise TypeError(f"adaptive_avg_pool2d: output_size must be an int, None or a pair of them, got {output_size!r}")
+    ho, wo = (h if sizes[0] is None else sizes[0]), (w if sizes[1] is None else sizes[1])
+    if ho < 1 or wo < 1 or h < 1 or w < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output size {(ho, wo)} and input {input.shape} must be positive")
+    if h % ho == 0 and w % wo == 0:
+        kernel = (h // ho, w // wo)
+        return avg_pool2d(input, kernel, kernel)
+    out = input if ho == h else _adaptive_mean(input, input.ndim - 2, ho)
+    return out if wo == w else _adaptive_mean(out, input.ndim - 1, wo)
+
+
+# --- losses ----------------------------------------------------------------------------------
+
+def mse_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
+    """(input - target)^2, averaged ('mean', the default), summed ('sum') or kept ('none').
+    The shapes must match (PyTorch would broadcast with a warning)."""
+    _float(input, "mse_loss")
+    _reduction(reduction, "mse_loss")
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"mse_loss: input of shape {input.shape} and target of shape {target.shape} differ")
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def _classes_last(input: Tensor) -> Tensor:
+    """Logits (C,), (N, C) or (N, C, d1, ...) as rows (M, C)."""
+    if input.ndim == 1:
+        return input.reshape((1, input.shape[0]))
+    rows, _ = _channels_last(input)
+    return rows
+
+
+def cross_entropy(input: Tensor, target: Tensor, *, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """PyTorch's cross_entropy (without class weights): log_softmax over the class axis, then the
+    negative log-likelihood of the targets.
+
+    input: logits (N, C), (N, C, d1, ...) or (C,). target: int64 class ids (N,), (N, d1, ...) or
+    (), or float class probabilities of input's shape.
+
+    Class ids: a target equal to `ignore_index` contributes 0 and is not counted; any other must
+    lie in [0, C) (ValueError). With label_smoothing e, a target's loss is
+    (1 - e) * -log p[target] + (e / C) * sum_c -log p[c], and ignored targets contribute 0 to
+    both terms. 'mean' divides the sum by the number of targets not ignored (nan if every
+    target is ignored, as PyTorch); 'sum' sums; 'none' keeps the target's shape.
+    Probabilities: loss = -sum_c t'[c] log p[c] with t' = (1 - e) t + e / C; 'mean' divides by
+    the number of rows (N * d1 * ...).
+    """
+    _float(input, "cross_entropy")
+    _tensor(target, "cross_entropy")
+    _reduction(reduction, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if input.ndim == 0:
+        raise ValueError("cross_entropy: input must have a class axis, got a scalar")
+    classes = input.shape[0 if input.ndim == 1 else 1]
+    logp = ops.logsoftmax(_classes_last(input), axis=1)  # (M, C)
+    if target.dtype in FLOATS:
+        if tuple(target.shape) != tuple(input.shape):
+            raise ValueError(f"cross_entropy: probability targets of shape {target.shape} for input of shape "
+                             f"{input.shape} (they must match)")
+        probs = _classes_last(target)
+        if label_smoothing > 0:
+            probs = probs * (1 - label_smoothing) + label_smoothing / classes
+        loss = -ops.summation(logp * probs, axes=1)
+        if reduction == "none":
+            return loss.reshape(input.shape[:1] + input.shape[2:] if input.ndim > 1 else ())
+        return _reduce(loss, reduction)
+    if target.dtype != "int64":
+        raise TypeError(f"cross_entropy: class targets must be int64 (or float probabilities), got {target.dtype}")
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(f"cross_entropy: target of shape {target.shape} for input of shape {input.shape} "
+                         f"(expected {expected})")
+    ids = target.reshape((-1,))
+    kept = ops.not_equal(ids, ignore_index)  # (M,) bool
+    ids = ops.where(kept, ids, 0)
+    if ids.shape[0]:
+        low, high = ops.extremes(ids)
+        if low < 0 or high >= classes:
+            raise ValueError(f"cross_entropy: target {low if low < 0 else high} is out of range for {classes} "
+                             f"classes (ignore_index={ignore_index})")
+    picked = init.one_hot(classes, ids, device=input.device, dtype="bool")
+    loss = ops.where(kept, -ops.summation(ops.where(picked, logp, 0.0), axes=1), 0.0)
+    if label_smoothing > 0:  # only then: at e = 0, 0 * (a -inf logit's inf) would be nan
+        smooth = ops.where(kept, -ops.summation(logp, axes=1), 0.0)
+        loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+    if reduction == "none":
+        return loss.reshape(expected)
+    total = ops.summation(loss)
+    if reduction == "sum":
+        return total
+    return total / ops.summation(ops.cast(kept, input.dtype))
+
+
+# --- lookups ---------------------------------------------------------------------------------
+
+def embedding(input: Tensor, weight: Tensor) -> Tensor:
+    """Rows of weight (num_embeddings, dim) picked by the int64 ids in input (any shape):
+    shape input.shape + (dim,); the gradient scatter-adds into weight. ValueError for an id
+    outside [0, num_embeddings) (PyTorch raises IndexError)."""
+    _tensor(input, "embedding")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
+    if input.shape and 0 not in input.shape:
+        low, high = ops.extremes(input)
+        if low < 0 or high >= weight.shape[0]:
+            raise ValueError(f"embedding: id {low if low < 0 else high} is out of range [0, {weight.shape[0]})")
+    return weight[input]
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot rows: shape tensor.shape + (num_classes,); num_classes=-1 uses max + 1
+    (PyTorch's). ValueError for a negative id or one >= num_classes."""
+    _tensor(tensor, "one_hot")
+    if tensor.dtype != "int64":
+        raise TypeError(f"one_hot needs int64 class ids, got dtype {tensor.dtype}")
+    if num_classes == -1:
+        if 0 in tensor.shape:
+            raise ValueError(f"one_hot: cannot infer num_classes from an empty tensor of shape {tensor.shape}")
+        num_classes = int(ops.extremes(tensor)[1]) + 1
+    return init.one_hot(num_classes, tensor, device=tensor.device, dtype="int64")
