@@ -340,6 +340,18 @@ class Tensor(Value):
     def __dlpack_device__(self):
         return self.realize_cached_data().__dlpack_device__()
 
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The data's CUDA Array Interface, for a tensor on a GPU (AttributeError otherwise)."""
+        return self.realize_cached_data().__cuda_array_interface__
+
+    def to(self, device) -> "Tensor":
+        """This tensor on `device`: itself when it is there already (as PyTorch), else a copy
+        there -- a new leaf with the same dtype and requires_grad."""
+        if device == self.device:
+            return self
+        return Tensor(self, device=device, requires_grad=self.requires_grad)
+
     def __repr__(self) -> str:
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
 
