@@ -15,7 +15,8 @@ How the module is organised
    operation and operand count, compiled on first use and cached).
 6. Layout kernels: compact, ewise_setitem, scalar_setitem (the same helper, gather or scatter).
 7. Reductions over the trailing block of each output element: a shared-memory tree per row.
-8. Matmul: shared-memory tiles (lecture 12); cuBLAS through CuPy for large float products.
+8. Matmul: shared-memory tiles and register blocks (lecture 12); cuBLAS through CuPy for large
+   float products.
 9. Gather / scatter on int64 indices, with the index kernels' bounds checks.
 
 Every kernel loops grid-stride (`for i in range(first thread, n, all threads)`), so one
@@ -92,13 +93,16 @@ class Geometry:
     max_blocks: int  # grid cap: past it, each thread loops over more elements
     reduce_threads: int  # threads per reduction block (lanes x rows), a power of two
     min_lanes: int  # fewest threads reducing one row, a power of two
-    tile: int  # matmul tile edge: blocks of tile x tile threads, tiles of tile x tile elements
+    tile: int  # matmul blocks are tile x tile threads...
+    per_thread: int  # ...each computing per_thread x per_thread outputs
+    depth: int  # matmul: inner-dimension elements per shared-memory slice
     cublas_min_work: int  # batch*m*n*p from which float products go to cuBLAS (when CuPy is installed)
 
 
-GEOMETRY = (Geometry(threads=4, max_blocks=2, reduce_threads=8, min_lanes=2, tile=4, cublas_min_work=1 << 18)
+GEOMETRY = (Geometry(threads=4, max_blocks=2, reduce_threads=8, min_lanes=2, tile=2, per_thread=4, depth=8,
+                     cublas_min_work=1 << 18)
             if SIMULATED else
-            Geometry(threads=256, max_blocks=65535, reduce_threads=256, min_lanes=32, tile=16,
+            Geometry(threads=256, max_blocks=65535, reduce_threads=256, min_lanes=32, tile=16, per_thread=4, depth=16,
                      cublas_min_work=1 << 18))
 
 
@@ -645,42 +649,67 @@ _ACCUMULATOR = {"float32": "float32", "float64": "float64", "int64": "int64", "b
 
 
 @functools.lru_cache(maxsize=None)
-def _matmul_kernel(dtype: str, tile: int):
-    """Each block computes tile x tile outputs of one product: it walks the inner dimension a
-    tile at a time, every thread loading one element of A's and one of B's tile into shared
-    memory (zeros past the edges), then accumulating its output from the two tiles. Blocks
-    loop over the (batch, row tile, column tile) triples."""
+def _matmul_kernel(dtype: str, tile: int, per_thread: int, depth: int):
+    """Lecture 12's matmul: shared-memory tiles, and a block of outputs per thread in registers.
+
+    A block of tile x tile threads computes a square of S = tile * per_thread outputs of one
+    product. It walks the inner dimension `depth` at a time: the threads copy an S x depth
+    slice of A and a depth x S slice of B into shared memory together (zeros past the
+    matrices' edges), then each thread adds the slices' products into its per_thread x
+    per_thread outputs, held in registers and spaced `tile` apart (so neighbouring threads
+    touch neighbouring elements). Blocks loop over the (batch, row block, column block) triples.
+    """
+    size = tile * per_thread
     acc_name = _ACCUMULATOR[dtype]
     acc_type = numba.from_dtype(np.dtype(acc_name))
     zero = np.dtype(acc_name).type(0)
 
     def kernel(out, batch, m, n, p, a, a_off, a_bs, a_rs, a_cs, b, b_off, b_bs, b_rs, b_cs):
-        a_tile = cuda.shared.array((tile, tile), acc_type)
-        b_tile = cuda.shared.array((tile, tile), acc_type)
-        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y  # column and row inside the tile
-        row_tiles = (m + tile - 1) // tile
-        col_tiles = (p + tile - 1) // tile
-        for t in range(cuda.blockIdx.x, batch * row_tiles * col_tiles, cuda.gridDim.x):
-            k = t // (row_tiles * col_tiles)
-            row = (t // col_tiles) % row_tiles * tile + ty
-            col = t % col_tiles * tile + tx
-            acc = zero
-            for start in range(0, n, tile):
-                if row < m and start + tx < n:
-                    a_tile[ty, tx] = a[a_off + k * a_bs + row * a_rs + (start + tx) * a_cs]
-                else:
-                    a_tile[ty, tx] = zero
-                if start + ty < n and col < p:
-                    b_tile[ty, tx] = b[b_off + k * b_bs + (start + ty) * b_rs + col * b_cs]
-                else:
-                    b_tile[ty, tx] = zero
+        a_tile = cuda.shared.array((size, depth), acc_type)
+        b_tile = cuda.shared.array((depth, size), acc_type)
+        acc = cuda.local.array((per_thread, per_thread), acc_type)
+        a_col = cuda.local.array(per_thread, acc_type)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        row_blocks = (m + size - 1) // size
+        col_blocks = (p + size - 1) // size
+        for t in range(cuda.blockIdx.x, batch * row_blocks * col_blocks, cuda.gridDim.x):
+            k = t // (row_blocks * col_blocks)
+            row0 = (t // col_blocks) % row_blocks * size
+            col0 = t % col_blocks * size
+            a_at = a_off + k * a_bs
+            b_at = b_off + k * b_bs
+            for i in range(per_thread):
+                for j in range(per_thread):
+                    acc[i, j] = zero
+            for start in range(0, n, depth):
+                for r in range(ty, size, tile):
+                    for c in range(tx, depth, tile):
+                        if row0 + r < m and start + c < n:
+                            a_tile[r, c] = a[a_at + (row0 + r) * a_rs + (start + c) * a_cs]
+                        else:
+                            a_tile[r, c] = zero
+                for r in range(ty, depth, tile):
+                    for c in range(tx, size, tile):
+                        if start + r < n and col0 + c < p:
+                            b_tile[r, c] = b[b_at + (start + r) * b_rs + (col0 + c) * b_cs]
+                        else:
+                            b_tile[r, c] = zero
                 cuda.syncthreads()
-                for j in range(tile):
-                    acc += a_tile[ty, j] * b_tile[j, tx]
-                cuda.syncthreads()  # before the next step overwrites the tiles
-            if row < m and col < p:
-                out[(k * m + row) * p + col] = acc
-    kernel.__name__ = f"matmul_tiled_{dtype}_{tile}"
+                for d in range(depth):
+                    for i in range(per_thread):
+                        a_col[i] = a_tile[ty + i * tile, d]
+                    for j in range(per_thread):
+                        b_val = b_tile[d, tx + j * tile]
+                        for i in range(per_thread):
+                            acc[i, j] += a_col[i] * b_val
+                cuda.syncthreads()  # before the next slice overwrites the tiles
+            for i in range(per_thread):
+                row = row0 + ty + i * tile
+                for j in range(per_thread):
+                    col = col0 + tx + j * tile
+                    if row < m and col < p:
+                        out[(k * m + row) * p + col] = acc[i, j]
+    kernel.__name__ = f"matmul_tiled_{dtype}_{tile}x{per_thread}x{depth}"
     return cuda.jit(kernel)
 
 
@@ -696,10 +725,11 @@ def _matrix(operand, rows: int, cols: int) -> tuple:
 
 
 def _matmul_tiled(a: tuple, b: tuple, out: Array, m: int, n: int, p: int, batch: int) -> None:
-    tile = GEOMETRY.tile
-    tiles = batch * -(-m // tile) * -(-p // tile)
-    _launch(_matmul_kernel(out.dtype, tile), max(1, min(tiles, GEOMETRY.max_blocks)), (tile, tile),
-            out.array, batch, m, n, p, a[0].array, *a[1:], b[0].array, *b[1:])
+    g = GEOMETRY
+    size = g.tile * g.per_thread
+    blocks = batch * -(-m // size) * -(-p // size)
+    _launch(_matmul_kernel(out.dtype, g.tile, g.per_thread, g.depth), max(1, min(blocks, g.max_blocks)),
+            (g.tile, g.tile), out.array, batch, m, n, p, a[0].array, *a[1:], b[0].array, *b[1:])
 
 
 def _matmul_cublas(a: tuple, b: tuple, out: Array, m: int, n: int, p: int, batch: int) -> None:
