@@ -18,7 +18,7 @@ def _env(**overrides):
 
 def test_cuda_suite_passes_in_the_simulator():
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/cuda", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "tests/cuda", "-p", "no:cacheprovider"],
         cwd=REPO_ROOT, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900,
     )
     output = proc.stdout + proc.stderr
@@ -28,9 +28,9 @@ def test_cuda_suite_passes_in_the_simulator():
 
 def test_cuda_folder_is_skipped_without_the_simulator_or_a_gpu():
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/cuda", "-q", "-p", "no:cacheprovider", "--collect-only"],
+        [sys.executable, "-m", "pytest", "tests/cuda", "-p", "no:cacheprovider", "--collect-only"],
         cwd=REPO_ROOT, env=_env(NUMBA_ENABLE_CUDASIM="0", NEEDLE_TEST_CUDA="0"), capture_output=True, text=True,
         timeout=300,
     )
     output = proc.stdout + proc.stderr
-    assert "test_cuda_kernels.py" not in output, output
+    assert proc.returncode == 5 and "no tests collected" in output, output  # 5: pytest collected nothing

@@ -125,6 +125,10 @@ def read_safetensors(path: str):
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
     except TypeError as err:  # a valid file whose dtype numpy cannot represent, e.g. BF16
         raise ValueError(f"{path} holds a tensor of a dtype needle cannot load: {err}") from None
+    # numpy represents BF16 too once ml_dtypes is imported (numba-cuda imports it): refuse it all the same
+    odd = {name: a.dtype.name for name, a in arrays.items() if a.dtype.kind not in "biuf"}
+    if odd:
+        raise ValueError(f"{path} holds a tensor of a dtype needle cannot load: {odd}")
     return arrays, metadata
 
 
