@@ -66,8 +66,8 @@ class _TinyResNet(nn.Module):
         super().__init__()
 
         def block(cin, cout, k, stride=1):
-            return nn.Sequential(nn.Conv(cin, cout, k, stride=stride, device=device), nn.BatchNorm2d(cout, device=device),
-                                 nn.ReLU())
+            return nn.Sequential(nn.Conv(cin, cout, k, stride=stride, device=device),
+                                 nn.BatchNorm2d(cout, device=device), nn.ReLU())
 
         self.body = nn.Sequential(block(3, 4, 3), nn.Residual(block(4, 4, 3)), block(4, 4, 3, stride=2), nn.Flatten(),
                                   nn.Linear(4 * 3 * 3, 3, device=device))
