@@ -344,6 +344,11 @@ class Tensor(Value):
     def __dlpack_device__(self):
         return self.realize_cached_data().__dlpack_device__()
 
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The data's CUDA Array Interface, for a tensor on a GPU (AttributeError otherwise)."""
+        return self.realize_cached_data().__cuda_array_interface__
+
     def __repr__(self) -> str:
         return "needle.Tensor(" + str(self.realize_cached_data()) + ")"
 

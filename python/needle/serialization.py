@@ -125,11 +125,10 @@ def read_safetensors(path: str):
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
     except TypeError as err:  # a valid file whose dtype numpy cannot represent, e.g. BF16
         raise ValueError(f"{path} holds a tensor of a dtype needle cannot load: {err}") from None
-    # once ml_dtypes is imported (onnx imports it), numpy does represent BF16 and float8, as
-    # extension dtypes (kind "V"): refuse them all the same, whatever was imported before
-    for name, array in arrays.items():
-        if array.dtype.kind == "V":
-            raise ValueError(f"{path} holds a tensor of a dtype needle cannot load: {name!r} is {array.dtype}")
+    # numpy represents BF16 too once ml_dtypes is imported (onnx and numba-cuda import it): refuse it all the same
+    odd = {name: a.dtype.name for name, a in arrays.items() if a.dtype.kind not in "biuf"}
+    if odd:
+        raise ValueError(f"{path} holds a tensor of a dtype needle cannot load: {odd}")
     return arrays, metadata
 
 

@@ -193,13 +193,30 @@ class NDArray:
         return strided_view(self._handle, self._shape, self._strides, self._offset)
 
     def __dlpack__(self, *args, **kwargs):
-        """DLPack export without a copy (torch.from_dlpack, np.from_dlpack)."""
+        """DLPack export without a copy (torch.from_dlpack, np.from_dlpack); a device module
+        with memory of its own exports it (cuda: through CuPy, else a TypeError naming the
+        alternative)."""
+        export = getattr(self._device.mod, "dlpack", None)
+        if export is not None:
+            return export(self._handle, self._shape, self._strides, self._offset, *args, **kwargs)
         return self._host_view().__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
-        return self._host_view().__dlpack_device__()
+        where = getattr(self._device.mod, "dlpack_device", None)
+        return where(self._handle) if where is not None else self._host_view().__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The CUDA Array Interface of a GPU array (zero-copy for CuPy, PyTorch, numba);
+        AttributeError for arrays in host memory."""
+        describe = getattr(self._device.mod, "cuda_array_interface", None)
+        if describe is None:
+            raise AttributeError(f"__cuda_array_interface__: this array is in host memory ({self._device})")
+        compact = self._strides == _compact_strides(self._shape)
+        return describe(self._handle, self._shape, None if compact else self._strides, self._offset)
 
     def to(self, device: BackendDevice) -> "NDArray":
+        """This array on `device`: itself when it is there already, else a copy through the host."""
         if device == self._device:
             return self
         check_enabled(device)
