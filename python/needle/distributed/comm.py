@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Any, List, Optional
 
@@ -74,6 +75,9 @@ class Communicator:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+        # the launcher forwards this rank's output through a pipe and stops forwarding when it
+        # kills the job: a moment's wait lets the last lines (the traceback) reach the user
+        time.sleep(0.2)
         self.comm.Abort(status)
         # MPI_Abort asks the launcher to kill the job and returns at once (MPICH): leave before
         # this rank runs on into a collective that nobody else will join
