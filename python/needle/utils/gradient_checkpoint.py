@@ -90,8 +90,13 @@ class Checkpoint(TensorOp):
             out.backward(out_grad.detach())
             return tuple(_detached(t.grad) for t in list(leaves) + list(params))
         finally:
-            for p, grad in zip(params, kept):  # the outer backward writes the parameters' .grad
+            # the outer backward writes the parameters' .grad. And a leaf's .grad is a gradient
+            # graph that reaches back to the leaf: left there, the cycle would keep the whole
+            # recomputed block alive until Python's cycle collector runs
+            for p, grad in zip(params, kept):
                 p.grad = grad
+            for leaf in leaves:
+                leaf.grad = None
 
     def _recompute(self, leaves: List[Tensor]) -> Tensor:
         """fn(*leaves) with grad on, drawing the forward's random numbers, leaving buffers as they were."""
