@@ -5,7 +5,9 @@ The workload is compute-bound on purpose: an MLP 784-1024-1024-10, global batch 
 Each rank count runs as its own `mpiexec -n R` job with OMP_NUM_THREADS=1 (one BLAS
 thread per rank: with as many ranks as cores, more threads would only fight over them),
 so the 1-rank figure is the same code without anyone to talk to. Reported: ms per step
-(the slowest rank's mean over the timed steps), and the speedup over 1 rank.
+(the slowest rank's mean over the timed steps), and the speedup over 1 rank. A last row
+runs 1 rank with as many BLAS threads as there are cores: the single-process
+alternative that also uses every core.
 
     python benchmarks/bench_distributed.py                  # 1 vs 2 ranks, 20 timed steps
     python benchmarks/bench_distributed.py --ranks 1 2 4 --steps 50 --no-compile --json out.json
@@ -37,6 +39,14 @@ def worker(steps: int, warmup: int, compiled: bool) -> None:
     from needle.models import MLP
 
     comm = dist.init()
+    allreduce, waited = comm.allreduce_sum_, [0.0]
+
+    def timed_allreduce(buffer):  # time in Allreduce: the transfer, and waiting for the slower rank
+        began = time.perf_counter()
+        allreduce(buffer)
+        waited[0] += time.perf_counter() - began
+
+    comm.allreduce_sum_ = timed_allreduce
     if GLOBAL_BATCH % comm.size:
         raise SystemExit(f"the global batch {GLOBAL_BATCH} does not split evenly over {comm.size} ranks")
     batch = GLOBAL_BATCH // comm.size
@@ -62,13 +72,16 @@ def worker(steps: int, warmup: int, compiled: bool) -> None:
     for _ in range(warmup):
         step(X, y).numpy()
     comm.barrier()
+    waited[0] = 0.0
     began = time.perf_counter()
     for _ in range(steps):
         loss = step(X, y)
     loss.numpy()
-    seconds = comm.allgather_object(time.perf_counter() - began)
+    seconds = comm.allgather_object((time.perf_counter() - began, waited[0]))
     if comm.rank == 0:
-        print(json.dumps({"ranks": comm.size, "per_rank_batch": batch, "ms_per_step": 1000 * max(seconds) / steps,
+        print(json.dumps({"ranks": comm.size, "per_rank_batch": batch,
+                          "ms_per_step": 1000 * max(s for s, _ in seconds) / steps,
+                          "allreduce_ms_per_step": 1000 * max(w for _, w in seconds) / steps,
                           "buckets": ddp.buckets}), flush=True)
 
 
@@ -92,22 +105,26 @@ def main() -> None:
     if args.worker:
         worker(args.steps, args.warmup, not args.no_compile)
         return
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cores = os.cpu_count() or 1
     results = []
     print(f"MLP {'-'.join(map(str, SIZES))}, global batch {GLOBAL_BATCH}, {args.steps} steps, "
-          f"{'eager' if args.no_compile else 'compiled'}, OMP_NUM_THREADS=1 per rank, {os.cpu_count()} cores")
-    for ranks in args.ranks:
+          f"{'eager' if args.no_compile else 'compiled'}, {cores} cores")
+    for ranks, threads in [(r, 1) for r in args.ranks] + [(1, cores)]:
         command = [mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
                    "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--no-compile"] if args.no_compile
                                                                                 else [])
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{ranks} ranks failed:\n{proc.stderr}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["blas_threads"] = threads
         result["speedup"] = results[0]["ms_per_step"] / result["ms_per_step"] if results else 1.0
         results.append(result)
-        print(f"{ranks} rank(s), {result['per_rank_batch']:4d} samples each: {result['ms_per_step']:8.1f} ms/step"
-              f"   speedup {result['speedup']:.2f}x", flush=True)
+        print(f"{ranks} rank(s) x {threads} BLAS thread(s), {result['per_rank_batch']:4d} samples each: "
+              f"{result['ms_per_step']:8.1f} ms/step (allreduce {result['allreduce_ms_per_step']:5.1f})   "
+              f"speedup {result['speedup']:.2f}x", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
