@@ -77,6 +77,10 @@ class DataLoader:
         device, dtype: forwarded to every batch ``Tensor`` (defaults: the
             default device; integer arrays such as labels become int64 tensors,
             others float32 in nd mode / keep the data's dtype in np mode).
+        sampler: where the indices come from instead (e.g. a
+            :class:`~needle.data.DistributedSampler`): anything with
+            ``__len__`` and ``__iter__`` over indices, read once per epoch, in
+            its order. Draws nothing from numpy's global RNG; excludes shuffle.
 
     Each batch is ``tuple(Tensor(part) for part in dataset[idx])``.
     """
@@ -85,7 +89,7 @@ class DataLoader:
     batch_size: Optional[int]
 
     def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
-                 device=None, dtype=None):
+                 device=None, dtype=None, sampler=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
             raise TypeError(f"DataLoader batch_size must be a positive integer, got {batch_size!r}")
         if batch_size < 1:
@@ -94,17 +98,26 @@ class DataLoader:
             raise TypeError(
                 f"DataLoader needs a dataset with __len__ and __getitem__, got {type(dataset).__name__}"
             )
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: pass shuffle=True or a sampler, not both (the sampler decides the order)")
         self.dataset = dataset
+        self.sampler = sampler
         self.shuffle = bool(shuffle)
         self.batch_size = int(batch_size)
         self.device = device
         self.dtype = dtype
         # consecutive batches; with shuffle=True this is replaced at every __iter__
-        self.ordering = _split_ordering(np.arange(len(dataset)), self.batch_size)
+        self.ordering = _split_ordering(self._sampled() if sampler is not None else np.arange(len(dataset)),
+                                        self.batch_size)
         self._batch_index = 0
 
+    def _sampled(self) -> np.ndarray:
+        return np.fromiter(self.sampler, dtype=np.int64, count=len(self.sampler))
+
     def __iter__(self) -> Iterator:
-        if self.shuffle:
+        if self.sampler is not None:
+            self.ordering = _split_ordering(self._sampled(), self.batch_size)
+        elif self.shuffle:
             self.ordering = _split_ordering(np.random.permutation(len(self.dataset)), self.batch_size)
         self._batch_index = 0
         return self

@@ -8,6 +8,13 @@ checkpoint folder) is checked before it starts too, so finished work is never lo
 Exit status: 0 done; 1 training stopped on a non-finite loss, or the plot failed
 (the summary is printed and written all the same); 2 bad arguments or data;
 130 interrupted (Ctrl-C), the last checkpoint intact.
+
+`--distributed` (under `mpiexec -n N`, see needle.distributed): every rank checks
+its arguments and builds its data, and the ranks agree before any collective: if one
+rank finds an error, rank 0 prints it and every rank exits 2. Only rank 0 prints
+progress and writes checkpoints, summaries and plots. A rank that ends with any other
+non-zero status aborts the whole job (MPI_Abort), so no rank is left waiting in an
+allreduce for one that has gone.
 """
 from __future__ import annotations
 
@@ -29,6 +36,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class UsageError(Exception):
     """A bad argument, found before any work was done (exit status 2)."""
+
+
+class _AgreedExit(Exception):
+    """Every rank of a distributed run leaves with `status`; rank 0 prints `message` (None elsewhere)."""
+
+    def __init__(self, status: int, message: Optional[str]):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run every step eagerly instead of replaying it through ndl.compile")
     train.add_argument("--limit", type=_POSITIVE_INT,
                        help="use only the first N training and test samples (characters for lm)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training over the ranks of an MPI job: run as `mpiexec -n N python -m "
+                            "needle train ... --distributed` (needs pip install -e \".[distributed]\"); "
+                            "--batch-size is per rank; classification recipes only")
     toy = train.add_argument_group("toy")
     toy.add_argument("--dataset", default="spiral", choices=["simple", "diag", "split", "xor", "circle", "spiral"],
                      help="the generated 2-D set")
@@ -251,9 +270,27 @@ def _check_checkpoint(args: argparse.Namespace, config: Dict[str, Any]) -> None:
         raise UsageError(f"--checkpoint {folder}: the folder is not writable")
 
 
-def validate(args: argparse.Namespace) -> Dict[str, Any]:
+def check_distributed(args: argparse.Namespace) -> None:
+    """--distributed needs mpi4py, an MPI launcher around this process, and a classification recipe."""
+    from ..distributed import comm
+
+    if not args.distributed:
+        return
+    if args.recipe == "lm":
+        raise UsageError("--distributed trains the classification recipes (toy, mlp, cnn, resnet9), not lm")
+    if not comm.mpi_available():
+        raise UsageError(f"--distributed: {comm.MISSING_MPI}")
+    if not comm.launched_by_mpi():
+        raise UsageError("--distributed: this process was not started by an MPI launcher; run it as "
+                         "`mpiexec -n 2 python -m needle train ... --distributed`")
+
+
+def validate(args: argparse.Namespace, world_size: Optional[int] = None, writer: bool = True) -> Dict[str, Any]:
     """Check every argument (after the parser's own checks); returns the run's config.
 
+    `world_size`: the number of ranks of a distributed run (part of the config, so a
+    checkpoint resumes only with as many). `writer` False (ranks other than 0) skips the
+    checks of what only rank 0 reads or writes: the checkpoint, the summary, the plot.
     Raises UsageError (or ValueError / FileNotFoundError from reading a checkpoint to resume).
     """
     from ..backend_selection import get_device
@@ -263,15 +300,38 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     if not device.enabled():
         raise UsageError(f"--device {args.device}: this device is not available on this machine")
     _check_data(args)
-    if args.plot:
+    if args.plot and writer:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError(f"--plot {args.plot}: drawing needs matplotlib: pip install -e \".[plot]\"")
         _check_output_file("--plot", args.plot)
-    if args.summary:
+    if args.summary and writer:
         _check_output_file("--summary", args.summary)
     config = {k: v for k, v in vars(args).items() if k != "command"}
-    _check_checkpoint(args, config)
+    if world_size is not None:
+        config["world_size"] = world_size
+    if writer:
+        _check_checkpoint(args, config)
     return config
+
+
+def _agreed(comm, work: Callable[[], Any]) -> Any:
+    """work() on every rank; if it fails with a usage error on any rank, every rank leaves with
+    status 2 (rank 0 printing the first rank's message) before anyone starts a collective that
+    a failed rank would never join. Without MPI (comm None), just work()."""
+    if comm is None:
+        return work()
+    result, error = None, None
+    try:
+        result = work()
+    except (UsageError, FileNotFoundError, ValueError) as err:
+        error = str(err)
+    errors = comm.allgather_object(error)
+    failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if failed:
+        where, message = failed[0]
+        raise _AgreedExit(EXIT_USAGE, (message if where == 0 else f"rank {where}: {message}")
+                          if comm.rank == 0 else None)
+    return result
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -284,35 +344,71 @@ def _print_summary(summary: Dict[str, Any], path: Optional[str]) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
 
 
+def _quiet(line: str) -> None:
+    """The log of ranks other than 0: they train in silence."""
+
+
+def _join(args: argparse.Namespace):
+    """The MPI communicator of a --distributed run (None otherwise), after checking that one can be had."""
+    if not args.distributed:
+        return None
+    check_distributed(args)
+    from .. import distributed
+
+    return distributed.init()
+
+
+def _build(recipe, args: argparse.Namespace, comm):
+    """(the recipe's task, this rank's DistributedSampler or None); ValueError when the training
+    set has fewer samples than ranks."""
+    task = recipe.build(args)
+    if comm is None:
+        return task, None
+    from ..distributed.training import shard_sampler
+
+    return task, shard_sampler(task, comm, args.seed)
+
+
 def train(args: argparse.Namespace) -> int:
     """Run `needle train` with parsed arguments; returns the exit status."""
     import needle as ndl
 
     from .loop import fit
 
-    config = validate(args)
+    comm = _join(args)
+    main_rank = comm is None or comm.rank == 0
+    config = _agreed(comm, lambda: validate(args, None if comm is None else comm.size, writer=main_rank))
     recipe = RECIPES[args.recipe]
     args.device = ndl.get_device(args.device)
-    np.random.seed(args.seed)
-    task = recipe.build(args)
+    np.random.seed(args.seed)  # every rank alike: same initial weights, same dropout draws
+    task, sampler = _agreed(comm, lambda: _build(recipe, args, comm))
+    if comm is not None:
+        from ..distributed.training import DistributedTask
+
+        task = DistributedTask(task, sampler, comm)  # a collective: every rank now holds rank 0's weights
     task.compiled = not args.no_compile
     params = task.model.parameters()
     if args.optimizer == "adam":
         opt = ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     else:
         opt = ndl.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    print(f"{task.description}: {sum(int(np.prod(p.shape)) for p in params):,} parameters, "
-          f"{task.train_batches} batches per epoch", flush=True)
+    if main_rank:
+        print(f"{task.description}: {sum(int(np.prod(p.shape)) for p in params):,} parameters, "
+              f"{task.train_batches} batches per epoch", flush=True)
     try:
         # an overflow shows up as a non-finite loss, reported in one line, not as numpy warnings
         with np.errstate(all="ignore"):
             summary = fit(task, opt, args.epochs, config=config, checkpoint_dir=args.checkpoint,
-                          resume=args.resume, progress=not args.no_progress, lr_decay=args.lr_decay)
+                          resume=args.resume, progress=main_rank and not args.no_progress, lr_decay=args.lr_decay,
+                          log=None if main_rank else _quiet)
     except NonFiniteLoss as stop:
-        summary = {**stop.summary, "recipe": args.recipe, "seed": args.seed, "stopped": str(stop)}
-        _print_summary(summary, args.summary)
+        if main_rank:
+            summary = {**stop.summary, "recipe": args.recipe, "seed": args.seed, "stopped": str(stop)}
+            _print_summary(summary, args.summary)
         print(f"needle: error: {stop}", file=sys.stderr)
         return EXIT_FAILED
+    if not main_rank:
+        return EXIT_OK
     summary["recipe"] = args.recipe
     summary["seed"] = args.seed
     if args.recipe == "lm" and args.sample:
@@ -351,6 +447,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a parse error already reported in one line
         return int(done.code or 0)
+    try:
+        status = _run(args)
+    except _AgreedExit as stop:  # every rank leaves alike: nothing to abort
+        if stop.message is not None:
+            print(f"needle: error: {stop.message}", file=sys.stderr)
+        return stop.status
+    if status != EXIT_OK and getattr(args, "distributed", False):
+        from ..distributed import comm
+
+        if comm.is_initialized() and comm.world_size() > 1:
+            comm.abort(status)  # the other ranks may be waiting in a collective for this one
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "train":
             return train(args)

@@ -71,8 +71,12 @@ def _cached_step(model, key: tuple, make: Callable, compiled: bool, fuse: bool):
 
 
 def classification_step(model, loss_fn, opt=None, flatten: bool = False, compiled: bool = True,
-                        fuse: bool = False) -> Callable:
-    """step(X, y) -> (loss, correct): a training step when `opt` is given, else an evaluation."""
+                        fuse: bool = False, sync: Optional[Callable[[], None]] = None) -> Callable:
+    """step(X, y) -> (loss, correct): a training step when `opt` is given, else an evaluation.
+
+    `sync` runs between backward and the optimizer step: data-parallel training passes
+    DistributedDataParallel.sync_gradients (a compiled step replays it like the rest).
+    """
     def make():
         def step(X, y):
             if flatten:
@@ -82,20 +86,23 @@ def classification_step(model, loss_fn, opt=None, flatten: bool = False, compile
             if opt is not None:
                 opt.reset_grad()
                 loss.backward()
+                if sync is not None:
+                    sync()
                 opt.step()
             return loss, _correct(logits, y)
         return step
 
-    return _cached_step(model, ("classification", id(loss_fn), id(opt), flatten), make, compiled, fuse)
+    return _cached_step(model, ("classification", id(loss_fn), id(opt), flatten, id(sync)), make, compiled, fuse)
 
 
 def classification_epoch(dataloader, model, loss_fn, opt=None, *, flatten: bool = False,
                          on_batch: Optional[Callable[[EpochStats], None]] = None, compiled: bool = True,
-                         fuse: bool = False) -> EpochStats:
-    """Train (when `opt` is given) or evaluate `model` on every batch (X, y) of `dataloader`."""
+                         fuse: bool = False, sync: Optional[Callable[[], None]] = None) -> EpochStats:
+    """Train (when `opt` is given) or evaluate `model` on every batch (X, y) of `dataloader`
+    (`sync`: see classification_step)."""
     stats = EpochStats()
     model.train() if opt is not None else model.eval()
-    step = classification_step(model, loss_fn, opt, flatten, compiled, fuse)
+    step = classification_step(model, loss_fn, opt, flatten, compiled, fuse, sync)
     with set_grad_enabled(opt is not None):
         for X, y in dataloader:
             loss, correct = step(X, y)

@@ -73,6 +73,15 @@ def _checkpoint_on_disk(checkpoint: Optional[str], saved_epoch: Optional[int]):
     return (f"epoch {epoch} at {checkpoint}", epoch) if epoch is not None else ("none", None)
 
 
+def _restore(task, checkpoint: str, optimizer, config: Dict[str, Any]) -> Dict[str, Any]:
+    """The checkpoint's metadata, after putting its state into the task's model, the optimizer and numpy's RNG."""
+    restore = getattr(task, "restore", None)
+    if restore is not None:
+        return restore(checkpoint, optimizer, config)
+    check_resume(checkpoint, config)
+    return load_checkpoint(checkpoint, task.model, optimizer)
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -87,6 +96,12 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     Epoch e (from 0) runs at learning rate lr * lr_decay**e, like PyTorch's ExponentialLR.
     Raises TrainingInterrupted on Ctrl-C and NonFiniteLoss when a batch's loss is nan or
     inf; both carry the summary of the epochs finished before.
+
+    Besides model, train_epoch, evaluate, train_batches and description, a task may
+    define (as needle.distributed.training.DistributedTask does): `set_epoch(e)`, called
+    before training epoch e; `restore(checkpoint, optimizer, config) -> metadata`, how a
+    resumed run gets its state (default: check_resume and load_checkpoint); and
+    `writes_files` (default True; False: this process writes no checkpoint).
     """
     base_lr = optimizer.lr
     if log is None:
@@ -95,14 +110,14 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     history: List[Dict[str, float]] = []
     start = 0
     checkpoint = checkpoint_path(checkpoint_dir)
+    writes = getattr(task, "writes_files", True)
     if resume:
         if checkpoint is None:
             raise ValueError("--resume needs --checkpoint DIR")
-        check_resume(checkpoint, config)
-        meta = load_checkpoint(checkpoint, task.model, optimizer)
+        meta = _restore(task, checkpoint, optimizer, config)
         start, history = meta["epoch"], meta["info"]["history"]
         log(f"resumed from {checkpoint} after epoch {start}")
-    if checkpoint_dir:
+    if checkpoint_dir and writes:
         os.makedirs(checkpoint_dir, exist_ok=True)
     saved_epoch = start if resume else None  # the epoch of the checkpoint this run last wrote
 
@@ -122,6 +137,8 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
         for epoch in range(start, epochs):
             interrupt.check()
             optimizer.lr = base_lr * lr_decay ** epoch
+            if hasattr(task, "set_epoch"):
+                task.set_epoch(epoch)
             began = time.perf_counter()
             bar = _progress(task.train_batches, f"epoch {epoch + 1}/{epochs}", progress)
 
@@ -154,7 +171,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
             history.append(row)
             log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train.mean_loss:.4f} acc {train.accuracy:.4f}  "
                 f"test loss {test.mean_loss:.4f} acc {test.accuracy:.4f}  ({row['seconds']:.1f}s)")
-            if checkpoint:
+            if checkpoint and writes:
                 save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
                 saved_epoch = epoch + 1
         interrupt.check()
