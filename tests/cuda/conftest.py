@@ -23,3 +23,37 @@ else:
     # The simulator's block scheduler polls its threads while holding the GIL, so each
     # __syncthreads costs GIL hand-overs; a short switch interval makes them about 5x quicker.
     sys.setswitchinterval(1e-4)
+
+    def _lock_shared_array_allocation() -> None:
+        """numba-cuda 0.30's simulator creates a block's shared array in the first thread that
+        asks for it, with an unlocked check-then-insert: two threads switching between the
+        check and the insert get separate arrays, and the block's tree reduction reads the
+        wrong partial results (seen on a loaded machine). Same lookup (the calling line),
+        done under a lock."""
+        import threading
+
+        import numpy as np
+        from numba.core import types
+        from numba.cuda.simulator import kernelapi
+        from numba.np import numpy_support
+
+        original = kernelapi.FakeCUDAShared.array
+        lock = threading.Lock()
+
+        def array(self, shape, dtype, alignment=None):
+            if shape == 0 or alignment is not None:  # dynamic shared memory: one buffer, no race
+                return original(self, shape, dtype, alignment)
+            if isinstance(dtype, types.Type):
+                dtype = numpy_support.as_dtype(dtype)
+            caller = sys._getframe(1)
+            key = (caller.f_code.co_filename, caller.f_lineno)
+            with lock:
+                res = self._allocations.get(key)
+                if res is None:
+                    res = self._allocations[key] = np.empty(shape, dtype)
+            return res
+
+        kernelapi.FakeCUDAShared.array = array
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        _lock_shared_array_allocation()
