@@ -48,7 +48,7 @@ def bce_with_logits(logits: ndl.Tensor, target: float) -> ndl.Tensor:
 class GAN:
     """The generator, the discriminator and their two optimizers."""
 
-    def __init__(self, hidden: int = 20, lr: float = 0.01, device=None):
+    def __init__(self, hidden: int = 64, lr: float = 0.002, device=None):
         self.generator = nn.Sequential(nn.Linear(2, 2, device=device))
         self.discriminator = nn.Sequential(nn.Linear(2, hidden, device=device), nn.ReLU(),
                                            nn.Linear(hidden, hidden, device=device), nn.ReLU(),
@@ -121,9 +121,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000, help="alternating D/G updates")
     parser.add_argument("--batch", type=int, default=256, help="real and generated samples per update")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate of both networks")
-    parser.add_argument("--hidden", type=int, default=20, help="discriminator width")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of both networks")
+    parser.add_argument("--hidden", type=int, default=64, help="discriminator width")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples, the noise and the weights")
     parser.add_argument("--every", type=int, default=500, help="print the losses every this many steps")
     parser.add_argument("--out", default="runs/gan", help="folder for the picture (real vs generated)")
     args = parser.parse_args(argv)

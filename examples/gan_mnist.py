@@ -81,16 +81,23 @@ def save_grid(images: np.ndarray, path: str, columns: int = 8) -> None:
     save_figure(fig, path, "GAN samples (MNIST)")
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not for flags whose help already says it (default None)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_Defaults)
     parser.add_argument("--data", default=None, help="folder with t10k-images-idx3-ubyte.gz "
-                                                     "(default: $NEEDLE_DATA/mnist, else the shipped sample)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
+                                                     "[default: $NEEDLE_DATA/mnist, else the shipped sample]")
+    parser.add_argument("--epochs", type=int, default=30, help="passes over the images")
+    parser.add_argument("--batch", type=int, default=64, help="real and generated images per update")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden width of both networks")
+    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both networks")
+    parser.add_argument("--seed", type=int, default=0, help="seed of shuffles, noise and weights")
     parser.add_argument("--out", default="runs/gan_mnist", help="folder for the grid of samples")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch < 2 or args.hidden < 1 or args.lr <= 0:
