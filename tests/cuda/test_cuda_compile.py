@@ -97,3 +97,27 @@ def test_a_fused_group_reads_strided_and_broadcast_operands_and_stores_in_place(
     assert all(isinstance(k, CudaFusedKernel) for k in fused)
     assert any(any(k.strided_in) for k in fused)  # the transposed / broadcast reads
     assert any(any(k.strided_out) for k in fused)  # the store into w[:, 1:4]
+
+
+def test_a_group_never_reads_a_buffer_it_stores_into_through_another_view():
+    """data[1:] = data[:-1] * 2 + x: in one kernel, thread i + 1 could store before thread i
+    reads; the store stays out of the group."""
+    def run(compiled):
+        w = ndl.Tensor(np.arange(6, dtype=np.float32), device=CUDA, requires_grad=False)
+
+        def shift(x):
+            data = w.realize_cached_data()
+            data[1:] = data[:-1] * 2.0 + x.realize_cached_data()[1:]
+            return x * 1.0
+
+        if compiled:
+            shift = ndl.compile(shift, fuse=True)
+        for _ in range(3):
+            shift(ndl.Tensor(np.ones(6, dtype=np.float32), device=CUDA))
+        return w.numpy(), shift
+
+    eager, _ = run(False)
+    fused, shift = run(True)
+    np.testing.assert_array_equal(fused, eager)
+    np.testing.assert_array_equal(eager, [0, 1, 3, 7, 15, 23])
+    assert [c.kind for c in shift.programs[0].calls].count("fused") == 1
