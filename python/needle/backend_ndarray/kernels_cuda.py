@@ -12,7 +12,9 @@ How the module is organised
 4. The one strided-index helper (flat row-major index -> element offset of a view), and the
    host-side description of operands it reads.
 5. Elementwise kernels, generated from a table of scalar device functions (one kernel per
-   operation and operand count, compiled on first use and cached).
+   operation and operand count, compiled on first use and cached). Each public elementwise
+   kernel carries `.op`/`.form`, from which needle.compile fuses chains of them into one
+   generated kernel over the same device functions (needle/compile/fusion_cuda.py).
 6. Layout kernels: compact, ewise_setitem, scalar_setitem (the same helper, gather or scatter).
 7. Reductions over the trailing block of each output element: a shared-memory tree per row.
 8. Matmul: shared-memory tiles and register blocks (lecture 12); cuBLAS through CuPy for large
@@ -31,7 +33,7 @@ import functools
 import importlib.util
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -413,7 +415,7 @@ def _unary(name: str):
     return _describe(kernel, name, "unary")
 
 
-def _describe(kernel, op: Optional[str], form: str):
+def _describe(kernel: Callable, op: Optional[str], form: str) -> Callable:
     """Tag an elementwise kernel with what it computes, for needle.compile's fusion (as the cpu
     kernels carry `.ufunc`): `op` is the `_OPS` entry it applies (None where it depends on the
     operands: see `_abs_op`, `_power_op`), `form` how it takes its operands -- "ewise" f(a, b),
