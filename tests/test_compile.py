@@ -417,3 +417,26 @@ def test_a_fused_optimizer_update_writes_every_parameter_in_place():
     for p, buffer, old in zip(model.parameters(), buffers, before):
         assert p.realize_cached_data()._handle is buffer  # same buffer, new values
         assert not np.array_equal(p.numpy(), old)
+
+
+def test_a_group_never_reads_a_buffer_it_stores_into_through_another_view():
+    """data[1:] = data[:-1] * 2 + x: element i of the store is element i + 1 of the read, so a
+    fused loop would read values it had already overwritten; the store stays out of the group."""
+    def run(compiled):
+        w = ndl.Tensor(np.arange(6, dtype=np.float32), device=ndl.cpu(), requires_grad=False)
+
+        def shift(x):
+            data = w.realize_cached_data()
+            data[1:] = data[:-1] * 2.0 + x.realize_cached_data()[1:]
+            return x * 1.0
+
+        if compiled:
+            shift = ndl.compile(shift, fuse=True)
+        for _ in range(3):
+            shift(ndl.Tensor(np.ones(6, dtype=np.float32), device=ndl.cpu()))
+        return w.numpy(), shift
+
+    eager, _ = run(False)
+    fused, shift = run(True)
+    np.testing.assert_array_equal(fused, eager)
+    assert "fused" in [c.kind for c in shift.programs[0].calls]  # the rest of the chain still fuses

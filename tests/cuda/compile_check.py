@@ -25,7 +25,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTORIES = ("_map_kernel", "_scatter_kernel", "_reduce_kernel", "_matmul_kernel", "_index_kernel")
+# (module, function) of every kernel factory; the kernels launched are rebuilt from the arguments
+# recorded for them. needle.compile's fused kernels are built from their generated source.
+FACTORIES = tuple(("needle.backend_ndarray.kernels_cuda", name) for name in
+                  ("_map_kernel", "_scatter_kernel", "_reduce_kernel", "_matmul_kernel", "_index_kernel")) + (
+    ("needle.compile.fusion_cuda", "_compiled"),)
 CC = (9, 0)
 
 
@@ -37,20 +41,23 @@ class LaunchRecorder:
         self.launches = set()
 
     def pytest_configure(self, config):
+        import importlib
+
         import numba
         import numpy as np
 
         from needle.backend_ndarray import kernels_cuda as K
 
-        def tagged(name, factory):
+        def tagged(key, factory):
             def build(*args):
                 kernel = factory(*args)
-                kernel.needle_key = (name, args)
+                kernel.needle_key = (key, args)
                 return kernel
             return build
 
-        for name in FACTORIES:
-            setattr(K, name, tagged(name, getattr(K, name)))
+        for key in FACTORIES:
+            module = importlib.import_module(key[0])
+            setattr(module, key[1], tagged(key, getattr(module, key[1])))
 
         def argument_type(arg):
             if hasattr(arg, "copy_to_host"):  # a (simulated) device array: 1-D, C-contiguous
@@ -89,6 +96,8 @@ def _gpu_variants(name: str, args: tuple):
 
 
 def compile_all(path: str) -> int:
+    import importlib
+
     import numba.cuda.dispatcher as dispatcher
     from numba import cuda
 
@@ -96,22 +105,21 @@ def compile_all(path: str) -> int:
         compute_capability = CC
 
     dispatcher.get_current_device = lambda: _Device()
-    from needle.backend_ndarray import kernels_cuda as K
 
     with open(path, "rb") as f:
         launches = pickle.load(f)
     compiled, failures = set(), []
-    for (name, args), types in launches:
+    for ((module, name), args), types in launches:
         for variant in _gpu_variants(name, args):
             key = (name, variant, types)
             if key in compiled:
                 continue
             compiled.add(key)
-            kernel = getattr(K, name)(*variant)
+            kernel = getattr(importlib.import_module(module), name)(*variant)
             try:
                 cuda.compile_ptx(kernel.py_func, types, cc=CC)
             except Exception as err:  # noqa: BLE001 (report every failure, then fail)
-                failures.append(f"{name}{variant} {types}: {type(err).__name__}: {err}")
+                failures.append(f"{name}{str(variant)[:300]} {types}: {type(err).__name__}: {err}")
                 if len(failures) == 1:
                     print(failures[0][:3000], flush=True)
     print(f"{len(compiled)} kernel specialisations compiled to PTX for sm_{CC[0]}{CC[1]}; "

@@ -12,7 +12,9 @@ How the module is organised
 4. The one strided-index helper (flat row-major index -> element offset of a view), and the
    host-side description of operands it reads.
 5. Elementwise kernels, generated from a table of scalar device functions (one kernel per
-   operation and operand count, compiled on first use and cached).
+   operation and operand count, compiled on first use and cached). Each public elementwise
+   kernel carries `.op`/`.form`, from which needle.compile fuses chains of them into one
+   generated kernel over the same device functions (needle/compile/fusion_cuda.py).
 6. Layout kernels: compact, ewise_setitem, scalar_setitem (the same helper, gather or scatter).
 7. Reductions over the trailing block of each output element: a shared-memory tree per row.
 8. Matmul: shared-memory tiles and register blocks (lecture 12); cuBLAS through CuPy for large
@@ -31,7 +33,7 @@ import functools
 import importlib.util
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -399,6 +401,9 @@ def _binary(name: str, reverse: Optional[str] = None):
     ewise.__doc__ = f"out = {name}(a, b)"
     scalar.__doc__ = f"out = {name}(a, val)"
     reversed_scalar.__doc__ = f"out = {reverse}(a, val) = {name}(val, a)"
+    _describe(ewise, name, "ewise")
+    _describe(scalar, name, "scalar")
+    _describe(reversed_scalar, reverse, "scalar")
     return ewise, scalar, reversed_scalar
 
 
@@ -407,6 +412,15 @@ def _unary(name: str):
         _map(name, out, (a,))
 
     kernel.__doc__ = f"out = {name}(a)"
+    return _describe(kernel, name, "unary")
+
+
+def _describe(kernel: Callable, op: Optional[str], form: str) -> Callable:
+    """Tag an elementwise kernel with what it computes, for needle.compile's fusion (as the cpu
+    kernels carry `.ufunc`): `op` is the `_OPS` entry it applies (None where it depends on the
+    operands: see `_abs_op`, `_power_op`), `form` how it takes its operands -- "ewise" f(a, b),
+    "scalar" f(a, val), "unary" f(a), "where" f(c, a, b), "abs", "power", "compact", "setitem"."""
+    kernel.op, kernel.form = op, form
     return kernel
 
 
@@ -440,25 +454,37 @@ _POWER_SHORTCUTS = {0.5: "sqrt", -0.5: "rsqrt", 2: "square", -1: "reciprocal", 1
 _FLOAT_ONLY_SHORTCUTS = ("sqrt", "rsqrt", "reciprocal")
 
 
-def scalar_power(a: Any, val: Any, out: Array) -> None:
-    """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
-    val = _value(val)
-    dtype = _dtype_of(a)
+def _power_op(val: Any, dtype: str) -> Tuple[str, tuple]:
+    """(operation, scalar arguments) computing x ** val for x of `dtype`."""
     shortcut = _POWER_SHORTCUTS.get(val) if not isinstance(val, bool) else None
     if shortcut in _FLOAT_ONLY_SHORTCUTS and dtype not in ("float32", "float64"):
         shortcut = None
     if shortcut is not None:
-        _map(shortcut, out, (a,))
-    else:
-        _map("pow", out, (a,), _typed_scalar(val, dtype))
+        return shortcut, ()
+    return "pow", (_typed_scalar(val, dtype),)
+
+
+def scalar_power(a: Any, val: Any, out: Array) -> None:
+    """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
+    op, scalar = _power_op(_value(val), _dtype_of(a))
+    _map(op, out, (a,), *scalar)
+
+
+def _abs_op(dtype: str) -> str:
+    return "identity" if dtype == "bool" else "abs"  # |bool| is the bool
 
 
 def ewise_abs(a: Any, out: Array) -> None:
-    _map("identity" if _dtype_of(a) == "bool" else "abs", out, (a,))  # |bool| is the bool
+    _map(_abs_op(_dtype_of(a)), out, (a,))
 
 
 def ewise_where(cond: Any, a: Any, b: Any, out: Array) -> None:
     _map("where", out, (cond, a, b))
+
+
+_describe(scalar_power, None, "power")
+_describe(ewise_abs, None, "abs")
+_describe(ewise_where, "where", "where")
 
 
 # --- 6. layout: compact and setitem (the strided helper, gathering or scattering) ---------------
@@ -496,6 +522,10 @@ def _scatter(out: Array, shape, strides, offset, source) -> None:
 def ewise_setitem(a: Array, out: Array, shape: Sequence[int], strides: Sequence[int], offset: int) -> None:
     """Scatter compact `a` into the strided view of `out`."""
     _scatter(out, shape, strides, offset, a)
+
+
+_describe(compact, "identity", "compact")
+_describe(ewise_setitem, "identity", "setitem")
 
 
 def scalar_setitem(size: int, val: Any, out: Array, shape: Sequence[int], strides: Sequence[int],

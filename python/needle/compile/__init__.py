@@ -17,7 +17,8 @@ module the function can reach (through its closure, its globals and its argument
 * The second runs eagerly while the array layer records every kernel call
   (`needle.backend_ndarray.recording`); the recording becomes a `Program` whose
   temporaries are planned by liveness (`program.py`), with chains of elementwise
-  kernels fused into generated numba kernels (`fusion.py`, cached on disk).
+  kernels fused into generated kernels (`fusion.py`): numba loops on the cpu device
+  (cached on disk), numba.cuda kernels on the cuda device (`fusion_cuda.py`).
 * Later calls copy the new inputs into the recorded input buffers and replay: no
   Tensor objects, no graph, no topological sort, no allocation. Parameters, buffers
   and optimizer state are updated in place exactly as the eager step would.
@@ -58,8 +59,8 @@ def compile(fn: Optional[Callable] = None, *, fuse: bool = True):  # noqa: A001 
     """Compile `fn` (see the module docstring); also usable as `@ndl.compile(fuse=False)`.
 
     fuse=False replays the recorded kernels one by one, bit-identical to the eager step;
-    fuse=True also fuses elementwise chains (same numbers within float rounding: a fused
-    kernel may order a chain's float operations differently).
+    fuse=True also fuses elementwise chains: bit-identical on the cpu device and under the
+    CUDA simulator, within float rounding on a GPU (NVVM contracts a * b + c into an FMA).
     """
     if fn is None:
         return lambda f: CompiledFunction(f, fuse=fuse)

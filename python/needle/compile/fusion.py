@@ -1,26 +1,36 @@
-"""Fusing chains of elementwise kernels into generated numba kernels (host devices).
+"""Fusing chains of elementwise kernels into generated kernels (cpu: numba; cuda: numba.cuda).
 
 A *group* is a run of consecutive recorded calls that are all elementwise (arithmetic,
-comparisons, neg/abs/sqrt, dtype casts) over one output shape, optionally ending
-in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
+comparisons, unary functions, dtype casts) on one device over one output shape, optionally
+ending in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
 parameter in place). A value made inside the group and used only there never touches
 memory: it is a local variable of the generated loop. Values used after the group, or
 that outlive the step, are written to their buffers as before. So a chain of k
-kernels becomes one pass over memory instead of k, and one Python call instead of k.
-Only operations whose fused form is bit-identical to numpy's kernel are fused (see
-`_EXACT`), so a fused step gives exactly the eager step's numbers.
+kernels becomes one pass over memory instead of k, and one launch instead of k.
 
-Each group is turned into Python source -- a loop over the elements doing the chain's
-scalar operations in the recorded order -- compiled with numba (`error_model="numpy"`:
-x / 0 gives inf, not an exception). The source is written under the kernel cache
-folder (`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with numba's disk cache
-on, so a second process with the same groups compiles nothing. Scalars keep the dtype
-numpy would compute in (a Python float next to float32 data is a float32), HostScalars
-are read at each run.
+Growing groups and naming their values (`fuse_calls`, `_grow`, `_fuse`) is the same for
+every device; what differs sits behind a small per-device *code generator*, looked up by
+the recorded kernel's module (`_GENERATORS`): which calls it can fuse and the expression
+of each, and the generated kernel (its loop, compilation, cache and launch).
+
+cpu (`kernels_cpu`, this module): only operations whose fused form is bit-identical to
+numpy's kernel are fused (see `_EXACT`), so a fused step gives exactly the eager step's
+numbers. Each group is turned into Python source -- a loop over the elements doing the
+chain's scalar operations in the recorded order -- compiled with numba
+(`error_model="numpy"`: x / 0 gives inf, not an exception). The source is written under
+the kernel cache folder (`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with
+numba's disk cache on, so a second process with the same groups compiles nothing.
+Scalars keep the dtype numpy would compute in (a Python float next to float32 data is a
+float32), HostScalars are read at each run.
+
+cuda (`kernels_cuda`, `fusion_cuda.py`): a `cuda.jit` kernel per group, applying the same
+`_OPS` device functions as the eager kernels, so every elementwise operation fuses
+(see that module's docstring for the loop, the cache and how it matches the eager step).
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import sys
@@ -59,14 +69,39 @@ def cache_dir() -> str:
 # --- recognising fusable calls -----------------------------------------------------------------------
 
 class _Node:
-    """One elementwise call: its expression template, operands, output slot and dtypes."""
+    """One elementwise call: its operation (in its device generator's terms), operands,
+    output slot and dtypes."""
 
-    __slots__ = ("expr", "operands", "out", "dtype", "scalar", "store")
+    __slots__ = ("expr", "operands", "out", "dtype", "scalar", "store", "gen")
 
     def __init__(self, expr, operands, out, dtype, scalar=None, store=None):
         self.expr, self.operands, self.out, self.dtype = expr, operands, out, dtype
-        self.scalar = scalar  # (value, dtype it computes in) for scalar kernels
+        self.scalar = scalar  # (value, dtype of the operand it goes with) for scalar kernels
         self.store = store    # (slot, shape, strides, offset) for ewise_setitem
+        self.gen = None       # the code generator of the call's device (set by _node)
+
+
+# kernel module -> the module holding its device's code generator (`GENERATOR`), imported when
+# a recording first uses that device. A device without an entry is simply never fused.
+_GENERATORS: Dict[str, str] = {
+    "needle.backend_ndarray.kernels_cpu": __name__,
+    "needle.backend_ndarray.kernels_cuda": "needle.compile.fusion_cuda",
+}
+
+
+def _generator(fn):
+    """The code generator for a recorded kernel's device, or None."""
+    module = _GENERATORS.get(getattr(fn, "__module__", None) or "")
+    return None if module is None else importlib.import_module(module).GENERATOR
+
+
+def _node(call) -> Optional[Tuple[tuple, _Node]]:
+    """(output shape, node) for a fusable call of any device, else None."""
+    gen = _generator(call.fn)
+    found = None if gen is None else gen.node(call)
+    if found is not None:
+        found[1].gen = gen
+    return found
 
 
 def _operand(arg) -> Optional[tuple]:
@@ -86,13 +121,11 @@ def _compact_strides(shape: tuple) -> tuple:
     return strides_of(shape)
 
 
-def _node(call) -> Optional[Tuple[tuple, _Node]]:
+def _cpu_node(call) -> Optional[Tuple[tuple, _Node]]:
     """(output shape, node) for a fusable call of the cpu device, else None."""
     from ..backend_ndarray import kernels_cpu
 
-    fn, name, args = call.fn, call.kind, call.args
-    if getattr(fn, "__module__", None) != kernels_cpu.__name__:
-        return None
+    fn, args = call.fn, call.args
     form, ufunc = getattr(fn, "form", None), getattr(fn, "ufunc", None)
     if ufunc in _EXACT:
         if ufunc is np.sqrt and args[-1].dtype not in FLOAT_DTYPES:
@@ -162,19 +195,25 @@ def fuse_calls(calls: List[Any], outlives: set) -> List[Any]:
 
 
 def _grow(calls, start: int) -> Tuple[List[_Node], Optional[tuple]]:
-    """The longest group starting at `start` (its nodes and shape)."""
+    """The longest group starting at `start` (its nodes and shape).
+
+    The generated loop runs each element's whole chain before the next element's (and on
+    cuda, elements in parallel), so a buffer the group writes may only be read, or written
+    again, through that same view: element i then touches only its own position. Another
+    view of it (x[1:] = x[:-1] + 1) would see other elements' writes early."""
     first = _node(calls[start])
     if first is None:
         return [], None
     shape, node = first
-    group = [node]
+    compact = (shape, None, 0)
+    group: List[_Node] = []
     stored = set()
-    if node.store is not None:
-        stored.add(node.store[0].index)
-    made = {node.out.index} if node.out is not None else set()
-    for call in calls[start + 1:]:
-        found = _node(call)
-        if found is None or found[0] != shape:
+    made = set()
+    reads: Dict[int, set] = {}   # buffer -> the views the group reads it through
+    writes: Dict[int, tuple] = {}  # buffer -> the view the group writes it through
+    for call in calls[start:]:
+        found = first if not group else _node(call)
+        if found is None or found[0] != shape or found[1].gen is not first[1].gen:
             break
         node = found[1]
         # a store followed by a read of the same buffer would need the store to have happened
@@ -183,6 +222,20 @@ def _grow(calls, start: int) -> Tuple[List[_Node], Optional[tuple]]:
         # a value made in the group exists one element at a time: it can only be read in step
         if any(o[0].index in made and (o[2] is not None or o[3] != 0) for o in node.operands):
             break
+        targets = []
+        if node.out is not None:
+            targets.append((node.out.index, compact))
+        if node.store is not None:
+            out, sshape, sstrides, soffset = node.store
+            strides = None if tuple(sstrides) == _compact_strides(sshape) else tuple(sstrides)
+            targets.append((out.index, (sshape, strides, soffset)))
+        if any(writes.get(b, view) != view or any(r != view for r in reads.get(b, ())) for b, view in targets):
+            break
+        for o in node.operands:
+            if o[0].index not in made:
+                reads.setdefault(o[0].index, set()).add(o[1:])
+        for b, view in targets:
+            writes[b] = view
         if node.out is not None:
             made.add(node.out.index)
         if node.store is not None:
@@ -191,8 +244,13 @@ def _grow(calls, start: int) -> Tuple[List[_Node], Optional[tuple]]:
     return group, shape
 
 
-def _fuse(nodes: List[_Node], shape: tuple, positions, uses, outlives) -> Tuple["FusedKernel", tuple]:
-    """A FusedKernel for the group and its call arguments."""
+def _fuse(nodes: List[_Node], shape: tuple, positions, uses, outlives) -> Tuple[Any, tuple]:
+    """The group's fused kernel (from its device's generator) and its call arguments.
+
+    The body is a list of lines `v<k> = <cast to the call's dtype>(<expression>)`, one per
+    call in recorded order, reading memory as `in<j>[IDX]` (the generator decides how an
+    element index reads each operand) and scalars as `s<j>`."""
+    gen = nodes[0].gen
     last = max(positions)
     made = {}  # slot index -> local variable holding its value
     inputs: List[tuple] = []  # operands read from memory
@@ -213,13 +271,12 @@ def _fuse(nodes: List[_Node], shape: tuple, positions, uses, outlives) -> Tuple[
                 input_var[key] = f"in{len(inputs)}"
                 inputs.append(o)
             names.append(input_var[key] + "[IDX]")
-        fields = dict(zip("abc", names))
+        scalar = None
         if node.scalar is not None:
-            s = f"s{len(scalars)}"
+            scalar = f"s{len(scalars)}"
             scalars.append(node.scalar)
-            fields["b"] = s
         value = f"v{k}"
-        lines.append(f"{value} = {_NUMBA_TYPE[node.dtype]}({node.expr.format(**fields)})")
+        lines.append(f"{value} = {gen.cast(node.dtype, gen.expr(node, names, scalar))}")
         if node.store is not None:
             outputs.append((node.store, value))
             continue
@@ -227,15 +284,43 @@ def _fuse(nodes: List[_Node], shape: tuple, positions, uses, outlives) -> Tuple[
         later = [p for p in uses.get(node.out.index, ()) if p > last]
         if later or node.out.index in outlives or (k == len(nodes) - 1 and not outputs):
             outputs.append(((node.out, shape, None, 0), value))
-    kernel = FusedKernel(lines, len(inputs), len(scalars), [o for o, _ in outputs], [v for _, v in outputs], shape)
+    kernel = gen.kernel(lines, inputs, [d for _, d in scalars], [o for o, _ in outputs], [v for _, v in outputs],
+                        shape)
     args = tuple(inputs) + tuple(s for s, _ in scalars) + tuple(o for o, _ in outputs)
-    kernel.scalar_dtypes = [d for _, d in scalars]
     return kernel, args
 
 
 # --- the generated kernel ---------------------------------------------------------------------------
 
 _COMPILED: Dict[str, Any] = {}
+
+
+class _CpuGenerator:
+    """The cpu device's code generator: numpy-exact operations, numba loops (see the module docstring)."""
+
+    @staticmethod
+    def node(call) -> Optional[Tuple[tuple, _Node]]:
+        return _cpu_node(call)
+
+    @staticmethod
+    def expr(node: _Node, names: List[str], scalar: Optional[str]) -> str:
+        fields = dict(zip("abc", names))
+        if scalar is not None:
+            fields["b"] = scalar
+        return node.expr.format(**fields)
+
+    @staticmethod
+    def cast(dtype: str, expr: str) -> str:
+        return f"{_NUMBA_TYPE[dtype]}({expr})"
+
+    @staticmethod
+    def kernel(lines, inputs, scalar_dtypes, outputs, out_vars, shape) -> "FusedKernel":
+        kernel = FusedKernel(lines, len(inputs), len(scalar_dtypes), outputs, out_vars, shape)
+        kernel.scalar_dtypes = list(scalar_dtypes)
+        return kernel
+
+
+GENERATOR = _CpuGenerator()
 
 
 class FusedKernel:
