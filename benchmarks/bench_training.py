@@ -31,6 +31,7 @@ How it measures, and why:
     python benchmarks/bench_training.py mlp gpt --rounds 1 --json out.json
     python benchmarks/bench_training.py --micro              # single ops, forward + backward
     python benchmarks/bench_training.py --tiny --rounds 1    # tiny sizes: a smoke test
+    python benchmarks/bench_training.py --device cuda        # on a GPU, next to PyTorch CUDA
 
 Without PyTorch, only the needle columns are filled (the torch child says why).
 """
@@ -44,6 +45,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -382,18 +384,19 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _needle_step(workload, s, x, y, compiled):
+def _needle_step(workload, s, x, y, compiled, device="cpu"):
     import needle as ndl
     from needle import nn
     if compiled:
         import numba  # noqa: F401  (the trace imports it: count the library in the baseline, as torch's)
 
-    model = workload.needle(s)
+    dev = ndl.get_device(device)
+    model = workload.needle(s).to(dev)
     params = model.parameters()
     opt = ndl.optim.Adam(params, lr=1e-3) if workload.optimizer == "adam" else ndl.optim.SGD(params, lr=0.1)
     loss_fn = nn.SoftmaxLoss()
-    x = ndl.Tensor(x, dtype=str(x.dtype), requires_grad=False)
-    y = ndl.Tensor(y, dtype="int64", requires_grad=False)
+    x = ndl.Tensor(x, dtype=str(x.dtype), device=dev, requires_grad=False)
+    y = ndl.Tensor(y, dtype="int64", device=dev, requires_grad=False)
 
     def train_step(x, y):
         opt.reset_grad()
@@ -409,12 +412,12 @@ def _needle_step(workload, s, x, y, compiled):
     return (lambda: step(x, y)), sum(math.prod(p.shape) for p in params)
 
 
-def _torch_step(workload, s, x, y):
+def _torch_step(workload, s, x, y, device="cpu"):
     import torch
-    model = workload.torch(s)
+    model = workload.torch(s).to(device)
     opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if workload.optimizer == "adam"
            else torch.optim.SGD(model.parameters(), lr=0.1))
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def train_step():
         opt.zero_grad()
@@ -426,15 +429,28 @@ def _torch_step(workload, s, x, y):
     return train_step, sum(p.numel() for p in model.parameters())
 
 
-def _timed(step, steps: int):
+def _timed(step, steps: int, sync: Callable[[], None] = lambda: None):
     """(median ms of `step()`, the last call's result). CPU work is synchronous in both
-    frameworks, so the clock around the call sees all of it."""
+    frameworks, so the clock around the call sees all of it; GPU kernels run asynchronously,
+    so on cuda the clock stops after `sync()` (the device's synchronize)."""
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         result = step()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3, result
+
+
+def _synchronize(variant: str, device: str) -> Callable[[], None]:
+    """What waits for the device's queued kernels (nothing on the CPU)."""
+    if device != "cuda":
+        return lambda: None
+    if variant == "torch":
+        import torch
+        return torch.cuda.synchronize
+    from numba import cuda
+    return cuda.synchronize
 
 
 def child_workload(variant: str, name: str, args) -> dict:
@@ -445,14 +461,16 @@ def child_workload(variant: str, name: str, args) -> dict:
     if variant == "torch":
         import torch
         torch.manual_seed(0)
-        step, params = _torch_step(workload, s, x, y)
+        step, params = _torch_step(workload, s, x, y, args.device)
     else:
-        step, params = _needle_step(workload, s, x, y, compiled=variant == "needle_compiled")
+        step, params = _needle_step(workload, s, x, y, compiled=variant == "needle_compiled", device=args.device)
+    sync = _synchronize(variant, args.device)
     rss_built = _rss_mb("VmRSS")
     for _ in range(args.warmup):
         step()
+    sync()
     exact_peak = rss_built is not None and _reset_peak_rss()
-    ms, loss = _timed(step, args.steps)
+    ms, loss = _timed(step, args.steps, sync)
     peak = _rss_mb("VmHWM") if exact_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(ms=ms, params=params, framework=_framework(variant), loss=loss.item(), peak_mb=peak,
                 growth_mb=None if rss_built is None else peak - rss_built, peak_includes_warmup=not exact_peak)
@@ -521,6 +539,10 @@ def child(variant: str, name: str, args) -> dict:
             note = f"PyTorch is not installed ({err}): only needle is timed; pip install -e '.[dev]' for the comparison"
             print(note, file=sys.stderr)
             return dict(unavailable=note)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            note = f"PyTorch {torch.__version__} has no CUDA device here: only needle is timed"
+            print(note, file=sys.stderr)
+            return dict(unavailable=note)
         torch.set_num_threads(args.threads)  # the environment's OMP_NUM_THREADS too, but say it outright
     return child_micro(variant, args) if name == "micro" else child_workload(variant, name, args)
 
@@ -532,7 +554,8 @@ def run_child(variant: str, name: str, args) -> dict:
     env = dict(os.environ, **{key: str(args.threads) for key in
                               ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
     command = [sys.executable, os.path.abspath(__file__), "--child", variant, name, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
+               "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device] + \
+              (["--tiny"] if args.tiny else [])
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
     if result.returncode != 0 or not lines:
@@ -628,7 +651,7 @@ def print_workloads(rows, frameworks, args) -> None:
           "peak RSS: the most the child held during the timed steps; +growth: over its RSS after building model,\n"
           "optimizer and batch (for compiled: the program's buffers and numba's JIT-compiled kernels too).")
     if not any("torch" in row["ms"] for row in rows):
-        print("(no PyTorch here: needle columns only)")
+        print("(no PyTorch results here: needle columns only)")
     if any(m["includes_warmup"] for row in rows for m in row["memory_mb"].values()):
         print("(no /proc/self/clear_refs here: peaks include the warm-up steps)")
     for row in rows:
@@ -660,6 +683,19 @@ def print_micro(rows, frameworks, args) -> None:
               f"{_fmt(row['ratio']['eager'], '12.2f')} {_fmt(row['ratio']['compiled'], '15.2f')}")
 
 
+def write_json(path: str, data: dict) -> None:
+    """Write atomically (a temporary file beside it, then a rename): never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="WORKLOAD",
@@ -673,6 +709,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes of everything, a few steps: a smoke test")
     parser.add_argument("--micro", action="store_true",
                         help="instead of the workloads, time single ops (forward + backward) at a few sizes")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where both frameworks compute (default cpu); cuda needs a GPU, numba-cuda "
+                             "and a CUDA build of PyTorch for the torch column")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--child", metavar="VARIANT", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -690,9 +729,17 @@ def main(argv=None) -> int:
         return 0
     if args.micro and args.names:
         parser.error("--micro times its own list of ops: name no workloads")
+    if args.micro and args.device != "cpu":
+        parser.error("--micro times single ops on the cpu only; drop --device")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        parser.error(f"--json {args.json}: the folder {os.path.dirname(os.path.abspath(args.json))} does not exist")
     unknown = [n for n in args.names if n not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {list(WORKLOADS)}")
+    if args.device == "cuda":
+        import needle as ndl
+        if not ndl.cuda().enabled():
+            parser.error(f"--device cuda: the cuda device is unavailable here: {ndl.cuda().why_unavailable}")
     results = schedule(["micro"] if args.micro else args.names or list(WORKLOADS), args)
     frameworks = sorted({run["framework"] for by_variant in results.values() for runs in by_variant.values()
                          for run in runs})
@@ -706,9 +753,8 @@ def main(argv=None) -> int:
         output = dict(workloads=rows)
     if args.json:
         config = dict(steps=args.steps, warmup=args.warmup, rounds=args.rounds, threads=args.threads,
-                      cores=os.cpu_count(), tiny=args.tiny, frameworks=frameworks)
-        with open(args.json, "w") as f:
-            json.dump(dict(config=config, **output), f, indent=2)
+                      cores=os.cpu_count(), device=args.device, tiny=args.tiny, frameworks=frameworks)
+        write_json(args.json, dict(config=config, **output))
     return 0
 
 

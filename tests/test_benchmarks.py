@@ -110,3 +110,25 @@ def test_torch_twin_computes_the_needle_model(name):
     # float32 rounding, amplified by BatchNorm over a batch of 2 in the tiny ResNet9 (up to 1e-4 on
     # logits of size 3); another architecture would be off by the size of the logits
     np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-3, atol=1e-3)
+
+
+def _refused(args, tmp_path, **env_overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NEEDLE_BACKEND"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "python"), env.get("PYTHONPATH", "")])
+    env.update(env_overrides)
+    proc = subprocess.run([sys.executable, str(BENCH), *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == ""  # refused before any child ran
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_reason(tmp_path):
+    line = _refused(["mlp", "--device", "cuda"], tmp_path, NUMBA_ENABLE_CUDASIM="0")
+    assert "--device cuda" in line and "unavailable" in line, line
+
+
+def test_bad_flags_are_refused_before_timing(tmp_path):
+    assert "--micro" in _refused(["--micro", "--device", "cuda"], tmp_path)
+    missing = tmp_path / "no" / "such" / "out.json"
+    assert str(missing.parent) in _refused(["mlp", "--json", str(missing)], tmp_path)
