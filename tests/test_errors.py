@@ -216,3 +216,112 @@ def test_empty_flip_axes_is_identity():
     x = np.random.randn(2, 3)
     np.testing.assert_allclose(ndl.flip(ndl.Tensor(x), ()).numpy(), x, rtol=1e-6)
     np.testing.assert_allclose(nd.array(x).flip(()).numpy(), x, rtol=1e-6)
+
+
+# --- found by a new user trying to break things -----------------------------------------------
+
+def test_truth_value_of_a_one_element_tensor_is_its_value():
+    assert bool(ndl.Tensor([-1.0]) > 0) is False  # before: len() == 1, so always True
+    assert bool(ndl.Tensor([0.0])) is False
+    assert bool(ndl.Tensor([[2.0]])) is True
+    x = ndl.Tensor(np.array([[1.0, -3.0]]))
+    assert bool(x.sum() > 0) is False  # a 0-d result: before, "len() of a 0-d tensor"
+    if x.sum() < 0:
+        pass
+    else:
+        pytest.fail("x.sum() < 0 is true")
+
+
+def test_truth_value_of_a_larger_tensor_is_ambiguous():
+    with pytest.raises(RuntimeError, match=r"ambiguous.*\(2,\)|\(2,\).*ambiguous"):
+        bool(ndl.Tensor([1.0, 2.0]) > 5)
+
+
+def test_truth_value_inside_a_compiled_step_is_a_trace_error():
+    w = ndl.Tensor([1.0], requires_grad=True)
+
+    @ndl.compile
+    def step(x):
+        y = (x * w).sum()
+        return y if y > 0 else -y
+
+    x = ndl.Tensor([2.0])
+    step(x)  # eager
+    with pytest.raises(ndl.TraceError):
+        step(x)  # traced: Python would freeze the branch
+
+
+@pytest.mark.parametrize("mask", [np.array([True]), np.array([True, False, True])])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_a_bool_mask_must_match_the_axes_it_indexes(mask, as_tensor):
+    a = ndl.Tensor(np.arange(6.0).reshape(2, 3))
+    index = ndl.Tensor(mask, dtype="bool") if as_tensor else mask
+    with pytest.raises(IndexError, match=r"boolean index of shape \(\d,\) does not match axis 0 .*\(2, 3\)"):
+        a[index]
+
+
+def test_bool_masks_gather_like_numpy():
+    data = np.arange(6.0).reshape(2, 3)
+    a = ndl.Tensor(data)
+    for mask in (np.array([True, False]), np.array([[True, False, True], [False, True, False]])):
+        np.testing.assert_array_equal(a[mask].numpy(), data[mask])
+        np.testing.assert_array_equal(a[ndl.Tensor(mask, dtype="bool")].numpy(), data[mask])
+    np.testing.assert_array_equal(a[:, np.array([True, False, True])].numpy(), data[:, [0, 2]])
+    np.testing.assert_array_equal(a[np.array(1)].numpy(), data[1])  # a 0-d array is a scalar index
+
+
+def test_embedding_refuses_bool_ids():
+    emb = ndl.nn.Embedding(10, 4)
+    with pytest.raises(TypeError, match="Embedding.*bool"):
+        emb(ndl.Tensor(np.array([[True, False]]), dtype="bool"))
+
+
+@pytest.mark.parametrize("make", [lambda d: ndl.zeros(2, device=d), lambda d: ndl.randn(2, device=d),
+                                  lambda d: ndl.nn.Linear(3, 2, device=d), lambda d: d.empty((2,))],
+                         ids=["zeros", "randn", "Linear", "empty"])
+def test_factories_on_an_unavailable_device_say_why(make):
+    dev = ndl.cuda()
+    if dev.enabled():
+        pytest.skip("a cuda device runs here (a GPU or the simulator): nothing is unavailable")
+    with pytest.raises(RuntimeError, match=r"cuda\(\) is not available here: " + re.escape(dev.why_unavailable)):
+        make(dev)
+
+
+@pytest.mark.parametrize("sizes", [(0, 3), (3, 0), (-1, 3)])
+def test_linear_with_a_width_below_one_names_it(sizes):
+    with pytest.raises(ValueError, match=r"fan_(in|out) must be a positive integer.*got -?\d"):
+        ndl.nn.Linear(*sizes)
+
+
+def test_factories_take_a_shape_tuple_like_pytorch():
+    assert ndl.zeros((2, 3)).shape == ndl.zeros(2, 3).shape == (2, 3)
+    assert ndl.ones([2, 3]).shape == (2, 3)
+    np.random.seed(0)
+    a = ndl.init.rand((2, 2)).numpy()
+    np.random.seed(0)
+    np.testing.assert_array_equal(a, ndl.init.rand(2, 2).numpy())  # the same single draw
+
+
+def test_adam_takes_pytorchs_betas():
+    torch = pytest.importorskip("torch")
+    w0 = np.random.randn(3, 2).astype(np.float32)
+    w = ndl.nn.Parameter(ndl.Tensor(w0))
+    tw = torch.nn.Parameter(torch.tensor(w0))
+    opt = ndl.optim.Adam([w], lr=0.01, betas=(0.8, 0.95))
+    topt = torch.optim.Adam([tw], lr=0.01, betas=(0.8, 0.95))
+    for _ in range(5):
+        opt.reset_grad()
+        (w * w).sum().backward()
+        opt.step()
+        topt.zero_grad()
+        (tw * tw).sum().backward()
+        topt.step()
+    np.testing.assert_allclose(w.numpy(), tw.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="betas must be a pair"):
+        ndl.optim.Adam([w], betas=0.9)
+
+
+@pytest.mark.parametrize("data", [np.array([1 + 2j]), [1 + 2j], np.array(["a"])], ids=["complex", "list", "str"])
+def test_data_needle_cannot_store_is_refused_naming_its_dtype(data):
+    with pytest.raises(TypeError, match=r"cannot store data of dtype (complex128|<U1)"):
+        ndl.Tensor(data)

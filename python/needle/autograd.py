@@ -12,6 +12,7 @@ which backend is in use.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from typing import Iterable, List, Optional, Tuple, Union
 
@@ -332,6 +333,16 @@ class Tensor(Value):
 
     def __int__(self) -> int:
         return int(self.item())
+
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor (`if loss > 0:`), as numpy and PyTorch; without
+        this, Python would fall back to len() and call any non-empty tensor true. Reads the
+        data, so inside `ndl.compile` it is a TraceError like `.numpy()`."""
+        size = math.prod(self.shape)
+        if size != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} ({size} elements) is "
+                               "ambiguous; use .any() / .all() on its numpy(), or compare one element")
+        return bool(self.item())
 
     def __len__(self) -> int:
         if not self.shape:

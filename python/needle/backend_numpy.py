@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -149,6 +149,10 @@ def is_array(a) -> bool:
 def array(a, dtype=None, device=None) -> np.ndarray:
     """A copy of `a`; dtype None keeps a numpy array's dtype and makes Python ints/bools float32
     (the course's "a tensor made from numbers is a float tensor")."""
+    kind = np.asarray(a).dtype.kind
+    if kind in ("c", "O", "U", "S", "M", "m", "V"):  # numpy would drop an imaginary part, or fail deep inside
+        raise TypeError(f"cannot store data of dtype {np.asarray(a).dtype}: needle stores float32, float64, "
+                        "int64 and bool")
     if dtype is not None:
         return np.array(a, dtype=storage_dtype(dtype))
     if isinstance(a, (np.ndarray, np.generic)):
@@ -495,6 +499,12 @@ def nonzero(mask: np.ndarray) -> tuple:
     if mask.dtype != np.bool_:
         raise TypeError(f"nonzero needs a bool array, got dtype {mask.dtype}")
     return tuple(i.astype(np.int64) for i in np.nonzero(mask))
+
+
+def index_mask_shape(entry) -> Optional[tuple]:
+    """The shape of an index entry that is a bool mask, else None."""
+    host = np.asarray(entry)
+    return host.shape if host.dtype.kind == "b" else None
 
 
 def as_index(entry, device=None) -> tuple:

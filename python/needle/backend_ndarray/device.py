@@ -16,6 +16,10 @@ __all__ = ["BackendDevice", "register_device", "get_device", "registered_devices
            "cpu_numpy", "cuda", "default_device"]
 
 
+class DeviceUnavailableError(RuntimeError, AttributeError):
+    """A kernel of a device that cannot run here was asked for."""
+
+
 class BackendDevice:
     """A device: a name plus the kernel module that implements it (None when unavailable).
 
@@ -41,8 +45,13 @@ class BackendDevice:
     def __getattr__(self, name):
         if name.startswith("__") and name not in ("__tile_size__", "__device_name__"):
             raise AttributeError(name)  # Python's own protocol look-ups are not kernels
-        if name == "mod" or self.__dict__.get("mod") is None:
-            raise AttributeError(f"device {self.__dict__.get('name')} has no kernel {name!r} (not enabled)")
+        if name == "mod":
+            raise AttributeError(name)
+        if self.__dict__.get("mod") is None:
+            # a kernel of a device that cannot run here (ndl.zeros(2, device=ndl.cuda()) on a machine
+            # without a GPU): the message of every other use of an unavailable device, as an error
+            # that is also an AttributeError, so hasattr(device, kernel) stays False
+            raise DeviceUnavailableError(f"device {self} is not available here: {self.why_unavailable or 'no kernels'}")
         kernel = getattr(self.mod, name)
         self.__dict__[name] = kernel  # later look-ups skip __getattr__ (this is on every op's path)
         return kernel

@@ -6,7 +6,7 @@ and nothing else, so they never branch on the backend.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ __all__ = [
     "greater_equal", "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
-    "nonzero", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes", "normalize_axes", "host_call",
+    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes", "normalize_axes", "host_call",
     "is_recording", "validation",
 ]
 
@@ -392,6 +392,14 @@ def nonzero(mask: NDArray) -> tuple:
 
 
 # --- integer and mask indices for tensor indexing --------------------------------------------
+
+def index_mask_shape(entry) -> Optional[tuple]:
+    """The shape of an index entry that is a bool mask (NDArray, numpy array or list), else None."""
+    if isinstance(entry, NDArray):
+        return tuple(entry.shape) if entry.dtype == "bool" else None
+    host = np.asarray(entry)
+    return host.shape if host.dtype.kind == "b" else None
+
 
 def as_index(entry, device=None) -> tuple:
     """An index entry (NDArray, numpy array, list or range) as int64 arrays on `device`: one

@@ -84,6 +84,17 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
     return _broadcast_shapes(*(tuple(s) for s in shapes))
 
 
+def _check_real(data) -> None:
+    """Refuse what needle cannot store instead of letting numpy drop parts of it (complex
+    numbers lose their imaginary part in a cast to float, with only a warning)."""
+    kind = getattr(getattr(data, "dtype", None), "kind", None)
+    if kind is None and isinstance(data, (list, tuple, complex)):
+        kind = np.asarray(data).dtype.kind
+    if kind in ("c", "O", "U", "S", "M", "m", "V"):
+        found = getattr(data, "dtype", None) or np.asarray(data).dtype
+        raise TypeError(f"cannot store data of dtype {found}: needle stores float32, float64, int64 and bool")
+
+
 class NDArray:
     """A strided n-dimensional array of one storage dtype on a device."""
 
@@ -105,6 +116,7 @@ class NDArray:
             return
         device = default_device() if device is None else device
         check_enabled(device)
+        _check_real(other)
         data = np.asarray(other, dtype=storage_dtype(dtype), order="C")  # keeps 0-d shape ()
         array = NDArray.make(data.shape, device=device, dtype=data.dtype.name)
         if data.size:

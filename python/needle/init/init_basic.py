@@ -5,6 +5,11 @@ from ..backend_selection import array_api, cpu
 __all__ = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like", "ones_like", "arange"]
 
 
+def _dims(shape: tuple) -> tuple:
+    """The course's zeros(2, 3) and PyTorch's zeros((2, 3)) alike."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
 def _tensor(array, device, dtype, requires_grad):
     if not requires_grad:  # a factory's own array needs no second copy
         return autograd.Tensor.make_const(array_api.astype(array, dtype))
@@ -14,21 +19,21 @@ def _tensor(array, device, dtype, requires_grad):
 def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
     """Uniform in [low, high): one np.random.rand(*shape)."""
     device = cpu() if device is None else device
-    array = device.rand(*shape) * (high - low) + low
+    array = device.rand(*_dims(shape)) * (high - low) + low
     return _tensor(array, device, dtype, requires_grad)
 
 
 def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
     """Normal(mean, std**2): one np.random.randn(*shape)."""
     device = cpu() if device is None else device
-    array = device.randn(*shape) * std + mean
+    array = device.randn(*_dims(shape)) * std + mean
     return _tensor(array, device, dtype, requires_grad)
 
 
 def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
     """Every element equal to c."""
     device = cpu() if device is None else device
-    array = device.full(shape, c, dtype=dtype)
+    array = device.full(_dims(shape), c, dtype=dtype)
     return _tensor(array, device, dtype, requires_grad)
 
 
@@ -43,7 +48,7 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
 def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """Bernoulli(p) mask: one np.random.rand(*shape), True where u <= p (bool unless dtype says)."""
     device = cpu() if device is None else device
-    array = array_api.less_equal(device.rand(*shape), p)
+    array = array_api.less_equal(device.rand(*_dims(shape)), p)
     return _tensor(array, device, dtype, requires_grad)
 
 

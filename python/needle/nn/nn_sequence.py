@@ -179,8 +179,12 @@ class Embedding(Module):
         """x: ids (int64, or floats holding whole numbers), any shape -> x.shape + (embedding_dim,).
 
         A row gather on the device (the same numbers as one_hot(x) @ weight, the course's
-        formulation); its gradient scatter-adds. ValueError names an id outside [0, num_embeddings).
+        formulation); its gradient scatter-adds. ValueError names an id outside [0, num_embeddings);
+        TypeError for bool ids (a mask, not ids: PyTorch refuses them too).
         """
+        if x.dtype == "bool":
+            raise TypeError(f"Embedding({self.num_embeddings}, {self.embedding_dim}): ids must be int64 (or whole "
+                            "floats), got a bool tensor")
         if x.shape and 0 not in x.shape:
             low, high = ops.extremes(x)  # two numbers read back, not the ids
             if low < 0 or high >= self.num_embeddings:

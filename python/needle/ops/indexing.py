@@ -17,8 +17,12 @@ __all__ = ["IndexPlan", "GetItem", "ScatterItem", "getitem"]
 
 
 def _is_array_like(entry) -> bool:
-    return isinstance(entry, (Tensor, list, range)) or array_api.is_array(entry) or (
-        hasattr(entry, "shape") and hasattr(entry, "dtype") and python_scalar(entry) is None)
+    """Tensors, arrays (of any library) with at least one axis, lists and ranges; a 0-d array
+    is a scalar index."""
+    if isinstance(entry, (Tensor, list, range)) or array_api.is_array(entry):
+        return True
+    shape = getattr(entry, "shape", None)
+    return shape is not None and hasattr(entry, "dtype") and (len(shape) > 0 or python_scalar(entry) is None)
 
 
 class IndexPlan:
@@ -39,7 +43,10 @@ class IndexPlan:
             if entry is None or entry is Ellipsis or isinstance(entry, slice):
                 converted.append(entry)
             elif _is_array_like(entry) and not isinstance(entry, bool):
-                converted.extend(("array", arr) for arr in array_api.as_index(entry, device))
+                # a bool mask indexes as many axes as it has, and must match their sizes
+                mask = array_api.index_mask_shape(entry)
+                arrays = array_api.as_index(entry, device)
+                converted.extend(("array", arr, mask if k == 0 else None) for k, arr in enumerate(arrays))
             elif python_scalar(entry) is not None and not isinstance(python_scalar(entry), float):
                 converted.append(int(python_scalar(entry)))
             else:
@@ -76,7 +83,12 @@ class IndexPlan:
                 length = 1
             else:  # an index array, or (like numpy) an int next to index arrays, as a 0-d one
                 if isinstance(entry, int):
-                    entry = ("array", array_api.as_index(entry, device)[0])
+                    entry = ("array", array_api.as_index(entry, device)[0], None)
+                mask = entry[2]
+                if mask is not None and tuple(shape[dim:dim + len(mask)]) != tuple(mask):
+                    axes = f"axis {dim}" if len(mask) == 1 else f"axes {dim}..{dim + len(mask) - 1}"
+                    raise IndexError(f"boolean index of shape {tuple(mask)} does not match {axes} of a tensor "
+                                     f"of shape {self.input_shape}")
                 wrapped = array_api.wrap_index(entry[1], size, dim)
                 sl = slice(0, size, 1)
                 length = size

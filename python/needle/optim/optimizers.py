@@ -150,14 +150,26 @@ class SGD(Optimizer):
                 p.copy_(p.data - u * self._lr)
 
 
+def _betas(who: str, betas) -> tuple:
+    """PyTorch's betas=(beta1, beta2), checked to be a pair."""
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}") from None
+    return beta1, beta2
+
+
 class Adam(Optimizer):
     """Adam with bias correction and L2-style weight decay (added to the gradient), the course's:
-    m = b1 m + (1 - b1) d, v = b2 v + (1 - b2) d^2, theta -= lr m_hat / (sqrt(v_hat) + eps)."""
+    m = b1 m + (1 - b1) d, v = b2 v + (1 - b2) d^2, theta -= lr m_hat / (sqrt(v_hat) + eps).
+    `betas=(b1, b2)` is PyTorch's spelling of beta1/beta2 (the course's defaults stay: lr 0.01)."""
 
     _per_param_state = ("m", "v")
     _scalar_state = ("t",)
 
-    def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *, betas=None):
+        if betas is not None:
+            beta1, beta2 = _betas(type(self).__name__, betas)
         super().__init__(params)
         who = type(self).__name__
         for name, value in (("beta1", beta1), ("beta2", beta2)):
@@ -207,7 +219,7 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *, betas=None):
         if betas is not None:
-            beta1, beta2 = betas
+            beta1, beta2 = _betas("AdamW", betas)
         super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0)
         _check_range("AdamW", "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
         self.decoupled_weight_decay = weight_decay
