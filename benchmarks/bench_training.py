@@ -262,6 +262,14 @@ def sizes_of(workload: Workload, tiny: bool) -> dict:
     return {**workload.sizes, **(workload.tiny if tiny else {})}
 
 
+def describe(workload: Workload, tiny: bool) -> str:
+    """The workload's description; under --tiny, followed by the sizes that replace its own
+    (the description gives the full sizes, which a tiny run does not train)."""
+    if not tiny:
+        return workload.description
+    return f"{workload.description} (--tiny sizes: {', '.join(f'{k} {v}' for k, v in workload.tiny.items())})"
+
+
 # --- single ops (--micro) -------------------------------------------------------------------
 # Each op: its inputs (float ones get gradients), a needle function and a torch function of
 # them (a module's parameters get gradients too). Both sides time the same thing: the op, a
@@ -607,10 +615,10 @@ def _ratio(a, b):
     return None if a is None or b is None else a / b
 
 
-def workload_rows(results) -> List[dict]:
+def workload_rows(results, tiny: bool = False) -> List[dict]:
     rows = []
     for name, by_variant in results.items():
-        row = dict(workload=name, description=WORKLOADS[name].description, ms={}, rounds_ms={}, memory_mb={},
+        row = dict(workload=name, description=describe(WORKLOADS[name], tiny), ms={}, rounds_ms={}, memory_mb={},
                    params={})
         for variant, runs in by_variant.items():
             if not runs:
@@ -748,7 +756,7 @@ def main(argv=None) -> int:
         print_micro(rows, frameworks, args)
         output = dict(micro=rows)
     else:
-        rows = workload_rows(results)
+        rows = workload_rows(results, args.tiny)
         print_workloads(rows, frameworks, args)
         output = dict(workloads=rows)
     if args.json:

@@ -22,6 +22,7 @@ import numpy as np
 
 import needle as ndl
 from needle import nn
+from needle.utils.cli import ArgumentParser, check_float, check_int, check_out_dir, check_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = 64
@@ -89,7 +90,7 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=_Defaults)
     parser.add_argument("--data", default=None, help="folder with t10k-images-idx3-ubyte.gz "
                                                      "[default: $NEEDLE_DATA/mnist, else the shipped sample]")
@@ -100,8 +101,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of shuffles, noise and weights")
     parser.add_argument("--out", default="runs/gan_mnist", help="folder for the grid of samples")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch < 2 or args.hidden < 1 or args.lr <= 0:
-        parser.error("--epochs and --hidden must be >= 1, --batch >= 2, --lr > 0")
+    check_int(parser, "--epochs", args.epochs)
+    check_int(parser, "--batch", args.batch, minimum=2)
+    check_int(parser, "--hidden", args.hidden)
+    check_float(parser, "--lr", args.lr)
+    check_seed(parser, "--seed", args.seed)
     data = args.data or default_data()
     images = os.path.join(data, "t10k-images-idx3-ubyte.gz")
     if not os.path.exists(images):
@@ -111,6 +115,9 @@ def main(argv=None) -> int:
     rng = np.random.RandomState(args.seed)
     generator, step_d, step_g = build(args.hidden, args.lr)
     batches = len(X) // args.batch
+    if batches == 0:
+        parser.error(f"--batch must be at most the {len(X)} images in {data}, got {args.batch}")
+    check_out_dir(parser, "--out", args.out)  # before training, not after it
     print(f"{len(X)} images from {data}, {batches} batches of {args.batch} per epoch", flush=True)
     for epoch in range(args.epochs):
         order = rng.permutation(len(X))

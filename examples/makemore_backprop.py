@@ -36,6 +36,7 @@ import numpy as np
 
 import needle as ndl
 from needle.manual import cmp, compare_table, default_tolerances
+from needle.utils.cli import ArgumentParser, check_int
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_NAMES = ROOT / "tests" / "data" / "names" / "names.txt"   # every 8th name of the full file
@@ -494,7 +495,7 @@ def exercise4(args, splits, itos, vocab_size) -> tuple:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     names, where = default_names()
     p.add_argument("--names", type=Path, default=names, help=f"names.txt, one name per line ({where})")
@@ -512,12 +513,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--print-every", type=int, default=10_000, help="exercise 4: print the loss every this many steps")
     p.add_argument("--quiet", action="store_true", help="no comparison tables or progress lines")
     args = p.parse_args(argv)
-    if args.steps < 0 or args.batch_size < 2 or args.samples < 0 or args.print_every < 1:
-        p.error("--steps must be >= 0, --batch-size >= 2 (BatchNorm divides by n-1), --print-every >= 1")
-    if args.hidden is not None and args.hidden < 1:
-        p.error("--hidden must be positive")
+    check_int(p, "--steps", args.steps, minimum=0)
+    check_int(p, "--batch-size", args.batch_size, minimum=2, why=" (BatchNorm divides by n-1)")
+    check_int(p, "--samples", args.samples, minimum=0)
+    check_int(p, "--print-every", args.print_every)
+    if args.hidden is not None:
+        check_int(p, "--hidden", args.hidden)
+    check_int(p, "--seed", args.seed, minimum=0)  # numpy's default_rng; --data-seed seeds random.Random: any int
     if not args.names.is_file():
-        p.error(f"names file {args.names} not found; pass --names PATH")
+        p.error(f"--names {args.names}: no such file")
     return args
 
 

@@ -19,10 +19,11 @@ import numpy as np
 
 import needle as ndl
 from needle.manual import ManualLinear, compare_table
+from needle.utils.cli import ArgumentParser, check_float, check_int, check_seed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--B", type=int, default=4, help="batch size")
     p.add_argument("--H", type=int, default=8, help="sequence length")
@@ -36,8 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = p.parse_args(argv)
     for name in ("B", "H", "D", "E"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name} must be positive")
+        check_int(p, f"--{name}", getattr(args, name))
+    check_seed(p, "--seed", args.seed)
+    check_float(p, "--atol", args.atol, positive=False, allow_none=True)
+    check_float(p, "--rtol", args.rtol, positive=False, allow_none=True)
     return args
 
 

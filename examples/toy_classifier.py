@@ -26,11 +26,12 @@ from needle.data import DataLoader, NDArrayDataset
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.models import MLP
 from needle.train import classification_epoch
+from needle.utils.cli import ArgumentParser, check_float, check_int, check_out_dir, check_seed
 from needle.viz import graph, model_predictor, plot_decision_boundary, render_graph
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(TOY_DATASETS), default="spiral", help="toy dataset")
     parser.add_argument("--classes", type=int, default=2, help="number of spiral arms (spiral only)")
@@ -48,11 +49,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     args = parser.parse_args(argv)
     try:
-        args.hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
     except ValueError:
         parser.error(f"--hidden must be comma-separated integers, got {args.hidden!r}")
-    if args.epochs < 1 or args.n < 4 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be positive and --n at least 4")
+    if any(h < 1 for h in hidden):
+        parser.error(f"--hidden widths must all be >= 1, got {args.hidden!r}")
+    args.hidden = hidden
+    check_int(parser, "--classes", args.classes, minimum=2)
+    check_int(parser, "--n", args.n, minimum=4)
+    check_int(parser, "--epochs", args.epochs)
+    check_int(parser, "--batch-size", args.batch_size)
+    check_float(parser, "--lr", args.lr)
+    check_seed(parser, "--seed", args.seed)
+    check_out_dir(parser, "--out", args.out)  # before training, not after it
     return args
 
 

@@ -48,6 +48,10 @@ def test_tiny_run_times_every_workload_in_every_variant(tmp_path):
     for row in result["workloads"]:
         name = row["workload"]
         assert row["workload"] in proc.stdout and row["description"] in proc.stdout
+        # the full-size description says which sizes --tiny replaced (they are what ran)
+        tiny = _load_benchmark().WORKLOADS[name].tiny
+        assert row["description"].endswith(
+            "(--tiny sizes: " + ", ".join(f"{k} {v}" for k, v in tiny.items()) + ")"), row["description"]
         assert sorted(row["ms"]) == sorted(VARIANTS), name
         for variant in VARIANTS:
             _positive(row["ms"][variant], f"{name} {variant} ms")
@@ -78,6 +82,18 @@ def _load_benchmark():
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def test_tiny_description_lists_the_tiny_sizes():
+    """--tiny runs other sizes than the description's: the line says which (no torch needed)."""
+    bench = _load_benchmark()
+    mlp = bench.WORKLOADS["mlp"]
+    assert bench.describe(mlp, tiny=False) == mlp.description
+    assert bench.describe(mlp, tiny=True) == mlp.description + " (--tiny sizes: features 32, hidden 16, batch 8)"
+    runs = {"mlp": {"needle_eager": [dict(ms=1.0, peak_mb=1.0, growth_mb=0.0, peak_includes_warmup=False,
+                                          params=10)]}}
+    assert bench.workload_rows(runs, tiny=True)[0]["description"].endswith("batch 8)")
+    assert bench.workload_rows(runs)[0]["description"] == mlp.description
 
 
 @pytest.mark.parametrize("name", WORKLOADS)

@@ -440,3 +440,11 @@ def test_a_group_never_reads_a_buffer_it_stores_into_through_another_view():
     fused, shift = run(True)
     np.testing.assert_array_equal(fused, eager)
     assert "fused" in [c.kind for c in shift.programs[0].calls]  # the rest of the chain still fuses
+
+
+@pytest.mark.parametrize("value", [5, "step", [lambda: 0]], ids=["int", "str", "list"])
+def test_compile_refuses_a_non_callable_at_decoration_time(value):
+    with pytest.raises(TypeError, match=f"ndl.compile expects a function to compile, got {type(value).__name__}"):
+        ndl.compile(value)
+    with pytest.raises(TypeError, match=type(value).__name__):
+        ndl.compile(fuse=False)(value)

@@ -369,3 +369,14 @@ def test_cli_export_errors_are_one_line(toy_checkpoint, tmp_path, kind, message)
 def test_cli_export_out_is_a_folder(toy_checkpoint, tmp_path):
     rc, _, err = quiet_main("export", toy_checkpoint, "--out", tmp_path)
     assert rc == 2 and err.startswith("needle: error: --out") and "is a folder" in err
+
+
+def test_export_to_an_unwritable_place_names_the_target(tmp_path):
+    regular = tmp_path / "file"
+    regular.write_text("not a folder")
+    path = str(regular / "m.onnx")
+    model, make, axis = mlp()
+    with pytest.raises(NotADirectoryError) as err:
+        needle.onnx.export(model, (make(3),), path, batch_axes=axis)
+    assert path in str(err.value) and "Not a directory" in str(err.value)
+    assert ".tmp-" not in str(err.value)

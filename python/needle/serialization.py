@@ -44,9 +44,14 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
     Temporary files of earlier writes to `path` that never finished (a killed process
     leaves its `.tmp-*` file behind) are removed after this one succeeds.
+    An OSError (of the same class: PermissionError, NotADirectoryError, ...) names `path`
+    and the reason, not the temporary file.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=os.path.basename(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=os.path.basename(path))
+    except OSError as err:
+        raise _naming(err, path) from err
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
@@ -56,11 +61,21 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
         raise
     _remove_stale_temporaries(directory, os.path.basename(path))
+
+
+def _naming(err: OSError, path) -> OSError:
+    """`err` again (same class and errno), its message naming the target `path`, not a temporary."""
+    reason = err.strerror or str(err)
+    if err.errno is None:
+        return type(err)(f"cannot write {path}: {reason}")
+    return type(err)(err.errno, f"cannot write {path}: {reason}")
 
 
 def _remove_stale_temporaries(directory: str, name: str) -> None:

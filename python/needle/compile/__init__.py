@@ -81,6 +81,8 @@ class CompiledFunction:
     """A function with its traces, one per signature (see `needle.compile`)."""
 
     def __init__(self, fn: Callable, *, fuse: bool = True):
+        if not callable(fn):  # refused here, not at the first call deep inside the tracer
+            raise TypeError(f"ndl.compile expects a function to compile, got {type(fn).__name__} {fn!r:.60}")
         self.fn = fn
         self.fuse = fuse
         self._traces: Dict[tuple, _Trace] = {}
