@@ -185,6 +185,82 @@ def test_help_has_a_line_for_every_flag_and_shows_each_default_once():
         assert f"{model} {d['lr']}" in entries["--lr"]
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["--checkpoint", ""], "--checkpoint"),
+    (["--summary", ""], "--summary"),
+    (["--plot", ""], "--plot"),
+    (["mlp", "--data", ""], "--data"),
+    (["lm", "--text", ""], "--text"),
+], ids=["checkpoint", "summary", "plot", "data", "text"])
+def test_empty_path_is_refused_naming_the_flag(capsys, no_build, argv, flag):
+    rc, out, err = run(capsys, *argv, "--no-progress")
+    assert rc == 2 and out == ""
+    line = one_error_line(err)
+    assert flag in line and "empty" in line
+
+
+def _valid_values(tmp_path):
+    """A value each recipe-specific flag accepts (so only the recipe check can refuse it)."""
+    text = tmp_path / "t.txt"
+    text.write_text("abc " * 100)
+    return {"--dataset": "xor", "--samples": "40", "--classes": "2", "--hidden": "8", "--blocks": "2",
+            "--dropout": "0.2", "--data": str(tmp_path), "--text": str(text), "--level": "word", "--model": "rnn",
+            "--embedding": "8", "--layers": "2", "--seq-len": "8", "--clip": "1", "--sample": "0", "--limit": "10"}
+
+
+def test_every_recipe_specific_flag_is_refused_by_a_recipe_that_does_not_read_it(capsys, tmp_path, no_build):
+    values = _valid_values(tmp_path)
+    specific = frozenset().union(*(r.flags for r in recipes.RECIPES.values()))
+    assert set(values) == specific  # a new recipe-specific flag needs a value here
+    checked = 0
+    for flag in sorted(specific):
+        readers = [r.name for r in recipes.RECIPES.values() if flag in r.flags]
+        for name, recipe in recipes.RECIPES.items():
+            if flag in recipe.flags:
+                continue
+            rc, out, err = run(capsys, name, flag, values[flag], "--no-progress")
+            assert rc == 2 and out == "", (name, flag, err)
+            line = one_error_line(err)
+            assert f"{flag} is only read by the {', '.join(readers)} recipe(s), not by {name}" in line, line
+            checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["toy", "--model", "lstm"], "--model"),  # the default value, but given: still refused
+    (["lm", "--dataset", "xor"], "--dataset"),
+    (["toy", "--limit", "100"], "--limit"),
+    (["cnn", "--hidden", "32"], "--hidden"),
+    (["resnet9", "--blocks", "2"], "--blocks"),
+])
+def test_flag_of_another_recipe_is_refused_as_given_on_the_command_line(capsys, no_build, argv, flag):
+    rc, _, err = run(capsys, *argv)
+    line = one_error_line(err)
+    assert rc == 2 and line.startswith(f"needle: error: {flag} is only read by") and argv[0] in line
+
+
+def test_defaults_of_other_recipes_flags_are_not_refused(capsys):
+    """Only flags the user passed are checked: the toy recipe runs with lm's --model default in args."""
+    rc, _, err = run(capsys, "toy", "--epochs", 1, "--samples", 40, "--hidden", 8, "--no-progress")
+    assert rc == 0, err
+
+
+def test_lm_text_that_is_not_utf8_names_the_flag_and_the_file(capsys, tmp_path):
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"some text\n" * 50 + bytes([0xEF, 0xFF, 0x00, 0xC3]) * 10)
+    rc, out, err = run(capsys, "lm", "--text", binary, "--no-progress")
+    assert rc == 2 and out == ""
+    line = one_error_line(err)
+    assert f"--text {binary}" in line and "not UTF-8 text" in line
+
+
+def test_lm_limit_too_small_names_limit_and_batch_size(capsys):
+    rc, out, err = run(capsys, "lm", "--limit", 10, "--no-progress")
+    assert rc == 2 and out == ""
+    line = one_error_line(err)
+    assert "--limit 10" in line and "--batch-size 32" in line
+
+
 # ============================================================================ outputs checked first
 
 def test_plot_without_matplotlib_is_refused_before_training(capsys, tmp_path, monkeypatch, no_build):
@@ -220,6 +296,75 @@ def test_output_folder_is_created(capsys, tmp_path, flag):
     rc, _, err = run(capsys, "--epochs", 1, "--samples", 40, "--no-progress", flag, target)
     assert rc == 0, err
     assert target.exists()
+
+
+UNWRITABLE = [p for p in ("/proc", "/sys") if os.path.isdir(p)]
+
+
+@pytest.mark.skipif(not UNWRITABLE, reason="no /proc or /sys here")
+@pytest.mark.parametrize("flag, name", [("--summary", "s.json"), ("--plot", "c.png"), ("--checkpoint", None)])
+@pytest.mark.parametrize("folder", UNWRITABLE)
+def test_output_folder_where_no_file_can_be_made_is_refused_before_training(capsys, no_build, flag, name, folder):
+    """os.access says yes to root anywhere and to anyone for /proc and /sys: a file is really made there."""
+    target = folder if name is None else os.path.join(folder, name)
+    rc, out, err = run(capsys, flag, target, "--no-progress")
+    assert rc == 2 and out == ""
+    line = one_error_line(err)
+    assert f"{flag} {target}" in line and "cannot write" in line
+    assert ".needle-probe" not in line
+
+
+def test_the_writability_probe_leaves_nothing_behind(capsys, tmp_path):
+    rc, _, err = run(capsys, "--epochs", 1, "--samples", 40, "--no-progress", "--summary", tmp_path / "s.json",
+                     "--checkpoint", tmp_path / "ck")
+    assert rc == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["ck", "s.json"]
+    assert os.listdir(tmp_path / "ck") == ["last.safetensors"]
+
+
+def test_summary_that_cannot_be_written_after_training_names_the_flag_and_the_file(capsys, tmp_path, monkeypatch):
+    """The folder goes away during training: the summary is still printed, the line names --summary and the file."""
+    import shutil
+
+    folder = tmp_path / "out"
+    target = folder / "s.json"
+    real = recipes.RECIPES["toy"]
+
+    def build_then_remove(args):
+        task = real.build(args)
+        shutil.rmtree(folder)
+        return task
+
+    monkeypatch.setitem(recipes.RECIPES, "toy", dataclasses.replace(real, build=build_then_remove))
+    rc, out, err = run(capsys, "--epochs", 1, "--samples", 40, "--no-progress", "--summary", target)
+    assert rc == 1
+    line = one_error_line(err)
+    assert f"--summary {target}" in line and ".tmp-" not in line
+    assert json.loads(out.strip().splitlines()[-1])["epochs"] == 1
+
+
+def test_checkpoint_that_cannot_be_written_during_training_names_the_flag_and_the_file(capsys, tmp_path,
+                                                                                       monkeypatch):
+    from needle.train import loop
+
+    def full_disk(path, *args, **kwargs):
+        raise serialization.WriteError(28, "No space left on device", path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", full_disk)
+    ckpt = tmp_path / "ck"
+    rc, out, err = run(capsys, "--epochs", 2, "--samples", 40, "--no-progress", "--checkpoint", ckpt)
+    assert rc == 1
+    line = one_error_line(err)
+    assert f"--checkpoint {ckpt}" in line and str(ckpt / "last.safetensors") in line and "No space left" in line
+    assert "epoch 1" in line
+    assert json.loads(out.strip().splitlines()[-1])["epochs"] == 1
+
+
+def test_atomic_write_failure_names_the_target_not_the_temporary(tmp_path):
+    target = tmp_path / "gone" / "x.bin"
+    with pytest.raises(serialization.WriteError) as caught:
+        serialization.atomic_write_bytes(str(target), b"x")
+    assert caught.value.filename == str(target) and isinstance(caught.value, OSError)
 
 
 def test_checkpoint_that_is_a_regular_file_is_refused(capsys, tmp_path, no_build):
@@ -260,6 +405,27 @@ def test_resume_without_a_checkpoint_file_is_refused_before_loading(capsys, tmp_
     rc, _, err = run(capsys, "mlp", "--data", tmp_path, "--checkpoint", tmp_path / "empty", "--resume")
     line = one_error_line(err)
     assert rc == 2 and "--resume" in line and str(tmp_path / "empty") in line
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_has_is_refused(capsys, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    rc, _, err = run(capsys, "--epochs", 3, "--samples", 40, "--no-progress", "--checkpoint", ckpt)
+    assert rc == 0, err
+    before = (ckpt / "last.safetensors").read_bytes()
+    rc, out, err = run(capsys, "--epochs", 2, "--samples", 40, "--no-progress", "--checkpoint", ckpt, "--resume")
+    assert rc == 2 and out == ""
+    line = one_error_line(err)
+    assert "--epochs 2" in line and "already has 3 epochs" in line and str(ckpt) in line
+    assert (ckpt / "last.safetensors").read_bytes() == before
+
+
+def test_resume_of_a_finished_run_says_there_is_nothing_left_to_train(capsys, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    rc, _, err = run(capsys, "--epochs", 1, "--samples", 40, "--no-progress", "--checkpoint", ckpt)
+    assert rc == 0, err
+    rc, out, err = run(capsys, "--epochs", 1, "--samples", 40, "--no-progress", "--checkpoint", ckpt, "--resume")
+    assert rc == 0, err
+    assert "nothing left to train: the checkpoint already has 1 epochs and --epochs is 1" in out
 
 
 # ============================================================================ finished work is kept

@@ -376,7 +376,37 @@ def test_export_to_an_unwritable_place_names_the_target(tmp_path):
     regular.write_text("not a folder")
     path = str(regular / "m.onnx")
     model, make, axis = mlp()
-    with pytest.raises(NotADirectoryError) as err:
+    with pytest.raises(OSError) as err:  # serialization.WriteError, errno ENOTDIR
         needle.onnx.export(model, (make(3),), path, batch_axes=axis)
     assert path in str(err.value) and "Not a directory" in str(err.value)
     assert ".tmp-" not in str(err.value)
+
+
+def test_cli_export_empty_out_is_refused(toy_checkpoint):
+    rc, out, err = quiet_main("export", toy_checkpoint, "--out", "")
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("needle: error: argument --out") and "empty" in err, err
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="no /proc here")
+def test_cli_export_out_where_no_file_can_be_made_is_refused_before_work(toy_checkpoint, monkeypatch):
+    import needle.onnx.checkpoint
+
+    monkeypatch.setattr(needle.onnx.checkpoint, "export_checkpoint",
+                        lambda *a, **k: pytest.fail("exported although --out cannot be written"))
+    rc, _, err = quiet_main("export", toy_checkpoint, "--out", "/proc/model.onnx")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("needle: error: --out /proc/model.onnx"), err
+
+
+def test_cli_export_write_failure_names_out_not_the_temporary(toy_checkpoint, tmp_path, monkeypatch):
+    import needle.onnx.exporter
+    from needle import serialization
+
+    def full_disk(path, data):
+        raise serialization.WriteError(28, "No space left on device", path)
+
+    monkeypatch.setattr(needle.onnx.exporter, "atomic_write_bytes", full_disk)
+    out = tmp_path / "m.onnx"
+    rc, _, err = quiet_main("export", toy_checkpoint, "--out", out)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"needle: error: --out {out}") and "No space left" in err and ".tmp-" not in err

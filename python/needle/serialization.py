@@ -18,6 +18,11 @@ CHECKSUM_KEY = "needle_sha256"
 _TMP_PREFIX = ".tmp-"
 
 
+class WriteError(OSError):
+    """atomic_write_bytes could not write `path`: the OSError's filename is the target the
+    caller asked for, never the temporary file beside it, so a message can name it."""
+
+
 def tensor_digest(arrays: Mapping[str, np.ndarray]) -> str:
     """sha256 (hex) of named arrays: names, dtypes, shapes and bytes, in sorted name order.
 
@@ -43,15 +48,14 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
 
     Temporary files of earlier writes to `path` that never finished (a killed process
-    leaves its `.tmp-*` file behind) are removed after this one succeeds.
-    An OSError (of the same class: PermissionError, NotADirectoryError, ...) names `path`
-    and the reason, not the temporary file.
+    leaves its `.tmp-*` file behind) are removed after this one succeeds. Raises WriteError
+    (an OSError whose filename is `path`) when the file cannot be written.
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=os.path.basename(path))
     except OSError as err:
-        raise _naming(err, path) from err
+        raise WriteError(err.errno, err.strerror, path) from err
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
@@ -65,17 +69,9 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise _naming(err, path) from err
+            raise WriteError(err.errno, err.strerror, path) from err
         raise
     _remove_stale_temporaries(directory, os.path.basename(path))
-
-
-def _naming(err: OSError, path) -> OSError:
-    """`err` again (same class and errno), its message naming the target `path`, not a temporary."""
-    reason = err.strerror or str(err)
-    if err.errno is None:
-        return type(err)(f"cannot write {path}: {reason}")
-    return type(err)(err.errno, f"cannot write {path}: {reason}")
 
 
 def _remove_stale_temporaries(directory: str, name: str) -> None:

@@ -5,8 +5,10 @@ ends the run with a single line `needle: error: ...` naming the flag and the val
 exit status 2. Whatever could fail after training (the plot, the summary file, the
 checkpoint folder) is checked before it starts too, so finished work is never lost.
 
-Exit status: 0 done; 1 training stopped on a non-finite loss, or the plot failed
-(the summary is printed and written all the same); 2 bad arguments or data;
+Exit status: 0 done; 1 training stopped on a non-finite loss or a failed checkpoint
+write, or the plot or the summary file could not be written after training (the
+summary is printed all the same; each such line names the flag and the file);
+2 bad arguments or data;
 130 interrupted (Ctrl-C), the last checkpoint intact.
 
 `--distributed` (under `mpiexec -n N`, see needle.distributed): every rank checks
@@ -29,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .recipes import RECIPES
-from .loop import NonFiniteLoss, TrainingInterrupted, check_resume, checkpoint_path
+from .loop import CheckpointWriteFailed, NonFiniteLoss, TrainingInterrupted, check_resume, checkpoint_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -99,6 +101,28 @@ def _float_in(low: float, high: float = math.inf, *, low_open: bool = False, hig
     return parse
 
 
+def _path(text: str) -> str:
+    """A file or folder name: anything but the empty string (which names no file)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string ''")
+    return text
+
+
+_path.__name__ = "path"
+
+
+class _Given(argparse.Action):
+    """The plain store action, noting in `args.given` which options were passed: a flag's
+    value alone cannot tell a typed default from the same value left out."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        if option_string is not None:
+            given = set(getattr(namespace, "given", ()))
+            given.add(max(self.option_strings, key=len))  # the long name, however it was spelled
+            namespace.given = given
+
+
 _POSITIVE_INT = _int_at_least(1)
 _POSITIVE_FLOAT = _float_in(0.0, low_open=True)
 _SEED = _int_at_least(0)
@@ -128,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipes = "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values())
     train = sub.add_parser("train", help="train a model (default: an MLP on a generated spiral)",
                            formatter_class=_HelpFormatter, description="Train a model; exit status 0 done, "
-                           "1 stopped on a non-finite loss or a failed plot, 2 bad arguments, 130 interrupted.")
+                           "1 stopped on a non-finite loss or a failed write after training, 2 bad arguments, "
+                           "130 interrupted.")
+    train.register("action", None, _Given)  # every plain option notes itself in args.given
+    train.set_defaults(given=frozenset())
     train.add_argument("recipe", nargs="?", default="toy", choices=list(RECIPES),
                        help=f"what to train (default: toy). {recipes}")
     train.add_argument("--epochs", type=_POSITIVE_INT, help=_per_recipe("epochs"))
@@ -142,18 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="L2 penalty added to the gradient, >= 0")
     train.add_argument("--seed", type=_SEED, default=0, help="seeds numpy's RNG: same seed, same numbers")
     train.add_argument("--device", choices=_device_names(), default="cpu", help="where the model computes")
-    train.add_argument("--checkpoint", metavar="DIR",
+    train.add_argument("--checkpoint", metavar="DIR", type=_path,
                        help="save model, optimizer and RNG state to DIR/last.safetensors after each epoch")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint DIR")
     train.add_argument("--overwrite", action="store_true",
                        help="start again from scratch even if --checkpoint DIR holds a checkpoint")
-    train.add_argument("--summary", metavar="PATH", help="also write the JSON summary, with the history, here")
-    train.add_argument("--plot", metavar="PNG", help="write loss/accuracy curves here (needs matplotlib)")
+    train.add_argument("--summary", metavar="PATH", type=_path,
+                       help="also write the JSON summary, with the history, here")
+    train.add_argument("--plot", metavar="PNG", type=_path, help="write loss/accuracy curves here (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--no-compile", action="store_true",
                        help="run every step eagerly instead of replaying it through ndl.compile")
     train.add_argument("--limit", type=_POSITIVE_INT,
-                       help="use only the first N training and test samples (characters for lm)")
+                       help="use only the first N training and test samples (characters for lm; not read by toy)")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel training over the ranks of an MPI job: run as `mpiexec -n N python -m "
                             "needle train ... --distributed` (needs pip install -e \".[distributed]\"); "
@@ -169,10 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--blocks", type=_POSITIVE_INT, default=3, help="MLPResNet residual blocks")
     model.add_argument("--dropout", type=_float_in(0.0, 1.0), default=0.1, help="MLPResNet dropout, in [0, 1)")
     data_recipes = ", ".join(r.name for r in RECIPES.values() if r.data_flag == "--data")
-    model.add_argument("--data", metavar="DIR", help=f"MNIST-format or cifar-10-batches-py folder for {data_recipes} "
-                                                     f"(default: {RECIPES['mlp'].default_data})")
+    model.add_argument("--data", metavar="DIR", type=_path,
+                       help=f"MNIST-format or cifar-10-batches-py folder for {data_recipes} "
+                            f"(default: {RECIPES['mlp'].default_data})")
     lm = train.add_argument_group("lm")
-    lm.add_argument("--text", metavar="PATH",
+    lm.add_argument("--text", metavar="PATH", type=_path,
                     help="text file (default: the first 2,000 lines of tiny shakespeare, shipped with needle)")
     lm.add_argument("--level", choices=["char", "word"], default="char", help="tokens are characters or words")
     lm.add_argument("--model", choices=list(RECIPES["lm"].model_defaults), default="lstm",
@@ -187,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Rebuild the model of a `needle train` checkpoint and write it as an ONNX "
                             "model (opset 17, dynamic batch); needs onnx: pip install -e \".[onnx]\". "
                             "Exit status 0 done, 2 bad arguments or checkpoint.")
-    export.add_argument("checkpoint", metavar="CHECKPOINT",
+    export.add_argument("checkpoint", metavar="CHECKPOINT", type=_path,
                         help="a checkpoint file, or the --checkpoint DIR of a run")
-    export.add_argument("--out", metavar="PATH", required=True, help="the .onnx file to write")
+    export.add_argument("--out", metavar="PATH", type=_path, required=True, help="the .onnx file to write")
     return parser
 
 
@@ -207,14 +236,21 @@ def resolve_defaults(args: argparse.Namespace) -> None:
             setattr(args, dest, recipe.default_data)
 
 
+def _check_recipe_flags(args: argparse.Namespace) -> None:
+    """A recipe-specific flag (see Recipe.flags) passed to a recipe that does not read it is refused:
+    silently training without it would be a run other than the one asked for."""
+    recipe = RECIPES[args.recipe]
+    specific = frozenset().union(*(r.flags for r in RECIPES.values()))
+    for flag in sorted((set(getattr(args, "given", ())) & specific) - recipe.flags):
+        users = ", ".join(r.name for r in RECIPES.values() if flag in r.flags)
+        raise UsageError(f"{flag} is only read by the {users} recipe(s), not by {args.recipe}")
+
+
 def _check_data(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
     for flag in ("--data", "--text"):
         given = getattr(args, flag.lstrip("-"))
         if flag != recipe.data_flag:
-            if given is not None:
-                users = ", ".join(r.name for r in RECIPES.values() if r.data_flag == flag)
-                raise UsageError(f"{flag} is only read by the {users} recipe(s), not by {args.recipe}")
             continue
         if not os.path.exists(given):
             if given == recipe.default_data:
@@ -228,8 +264,24 @@ def _check_data(args: argparse.Namespace) -> None:
             raise UsageError(f"--data {given}: not a folder")
 
 
+def _check_writable(flag: str, value: str, folder: str) -> None:
+    """Prove that a file can be created in `folder` by creating (and removing) one: os.access
+    says yes to root everywhere, and to anyone for /sys and /proc, where no file can be made."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".needle-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        where = "the folder" if os.path.abspath(value) == os.path.abspath(folder) else f"its folder {folder}"
+        raise UsageError(f"{flag} {value}: cannot write a file in {where}: {err.strerror}") from None
+
+
 def _check_output_file(flag: str, path: str) -> None:
-    """The folder of `path` exists (or is made now) and is writable; `path` is not a folder."""
+    """The folder of `path` exists (or is made now) and a file can be written there; `path` is not a folder."""
+    if not path:  # the parser refuses it; a caller building its own namespace may not
+        raise UsageError(f"{flag}: expected a path, got an empty string ''")
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a folder; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
@@ -237,8 +289,7 @@ def _check_output_file(flag: str, path: str) -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:
         raise UsageError(f"{flag} {path}: cannot create its folder {folder}: {err.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: the folder {folder} is not writable")
+    _check_writable(flag, path, folder)
 
 
 def _check_checkpoint(args: argparse.Namespace, config: Dict[str, Any]) -> None:
@@ -257,7 +308,12 @@ def _check_checkpoint(args: argparse.Namespace, config: Dict[str, Any]) -> None:
     if args.resume:
         if not os.path.exists(path):
             raise UsageError(f"--resume: there is no checkpoint in {folder} (no {path})")
-        check_resume(path, config)  # ValueError (settings, corruption) is reported like a usage error
+        done = check_resume(path, config)["epoch"]  # ValueError (settings, corruption): like a usage error
+        if args.epochs < done:
+            # --epochs counts every epoch, the resumed ones included: a checkpoint cannot go back
+            raise UsageError(f"--epochs {args.epochs}: the checkpoint in {folder} already has {done} epochs, "
+                             f"more than --epochs asks for in all; pass --epochs {done + 1} or more to train on")
+        _check_writable("--checkpoint", folder, folder)  # it is rewritten after every epoch
         return
     if os.path.exists(path) and not args.overwrite:
         raise UsageError(f"--checkpoint {folder} already holds a checkpoint ({path}): pass --resume to continue "
@@ -266,8 +322,7 @@ def _check_checkpoint(args: argparse.Namespace, config: Dict[str, Any]) -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--checkpoint {folder}: cannot create it: {err.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--checkpoint {folder}: the folder is not writable")
+    _check_writable("--checkpoint", folder, folder)
 
 
 def check_distributed(args: argparse.Namespace) -> None:
@@ -299,14 +354,15 @@ def validate(args: argparse.Namespace, world_size: Optional[int] = None, writer:
     device = get_device(args.device)
     if not device.enabled():
         raise UsageError(f"--device {args.device}: this device is not available on this machine")
+    _check_recipe_flags(args)
     _check_data(args)
-    if args.plot and writer:
+    if args.plot is not None and writer:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError(f"--plot {args.plot}: drawing needs matplotlib: pip install -e \".[plot]\"")
         _check_output_file("--plot", args.plot)
-    if args.summary and writer:
+    if args.summary is not None and writer:
         _check_output_file("--summary", args.summary)
-    config = {k: v for k, v in vars(args).items() if k != "command"}
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "given")}
     if world_size is not None:
         config["world_size"] = world_size
     if writer:
@@ -336,12 +392,20 @@ def _agreed(comm, work: Callable[[], Any]) -> Any:
 
 # --- the run -------------------------------------------------------------------------------------------
 
-def _print_summary(summary: Dict[str, Any], path: Optional[str]) -> None:
-    if path:
-        from ..serialization import atomic_write_bytes
-
-        atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+def _print_summary(summary: Dict[str, Any], path: Optional[str]) -> bool:
+    """Print the summary (without the history), then write all of it to `path`; False, after
+    one line naming --summary and `path`, when that write fails (the printed summary stays)."""
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
+    if path is None:
+        return True
+    from ..serialization import WriteError, atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+    except WriteError as err:
+        print(f"needle: error: --summary {path}: the summary could not be written: {err.strerror}", file=sys.stderr)
+        return False
+    return True
 
 
 def _quiet(line: str) -> None:
@@ -407,6 +471,11 @@ def train(args: argparse.Namespace) -> int:
             _print_summary(summary, args.summary)
         print(f"needle: error: {stop}", file=sys.stderr)
         return EXIT_FAILED
+    except CheckpointWriteFailed as stop:  # checked writable before training; the disk may fill up since
+        summary = {**stop.summary, "recipe": args.recipe, "seed": args.seed, "stopped": str(stop)}
+        _print_summary(summary, args.summary)
+        print(f"needle: error: --checkpoint {args.checkpoint}: {stop}", file=sys.stderr)
+        return EXIT_FAILED
     if not main_rank:
         return EXIT_OK
     summary["recipe"] = args.recipe
@@ -417,7 +486,7 @@ def train(args: argparse.Namespace) -> int:
     if args.plot:
         summary["plot"] = args.plot
     # the summary goes out before the plot is drawn: a failing plot cannot take it along
-    _print_summary(summary, args.summary)
+    written = _print_summary(summary, args.summary)
     if args.plot:
         from ..viz import plot_history
 
@@ -426,11 +495,13 @@ def train(args: argparse.Namespace) -> int:
         except Exception as err:  # noqa: BLE001 -- any failure of matplotlib ends in one line
             print(f"needle: error: --plot {args.plot}: the curves could not be drawn: {err}", file=sys.stderr)
             return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if written else EXIT_FAILED
 
 
 def export(args: argparse.Namespace) -> int:
     """Run `needle export` (the work is in needle.onnx.checkpoint); returns the exit status."""
+    from ..serialization import WriteError
+
     _check_output_file("--out", args.out)
     try:
         from ..onnx.checkpoint import export_checkpoint
@@ -438,6 +509,8 @@ def export(args: argparse.Namespace) -> int:
         summary = export_checkpoint(args.checkpoint, args.out)
     except ImportError as err:  # no onnx: one line naming the extra to install
         raise UsageError(str(err)) from None
+    except WriteError as err:  # checked writable before; the disk may have filled up since
+        raise UsageError(f"--out {args.out}: the model could not be written: {err.strerror}") from None
     print(json.dumps(summary), flush=True)
     return EXIT_OK
 

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from ..serialization import WriteError
 from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 CHECKPOINT_FILE = "last.safetensors"
@@ -38,6 +39,11 @@ class TrainingInterrupted(TrainingStopped):
 
 class NonFiniteLoss(TrainingStopped):
     """A batch's loss was nan or inf; the run stopped at once (see the message for where)."""
+
+
+class CheckpointWriteFailed(TrainingStopped):
+    """The checkpoint after an epoch could not be written (the message names the file and why);
+    the summary holds the epochs finished, that one included."""
 
 
 def checkpoint_path(checkpoint_dir: Optional[str]) -> Optional[str]:
@@ -117,6 +123,9 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
         meta = _restore(task, checkpoint, optimizer, config)
         start, history = meta["epoch"], meta["info"]["history"]
         log(f"resumed from {checkpoint} after epoch {start}")
+        if start >= epochs:
+            log(f"nothing left to train: the checkpoint already has {start} epochs and --epochs is {epochs} "
+                "(it counts every epoch, the resumed ones included)")
     if checkpoint_dir and writes:
         os.makedirs(checkpoint_dir, exist_ok=True)
     saved_epoch = start if resume else None  # the epoch of the checkpoint this run last wrote
@@ -172,7 +181,14 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
             log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train.mean_loss:.4f} acc {train.accuracy:.4f}  "
                 f"test loss {test.mean_loss:.4f} acc {test.accuracy:.4f}  ({row['seconds']:.1f}s)")
             if checkpoint and writes:
-                save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, {"history": history, "config": config})
+                try:
+                    save_checkpoint(checkpoint, task.model, optimizer, epoch + 1,
+                                    {"history": history, "config": config})
+                except WriteError as err:
+                    on_disk, _ = _checkpoint_on_disk(checkpoint, saved_epoch)
+                    raise CheckpointWriteFailed(f"the checkpoint after epoch {epoch + 1} could not be written to "
+                                                f"{checkpoint}: {err.strerror}; last checkpoint: {on_disk}",
+                                                summary()) from None
                 saved_epoch = epoch + 1
         interrupt.check()
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, FrozenSet, Optional
 
 import numpy as np
 
@@ -180,19 +180,37 @@ def _tokenize(text: str, level: str):
     return ids, dictionary.idx2word
 
 
+def _splits_into_batches(tokens: int, batch_size: int) -> bool:
+    """Whether `tokens` split 90%/10% leave at least two tokens per batch column on each side."""
+    cut = int(tokens * 0.9)
+    return cut >= 2 * batch_size and tokens - cut >= 2 * batch_size
+
+
 def lm(args) -> LanguageModelTask:
     """A language model (LSTM, RNN or Transformer) on a text file, by character or by word."""
     from ..data import batchify
 
     path = args.text
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--text {path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                         f"{err.start} is not valid UTF-8); give a text file") from None
     if args.limit:
         text = text[: args.limit]
     ids, vocabulary = _tokenize(text, args.level)
+    if not _splits_into_batches(len(ids), args.batch_size):
+        needed = next(n for n in range(len(ids) + 1, 100 * args.batch_size)
+                      if _splits_into_batches(n, args.batch_size))
+        unit = "characters" if args.level == "char" else "words and line ends"
+        where = (f"--limit {args.limit} keeps {len(ids)} tokens of --text {path}" if args.limit
+                 else f"--text {path} holds {len(ids)} tokens")
+        fix = "raise --limit or lower --batch-size" if args.limit else "give a longer text or lower --batch-size"
+        raise ValueError(f"{where} ({unit}), too few for --batch-size {args.batch_size}: the 90%/10% "
+                         f"training/test split needs {2 * args.batch_size} tokens or more on each side, "
+                         f"{needed} in all; {fix}")
     cut = int(len(ids) * 0.9)
-    if cut < 2 * args.batch_size or len(ids) - cut < 2 * args.batch_size:
-        raise ValueError(f"{path}: {len(ids)} tokens are too few for batch size {args.batch_size}")
     train = batchify(ids[:cut], args.batch_size, args.device, "float32")
     test = batchify(ids[cut:], args.batch_size, args.device, "float32")
     model = LanguageModel(args.embedding, len(vocabulary), args.hidden, args.layers, seq_model=args.model,
@@ -210,6 +228,8 @@ class Recipe:
     then overrides them per `--model` (each sequence model needs its own optimizer and rate).
     `data_flag` names the flag that points at the recipe's files (None: data made in code),
     `default_data` where they are read from without it and `data_hint` how to get them.
+    `flags`: the recipe-specific flags (the parser's toy, models and lm groups, and --limit)
+    that this recipe reads; one of the others, given to this recipe, is refused.
     """
 
     name: str
@@ -220,6 +240,7 @@ class Recipe:
     default_data: Optional[str] = None
     data_hint: str = ""
     model_defaults: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    flags: FrozenSet[str] = frozenset()
 
     def resolved_defaults(self, model: Optional[str] = None) -> Dict[str, Any]:
         return {**self.defaults, **self.model_defaults.get(model, {})}
@@ -229,16 +250,20 @@ _FASHION_HINT = "install Fashion-MNIST with `apt-get install -y dataset-fashion-
 
 RECIPES: Dict[str, Recipe] = {r.name: r for r in [
     Recipe("toy", "an MLP on a 2-D set generated in code (--dataset)", toy,
-           dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, lr_decay=1.0, hidden=64)),
+           dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, lr_decay=1.0, hidden=64),
+           flags=frozenset({"--dataset", "--samples", "--classes", "--hidden"})),
     Recipe("mlp", "the course's MLPResNet on MNIST-format files", mlp,
            dict(epochs=5, batch_size=100, optimizer="adam", lr=0.002, lr_decay=0.6, hidden=256),
-           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT),
+           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT,
+           flags=frozenset({"--data", "--limit", "--hidden", "--blocks", "--dropout"})),
     Recipe("cnn", "a small CNN on 28x28 MNIST-format images", cnn,
            dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, lr_decay=0.6, hidden=0),
-           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT),
+           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT,
+           flags=frozenset({"--data", "--limit"})),
     Recipe("resnet9", "ResNet9 on a cifar-10-batches-py folder or on MNIST-format images", resnet9,
            dict(epochs=5, batch_size=100, optimizer="adam", lr=0.001, lr_decay=0.6, hidden=0),
-           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT),
+           data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT,
+           flags=frozenset({"--data", "--limit"})),
     # per model: Adam at the rate that trained best on the embedded text in a sweep over
     # {0.002, 0.003, 0.005, 0.01} (2 epochs, defaults otherwise), one step down for the RNN and
     # the Transformer, which are the first to diverge; the course's SGD at 4.0 sends the
@@ -251,5 +276,7 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in [
                "lstm": dict(optimizer="adam", lr=0.01),
                "rnn": dict(optimizer="adam", lr=0.005),
                "transformer": dict(optimizer="adam", lr=0.005),
-           }),
+           },
+           flags=frozenset({"--text", "--limit", "--level", "--model", "--hidden", "--embedding", "--layers",
+                            "--seq-len", "--clip", "--sample"})),
 ]}
