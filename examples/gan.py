@@ -24,7 +24,7 @@ import numpy as np
 
 import needle as ndl
 from needle import nn
-from needle.utils.cli import ArgumentParser, check_float, check_int, check_out_dir, check_seed
+from needle.utils.cli import POSITIVE, SEED, ArgumentParser, check_out_dir, int_at_least
 
 TARGET_MEAN = np.array([1.0, 2.0], dtype=np.float32)
 TARGET_A = np.array([[1.0, 2.0], [-0.2, 0.5]], dtype=np.float32)  # covariance A^T A: strongly correlated
@@ -119,21 +119,15 @@ def save_picture(real: np.ndarray, fake: np.ndarray, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000, help="alternating D/G updates")
-    parser.add_argument("--batch", type=int, default=256, help="real and generated samples per update")
-    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate of both networks")
-    parser.add_argument("--hidden", type=int, default=64, help="discriminator width")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples, the noise and the weights")
-    parser.add_argument("--every", type=int, default=500, help="print the losses every this many steps (0: never)")
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int_at_least(1), default=3000, help="alternating D/G updates")
+    parser.add_argument("--batch", type=int_at_least(2), default=256, help="real and generated samples per update")
+    parser.add_argument("--lr", type=POSITIVE, default=0.002, help="Adam learning rate of both networks")
+    parser.add_argument("--hidden", type=int_at_least(1), default=64, help="discriminator width")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the samples, the noise and the weights")
+    parser.add_argument("--every", type=int_at_least(0), default=500, help="print the losses every this many steps (0: never)")
     parser.add_argument("--out", default="runs/gan", help="folder for the picture (real vs generated)")
     args = parser.parse_args(argv)
-    check_int(parser, "--steps", args.steps)
-    check_int(parser, "--batch", args.batch, minimum=2)
-    check_float(parser, "--lr", args.lr)
-    check_int(parser, "--hidden", args.hidden)
-    check_seed(parser, "--seed", args.seed)
-    check_int(parser, "--every", args.every, minimum=0, why=" (0: never print)")
     check_out_dir(parser, "--out", args.out)  # before training, not after it
     gan = train(args.steps, args.batch, args.seed, args.lr, args.hidden, args.every)
     rng = np.random.RandomState(args.seed + 1)

@@ -22,7 +22,7 @@ import numpy as np
 
 import needle as ndl
 from needle import nn
-from needle.utils.cli import ArgumentParser, check_float, check_int, check_out_dir, check_seed
+from needle.utils.cli import POSITIVE, SEED, ArgumentParser, check_out_dir, int_at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = 64
@@ -90,22 +90,16 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=_Defaults)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_Defaults)
     parser.add_argument("--data", default=None, help="folder with t10k-images-idx3-ubyte.gz "
                                                      "[default: $NEEDLE_DATA/mnist, else the shipped sample]")
-    parser.add_argument("--epochs", type=int, default=30, help="passes over the images")
-    parser.add_argument("--batch", type=int, default=64, help="real and generated images per update")
-    parser.add_argument("--hidden", type=int, default=256, help="hidden width of both networks")
-    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both networks")
-    parser.add_argument("--seed", type=int, default=0, help="seed of shuffles, noise and weights")
+    parser.add_argument("--epochs", type=int_at_least(1), default=30, help="passes over the images")
+    parser.add_argument("--batch", type=int_at_least(2), default=64, help="real and generated images per update")
+    parser.add_argument("--hidden", type=int_at_least(1), default=256, help="hidden width of both networks")
+    parser.add_argument("--lr", type=POSITIVE, default=2e-4, help="Adam learning rate of both networks")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of shuffles, noise and weights")
     parser.add_argument("--out", default="runs/gan_mnist", help="folder for the grid of samples")
     args = parser.parse_args(argv)
-    check_int(parser, "--epochs", args.epochs)
-    check_int(parser, "--batch", args.batch, minimum=2)
-    check_int(parser, "--hidden", args.hidden)
-    check_float(parser, "--lr", args.lr)
-    check_seed(parser, "--seed", args.seed)
     data = args.data or default_data()
     images = os.path.join(data, "t10k-images-idx3-ubyte.gz")
     if not os.path.exists(images):

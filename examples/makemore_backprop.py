@@ -36,7 +36,7 @@ import numpy as np
 
 import needle as ndl
 from needle.manual import cmp, compare_table, default_tolerances
-from needle.utils.cli import ArgumentParser, check_int
+from needle.utils.cli import ArgumentParser, int_at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_NAMES = ROOT / "tests" / "data" / "names" / "names.txt"   # every 8th name of the full file
@@ -495,31 +495,25 @@ def exercise4(args, splits, itos, vocab_size) -> tuple:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     names, where = default_names()
     p.add_argument("--names", type=Path, default=names, help=f"names.txt, one name per line ({where})")
     p.add_argument("--exercise", choices=["1", "2", "3", "4", "all"], default="all", help="which exercise to run")
-    p.add_argument("--steps", type=int, default=200_000, help="exercise 4: training steps (lr 0.1, 0.01 after half)")
-    p.add_argument("--batch-size", type=int, default=32, help="minibatch size")
-    p.add_argument("--seed", type=int, default=2147483647, help="seed of the parameters, batches and samples")
+    p.add_argument("--steps", type=int_at_least(0), default=200_000, help="exercise 4: training steps (lr 0.1, 0.01 after half)")
+    p.add_argument("--batch-size", type=int_at_least(2), default=32,
+                   help="minibatch size, at least 2 (BatchNorm divides by n-1)")
+    p.add_argument("--seed", type=int_at_least(0), default=2147483647, help="seed of the parameters, batches and samples")
     p.add_argument("--data-seed", type=int, default=DATA_SEED, help="seed of the train/dev/test shuffle")
-    p.add_argument("--hidden", type=int, default=None, help="hidden units (default: 64 for exercises 1-3, 200 for 4)")
+    p.add_argument("--hidden", type=int_at_least(1), default=None, help="hidden units (default: 64 for exercises 1-3, 200 for 4)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="dtype of exercises 1-3 (the gradient comparisons)")
     p.add_argument("--train-dtype", choices=["float32", "float64"], default="float32",
                    help="dtype of exercise 4 (training)")
-    p.add_argument("--samples", type=int, default=20, help="exercise 4: names to sample")
-    p.add_argument("--print-every", type=int, default=10_000, help="exercise 4: print the loss every this many steps")
+    p.add_argument("--samples", type=int_at_least(0), default=20, help="exercise 4: names to sample")
+    p.add_argument("--print-every", type=int_at_least(1), default=10_000, help="exercise 4: print the loss every this many steps")
     p.add_argument("--quiet", action="store_true", help="no comparison tables or progress lines")
     args = p.parse_args(argv)
-    check_int(p, "--steps", args.steps, minimum=0)
-    check_int(p, "--batch-size", args.batch_size, minimum=2, why=" (BatchNorm divides by n-1)")
-    check_int(p, "--samples", args.samples, minimum=0)
-    check_int(p, "--print-every", args.print_every)
-    if args.hidden is not None:
-        check_int(p, "--hidden", args.hidden)
-    check_int(p, "--seed", args.seed, minimum=0)  # numpy's default_rng; --data-seed seeds random.Random: any int
+    # --seed feeds numpy's default_rng (any int >= 0); --data-seed seeds random.Random: any int
     if not args.names.is_file():
         p.error(f"--names {args.names}: no such file")
     return args

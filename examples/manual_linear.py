@@ -19,28 +19,22 @@ import numpy as np
 
 import needle as ndl
 from needle.manual import ManualLinear, compare_table
-from needle.utils.cli import ArgumentParser, check_float, check_int, check_seed
+from needle.utils.cli import SEED, ArgumentParser, float_in, int_at_least
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--B", type=int, default=4, help="batch size")
-    p.add_argument("--H", type=int, default=8, help="sequence length")
-    p.add_argument("--D", type=int, default=16, help="input features")
-    p.add_argument("--E", type=int, default=12, help="output features")
-    p.add_argument("--seed", type=int, default=0, help="numpy seed for X and W")
+    p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--B", type=int_at_least(1), default=4, help="batch size")
+    p.add_argument("--H", type=int_at_least(1), default=8, help="sequence length")
+    p.add_argument("--D", type=int_at_least(1), default=16, help="input features")
+    p.add_argument("--E", type=int_at_least(1), default=12, help="output features")
+    p.add_argument("--seed", type=SEED, default=0, help="numpy seed for X and W")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of X, W and the gradients")
     p.add_argument("--bias", action="store_true", help="Y = X @ W + b instead")
-    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (None: chosen by dtype)")
-    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (None: chosen by dtype)")
+    p.add_argument("--atol", type=float_in(0), default=None, help="absolute tolerance (None: chosen by dtype)")
+    p.add_argument("--rtol", type=float_in(0), default=None, help="relative tolerance (None: chosen by dtype)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = p.parse_args(argv)
-    for name in ("B", "H", "D", "E"):
-        check_int(p, f"--{name}", getattr(args, name))
-    check_seed(p, "--seed", args.seed)
-    check_float(p, "--atol", args.atol, positive=False, allow_none=True)
-    check_float(p, "--rtol", args.rtol, positive=False, allow_none=True)
     return args
 
 

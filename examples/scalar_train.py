@@ -13,7 +13,7 @@ import time
 
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.scalar import train_scalar_network
-from needle.utils.cli import ArgumentParser, check_float, check_int, check_seed
+from needle.utils.cli import POSITIVE, SEED, ArgumentParser, int_at_least
 
 
 class _Diverged(ArithmeticError):
@@ -22,19 +22,15 @@ class _Diverged(ArithmeticError):
 
 def main(argv=None) -> int:
     parser = ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="xor", choices=sorted(TOY_DATASETS), help="toy set to fit")
-    parser.add_argument("--hidden", type=int, default=10, help="hidden units")
-    parser.add_argument("--epochs", type=int, default=500, help="full-batch gradient steps")
-    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate")
-    parser.add_argument("--n", type=int, default=50, help="number of points")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the points and the initial weights")
-    parser.add_argument("--log-every", type=int, default=1, metavar="K", help="print every K-th epoch (and the last)")
+    parser.add_argument("--hidden", type=int_at_least(1), default=10, help="hidden units")
+    parser.add_argument("--epochs", type=int_at_least(1), default=500, help="full-batch gradient steps")
+    parser.add_argument("--lr", type=POSITIVE, default=0.5, help="SGD learning rate")
+    parser.add_argument("--n", type=int_at_least(1), default=50, help="number of points")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the points and the initial weights")
+    parser.add_argument("--log-every", type=int_at_least(1), default=1, metavar="K", help="print every K-th epoch (and the last)")
     args = parser.parse_args(argv)
-    for name in ("hidden", "epochs", "n", "log_every"):
-        check_int(parser, f"--{name.replace('_', '-')}", getattr(args, name))
-    check_float(parser, "--lr", args.lr)
-    check_seed(parser, "--seed", args.seed)
 
     done = 0  # epochs finished with a finite loss
 

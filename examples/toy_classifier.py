@@ -26,21 +26,21 @@ from needle.data import DataLoader, NDArrayDataset
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.models import MLP
 from needle.train import classification_epoch
-from needle.utils.cli import ArgumentParser, check_float, check_int, check_out_dir, check_seed
+from needle.utils.cli import POSITIVE, SEED, ArgumentParser, check_out_dir, int_at_least
 from needle.viz import graph, model_predictor, plot_decision_boundary, render_graph
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(TOY_DATASETS), default="spiral", help="toy dataset")
-    parser.add_argument("--classes", type=int, default=2, help="number of spiral arms (spiral only)")
-    parser.add_argument("--n", type=int, default=300, help="training points")
-    parser.add_argument("--epochs", type=int, default=200, help="passes over the training set")
+    parser.add_argument("--classes", type=int_at_least(2), default=2, help="number of spiral arms (spiral only)")
+    parser.add_argument("--n", type=int_at_least(4), default=300, help="training points")
+    parser.add_argument("--epochs", type=int_at_least(1), default=200, help="passes over the training set")
     parser.add_argument("--hidden", default="32,32", help="comma-separated hidden layer widths")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=POSITIVE, default=0.01, help="Adam learning rate")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=32, help="points per step")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the data and the weights")
     parser.add_argument("--out", default="toy_out", help="directory for boundary.png, graph.gv and graph.svg")
     parser.add_argument("--graph-format", choices=["svg", "png", "pdf"], default="svg",
                         help="file format of the computation graph (graph.<format>)")
@@ -55,12 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if any(h < 1 for h in hidden):
         parser.error(f"--hidden widths must all be >= 1, got {args.hidden!r}")
     args.hidden = hidden
-    check_int(parser, "--classes", args.classes, minimum=2)
-    check_int(parser, "--n", args.n, minimum=4)
-    check_int(parser, "--epochs", args.epochs)
-    check_int(parser, "--batch-size", args.batch_size)
-    check_float(parser, "--lr", args.lr)
-    check_seed(parser, "--seed", args.seed)
     check_out_dir(parser, "--out", args.out)  # before training, not after it
     return args
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..utils.cli import float_in as _float_in, int_at_least as _int_at_least, path as _path, write_problem
 from .recipes import RECIPES
 from .loop import CheckpointWriteFailed, NonFiniteLoss, TrainingInterrupted, check_resume, checkpoint_path
 
@@ -63,52 +63,6 @@ class _HelpFormatter(argparse.HelpFormatter):
         if "%(default)" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"
-
-
-# --- argument types: each rejects a bad value with a message argparse prefixes with the flag ---------
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = "int"
-    return parse
-
-
-def _float_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True,
-              ) -> Callable[[str], float]:
-    """A finite float in the interval from low to high, each end open or closed."""
-    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-        if not math.isfinite(value) or not inside:
-            bound = "a positive finite number" if (low, low_open, high) == (0, True, math.inf) else f"in {shown}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-
-    parse.__name__ = "float"
-    return parse
-
-
-def _path(text: str) -> str:
-    """A file or folder name: anything but the empty string (which names no file)."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a path, got an empty string ''")
-    return text
-
-
-_path.__name__ = "path"
 
 
 class _Given(argparse.Action):
@@ -265,17 +219,11 @@ def _check_data(args: argparse.Namespace) -> None:
 
 
 def _check_writable(flag: str, value: str, folder: str) -> None:
-    """Prove that a file can be created in `folder` by creating (and removing) one: os.access
-    says yes to root everywhere, and to anyone for /sys and /proc, where no file can be made."""
-    import tempfile
-
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".needle-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
+    """UsageError naming `flag` unless a file can really be created in `folder`."""
+    problem = write_problem(folder)
+    if problem is not None:
         where = "the folder" if os.path.abspath(value) == os.path.abspath(folder) else f"its folder {folder}"
-        raise UsageError(f"{flag} {value}: cannot write a file in {where}: {err.strerror}") from None
+        raise UsageError(f"{flag} {value}: cannot write a file in {where}: {problem}")
 
 
 def _check_output_file(flag: str, path: str) -> None:

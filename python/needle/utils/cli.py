@@ -1,11 +1,13 @@
-"""Checks of command-line flags for the example scripts: each failure is one
-`parser.error` line naming the flag and its value (exit status 2), before any work starts.
+"""Checks of command-line flags, shared by `needle train` and the example scripts: each
+failure is one `error:` line naming the flag and its value (exit status 2), before any work starts.
 
-    from needle.utils.cli import ArgumentParser, check_int, check_float, check_out_dir, check_seed
-    parser = ArgumentParser(...)                         # errors: one line, no usage block
-    check_int(parser, "--steps", args.steps, minimum=1)
-    check_float(parser, "--lr", args.lr)                 # finite and > 0
-    check_out_dir(parser, "--out", args.out)             # created, and a file can be written there
+    from needle.utils.cli import POSITIVE, SEED, ArgumentParser, check_out_dir, int_at_least
+    parser = ArgumentParser(...)                                    # errors: one line, no usage block
+    parser.add_argument("--steps", type=int_at_least(1), default=100)
+    parser.add_argument("--lr", type=POSITIVE, default=0.01)        # finite and > 0
+    parser.add_argument("--seed", type=SEED, default=0)
+    args = parser.parse_args()
+    check_out_dir(parser, "--out", args.out)                        # created, and a file can be written there
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import argparse
 import math
 import os
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -24,30 +26,69 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def check_int(parser: argparse.ArgumentParser, flag: str, value: int, minimum: int = 1,
-              why: str = "") -> None:
-    """parser.error unless `value` >= `minimum`."""
-    if value < minimum:
-        parser.error(f"{flag} must be >= {minimum}{why}, got {value}")
+def int_at_least(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= low (and <= high, when given)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
-def check_seed(parser: argparse.ArgumentParser, flag: str, value: int) -> None:
-    """parser.error unless `value` is a numpy seed (0 <= value < 2**32)."""
-    if not 0 <= value < 2 ** 32:
-        parser.error(f"{flag} must be between 0 and 2**32 - 1, got {value}")
+SEED = int_at_least(0, 2 ** 32 - 1)  # what numpy's seeding accepts
 
 
-def check_float(parser: argparse.ArgumentParser, flag: str, value: Optional[float], *,
-                positive: bool = True, allow_none: bool = False) -> None:
-    """parser.error unless `value` is finite and > 0 (or >= 0 with positive=False)."""
-    if value is None and allow_none:
-        return
-    if value is None or not math.isfinite(value):
-        parser.error(f"{flag} must be a finite number, got {value}")
-    if positive and not value > 0:
-        parser.error(f"{flag} must be > 0, got {value}")
-    if not positive and value < 0:
-        parser.error(f"{flag} must be >= 0, got {value}")
+def float_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True,
+             ) -> Callable[[str], float]:
+    """An argparse type: a finite float in the interval from low to high, each end open or closed."""
+    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not math.isfinite(value) or not inside:
+            bound = "a positive finite number" if (low, low_open, high) == (0, True, math.inf) else f"in {shown}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+POSITIVE = float_in(0, low_open=True)  # learning rates and the like
+
+
+def path(text: str) -> str:
+    """An argparse type: a file or folder name, anything but the empty string (which names no file)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string ''")
+    return text
+
+
+path.__name__ = "path"
+
+
+def write_problem(folder: str) -> Optional[str]:
+    """None when a file can be created in the existing `folder`, else the reason. Proven by
+    creating (and removing) one: os.access says yes to root everywhere, and to anyone for
+    /sys and /proc, where no file can be made."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".needle-probe-")
+    except OSError as err:
+        return err.strerror or str(err)
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def out_dir_problem(path: str) -> Optional[str]:
@@ -60,13 +101,8 @@ def out_dir_problem(path: str) -> Optional[str]:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
         return f"cannot create the folder ({err.strerror or err})"
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-check-")
-    except OSError as err:
-        return f"cannot write in the folder ({err.strerror or err})"
-    os.close(fd)
-    os.unlink(tmp)
-    return None
+    problem = write_problem(path)
+    return None if problem is None else f"cannot write in the folder ({problem})"
 
 
 def check_out_dir(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
