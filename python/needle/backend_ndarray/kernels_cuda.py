@@ -789,6 +789,18 @@ def matmul(a: Any, b: Any, out: Array, m: int, n: int, p: int, batch: int = 1) -
 
 # --- 9. gather / scatter on int64 indices ------------------------------------------------------
 
+@_device
+def _row_element(e, row_size, rows, shape, idx, i_off, i_st):
+    """Element e of the gathered rows (row e // row_size, column e % row_size) as a flat position
+    in the full table: the row number comes from the strided index operand, negatives counted
+    from the end."""
+    i = e // row_size
+    r = idx[_strided_offset(i, shape, i_st, i_off)]
+    if r < 0:
+        r += rows
+    return r * row_size + e - i * row_size
+
+
 @functools.lru_cache(maxsize=None)
 def _index_kernel(kind: str):
     """The index kernels, one thread per element of the rows they move:
@@ -798,6 +810,7 @@ def _index_kernel(kind: str):
     "or":       the bool version of "add" (True wins; every writer stores the same value)
     "one_hot":  out[i, c] = (idx[i] == c)"""
     at = _strided_offset
+    table = _row_element
     if kind == "outside":
         def kernel(flag, n, shape, idx, i_off, i_st, low, high):
             for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -807,28 +820,16 @@ def _index_kernel(kind: str):
     elif kind == "take":
         def kernel(out, total, row_size, rows, shape, idx, i_off, i_st, a):
             for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-                i = e // row_size
-                r = idx[at(i, shape, i_st, i_off)]
-                if r < 0:
-                    r += rows
-                out[e] = a[r * row_size + e - i * row_size]
+                out[e] = a[table(e, row_size, rows, shape, idx, i_off, i_st)]
     elif kind == "add":
         def kernel(out, total, row_size, rows, shape, idx, i_off, i_st, values):
             for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-                i = e // row_size
-                r = idx[at(i, shape, i_st, i_off)]
-                if r < 0:
-                    r += rows
-                cuda.atomic.add(out, r * row_size + e - i * row_size, values[e])
+                cuda.atomic.add(out, table(e, row_size, rows, shape, idx, i_off, i_st), values[e])
     elif kind == "or":
         def kernel(out, total, row_size, rows, shape, idx, i_off, i_st, values):
             for e in range(cuda.grid(1), total, cuda.gridsize(1)):
                 if values[e]:
-                    i = e // row_size
-                    r = idx[at(i, shape, i_st, i_off)]
-                    if r < 0:
-                        r += rows
-                    out[r * row_size + e - i * row_size] = True
+                    out[table(e, row_size, rows, shape, idx, i_off, i_st)] = True
     else:
         def kernel(out, total, n, shape, idx, i_off, i_st):
             for e in range(cuda.grid(1), total, cuda.gridsize(1)):
