@@ -87,7 +87,7 @@ class DistributedTask:
     def restore(self, checkpoint: str, optimizer, config: Dict[str, Any]) -> Dict[str, Any]:
         """Rank 0 reads `checkpoint`; every rank gets the model, optimizer and RNG state and the
         metadata. ValueError on every rank if rank 0 could not read it."""
-        from ..train.checkpoint import load_checkpoint
+        from ..train.checkpoint import join_optimizer_state, load_checkpoint, split_optimizer_state
         from ..train.loop import check_resume
 
         payload: Any = None
@@ -95,7 +95,7 @@ class DistributedTask:
             try:
                 check_resume(checkpoint, config)
                 meta = load_checkpoint(checkpoint, self.model, optimizer)
-                state = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in optimizer.state_dict().items()}
+                state = join_optimizer_state(*split_optimizer_state(optimizer.state_dict()))  # numpy, to send
                 payload = ("ok", meta, state, np.random.get_state())
             except (ValueError, OSError) as err:
                 payload = ("error", str(err))

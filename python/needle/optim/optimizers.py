@@ -1,74 +1,316 @@
-"""Optimizers. Updates run outside the graph (no_grad) and write into each parameter's own
-buffer with `Tensor.copy_`, so no graph survives a step and the buffers never move (which
-the compiled step relies on). Optimizer state (SGD's u, Adam's m and v) is updated in place
-the same way.
+"""Optimizers: the course's SGD and Adam, and PyTorch's AdamW, with PyTorch's parameter groups.
+
+Updates run outside the graph (no_grad) and write into each parameter's own buffer with
+`Tensor.copy_`, so no graph survives a step and the buffers never move (which the compiled
+step relies on). Optimizer state (SGD's u, Adam's m and v) is updated in place the same way.
+
+Hyperparameters live in `param_groups` (PyTorch's: a list of dicts, each with its "params"
+and its own lr, momentum, weight_decay, betas, eps), and for the course's single group
+also as attributes (`opt.lr`, `opt.momentum`, `opt.beta1`, ...; setting one sets it in
+every group). Every number an update uses is a HostScalar underneath: setting
+`group["lr"]`, `opt.momentum` or `opt.beta2` between steps reaches a compiled step
+(`ndl.compile`) as a runtime input, like the learning rate a scheduler sets. Only whether
+a term is there at all (momentum or weight decay zero or not) decides which operations
+run; a compiled step checks that before each replay and traces again when it changed.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+import numbers
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import init, ops
 from ..autograd import Tensor, array_api, no_grad
 from ..dtypes import HostScalar
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "ParamGroup"]
+
+# (low, high, high_open) of each hyperparameter's valid range
+_RANGES: Dict[str, Tuple[float, float, bool]] = {
+    "lr": (0.0, math.inf, True), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, math.inf, True),
+    "eps": (0.0, math.inf, True), "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
+}
+
+
+class ParamGroup(dict):
+    """One entry of `Optimizer.param_groups`: {"params": [...], "lr": ..., ...}, PyTorch's.
+
+    Setting a hyperparameter (`group["lr"] = 0.01`) checks its range and updates the
+    HostScalars the updates read (`group.scalars`, including derived ones such as
+    1 - momentum), so a compiled step follows it. `group.nonzero` names the terms that are
+    present (momentum, weight decay): a plain value, checked by a compiled step before
+    each replay.
+    """
+
+    def __init__(self, owner: str, params: List[Tensor], hyper: Dict[str, Any],
+                 derive: Callable[[Dict[str, Any]], Dict[str, float]]):
+        super().__init__()
+        self._owner = owner
+        self._derive = derive
+        self.scalars: Dict[str, HostScalar] = {}
+        self.nonzero: frozenset = frozenset()
+        dict.__setitem__(self, "params", params)
+        for key, value in hyper.items():
+            dict.__setitem__(self, key, _checked(owner, key, value))
+        self._refresh()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "params":
+            raise ValueError(f"{self._owner}: a parameter group's params are fixed once the optimizer is built")
+        dict.__setitem__(self, key, _checked(self._owner, key, value))
+        self._refresh()
+
+    def update(self, *args, **kwargs) -> None:  # dict.update would bypass the checks
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def _refresh(self) -> None:
+        for name, value in self._derive(self).items():
+            scalar = self.scalars.get(name)
+            if scalar is None:
+                self.scalars[name] = HostScalar(value)
+            else:
+                scalar.value = value  # in place: a compiled step holds this object
+        self.nonzero = frozenset(k for k in ("momentum", "weight_decay") if self.get(k))
+
+    def hyperparameters(self) -> Dict[str, Any]:
+        """Everything but the params, as plain values."""
+        return {k: v for k, v in self.items() if k != "params"}
+
+
+def _checked(owner: str, key: str, value: Any) -> Any:
+    """value, after checking it is a number in the hyperparameter's range (betas: a pair)."""
+    if key == "betas":
+        beta1, beta2 = _betas(owner, value)
+        return (_checked(owner, "beta1", beta1), _checked(owner, "beta2", beta2))
+    if key in _RANGES:
+        low, high, high_open = _RANGES[key]
+        _check_range(owner, key, value, low, high, high_open)
+        return float(value) if not isinstance(value, bool) else value
+    return value
+
+
+def _check_range(who: str, name: str, value, low: float, high: float, high_open: bool) -> None:
+    """ValueError naming the optimizer, the argument and the value unless low <= value < (or <=) high."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        try:
+            if isinstance(value, bool) or isinstance(value, str):
+                raise TypeError
+            value = float(value)  # a numpy scalar or a 0-d array
+        except (TypeError, ValueError):
+            raise TypeError(f"{who}: {name} must be a number, got {value!r}") from None
+    number = float(value)
+    inside = low <= number and (number < high if high_open else number <= high) and not math.isnan(number)
+    if not inside:
+        shown = f"[{low:g}, {high:g}{')' if high_open else ']'}" if high != math.inf else f">= {low:g}"
+        raise ValueError(f"{who}: {name} must be {'in ' if high != math.inf else ''}{shown}, got {value!r}")
+
+
+def _betas(who: str, betas) -> tuple:
+    """PyTorch's betas=(beta1, beta2), checked to be a pair."""
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}") from None
+    return beta1, beta2
+
+
+def _group_hyper(name: str):
+    """A course-style attribute (`opt.lr`) over the parameter groups: read from them (they must
+    agree), set in every group."""
+
+    def get(self):
+        values = {repr(g[name]) for g in self.param_groups}
+        if len(values) > 1:
+            raise AttributeError(f"{type(self).__name__}.{name}: the parameter groups have different values "
+                                 f"({', '.join(sorted(values))}); read param_groups[i][{name!r}]")
+        return self.param_groups[0][name]
+
+    def set(self, value):
+        _checked(type(self).__name__, name, value)  # checked once, before any group changes
+        groups = self.__dict__.get("param_groups")
+        if groups is None:  # a subclass setting it before Optimizer.__init__: a default for the groups
+            self.__dict__.setdefault("defaults", {})[name] = value
+            return
+        for group in groups:
+            group[name] = value
+
+    return property(get, set, doc=f"The {name} of every parameter group (set: all of them).")
+
+
+def _group_beta(index: int):
+    def get(self):
+        return _group_hyper("betas").fget(self)[index]
+
+    def set(self, value):
+        _checked(type(self).__name__, f"beta{index + 1}", value)
+        for group in self.param_groups:
+            betas = list(group["betas"])
+            betas[index] = value
+            group["betas"] = tuple(betas)
+
+    return property(get, set, doc=f"beta{index + 1} of every parameter group (set: all of them).")
 
 
 class Optimizer:
-    # names of the per-parameter state dicts and of the scalar state, for state_dict()
+    """Base class: `params` is an iterable of Tensors, or of dicts {"params": [...], hyperparameter:
+    value} (PyTorch's parameter groups; a group's missing hyperparameters take the optimizer's
+    defaults). `self.params` lists every parameter, `self.param_groups` the groups.
+
+    Subclasses set `defaults` (hyperparameter -> value), `_per_param_state` (names of their
+    dicts keyed by parameter) and `_scalar_state` (names of scalar state such as Adam's t).
+    """
+
     _per_param_state: tuple = ()
     _scalar_state: tuple = ()
 
-    def __init__(self, params: List[Tensor]):
-        self.params = list(params)
-
-    # The learning rate is a HostScalar: each update reads its current value, so a compiled
-    # step (needle.compile) follows a scheduler's changes instead of freezing the traced rate.
-    @property
-    def lr(self) -> float:
-        return self._lr.value
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        _check_range(type(self).__name__, "lr", value, 0.0, math.inf, high_open=True)
-        if "_lr" in self.__dict__:
-            self._lr.value = value
+    def __init__(self, params, defaults: Optional[Dict[str, Any]] = None):
+        who = type(self).__name__
+        self.defaults = dict(self.__dict__.get("defaults", {}), **(defaults or {}))
+        if isinstance(params, Tensor):
+            raise TypeError(f"{who}: params must be an iterable of Tensors or of parameter-group dicts, got a Tensor; "
+                            "pass model.parameters() or [tensor]")
+        entries = list(params)
+        if entries and all(isinstance(e, dict) for e in entries):
+            groups = entries
+        elif any(isinstance(e, dict) for e in entries):
+            raise TypeError(f"{who}: params mixes Tensors and parameter-group dicts; pass one kind")
         else:
-            self._lr = HostScalar(value)
+            groups = [{"params": entries}]
+        self.param_groups: List[ParamGroup] = []
+        seen = set()
+        for i, group in enumerate(groups):
+            if "params" not in group:
+                raise ValueError(f"{who}: parameter group {i} has no 'params'")
+            members = group["params"]
+            members = [members] if isinstance(members, Tensor) else list(members)
+            for p in members:
+                if not isinstance(p, Tensor):
+                    raise TypeError(f"{who}: parameter group {i} holds a {type(p).__name__}, not a Tensor")
+                if id(p) in seen:
+                    raise ValueError(f"{who}: a parameter appears in more than one parameter group (group {i})")
+                seen.add(id(p))
+            # like PyTorch, a group may carry keys of its own (a name, a scheduler's initial_lr)
+            hyper = dict(self.defaults)
+            hyper.update((k, v) for k, v in group.items() if k != "params")
+            self.param_groups.append(ParamGroup(who, members, hyper, self._runtime_scalars))
+        self.params: List[Tensor] = [p for g in self.param_groups for p in g["params"]]
 
-    def state_dict(self) -> Dict[str, object]:
-        """Per-parameter state as {"<name>.<param index>": Tensor} plus scalars by name."""
-        state: Dict[str, object] = {name: getattr(self, name) for name in self._scalar_state}
-        index = {p: i for i, p in enumerate(self.params)}
+    def _runtime_scalars(self, group: Dict[str, Any]) -> Dict[str, float]:
+        """The numbers an update reads, by name, from the group's hyperparameters (HostScalars)."""
+        return {k: v for k, v in group.items() if k in _RANGES}
+
+    def add_param_group(self, group: Dict[str, Any]) -> None:
+        """Add a parameter group (PyTorch's add_param_group); missing hyperparameters take the defaults."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{type(self).__name__}.add_param_group expects a dict with 'params'")
+        extra = Optimizer.__new__(type(self))
+        Optimizer.__init__(extra, [group], self.defaults)
+        taken = {id(p) for p in self.params}
+        if any(id(p) in taken for p in extra.params):
+            raise ValueError(f"{type(self).__name__}.add_param_group: a parameter is already in another group")
+        self.param_groups.extend(extra.param_groups)
+        self.params.extend(extra.params)
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """PyTorch's layout: {"state": {param index: {name: Tensor}}, "param_groups": [{hyperparameters,
+        "params": [indices]}]}, plus scalar state (Adam's "t") by name. Tensors are copies."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        state: Dict[int, Dict[str, Tensor]] = {}
         for name in self._per_param_state:
             for p, value in getattr(self, name).items():
-                state[f"{name}.{index[p]}"] = Tensor.make_const(array_api.array(value.realize_cached_data(), dtype=None))
-        return state
+                copy = Tensor.make_const(array_api.array(value.realize_cached_data(), dtype=None))
+                state.setdefault(index[id(p)], {})[name] = copy
+        groups = [dict(g.hyperparameters(), params=[index[id(p)] for p in g["params"]]) for g in self.param_groups]
+        out: Dict[str, Any] = {"state": dict(sorted(state.items())), "param_groups": groups}
+        out.update({name: getattr(self, name) for name in self._scalar_state})
+        return out
 
-    def load_state_dict(self, state: Dict[str, object]) -> None:
-        """Restore what state_dict() returned, for the same parameter list; checked before any change."""
-        per_param = {name: {} for name in self._per_param_state}
-        for key, value in state.items():
-            if key in self._scalar_state:
-                continue
-            name, _, i = key.rpartition(".")
-            if name not in per_param or not i.isdigit() or int(i) >= len(self.params):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: unexpected key {key!r}")
-            p = self.params[int(i)]
-            shape = tuple(getattr(value, "shape", ()))
-            if shape != tuple(p.shape):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape {shape}, "
-                                 f"parameter {i} has shape {tuple(p.shape)}")
-            per_param[name][p] = Tensor(value, device=p.device, dtype=p.dtype, requires_grad=False)
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what state_dict() returned (hyperparameters included), for the same parameters.
+
+        Everything is checked before anything changes. Existing state tensors are written in
+        place, so a compiled step that holds them follows the load. Also reads the flat
+        layout of older needle checkpoints ({"u.0": Tensor, "t": 3}), which has no hyperparameters.
+        """
+        who = type(self).__name__
+        if not isinstance(state, dict):
+            raise TypeError(f"{who}.load_state_dict expects a dict, got {type(state).__name__}")
+        per_param, groups = self._parse_state(state)
         missing = [name for name in self._scalar_state if name not in state]
         if missing:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: missing {missing}")
+            raise ValueError(f"{who}.load_state_dict: missing {missing}")
+        if groups is not None:
+            for group, saved in zip(self.param_groups, groups):
+                for key, value in saved.items():
+                    if key != "params":
+                        _checked(who, key, value)
+        # nothing can fail from here on
+        if groups is not None:
+            for group, saved in zip(self.param_groups, groups):
+                group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "params"})
         for name in self._scalar_state:
             setattr(self, name, type(getattr(self, name))(state[name]))
         for name, values in per_param.items():
-            setattr(self, name, values)
+            store = getattr(self, name)
+            for p in [p for p in store if p not in values]:
+                del store[p]
+            for p, value in values.items():
+                own = store.get(p)
+                if own is not None and own.shape == p.shape and own.dtype == p.dtype and own.device == p.device:
+                    own.copy_(value)
+                else:
+                    store[p] = value
 
+    def _parse_state(self, state: Dict[str, Any]):
+        """({state name: {param: Tensor}}, saved param groups or None), checked against this optimizer."""
+        who = type(self).__name__
+        per_param: Dict[str, Dict[Tensor, Tensor]] = {name: {} for name in self._per_param_state}
+        groups = None
+        if "state" in state or "param_groups" in state:
+            groups = state.get("param_groups")
+            if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+                raise ValueError(f"{who}.load_state_dict: the state has "
+                                 f"{len(groups) if isinstance(groups, (list, tuple)) else 'no'} parameter groups, "
+                                 f"this optimizer {len(self.param_groups)}")
+            for i, (group, saved) in enumerate(zip(self.param_groups, groups)):
+                if len(saved.get("params", ())) != len(group["params"]):
+                    raise ValueError(f"{who}.load_state_dict: parameter group {i} has {len(saved.get('params', ()))} "
+                                     f"parameters in the state, {len(group['params'])} here")
+            entries = []
+            for key, values in dict(state.get("state", {})).items():
+                if not isinstance(values, dict):
+                    raise ValueError(f"{who}.load_state_dict: state[{key!r}] must be a dict of tensors")
+                entries += [(key, name, value) for name, value in values.items()]
+        else:  # the flat layout of older checkpoints
+            entries = []
+            for key, value in state.items():
+                if key in self._scalar_state:
+                    continue
+                name, _, i = key.rpartition(".")
+                entries.append((i, name, value))
+        for i, name, value in entries:
+            try:
+                index = int(i)
+            except (TypeError, ValueError):
+                index = -1
+            if name not in per_param or not 0 <= index < len(self.params):
+                raise ValueError(f"{who}.load_state_dict: unexpected state {name!r} for parameter {i!r}")
+            p = self.params[index]
+            shape = tuple(getattr(value, "shape", ()))
+            if shape != tuple(p.shape):
+                raise ValueError(f"{who}.load_state_dict: state {name!r} of parameter {index} has shape {shape}, "
+                                 f"the parameter has shape {tuple(p.shape)}")
+            per_param[name][p] = Tensor(value, device=p.device, dtype=p.dtype, requires_grad=False)
+        return per_param, groups
+
+    # --- steps ---------------------------------------------------------------------------------
     def step(self) -> None:
         raise NotImplementedError()
 
@@ -95,10 +337,12 @@ class Optimizer:
         return total
 
     @staticmethod
-    def _grad(p: Tensor, weight_decay: float) -> Tensor:
+    def _grad(p: Tensor, group: ParamGroup) -> Tensor:
         """grad + weight_decay * theta (L2-style decay, the course's), detached."""
         grad = p.grad.data
-        return grad + p.data * weight_decay if weight_decay else grad
+        if "weight_decay" in group.nonzero:
+            return grad + p.data * group.scalars["weight_decay"]
+        return grad
 
     @staticmethod
     def _state(store: Dict[Tensor, Tensor], p: Tensor) -> Tensor:
@@ -109,54 +353,39 @@ class Optimizer:
             state = store[p] = init.zeros(*p.shape, device=p.device, dtype=p.dtype)
         return state
 
-
-def _check_range(who: str, name: str, value, low: float, high: float, high_open: bool) -> None:
-    """ValueError naming the optimizer, the argument and the value unless low <= value < (or <=) high."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: {name} must be a number, got {value!r}") from None
-    inside = low <= number and (number < high if high_open else number <= high) and not math.isnan(number)
-    if not inside:
-        shown = f"[{low:g}, {high:g}{')' if high_open else ']'}" if high != math.inf else f">= {low:g}"
-        raise ValueError(f"{who}: {name} must be {'in ' if high != math.inf else ''}{shown}, got {value!r}")
+    lr = _group_hyper("lr")
 
 
 class SGD(Optimizer):
-    """theta -= lr * u with u = momentum * u + (1 - momentum) * (grad + weight_decay * theta)."""
+    """theta -= lr * u with u = momentum * u + (1 - momentum) * (grad + weight_decay * theta): the
+    course's moving-average momentum (PyTorch's SGD with dampening=momentum), u = 0 at first."""
 
     _per_param_state = ("u",)
 
-    def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
-        super().__init__(params)
-        _check_range("SGD", "momentum", momentum, 0.0, 1.0, high_open=True)
-        _check_range("SGD", "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+    def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
         self.u: Dict[Tensor, Tensor] = {}
+
+    momentum = _group_hyper("momentum")
+    weight_decay = _group_hyper("weight_decay")
+
+    def _runtime_scalars(self, group):
+        return dict(super()._runtime_scalars(group), damping=1 - group["momentum"])
 
     def step(self) -> None:
         with no_grad():
-            for p in self.params:
-                if p.grad is None:
-                    continue
-                d = self._grad(p, self.weight_decay)
-                u = self._state(self.u, p)
-                if self.momentum:
-                    u.copy_(u * self.momentum + d * (1 - self.momentum))
-                else:
-                    u.copy_(d)
-                p.copy_(p.data - u * self._lr)
-
-
-def _betas(who: str, betas) -> tuple:
-    """PyTorch's betas=(beta1, beta2), checked to be a pair."""
-    try:
-        beta1, beta2 = betas
-    except (TypeError, ValueError):
-        raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}") from None
-    return beta1, beta2
+            for group in self.param_groups:
+                s = group.scalars
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    d = self._grad(p, group)
+                    u = self._state(self.u, p)
+                    if "momentum" in group.nonzero:
+                        u.copy_(u * s["momentum"] + d * s["damping"])
+                    else:
+                        u.copy_(d)
+                    p.copy_(p.data - u * s["lr"])
 
 
 class Adam(Optimizer):
@@ -167,46 +396,51 @@ class Adam(Optimizer):
     _per_param_state = ("m", "v")
     _scalar_state = ("t",)
 
-    def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *, betas=None):
+    def __init__(self, params: Iterable, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, betas: Optional[tuple] = None):
         if betas is not None:
             beta1, beta2 = _betas(type(self).__name__, betas)
-        super().__init__(params)
-        who = type(self).__name__
-        for name, value in (("beta1", beta1), ("beta2", beta2)):
-            _check_range(who, name, value, 0.0, 1.0, high_open=True)
-        _check_range(who, "eps", eps, 0.0, math.inf, high_open=True)
-        _check_range(who, "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.eps = eps
-        self.weight_decay = weight_decay
         self.t = 0
+        super().__init__(params, dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay))
         self.m: Dict[Tensor, Tensor] = {}
         self.v: Dict[Tensor, Tensor] = {}
-        # 1 - beta ** t, updated by _advance: runtime inputs of a compiled step, not constants
-        self._bias1, self._bias2 = HostScalar(1.0), HostScalar(1.0)
+
+    beta1 = _group_beta(0)
+    beta2 = _group_beta(1)
+    eps = _group_hyper("eps")
+    weight_decay = _group_hyper("weight_decay")
+
+    def _runtime_scalars(self, group):
+        beta1, beta2 = group["betas"]
+        return dict(super()._runtime_scalars(group), beta1=beta1, beta2=beta2, one_minus_beta1=1 - beta1,
+                    one_minus_beta2=1 - beta2, bias1=1 - beta1 ** self.t, bias2=1 - beta2 ** self.t)
 
     def _advance(self) -> None:
-        """t += 1 and the bias corrections that go with it (replayed by a compiled step)."""
+        """t += 1 and the bias corrections 1 - beta ** t that go with it (replayed by a compiled step)."""
         self.t += 1
-        self._bias1.value = 1 - self.beta1 ** self.t
-        self._bias2.value = 1 - self.beta2 ** self.t
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            group.scalars["bias1"].value = 1 - beta1 ** self.t
+            group.scalars["bias2"].value = 1 - beta2 ** self.t
 
     def step(self) -> None:
         array_api.host_call(self._advance)
-        b1, b2 = self.beta1, self.beta2
         with no_grad():
-            for p in self.params:
-                if p.grad is None:
-                    continue
-                d = self._grad(p, self.weight_decay)
-                m, v = self._state(self.m, p), self._state(self.v, p)
-                m.copy_(m * b1 + d * (1 - b1))
-                v.copy_(v * b2 + d * d * (1 - b2))
-                m_hat = m / self._bias1
-                v_hat = v / self._bias2
-                p.copy_(p.data - m_hat * self._lr / (v_hat ** 0.5 + self.eps))
+            for group in self.param_groups:
+                self._update(group)
+
+    def _update(self, group: ParamGroup) -> None:
+        s = group.scalars
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            d = self._grad(p, group)
+            m, v = self._state(self.m, p), self._state(self.v, p)
+            m.copy_(m * s["beta1"] + d * s["one_minus_beta1"])
+            v.copy_(v * s["beta2"] + d * d * s["one_minus_beta2"])
+            m_hat = m / s["bias1"]
+            v_hat = v / s["bias2"]
+            p.copy_(p.data - m_hat * s["lr"] / (v_hat ** 0.5 + s["eps"]))
 
 
 class AdamW(Adam):
@@ -214,25 +448,34 @@ class AdamW(Adam):
     theta -= lr * weight_decay * theta, then the Adam step on the plain gradient.
 
     Defaults as PyTorch's: lr 1e-3, betas (0.9, 0.999) (`betas=` or beta1/beta2), eps 1e-8,
-    weight_decay 0.01.
+    weight_decay 0.01. Parameter groups may set their own weight_decay (nanoGPT decays
+    matrices and embeddings, not biases and norms).
     """
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *, betas=None):
-        if betas is not None:
-            beta1, beta2 = _betas("AdamW", betas)
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0)
-        _check_range("AdamW", "weight_decay", weight_decay, 0.0, math.inf, high_open=True)
-        self.decoupled_weight_decay = weight_decay
-        self._decay = HostScalar(1.0)  # 1 - lr * weight_decay, a runtime input of a compiled step
+    def __init__(self, params: Iterable, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01, *, betas: Optional[tuple] = None):
+        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, betas=betas)
 
-    def _update_decay(self) -> None:
-        self._decay.value = 1 - self.lr * self.decoupled_weight_decay
+    @property
+    def decoupled_weight_decay(self) -> float:
+        return self.weight_decay
 
-    def step(self) -> None:
-        if self.decoupled_weight_decay:
-            array_api.host_call(self._update_decay)
-            with no_grad():
-                for p in self.params:
-                    if p.grad is not None:
-                        p.copy_(p.data * self._decay)
-        super().step()
+    def _runtime_scalars(self, group):
+        return dict(super()._runtime_scalars(group), decay=1 - group["lr"] * group["weight_decay"])
+
+    def _update(self, group: ParamGroup) -> None:
+        if "weight_decay" in group.nonzero:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.copy_(p.data * group.scalars["decay"])
+        s = group.scalars
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            d = p.grad.data  # decoupled: the decay is not added to the gradient
+            m, v = self._state(self.m, p), self._state(self.v, p)
+            m.copy_(m * s["beta1"] + d * s["one_minus_beta1"])
+            v.copy_(v * s["beta2"] + d * d * s["one_minus_beta2"])
+            m_hat = m / s["bias1"]
+            v_hat = v / s["bias2"]
+            p.copy_(p.data - m_hat * s["lr"] / (v_hat ** 0.5 + s["eps"]))

@@ -20,12 +20,8 @@ def save_checkpoint(path: str, model, optimizer, epoch: int, info: Dict[str, Any
     from safetensors.numpy import save as to_bytes
 
     arrays = {_MODEL + k: v.numpy() for k, v in model.state_dict().items()}
-    scalars = {}
-    for key, value in optimizer.state_dict().items():
-        if hasattr(value, "numpy"):
-            arrays[_OPTIM + key] = value.numpy()
-        else:
-            scalars[key] = value
+    tensors, scalars = split_optimizer_state(optimizer.state_dict())
+    arrays.update({_OPTIM + k: v for k, v in tensors.items()})
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     arrays[_RNG] = np.asarray(keys, dtype=np.uint32)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
@@ -37,6 +33,26 @@ def save_checkpoint(path: str, model, optimizer, epoch: int, info: Dict[str, Any
         "sha256": tensor_digest(arrays),
     }
     atomic_write_bytes(path, to_bytes(arrays, metadata={"needle_checkpoint": json.dumps(meta)}))
+
+
+def split_optimizer_state(state: Dict[str, Any]):
+    """An optimizer's state_dict as ({"state.<param index>.<name>": numpy array}, everything else as
+    JSON-able values: param_groups and scalar state such as Adam's t)."""
+    arrays = {f"state.{i}.{name}": value.numpy() for i, entry in state.get("state", {}).items()
+              for name, value in entry.items()}
+    return arrays, {k: v for k, v in state.items() if k != "state"}
+
+
+def join_optimizer_state(arrays: Dict[str, np.ndarray], scalars: Dict[str, Any]) -> Dict[str, Any]:
+    """The inverse of split_optimizer_state. Checkpoints written before parameter groups hold
+    flat keys ("u.0") and no param_groups: passed on as they are (load_state_dict reads both)."""
+    if "param_groups" not in scalars:
+        return dict(arrays, **scalars)
+    state: Dict[int, Dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    return dict(scalars, state=state)
 
 
 def _read(path: str):
@@ -66,9 +82,8 @@ def load_checkpoint(path: str, model, optimizer) -> Dict[str, Any]:
     """Restore model, optimizer and numpy RNG from `path`; returns the stored metadata."""
     arrays, meta = _read(path)
     model.load_state_dict({k[len(_MODEL):]: v for k, v in arrays.items() if k.startswith(_MODEL)})
-    optim_state = {k[len(_OPTIM):]: v for k, v in arrays.items() if k.startswith(_OPTIM)}
-    optim_state.update(meta["optimizer_scalars"])
-    optimizer.load_state_dict(optim_state)
+    optimizer.load_state_dict(join_optimizer_state(
+        {k[len(_OPTIM):]: v for k, v in arrays.items() if k.startswith(_OPTIM)}, meta["optimizer_scalars"]))
     kind, pos, has_gauss, cached = meta["rng"]
     np.random.set_state((kind, arrays[_RNG], pos, has_gauss, cached))
     return meta
