@@ -1,8 +1,10 @@
 """What each rank runs in tests/test_distributed.py: `mpiexec -n 2 python distributed_worker.py SCENARIO OUT_DIR`.
 
 Scenarios:
-  train   data-parallel training of an MLP, eagerly and through ndl.compile, plus a
-          BatchNorm model; each rank writes its final state to OUT_DIR/rank<r>.npz
+  train   data-parallel training of an MLP with a PyTorch-style loop (no explicit sync: the
+          backward averages), eagerly and through ndl.compile, and with an explicit
+          sync_gradients() call too; plus a BatchNorm model; each rank writes its final
+          state to OUT_DIR/rank<r>.npz
   raise   rank 1 raises in its third step while rank 0 goes on into the allreduce
   die     rank 1 exits (os._exit) in its third step, without a word to the others
 """
@@ -29,10 +31,17 @@ def mlp(seed):
     return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, CLASSES))
 
 
-def make_step(ddp, model, opt):
+def make_step(ddp, model, opt, explicit_sync):
     loss_fn = nn.SoftmaxLoss()
 
-    def step(X, y):
+    def step(X, y):  # a PyTorch-style loop: backward() averages the gradients itself
+        opt.reset_grad()
+        loss = loss_fn(ddp(X), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def step_with_sync(X, y):  # needle's earlier style: the explicit call must not average twice
         opt.reset_grad()
         loss = loss_fn(ddp(X), y)
         loss.backward()
@@ -40,10 +49,10 @@ def make_step(ddp, model, opt):
         opt.step()
         return loss
 
-    return step
+    return step_with_sync if explicit_sync else step
 
 
-def train(model, compiled, comm, fail=None):
+def train(model, compiled, comm, fail=None, explicit_sync=False):
     """EPOCHS epochs over this rank's shard; returns the model's state as numpy arrays and
     the number of buckets. `fail`: called on rank 1 before its third step."""
     X, y = dataset()
@@ -52,7 +61,7 @@ def train(model, compiled, comm, fail=None):
     opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sampler = dist.DistributedSampler(N, seed=SEED)
     loader = ndl.data.DataLoader(ndl.data.NDArrayDataset(X, y), BATCH, sampler=sampler)
-    step = make_step(ddp, model, opt)
+    step = make_step(ddp, model, opt, explicit_sync)
     if compiled:
         step = ndl.compile(step, fuse=False)
     steps = 0
@@ -71,6 +80,7 @@ def scenario_train(out_dir):
     # every rank starts from other weights: the wrapper must hand out rank 0's
     eager, buckets = train(mlp(seed=comm.rank), compiled=False, comm=comm)
     compiled, _ = train(mlp(seed=comm.rank), compiled=True, comm=comm)
+    explicit, _ = train(mlp(seed=comm.rank), compiled=False, comm=comm, explicit_sync=True)
 
     # BatchNorm: rank 1's running statistics start off elsewhere; the broadcasts bring them back
     np.random.seed(comm.rank)
@@ -80,6 +90,7 @@ def scenario_train(out_dir):
 
     arrays = {f"eager/{k}": v for k, v in eager.items()}
     arrays.update({f"compiled/{k}": v for k, v in compiled.items()})
+    arrays.update({f"explicit/{k}": v for k, v in explicit.items()})
     arrays.update({f"bn/{k}": v for k, v in bn.items()})
     arrays["buckets"] = np.array(buckets)
     np.savez(os.path.join(out_dir, f"rank{comm.rank}.npz"), **arrays)

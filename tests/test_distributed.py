@@ -77,6 +77,9 @@ def test_two_ranks_equal_one_process_on_the_global_batches(tmp_path):
         np.testing.assert_array_equal(ranks[1][f"eager/{name}"], got)
         np.testing.assert_array_equal(ranks[0][f"compiled/{name}"], got)
         np.testing.assert_array_equal(ranks[1][f"compiled/{name}"], got)
+        # an explicit sync_gradients() after the backward's own averaging changes nothing
+        np.testing.assert_array_equal(ranks[0][f"explicit/{name}"], got)
+        np.testing.assert_array_equal(ranks[1][f"explicit/{name}"], got)
     # BatchNorm: rank 1 started with other running statistics; parameters and buffers end up equal
     bn = [k for k in ranks[0].files if k.startswith("bn/")]
     assert any("running_mean" in k for k in bn)
@@ -254,9 +257,11 @@ def small_model():
 
 
 def grads_after_step(ddp, model, x):
+    """This rank's own gradients (the backward does not average them inside no_sync)."""
     for p in model.parameters():
         p.grad = None
-    (ddp(x) * ddp(x)).sum().backward()
+    with ddp.no_sync():
+        (ddp(x) * ddp(x)).sum().backward()
     return [p.grad.numpy() for p in model.parameters()]
 
 

@@ -22,7 +22,8 @@ from .backend_selection import (  # noqa: F401
 
 __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", "find_topo_sort",
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
-           "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray"]
+           "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray", "queue_callback",
+           "RemovableHandle"]
 
 LAZY_MODE = False
 TENSOR_COUNTER = 0
@@ -367,8 +368,13 @@ class Tensor(Value):
         return self.realize_cached_data().__str__()
 
     # --- autograd ----------------------------------------------------------------
-    def backward(self, out_grad: Optional["Tensor"] = None) -> None:
-        """Fill `.grad` of every tensor this one depends on that requires grad (overwriting old values)."""
+    def backward(self, out_grad: Optional["Tensor"] = None, *, accumulate: bool = False) -> None:
+        """Fill `.grad` of every tensor this one depends on that requires grad.
+
+        The course's rule: each backward overwrites `.grad`. `accumulate=True` is PyTorch's
+        rule instead: a leaf's gradient is added to the `.grad` it has (in place, once the
+        leaf owns its gradient buffer), for gradient accumulation over micro-batches.
+        """
         if not array_api.is_floating(self.dtype):
             raise TypeError(f"backward() needs a floating-point tensor, got dtype {self.dtype}")
         if out_grad is None:
@@ -379,7 +385,19 @@ class Tensor(Value):
             raise ValueError(f"backward: out_grad has shape {out_grad.shape}, the tensor has shape {self.shape}")
         elif out_grad.device != self.device:
             raise ValueError(f"backward: out_grad is on {out_grad.device}, the tensor is on {self.device}")
-        compute_gradient_of_variables(self, out_grad)
+        compute_gradient_of_variables(self, out_grad, accumulate=bool(accumulate))
+
+    def register_post_accumulate_grad_hook(self, hook) -> "RemovableHandle":
+        """Call `hook(tensor)` each time a backward has set this leaf's `.grad` (PyTorch's hook of
+        the same name; DistributedDataParallel starts its gradient averaging from it). Returns a
+        handle whose remove() unregisters it."""
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook expects a callable, got {type(hook).__name__}")
+        if self.op is not None:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        hooks = self.__dict__.setdefault("_grad_hooks", [])
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
 
     # --- operators (the mapping to ops is part of the contract: see needle.ops.elementwise) ---
     def __add__(self, other):
@@ -652,7 +670,49 @@ def _topo_sort(node_list: Iterable[Value], children) -> List[Value]:
     return order
 
 
-def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None:
+class RemovableHandle:
+    """What registering a hook returns: remove() unregisters it (PyTorch's handle)."""
+
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+_CALLBACKS: Optional[list] = None  # callbacks queued during the backward pass that is running
+
+
+def queue_callback(fn) -> None:
+    """Run `fn()` once the backward pass that is running now has finished (PyTorch's
+    queue_callback of its execution engine): how a hook defers work until every gradient is in."""
+    if _CALLBACKS is None:
+        raise RuntimeError("queue_callback can only be called during a backward pass (from a gradient hook)")
+    _CALLBACKS.append(fn)
+
+
+def _accumulate(leaf: Value, grad: Value) -> None:
+    """leaf.grad += grad (PyTorch's accumulation). The first time a leaf's gradient is accumulated
+    it gets a buffer of its own (a backward may hand the same gradient to several leaves);
+    later ones add into that buffer in place, so what holds .grad (a compiled step) sees it."""
+    old = leaf.grad
+    grad = grad.detach()
+    if old is None:
+        own = Tensor.make_const(array_api.array(grad.realize_cached_data(), dtype=None))
+    elif getattr(old, "_owns_grad", False) and old.shape == grad.shape and old.dtype == grad.dtype:
+        old.copy_(old.detach() + grad)
+        return
+    else:
+        if tuple(old.shape) != tuple(grad.shape):
+            raise RuntimeError(f"backward(accumulate=True): .grad has shape {tuple(old.shape)}, the new gradient "
+                               f"{tuple(grad.shape)}")
+        own = (old.detach() + grad).detach()
+    own._owns_grad = True
+    leaf.grad = own
+
+
+def compute_gradient_of_variables(output_tensor: Value, out_grad: Value, accumulate: bool = False) -> None:
     """Set `.grad` on every node `output_tensor` depends on that requires grad, in reverse
     topological order. Nodes that do not require grad (a data batch, constants) are not
     visited, and ops are asked only for what flows into nodes that do.
@@ -663,6 +723,17 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
     reference cycles that hold each step's memory until Python's cycle collector
     happens to run.
     """
+    global _CALLBACKS
+    outer, _CALLBACKS = _CALLBACKS, []
+    try:
+        _backward(output_tensor, out_grad, accumulate)
+        while _CALLBACKS:  # a callback may queue another
+            _CALLBACKS.pop(0)()
+    finally:
+        _CALLBACKS = outer
+
+
+def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
     partial_adjoints = {output_tensor: [out_grad]}
     order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x.requires_grad])
     for node in reversed(order):
@@ -671,7 +742,12 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value) -> None
             continue
         grad = sum_node_list(partials)
         if node.op is None:
-            node.grad = grad if node.requires_grad and LEAF_GRAD_GRAPHS else grad.detach()
+            if accumulate and node.requires_grad:
+                _accumulate(node, grad)
+            else:
+                node.grad = grad if node.requires_grad and LEAF_GRAD_GRAPHS else grad.detach()
+            for hook in node.__dict__.get("_grad_hooks", ()):
+                hook(node)
             continue
         node.grad = grad.detach()
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):

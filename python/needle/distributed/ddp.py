@@ -1,18 +1,21 @@
-"""DistributedDataParallel: one model replica per rank, gradients averaged after backward.
+"""DistributedDataParallel: one model replica per rank, gradients averaged during backward.
 
     ddp = DistributedDataParallel(model)      # every rank now holds rank 0's weights
     for X, y in loader:                       # each rank its own shard (DistributedSampler)
         opt.reset_grad()
         loss = loss_fn(ddp(X), y)
-        loss.backward()
-        ddp.sync_gradients()                  # .grad <- the mean over the ranks, in place
+        loss.backward()                       # ... and .grad <- the mean over the ranks, in place
         opt.step()                            # same gradients, same step: replicas stay equal
 
-Averaging is an explicit call, not a hook inside backward: one place to look, and
-nothing happens that the step does not say. The cost is that communication does not
-overlap the backward pass (PyTorch's DDP starts each bucket's allreduce as soon as
-its gradients are ready); on the CPUs needle runs on, both compete for the same cores
-anyway.
+As in PyTorch, `loss.backward()` averages the gradients itself: each parameter has a
+post-accumulate-grad hook, and the first one to fire in a backward pass queues the
+averaging to run once that pass has finished (`autograd.queue_callback`, PyTorch's
+mechanism too), so a PyTorch-style loop keeps the replicas identical with no extra call.
+`ddp.sync_gradients()` stays for manual use and does nothing when the backward already
+averaged; `with ddp.no_sync():` skips the averaging (for gradient accumulation, as in
+PyTorch: the next backward outside it averages what was accumulated). Communication does
+not overlap the backward pass (PyTorch's DDP starts each bucket's allreduce as soon as its
+gradients are ready); on the CPUs needle runs on, both compete for the same cores anyway.
 
 Gradients travel in buckets: consecutive parameters of one device and dtype are
 packed into one flat host buffer of up to `bucket_mb` MiB (25 by default, PyTorch's
@@ -34,10 +37,12 @@ gets on the same K global batches of R*b samples, up to float rounding.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
+from .. import autograd
 from ..autograd import Tensor, array_api
 from ..nn.nn_basic import Module, Parameter, _named_tensors
 from .comm import Communicator, communicator
@@ -173,9 +178,10 @@ class DistributedDataParallel(Module):
 
     On construction every rank's parameters and buffers (BatchNorm running statistics,
     any tensor of the module that is not a Parameter) become rank 0's. Then, per step:
-    `ddp(x)` runs the module; after `loss.backward()`, `ddp.sync_gradients()` replaces
-    every parameter's .grad by its mean over the ranks and the buffers by rank 0's.
-    Works eagerly and inside `ndl.compile`.
+    `ddp(x)` runs the module; at the end of `loss.backward()` every parameter's .grad is
+    replaced by its mean over the ranks and the buffers by rank 0's (or, inside
+    `no_sync()`, left as they are until the next backward outside it). Works eagerly and
+    inside `ndl.compile`.
 
     Args:
         module: the model; every rank must build the same architecture.
@@ -202,6 +208,32 @@ class DistributedDataParallel(Module):
         buffers = [t for _, t in _named_tensors(module.__dict__, "") if not isinstance(t, Parameter)]
         self._plan = _Plan(params, buffers, bucket_mb * 2 ** 20)
         broadcast_from_rank0(params + buffers, self._comm, bucket_mb)
+        self._sync_enabled = True
+        self._queued = False  # the averaging is queued for the end of the running backward
+        self._averaged: tuple = ()  # the .grad tensors the last averaging wrote
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._on_gradient)
+
+    def _on_gradient(self, _param: Tensor) -> None:
+        """A parameter's gradient is in: queue the averaging for the end of this backward pass."""
+        if self._sync_enabled and not self._queued:
+            self._queued = True
+            autograd.queue_callback(self._after_backward)
+
+    def _after_backward(self) -> None:
+        self._queued = False
+        self._average()
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside skip the averaging (PyTorch's DDP.no_sync): accumulate gradients
+        locally (`backward(accumulate=True)`); the first backward outside averages them."""
+        previous = self._sync_enabled
+        self._sync_enabled = False
+        try:
+            yield
+        finally:
+            self._sync_enabled = previous
 
     @property
     def comm(self) -> Communicator:
@@ -226,12 +258,20 @@ class DistributedDataParallel(Module):
 
     def sync_gradients(self) -> None:
         """Replace each parameter's .grad by its mean over the ranks, in place, and (with
-        broadcast_buffers) every buffer by rank 0's; call it after backward() and before the
-        optimizer step, on every rank, every step.
+        broadcast_buffers) every buffer by rank 0's. backward() does this itself; call it
+        yourself only after a backward inside no_sync() (or gradients set by hand). Nothing
+        happens when every .grad is still the tensor the last averaging wrote.
 
         A parameter without a gradient on some rank (unused in its forward) counts as zero
         there and gets the mean like the others, so every rank's optimizer takes the same step.
         """
+        averaged = self._averaged
+        if len(averaged) == len(self._plan.params) and all(
+                p.grad is g for p, g in zip(self._plan.params, averaged)):
+            return
+        self._average()
+
+    def _average(self) -> None:
         if self._comm.size == 1:
             return
         for bucket in self._plan.grad_buckets:
@@ -239,6 +279,7 @@ class DistributedDataParallel(Module):
             array_api.host_call(_allreduce_mean, self._comm, bucket, bucket.device, *buffers)
         if self.broadcast_buffers:
             self._broadcast_buffers()
+        self._averaged = tuple(p.grad for p in self._plan.params)
 
     @staticmethod
     def _grad_data(p: Tensor):
