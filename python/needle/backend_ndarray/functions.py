@@ -13,7 +13,7 @@ import numpy as np
 from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
-from .recording import host_call, is_recording, validation
+from .recording import constant_data, host_call, is_recording, validation
 
 __all__ = [
     "array", "arange", "empty", "full", "zeros", "zeros_like", "ones_like", "full_like", "empty_like", "astype",
@@ -58,7 +58,8 @@ def zeros(shape, dtype="float32", device=None) -> NDArray:
 def arange(start, stop=None, step=1, dtype="int64", device=None) -> NDArray:
     """numpy's arange on the device (int64 by default)."""
     values = np.arange(start, stop, step) if stop is not None else np.arange(start)
-    return NDArray(values, device=device, dtype=dtype)
+    with constant_data():  # a function of the bounds: a constant of a compiled step
+        return NDArray(values, device=device, dtype=dtype)
 
 
 def zeros_like(a: NDArray) -> NDArray:

@@ -9,6 +9,9 @@ in `args` replaced by a `Slot`, so that the compiler can later tell temporaries
 state, gradients, outputs), plan memory, and rebind the calls to the buffers the
 replay uses.
 
+Moving host data to a device (`from_numpy`) is refused too (TraceError naming the line):
+the replay would reuse the traced numbers, whatever the Python code would make next time.
+
 Host-side work that must happen again on every replay -- drawing random numbers,
 advancing an optimizer's step count -- goes through `host_call(fn, *args)`: run
 now, and recorded as one step of the program (the kernels it calls inside are not
@@ -27,7 +30,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..dtypes import HostScalar
 
-__all__ = ["Recorder", "Slot", "TraceError", "host_call", "validation", "is_recording", "active_recorder"]
+__all__ = ["Recorder", "Slot", "TraceError", "host_call", "validation", "constant_data", "is_recording",
+           "active_recorder"]
 
 _ACTIVE: Optional["Recorder"] = None
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +92,21 @@ def validation():
         recorder.depth -= 1
 
 
+@contextlib.contextmanager
+def constant_data():
+    """Host data that needle computes from the Python numbers of a call (arange's bounds, which
+    a compiled step guards or takes from shapes): recorded as a constant, not refused."""
+    recorder = _ACTIVE
+    if recorder is None:
+        yield
+        return
+    recorder.constants += 1
+    try:
+        yield
+    finally:
+        recorder.constants -= 1
+
+
 def _user_frame() -> str:
     """'file:line: code' of the innermost frame outside the needle package."""
     for frame in reversed(traceback.extract_stack()[:-2]):
@@ -103,6 +122,7 @@ class Recorder:
     def __init__(self):
         self.steps: List[Tuple[Any, tuple, str]] = []
         self.depth = 0  # > 0 inside a host call or a validation: nothing is recorded
+        self.constants = 0  # > 0 inside constant_data(): host data becomes a recorded constant
         self._slots: Dict[int, Slot] = {}
         self.slots: List[Slot] = []
         self.allocated: Dict[int, Any] = {}  # slot index -> device, for buffers made while recording
@@ -161,6 +181,7 @@ class Recorder:
     def _wrap(self, name: str, kernel):
         recorder = self
         reads_back = name == "to_numpy"
+        host_data = name == "from_numpy"
 
         def call(*args):
             if recorder.depth:
@@ -170,6 +191,13 @@ class Recorder:
                     "needle.compile: the traced function reads tensor data into Python (.numpy(), .item(), "
                     f"float(...)) at {_user_frame()}; a replay cannot repeat what Python decides from it. "
                     "Move the read out of the compiled function, or run it without ndl.compile.")
+            if host_data and not recorder.constants:
+                raise TraceError(
+                    "needle.compile: the traced function makes a tensor from host data (numpy arrays, lists, "
+                    f"Python numbers: ndl.Tensor(...), an index list) at {_user_frame()}; a replay would reuse "
+                    "the traced values. Pass it as a tensor argument, make it once outside the compiled "
+                    "function, draw random numbers with ndl.randn/ndl.rand (drawn again on every replay), "
+                    "or use a Python number directly in the arithmetic.")
             recorder.steps.append((kernel, recorder.slots_of(args), name))
             return kernel(*_resolved(args))
 

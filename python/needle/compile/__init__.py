@@ -9,95 +9,136 @@
         return loss
 
 Each call is keyed by its *signature*: the shapes, dtypes and devices of its tensor
-arguments, its other arguments' values, grad mode, and the train/eval flags of every
-module the function can reach (through its closure, its globals and its arguments).
+arguments (and which of them share memory), its other arguments' values, and grad mode.
 
 * The first call of a signature runs eagerly: it creates what a step creates once
   (optimizer state).
 * The second runs eagerly while the array layer records every kernel call
-  (`needle.backend_ndarray.recording`); the recording becomes a `Program` whose
-  temporaries are planned by liveness (`program.py`), with chains of elementwise
-  kernels fused into generated kernels (`fusion.py`): numba loops on the cpu device
-  (cached on disk), numba.cuda kernels on the cuda device (`fusion_cuda.py`).
-* Later calls copy the new inputs into the recorded input buffers and replay: no
-  Tensor objects, no graph, no topological sort, no allocation. Parameters, buffers
-  and optimizer state are updated in place exactly as the eager step would.
+  (`needle.backend_ndarray.recording`) and the guards (`guards.py`) note what Python values
+  the step read; the recording becomes a `Program` whose temporaries are planned by
+  liveness (`program.py`), with chains of elementwise kernels fused into generated kernels
+  (`fusion.py`): numba loops on the cpu device (cached on disk), numba.cuda kernels on the
+  cuda device (`fusion_cuda.py`).
+* Later calls check the guards, copy the new inputs into the recorded input buffers and
+  replay: no Tensor objects, no graph, no topological sort, no allocation. Parameters,
+  buffers and optimizer state are updated in place exactly as the eager step would, and
+  an argument the step writes in place (`x.copy_(...)`) is written back to the caller's tensor.
 
-What changes between steps stays a runtime input, never a constant: random draws
-(dropout masks are drawn afresh from numpy's global RNG on every replay, in the
-eager order, so a seeded compiled run reproduces itself and the eager run),
-Adam's step count and bias corrections and a learning rate changed by a scheduler
-(HostScalars read at each replay), the batch size of a last partial batch (a new
-signature: traced anew).
+A replay gives the eager step's result or does not run. The rules:
 
-What cannot be traced raises `TraceError` naming the line: reading tensor data into
-Python inside the step (`if loss.numpy() > 1:` -- the replay cannot repeat what
-Python decided), replacing a tensor's data (`p.data = ...`) instead of updating it
-in place (`p.copy_(...)`), returning something other than tensors. A parameter
-replaced after tracing, or a call on another device than the trace's, is a
-RuntimeError / ValueError. We raise rather than fall back to eager, because a
-silent fallback would hide a step that is many times slower than the user expects.
-In numpy mode (NEEDLE_BACKEND=np) there is nothing to compile: the function runs eagerly.
+1. **What the step read from outside is guarded** (TorchDynamo's design, see `guards.py`):
+   the attributes it read on modules, optimizers and user objects (`model.eval()` /
+   `train()` of any module that ran, however the step reached it; `Dropout.p`), the
+   globals and closure variables its code loads (a global loss weight; a global tensor
+   rebound to another object), and every tensor whose data it read (a parameter or an
+   optimizer state replaced). When a guard fails the step is traced again for the new
+   values; a recording that can never match again is dropped. At most `max_traces` traces
+   (8, like torch.compile's cache limit) are made: past that, a RuntimeError names what
+   kept changing.
+2. **What changes every step is a runtime input, never a constant**: random draws
+   (dropout masks are drawn afresh from numpy's global RNG on every replay, in the eager
+   order), Adam's step count and bias corrections, and every optimizer hyperparameter
+   (lr, momentum, betas, eps, weight decay: HostScalars in its parameter groups, so a
+   scheduler or `opt.momentum = 0.95` reaches the replay). A number of your own that
+   changes every step should be an `ndl.HostScalar` or a tensor argument: as a plain
+   float it would trace again each time it changes.
+3. **What a replay cannot repeat raises TraceError naming the line**: reading tensor data
+   into Python (`if loss.numpy() > 1:`), building a tensor from host data inside the step
+   (`ndl.Tensor(np.random.randn(3))`, an index list: pass it as an argument, make it
+   outside, or draw it with `ndl.randn`), replacing a tensor's data (`p.data = ...`)
+   instead of updating it in place (`p.copy_(...)`), returning something other than
+   tensors, writing in place to an argument that shares memory with another argument.
+4. Python side effects of the step are not repeated: appending to a list, printing,
+   incrementing a counter attribute run during the eager and traced calls only (a counter
+   the step reads is a guard, so such a step traces again and again and hits the limit).
+5. A call on another device than the trace's is a ValueError.
+
+We raise rather than fall back to eager, because a silent fallback would hide a step that
+is many times slower than the user expects. In numpy mode (NEEDLE_BACKEND=np) there is
+nothing to compile: the function runs eagerly.
 """
 from __future__ import annotations
 
 import functools
 import gc
-import inspect
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import autograd
-from ..autograd import Tensor, array_api, is_grad_enabled
+from ..autograd import Tensor, Value, array_api, is_grad_enabled
 from ..backend_ndarray.recording import Recorder, TraceError
 from ..backend_selection import BACKEND
+from .guards import StaticReads, TraceReads
 from .program import Program, build
 
 __all__ = ["compile", "CompiledFunction", "TraceError"]
 
 
-def compile(fn: Optional[Callable] = None, *, fuse: bool = True):  # noqa: A001  (PyTorch's name)
+def compile(fn: Optional[Callable] = None, *, fuse: bool = True, max_traces: int = 8):  # noqa: A001  (PyTorch's name)
     """Compile `fn` (see the module docstring); also usable as `@ndl.compile(fuse=False)`.
 
     fuse=False replays the recorded kernels one by one, bit-identical to the eager step;
     fuse=True also fuses elementwise chains: bit-identical on the cpu device and under the
     CUDA simulator, within float rounding on a GPU (NVVM contracts a * b + c into an FMA).
+    max_traces bounds how many times the function is traced (new signatures and guard
+    failures together) before a RuntimeError says what keeps changing.
     """
+    if isinstance(max_traces, bool) or not isinstance(max_traces, int) or max_traces < 1:
+        raise ValueError(f"ndl.compile: max_traces must be an integer >= 1, got {max_traces!r}")
     if fn is None:
-        return lambda f: CompiledFunction(f, fuse=fuse)
-    return CompiledFunction(fn, fuse=fuse)
+        return lambda f: CompiledFunction(f, fuse=fuse, max_traces=max_traces)
+    return CompiledFunction(fn, fuse=fuse, max_traces=max_traces)
 
 
 class _Trace:
+    """One recording of the function: its call count (the first call runs eagerly, the second
+    records), then the Program, its guards, and the structure of what it returns."""
+
     __slots__ = ("calls", "program", "devices", "guards", "structure")
 
-    def __init__(self):
+    def __init__(self, devices: tuple):
         self.calls = 0
         self.program: Optional[Program] = None
-        self.devices: tuple = ()
-        self.guards: List[Tuple[Any, Any, str]] = []
+        self.devices = devices
+        self.guards: list = []
+        self.structure = None
+
+    def failure(self) -> Optional[str]:
+        """Why this recording does not apply now (the first failing guard), or None."""
+        for guard in self.guards:
+            reason = guard.check()
+            if reason is not None:
+                return reason
+        return None
+
+    @property
+    def dead(self) -> bool:
+        return any(guard.dead for guard in self.guards)
 
 
 class CompiledFunction:
-    """A function with its traces, one per signature (see `needle.compile`)."""
+    """A function with its traces, several per signature (see `needle.compile`)."""
 
-    def __init__(self, fn: Callable, *, fuse: bool = True):
+    def __init__(self, fn: Callable, *, fuse: bool = True, max_traces: int = 8):
         if not callable(fn):  # refused here, not at the first call deep inside the tracer
             raise TypeError(f"ndl.compile expects a function to compile, got {type(fn).__name__} {fn!r:.60}")
         self.fn = fn
         self.fuse = fuse
-        self._traces: Dict[tuple, _Trace] = {}
-        self._modules: Optional[list] = None
+        self.max_traces = max_traces
+        self._traces: Dict[tuple, List[_Trace]] = {}
         self._arity: Optional[int] = None
+        self._made = 0  # traces made since the last reset, for the limit
+        self._why: List[str] = []  # why each trace after the first was made
         functools.update_wrapper(self, fn)
 
     def reset(self) -> None:
-        """Forget every trace (the next calls trace again)."""
+        """Forget every trace (the next calls trace again) and the count toward max_traces."""
         self._traces.clear()
-        self._modules = None
+        self._made = 0
+        self._why = []
 
     @property
     def programs(self) -> List[Program]:
-        return [t.program for t in self._traces.values() if t.program is not None]
+        return [t.program for traces in self._traces.values() for t in traces if t.program is not None]
 
     def __call__(self, *args, **kwargs):
         if BACKEND != "nd":
@@ -109,47 +150,62 @@ class CompiledFunction:
             raise TypeError(f"{self.__name__} was compiled for calls with {self._arity} arguments, "
                             f"called with {arity}; compile another function for the other form")
         tensors: List[Tensor] = []
-        key = (_signature(args, tensors), _signature(kwargs, tensors), is_grad_enabled(), self._flags())
-        trace = self._traces.get(key)
-        if trace is None:
-            self._check_devices(key, tensors)
-            trace = self._traces[key] = _Trace()
-            trace.devices = tuple(t.device for t in tensors)
-        if trace.program is not None:
-            self._check_guards(trace)
-            outputs = trace.program.replay([t.realize_cached_data() for t in tensors])
-            return _rebuild(trace.structure, [Tensor.make_const(o) for o in outputs])
-        trace.calls += 1
-        if trace.calls == 1:
+        key = (_signature(args, tensors), _signature(kwargs, tensors), is_grad_enabled())
+        key += (_aliasing(tensors),)
+        traces = self._traces.get(key)
+        if traces is None:
+            self._check_devices(tensors)
+            traces = self._traces[key] = []
+        pending, reasons = None, []
+        for trace in list(traces):
+            if trace.program is None:
+                pending = trace
+                continue
+            reason = trace.failure()
+            if reason is None:
+                return self._replay(trace, tensors)
+            if trace.dead:  # what it recorded is gone for good
+                traces.remove(trace)
+            reasons.append(reason)
+        if pending is None:
+            pending = self._new_trace(tensors, reasons or ["a new signature: " + _describe(key)])
+            traces.append(pending)
+        pending.calls += 1
+        if pending.calls == 1:
             return self.fn(*args, **kwargs)
-        return self._trace(trace, args, kwargs, tensors)
+        return self._trace(pending, args, kwargs, tensors)
 
-    # --- signatures ----------------------------------------------------------------------
-    def _flags(self) -> tuple:
-        if self._modules is None:
-            self._modules = _reachable_modules(self.fn)
-        return tuple(m.training for m in self._modules)
+    def _new_trace(self, tensors: List[Tensor], reasons: List[str]) -> _Trace:
+        if self._made >= self.max_traces:
+            seen = "; ".join(dict.fromkeys(self._why[-4:] + reasons[:1]))
+            raise RuntimeError(
+                f"{self.__name__} has been traced {self._made} times (max_traces={self.max_traces}) and needs another "
+                f"trace: {reasons[0]}. What changed between calls: {seen}. A value that changes every step should be "
+                "a runtime input (an ndl.HostScalar, a tensor argument, a tensor updated in place with copy_); "
+                "otherwise raise max_traces, or call .reset() after an intended change.")
+        if self._made:
+            self._why.append(reasons[0])
+        self._made += 1
+        return _Trace(tuple(t.device for t in tensors))
 
-    def _check_devices(self, key, tensors) -> None:
+    def _replay(self, trace: _Trace, tensors: List[Tensor]):
+        outputs = trace.program.replay([t.realize_cached_data() for t in tensors])
+        return _rebuild(trace.structure, [Tensor.make_const(o) for o in outputs])
+
+    def _check_devices(self, tensors) -> None:
         devices = tuple(t.device for t in tensors)
-        for other, trace in self._traces.items():
-            if trace.devices and trace.devices != devices and len(trace.devices) == len(devices):
-                raise ValueError(f"{self.__name__} was traced with tensors on {_names(trace.devices)} and is now "
-                                 f"called with tensors on {_names(devices)}; move them with .to(), or compile a "
-                                 "second function for the other device")
-
-    def _check_guards(self, trace: _Trace) -> None:
-        for ref, handle, name in trace.guards:
-            tensor = ref()
-            if tensor is not None and tensor.realize_cached_data()._handle is not handle():
-                raise RuntimeError(
-                    f"{self.__name__}: {name} was replaced after tracing (its data now lives in another buffer), "
-                    "so the recorded step would keep using the old one. Update it in place (copy_, "
-                    "load_state_dict), or call .reset() on the compiled function to trace it again.")
+        for traces in self._traces.values():
+            for trace in traces:
+                if trace.devices and trace.devices != devices and len(trace.devices) == len(devices):
+                    raise ValueError(f"{self.__name__} was traced with tensors on {_names(trace.devices)} and is now "
+                                     f"called with tensors on {_names(devices)}; move them with .to(), or compile a "
+                                     "second function for the other device")
 
     # --- tracing ------------------------------------------------------------------------------
     def _trace(self, trace: _Trace, args, kwargs, tensors: List[Tensor]):
         from ..backend_selection import all_devices
+        from ..nn.nn_basic import Module
+        from ..optim.optimizers import Optimizer, ParamGroup
 
         # each tensor argument gets a buffer of its own, which the replays copy new inputs into
         inputs = [Tensor.make_const(array_api.array(t.realize_cached_data(), dtype=None),
@@ -157,12 +213,23 @@ class CompiledFunction:
         swap = dict(zip(map(id, tensors), inputs))
         t_args, t_kwargs = _substitute(args, swap), _substitute(kwargs, swap)
         input_buffers = [x.realize_cached_data()._handle for x in inputs]
-        guards = self._guard_tensors()
+        own_inputs = set(map(id, input_buffers))
+        static = StaticReads(skip=(Tensor, Module, Optimizer)).function(self.fn)
         recorder = Recorder()
+
+        def preexisting(handle) -> bool:
+            if id(handle) in own_inputs:
+                return False
+            slot = recorder.find(handle)
+            return slot is None or slot.index not in recorder.allocated
+
+        reads = TraceReads([Module, Optimizer, ParamGroup] + static.classes, Value,
+                           counts=lambda: recorder.depth == 0, preexisting=preexisting)
         recorder.start([d for d in all_devices() if d.enabled()])
         autograd.LEAF_GRAD_GRAPHS = False
         try:
-            result = self.fn(*t_args, **t_kwargs)
+            with reads:
+                result = self.fn(*t_args, **t_kwargs)
         finally:
             autograd.LEAF_GRAD_GRAPHS = True
             recorder.stop()
@@ -171,24 +238,16 @@ class CompiledFunction:
         del result, out_tensors, t_args, t_kwargs, swap
         gc.collect()  # cycles among the step's temporaries must not pass for state
         _check_no_rebinding(recorder)
-        trace.program = build(recorder, input_buffers, [t.device for t in inputs], out_arrays, fuse=self.fuse)
+        program = build(recorder, input_buffers, [t.device for t in inputs], out_arrays, fuse=self.fuse)
+        _check_aliased_writes(self.__name__, program, tensors)
+        for obj in reads.objects():
+            static.cls(type(obj))  # the globals their methods load
+        trace.program = program
         trace.structure = structure
-        trace.guards = guards
+        trace.guards = static.guards + reads.guards()
+        # the traced call wrote its in-place updates of arguments into the copies: pass them on
+        program.write_back([x.realize_cached_data() for x in inputs], [t.realize_cached_data() for t in tensors])
         return _rebuild(structure, [Tensor.make_const(a._copy()) for a in out_arrays])
-
-    def _guard_tensors(self) -> list:
-        import weakref
-
-        from ..nn.nn_basic import _named_tensors
-
-        guards = []
-        for module in self._modules or []:
-            for name, t in _named_tensors(module.__dict__, ""):
-                if t.cached_data is not None and hasattr(t.cached_data, "_handle"):
-                    # weak references both: holding a buffer would make a replaced one pass for state
-                    guards.append((weakref.ref(t), weakref.ref(t.cached_data._handle),
-                                   f"{type(module).__name__}.{name}"))
-        return guards
 
 
 def _names(devices) -> str:
@@ -269,47 +328,37 @@ def _check_no_rebinding(recorder: Recorder) -> None:
                 "updating it in place; use tensor.copy_(new_value) so that the replay writes where it reads")
 
 
-def _reachable_modules(fn) -> list:
-    """Every Module the function can reach: through a bound method's object, its closure, the
-    globals its code names, and (one level down) attributes of those objects."""
-    from ..nn.nn_basic import Module
-    from ..optim import Optimizer
+def _aliasing(tensors: List[Tensor]) -> tuple:
+    """Which tensor arguments share a buffer: for each, the position of the first one with the
+    same buffer (a different pattern is a different signature)."""
+    first: Dict[int, int] = {}
+    pattern = []
+    for i, t in enumerate(tensors):
+        handle = getattr(t.realize_cached_data(), "_handle", None)
+        pattern.append(first.setdefault(id(handle), i))
+    return tuple(pattern)
 
-    roots = []
-    target = inspect.unwrap(fn)
-    if inspect.ismethod(target):
-        roots.append(target.__self__)
-        target = target.__func__
-    code = getattr(target, "__code__", None)
-    if target.__closure__:
-        for cell in target.__closure__:
-            try:
-                roots.append(cell.cell_contents)
-            except ValueError:  # an empty cell
-                pass
-    if code is not None:
-        names = set(code.co_names)
-        for const in code.co_consts:  # nested functions and comprehensions
-            if hasattr(const, "co_names"):
-                names.update(const.co_names)
-        roots.extend(target.__globals__[n] for n in names if n in target.__globals__)
-    found, seen = [], set()
 
-    def add(obj, depth):
-        if id(obj) in seen:
+def _check_aliased_writes(name: str, program: Program, tensors: List[Tensor]) -> None:
+    """Arguments are traced as separate copies, so an in-place write to one that shares memory with
+    another would not be seen through the other, as it is eagerly."""
+    pattern = _aliasing(tensors)
+    for k in program.written_inputs:
+        if sum(1 for p in pattern if p == pattern[k]) > 1:
+            raise TraceError(f"{name} writes in place to its tensor argument {k}, which shares memory with another "
+                             "argument; a compiled step copies its arguments, so pass tensors that do not overlap")
+
+
+def _describe(key: tuple) -> str:
+    """A short description of a signature, for messages."""
+    shapes = [f"{s[1]}" for s in _tensor_entries(key[:2])]
+    return f"tensor shapes {', '.join(shapes) or 'none'}, grad mode {'on' if key[2] else 'off'}"
+
+
+def _tensor_entries(value):
+    if isinstance(value, tuple):
+        if value and value[0] == "T":
+            yield value
             return
-        seen.add(id(obj))
-        if isinstance(obj, Module):
-            for m in [obj] + obj._children():
-                if id(m) not in seen or m is obj:
-                    seen.add(id(m))
-                    found.append(m)
-        elif isinstance(obj, Optimizer):
-            return
-        elif depth < 1 and hasattr(obj, "__dict__") and not inspect.ismodule(obj) and not inspect.isclass(obj):
-            for value in list(vars(obj).values()):
-                add(value, depth + 1)
-
-    for root in roots:
-        add(root, 0)
-    return found
+        for v in value:
+            yield from _tensor_entries(v)

@@ -10,7 +10,8 @@ From the recorder's steps (kernel or host function, args holding Slots) a Progra
    gives it back after its last, so the replay never holds more than the eager step held;
 3. binds every call to its buffers once (`bind` below), optionally after fusing chains of
    elementwise kernels into generated ones (`fusion.py`);
-4. replays: copy the new inputs into the input buffers, run the calls, copy the outputs out.
+4. replays: copy the new inputs into the input buffers, run the calls, write the inputs the
+   step updated in place back to the caller's arrays, copy the outputs out.
 """
 from __future__ import annotations
 
@@ -74,9 +75,11 @@ class Program:
     """The replayable form of one traced call (see the module docstring)."""
 
     def __init__(self, calls: List[Call], state: Dict[int, Any], temporaries: Dict[int, Tuple[Slot, Any]],
-                 inputs: List[Tuple[Optional[int], Any]], outputs: List[Tuple[int, tuple]]):
+                 inputs: List[Tuple[Optional[int], Any]], outputs: List[Tuple[int, tuple]],
+                 written_inputs: Tuple[int, ...] = ()):
         self.calls = calls
         self.inputs = inputs          # (slot index, device) per tensor argument (None: unused)
+        self.written_inputs = written_inputs  # positions of the arguments the step writes in place
         self.outputs = outputs        # (slot index, (shape, strides, offset, dtype, device)) per output tensor
         self.buffers: Dict[int, Any] = dict(state)
         self.temporary_bytes = 0
@@ -128,11 +131,24 @@ class Program:
                 device.compact(new._handle, target, new.shape, new.strides, new._offset)
         for run in self.runs:
             run()
+        self.write_back([self.buffers[self.inputs[k][0]] for k in self.written_inputs], arrays, positions=True)
         outputs = []
         for index, (shape, strides, offset, dtype, device) in self.outputs:
             view = NDArray.make(shape, strides=strides, device=device, handle=self.buffers[index], offset=offset)
             outputs.append(view._copy())
         return outputs
+
+    def write_back(self, sources: List[Any], targets: List[Any], positions: bool = False) -> None:
+        """Copy what the step wrote in place into its arguments back to the caller's arrays.
+        sources: the written input buffers (positions=True) or every input NDArray (then the
+        written ones are picked); targets: the caller's NDArrays, one per tensor argument."""
+        for i, k in enumerate(self.written_inputs):
+            source = sources[i] if positions else sources[k]._handle
+            target = targets[k]
+            if target._handle is source:
+                continue
+            device = self.inputs[k][1]
+            device.ewise_setitem(source, target._handle, target.shape, target.strides, target._offset)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -171,9 +187,43 @@ def build(recorder, input_buffers: List[Any], input_devices: List[Any], output_a
             slot = recorder.slot(arr._handle)
             state[slot.index] = arr._handle
         outputs.append((slot.index, (arr.shape, arr.strides, arr._offset, arr.dtype, arr.device)))
+    written = _written_slots(recorder.steps)
+    written_inputs = tuple(k for k, (index, _) in enumerate(inputs) if index is not None and index in written)
     calls = [Call(fn, args, kind) for fn, args, kind in recorder.steps]
     if fuse:
         from .fusion import fuse_calls
 
         calls = fuse_calls(calls, set(state))
-    return Program(calls, state, temporaries, inputs, outputs)
+    return Program(calls, state, temporaries, inputs, outputs, written_inputs)
+
+
+@functools.lru_cache(maxsize=None)
+def _out_position(kind: str) -> Optional[int]:
+    """The position of the buffer a kernel writes (its `out` parameter in the device interface);
+    None where every buffer it is given may be written (host calls, kernels outside the interface)."""
+    import inspect
+
+    from ..backend_ndarray.interface import DeviceKernels
+
+    kernel = DeviceKernels.__dict__.get(kind)
+    if kernel is None:
+        return None
+    names = list(inspect.signature(kernel).parameters)[1:]  # without self
+    return names.index("out") if "out" in names else -1
+
+
+def _written_slots(steps) -> set:
+    """The slot indices some recorded step writes."""
+    written = set()
+    for _, args, kind in steps:
+        position = None if kind == "host" else _out_position(kind)
+        if position == -1:
+            continue
+        for i, arg in enumerate(args):
+            if position is not None and i != position:
+                continue
+            if isinstance(arg, Slot):
+                written.add(arg.index)
+            elif isinstance(arg, tuple) and arg and isinstance(arg[0], Slot):
+                written.add(arg[0].index)
+    return written
