@@ -323,3 +323,47 @@ def test_ddp_sync_after_grads_set_by_hand_averages_them():
     assert comm.allreduced == 1
     for p in model.parameters():
         np.testing.assert_array_equal(p.grad.numpy(), np.full(p.shape, 2.0, np.float32))
+
+
+# --- SGD: the course's momentum, and PyTorch's as an opt-in -------------------------------------------
+
+@pytest.mark.parametrize("momentum, dampening, nesterov, wd", [
+    (0.9, 0.0, False, 0.0), (0.9, 0.3, False, 0.01), (0.8, 0.0, True, 0.01), (0.0, 0.0, False, 0.1)])
+def test_sgd_with_dampening_follows_torchs_rule(momentum, dampening, nesterov, wd):
+    model, twin = make_pair()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=momentum, weight_decay=wd, dampening=dampening,
+                    nesterov=nesterov)
+    opt_t = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=momentum, weight_decay=wd, dampening=dampening,
+                            nesterov=nesterov)
+    for i in range(5):
+        x, y = data(i)
+        opt.reset_grad()
+        needle_loss(model, x, y).backward()
+        opt.step()
+        opt_t.zero_grad()
+        torch_loss(twin, x, y).backward()
+        opt_t.step()
+    assert_twins(model, twin)
+
+
+def test_sgd_default_is_the_courses_moving_average_not_torchs():
+    model, twin = make_pair()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt_t = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9)
+    first = model.parameters()[0].numpy().copy()
+    x, y = data(0)
+    needle_loss(model, x, y).backward()
+    grad = model.parameters()[0].grad.numpy()
+    opt.step()
+    np.testing.assert_allclose(model.parameters()[0].numpy(), first - 0.05 * 0.1 * grad, rtol=1e-12)  # (1 - m) g
+    torch_loss(twin, x, y).backward()
+    opt_t.step()
+    assert not np.allclose(model.parameters()[0].numpy(), twin[0].weight.detach().numpy().T)
+
+
+def test_nesterov_without_torchs_dampening_is_refused():
+    model, _ = make_pair()
+    with pytest.raises(ValueError, match="nesterov needs a momentum and zero dampening"):
+        optim.SGD(model.parameters(), momentum=0.9, dampening=0.5, nesterov=True)
+    with pytest.raises(ValueError, match="nesterov needs a momentum"):
+        optim.SGD(model.parameters(), nesterov=True)

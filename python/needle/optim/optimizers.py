@@ -29,6 +29,7 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "ParamGroup"]
 _RANGES: Dict[str, Tuple[float, float, bool]] = {
     "lr": (0.0, math.inf, True), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, math.inf, True),
     "eps": (0.0, math.inf, True), "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
+    "dampening": (0.0, 1.0, False),
 }
 
 
@@ -37,9 +38,9 @@ class ParamGroup(dict):
 
     Setting a hyperparameter (`group["lr"] = 0.01`) checks its range and updates the
     HostScalars the updates read (`group.scalars`, including derived ones such as
-    1 - momentum), so a compiled step follows it. `group.nonzero` names the terms that are
-    present (momentum, weight decay): a plain value, checked by a compiled step before
-    each replay.
+    1 - momentum), so a compiled step follows it. `group.terms` names the terms that are
+    present (momentum, weight decay, PyTorch's momentum rule, Nesterov): a plain value,
+    which decides what operations an update runs, checked by a compiled step before each replay.
     """
 
     def __init__(self, owner: str, params: List[Tensor], hyper: Dict[str, Any],
@@ -48,7 +49,7 @@ class ParamGroup(dict):
         self._owner = owner
         self._derive = derive
         self.scalars: Dict[str, HostScalar] = {}
-        self.nonzero: frozenset = frozenset()
+        self.terms: frozenset = frozenset()
         dict.__setitem__(self, "params", params)
         for key, value in hyper.items():
             dict.__setitem__(self, key, _checked(owner, key, value))
@@ -76,7 +77,10 @@ class ParamGroup(dict):
                 self.scalars[name] = HostScalar(value)
             else:
                 scalar.value = value  # in place: a compiled step holds this object
-        self.nonzero = frozenset(k for k in ("momentum", "weight_decay") if self.get(k))
+        terms = {k for k in ("momentum", "weight_decay", "nesterov") if self.get(k)}
+        if self.get("dampening") is not None:
+            terms.add("torch_momentum")
+        self.terms = frozenset(terms)
 
     def hyperparameters(self) -> Dict[str, Any]:
         """Everything but the params, as plain values."""
@@ -88,6 +92,12 @@ def _checked(owner: str, key: str, value: Any) -> Any:
     if key == "betas":
         beta1, beta2 = _betas(owner, value)
         return (_checked(owner, "beta1", beta1), _checked(owner, "beta2", beta2))
+    if key == "dampening" and value is None:  # the course's momentum rule
+        return None
+    if key == "nesterov":
+        if not isinstance(value, bool):
+            raise TypeError(f"{owner}: nesterov must be True or False, got {value!r}")
+        return value
     if key in _RANGES:
         low, high, high_open = _RANGES[key]
         _check_range(owner, key, value, low, high, high_open)
@@ -203,7 +213,7 @@ class Optimizer:
 
     def _runtime_scalars(self, group: Dict[str, Any]) -> Dict[str, float]:
         """The numbers an update reads, by name, from the group's hyperparameters (HostScalars)."""
-        return {k: v for k, v in group.items() if k in _RANGES}
+        return {k: v for k, v in group.items() if k in _RANGES and v is not None}
 
     def add_param_group(self, group: Dict[str, Any]) -> None:
         """Add a parameter group (PyTorch's add_param_group); missing hyperparameters take the defaults."""
@@ -340,7 +350,7 @@ class Optimizer:
     def _grad(p: Tensor, group: ParamGroup) -> Tensor:
         """grad + weight_decay * theta (L2-style decay, the course's), detached."""
         grad = p.grad.data
-        if "weight_decay" in group.nonzero:
+        if "weight_decay" in group.terms:
             return grad + p.data * group.scalars["weight_decay"]
         return grad
 
@@ -357,35 +367,57 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """theta -= lr * u with u = momentum * u + (1 - momentum) * (grad + weight_decay * theta): the
-    course's moving-average momentum (PyTorch's SGD with dampening=momentum), u = 0 at first."""
+    """The course's SGD: theta -= lr * u with u = momentum * u + (1 - momentum) * (grad +
+    weight_decay * theta), a moving average starting from u = 0.
+
+    PyTorch's rule is an opt-in: pass `dampening` (PyTorch's default is 0) and, if wanted,
+    `nesterov=True`. Then, as torch.optim.SGD: g = grad + weight_decay * theta;
+    u = g on the first step, else u = momentum * u + (1 - dampening) * g; theta -= lr * u
+    (Nesterov: theta -= lr * (g + momentum * u)).
+    """
 
     _per_param_state = ("u",)
 
-    def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+    def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+                 dampening: Optional[float] = None, nesterov: bool = False):
+        if nesterov and (not momentum or dampening not in (None, 0, 0.0)):
+            raise ValueError("SGD: nesterov needs a momentum and zero dampening (PyTorch's rule: dampening=0)")
+        if nesterov and dampening is None:
+            dampening = 0.0  # Nesterov momentum is PyTorch's rule
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening,
+                                      nesterov=bool(nesterov)))
         self.u: Dict[Tensor, Tensor] = {}
 
     momentum = _group_hyper("momentum")
     weight_decay = _group_hyper("weight_decay")
+    dampening = _group_hyper("dampening")
+    nesterov = _group_hyper("nesterov")
 
     def _runtime_scalars(self, group):
-        return dict(super()._runtime_scalars(group), damping=1 - group["momentum"])
+        damping = 1 - group["momentum"] if group.get("dampening") is None else 1 - group["dampening"]
+        return dict(super()._runtime_scalars(group), damping=damping)
 
     def step(self) -> None:
         with no_grad():
             for group in self.param_groups:
-                s = group.scalars
+                s, terms = group.scalars, group.terms
                 for p in group["params"]:
                     if p.grad is None:
                         continue
                     d = self._grad(p, group)
-                    u = self._state(self.u, p)
-                    if "momentum" in group.nonzero:
-                        u.copy_(u * s["momentum"] + d * s["damping"])
-                    else:
+                    if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
+                        p.copy_(p.data - d * s["lr"])
+                        continue
+                    if "momentum" not in terms:  # the course's u = d
+                        u = self._state(self.u, p)
                         u.copy_(d)
-                    p.copy_(p.data - u * s["lr"])
+                    elif "torch_momentum" in terms and p not in self.u:
+                        u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
+                    else:
+                        u = self._state(self.u, p)
+                        u.copy_(u * s["momentum"] + d * s["damping"])
+                    step = d + u * s["momentum"] if "nesterov" in terms else u
+                    p.copy_(p.data - step * s["lr"])
 
 
 class Adam(Optimizer):
@@ -464,7 +496,7 @@ class AdamW(Adam):
         return dict(super()._runtime_scalars(group), decay=1 - group["lr"] * group["weight_decay"])
 
     def _update(self, group: ParamGroup) -> None:
-        if "weight_decay" in group.nonzero:
+        if "weight_decay" in group.terms:
             for p in group["params"]:
                 if p.grad is not None:
                     p.copy_(p.data * group.scalars["decay"])
