@@ -288,8 +288,7 @@ def _conv2d_pads(padding: Padding2d, kernel: Tuple[int, int], stride: Tuple[int,
             raise ValueError(f"{what}: invalid padding string {padding!r}, should be one of 'valid', 'same'")
         if stride != (1, 1):
             raise ValueError(f"{what}: padding='same' is not supported for strided convolutions (stride={stride})")
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        (th, tw) = totals
+        th, tw = (d * (k - 1) for k, d in zip(kernel, dilation))
         return (th // 2, th - th // 2), (tw // 2, tw - tw // 2)
     ph, pw = _ints(padding, 2, f"{what} padding")
     return (ph, ph), (pw, pw)

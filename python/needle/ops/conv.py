@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..autograd import TensorOp, array_api
 from ._helpers import require_tensor
-from ._windows import col2im, grouped_window_view, pair, sides, window_view
+from ._windows import col2im, grouped_window_view, out_size, pair, sides, window_view
 
 __all__ = ["Conv", "ConvInputGrad", "ConvWeightGrad", "conv"]
 
@@ -48,8 +48,8 @@ class _Geometry:
         """(N, Ho, Wo, Cout) of this conv on an (N, H, W, Cin) input with a (KH, KW, Cin/G, Cout) kernel."""
         n, h, w, _ = input_shape
         kh, kw, _, cout = kernel_shape
-        sizes = [(size + before + after - d * (k - 1) - 1) // s + 1
-                 for size, k, s, (before, after), d in zip((h, w), (kh, kw), self.strides, self.pads, self.dilations)]
+        sizes = [out_size(size, k, s, sides_, d)
+                 for size, k, s, sides_, d in zip((h, w), (kh, kw), self.strides, self.pads, self.dilations)]
         return (n, *sizes, cout)
 
     def windows(self, a, kh: int, kw: int):
