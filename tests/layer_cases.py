@@ -10,6 +10,7 @@ w a fixed random tensor, for every float input.
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict
@@ -99,6 +100,9 @@ def probabilities(*shape, axis=1):
 CONV2D = [((2, 3, 7, 6), (4, 3, 3), 1, 1), ((1, 2, 8, 5), (3, 3, 2), 2, (1, 0)), ((2, 1, 5, 5), (2, 5, 5), 1, 0),
           ((1, 2, 6, 7), (3, 2, 4), (2, 3), (1, 2)), ((3, 5, 6), (2, 3, 3), 2, 1),
           ((2, 2, 7, 6), (3, 2, 3), (2, 3), (1, 0))]  # the last: stride = kernel (patches), a remainder row
+# (N, Cin, H, W), (Cout, KH, KW), stride, padding, dilation, groups: PyTorch's conv2d beyond the course's
+CONV2D_MORE = [((2, 4, 7, 6), (6, 3, 3), 1, "same", 2, 2), ((1, 4, 8, 9), (4, 2, 4), 1, "same", 1, 4),
+               ((4, 9, 7), (2, 3, 2), (2, 1), "valid", (2, 3), 2), ((2, 2, 6, 7), (4, 1, 3), 2, (1, 0), 1, 2)]
 # (N, Cin, L), (Cout, K), stride, padding
 CONV1D = [((2, 3, 10), (4, 3), 1, 1), ((1, 2, 9), (3, 4), 2, 2), ((3, 1, 5), (2, 5), 3, 0), ((2, 7), (3, 2), 1, 0),
           ((2, 2, 11), (2, 3), 4, 1)]
@@ -118,6 +122,18 @@ def _conv2d_case(x, w, s, p, bias):
     return Case(f"conv2d{x}{weight}s{s}p{p}{'+b' if bias else ''}", fn, inputs(*makers))
 
 
+def _conv2d_more_case(x, w, s, p, d, g, bias):
+    weight = (w[0], x[-3] // g) + w[1:]
+    makers = [rand(*x, key="x"), rand(*weight, key="w", scale=0.3)] + ([rand(w[0], key="b")] if bias else [])
+    if bias:
+        def fn(F, a, k, b):
+            return F.conv2d(a, k, b, s, p, d, g)
+    else:
+        def fn(F, a, k):
+            return F.conv2d(a, k, stride=s, padding=p, dilation=d, groups=g)
+    return Case(f"conv2d{x}{weight}s{s}p{p}d{d}g{g}{'+b' if bias else ''}", fn, inputs(*makers))
+
+
 def _conv1d_case(x, w, s, p, bias):
     weight = (w[0], x[-2], w[1])
     makers = [rand(*x, key="x"), rand(*weight, key="w", scale=0.3)] + ([rand(w[0], key="b")] if bias else [])
@@ -132,6 +148,7 @@ def _ce(**kw):
 CASES = [
     # --- convolution
     *[_conv2d_case(x, w, s, p, bias) for (x, w, s, p), bias in zip(CONV2D, (True, False, True, True, False, True))],
+    *[_conv2d_more_case(*case, bias) for case, bias in zip(CONV2D_MORE, (True, False, True, False))],
     *[_conv1d_case(x, w, s, p, bias) for (x, w, s, p), bias in zip(CONV1D, (True, False, True, True, False))],
     # --- pooling (random, many ties, constant input: the gradient goes to the first maximum)
     *[Case(f"max_pool2d{x}k{k}s{s}p{p}", lambda F, a, k=k, s=s, p=p: F.max_pool2d(a, k, s, p), rand(*x))
@@ -213,7 +230,9 @@ def _run_case(case: Case, dtype: str, device) -> None:
     grads = [a.dtype.kind == "f" and k not in case.fixed for k, a in enumerate(arrays)]
     t_in = [torch.tensor(a, requires_grad=g) for a, g in zip(arrays, grads)]
     n_in = [ndl.Tensor(a, device=device, dtype=a.dtype.name, requires_grad=g) for a, g in zip(arrays, grads)]
-    t_out = case.fn(TF, *t_in)
+    with warnings.catch_warnings():  # torch notes that 'same' padding of an even kernel copies the input
+        warnings.filterwarnings("ignore", "Using padding='same' with even kernel", UserWarning)
+        t_out = case.fn(TF, *t_in)
     n_out = case.fn(NF, *n_in)
     expected = t_out.detach().numpy()
     assert n_out.dtype == expected.dtype.name, (n_out.dtype, expected.dtype)

@@ -185,3 +185,115 @@ def test_mismatches_name_the_key_and_both_shapes():
         interop.from_torch(needle_model, dict(state, extra=torch.zeros(1)))
     for a, b in zip(before.values(), needle_model.state_dict().values()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # nothing changed on error
+
+
+# ----------------------------------------------------------------------------- convolutions
+
+CONV2D_SETTINGS = [dict(kernel_size=3, padding=1), dict(kernel_size=(3, 5), stride=(2, 1), padding="valid",
+                                                         dilation=2, groups=2),
+                   dict(kernel_size=4, padding="same", groups=4, bias=False),
+                   dict(kernel_size=3, padding=2, padding_mode="reflect")]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("kw", CONV2D_SETTINGS, ids=str)
+@pytest.mark.parametrize("source", ["state_dict", "module"])
+def test_torch_conv2d_loads_into_needle_conv2d_as_it_is(kw, source):
+    """Same layout (Cout, Cin / groups, KH, KW): no permutation, torch's outputs."""
+    torch.manual_seed(3)
+    twin = tnn.Conv2d(4, 8, **kw)
+    layer = nn.Conv2d(4, 8, **kw)
+    interop.from_torch(layer, twin if source == "module" else twin.state_dict())
+    np.testing.assert_array_equal(layer.weight.numpy(), twin.weight.detach().numpy())
+    x = np.random.RandomState(5).randn(2, 4, 9, 10)
+    got, expected = _outputs(layer, twin, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("kw", CONV2D_SETTINGS, ids=str)
+def test_needle_conv2d_goes_to_torch_and_back(kw):
+    np.random.seed(4)
+    layer, twin = nn.Conv2d(4, 8, **kw), tnn.Conv2d(4, 8, **kw)
+    state = interop.to_torch(layer, twin)  # checked, then loaded into the twin
+    assert set(state) == set(twin.state_dict())
+    np.testing.assert_array_equal(twin.weight.detach().numpy(), layer.weight.numpy())
+    got, expected = _outputs(layer, twin, np.random.RandomState(6).randn(3, 4, 9, 10))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    copy = nn.Conv2d(4, 8, **kw)
+    interop.from_torch(copy, state)
+    for a, b in zip(copy.state_dict().values(), layer.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_whole_torch_models_load_through_their_modules():
+    """A torch module (not its state dict) is accepted: ResNet9's same-padded Conv2d's pass the
+    settings check of the course's nn.Conv, and the outputs are torch's."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    needle_model, torch_model, x = resnet_pair()
+    _randomise_statistics(torch_model)
+    interop.from_torch(needle_model, torch_model)
+    got, expected = _outputs(needle_model, torch_model, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    cnn, twin, x = cnn_pair()
+    interop.to_torch(cnn, twin)
+    got, expected = _outputs(cnn, twin, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+REFUSED = [  # (needle module, torch module, what the message names)
+    (lambda: nn.Conv(3, 4, 3), lambda: tnn.Conv2d(3, 4, 3), r"torch Conv2d has padding=\(0, 0\).*\(\(0, 0\), \(0, 0\)\)"
+     r".*computes with \(\(1, 1\), \(1, 1\)\) \(nn.Conv is same-padded"),
+    (lambda: nn.Conv(3, 4, 3, stride=2), lambda: tnn.Conv2d(3, 4, 3, stride=1, padding=1),
+     r"stride=\(1, 1\), the needle module computes with stride=\(2, 2\)"),
+    (lambda: nn.Conv(3, 4, 3), lambda: tnn.Conv2d(3, 4, 3, padding=1, dilation=2), r"dilation=\(2, 2\)"),
+    (lambda: nn.Conv(3, 4, 3), lambda: tnn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"),
+     "padding_mode='circular', the needle module computes with padding_mode='zeros'"),
+    (lambda: nn.Conv(4, 4, 4), lambda: tnn.Conv2d(4, 4, 4, padding="same"),
+     r"padding='same', i.e. \(before, after\) \(\(1, 2\), \(1, 2\)\).*\(\(2, 2\), \(2, 2\)\)"),
+    (lambda: nn.Conv(4, 4, 3), lambda: tnn.ConvTranspose2d(4, 4, 3, padding=1),
+     "the torch module there is a ConvTranspose2d, needle computes a torch.nn.Conv2d"),
+    (lambda: nn.Conv2d(4, 6, 3, groups=2), lambda: tnn.Conv2d(4, 6, 3), "groups=1, the needle module computes with "
+                                                                        "groups=2"),
+    (lambda: nn.Conv2d(4, 6, (3, 5), padding=(1, 2)), lambda: tnn.Conv2d(4, 6, (3, 5), padding=(2, 1)),
+     r"padding=\(2, 1\)"),
+    (lambda: nn.Conv2d(4, 6, 3, stride=(2, 1)), lambda: tnn.Conv2d(4, 6, 3, stride=2), r"stride=\(2, 2\)"),
+    (lambda: nn.Conv2d(4, 6, 3, padding=1), lambda: tnn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"),
+     "padding_mode='reflect'"),
+    (lambda: nn.Conv2d(4, 6, 3), lambda: tnn.Conv1d(4, 6, 3), "a Conv1d, needle computes a torch.nn.Conv2d"),
+    (lambda: nn.Conv1d(4, 6, 3), lambda: tnn.Conv1d(4, 6, 3, padding=1), r"padding=\(1,\)"),
+    (lambda: nn.Conv1d(4, 6, 3), lambda: tnn.Conv1d(4, 6, 3, dilation=2), r"dilation=\(2,\)"),
+]
+
+
+@pytest.mark.parametrize("make,make_twin,match", REFUSED, ids=range(len(REFUSED)))
+def test_a_conversion_that_would_change_the_output_is_refused(make, make_twin, match):
+    """Given a torch module, its convolution settings must be the needle module's: the error
+    names the module, torch's setting and needle's; nothing is loaded."""
+    layer, twin = make(), make_twin()
+    before = [t.numpy().copy() for t in layer.state_dict().values()]
+    with pytest.raises(ValueError, match=rf"from_torch: module '\(root\)' \(needle {type(layer).__name__}\).*{match}"):
+        interop.from_torch(layer, twin)
+    for a, b in zip(before, layer.state_dict().values()):
+        np.testing.assert_array_equal(a, b.numpy())
+    with pytest.raises(ValueError, match=rf"to_torch: .*{match}"):
+        interop.to_torch(layer, twin)
+
+
+def test_refusals_name_the_path_inside_a_model():
+    model = nn.Sequential(nn.Conv(3, 4, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2)))
+    twin = tnn.Sequential(tnn.Conv2d(3, 4, 3, padding=1), tnn.ReLU(), tnn.Sequential(tnn.Conv2d(4, 4, 3)))
+    with pytest.raises(ValueError, match=r"module '2.0' \(needle Conv2d\): the torch Conv2d has dilation=\(1, 1\)"):
+        interop.from_torch(model, twin)
+    twin[2][0] = tnn.Conv2d(4, 4, 3, dilation=2)
+    interop.from_torch(model, twin)  # now every setting agrees
+
+
+def test_same_padding_of_an_odd_kernel_is_the_course_convs():
+    """torch's padding='same' and nn.Conv's k // 2 agree for odd kernels at stride 1."""
+    torch.manual_seed(2)
+    twin, layer = tnn.Conv2d(3, 4, 5, padding="same"), nn.Conv(3, 4, 5)
+    interop.from_torch(layer, twin)
+    got, expected = _outputs(layer, twin, np.random.RandomState(7).randn(2, 3, 7, 6))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

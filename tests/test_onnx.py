@@ -194,6 +194,39 @@ def test_every_other_mapped_op_is_exact_in_float64():
         assert max_difference(session, model, make(batch)) <= 1e-10  # float32 would differ by ~1e-4
 
 
+class Convolutions(nn.Module):
+    """Conv2d's settings beyond the course's nn.Conv, and Conv1d: each an ONNX Conv with its
+    pads, strides, dilations and group (reflect padding: two Gathers before it)."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.layers = [nn.Conv2d(4, 6, (3, 5), stride=(2, 1), padding=(1, 2), dilation=2, groups=2, dtype=dtype),
+                       nn.Conv2d(6, 6, 4, padding="same", groups=6, dtype=dtype),  # uneven pads (1, 2)
+                       nn.Conv2d(6, 4, 3, padding=1, padding_mode="reflect", bias=False, dtype=dtype)]
+        self.line = nn.Conv1d(4, 3, 3, stride=2, padding=1, dtype=dtype)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        n, c, h, w = x.shape
+        return x, self.line(x.reshape((n, c, h * w)))
+
+
+def test_conv2d_and_conv1d_export_with_their_geometry():
+    """float32 only: onnxruntime's CPU Conv has no float64 kernel."""
+    model = Convolutions("float32")
+    make = lambda batch: np.random.randn(batch, 4, 9, 11).astype(np.float32)  # noqa: E731
+    proto = needle.onnx.export(model, (make(3),), None)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    attrs = [{a.name: list(a.ints) or a.i for a in n.attribute} for n in convs]
+    assert [(a["pads"], a["strides"], a["dilations"], a["group"]) for a in attrs] == [
+        ([1, 2, 1, 2], [2, 1], [2, 2], 2), ([1, 1, 2, 2], [1, 1], [1, 1], 6), ([0, 0, 0, 0], [1, 1], [1, 1], 1),
+        ([0, 1, 0, 1], [1, 2], [1, 1], 1)]
+    session = runtime(proto)
+    for batch in (3, 5):
+        assert max_difference(session, model, make(batch)) <= TOL
+
+
 def test_fixed_batch_export():
     model, make, _ = mlp()
     proto = needle.onnx.export(model, (make(3),), None, dynamic_batch=False)

@@ -7,6 +7,7 @@ needle and PyTorch name and lay out the same layers differently:
 | Sequential `modules.0.weight`            | `0.weight`                                       |
 | Linear weight (in, out), bias (1, out)   | weight (out, in), bias (out,)                    |
 | Conv weight (k, k, in, out) (NHWC ops)   | Conv2d weight (out, in, k, k)                    |
+| Conv2d / Conv1d weight, bias             | the same layout (out, in/groups, kH, kW), (out,) |
 | LSTM/RNN `lstm_cells.l.W_ih` (in, 4H)... | `weight_ih_l{l}` (4H, in), `weight_hh_l{l}`, ...  |
 | LSTMCell/RNNCell `W_ih` (in, 4H)         | `weight_ih` (4H, in), `weight_hh`, ...           |
 | BatchNorm1d/2d (no step counter)         | + `num_batches_tracked`                          |
@@ -20,20 +21,32 @@ same names and a `torch.nn.MultiheadAttention(E, heads, bias=False)` called `att
 (needs num_head * dim_head == E, as PyTorch's does).
 
 PyTorch is only needed to produce torch tensors (`to_torch`); `from_torch` takes a dict of
-torch tensors (or anything with `.detach().cpu().numpy()` / numpy arrays), or the path of
-a safetensors file written by `safetensors.torch`. Every key and shape is checked before
-anything changes; a mismatch names the key and both shapes.
+torch tensors (or anything with `.detach().cpu().numpy()` / numpy arrays), the path of
+a safetensors file written by `safetensors.torch`, or a torch module. Every key and shape
+is checked before anything changes; a mismatch names the key and both shapes.
+
+Convolutions compute with settings that weights do not show. Given a torch *module* (to
+`from_torch`, or as `twin` to `to_torch`), every needle Conv, Conv2d and Conv1d is checked
+against the torch module at its path: the class (Conv2d for Conv and Conv2d, Conv1d for
+Conv1d), kernel size, stride, the padding each side gets (torch's 'same' and needle's
+k // 2 agree for odd kernels), dilation, groups and padding mode must be the ones the needle
+module computes with, or a ValueError names the module, the torch setting and the needle
+one. The course's nn.Conv is same-padded (k // 2), stride-only, so it takes exactly the
+torch Conv2d(in, out, k, stride, padding=k // 2). Given only a state dict or a file, shapes
+are all that can be checked: a Conv2d with another padding, stride or dilation (or a
+ConvTranspose2d with a square weight) loads silently and computes something else.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .autograd import Tensor
 from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Sequential
-from .nn.nn_conv import Conv
+from .nn import functional as F
+from .nn.nn_conv import Conv, Conv1d, Conv2d
 from .nn.nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .nn.nn_transformer import AttentionLayer
 
@@ -68,6 +81,13 @@ def _conv(m: Conv) -> List[Pair]:
     pairs = [("weight", [m.weight], lambda a: a[0].transpose(3, 2, 0, 1), lambda a: [a.transpose(2, 3, 1, 0)])]
     if m.bias is not None:
         pairs.append(_flat_bias(m.bias, "bias"))
+    return pairs
+
+
+def _same_layout(m) -> List[Pair]:
+    pairs = [_same(m.weight, "weight")]
+    if m.bias is not None:
+        pairs.append(_same(m.bias, "bias"))
     return pairs
 
 
@@ -107,7 +127,7 @@ def _attention(m: AttentionLayer) -> List[Pair]:
 
 
 _CONVERTERS: List[Tuple[type, Callable[[Any], List[Pair]]]] = [
-    (Linear, _linear), (Conv, _conv), (LSTM, _recurrent), (RNN, _recurrent),
+    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent), (RNN, _recurrent),
     (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (BatchNorm1d, _batch_norm),
     (LayerNorm1d, lambda m: [_same(m.weight, "weight"), _same(m.bias, "bias")]),
     (Embedding, lambda m: [_same(m.weight, "weight")]), (AttentionLayer, _attention),
@@ -121,14 +141,17 @@ def _converter(module):
     return None
 
 
-def _pairs(module: Module) -> List[Pair]:
-    """Every (torch key, needle tensors, converters) of a module, keys with their full prefix."""
+def _pairs(module: Module, converted: Optional[List[Tuple[str, Module]]] = None) -> List[Pair]:
+    """Every (torch key, needle tensors, converters) of a module, keys with their full prefix;
+    the modules with a converter are appended to `converted` as (path, module) if given."""
     out: List[Pair] = []
 
     def walk(value, prefix: str):
         if isinstance(value, Module):
             make = _converter(value)
             if make is not None:
+                if converted is not None:
+                    converted.append((prefix[:-1], value))
                 for key, tensors, forward, backward in make(value):
                     out.append((prefix + key, tensors, forward, backward))
                 return
@@ -149,20 +172,108 @@ def _pairs(module: Module) -> List[Pair]:
     return [p for p in out if not p[0].endswith(".") and p[0]]
 
 
+# --- convolution settings: what a torch module computes with, next to the needle module's ----
+
+def _sides_1d(padding, kernel: int, dilation: int) -> Tuple[int, int]:
+    """conv1d's padding (an int, (p,), 'valid' or 'same') as (before, after), PyTorch's rule."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        total = dilation * (kernel - 1)
+        return total // 2, total - total // 2
+    (p,) = F._ints(padding, 1, "padding")
+    return p, p
+
+
+def _conv_settings(m) -> Tuple[str, Dict[str, Any]]:
+    """(the torch class to expect, the settings) of a needle conv module, in torch's terms:
+    kernel_size, stride, dilation as tuples, padding as (before, after) per axis, groups,
+    padding_mode."""
+    if isinstance(m, Conv):  # the course's: same-padded k // 2, square, stride only
+        k, s, p = m.kernel_size, m.stride, m.padding
+        return "Conv2d", dict(kernel_size=(k, k), stride=(s, s), padding=((p, p), (p, p)), dilation=(1, 1),
+                              groups=1, padding_mode="zeros")
+    if isinstance(m, Conv2d):
+        pads = F._conv2d_pads(m.padding, m.kernel_size, m.stride, m.dilation, "Conv2d")
+        return "Conv2d", dict(kernel_size=m.kernel_size, stride=m.stride, padding=pads, dilation=m.dilation,
+                              groups=m.groups, padding_mode=m.padding_mode)
+    return "Conv1d", dict(kernel_size=(m.kernel_size,), stride=(m.stride,), padding=((m.padding, m.padding),),
+                          dilation=(1,), groups=1, padding_mode="zeros")
+
+
+def _torch_conv_settings(t, dims: int) -> Dict[str, Any]:
+    kernel, stride, dilation = tuple(t.kernel_size), tuple(t.stride), tuple(t.dilation)
+    if dims == 2:
+        pads = F._conv2d_pads(t.padding if isinstance(t.padding, str) else tuple(t.padding), kernel, stride,
+                              dilation, "torch Conv2d")
+    else:
+        pads = (_sides_1d(t.padding if isinstance(t.padding, str) else tuple(t.padding), kernel[0], dilation[0]),)
+    return dict(kernel_size=kernel, stride=stride, padding=pads, dilation=dilation, groups=t.groups,
+                padding_mode=t.padding_mode)
+
+
+def _check_conv_settings(converted: List[Tuple[str, Module]], torch_module, what: str) -> None:
+    """ValueError unless every needle conv in `converted` computes with the settings of the torch
+    module at its path (see the module docstring); paths the torch tree lacks are skipped (their
+    keys are checked as keys)."""
+    import torch
+
+    twins = dict(torch_module.named_modules())
+    for path, m in converted:
+        if not isinstance(m, (Conv, Conv1d, Conv2d)) or path not in twins:
+            continue
+        t = twins[path]
+        name = f"{what}: module {path or '(root)'!r} (needle {type(m).__name__})"
+        cls, mine = _conv_settings(m)
+        torch_cls = getattr(torch.nn, cls)
+        if not isinstance(t, torch_cls):  # ConvTranspose2d is not a Conv2d
+            raise ValueError(f"{name}: the torch module there is a {type(t).__name__}, needle computes a "
+                             f"torch.nn.{cls}")
+        theirs = _torch_conv_settings(t, 2 if cls == "Conv2d" else 1)
+        for key, value in mine.items():
+            if theirs[key] == value:
+                continue
+            if key != "padding":
+                raise ValueError(f"{name}: the torch {type(t).__name__} has {key}={theirs[key]!r}, the needle module "
+                                 f"computes with {key}={value!r}; loading it would change the output")
+            course = " (nn.Conv is same-padded: kernel_size // 2 on each side)" if isinstance(m, Conv) else ""
+            raise ValueError(f"{name}: the torch {type(t).__name__} has padding={t.padding!r}, i.e. (before, after) "
+                             f"{theirs[key]} per axis, the needle module computes with {value}{course}; loading it "
+                             "would change the output")
+
+
+def _is_torch_module(value) -> bool:
+    return hasattr(value, "state_dict") and hasattr(value, "named_modules") and callable(value.state_dict)
+
+
 def torch_state_dict_arrays(module: Module) -> Dict[str, np.ndarray]:
     """The module's weights under PyTorch's names and layouts, as numpy arrays."""
     return {key: np.ascontiguousarray(forward([t.numpy() for t in tensors]))
             for key, tensors, forward, _ in _pairs(module)}
 
 
-def to_torch(module: Module) -> Dict[str, Any]:
+def to_torch(module: Module, twin=None) -> Dict[str, Any]:
     """A PyTorch state_dict (torch tensors) for the PyTorch twin of `module` (see the module
-    docstring for names and layouts); load it with `twin.load_state_dict(...)`."""
+    docstring for names and layouts); load it with `twin.load_state_dict(...)`.
+
+    With `twin` (a torch module) the convolutions' settings are checked against it first (a
+    ValueError names the first that differs, see the module docstring), and the state dict
+    is loaded into it (strict); the state dict is returned either way.
+    """
     try:
         import torch
     except ImportError:
         raise ImportError("needle.interop.to_torch makes torch tensors: pip install torch") from None
-    return {key: torch.from_numpy(array.copy()) for key, array in torch_state_dict_arrays(module).items()}
+    if twin is not None:
+        if not _is_torch_module(twin):
+            raise TypeError(f"to_torch: twin must be a torch module, got {type(twin).__name__}")
+        converted: List[Tuple[str, Module]] = []
+        _pairs(module, converted)
+        _check_conv_settings(converted, twin, "to_torch")
+    state = {key: torch.from_numpy(array.copy()) for key, array in torch_state_dict_arrays(module).items()}
+    if twin is not None:
+        twin.load_state_dict(state)
+    return state
 
 
 def _as_numpy(value, key: str) -> np.ndarray:
@@ -176,12 +287,21 @@ def _as_numpy(value, key: str) -> np.ndarray:
 
 
 def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
-    """Load a PyTorch state_dict (a dict of torch tensors, or a safetensors file path) into the
-    needle `module`, converting names and layouts; returns the module.
+    """Load a PyTorch state_dict (a dict of torch tensors, a safetensors file path, or a torch
+    module, whose state_dict is taken) into the needle `module`, converting names and layouts;
+    returns the module.
 
     Raises ValueError naming the key for a missing or unexpected key (strict) or a shape
     that does not fit (with the PyTorch shape and the one expected), before changing anything.
+    Given a torch module, also ValueError for a convolution whose settings (class, kernel,
+    stride, padding, dilation, groups, padding_mode) differ from the needle module's, naming
+    both; given a state dict or a file, only names and shapes can be checked.
     """
+    converted: List[Tuple[str, Module]] = []
+    if _is_torch_module(state_dict):
+        _pairs(module, converted)
+        _check_conv_settings(converted, state_dict, "from_torch")
+        state_dict = state_dict.state_dict()
     if isinstance(state_dict, (str, os.PathLike)):
         from .serialization import read_safetensors
 

@@ -103,6 +103,8 @@ CASES = [
     # convolution (im2col views + compact + matmul) and batch norm
     Case("conv", lambda x, w: ops.conv(x, w, stride=1, padding=1), ((2, 5, 5, 3), (3, 3, 3, 4))),
     Case("conv strided", lambda x, w: ops.conv(x, w, stride=2, padding=0), ((1, 7, 6, 2), (3, 3, 2, 3))),
+    Case("conv grouped dilated uneven", lambda x, w: ops.conv(x, w, stride=(2, 1), padding=((1, 2), (0, 1)),
+                                                             dilation=(1, 2), groups=2), ((2, 7, 6, 4), (3, 2, 2, 6))),
     Case("batch_norm", lambda x, w, b: ops.batch_norm(x, w, b, eps=1e-5)[0], ((6, 4), (4,), (4,))),
 ]
 

@@ -1,5 +1,5 @@
 """Neural-network modules: the course's layers (nn_basic, nn_conv, nn_sequence, nn_transformer),
-PyTorch-style layers (nn_activation, nn_loss, nn_pooling, Conv1d) and their functional forms
+PyTorch-style layers (nn_activation, nn_loss, nn_pooling, Conv1d, Conv2d) and their functional forms
 (needle.nn.functional, also importable as `import needle.nn.functional as F`)."""
 from . import functional
 from .nn_activation import GELU, LeakyReLU, LogSoftmax, SiLU, Softmax
@@ -7,7 +7,7 @@ from .nn_basic import (
     BatchNorm1d, BatchNorm2d, Dropout, Flatten, Identity, LayerNorm1d, Linear, Module, Parameter, ReLU, Residual,
     Sequential, SoftmaxLoss, Tanh,
 )
-from .nn_conv import Conv, Conv1d
+from .nn_conv import Conv, Conv1d, Conv2d
 from .nn_loss import CrossEntropyLoss, MSELoss
 from .nn_pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell, Sigmoid
@@ -18,6 +18,6 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual", "Conv", "RNNCell", "RNN", "LSTMCell",
     "LSTM", "Embedding", "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
     # PyTorch-style layers beyond the course
-    "Conv1d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU",
-    "MSELoss", "CrossEntropyLoss", "functional",
+    "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Softmax", "LogSoftmax", "GELU", "SiLU",
+    "LeakyReLU", "MSELoss", "CrossEntropyLoss", "functional",
 ]

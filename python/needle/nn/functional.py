@@ -19,9 +19,10 @@ ValueError naming them; a non-float input to a float-only function raises TypeEr
 Deliberate differences from PyTorch: softmax and log_softmax need `dim` (PyTorch's
 implicit choice is deprecated); mse_loss does not broadcast mismatched shapes (PyTorch
 warns and does); silu keeps sigmoid's accurate float32 tails; out-of-range class ids and
-embedding ids raise ValueError (PyTorch: IndexError / RuntimeError). Not offered: class
-weights in cross_entropy, ceil_mode, dilation and return_indices in pooling, groups and
-dilation in convolution, string paddings ('same', 'valid').
+embedding ids raise ValueError (PyTorch: IndexError / RuntimeError); a conv2d argument
+PyTorch rejects with RuntimeError raises ValueError. Not offered: class weights in
+cross_entropy, ceil_mode, dilation and return_indices in pooling, groups, dilation and
+string paddings in conv1d (conv2d has them all).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 IntOrPair = Union[int, Tuple[int, int]]
+Padding2d = Union[str, int, Tuple[int, int]]
 FLOATS = ("float32", "float64")
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -274,18 +276,109 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
 
 # --- convolution and pooling -------------------------------------------------------------------
 
+def _conv2d_pads(padding: Padding2d, kernel: Tuple[int, int], stride: Tuple[int, int],
+                 dilation: Tuple[int, int], what: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """conv2d's padding as ((top, bottom), (left, right)), PyTorch's rules: an int or (h, w) pads
+    both sides alike, 'valid' is 0, 'same' keeps the size (stride 1 only) by padding
+    dilation * (kernel - 1) in all, half of it (rounded down) before and the rest after."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"{what}: invalid padding string {padding!r}, should be one of 'valid', 'same'")
+        if stride != (1, 1):
+            raise ValueError(f"{what}: padding='same' is not supported for strided convolutions (stride={stride})")
+        th, tw = (d * (k - 1) for k, d in zip(kernel, dilation))
+        return (th // 2, th - th // 2), (tw // 2, tw - tw // 2)
+    ph, pw = _ints(padding, 2, f"{what} padding")
+    return (ph, ph), (pw, pw)
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _mode_rows(size: int, before: int, after: int, mode: str, what: str) -> list:
+    """The source row of each of the size + before + after rows of a `mode` padding along one axis
+    (PyTorch's F.pad modes 'reflect', 'replicate', 'circular'; the index arithmetic is host work
+    on the geometry, never on the data)."""
+    if mode == "reflect" and max(before, after) >= size:
+        raise ValueError(f"{what}: padding_mode='reflect' needs padding < the input size, got padding "
+                         f"({before}, {after}) for size {size}")
+    if mode == "circular" and max(before, after) > size:
+        raise ValueError(f"{what}: padding_mode='circular' needs padding <= the input size, got padding "
+                         f"({before}, {after}) for size {size}")
+    rows = []
+    for i in range(-before, size + after):
+        if mode == "reflect":
+            rows.append(-i if i < 0 else (2 * (size - 1) - i if i >= size else i))
+        elif mode == "replicate":
+            rows.append(min(max(i, 0), size - 1))
+        else:
+            rows.append(i % size)
+    return rows
+
+
+def _mode_pad(input: Tensor, pads, mode: str, what: str) -> Tensor:
+    """(N, C, H, W) or (C, H, W) padded by ((top, bottom), (left, right)) in `mode` ('reflect',
+    'replicate' or 'circular', as torch.nn.functional.pad): rows and columns gathered by index,
+    so the gradient (GetItem's scatter-add) sums back into the rows they were copied from."""
+    out = input
+    for axis, (before, after) in zip((input.ndim - 2, input.ndim - 1), pads):
+        if before or after:
+            rows = _mode_rows(input.shape[axis], before, after, mode, what)
+            index = Tensor(rows, device=input.device, dtype="int64", requires_grad=False)
+            out = out[(slice(None),) * axis + (index,)]
+    return out
+
+
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
-           padding: IntOrPair = 0) -> Tensor:
-    """2-D cross-correlation, PyTorch's conv2d: input (N, Cin, H, W) or (Cin, H, W), weight
-    (Cout, Cin, KH, KW), bias (Cout,) -> (N, Cout, Ho, Wo), Ho = (H + 2 padding - KH) // stride + 1.
-    Zero padding; no groups or dilation. Runs as ops.conv on NHWC with a (KH, KW, Cin, Cout) kernel."""
+           padding: Padding2d = 0, dilation: IntOrPair = 1, groups: int = 1) -> Tensor:
+    """2-D cross-correlation, torch.nn.functional.conv2d: input (N, Cin, H, W) or unbatched
+    (Cin, H, W), weight (Cout, Cin / groups, KH, KW), bias (Cout,) -> (N, Cout, Ho, Wo) (or
+    (Cout, Ho, Wo)), Ho = (H + top + bottom - dilation * (KH - 1) - 1) // stride + 1.
+
+    stride, dilation: ints or (h, w) pairs. padding: an int or (h, w) pair (zeros on both
+    sides), 'valid' (none) or 'same' (output size = input size, stride 1 only; an odd total
+    dilation * (K - 1) puts the extra row/column at the bottom/right, as PyTorch). groups:
+    Cin and Cout split into that many blocks, output block g reading input block g only
+    (groups = Cin: depthwise). Runs as ops.conv on NHWC with a (KH, KW, Cin / groups, Cout)
+    kernel, so every gradient (any order) is the op family's.
+
+    Raises ValueError (naming the shapes) for an input that is not 3-D or 4-D, a weight that
+    does not fit it, channels not divisible by groups, a bias not (Cout,), a dilated kernel
+    larger than the padded input, stride/dilation/groups < 1, padding < 0, a padding string
+    other than 'valid'/'same' or 'same' with stride > 1; TypeError for non-int sizes or a
+    non-float input.
+    """
     x, unbatched = _nchw(input, "conv2d")
-    if weight.ndim != 4 or weight.shape[1] != x.shape[3]:
-        raise ValueError(f"conv2d: weight of shape {weight.shape} for input of shape {input.shape} "
-                         f"(expected (Cout, {x.shape[3]}, KH, KW))")
-    stride, padding = _ints(stride, 2, "conv2d stride"), _ints(padding, 2, "conv2d padding")
-    _geometry("conv2d", input.shape, x.shape[1:3], weight.shape[2:], stride, padding)
-    out = ops.conv(x, ops.permute(weight, (2, 3, 1, 0)), stride=stride, padding=padding)
+    cin = x.shape[3]
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"conv2d groups must be an int, got {groups!r}")
+    stride, dilation = _ints(stride, 2, "conv2d stride"), _ints(dilation, 2, "conv2d dilation")
+    if groups < 1 or min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"conv2d needs stride >= 1, dilation >= 1 and groups >= 1, got stride={stride}, "
+                         f"dilation={dilation}, groups={groups}")
+    if cin % groups:
+        raise ValueError(f"conv2d: input of shape {input.shape} has {cin} channels, not divisible by groups={groups}")
+    if weight.ndim != 4 or weight.shape[1] != cin // groups:
+        grouped = f" with groups={groups}" if groups > 1 else ""
+        raise ValueError(f"conv2d: weight of shape {weight.shape} for input of shape {input.shape}{grouped} "
+                         f"(expected (Cout, {cin // groups}, KH, KW))")
+    if weight.shape[0] % groups:
+        raise ValueError(f"conv2d: weight of shape {weight.shape} has {weight.shape[0]} output channels, not "
+                         f"divisible by groups={groups}")
+    kernel = tuple(weight.shape[2:])
+    pads = _conv2d_pads(padding, kernel, stride, dilation, "conv2d")
+    if min(min(p) for p in pads) < 0 or min(kernel) < 1:
+        raise ValueError(f"conv2d needs kernel_size >= 1 and padding >= 0, got kernel_size={kernel}, "
+                         f"padding={padding}")
+    spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    if any(size + before + after < span for size, span, (before, after) in zip(x.shape[1:3], spans, pads)):
+        dilated = f" (dilated to {spans})" if dilation != (1, 1) else ""
+        raise ValueError(f"conv2d: kernel {kernel}{dilated} is larger than the padded input (input {input.shape}, "
+                         f"padding {padding})")
+    out = ops.conv(x, ops.permute(weight, (2, 3, 1, 0)), stride=stride, padding=pads, dilation=dilation,
+                   groups=groups)
     return _channel_bias(_back_to_nchw(out, unbatched), bias, 0 if unbatched else 1, "conv2d")
 
 

@@ -1,7 +1,10 @@
-"""Convolution layers: the course's Conv (2-D, NCHW, 'same' padding) and PyTorch's Conv1d (NCL)."""
+"""Convolution layers: the course's Conv (2-D, NCHW, 'same' padding) and PyTorch's Conv1d (NCL)
+and Conv2d (NCHW, PyTorch's signature, weight layout and initialisation)."""
 from __future__ import annotations
 
 import math
+
+from typing import Optional, Tuple, Union
 
 from needle import init, ops
 from needle.autograd import Tensor
@@ -9,7 +12,7 @@ from needle.autograd import Tensor
 from . import functional as F
 from .nn_basic import Module, Parameter
 
-__all__ = ["Conv", "Conv1d"]
+__all__ = ["Conv", "Conv1d", "Conv2d"]
 
 
 def _first(value) -> int:
@@ -91,3 +94,81 @@ class Conv1d(Module):
             raise ValueError(f"Conv1d({self.in_channels}, {self.out_channels}, {self.kernel_size}) expects input of "
                              f"shape (N, {self.in_channels}, L) or ({self.in_channels}, L), got {x.shape}")
         return F.conv1d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+class Conv2d(Module):
+    """torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True, padding_mode='zeros'): (N, Cin, H, W) or unbatched (Cin, H, W) ->
+    (N, Cout, Ho, Wo) (or (Cout, Ho, Wo)), Ho = (H + top + bottom - dilation * (KH - 1) - 1)
+    // stride + 1. Beside the course's nn.Conv ('same' padding, (k, k, in, out) weight), which
+    stays as it is.
+
+    kernel_size, stride, dilation: ints or (h, w) pairs (non-square allowed). padding: an int or
+    (h, w) pair, or 'valid' / 'same' (PyTorch's rules: 'same' needs stride 1; an odd total
+    dilation * (K - 1) puts the extra row/column at the bottom/right). groups: Cin and Cout
+    split into that many blocks (groups = Cin: depthwise). padding_mode: 'zeros', or 'reflect',
+    'replicate' and 'circular', which pad the input first as torch.nn.functional.pad does
+    (PyTorch's Conv2d does the same).
+
+    The weight is stored in PyTorch's layout (Cout, Cin / groups, KH, KW), so a torch Conv2d's
+    state dict loads as it is; the bias is (Cout,). Both are initialised as PyTorch's:
+    U(-b, b) with b = 1 / sqrt(fan_in), fan_in = Cin / groups * KH * KW (kaiming_uniform with
+    a = sqrt(5) gives exactly that bound), the weight drawn first, then the bias, through
+    init.rand (numpy's global RNG). forward is F.conv2d.
+
+    Raises ValueError for channels < 1, in/out channels not divisible by groups, kernel,
+    stride, dilation < 1 or padding < 0, an unknown padding string or padding_mode, 'same'
+    with stride > 1; and, in forward, for an input that is not (N, Cin, H, W) / (Cin, H, W)
+    or smaller than the dilated kernel after padding (naming the shapes). TypeError for
+    sizes that are not ints or pairs of ints.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Tuple[int, int]],
+                 stride: Union[int, Tuple[int, int]] = 1, padding: Union[str, int, Tuple[int, int]] = 0,
+                 dilation: Union[int, Tuple[int, int]] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device=None, dtype: Optional[str] = None):
+        super().__init__()
+        name = f"Conv2d({in_channels}, {out_channels}, {kernel_size})"
+        kernel = F._ints(kernel_size, 2, "Conv2d kernel_size")
+        stride = F._ints(stride, 2, "Conv2d stride")
+        dilation = F._ints(dilation, 2, "Conv2d dilation")
+        for what, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name}: {what} must be an int, got {value!r}")
+        if in_channels < 1 or out_channels < 1 or groups < 1 or min(kernel) < 1 or min(stride) < 1 \
+                or min(dilation) < 1:
+            raise ValueError(f"{name} needs channels, groups, kernel_size, stride and dilation >= 1, got "
+                             f"in_channels={in_channels}, out_channels={out_channels}, groups={groups}, "
+                             f"kernel_size={kernel_size}, stride={stride}, dilation={dilation}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: in_channels={in_channels} and out_channels={out_channels} must both be "
+                             f"divisible by groups={groups}")
+        if padding_mode not in F.PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {F.PADDING_MODES}, got {padding_mode!r}")
+        if not isinstance(padding, str):
+            padding = F._ints(padding, 2, "Conv2d padding")
+        pads = F._conv2d_pads(padding, kernel, stride, dilation, name)  # checks the strings and 'same'
+        if min(min(p) for p in pads) < 0:
+            raise ValueError(f"{name} needs padding >= 0, got padding={padding}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
+        self.groups, self.padding_mode = groups, padding_mode
+        dtype = "float32" if dtype is None else dtype
+        fan_in = in_channels // groups * kernel[0] * kernel[1]
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = Parameter(init.rand(out_channels, in_channels // groups, *kernel, low=-bound, high=bound,
+                                          device=device, dtype=dtype))
+        self.bias = None
+        if bias:
+            self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
+            shape = x.shape if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"Conv2d({self.in_channels}, {self.out_channels}, {self.kernel_size}) expects input "
+                             f"of shape (N, {self.in_channels}, H, W) or ({self.in_channels}, H, W), got {shape}")
+        if self.padding_mode == "zeros":
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        pads = F._conv2d_pads(self.padding, self.kernel_size, self.stride, self.dilation, "Conv2d")
+        padded = F._mode_pad(x, pads, self.padding_mode, f"Conv2d(padding_mode={self.padding_mode!r})")
+        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)

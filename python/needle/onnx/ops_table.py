@@ -225,15 +225,18 @@ def _softmax_like(op_type: str) -> Callable:
 # --- matmul and convolution ------------------------------------------------------------------
 
 def _conv(ctx, node):
-    """needle's conv is NHWC with (K, K, Cin, Cout) kernels; ONNX's is NCHW with (Cout, Cin, K, K):
-    transposes around it (onnxruntime cancels them against the module's own)."""
+    """needle's conv is NHWC with (KH, KW, Cin/groups, Cout) kernels; ONNX's is NCHW with
+    (Cout, Cin/groups, KH, KW): transposes around it (onnxruntime cancels them against the
+    module's own). The op's geometry maps one to one: strides, dilations, group, and its
+    ((top, bottom), (left, right)) padding as pads [top, left, bottom, right]."""
     a, b = node.inputs
-    dtype, g = ctx.dtype(node), ctx.graph
+    dtype, g, op = ctx.dtype(node), ctx.graph, node.op
     kh, kw = b.shape[:2]
-    p, s = node.op.padding, node.op.stride
+    (top, bottom), (left, right) = op.pads
     x = g.add("Transpose", [ctx.name(a, dtype)], perm=[0, 3, 1, 2])
     w = g.add("Transpose", [ctx.name(b, dtype)], perm=[3, 2, 0, 1])
-    y = g.add("Conv", [x, w], kernel_shape=[kh, kw], pads=[p, p, p, p], strides=[s, s])
+    y = g.add("Conv", [x, w], kernel_shape=[kh, kw], pads=[top, left, bottom, right], strides=list(op.strides),
+              dilations=list(op.dilations), group=op.groups)
     return g.add("Transpose", [y], perm=[0, 2, 3, 1])
 
 

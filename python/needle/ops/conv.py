@@ -1,4 +1,4 @@
-"""2-D convolution (cross-correlation) on NHWC inputs with KKIO kernels.
+"""2-D convolution (cross-correlation) on NHWC inputs with (KH, KW, Cin / groups, Cout) kernels.
 
 Three ops, each the adjoint of the others, so gradients of any order stay
 inside the family:
@@ -8,36 +8,92 @@ inside the family:
 * ConvWeightGrad(a, g):   d<out, g>/db = im2col(a)^T @ g
 
 im2col reads every window through one strided view (no Python loop over
-positions); col2im adds the K*K kernel offsets back one strided slice at a time.
+positions); col2im adds the KH*KW kernel offsets back one strided slice at a time.
+
+All three take the same geometry: stride and dilation (ints or (h, w) pairs), padding
+(an int, an (h, w) pair padding both sides alike, or ((top, bottom), (left, right))) and
+groups. With groups G the channels split into G equal blocks; output channel o reads
+input block o // (Cout / G), and the products are one batched matmul over the blocks
+(the windows viewed block first, no Python loop over groups). PyTorch's conv2d geometry
+(torch.nn.functional.conv2d), with the course's NHWC layout.
 """
 from __future__ import annotations
 
 from ..autograd import TensorOp, array_api
 from ._helpers import require_tensor
-from ._windows import col2im, out_size, pair, window_view
+from ._windows import col2im, grouped_window_view, out_size, pair, sides, window_view
 
 __all__ = ["Conv", "ConvInputGrad", "ConvWeightGrad", "conv"]
 
 
-def _out_shape(input_shape, kernel_shape, stride, padding) -> tuple:
-    """(N, Ho, Wo, Cout) of conv on an (N, H, W, Cin) input with a (KH, KW, Cin, Cout) kernel."""
-    n, h, w, _ = input_shape
-    kh, kw, _, cout = kernel_shape
-    (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding")
-    return n, out_size(h, kh, sh, ph), out_size(w, kw, sw, pw), cout
+class _Geometry:
+    """stride, padding, dilation and groups of a conv op, checked; the normalised forms are
+    `strides` (h, w), `pads` ((top, bottom), (left, right)) and `dilations` (h, w)."""
+
+    def __init__(self, stride, padding, dilation, groups, what: str = "conv"):
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.strides = pair(stride, f"{what} stride")
+        self.dilations = pair(dilation, f"{what} dilation")
+        self.pads = _pads(padding, f"{what} padding")
+        if isinstance(groups, bool) or not isinstance(groups, int):
+            raise TypeError(f"{what} groups must be an int, got {groups!r}")
+        if min(self.strides) < 1 or min(min(p) for p in self.pads) < 0 or min(self.dilations) < 1 or groups < 1:
+            raise ValueError(f"{what} needs stride >= 1, padding >= 0, dilation >= 1 and groups >= 1, got "
+                             f"stride={stride}, padding={padding}, dilation={dilation}, groups={groups}")
+
+    def geometry(self) -> tuple:
+        return self.stride, self.padding, self.dilation, self.groups
+
+    def out_shape(self, input_shape, kernel_shape) -> tuple:
+        """(N, Ho, Wo, Cout) of this conv on an (N, H, W, Cin) input with a (KH, KW, Cin/G, Cout) kernel."""
+        n, h, w, _ = input_shape
+        kh, kw, _, cout = kernel_shape
+        sizes = [out_size(size, k, s, sides_, d)
+                 for size, k, s, sides_, d in zip((h, w), (kh, kw), self.strides, self.pads, self.dilations)]
+        return (n, *sizes, cout)
+
+    def windows(self, a, kh: int, kw: int):
+        """im2col: the windows of a (N, H, W, C) as rows (N*Ho*Wo, KH*KW*C), or with groups G as
+        (G, N*Ho*Wo, KH*KW*C/G), block by block; and (N, Ho, Wo)."""
+        g = self.groups
+        if g == 1:
+            view = window_view(a, (kh, kw), self.strides, self.pads, dilation=self.dilations)
+            n, ho, wo = view.shape[:3]
+            return array_api.reshape(array_api.ascontiguousarray(view), (n * ho * wo, kh * kw * view.shape[5])), \
+                (n, ho, wo)
+        view = grouped_window_view(a, (kh, kw), self.strides, self.pads, self.dilations, g)
+        n, ho, wo = view.shape[1:4]
+        return array_api.reshape(array_api.ascontiguousarray(view), (g, n * ho * wo, kh * kw * view.shape[6])), \
+            (n, ho, wo)
+
+    def kernel_rows(self, b):
+        """The (KH, KW, Cin/G, Cout) kernel as (KH*KW*Cin/G, Cout), or (G, KH*KW*Cin/G, Cout/G)."""
+        kh, kw, cg, cout = b.shape
+        rows = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cg, cout))
+        return rows if self.groups == 1 else self.split_columns(rows)
+
+    def split_columns(self, rows):
+        """(M, C) -> (G, M, C/G): the column blocks of each group."""
+        m, c = rows.shape
+        g = self.groups
+        blocks = array_api.transpose(array_api.reshape(rows, (m, g, c // g)), (1, 0, 2))
+        return array_api.ascontiguousarray(blocks)
+
+    def join_columns(self, blocks):
+        """(G, M, C/G) -> (M, C): split_columns undone."""
+        g, m, cg = blocks.shape
+        return array_api.reshape(array_api.ascontiguousarray(array_api.transpose(blocks, (1, 0, 2))), (m, g * cg))
+
+    def describe(self) -> str:
+        return f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, groups={self.groups}"
 
 
-def _im2col(a, kh: int, kw: int, stride, padding):
-    """(N, H, W, C) -> rows of windows (N*Ho*Wo, kh*kw*C), and (N, Ho, Wo)."""
-    windows = window_view(a, (kh, kw), pair(stride, "stride"), pair(padding, "padding"))
-    n, ho, wo = windows.shape[:3]
-    c = windows.shape[5]
-    return array_api.reshape(array_api.ascontiguousarray(windows), (n * ho * wo, kh * kw * c)), (n, ho, wo)
-
-
-def _col2im(cols, input_shape, kh: int, kw: int, stride, padding):
-    """The adjoint of _im2col: windows (N, Ho, Wo, kh, kw, C) summed back into (N, H, W, C)."""
-    return col2im(cols, input_shape, (kh, kw), pair(stride, "stride"), pair(padding, "padding"))
+def _pads(padding, name: str):
+    """An int, an (h, w) pair or ((top, bottom), (left, right)) as ((top, bottom), (left, right))."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+        (top, bottom), (left, right) = pair(tuple(padding[0]), name), pair(tuple(padding[1]), name)
+        return (top, bottom), (left, right)
+    return sides(pair(padding, name))
 
 
 def _check_pair(a, b, what: str) -> None:
@@ -47,105 +103,134 @@ def _check_pair(a, b, what: str) -> None:
         raise ValueError(f"{what} needs 4-D operands, got shapes {a.shape} and {b.shape}")
 
 
-class Conv(TensorOp):
-    """out[n,i,j,o] = sum_{u,v,c} a_pad[n, i*stride+u, j*stride+v, c] * b[u,v,c,o].
+def _check_fit(geo: _Geometry, input_shape, kernel_shape, what: str) -> None:
+    """ValueError unless the (KH, KW, Cin/G, Cout) kernel fits the (N, H, W, Cin) input: channels,
+    groups, and the dilated kernel inside the padded input."""
+    kh, kw, cg, cout = kernel_shape
+    g = geo.groups
+    if input_shape[3] != cg * g:
+        grouped = f" (groups={g}: {cg} per group)" if g > 1 else ""
+        raise ValueError(f"{what}: input has {input_shape[3]} channels (shape {tuple(input_shape)}), kernel expects "
+                         f"{cg * g} (shape {tuple(kernel_shape)}){grouped}")
+    if cout % g:
+        raise ValueError(f"{what}: {cout} output channels (kernel {tuple(kernel_shape)}) are not divisible by "
+                         f"groups={g}")
+    (top, bottom), (left, right) = geo.pads
+    dh, dw = geo.dilations
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    if input_shape[1] + top + bottom < span[0] or input_shape[2] + left + right < span[1]:
+        dilated = f" (dilated to {span[0]}x{span[1]})" if (dh, dw) != (1, 1) else ""
+        raise ValueError(f"{what}: kernel {kh}x{kw}{dilated} is larger than the padded input {tuple(input_shape)} "
+                         f"(padding {geo.padding})")
 
-    a: (N, H, W, Cin), b: (KH, KW, Cin, Cout) -> (N, Ho, Wo, Cout) with
-    Ho = (H + 2*padding - KH) // stride + 1 (the course uses square kernels;
-    rectangular ones work too). stride and padding are ints (the course's) or
-    (height, width) pairs (nn.Conv1d runs as a conv of height 1 this way).
+
+class Conv(_Geometry, TensorOp):
+    """out[n,i,j,o] = sum_{u,v,c} a_pad[n, i*sh + u*dh, j*sw + v*dw, g*Cg + c] * b[u,v,c,o],
+    g = o // (Cout / G), Cg = Cin / G.
+
+    a: (N, H, W, Cin), b: (KH, KW, Cin / groups, Cout) -> (N, Ho, Wo, Cout) with
+    Ho = (H + top + bottom - dh*(KH - 1) - 1) // sh + 1. The course's op is
+    Conv(stride, padding) with square kernels, ints and groups = dilation = 1; rectangular
+    kernels, (h, w) pairs, uneven padding ((top, bottom), (left, right)), dilation and
+    groups are PyTorch's conv2d's (nn.Conv1d runs as a conv of height 1, nn.Conv2d through
+    F.conv2d). Raises ValueError for bad geometry, channels that do not fit or a kernel
+    larger than the padded input, TypeError for a non-int stride/padding/dilation/groups.
 
     Edges: IEEE sums of products: a nan or inf input reaches every output window that
     covers it (inf * 0 = nan, +inf + -inf = nan) and, through the gradient, every kernel
     entry that meets it; padding is exact zeros. As PyTorch's conv2d.
     """
 
-    def __init__(self, stride=1, padding=0):
-        if min(pair(stride, "conv stride")) < 1 or min(pair(padding, "conv padding")) < 0:
-            raise ValueError(f"conv needs stride >= 1 and padding >= 0, got stride={stride}, padding={padding}")
-        self.stride = stride
-        self.padding = padding
+    def __init__(self, stride=1, padding=0, dilation=1, groups=1):
+        _Geometry.__init__(self, stride, padding, dilation, groups)
 
     def check(self, a, b):
         _check_pair(a, b, "conv")
-        kh, kw, cin, _ = b.shape
-        if a.shape[3] != cin:
-            raise ValueError(f"conv: input has {a.shape[3]} channels (shape {a.shape}), kernel expects {cin} (shape {b.shape})")
-        ph, pw = pair(self.padding, "conv padding")
-        if a.shape[1] + 2 * ph < kh or a.shape[2] + 2 * pw < kw:
-            raise ValueError(f"conv: kernel {kh}x{kw} is larger than the padded input {a.shape} (padding {self.padding})")
+        _check_fit(self, a.shape, b.shape, "conv")
 
     def compute(self, a, b):
-        kh, kw, cin, cout = b.shape
-        cols, (n, ho, wo) = _im2col(a, kh, kw, self.stride, self.padding)
-        kernel = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cin, cout))
-        return array_api.reshape(array_api.matmul(cols, kernel), (n, ho, wo, cout))
+        kh, kw, _, cout = b.shape
+        cols, (n, ho, wo) = self.windows(a, kh, kw)
+        out = array_api.matmul(cols, self.kernel_rows(b))
+        if self.groups > 1:
+            out = self.join_columns(out)
+        return array_api.reshape(out, (n, ho, wo, cout))
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        s, p = self.stride, self.padding
-        return (ConvInputGrad(a.shape, s, p)(out_grad, b) if a.requires_grad else None,
-                ConvWeightGrad(b.shape, s, p)(a, out_grad) if b.requires_grad else None)
+        geo = self.geometry()
+        return (ConvInputGrad(a.shape, *geo)(out_grad, b) if a.requires_grad else None,
+                ConvWeightGrad(b.shape, *geo)(a, out_grad) if b.requires_grad else None)
 
 
-class ConvInputGrad(TensorOp):
+class ConvInputGrad(_Geometry, TensorOp):
     """The gradient of conv with respect to its input: col2im(g @ b^T), shape `input_shape`.
 
     Edges: Conv's (IEEE sums of products; overlapping windows add up).
     """
 
-    def __init__(self, input_shape, stride, padding):
+    def __init__(self, input_shape, stride, padding, dilation=1, groups=1):
+        _Geometry.__init__(self, stride, padding, dilation, groups, "conv input gradient")
         self.input_shape = tuple(input_shape)
-        self.stride = stride
-        self.padding = padding
 
     def check(self, g, b):
         _check_pair(g, b, "conv input gradient")
-        if b.shape[2] != self.input_shape[3] or g.shape != _out_shape(self.input_shape, b.shape, self.stride, self.padding):
-            raise ValueError(f"conv input gradient: g {g.shape} and kernel {b.shape} do not fit input {self.input_shape}")
+        if b.shape[2] * self.groups != self.input_shape[3] or g.shape != self.out_shape(self.input_shape, b.shape):
+            raise ValueError(f"conv input gradient: g {g.shape} and kernel {b.shape} do not fit input "
+                             f"{self.input_shape} ({self.describe()})")
 
     def compute(self, g, b):
-        kh, kw, cin, cout = b.shape
+        kh, kw, cg, cout = b.shape
         n, ho, wo, _ = g.shape
         rows = array_api.reshape(array_api.ascontiguousarray(g), (n * ho * wo, cout))
-        kernel = array_api.reshape(array_api.ascontiguousarray(b), (kh * kw * cin, cout))
-        cols = array_api.reshape(array_api.matmul(rows, array_api.transpose(kernel, (1, 0))), (n, ho, wo, kh, kw, cin))
-        return _col2im(cols, self.input_shape, kh, kw, self.stride, self.padding)
+        kernel = self.kernel_rows(b)
+        if self.groups == 1:
+            cols = array_api.matmul(rows, array_api.transpose(kernel, (1, 0)))
+        else:  # (G, M, Cout/G) @ (G, Cout/G, K*Cg) -> (G, N, Ho, Wo, KH, KW, Cg) -> channels back in order
+            blocks = array_api.matmul(self.split_columns(rows), array_api.transpose(kernel, (0, 2, 1)))
+            blocks = array_api.reshape(blocks, (self.groups, n, ho, wo, kh, kw, cg))
+            cols = array_api.ascontiguousarray(array_api.transpose(blocks, (1, 2, 3, 4, 5, 0, 6)))
+        cols = array_api.reshape(cols, (n, ho, wo, kh, kw, cg * self.groups))
+        return col2im(cols, self.input_shape, (kh, kw), self.strides, self.pads, self.dilations)
 
     def gradient(self, out_grad, node):
         g, b = node.inputs
-        s, p = self.stride, self.padding
-        return Conv(s, p)(out_grad, b), ConvWeightGrad(b.shape, s, p)(out_grad, g)
+        geo = self.geometry()
+        return Conv(*geo)(out_grad, b), ConvWeightGrad(b.shape, *geo)(out_grad, g)
 
 
-class ConvWeightGrad(TensorOp):
+class ConvWeightGrad(_Geometry, TensorOp):
     """The gradient of conv with respect to its kernel: im2col(a)^T @ g, shape `kernel_shape`.
 
     Edges: Conv's (an inf or nan input entry reaches every kernel entry that meets it).
     """
 
-    def __init__(self, kernel_shape, stride, padding):
+    def __init__(self, kernel_shape, stride, padding, dilation=1, groups=1):
+        _Geometry.__init__(self, stride, padding, dilation, groups, "conv weight gradient")
         self.kernel_shape = tuple(kernel_shape)
-        self.stride = stride
-        self.padding = padding
 
     def check(self, a, g):
         _check_pair(a, g, "conv weight gradient")
-        if a.shape[3] != self.kernel_shape[2] or g.shape != _out_shape(a.shape, self.kernel_shape, self.stride, self.padding):
-            raise ValueError(f"conv weight gradient: input {a.shape} and g {g.shape} do not fit kernel {self.kernel_shape}")
+        if a.shape[3] != self.kernel_shape[2] * self.groups or g.shape != self.out_shape(a.shape, self.kernel_shape):
+            raise ValueError(f"conv weight gradient: input {a.shape} and g {g.shape} do not fit kernel "
+                             f"{self.kernel_shape} ({self.describe()})")
 
     def compute(self, a, g):
-        kh, kw, cin, cout = self.kernel_shape
-        cols, (n, ho, wo) = _im2col(a, kh, kw, self.stride, self.padding)
+        kh, kw, _, cout = self.kernel_shape
+        cols, (n, ho, wo) = self.windows(a, kh, kw)
         rows = array_api.reshape(array_api.ascontiguousarray(g), (n * ho * wo, cout))
-        return array_api.reshape(array_api.matmul(array_api.transpose(cols, (1, 0)), rows), self.kernel_shape)
+        if self.groups == 1:
+            return array_api.reshape(array_api.matmul(array_api.transpose(cols, (1, 0)), rows), self.kernel_shape)
+        blocks = array_api.matmul(array_api.transpose(cols, (0, 2, 1)), self.split_columns(rows))  # (G, K*Cg, Cout/G)
+        return array_api.reshape(self.join_columns(blocks), self.kernel_shape)
 
     def gradient(self, out_grad, node):
         a, g = node.inputs
-        s, p = self.stride, self.padding
-        return ConvInputGrad(a.shape, s, p)(g, out_grad), Conv(s, p)(a, out_grad)
+        geo = self.geometry()
+        return ConvInputGrad(a.shape, *geo)(g, out_grad), Conv(*geo)(a, out_grad)
 
 
-def conv(a, b, stride=1, padding=1):
-    """Conv(stride, padding)(a, b): NHWC input, (KH, KW, Cin, Cout) kernel; see Conv."""
-    return Conv(stride, padding)(a, b)
+def conv(a, b, stride=1, padding=1, dilation=1, groups=1):
+    """Conv(stride, padding, dilation, groups)(a, b): NHWC input, (KH, KW, Cin / groups, Cout)
+    kernel; see Conv."""
+    return Conv(stride, padding, dilation, groups)(a, b)
