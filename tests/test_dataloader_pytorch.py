@@ -422,6 +422,10 @@ def test_strings_are_refused_naming_the_position():
         first_batch(data)
     with pytest.raises(TypeError, match="string"):
         ndl.data.default_collate(["a", "b"])
+    with pytest.raises(TypeError, match=r"dataset\[0\] has a string at \[1\]"):
+        first_batch([(k, np.str_("label")) for k in range(3)])
+    with pytest.raises(TypeError, match="dtype <U1"):
+        first_batch([np.array(["a", "b"])] * 3)
 
 
 def test_structure_differing_from_the_first_sample_is_refused():

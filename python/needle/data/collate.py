@@ -87,10 +87,10 @@ def _kind(value) -> str:
     sequence, or other."""
     if isinstance(value, Tensor) or (NDArray is not np.ndarray and isinstance(value, NDArray)):
         return "tensor"
+    if isinstance(value, _TEXT):  # before numbers: np.str_ is also a numpy scalar
+        return "text"
     if isinstance(value, (np.ndarray, np.generic, numbers.Number)):
         return "array"
-    if isinstance(value, _TEXT):
-        return "text"
     if isinstance(value, Mapping):
         return "mapping"
     if isinstance(value, Sequence):
