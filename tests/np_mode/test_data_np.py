@@ -27,3 +27,19 @@ def test_np_mode_mnist_loader(data):
     assert X.shape == (8, 784) and X.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(X.cached_data, ds.X[:8])
     np.testing.assert_array_equal(y.cached_data, ds.y[:8])
+
+
+def test_np_mode_per_sample_dataset_is_collated_and_iterators_are_independent():
+    X = np.random.rand(7, 3)  # float64 samples: collated batches are float32 unless dtype= says otherwise
+    samples = [(X[i], i, {"w": ndl.Tensor(X[i], dtype="float64")}) for i in range(7)]
+    loader = ndl.data.DataLoader(samples, batch_size=3)
+    pairs = list(zip(loader, loader))
+    assert len(pairs) == 3
+    for k, ((xa, ya, da), (xb, yb, db)) in enumerate(pairs):
+        idx = np.arange(3 * k, min(3 * k + 3, 7))
+        assert isinstance(xa.cached_data, np.ndarray) and xa.dtype == np.float32 and ya.dtype == np.int64
+        assert da["w"].dtype == np.float64  # Tensors keep their dtype
+        np.testing.assert_allclose(xa.cached_data, X[idx], rtol=1e-6)
+        np.testing.assert_array_equal(ya.cached_data, idx)
+        np.testing.assert_array_equal(xb.cached_data, xa.cached_data)
+        np.testing.assert_array_equal(db["w"].cached_data, X[idx])

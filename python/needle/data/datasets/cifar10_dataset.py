@@ -74,6 +74,8 @@ class CIFAR10Dataset(Dataset):
         y: int64 ``(N,)`` labels.
     """
 
+    batched_indexing = True  # the DataLoader fetches a batch with one dataset[index_array]
+
     def __init__(self, base_folder: str, train: bool, p: Optional[int] = 0.5,
                  transforms: Optional[List] = None):
         super().__init__(transforms)

@@ -99,6 +99,8 @@ class MNISTDataset(Dataset):
     shapes are the same as without transforms.
     """
 
+    batched_indexing = True  # the DataLoader fetches a batch with one dataset[index_array]
+
     def __init__(self, image_filename: str, label_filename: str, transforms: Optional[List] = None):
         super().__init__(transforms)
         self.X, self.y, (rows, cols) = _load_mnist(image_filename, label_filename)

@@ -7,6 +7,8 @@ from ..data_basic import Dataset
 class NDArrayDataset(Dataset):
     """``dataset[i]`` is ``tuple(a[i] for a in arrays)``; works for ints, slices and index arrays."""
 
+    batched_indexing = True  # the DataLoader fetches a batch with one dataset[index_array]
+
     def __init__(self, *arrays):
         super().__init__()
         if not arrays:
