@@ -20,10 +20,12 @@ ARRAY_FUNCTIONS = (
     # layout
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem",
+    # the memory behind an array: in-place writes are versioned by it (autograd's saved-value check)
+    "storage", "owns_storage",
     # gather / scatter / one-hot on int64 indices
     "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index", "extremes",
     # what a compiled step (needle.compile) records: host work replayed each step, input checks
-    "host_call", "is_recording", "validation",
+    "host_call", "is_recording", "validation", "constant_data",
     # shapes
     "prod", "broadcast_shapes",
 )

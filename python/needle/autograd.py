@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import weakref
 from typing import Iterable, List, Optional, Tuple, Union
 
+from .dtypes import python_scalar
 from .backend_selection import (  # noqa: F401
     Device, NDArray, array_api, cpu, default_device, get_device, registered_devices,
 )
@@ -175,6 +177,8 @@ class Value:
         if LAZY_MODE or not op.eager:
             value = cls.__new__(cls)
             value._init(op, list(inputs), requires_grad=requires_grad)
+            if requires_grad:
+                _link(value, inputs)
             return value
         data = op.compute(*[x.realize_cached_data() for x in inputs])
         if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
@@ -184,7 +188,55 @@ class Value:
             return cls.make_const(data)
         value = cls.__new__(cls)
         value._init(op, list(inputs), cached_data=data, requires_grad=True)
+        _link(value, inputs)
         return value
+
+
+# --- in-place updates -------------------------------------------------------------
+# A graph node reads its inputs' values when backward asks it for a gradient, so an in-place
+# write to a buffer after a node was made from it would change that gradient silently. Every
+# in-place write is counted (_EPOCH) and stamped on its buffer; every graph node remembers the
+# count when it was made, and backward refuses a node whose inputs' buffers were written since
+# (PyTorch's version counter, by buffer). `_consumed` marks a tensor that a graph node holds as
+# an input: it cannot take a new place in the graph itself (its consumers would follow it).
+_EPOCH = 0
+_WRITTEN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # buffer -> _EPOCH of its last write
+
+
+def _link(node: Value, inputs) -> None:
+    node._epoch = _EPOCH
+    for x in inputs:
+        x._consumed = True
+
+
+def _note_write(data) -> None:
+    """Stamp the buffer behind `data` as written in place now."""
+    global _EPOCH
+    _EPOCH += 1
+    try:
+        _WRITTEN[array_api.storage(data)] = _EPOCH
+    except TypeError:  # a buffer that cannot be weakly referenced: nothing to check against
+        pass
+
+
+def _check_unwritten(node: Value) -> None:
+    """RuntimeError if a value this node's gradient reads was written in place after the node was made."""
+    epoch = node.__dict__.get("_epoch", _EPOCH)
+    if epoch == _EPOCH or not getattr(node.op, "reads_values", True):
+        return
+    for value in [node] + list(node.inputs):
+        data = value.cached_data
+        if data is None or isinstance(data, tuple):
+            continue
+        try:
+            written = _WRITTEN.get(array_api.storage(data))
+        except TypeError:
+            continue
+        if written is not None and written > epoch:
+            raise RuntimeError(
+                f"backward: a value needed for the gradient of {type(node.op).__name__} (a tensor of shape "
+                f"{tuple(data.shape)}) was changed by an in-place operation after it was used (PyTorch's rule too). "
+                "Use an out-of-place form (y = x + 1, not x.add_(1)), or make the change after backward().")
 
 
 class TensorTuple(Value):
@@ -216,6 +268,10 @@ class TensorTuple(Value):
 
     def detach(self) -> "TensorTuple":
         return TensorTuple.make_const(self.realize_cached_data())
+
+
+def _kind_rank(dtype_name: str) -> int:
+    return {"bool": 0, "int64": 1}.get(dtype_name, 2)
 
 
 def _check_requires_grad(requires_grad: bool, dtype) -> None:
@@ -275,19 +331,147 @@ class Tensor(Value):
             raise TypeError(f"Tensor.data: dtype {value.dtype} does not match {self.dtype}")
         self.cached_data = value.realize_cached_data()
 
-    def copy_(self, value: "Tensor") -> "Tensor":
-        """Write `value` (broadcast to this shape, cast to this dtype) into this tensor's own
-        buffer, in place, outside the graph; returns self (PyTorch's `copy_`)."""
+    def copy_(self, value) -> "Tensor":
+        """Write `value` (a Tensor or number; broadcast to this shape, cast to this dtype) into this
+        tensor's own buffer, in place; returns self (PyTorch's `copy_`). Differentiable with
+        respect to `value` when it requires grad (see `_inplace`); optimizers and state loading
+        call it under no_grad, outside the graph."""
         if not isinstance(value, Tensor):
-            raise TypeError(f"copy_ expects a Tensor, got {type(value).__name__}")
-        data = self.realize_cached_data()
-        source = value.realize_cached_data()
-        if array_api.device_of(source) != array_api.device_of(data):
+            if python_scalar(value) is None:
+                raise TypeError(f"copy_ expects a Tensor or a number, got {type(value).__name__}")
+            return self.fill_(value)
+        if value.device != self.device:
             raise ValueError(f"copy_: the source is on {value.device}, this tensor on {self.device}")
-        array_api.setitem(data, tuple(slice(None) for _ in data.shape), array_api.broadcast_to(
-            array_api.astype(source, self.dtype), data.shape) if tuple(source.shape) != tuple(data.shape)
-            else array_api.astype(source, self.dtype))
+        tracked = self._inplace_begins("copy_", value)
+        result = value if array_api.dtype_name(value.dtype) == array_api.dtype_name(self.dtype) \
+            else _ops.cast(value, array_api.dtype_name(self.dtype))
+        if tracked and result is value:
+            result = value * 1.0  # a node of its own, which this tensor becomes
+        if tuple(result.shape) != tuple(self.shape):
+            try:
+                result = _ops.broadcast_to(result, tuple(self.shape))
+            except ValueError:
+                raise ValueError(f"copy_: a source of shape {value.shape} cannot be broadcast to {self.shape}") from None
+        return self._inplace_ends("copy_", result, tracked, cast=False)
+
+    # --- in place (PyTorch's forms; the operators +=, -=, *=, /= and item assignment use them) ---
+    def _inplace_begins(self, what: str, *others) -> bool:
+        """Whether the update is recorded for autograd (gradients are on and this tensor or an operand
+        requires grad: then this tensor takes the result's place in the graph); raises where that
+        cannot be done safely. Otherwise the update only writes the data."""
+        tracked = _GRAD_ENABLED and (self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad
+                                                                for o in others))
+        if not tracked:
+            return False
+        if self.op is None and self.requires_grad and getattr(type(self), "_refuses_inplace", False):
+            raise RuntimeError(f"{what}: a parameter cannot be changed in place while gradients are recorded "
+                               "(PyTorch's rule too); do it under ndl.no_grad(), or on its .data")
+        if self.__dict__.get("_consumed"):
+            raise RuntimeError(f"{what}: this tensor is already an input of an operation that records gradients; "
+                               "changing it in place would change that operation's gradient (needle's graph links "
+                               "tensors directly). Change it before using it, or write x = x + y instead of x += y")
+        if not array_api.owns_storage(self.realize_cached_data()):
+            raise RuntimeError(f"{what}: this tensor is a view of part of another tensor's memory; changing it in "
+                               "place while gradients are recorded would change the other tensor behind its graph's "
+                               "back. Build the result as a new tensor, or do it under ndl.no_grad()")
+        return True
+
+    def _inplace_ends(self, what: str, result: "Tensor", tracked: bool, cast: bool = True) -> "Tensor":
+        """Make this tensor hold `result` (computed from it out of place), writing its own buffer so
+        that every view of the buffer sees the change. When recorded, this tensor takes result's
+        place in the graph and its previous value moves to a new node that result reads."""
+        if tuple(result.shape) != tuple(self.shape):
+            raise RuntimeError(f"{what}: the result has shape {tuple(result.shape)}, this tensor {tuple(self.shape)}; "
+                               "an in-place operation cannot change a tensor's shape")
+        mine, theirs = array_api.dtype_name(self.dtype), array_api.dtype_name(result.dtype)
+        if cast and mine != theirs:
+            if _kind_rank(theirs) > _kind_rank(mine):
+                raise TypeError(f"{what}: the result is {theirs}, which cannot be stored in this {mine} tensor "
+                                "(PyTorch's rule too)")
+            result = _ops.cast(result, mine) if tracked else Tensor.make_const(array_api.astype(
+                result.realize_cached_data(), mine))
+        data = self.realize_cached_data()
+        new = result.realize_cached_data()
+        previous = array_api.array(data, dtype=None) if tracked else None
+        if new is not data:
+            array_api.setitem(data, tuple(slice(None) for _ in data.shape), new)
+        _note_write(data)
+        if tracked:
+            old = Tensor.__new__(Tensor)
+            old._init(self.op, self.inputs, cached_data=previous, requires_grad=self.requires_grad)
+            old._epoch = self.__dict__.get("_epoch", _EPOCH)
+            old._consumed = True
+            self.op = result.op  # None when the result is a constant: this tensor becomes one too
+            self.inputs = [old if x is self else x for x in result.inputs]
+            self.requires_grad = result.requires_grad
+            self._epoch = _EPOCH
+            self._consumed = False
         return self
+
+    def _binary_(self, what: str, fn, other) -> "Tensor":
+        tracked = self._inplace_begins(what, other)
+        return self._inplace_ends(what, fn(self, other), tracked)
+
+    def add_(self, other, *, alpha=1) -> "Tensor":
+        """self += alpha * other, in place (PyTorch's add_)."""
+        return self._binary_("add_", lambda a, b: a + (b * alpha if alpha != 1 else b), other)
+
+    def sub_(self, other, *, alpha=1) -> "Tensor":
+        """self -= alpha * other, in place."""
+        return self._binary_("sub_", lambda a, b: a - (b * alpha if alpha != 1 else b), other)
+
+    def mul_(self, other) -> "Tensor":
+        return self._binary_("mul_", operator.mul, other)
+
+    def div_(self, other) -> "Tensor":
+        return self._binary_("div_", operator.truediv, other)
+
+    def __iadd__(self, other):
+        return self._binary_("+=", operator.add, other)
+
+    def __isub__(self, other):
+        return self._binary_("-=", operator.sub, other)
+
+    def __imul__(self, other):
+        return self._binary_("*=", operator.mul, other)
+
+    def __itruediv__(self, other):
+        return self._binary_("/=", operator.truediv, other)
+
+    def clamp_(self, min=None, max=None) -> "Tensor":  # noqa: A002  (PyTorch's names)
+        """Clamp to [min, max] in place."""
+        if min is None and max is None:
+            raise ValueError("clamp_: give min, max or both")
+        tracked = self._inplace_begins("clamp_")
+        result = self
+        if min is not None:
+            result = _ops.maximum(result, min)
+        if max is not None:
+            result = _ops.where(result > max, max, result)  # nan stays nan, as in PyTorch
+        return self._inplace_ends("clamp_", result, tracked)
+
+    def fill_(self, value) -> "Tensor":
+        """Every element <- value, in place (outside the graph: the result is a constant)."""
+        if python_scalar(value) is None:
+            if isinstance(value, Tensor) and math.prod(value.shape) == 1:
+                value = value.item()
+            else:
+                raise TypeError(f"fill_ expects a number, got {type(value).__name__}")
+        tracked = self._inplace_begins("fill_")
+        full = Tensor.make_const(array_api.full(self.shape, value, array_api.dtype_name(self.dtype), self.device))
+        self._inplace_ends("fill_", full, False)
+        if tracked:  # a constant now: no gradient flows to what it was computed from
+            self.op, self.inputs, self.requires_grad = None, [], False
+        return self
+
+    def zero_(self) -> "Tensor":
+        return self.fill_(0)
+
+    def __setitem__(self, index, value) -> None:
+        """x[index] = value, in place, for every index getitem takes (value broadcast, cast to x's
+        dtype). Recorded for autograd like PyTorch's: the overwritten part gets no gradient."""
+        tracked = self._inplace_begins("x[index] = value", value)
+        self._inplace_ends("x[index] = value", _ops.setitem(self, index, value), tracked)
 
     def detach(self) -> "Tensor":
         """A new constant leaf sharing this tensor's data."""
@@ -750,6 +934,7 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
                 hook(node)
             continue
         node.grad = grad.detach()
+        _check_unwritten(node)
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
             if partial is not None and inp.requires_grad:
                 if isinstance(partial, Tensor) and partial.dtype != inp.dtype:

@@ -447,6 +447,20 @@ def setitem(a: np.ndarray, index, value) -> None:
     a[_keep_axes(a, index)] = value
 
 
+def storage(a: np.ndarray) -> np.ndarray:
+    """The array owning the memory behind `a` (its last numpy base), shared by all its views."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def owns_storage(a: np.ndarray) -> bool:
+    """True when `a` is all of its memory (C-contiguous, from its start)."""
+    root = storage(a)
+    return a.flags.c_contiguous and a.size == root.size and \
+        a.__array_interface__["data"][0] == root.__array_interface__["data"][0]
+
+
 def stack(arrays: Sequence[np.ndarray], axis: int = 0) -> np.ndarray:
     return np.stack(arrays, axis=axis)
 
@@ -547,6 +561,12 @@ def is_recording() -> bool:
 
 @contextlib.contextmanager
 def validation():
+    yield
+
+
+@contextlib.contextmanager
+def constant_data():
+    """Host data computed from shapes (recorded as a constant by needle.compile; nothing here)."""
     yield
 
 

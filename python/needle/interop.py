@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .autograd import Tensor
+from .autograd import Tensor, no_grad
 from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Sequential
 from .nn import functional as F
 from .nn.nn_conv import Conv, Conv1d, Conv2d
@@ -325,6 +325,7 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
                              f"the needle module needs {tuple(wanted)}")
         for t, array in zip(tensors, backward(arrays[key])):
             updates.append((t, array))
-    for t, array in updates:
-        t.copy_(Tensor(np.ascontiguousarray(array), device=t.device, dtype=t.dtype, requires_grad=False))
+    with no_grad():  # parameters are written in place, outside the graph
+        for t, array in updates:
+            t.copy_(Tensor(np.ascontiguousarray(array), device=t.device, dtype=t.dtype, requires_grad=False))
     return module

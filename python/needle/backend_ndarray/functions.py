@@ -24,7 +24,7 @@ __all__ = [
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes", "normalize_axes", "host_call",
-    "is_recording", "validation",
+    "is_recording", "validation", "constant_data", "storage", "owns_storage",
 ]
 
 
@@ -309,6 +309,17 @@ def getitem(a: NDArray, index) -> NDArray:
 
 def setitem(a: NDArray, index, value) -> None:
     a[index] = value
+
+
+def storage(a: NDArray):
+    """The buffer behind `a`, shared by all its views (weakly referenceable)."""
+    return a._handle
+
+
+def owns_storage(a: NDArray) -> bool:
+    """True when `a` is its whole buffer (compact, from its first element): no other view of it
+    can see a part of it that `a` does not."""
+    return a.is_compact() and a._offset == 0 and a.size == a._handle.size
 
 
 def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:

@@ -159,7 +159,8 @@ def broadcast_from_rank0(tensors: Sequence[Tensor], comm: Optional[Communicator]
         if comm.rank != 0:
             for t, d in zip(bucket.tensors, datas):
                 if d is not t.realize_cached_data():  # a copy was written: put it in place
-                    t.copy_(Tensor.make_const(d))
+                    with autograd.no_grad():
+                        t.copy_(Tensor.make_const(d))
 
 
 class _Plan:

@@ -30,7 +30,7 @@ import math
 from typing import Optional, Sequence, Tuple, Union
 
 from needle import init, ops
-from needle.autograd import Tensor
+from needle.autograd import Tensor, array_api
 
 __all__ = [
     "linear", "relu", "tanh", "sigmoid", "dropout", "batch_norm", "layer_norm", "conv2d", "conv1d", "max_pool2d",
@@ -326,7 +326,8 @@ def _mode_pad(input: Tensor, pads, mode: str, what: str) -> Tensor:
     for axis, (before, after) in zip((input.ndim - 2, input.ndim - 1), pads):
         if before or after:
             rows = _mode_rows(input.shape[axis], before, after, mode, what)
-            index = Tensor(rows, device=input.device, dtype="int64", requires_grad=False)
+            with array_api.constant_data():  # a function of the shape: a constant of a compiled step
+                index = Tensor(rows, device=input.device, dtype="int64", requires_grad=False)
             out = out[(slice(None),) * axis + (index,)]
     return out
 
@@ -459,10 +460,13 @@ def _adaptive_mean(x: Tensor, axis: int, out: int) -> Tensor:
     perm = (axis,) + tuple(i for i in range(x.ndim) if i != axis)
     moved = ops.permute(x, perm)
     rows = moved.reshape((size, -1))
-    gathered = rows[Tensor(ids, device=x.device, dtype="int64", requires_grad=False)]  # (out, span, rest)
-    mask = Tensor(inside, device=x.device, dtype="bool", requires_grad=False).reshape((out, span, 1))
+    with array_api.constant_data():  # functions of the shapes: constants of a compiled step
+        index = Tensor(ids, device=x.device, dtype="int64", requires_grad=False)
+        mask = Tensor(inside, device=x.device, dtype="bool", requires_grad=False).reshape((out, span, 1))
+        divisor = Tensor(lengths, device=x.device, dtype=x.dtype, requires_grad=False)
+    gathered = rows[index]  # (out, span, rest)
     total = ops.summation(ops.where(mask.broadcast_to(gathered.shape), gathered, 0.0), axes=1)
-    mean = total / Tensor(lengths, device=x.device, dtype=x.dtype, requires_grad=False).broadcast_to(total.shape)
+    mean = total / divisor.broadcast_to(total.shape)
     back = ops.permute(mean.reshape((out,) + moved.shape[1:]), tuple(perm.index(i) for i in range(x.ndim)))
     return back
 

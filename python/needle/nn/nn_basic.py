@@ -4,14 +4,17 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator, List, Tuple
 
 from needle import init, ops
-from needle.autograd import Tensor, array_api, registered_devices
+from needle.autograd import Tensor, array_api, no_grad, registered_devices
 
 __all__ = ["Parameter", "Module", "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sequential", "SoftmaxLoss",
            "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual"]
 
 
 class Parameter(Tensor):
-    """A tensor that `Module.parameters()` collects."""
+    """A tensor that `Module.parameters()` collects. Changing one in place while gradients are
+    recorded is refused (PyTorch's rule): update it under `ndl.no_grad()` or through `.data`."""
+
+    _refuses_inplace = True
 
 
 def _named_tensors(value: Any, prefix: str) -> Iterator[Tuple[str, Tensor]]:
@@ -118,8 +121,9 @@ class Module:
                     f"load_state_dict: {name!r} has shape {shape} in the state, {tuple(target.shape)} in the module"
                 )
             updates.append((target, Tensor(value, device=target.device, dtype=target.dtype, requires_grad=False)))
-        for target, new in updates:
-            target.copy_(new)  # in place: anything holding the tensor (an optimizer, a compiled step) sees it
+        with no_grad():  # in place: anything holding the tensor (an optimizer, a compiled step) sees it
+            for target, new in updates:
+                target.copy_(new)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

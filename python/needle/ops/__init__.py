@@ -22,7 +22,7 @@ from .elementwise import (
     maximum, mul_scalar, multiply, negate, not_equal, power, power_scalar, relu, reverse_divide, reverse_power,
     reverse_subtract, sigmoid, sqrt, subtract, tanh, where,
 )
-from .indexing import GetItem, IndexPlan, ScatterItem, getitem
+from .indexing import GetItem, IndexPlan, ScatterItem, SetItem, getitem, setitem
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d

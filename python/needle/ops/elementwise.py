@@ -42,6 +42,8 @@ __all__ = [
 class EWiseAdd(TensorOp):
     """a + b. Edges: IEEE (inf + -inf = nan); the gradient passes through unchanged."""
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def check(self, a, b):
         same_shape(a, b, "add")
 
@@ -54,6 +56,8 @@ class EWiseAdd(TensorOp):
 
 class AddScalar(TensorOp):
     """a + scalar. Edges: IEEE, for an inf or nan scalar too; the gradient passes through unchanged."""
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -83,6 +87,8 @@ class EWiseMul(TensorOp):
 
 class MulScalar(TensorOp):
     """a * scalar. Edges: IEEE (an inf scalar makes 0 entries nan); the gradient is g * scalar."""
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -187,6 +193,8 @@ class EWiseDiv(TensorOp):
 class DivScalar(TensorOp):
     """a / scalar. Edges: IEEE (a scalar 0 gives +-inf and nan); the gradient is g / scalar."""
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -199,6 +207,8 @@ class DivScalar(TensorOp):
 
 class Negate(TensorOp):
     """-a. Edges: exact everywhere (-0 for 0, nan stays nan); the gradient is -g."""
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def compute(self, a):
         return array_api.negative(a)
@@ -349,6 +359,8 @@ class Cast(TensorOp):
     Edges: float64 to float32 rounds to nearest, overflows to +-inf beyond 3.4e38 and
     underflows to denormals and +-0; nan, +-inf and -0 are kept.
     """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, dtype):
         self.dtype = array_api.dtype_name(dtype)

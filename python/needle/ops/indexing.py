@@ -13,7 +13,7 @@ from ..autograd import Tensor, TensorOp, array_api
 from ..dtypes import python_scalar
 from ._helpers import inverse_permutation, size_of
 
-__all__ = ["IndexPlan", "GetItem", "ScatterItem", "getitem"]
+__all__ = ["IndexPlan", "GetItem", "ScatterItem", "SetItem", "getitem", "setitem"]
 
 
 def _is_array_like(entry) -> bool:
@@ -153,6 +153,19 @@ class IndexPlan:
             out = array_api.transpose(out, self.result_perm)
         return out
 
+    def put(self, a, v):
+        """A copy of `a` with the indexed places set to `v` (of the output shape). Repeated
+        indices are refused: which value would win is undefined (PyTorch says so too)."""
+        out = array_api.array(a, dtype=None)
+        if not self.advanced:
+            array_api.setitem(out, self.basic, array_api.reshape(array_api.ascontiguousarray(v), self.sliced_shape))
+            return out
+        count = self.scatter(array_api.full(self.output_shape, 1, "int64", array_api.device_of(a)))
+        if array_api.extremes(count)[1] > 1:
+            raise IndexError("x[index] = value with an index that repeats a position: which value would be "
+                             "kept is undefined (PyTorch says so too); index each position once")
+        return array_api.where(array_api.greater(count, 0), self.scatter(v), out)
+
     def scatter(self, g):
         """The adjoint of gather: zeros of the input shape with g added at the indexed places."""
         dtype, device = array_api.dtype_of(g), array_api.device_of(g)
@@ -177,6 +190,8 @@ class GetItem(TensorOp):
     repeated ones the IEEE sum of theirs (inf + -inf = nan).
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, plan: IndexPlan):
         self.plan = plan
 
@@ -197,6 +212,8 @@ class ScatterItem(TensorOp):
     Edges: repeated indices add up by IEEE rules; places not indexed are exact zeros.
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, plan: IndexPlan):
         self.plan = plan
 
@@ -211,5 +228,58 @@ class ScatterItem(TensorOp):
         return GetItem(self.plan)(out_grad)
 
 
+class SetItem(TensorOp):
+    """A copy of `a` with a[index] set to `value` (already of the indexed shape and a's dtype):
+    the out-of-place form of item assignment, which `Tensor.__setitem__` writes back in place.
+    The gradient: out_grad for `a` with the overwritten places zeroed, out_grad[index] for `value`.
+    """
+
+    reads_values = False  # the gradient needs no input value
+
+    def __init__(self, plan: IndexPlan):
+        self.plan = plan
+
+    def check(self, a, value):
+        if a.shape != self.plan.input_shape or value.shape != self.plan.output_shape:
+            raise ValueError(f"setitem: expected shapes {self.plan.input_shape} and {self.plan.output_shape}, "
+                             f"got {a.shape} and {value.shape}")
+
+    def compute(self, a, value):
+        return self.plan.put(a, value)
+
+    def gradient(self, out_grad, node):
+        zeros = Tensor.make_const(array_api.zeros(self.plan.output_shape, array_api.dtype_of(
+            out_grad.realize_cached_data()), out_grad.device))
+        return SetItem(self.plan)(out_grad, zeros), GetItem(self.plan)(out_grad)
+
+
 def getitem(a: Tensor, index) -> Tensor:
     return GetItem(IndexPlan(a.shape, index, a.device))(a)
+
+
+def setitem(a: Tensor, index, value) -> Tensor:
+    """`a` with a[index] = value, out of place (value: a Tensor or number, broadcast to the indexed
+    shape and cast to a's dtype)."""
+    from .shape import broadcast_to
+    from .elementwise import cast
+
+    plan = IndexPlan(a.shape, index, a.device)
+    dtype = array_api.dtype_name(a.dtype)
+    if not isinstance(value, Tensor) and python_scalar(value) is not None:  # on the device: no host data
+        value = Tensor.make_const(array_api.full(plan.output_shape, python_scalar(value), dtype, a.device))
+    elif not isinstance(value, Tensor):
+        if python_scalar(value) is None and not array_api.is_array(value) and not hasattr(value, "__array__") \
+                and not isinstance(value, (list, tuple)):
+            raise TypeError(f"x[index] = value: value must be a Tensor, an array or a number, got {type(value).__name__}")
+        value = Tensor(value, device=a.device, dtype=dtype, requires_grad=False)
+    elif value.device != a.device:
+        raise ValueError(f"x[index] = value: value is on {value.device}, x on {a.device}")
+    if array_api.dtype_name(value.dtype) != dtype:
+        value = cast(value, dtype)
+    if tuple(value.shape) != plan.output_shape:
+        try:
+            value = broadcast_to(value, plan.output_shape)
+        except ValueError:
+            raise ValueError(f"x[index] = value: a value of shape {tuple(value.shape)} cannot be broadcast to the "
+                             f"indexed shape {plan.output_shape}") from None
+    return SetItem(plan)(a, value)

@@ -52,6 +52,8 @@ class Summation(TensorOp):
     Edges: IEEE (inf + -inf = nan, nan spreads); the gradient is the adjoint, broadcast.
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, axes=None, keepdims: bool = False):
         self.axes = axes
         self.keepdims = keepdims

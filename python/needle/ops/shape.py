@@ -24,6 +24,8 @@ class Transpose(TensorOp):
     Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, axes: Optional[tuple] = None):
         self.axes = axes
 
@@ -60,6 +62,8 @@ class Permute(TensorOp):
     Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, axes: tuple):
         self.axes = tuple(axes)
 
@@ -85,6 +89,8 @@ class Reshape(TensorOp):
 
     Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
     """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -127,6 +133,8 @@ class BroadcastTo(TensorOp):
     Edges: values are copied as they are; the summed gradient follows IEEE (inf + -inf = nan).
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -152,6 +160,8 @@ class Stack(TensorOp):
 
     Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
     """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -185,6 +195,8 @@ class Split(TensorTupleOp):
     that get no gradient count as exact zeros.
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -208,6 +220,8 @@ class Flip(TensorOp):
 
     Edges: none; values (nan, +-inf, -0) are only moved, and so is the gradient.
     """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, axes=None):
         self.axes = axes
@@ -248,6 +262,8 @@ class Dilate(_DilationOp):
     Edges: none; values are moved and the inserted entries are exact +0 (never nan).
     """
 
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
     def compute(self, a):
         d = self.dilation
         for ax in _present_axes(self.axes, len(a.shape)):
@@ -275,6 +291,8 @@ class UnDilate(_DilationOp):
 
     Edges: none; the dropped entries get an exact 0 gradient, whatever they hold.
     """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def compute(self, a):
         ndim = len(a.shape)
