@@ -812,14 +812,16 @@ def _reference(case: Case, dtype: str) -> Reference:
     n = out.numel()
     forward = list(Torch.perturbations)
     wrt = x + forward
-    s, a = _conditions(_jacobian(out, x + [leaf for leaf, _ in forward]), wrt, ties + [None] * len(forward), n)
+    jacobian = _jacobian(out, x + [leaf for leaf, _ in forward])
+    s, a = _conditions(jacobian, wrt, ties + [None] * len(forward), n)
+    del Torch.perturbations[len(forward):]  # those the Jacobian's backward pass marked: not in any graph kept
     out_scale = _scale(out.detach().numpy().astype(np.float64), s.reshape(out.shape).numpy(),
                        a.reshape(out.shape).numpy(), out_dtype)
 
     w = _random(zlib.crc32(case.id.encode()), *out.shape).astype(out_dtype)
     grads = torch.autograd.grad(out, x, torch.tensor(w, dtype=out.dtype), create_graph=True, allow_unused=True)
     leaves = list(Torch.perturbations)  # the forward's, then those its backward marked
-    out_jacobian = _jacobian(out, x)
+    out_jacobian = jacobian[: len(x)]
     ref_grads, grad_scales = [], []
     for k, (g, xk) in enumerate(zip(grads, x)):
         m = xk.numel()
