@@ -185,10 +185,10 @@ def test_one_hot_loss_embedding_and_max_stay_on_the_device(device, monkeypatch):
     value = loss.item()
     assert reads.elements <= 8, reads.elements
     monkeypatch.undo()
-    # the numbers are right: PyTorch on the same weights
-    tw = torch.tensor(emb.weight.numpy(), requires_grad=True)
-    tl_w = torch.tensor(lin.weight.numpy(), requires_grad=True)
-    tl_b = torch.tensor(lin.bias.numpy().reshape(-1), requires_grad=True)
+    # the numbers are right: PyTorch on the same weights, in float64 (a CPU-independent reference)
+    tw = torch.tensor(emb.weight.numpy(), dtype=torch.float64, requires_grad=True)
+    tl_w = torch.tensor(lin.weight.numpy(), dtype=torch.float64, requires_grad=True)
+    tl_b = torch.tensor(lin.bias.numpy().reshape(-1), dtype=torch.float64, requires_grad=True)
     t_logits = tw[torch.tensor(ids.numpy())].reshape(seq * bs, width) @ tl_w + tl_b
     t_loss = torch.nn.functional.cross_entropy(t_logits, torch.tensor(labels.numpy()))
     t_loss.backward()
@@ -213,7 +213,7 @@ def test_recurrent_weights_get_a_gradient_without_an_initial_state(kind):
     seq, bs, inp, hid = 4, 3, 5, 6
     x = np.random.randn(seq, bs, inp).astype(np.float32)
     model = (nn.RNN if kind == "rnn" else nn.LSTM)(inp, hid, num_layers=2)
-    ref = (torch.nn.RNN if kind == "rnn" else torch.nn.LSTM)(inp, hid, num_layers=2)
+    ref = (torch.nn.RNN if kind == "rnn" else torch.nn.LSTM)(inp, hid, num_layers=2).double()  # float64 reference
     cells = model.rnn_cells if kind == "rnn" else model.lstm_cells
     with torch.no_grad():
         for layer, cell in enumerate(cells):
@@ -223,7 +223,7 @@ def test_recurrent_weights_get_a_gradient_without_an_initial_state(kind):
             getattr(ref, f"bias_hh_l{layer}").copy_(torch.tensor(cell.bias_hh.numpy()))
     out, _ = model(ndl.Tensor(x))
     out.sum().backward()
-    t_out, _ = ref(torch.tensor(x))
+    t_out, _ = ref(torch.tensor(x, dtype=torch.float64))
     t_out.sum().backward()
     np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-5, atol=1e-6)
     for layer, cell in enumerate(cells):
