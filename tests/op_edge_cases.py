@@ -111,8 +111,18 @@ def rows3(dtype):
     return [np.array(ROWS, dtype).reshape(-1, 2, 2)]
 
 
-class Needle:
+class _Fallback(type):
+    """A name a side does not define is the library's own function of that name (ndl.ops.log1p,
+    torch.log1p): a new op whose name is the same in both needs no entry here."""
+
+    def __getattr__(cls, name):
+        return getattr(cls.library, name)
+
+
+class Needle(metaclass=_Fallback):
     """The calls whose names or conventions differ, needle's side."""
+
+    library = ndl.ops
 
     F = NF  # needle.nn.functional has torch.nn.functional's signatures
 
@@ -237,8 +247,10 @@ class Needle:
         return ndl.ops.fused_add_scalars(x, c0, c1)
 
 
-class Torch:
+class Torch(metaclass=_Fallback):
     """The same calls in PyTorch, evaluated in float64 by `reference`."""
+
+    library = torch
 
     F = F
     dtype = "float64"  # the test's dtype, while `reference` evaluates a case
@@ -588,6 +600,7 @@ def _where_inputs(dtype):
 unary = {
     "negate": lambda L, x: -x,
     "log": lambda L, x: x.log(),
+    "log1p": lambda L, x: L.log1p(x),
     "exp": lambda L, x: x.exp(),
     "relu": lambda L, x: x.relu(),
     "tanh": lambda L, x: L.tanh(x),
@@ -687,6 +700,8 @@ CASES = [
       for op, fn in (("gelu", lambda L, x: L.gelu(x)), ("gelu(tanh)", lambda L, x: L.gelu(x, approximate="tanh")))],
     Case("silu", "edges", lambda L, x: L.F.silu(x), lambda dtype: [edges(dtype)], note=SILU_NOTE,
          torch_fn=lambda x: x * Torch.sigmoid(x)),
+    *[Case(f"softplus{args}", "edges", lambda L, x, a=args: L.F.softplus(x, *a), lambda dtype: [edges(dtype)])
+      for args in ((), (2.0,), (0.5, 5.0))],
     Case("leaky_relu", "edges", lambda L, x: L.F.leaky_relu(x, 0.1), lambda dtype: [edges(dtype)]),
     *[Case(op, "nan, inf, -inf windows, ties", fn, _pool_inputs) for op, fn in (
         ("max_pool2d(3, 2, 1)", lambda L, x: L.F.max_pool2d(x, 3, 2, 1)),

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .primitives import PRIMITIVES
+
 from .dtypes import (  # noqa: F401  (dtype_name and is_floating are array functions too)
     DEFAULT_FLOAT, FLOAT_DTYPES, HostScalar, division_dtype, dtype_name, is_floating, result_dtype, scalar_dtype,
     storage_dtype,
@@ -247,102 +249,39 @@ def _convert(v, dtype: str):
     return float(v) if dtype in FLOAT_DTYPES else int(v) if dtype == "int64" else bool(v)
 
 
-def add(a, b) -> np.ndarray:
-    x, y, _ = _operands(a, b)
-    return _arr(np.add(x, y))
-
-
-def subtract(a, b) -> np.ndarray:
-    x, y, dtype = _operands(a, b)
-    if dtype == "bool":
-        raise TypeError("subtracting bool arrays is not supported; use != for a logical xor")
-    return _arr(np.subtract(x, y))
-
-
-def multiply(a, b) -> np.ndarray:
-    x, y, _ = _operands(a, b)
-    return _arr(np.multiply(x, y))
-
-
-def divide(a, b) -> np.ndarray:
-    x, y, dtype = _operands(a, b, division_dtype)
-    return _arr(np.true_divide(x, y, dtype=dtype))
-
-
-def power(a, b) -> np.ndarray:
-    """a ** b; a scalar exponent -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges)."""
-    x, y, _ = _operands(a, b)
-    if isinstance(x, np.ndarray) and isinstance(y, float) and y == -0.5:
-        return _arr(np.reciprocal(np.sqrt(x)))
-    return _arr(np.power(x, y))
-
-
-def maximum(a, b) -> np.ndarray:
-    x, y, _ = _operands(a, b)
-    return _arr(np.maximum(x, y))
-
-
-def minimum(a, b) -> np.ndarray:
-    x, y, _ = _operands(a, b)
-    return _arr(np.minimum(x, y))
-
-
-def negative(a: np.ndarray) -> np.ndarray:
-    if a.dtype == np.bool_:
-        raise TypeError("negating a bool array is not supported; use == False for a logical not")
-    return _arr(np.negative(a))
-
-
-def abs(a: np.ndarray) -> np.ndarray:  # noqa: A001
-    return _arr(np.abs(a))
-
-
 def _floating(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.kind == "f" else a.astype(DEFAULT_FLOAT)
 
 
-def log(a: np.ndarray) -> np.ndarray:
-    return _arr(np.log(_floating(a)))
+def _primitive_function(p):
+    """array_api.<p.function> in numpy mode: the row's numpy reference, with needle's promotion."""
+    if p.arity == 1:
+        def function(a: np.ndarray) -> np.ndarray:
+            if p.refuses_bool and a.dtype == np.bool_:
+                raise TypeError("negating a bool array is not supported; use == False for a logical not")
+            return _arr(p.numpy(_floating(a) if p.floating else a))
+    elif p.dtype == "bool":
+        def function(a, b) -> np.ndarray:
+            a_arr, b_arr = isinstance(a, np.ndarray), isinstance(b, np.ndarray)
+            if a_arr and b_arr:
+                x, y, _ = _operands(a, b)
+            else:  # a scalar compares as it is (an int array against 0.5 needs no float copy)
+                x, y = (a, _scalar(b)) if a_arr else (_scalar(a), b)
+            return _arr(p.numpy(x, y))
+    else:
+        rule = division_dtype if p.dtype == "division" else result_dtype
+
+        def function(a, b) -> np.ndarray:
+            x, y, dtype = _operands(a, b, rule)
+            if p.refuses_bool and dtype == "bool":
+                raise TypeError("subtracting bool arrays is not supported; use != for a logical xor")
+            return _arr(p.numpy(x, y))
+    function.__name__ = function.__qualname__ = p.function
+    function.__doc__ = f"Elementwise {p.function} (needle.primitives row {p.name!r}), numpy mode."
+    return function
 
 
-def exp(a: np.ndarray) -> np.ndarray:
-    return _arr(np.exp(_floating(a)))
-
-
-def tanh(a: np.ndarray) -> np.ndarray:
-    return _arr(np.tanh(_floating(a)))
-
-
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    """1 / (1 + e) for a >= 0 and e / (1 + e) below, e = exp(-|a|): accurate in both tails
-    (2.06e-9 at -20, not 0)."""
-    x = _floating(a)
-    e = np.exp(-np.abs(x))
-    return _arr(np.where(x >= 0, 1, e) / (1 + e))
-
-
-def sqrt(a: np.ndarray) -> np.ndarray:
-    return _arr(np.sqrt(_floating(a)))
-
-
-def _compare(ufunc):
-    def compare(a, b) -> np.ndarray:
-        a_arr, b_arr = isinstance(a, np.ndarray), isinstance(b, np.ndarray)
-        if a_arr and b_arr:
-            x, y, _ = _operands(a, b)
-        else:  # a scalar compares as it is (an int array against 0.5 needs no float copy)
-            x, y = (a, _scalar(b)) if a_arr else (_scalar(a), b)
-        return _arr(ufunc(x, y))
-
-    return compare
-
-
-equal = _compare(np.equal)
-not_equal = _compare(np.not_equal)
-less = _compare(np.less)
-less_equal = _compare(np.less_equal)
-greater = _compare(np.greater)
-greater_equal = _compare(np.greater_equal)
+globals().update({p.function: _primitive_function(p) for p in PRIMITIVES})
 
 
 def where(cond: np.ndarray, a, b) -> np.ndarray:

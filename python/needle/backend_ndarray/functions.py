@@ -13,14 +13,13 @@ import numpy as np
 from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
+from ..primitives import BY_NAME, PRIMITIVES
 from .recording import constant_data, host_call, is_recording, validation
 
 __all__ = [
     "array", "arange", "empty", "full", "zeros", "zeros_like", "ones_like", "full_like", "empty_like", "astype",
     "device_of", "dtype_of", "to_numpy", "from_numpy_shared", "is_array", "dtype_name", "is_floating",
-    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "negative", "abs",
-    "log", "exp", "tanh", "sigmoid", "sqrt", "equal", "not_equal", "less", "less_equal", "greater",
-    "greater_equal", "where", "sum", "max", "min", "argmax", "matmul",
+    *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes", "normalize_axes", "host_call",
@@ -117,96 +116,30 @@ def _lhs(a, b):
     raise TypeError(f"expected at least one NDArray operand, got {type(a).__name__} and {type(b).__name__}")
 
 
-def add(a, b) -> NDArray:
-    x, y, _ = _lhs(a, b)
-    return x + y
+def _primitive_function(p):
+    """array_api.<p.function>: a method of the NDArray operand; a scalar on the left takes the
+    reflected kernel (2 - x), or the swapped primitive's (2 < x is x > 2)."""
+    if p.arity == 1:
+        method = p.methods[0]
+
+        def function(a):
+            return getattr(a, method)()
+    else:
+        method = p.methods[0]
+        reflected = "__r" + method[2:] if p.reflected else (
+            BY_NAME[p.swapped].methods[0] if p.swapped else None)
+
+        def function(a, b):
+            x, y, swapped = _lhs(a, b)
+            if swapped and reflected is None:
+                raise TypeError(f"{p.function}: the array operand must come first")
+            return getattr(x, reflected if swapped else method)(y)
+    function.__name__ = function.__qualname__ = p.function
+    function.__doc__ = f"Elementwise {p.function} of arrays or an array and a scalar (broadcast, promoted)."
+    return function
 
 
-def subtract(a, b) -> NDArray:
-    x, y, swapped = _lhs(a, b)
-    return x.__rsub__(y) if swapped else x - y
-
-
-def multiply(a, b) -> NDArray:
-    x, y, _ = _lhs(a, b)
-    return x * y
-
-
-def divide(a, b) -> NDArray:
-    x, y, swapped = _lhs(a, b)
-    return x.__rtruediv__(y) if swapped else x / y
-
-
-def power(a, b) -> NDArray:
-    x, y, swapped = _lhs(a, b)
-    return x.__rpow__(y) if swapped else x ** y
-
-
-def maximum(a, b) -> NDArray:
-    x, y, _ = _lhs(a, b)
-    return x.maximum(y)
-
-
-def minimum(a, b) -> NDArray:
-    x, y, _ = _lhs(a, b)
-    return x.minimum(y)
-
-
-def negative(a: NDArray) -> NDArray:
-    return -a
-
-
-def abs(a: NDArray) -> NDArray:  # noqa: A001
-    return a.abs()
-
-
-def log(a: NDArray) -> NDArray:
-    return a.log()
-
-
-def exp(a: NDArray) -> NDArray:
-    return a.exp()
-
-
-def tanh(a: NDArray) -> NDArray:
-    return a.tanh()
-
-
-def sigmoid(a: NDArray) -> NDArray:
-    return a.sigmoid()
-
-
-def sqrt(a: NDArray) -> NDArray:
-    return a.sqrt()
-
-
-def _compare(a, b, op: str, reflected: str) -> NDArray:
-    x, y, swapped = _lhs(a, b)
-    return getattr(x, reflected if swapped else op)(y)
-
-
-def equal(a, b) -> NDArray:
-    return _compare(a, b, "__eq__", "__eq__")
-
-
-def not_equal(a, b) -> NDArray:
-    return _compare(a, b, "__ne__", "__ne__")
-
-
-def less(a, b) -> NDArray:
-    return _compare(a, b, "__lt__", "__gt__")
-
-
-def less_equal(a, b) -> NDArray:
-    return _compare(a, b, "__le__", "__ge__")
-
-
-def greater(a, b) -> NDArray:
-    return _compare(a, b, "__gt__", "__lt__")
-
-
-def greater_equal(a, b) -> NDArray:
-    return _compare(a, b, "__ge__", "__le__")
+globals().update({p.function: _primitive_function(p) for p in PRIMITIVES})
 
 
 def where(cond: NDArray, a, b) -> NDArray:

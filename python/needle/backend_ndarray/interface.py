@@ -23,7 +23,10 @@ Conventions shared by all kernels
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, Tuple
+import inspect
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
+
+from ..primitives import PRIMITIVES, Primitive, kernel_names
 
 Operand = Any  # a compact buffer, or (buffer, shape, strides or None, offset)
 
@@ -59,48 +62,14 @@ class DeviceKernels(Protocol):
                        offset: int) -> None:
         """Set every element of the strided view of `out` (`size` elements) to `val`."""
 
-    # --- elementwise: a and b are operands of one shape, out compact of that shape ----------
-    def ewise_add(self, a: Operand, b: Operand, out: Any) -> None: """out = a + b"""
-    def ewise_sub(self, a: Operand, b: Operand, out: Any) -> None: """out = a - b"""
-    def ewise_mul(self, a: Operand, b: Operand, out: Any) -> None: """out = a * b"""
-    def ewise_div(self, a: Operand, b: Operand, out: Any) -> None: """out = a / b (float)"""
-    def ewise_pow(self, a: Operand, b: Operand, out: Any) -> None: """out = a ** b"""
-    def ewise_maximum(self, a: Operand, b: Operand, out: Any) -> None: """out = max(a, b), nan if either is"""
-    def ewise_minimum(self, a: Operand, b: Operand, out: Any) -> None: """out = min(a, b), nan if either is"""
-    def ewise_eq(self, a: Operand, b: Operand, out: Any) -> None: """out (bool) = a == b"""
-    def ewise_ne(self, a: Operand, b: Operand, out: Any) -> None: """out (bool) = a != b"""
-    def ewise_lt(self, a: Operand, b: Operand, out: Any) -> None: """out (bool) = a < b"""
-    def ewise_le(self, a: Operand, b: Operand, out: Any) -> None: """out (bool) = a <= b"""
-    def ewise_gt(self, a: Operand, b: Operand, out: Any) -> None: """out (bool) = a > b"""
-    def ewise_ge(self, a: Operand, b: Operand, out: Any) -> None: """out (bool) = a >= b"""
-
-    # --- elementwise with a Python scalar `val` (already of the result's kind) ---------------
-    def scalar_add(self, a: Operand, val: Any, out: Any) -> None: """out = a + val"""
-    def scalar_sub(self, a: Operand, val: Any, out: Any) -> None: """out = a - val"""
-    def scalar_rsub(self, a: Operand, val: Any, out: Any) -> None: """out = val - a"""
-    def scalar_mul(self, a: Operand, val: Any, out: Any) -> None: """out = a * val"""
-    def scalar_div(self, a: Operand, val: Any, out: Any) -> None: """out = a / val"""
-    def scalar_rdiv(self, a: Operand, val: Any, out: Any) -> None: """out = val / a"""
-    def scalar_power(self, a: Operand, val: Any, out: Any) -> None: """out = a ** val"""
-    def scalar_rpower(self, a: Operand, val: Any, out: Any) -> None: """out = val ** a"""
-    def scalar_maximum(self, a: Operand, val: Any, out: Any) -> None: """out = max(a, val)"""
-    def scalar_minimum(self, a: Operand, val: Any, out: Any) -> None: """out = min(a, val)"""
-    def scalar_eq(self, a: Operand, val: Any, out: Any) -> None: """out (bool) = a == val"""
-    def scalar_ne(self, a: Operand, val: Any, out: Any) -> None: """out (bool) = a != val"""
-    def scalar_lt(self, a: Operand, val: Any, out: Any) -> None: """out (bool) = a < val"""
-    def scalar_le(self, a: Operand, val: Any, out: Any) -> None: """out (bool) = a <= val"""
-    def scalar_gt(self, a: Operand, val: Any, out: Any) -> None: """out (bool) = a > val"""
-    def scalar_ge(self, a: Operand, val: Any, out: Any) -> None: """out (bool) = a >= val"""
-
-    # --- unary (out has a's dtype; the float functions get float operands) ---------------------
-    def ewise_neg(self, a: Operand, out: Any) -> None: """out = -a"""
-    def ewise_abs(self, a: Operand, out: Any) -> None: """out = |a|"""
-    def ewise_log(self, a: Operand, out: Any) -> None: """out = ln a (-inf at 0, nan below)"""
-    def ewise_exp(self, a: Operand, out: Any) -> None: """out = e ** a"""
-    def ewise_tanh(self, a: Operand, out: Any) -> None: """out = tanh a"""
-    def ewise_sigmoid(self, a: Operand, out: Any) -> None:
-        """out = 1 / (1 + e ** -a), accurate in both tails (2.06e-9 at -20, not 0)"""
-    def ewise_sqrt(self, a: Operand, out: Any) -> None: """out = sqrt a"""
+    # --- elementwise primitives ------------------------------------------------------------
+    # One kernel per form of each row of `needle.primitives.PRIMITIVES` (see `elementwise_kernels`):
+    #   ewise_<name>(a, b, out)         out = f(a, b); a and b operands of one shape, out compact
+    #   scalar_<name>(a, val, out)      out = f(a, val); val a Python scalar of the result's kind
+    #   scalar_<reflected>(a, val, out) out = f(val, a)
+    #   ewise_<name>(a, out)            out = f(a) for the unary rows (float functions get floats)
+    # A device builds them from the table by family (`elementwise_kernels`), each kernel tagged
+    # with `.primitive` and `.form` ("ewise", "scalar", "reverse", "unary").
 
     def ewise_where(self, cond: Operand, a: Operand, b: Operand, out: Any) -> None:
         """out = a where cond (bool) is true, else b; all three of out's shape"""
@@ -133,7 +102,56 @@ class DeviceKernels(Protocol):
 REQUIRED_KERNELS: Tuple[str, ...] = tuple(
     name for name in DeviceKernels.__dict__
     if not name.startswith("_") and callable(DeviceKernels.__dict__[name])
-)
+) + kernel_names()
+
+# The hooks a device module may add for needle.compile: `prepare(name, args)` gives a replayed
+# call its launch with the views built once (or None); fusion reads the kernels' tags
+# (`.primitive`, `.form`) to know what a recorded call computes.
+OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
+
+Family = Callable[[Primitive], Callable]
+
+
+def elementwise_kernels(ewise: Family, scalar: Family, reverse: Family, unary: Family) -> Dict[str, Callable]:
+    """{kernel name: kernel} for every primitive, each made by the device's family for its form
+    (a family takes the Primitive row and returns the kernel) and tagged `.primitive`/`.form`.
+    A device installs them with `globals().update(...)` and may then replace a few by hand."""
+    kernels: Dict[str, Callable] = {}
+    for p in PRIMITIVES:
+        forms = [("unary", unary)] if p.arity == 1 else [("ewise", ewise), ("scalar", scalar)] + (
+            [("reverse", reverse)] if p.reflected else [])
+        for (form, family), name in zip(forms, p.kernels):
+            kernel = family(p)
+            kernel.__name__ = kernel.__qualname__ = name
+            kernel.primitive, kernel.form = p, form
+            kernels[name] = kernel
+    return kernels
+
+
+def out_position(name: str) -> Optional[int]:
+    """The position of the buffer kernel `name` writes (its `out` argument); -1 for a kernel that
+    writes none (to_numpy); None for a name outside the interface (then any buffer may be written)."""
+    if name in _PRIMITIVE_KERNELS:
+        return _PRIMITIVE_KERNELS[name]
+    kernel = DeviceKernels.__dict__.get(name)
+    if kernel is None:
+        return None
+    names = list(inspect.signature(kernel).parameters)[1:]  # without self
+    return names.index("out") if "out" in names else -1
+
+
+_PRIMITIVE_KERNELS = {name: (1 if p.arity == 1 else 2) for p in PRIMITIVES for name in p.kernels}
+_FORM_PARAMETERS = {"unary": ("a", "out"), "ewise": ("a", "b", "out"), "scalar": ("a", "val", "out"),
+                    "reverse": ("a", "val", "out")}
+
+
+def kernel_parameters(name: str) -> Tuple[str, ...]:
+    """The parameter names of kernel `name` of the interface, in order."""
+    for p in PRIMITIVES:
+        if name in p.kernels:
+            form = "unary" if p.arity == 1 else ("ewise", "scalar", "reverse")[p.kernels.index(name)]
+            return _FORM_PARAMETERS[form]
+    return tuple(x for x in inspect.signature(getattr(DeviceKernels, name)).parameters if x != "self")
 REQUIRED_ATTRIBUTES: Tuple[str, ...] = ("__device_name__", "__tile_size__")
 
 

@@ -4,10 +4,12 @@ Every kernel writes straight into its output buffer (numpy ufuncs with `out=`,
 BLAS for matmul) and reads strided operands in place, so a call costs one pass
 over memory and no temporaries.
 
-`prepare(name, args)` gives a replayed call (needle.compile) its launch: the same
-numpy call with its views built once, since a replay always sees the same buffers.
-The kernels that are one ufunc carry it (`kernel.ufunc`, `kernel.form`), which is
-also how the compiler's fusion knows what a kernel computes.
+The elementwise kernels are made by family from the rows of `needle.primitives` (each
+row's ufunc writing in place, or its own in-place form) and tagged with their row and
+form (`kernel.primitive`, `kernel.form`), which is how the compiler's fusion knows what a
+kernel computes. `prepare(name, args)` gives a replayed call (needle.compile) its
+launch: the same numpy call with its views built once, since a replay always sees the
+same buffers.
 """
 import functools
 
@@ -15,6 +17,7 @@ import numba
 import numpy as np
 
 from ..dtypes import HostScalar
+from .interface import elementwise_kernels
 from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
     Array, class_ids, fill, from_numpy, out_view, read, reduction_blocks, rows_index, strided_view, to_numpy,
 )
@@ -35,72 +38,63 @@ def scalar_setitem(size, val, out, shape, strides, offset):
     strided_view(out, shape, strides, offset).fill(val)
 
 
-def _binary(ufunc):
-    def ewise(a, b, out):
-        x = read(a)
-        ufunc(x, read(b), out=out_view(out, x.shape), casting="unsafe")
+# --- elementwise primitives: one family per form (the table's ufunc, in place) ---------------------
 
-    def scalar(a, val, out):
-        x = read(a)
-        ufunc(x, val, out=out_view(out, x.shape), casting="unsafe")
-
-    def reverse(a, val, out):
-        x = read(a)
-        ufunc(val, x, out=out_view(out, x.shape), casting="unsafe")
-
-    for kernel, form in ((ewise, "ewise"), (scalar, "scalar"), (reverse, "reverse")):
-        kernel.ufunc, kernel.form = ufunc, form
-    return ewise, scalar, reverse
-
-
-def _unary(ufunc):
-    def kernel(a, out):
-        x = read(a)
-        ufunc(x, out=out_view(out, x.shape))
-
-    kernel.ufunc, kernel.form = ufunc, "unary"
+def _ewise(p):
+    if p.ufunc is None:
+        def kernel(a, b, out):
+            x = read(a)
+            np.copyto(out_view(out, x.shape), p.numpy(x, read(b)), casting="unsafe")
+    else:
+        def kernel(a, b, out):
+            x = read(a)
+            p.ufunc(x, read(b), out=out_view(out, x.shape), casting="unsafe")
     return kernel
 
 
-ewise_add, scalar_add, _ = _binary(np.add)
-ewise_sub, scalar_sub, scalar_rsub = _binary(np.subtract)
-ewise_mul, scalar_mul, _ = _binary(np.multiply)
-ewise_div, scalar_div, scalar_rdiv = _binary(np.true_divide)
-ewise_pow, _, scalar_rpower = _binary(np.power)
-ewise_maximum, scalar_maximum, _ = _binary(np.maximum)
-ewise_minimum, scalar_minimum, _ = _binary(np.minimum)
-ewise_eq, scalar_eq, _ = _binary(np.equal)
-ewise_ne, scalar_ne, _ = _binary(np.not_equal)
-ewise_lt, scalar_lt, _ = _binary(np.less)
-ewise_le, scalar_le, _ = _binary(np.less_equal)
-ewise_gt, scalar_gt, _ = _binary(np.greater)
-ewise_ge, scalar_ge, _ = _binary(np.greater_equal)
-ewise_neg = _unary(np.negative)
-ewise_abs = _unary(np.abs)
-ewise_log = _unary(np.log)
-ewise_exp = _unary(np.exp)
-ewise_tanh = _unary(np.tanh)
-ewise_sqrt = _unary(np.sqrt)
-
-
-def _power_into(x, val, y):
-    """y = x ** val; -0.5 is 1 / sqrt(x), as 0.5 is sqrt(x) (PyTorch's edges: -inf at -0, nan at -inf)."""
-    if val == -0.5:
-        np.sqrt(x, out=y)
-        np.reciprocal(y, out=y)
+def _scalar(p):
+    if p.scalar_into is not None:
+        def kernel(a, val, out):
+            x = read(a)
+            p.scalar_into(x, val, out_view(out, x.shape))
+    elif p.ufunc is None:
+        def kernel(a, val, out):
+            x = read(a)
+            np.copyto(out_view(out, x.shape), p.numpy(x, val), casting="unsafe")
     else:
-        np.power(x, val, out=y, casting="unsafe")
+        def kernel(a, val, out):
+            x = read(a)
+            p.ufunc(x, val, out=out_view(out, x.shape), casting="unsafe")
+    return kernel
 
 
-def _sigmoid_into(x, y):
-    """With e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below; e never overflows and
-    nothing cancels, so both tails are accurate (and one exp is far cheaper than logaddexp)."""
-    np.abs(x, out=y)
-    np.negative(y, out=y)
-    np.exp(y, out=y)
-    numerator = np.where(x >= 0, y.dtype.type(1), y)
-    np.add(y, 1, out=y)
-    np.divide(numerator, y, out=y)
+def _reverse(p):
+    def kernel(a, val, out):
+        x = read(a)
+        if p.ufunc is None:
+            np.copyto(out_view(out, x.shape), p.numpy(val, x), casting="unsafe")
+        else:
+            p.ufunc(val, x, out=out_view(out, x.shape), casting="unsafe")
+    return kernel
+
+
+def _unary(p):
+    if p.into is not None:
+        def kernel(a, out):
+            x = read(a)
+            p.into(x, out_view(out, x.shape))
+    elif p.ufunc is None:
+        def kernel(a, out):
+            x = read(a)
+            np.copyto(out_view(out, x.shape), p.numpy(x), casting="unsafe")
+    else:
+        def kernel(a, out):
+            x = read(a)
+            p.ufunc(x, out=out_view(out, x.shape))
+    return kernel
+
+
+globals().update(elementwise_kernels(_ewise, _scalar, _reverse, _unary))
 
 
 def _where_into(c, a, b, y):
@@ -138,16 +132,6 @@ def _bitwise_select(c, a, b, out):
         x = a[0] if one_a else a[i]
         z = b[0] if one_b else b[i]
         out[i] = (x & m) | (z & ~m)
-
-
-def scalar_power(a, val, out):
-    x = read(a)
-    _power_into(x, val, out_view(out, x.shape))
-
-
-def ewise_sigmoid(a, out):
-    x = read(a)
-    _sigmoid_into(x, out_view(out, x.shape))
 
 
 def ewise_where(cond, a, b, out):
@@ -224,42 +208,41 @@ def one_hot_rows(indices, out, n):
 _REDUCE_UFUNC = {"reduce_sum": np.add, "reduce_max": np.maximum, "reduce_min": np.minimum}
 
 
+def _prepare_elementwise(p, form: str, args: tuple):
+    """The launch of a primitive's kernel over fixed buffers (HostScalars read at each run)."""
+    x = read(args[0])
+    o = out_view(args[-1], x.shape)
+    if form == "unary":
+        if p.into is not None:
+            return functools.partial(p.into, x, o)
+        return functools.partial(p.ufunc, x, out=o) if p.ufunc is not None else None
+    if form == "ewise":
+        if p.ufunc is None:
+            return None
+        return functools.partial(p.ufunc, x, read(args[1]), out=o, casting="unsafe")
+    val = args[1]
+    if form == "scalar" and p.scalar_into is not None:
+        if isinstance(val, HostScalar):
+            return lambda: p.scalar_into(x, val.value, o)
+        return functools.partial(p.scalar_into, x, val, o)
+    if p.ufunc is None:
+        return None
+    if isinstance(val, HostScalar):
+        if form == "scalar":
+            return lambda: p.ufunc(x, val.value, out=o, casting="unsafe")
+        return lambda: p.ufunc(val.value, x, out=o, casting="unsafe")
+    first, second = (x, val) if form == "scalar" else (val, x)
+    return functools.partial(p.ufunc, first, second, out=o, casting="unsafe")
+
+
 def prepare(name: str, args: tuple):
     """A zero-argument launch doing what kernel `name` does on `args`, with its views built
     once, or None when the kernel gains nothing (it then runs as it is). HostScalar
     arguments are read when the launch runs."""
     kernel = globals().get(name)
-    form = getattr(kernel, "form", None)
-    ufunc = getattr(kernel, "ufunc", None)
-    if form == "ewise":
-        a, b, out = args
-        x = read(a)
-        return functools.partial(ufunc, x, read(b), out=out_view(out, x.shape), casting="unsafe")
-    if form in ("scalar", "reverse"):
-        a, val, out = args
-        x = read(a)
-        o = out_view(out, x.shape)
-        first, second = (x, val) if form == "scalar" else (val, x)
-        if isinstance(val, HostScalar):
-            if form == "scalar":
-                return lambda: ufunc(x, val.value, out=o, casting="unsafe")
-            return lambda: ufunc(val.value, x, out=o, casting="unsafe")
-        return functools.partial(ufunc, first, second, out=o, casting="unsafe")
-    if form == "unary":
-        a, out = args
-        x = read(a)
-        return functools.partial(ufunc, x, out=out_view(out, x.shape))
-    if name == "scalar_power":
-        a, val, out = args
-        x = read(a)
-        y = out_view(out, x.shape)
-        if isinstance(val, HostScalar):
-            return lambda: _power_into(x, val.value, y)
-        return functools.partial(_power_into, x, val, y)
-    if name == "ewise_sigmoid":
-        a, out = args
-        x = read(a)
-        return functools.partial(_sigmoid_into, x, out_view(out, x.shape))
+    p, form = getattr(kernel, "primitive", None), getattr(kernel, "form", None)
+    if p is not None:
+        return _prepare_elementwise(p, form, args)
     if name == "ewise_where":
         cond, a, b, out = args
         c = read(cond)

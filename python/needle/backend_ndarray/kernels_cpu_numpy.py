@@ -1,11 +1,13 @@
 """Device `cpu_numpy`: the reference kernels, plain numpy written for clarity.
 
 Each kernel computes its result as a numpy expression and writes it into the
-compact `out`. The fast `cpu` device implements the same interface
+compact `out`; the elementwise ones apply the reference of their row of
+`needle.primitives`. The fast `cpu` device implements the same interface
 (`interface.py`) with in-place ufuncs; tests compare the two.
 """
 import numpy as np
 
+from .interface import elementwise_kernels
 from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
     Array, class_ids, fill, from_numpy, read, reduction_blocks, rows_index, strided_view, to_numpy,
 )
@@ -34,58 +36,29 @@ def scalar_setitem(size, val, out, shape, strides, offset):
     strided_view(out, shape, strides, offset)[...] = val
 
 
-# --- elementwise (operands are views) --------------------------------------------
+# --- elementwise primitives: one family per form, each row's numpy reference ---------------------
 
-def ewise_add(a, b, out): _write(out, read(a) + read(b))
-def ewise_sub(a, b, out): _write(out, read(a) - read(b))
-def ewise_mul(a, b, out): _write(out, read(a) * read(b))
-def ewise_div(a, b, out): _write(out, np.true_divide(read(a), read(b)))
-def ewise_pow(a, b, out): _write(out, read(a) ** read(b))
-def ewise_maximum(a, b, out): _write(out, np.maximum(read(a), read(b)))
-def ewise_minimum(a, b, out): _write(out, np.minimum(read(a), read(b)))
-def ewise_eq(a, b, out): _write(out, read(a) == read(b))
-def ewise_ne(a, b, out): _write(out, read(a) != read(b))
-def ewise_lt(a, b, out): _write(out, read(a) < read(b))
-def ewise_le(a, b, out): _write(out, read(a) <= read(b))
-def ewise_gt(a, b, out): _write(out, read(a) > read(b))
-def ewise_ge(a, b, out): _write(out, read(a) >= read(b))
+def _ewise(p):
+    def kernel(a, b, out): _write(out, p.numpy(read(a), read(b)))
+    return kernel
 
 
-def scalar_add(a, val, out): _write(out, read(a) + val)
-def scalar_sub(a, val, out): _write(out, read(a) - val)
-def scalar_rsub(a, val, out): _write(out, val - read(a))
-def scalar_mul(a, val, out): _write(out, read(a) * val)
-def scalar_div(a, val, out): _write(out, np.true_divide(read(a), val))
-def scalar_rdiv(a, val, out): _write(out, np.true_divide(val, read(a)))
-def scalar_rpower(a, val, out): _write(out, val ** read(a))
-def scalar_maximum(a, val, out): _write(out, np.maximum(read(a), val))
-def scalar_minimum(a, val, out): _write(out, np.minimum(read(a), val))
-def scalar_eq(a, val, out): _write(out, read(a) == val)
-def scalar_ne(a, val, out): _write(out, read(a) != val)
-def scalar_lt(a, val, out): _write(out, read(a) < val)
-def scalar_le(a, val, out): _write(out, read(a) <= val)
-def scalar_gt(a, val, out): _write(out, read(a) > val)
-def scalar_ge(a, val, out): _write(out, read(a) >= val)
+def _scalar(p):
+    def kernel(a, val, out): _write(out, p.numpy(read(a), val))
+    return kernel
 
 
-def scalar_power(a, val, out):
-    """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
-    _write(out, 1 / np.sqrt(read(a)) if val == -0.5 else read(a) ** val)
+def _reverse(p):
+    def kernel(a, val, out): _write(out, p.numpy(val, read(a)))
+    return kernel
 
 
-def ewise_neg(a, out): _write(out, -read(a))
-def ewise_abs(a, out): _write(out, np.abs(read(a)))
-def ewise_log(a, out): _write(out, np.log(read(a)))
-def ewise_exp(a, out): _write(out, np.exp(read(a)))
-def ewise_tanh(a, out): _write(out, np.tanh(read(a)))
-def ewise_sqrt(a, out): _write(out, np.sqrt(read(a)))
+def _unary(p):
+    def kernel(a, out): _write(out, p.numpy(read(a)))
+    return kernel
 
 
-def ewise_sigmoid(a, out):
-    """1/(1+e^-x) for x >= 0 and e^x/(1+e^x) below: neither side overflows or cancels."""
-    x = read(a)
-    e = np.exp(-np.abs(x))
-    _write(out, np.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+globals().update(elementwise_kernels(_ewise, _scalar, _reverse, _unary))
 
 
 def ewise_where(cond, a, b, out):

@@ -38,7 +38,9 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from ..dtypes import HostScalar
+from ..primitives import PRIMITIVES, scalar_function
 from . import host_buffer
+from .interface import elementwise_kernels
 
 # --- 1. numba-cuda and the simulator ---------------------------------------------------------
 
@@ -79,9 +81,9 @@ def _device(fn):
 # module raises (log(0), sqrt(-1), exp(1000)) where CUDA returns -inf, nan and inf; numpy's
 # functions on numpy scalars return what CUDA does.
 if SIMULATED:
-    _exp, _log, _sqrt, _tanh = np.exp, np.log, np.sqrt, np.tanh
+    _exp, _log, _log1p, _sqrt, _tanh = np.exp, np.log, np.log1p, np.sqrt, np.tanh
 else:
-    _exp, _log, _sqrt, _tanh = math.exp, math.log, math.sqrt, math.tanh
+    _exp, _log, _log1p, _sqrt, _tanh = math.exp, math.log, math.log1p, math.sqrt, math.tanh
 
 
 # --- 2. launch geometry ----------------------------------------------------------------------
@@ -300,45 +302,23 @@ def _minimum(x, y):
     return x if (x <= y or x != x) else y
 
 
-def _sigmoid(x):
-    # with e = exp(-|x|) neither branch overflows or cancels: both tails are accurate
-    e = _exp(-abs(x))
-    if x >= 0:
-        return 1 / (1 + e)
-    return e / (1 + e)
+# the functions a primitive's `expr` calls, as device code calls them
+_EXPR_FUNCTIONS = {"exp": _exp, "log": _log, "log1p": _log1p, "sqrt": _sqrt, "tanh": _tanh, "abs": abs,
+                   "maximum": _device(_maximum), "minimum": _device(_minimum)}
 
-
-# name -> scalar function of the operands' elements (and, for scalar kernels, the scalar last)
+# name -> scalar function of the operands' elements (and, for scalar kernels, the scalar last):
+# each primitive's expression (and its reflected form), and a few operations of the kernels below
 _OPS = {
     "identity": lambda x: x,
-    "neg": lambda x: -x,
-    "abs": lambda x: abs(x),
-    "log": lambda x: _log(x),
-    "exp": lambda x: _exp(x),
-    "tanh": lambda x: _tanh(x),
-    "sqrt": lambda x: _sqrt(x),
     "rsqrt": lambda x: 1 / _sqrt(x),
     "square": lambda x: x * x,
     "reciprocal": lambda x: 1 / x,
-    "sigmoid": _sigmoid,
-    "add": lambda x, y: x + y,
-    "sub": lambda x, y: x - y,
-    "rsub": lambda x, y: y - x,
-    "mul": lambda x, y: x * y,
-    "div": lambda x, y: x / y,
-    "rdiv": lambda x, y: y / x,
-    "pow": lambda x, y: x ** y,
-    "rpow": lambda x, y: y ** x,
-    "maximum": _maximum,
-    "minimum": _minimum,
-    "eq": lambda x, y: x == y,
-    "ne": lambda x, y: x != y,
-    "lt": lambda x, y: x < y,
-    "le": lambda x, y: x <= y,
-    "gt": lambda x, y: x > y,
-    "ge": lambda x, y: x >= y,
     "where": lambda c, x, y: x if c else y,
 }
+for _p in PRIMITIVES:
+    _OPS[_p.name] = scalar_function(_p, _EXPR_FUNCTIONS)
+    if _p.reflected:
+        _OPS[_p.reflected] = scalar_function(_p, _EXPR_FUNCTIONS, reflected=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -387,66 +367,54 @@ def _map(name: str, out: Array, operands: tuple, *scalar) -> None:
             *scalar)
 
 
-def _binary(name: str, reverse: Optional[str] = None):
-    """The ewise, scalar and (if named) reversed-scalar kernels of one binary operation."""
-    def ewise(a: Any, b: Any, out: Array) -> None:
-        _map(name, out, (a, b))
+# --- the primitives' kernels, one family per form ---------------------------------------------------
 
-    def scalar(a: Any, val: Any, out: Array) -> None:
-        _map(name, out, (a,), _typed_scalar(_value(val), _dtype_of(a)))
-
-    def reversed_scalar(a: Any, val: Any, out: Array) -> None:
-        _map(reverse, out, (a,), _typed_scalar(_value(val), _dtype_of(a)))
-
-    ewise.__doc__ = f"out = {name}(a, b)"
-    scalar.__doc__ = f"out = {name}(a, val)"
-    reversed_scalar.__doc__ = f"out = {reverse}(a, val) = {name}(val, a)"
-    _describe(ewise, name, "ewise")
-    _describe(scalar, name, "scalar")
-    _describe(reversed_scalar, reverse, "scalar")
-    return ewise, scalar, reversed_scalar
+def _ewise(p):
+    def kernel(a: Any, b: Any, out: Array) -> None:
+        _map(p.name, out, (a, b))
+    return kernel
 
 
-def _unary(name: str):
+def _scalar(p):
+    def kernel(a: Any, val: Any, out: Array) -> None:
+        _map(p.name, out, (a,), _typed_scalar(_value(val), _dtype_of(a)))
+    return kernel
+
+
+def _reverse(p):
+    def kernel(a: Any, val: Any, out: Array) -> None:
+        _map(p.reflected, out, (a,), _typed_scalar(_value(val), _dtype_of(a)))
+    return kernel
+
+
+def _unary(p):
     def kernel(a: Any, out: Array) -> None:
-        _map(name, out, (a,))
-
-    kernel.__doc__ = f"out = {name}(a)"
-    return _describe(kernel, name, "unary")
+        _map(p.name, out, (a,))
+    return kernel
 
 
 def _describe(kernel: Callable, op: Optional[str], form: str) -> Callable:
-    """Tag an elementwise kernel with what it computes, for needle.compile's fusion (as the cpu
-    kernels carry `.ufunc`): `op` is the `_OPS` entry it applies (None where it depends on the
-    operands: see `_abs_op`, `_power_op`), `form` how it takes its operands -- "ewise" f(a, b),
-    "scalar" f(a, val), "unary" f(a), "where" f(c, a, b), "abs", "power", "compact", "setitem"."""
+    """Tag one of the kernels below with what it computes, for needle.compile's fusion (the
+    primitives' kernels carry `.primitive` and `.form`): `op` is the `_OPS` entry it applies
+    (None where it depends on the operands: see `_abs_op`, `_power_op`), `form` how it takes
+    its operands -- "abs", "power", "where" f(c, a, b), "compact", "setitem"."""
     kernel.op, kernel.form = op, form
     return kernel
+
+
+def op_of(kernel) -> Optional[str]:
+    """The `_OPS` entry a tagged kernel applies (for fusion)."""
+    p = getattr(kernel, "primitive", None)
+    if p is not None:
+        return p.reflected if kernel.form == "reverse" else p.name
+    return getattr(kernel, "op", None)
 
 
 def _dtype_of(operand) -> str:
     return operand.dtype if isinstance(operand, Array) else operand[0].dtype
 
 
-ewise_add, scalar_add, _ = _binary("add")
-ewise_sub, scalar_sub, scalar_rsub = _binary("sub", "rsub")
-ewise_mul, scalar_mul, _ = _binary("mul")
-ewise_div, scalar_div, scalar_rdiv = _binary("div", "rdiv")
-ewise_pow, _, scalar_rpower = _binary("pow", "rpow")
-ewise_maximum, scalar_maximum, _ = _binary("maximum")
-ewise_minimum, scalar_minimum, _ = _binary("minimum")
-ewise_eq, scalar_eq, _ = _binary("eq")
-ewise_ne, scalar_ne, _ = _binary("ne")
-ewise_lt, scalar_lt, _ = _binary("lt")
-ewise_le, scalar_le, _ = _binary("le")
-ewise_gt, scalar_gt, _ = _binary("gt")
-ewise_ge, scalar_ge, _ = _binary("ge")
-ewise_neg = _unary("neg")
-ewise_log = _unary("log")
-ewise_exp = _unary("exp")
-ewise_tanh = _unary("tanh")
-ewise_sqrt = _unary("sqrt")
-ewise_sigmoid = _unary("sigmoid")
+globals().update(elementwise_kernels(_ewise, _scalar, _reverse, _unary))
 
 # exponents computed by a cheaper (and exact) function than pow, as numpy does: 0.5 and -0.5
 # also keep numpy's edges (sqrt(-0) = -0, sqrt(-inf) = nan)
@@ -474,7 +442,7 @@ def _abs_op(dtype: str) -> str:
     return "identity" if dtype == "bool" else "abs"  # |bool| is the bool
 
 
-def ewise_abs(a: Any, out: Array) -> None:
+def ewise_abs(a: Any, out: Array) -> None:  # replaces the table's: |bool| is the bool itself
     _map(_abs_op(_dtype_of(a)), out, (a,))
 
 

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..dtypes import DEFAULT_FLOAT, FLOAT_DTYPES, HostScalar, division_dtype, result_dtype, scalar_kind, storage_dtype
+from ..primitives import PRIMITIVES, Primitive
 from . import recording
 from .device import BackendDevice, check_enabled, default_device
 
@@ -482,86 +483,9 @@ class NDArray:
             getattr(self._device, kernel)(a._operand(), out._handle)
         return out
 
-    def __add__(self, other):
-        return self._binary(other, "ewise_add", "scalar_add")
-
-    __radd__ = __add__
-
-    def __sub__(self, other):
-        if self.dtype == "bool" and (isinstance(other, NDArray) and other.dtype == "bool" or
-                                     not isinstance(other, NDArray) and scalar_kind(_as_scalar(other)) == "b"):
-            raise TypeError("subtracting bool arrays is not supported; use != for a logical xor")
-        return self._binary(other, "ewise_sub", "scalar_sub")
-
-    def __rsub__(self, other):
-        return self._binary(other, "ewise_sub", "scalar_rsub")
-
-    def __mul__(self, other):
-        return self._binary(other, "ewise_mul", "scalar_mul")
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other):
-        return self._binary(other, "ewise_div", "scalar_div", rule=division_dtype)
-
-    def __rtruediv__(self, other):
-        return self._binary(other, "ewise_div", "scalar_rdiv", rule=division_dtype)
-
-    def __neg__(self):
-        if self.dtype == "bool":
-            raise TypeError("negating a bool array is not supported; use == False for a logical not")
-        return self._unary("ewise_neg")
-
-    def __pow__(self, other):
-        return self._binary(other, "ewise_pow", "scalar_power")
-
-    def __rpow__(self, other):
-        return self._binary(other, "ewise_pow", "scalar_rpower")
-
-    def maximum(self, other):
-        return self._binary(other, "ewise_maximum", "scalar_maximum")
-
-    def minimum(self, other):
-        return self._binary(other, "ewise_minimum", "scalar_minimum")
-
-    # comparisons return bool arrays
-    def __eq__(self, other):
-        return self._binary(other, "ewise_eq", "scalar_eq", out_dtype="bool", cast=False)
-
-    def __ne__(self, other):
-        return self._binary(other, "ewise_ne", "scalar_ne", out_dtype="bool", cast=False)
-
-    def __lt__(self, other):
-        return self._binary(other, "ewise_lt", "scalar_lt", out_dtype="bool", cast=False)
-
-    def __le__(self, other):
-        return self._binary(other, "ewise_le", "scalar_le", out_dtype="bool", cast=False)
-
-    def __gt__(self, other):
-        return self._binary(other, "ewise_gt", "scalar_gt", out_dtype="bool", cast=False)
-
-    def __ge__(self, other):
-        return self._binary(other, "ewise_ge", "scalar_ge", out_dtype="bool", cast=False)
-
+    # The arithmetic, comparison and math methods (__add__, __rsub__, maximum, __lt__, exp,
+    # sigmoid, ...) are made from the rows of needle.primitives below the class.
     __hash__ = None
-
-    def abs(self):
-        return self._unary("ewise_abs")
-
-    def log(self):
-        return self._unary("ewise_log", floating=True)
-
-    def exp(self):
-        return self._unary("ewise_exp", floating=True)
-
-    def tanh(self):
-        return self._unary("ewise_tanh", floating=True)
-
-    def sigmoid(self):
-        return self._unary("ewise_sigmoid", floating=True)
-
-    def sqrt(self):
-        return self._unary("ewise_sqrt", floating=True)
 
     # --- matmul ---------------------------------------------------------------
     def __matmul__(self, other: "NDArray") -> "NDArray":
@@ -704,3 +628,49 @@ def _resolve_shape(shape: tuple[int, ...], size: int, old_shape) -> tuple[int, .
     if any(d < 0 for d in shape) or prod(shape) != size:
         raise ValueError(f"cannot reshape an array of shape {tuple(old_shape)} (size {size}) into {shape}")
     return shape
+
+
+# --- the primitives' methods ------------------------------------------------------------------------
+
+_RULES = {"promote": (result_dtype, None, True), "division": (division_dtype, None, True),
+          "bool": (result_dtype, "bool", False)}
+
+
+def _refuse_bool(p: Primitive, *operands) -> None:
+    """numpy's rule for - and negation of bools, which have no arithmetic meaning."""
+    def is_bool(x):
+        return x.dtype == "bool" if isinstance(x, NDArray) else scalar_kind(_as_scalar(x)) == "b"
+
+    if all(is_bool(x) for x in operands):
+        if p.arity == 1:
+            raise TypeError("negating a bool array is not supported; use == False for a logical not")
+        raise TypeError("subtracting bool arrays is not supported; use != for a logical xor")
+
+
+def _primitive_method(p: Primitive, scalar_kernel: str):
+    ewise = f"ewise_{p.name}"
+    if p.arity == 1:
+        def method(self):
+            if p.refuses_bool:
+                _refuse_bool(p, self)
+            return self._unary(ewise, floating=p.floating)
+    else:
+        rule, out_dtype, cast = _RULES[p.dtype]
+
+        def method(self, other):
+            if p.refuses_bool:
+                _refuse_bool(p, self, other)
+            return self._binary(other, ewise, scalar_kernel, rule=rule, out_dtype=out_dtype, cast=cast)
+    method.__doc__ = f"Elementwise {p.function} (needle.primitives row {p.name!r})."
+    return method
+
+
+def _reflected_name(method: str) -> str:
+    return "__r" + method[2:]  # __sub__ -> __rsub__
+
+
+for _p in PRIMITIVES:
+    for _name in _p.methods:
+        setattr(NDArray, _name, _primitive_method(_p, f"scalar_{_p.scalar_kernel or _p.name}"))
+    if _p.reflected:
+        setattr(NDArray, _reflected_name(_p.methods[0]), _primitive_method(_p, f"scalar_{_p.reflected}"))

@@ -56,7 +56,9 @@ class _CudaGenerator:
     def node(call) -> Optional[Tuple[tuple, _Node]]:
         """(output shape, node) for a fusable cuda call, else None; node.expr is an `_OPS` name."""
         fn, args = call.fn, call.args
-        form, op = getattr(fn, "form", None), getattr(fn, "op", None)
+        form, op = getattr(fn, "form", None), K.op_of(fn)
+        if form == "reverse":
+            form = "scalar"  # its op is the reflected one: f(a, val) = g(val, a)
         if form in ("ewise", "where"):
             operands = [_operand(a) for a in args[:-1]]
             if any(o is None for o in operands) or len({o[1] for o in operands}) != 1:

@@ -19,6 +19,7 @@ import functools
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..backend_ndarray.interface import out_position
 from ..backend_ndarray.recording import Slot
 from ..dtypes import HostScalar
 
@@ -197,26 +198,11 @@ def build(recorder, input_buffers: List[Any], input_devices: List[Any], output_a
     return Program(calls, state, temporaries, inputs, outputs, written_inputs)
 
 
-@functools.lru_cache(maxsize=None)
-def _out_position(kind: str) -> Optional[int]:
-    """The position of the buffer a kernel writes (its `out` parameter in the device interface);
-    None where every buffer it is given may be written (host calls, kernels outside the interface)."""
-    import inspect
-
-    from ..backend_ndarray.interface import DeviceKernels
-
-    kernel = DeviceKernels.__dict__.get(kind)
-    if kernel is None:
-        return None
-    names = list(inspect.signature(kernel).parameters)[1:]  # without self
-    return names.index("out") if "out" in names else -1
-
-
 def _written_slots(steps) -> set:
     """The slot indices some recorded step writes."""
     written = set()
     for _, args, kind in steps:
-        position = None if kind == "host" else _out_position(kind)
+        position = None if kind == "host" else out_position(kind)
         if position == -1:
             continue
         for i, arg in enumerate(args):

@@ -33,6 +33,7 @@ from needle import init, ops
 from needle.autograd import Tensor, array_api
 
 __all__ = [
+    "softplus",
     "linear", "relu", "tanh", "sigmoid", "dropout", "batch_norm", "layer_norm", "conv2d", "conv1d", "max_pool2d",
     "avg_pool2d", "adaptive_avg_pool2d", "softmax", "log_softmax", "gelu", "silu", "leaky_relu", "mse_loss",
     "cross_entropy", "embedding", "one_hot",
@@ -168,6 +169,21 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
     """x where x > 0, else negative_slope * x; the gradient at 0 is negative_slope (PyTorch's)."""
     _float(input, "leaky_relu")
     return ops.where(input > 0, input, input * negative_slope)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, and x where beta x > threshold (PyTorch's). A composite: each
+    side of 0 takes the form that neither overflows nor cancels, z + log1p(exp(-z)) above and
+    log1p(exp(z)) below, on its own clamped input, so the gradient is sigmoid(beta x) everywhere,
+    0.5 at 0 included."""
+    _float(input, "softplus")
+    z = input * beta if beta != 1 else input
+    above = z > 0
+    upper, lower = ops.where(above, z, 0.0), ops.where(above, 0.0, z)
+    soft = ops.where(above, upper + ops.log1p(ops.exp(-upper)), ops.log1p(ops.exp(lower)))
+    if beta != 1:
+        soft = soft / beta
+    return ops.where(z > threshold, input, soft)
 
 
 def softmax(input: Tensor, dim: int) -> Tensor:

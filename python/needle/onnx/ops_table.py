@@ -337,26 +337,34 @@ _fused_add_scalars.onnx = "Add, Add"
 
 # --- the table -------------------------------------------------------------------------------
 
+def _primitive(cls: type) -> Optional[Callable]:
+    """The emitter of an op that computes one primitive (its `primitive` names the row of
+    needle.primitives, whose `onnx` is the operator; its `form` says "scalar" for a tensor and
+    `op.scalar`, "reverse" for `op.base` and a tensor); None where the row has no ONNX operator."""
+    from ..primitives import BY_NAME
+
+    p = BY_NAME[cls.primitive]
+    if p.onnx is None:
+        return None
+    form = getattr(cls, "form", None)
+    if p.arity == 1:
+        return _unary(p.onnx)
+    if form == "scalar":
+        return _with_scalar(p.onnx)
+    if form == "reverse":
+        return _with_scalar(p.onnx, scalar_first=True, attribute="base")
+    return _binary(p.onnx)
+
+
+_PRIMITIVE_OPS = [getattr(ops, name) for name in ops.__all__
+                  if isinstance(getattr(ops, name), type) and isinstance(getattr(getattr(ops, name), "primitive", None),
+                                                                         str)]
+
 OP_TABLE: Dict[type, Callable] = {
-    # elementwise
-    ops.EWiseAdd: _binary("Add"),
-    ops.AddScalar: _with_scalar("Add"),
-    ops.EWiseMul: _binary("Mul"),
-    ops.MulScalar: _with_scalar("Mul"),
-    ops.EWiseDiv: _binary("Div"),
-    ops.DivScalar: _with_scalar("Div"),
-    ops.EWisePow: _binary("Pow"),
+    # elementwise: the ops that compute one primitive, then the rest
+    **{cls: emit for cls in _PRIMITIVE_OPS for emit in [_primitive(cls)] if emit is not None},
     ops.PowerScalar: _power_scalar,
-    ops.RPowerScalar: _with_scalar("Pow", scalar_first=True, attribute="base"),
-    ops.Negate: _unary("Neg"),
-    ops.Log: _unary("Log"),
-    ops.Exp: _unary("Exp"),
     ops.ReLU: _unary("Relu"),
-    ops.Tanh: _unary("Tanh"),
-    ops.Sigmoid: _unary("Sigmoid"),
-    ops.Sqrt: _unary("Sqrt"),
-    ops.Maximum: _binary("Max"),
-    ops.MaximumScalar: _with_scalar("Max"),
     ops.Where: _where,
     ops.Cast: _cast,
     # shape

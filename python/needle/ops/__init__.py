@@ -15,6 +15,8 @@
 from ..autograd import NDArray, Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
 from . import elementwise, indexing, normalization, pooling, reduction, shape, special, tuple_ops
 from .conv import Conv, ConvInputGrad, ConvWeightGrad, conv
+from .elementwise import *  # noqa: F401,F403  (every elementwise op and function, by its __all__)
+from .elementwise import __all__ as _elementwise_all
 from .elementwise import (
     AddScalar, Cast, DivScalar, EWiseAdd, EWiseDiv, EWiseMul, EWisePow, Exp, Log, Maximum, MaximumScalar,
     MulScalar, Negate, PowerScalar, ReLU, RPowerScalar, Sigmoid, Sqrt, Tanh, Where, add, add_scalar,
@@ -63,3 +65,4 @@ __all__ = [
     # the op modules
     "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special",
 ]
+__all__ += [name for name in _elementwise_all if name not in __all__]

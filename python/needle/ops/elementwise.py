@@ -29,7 +29,7 @@ from ._helpers import constant, require_tensor, same_shape
 
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
-    "DivScalar", "Negate", "Log", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where",
+    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where",
     "Cast", "add", "add_scalar", "subtract", "reverse_subtract", "multiply", "mul_scalar", "divide",
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
@@ -41,6 +41,8 @@ __all__ = [
 
 class EWiseAdd(TensorOp):
     """a + b. Edges: IEEE (inf + -inf = nan); the gradient passes through unchanged."""
+
+    primitive = "add"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
 
     reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
@@ -56,6 +58,9 @@ class EWiseAdd(TensorOp):
 
 class AddScalar(TensorOp):
     """a + scalar. Edges: IEEE, for an inf or nan scalar too; the gradient passes through unchanged."""
+
+    primitive = "add"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+    form = "scalar"  # a tensor and self.scalar
 
     reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
@@ -73,6 +78,8 @@ class EWiseMul(TensorOp):
     """a * b. Edges: IEEE (0 * inf = nan); the gradients g * b and g * a are nan where the
     other factor is nan and g * inf = +-inf where it is infinite, as in PyTorch."""
 
+    primitive = "mul"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     def check(self, a, b):
         same_shape(a, b, "multiply")
 
@@ -87,6 +94,9 @@ class EWiseMul(TensorOp):
 
 class MulScalar(TensorOp):
     """a * scalar. Edges: IEEE (an inf scalar makes 0 entries nan); the gradient is g * scalar."""
+
+    primitive = "mul"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+    form = "scalar"  # a tensor and self.scalar
 
     reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
@@ -108,6 +118,8 @@ class EWisePow(TensorOp):
     0 * a ** -1 = nan at a = 0); the one for b is 0 where a == 0 and b >= 0 (not 0 * ln 0)
     and nan for a negative base (ln a), like PyTorch's.
     """
+
+    primitive = "pow"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
 
     def check(self, a, b):
         same_shape(a, b, "power")
@@ -138,6 +150,9 @@ class PowerScalar(TensorOp):
     where a float32 input rounds scalar - 1 to float32 (numpy's rule; 1e8 - 1 is 1e8).
     """
 
+    primitive = "pow"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+    form = "scalar"  # a tensor and self.scalar
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -158,6 +173,9 @@ class RPowerScalar(TensorOp):
     is 0 at base 0 where a >= 0 (PyTorch's rule) and nan for a negative base.
     """
 
+    primitive = "pow"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+    form = "reverse"  # self.base and a tensor
+
     def __init__(self, base):
         self.base = base
 
@@ -177,6 +195,8 @@ class EWiseDiv(TensorOp):
     """a / b. Edges: IEEE (x / 0 = +-inf, 0 / 0 = nan); the gradient for b is -g * (a / b / b),
     finite wherever that quotient is (a / (b * b) would be inf or nan for |b| < 1e-19 in float32)."""
 
+    primitive = "div"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     def check(self, a, b):
         same_shape(a, b, "divide")
 
@@ -193,6 +213,9 @@ class EWiseDiv(TensorOp):
 class DivScalar(TensorOp):
     """a / scalar. Edges: IEEE (a scalar 0 gives +-inf and nan); the gradient is g / scalar."""
 
+    primitive = "div"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+    form = "scalar"  # a tensor and self.scalar
+
     reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def __init__(self, scalar):
@@ -208,6 +231,8 @@ class DivScalar(TensorOp):
 class Negate(TensorOp):
     """-a. Edges: exact everywhere (-0 for 0, nan stays nan); the gradient is -g."""
 
+    primitive = "neg"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     reads_values = False  # its gradient needs no input value (autograd's in-place check)
 
     def compute(self, a):
@@ -222,6 +247,8 @@ class Negate(TensorOp):
 class Log(TensorOp):
     """ln a. Edges: -inf at +-0, nan below 0; the gradient g / a is +-inf at +-0, like PyTorch."""
 
+    primitive = "log"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     def compute(self, a):
         return array_api.log(a)
 
@@ -229,9 +256,28 @@ class Log(TensorOp):
         return out_grad / node.inputs[0]
 
 
+class Log1p(TensorOp):
+    """ln(1 + a), accurate where a is tiny (log1p(1e-10) is 1e-10; ln(1 + 1e-10) in float32 is 0).
+    Edges: -inf at -1, nan below; the gradient g / (1 + a) is inf at -1, like PyTorch."""
+
+    primitive = "log1p"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.log1p(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad / (node.inputs[0] + 1)
+
+
+def log1p(a) -> Tensor:
+    return Log1p()(a)
+
+
 class Exp(TensorOp):
     """exp a. Edges: inf above ~88.7 (float32) or ~709.8 (float64), denormals and then 0 at the
     bottom, 0 at -inf; the gradient is g * exp(a)."""
+
+    primitive = "exp"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
 
     def compute(self, a):
         return array_api.exp(a)
@@ -257,6 +303,8 @@ class Tanh(TensorOp):
     """tanh a. Edges: +-1 from |a| ~ 9 (float32) on and at +-inf; the gradient g * (1 - t^2)
     is then 0, as in PyTorch."""
 
+    primitive = "tanh"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     def compute(self, a):
         return array_api.tanh(a)
 
@@ -273,6 +321,8 @@ class Sigmoid(TensorOp):
     above a ~ 17 (float32).
     """
 
+    primitive = "sigmoid"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     def compute(self, a):
         return array_api.sigmoid(a)
 
@@ -285,6 +335,8 @@ class Sqrt(TensorOp):
     """sqrt(a). Edges: nan below 0 and at -inf, -0 at -0; the gradient g / (2 sqrt a) is +-inf
     at +-0, like PyTorch."""
 
+    primitive = "sqrt"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
     def compute(self, a):
         return array_api.sqrt(a)
 
@@ -295,6 +347,8 @@ class Sqrt(TensorOp):
 class Maximum(TensorOp):
     """max(a, b) elementwise. Edges: nan if either is nan; where a == b each input gets half the
     gradient, and where either is nan both get all of it (PyTorch's rule)."""
+
+    primitive = "maximum"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
 
     def check(self, a, b):
         same_shape(a, b, "maximum")
@@ -315,6 +369,9 @@ class Maximum(TensorOp):
 class MaximumScalar(TensorOp):
     """max(a, scalar). Edges: half the gradient where a equals the scalar (as torch.maximum
     with a tensor); a nan input, or a nan scalar, passes all of it."""
+
+    primitive = "maximum"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+    form = "scalar"  # a tensor and self.scalar
 
     def __init__(self, scalar):
         self.scalar = scalar
