@@ -136,7 +136,7 @@ def test_fifty_compiled_steps_are_bit_identical_to_eager(workload, device):
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 def test_fifty_fused_steps_are_bit_identical_to_eager(workload):
-    """Fusion only takes operations whose fused form gives numpy's bits (see fusion._EXACT)."""
+    """Fusion only takes operations whose fused form gives numpy's bits (the exact rows of needle.primitives)."""
     eager_losses, eager_params, _ = run(workload, ndl.cpu(), 50, compiled=False)
     losses, params, step = run(workload, ndl.cpu(), 50, compiled=True, fuse=True)
     unfused = run(workload, ndl.cpu(), 3, compiled=True)[2].programs[0]
@@ -381,7 +381,7 @@ def test_numpy_mode_runs_eagerly(tmp_path):
 FUSED_SCRIPT = """
 import numpy as np, needle as ndl
 from needle import nn
-from needle.compile import fusion
+from needle.compile import fusion_cpu
 np.random.seed(0)
 model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
 opt = ndl.optim.Adam(model.parameters(), lr=0.01)
@@ -395,7 +395,7 @@ step = ndl.compile(step)
 x = ndl.Tensor(np.random.randn(4, 6).astype(np.float32), requires_grad=False)
 y = ndl.Tensor(np.array([0, 1, 2, 1]), dtype="int64")
 losses = [float(step(x, y).numpy()) for _ in range(5)]
-kernels = set(fusion._COMPILED.values())
+kernels = set(fusion_cpu._COMPILED.values())
 print(len(kernels), sum(k.stats.cache_misses.get(s, 0) for k in kernels for s in k.signatures),
       sum(sum(k.stats.cache_hits.values()) for k in kernels), losses[-1])
 """

@@ -205,7 +205,7 @@ def test_compact_casts_any_view(src, dst):
         for shape in SHAPES:
             # nan and inf have no int64 value (numpy and CUDA disagree on the garbage)
             lay = layout(kind, shape, src, rng, specials=dst != "int64")
-            strides = lay.strides if lay.strides is not None else GPU._compact_strides(shape)
+            strides = lay.strides if lay.strides is not None else GPU.compact_strides(shape)
             run_both("compact", lambda mod: ((upload(mod, lay.base),), (shape, strides, lay.offset)),
                      math.prod(shape), dst, (kind, shape))
 
@@ -215,7 +215,7 @@ def _scatter_case(kernel: str, dtype: str, value_of):
     for kind in ("compact", "transposed", "flipped"):  # not broadcast: racing writes to one element
         for shape in SHAPES:
             lay = layout(kind, shape, dtype, rng)
-            strides = lay.strides if lay.strides is not None else GPU._compact_strides(shape)
+            strides = lay.strides if lay.strides is not None else GPU.compact_strides(shape)
             source = sample(dtype, shape, rng).reshape(-1)
             outs = []
             for mod in (REF, GPU):

@@ -24,14 +24,32 @@ class BackendDevice:
     """A device: a name plus the kernel module that implements it (None when unavailable).
 
     Attribute look-ups fall through to the kernel module, as in the course
-    (`device.matmul_tiled`, `device.__tile_size__`, `device.Array`, ...).
-    `why_unavailable` says what is missing when `enabled()` is False.
+    (`device.matmul_tiled`, `device.__tile_size__`, `device.Array`, ...). The array layer
+    runs kernels through `call` and allocates through `allocate`, where a compiled step's
+    recorder (`recorder`, set while it traces) sees them. `why_unavailable` says what is
+    missing when `enabled()` is False.
     """
+
+    recorder = None  # the needle.compile Recorder tracing a step, if any
 
     def __init__(self, name: str, mod, why_unavailable: str = ""):
         self.name = name
         self.mod = mod
         self.why_unavailable = why_unavailable
+
+    def call(self, name: str, *args):
+        """Run kernel `name` (of the interface) on `args`, through the recorder while one traces."""
+        recorder = self.recorder
+        if recorder is not None:
+            return recorder.call(self, name, args)
+        return getattr(self, name)(*args)
+
+    def allocate(self, size: int, dtype: str = "float32"):
+        """A new buffer of `size` elements (the kernel module's Array), noted by the recorder."""
+        buffer = self.Array(size, dtype)
+        if self.recorder is not None:
+            self.recorder.allocated_now(self, buffer)
+        return buffer
 
     def __eq__(self, other) -> bool:
         return isinstance(other, BackendDevice) and self.name == other.name
@@ -103,7 +121,7 @@ def _ndarray():
 
 def _fill_random(device: BackendDevice, draw, shape: tuple, out) -> None:
     """out <- one numpy draw of `shape` (np.random.rand or randn), cast to out's dtype."""
-    device.from_numpy(draw(*shape), out)
+    device.call("from_numpy", draw(*shape), out)  # inside a host call: never recorded
 
 
 # --- the registry ---------------------------------------------------------------------------

@@ -164,7 +164,7 @@ def where(cond: NDArray, a, b) -> NDArray:
     shape = broadcast_shapes(cond.shape, operands[0].shape, operands[1].shape)
     out = NDArray.make(shape, device=device, dtype=dtype)
     if out.size:
-        device.ewise_where(*(v.broadcast_to(shape)._operand() for v in (cond, *operands)), out._handle)
+        device.call("ewise_where", *(v.broadcast_to(shape)._operand() for v in (cond, *operands)), out._handle)
     return out
 
 
@@ -314,7 +314,7 @@ def one_hot(n: int, indices, dtype="float32", device=None) -> NDArray:
     out = NDArray.make(idx.shape + (int(n),), device=device, dtype=storage_dtype(dtype))
     if idx.size:
         try:
-            device.one_hot_rows(idx._operand(), out._handle, int(n))
+            device.call("one_hot_rows", idx._operand(), out._handle, int(n))
         except IndexError as err:
             raise ValueError(f"one_hot: {err}") from None
     return out

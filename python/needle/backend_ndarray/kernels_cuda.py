@@ -110,12 +110,12 @@ GEOMETRY = (Geometry(threads=4, max_blocks=2, reduce_threads=8, min_lanes=2, til
                      cublas_min_work=1 << 18))
 
 
-def _launch(kernel, blocks, threads, *args) -> None:
+def launch(kernel, blocks, threads, *args) -> None:
     """Every launch goes through here (so a checker can see each kernel and its argument types)."""
     kernel[blocks, threads](*args)
 
 
-def _blocks(n: int, per_block: int) -> int:
+def blocks(n: int, per_block: int) -> int:
     return max(1, min(-(-n // per_block), GEOMETRY.max_blocks))
 
 
@@ -153,7 +153,7 @@ def to_numpy(a: Array, shape: Sequence[int], strides: Sequence[int], offset: int
     n = math.prod(shape)
     if n == 0:
         return np.empty(shape, dtype=a.dtype)
-    if tuple(strides) == _compact_strides(shape):  # a contiguous range: copy it as it is
+    if tuple(strides) == compact_strides(shape):  # a contiguous range: copy it as it is
         return a.array[offset:offset + n].copy_to_host().reshape(shape)
     block = Array(n, a.dtype)
     compact(a, block, shape, strides, offset)
@@ -222,7 +222,7 @@ def dlpack_device(a: Array) -> Tuple[int, int]:
 # --- 4. the strided-index helper and operand layouts -------------------------------------------
 
 @_device
-def _strided_offset(i, shape, strides, offset):
+def strided_offset(i, shape, strides, offset):
     """Element offset of the i-th element (row-major) of the view (shape, strides, offset)."""
     if len(shape) == 1:
         return offset + i * strides[0]
@@ -234,7 +234,7 @@ def _strided_offset(i, shape, strides, offset):
 
 
 @functools.lru_cache(maxsize=4096)
-def _compact_strides(shape: tuple) -> tuple:
+def compact_strides(shape: tuple) -> tuple:
     stride, out = 1, []
     for n in reversed(shape):
         out.append(stride)
@@ -242,25 +242,25 @@ def _compact_strides(shape: tuple) -> tuple:
     return tuple(reversed(out))
 
 
-def _view(operand, shape: Optional[tuple] = None) -> tuple:
+def view_of(operand, shape: Optional[tuple] = None) -> tuple:
     """(buffer, shape, strides, offset) of an operand; a bare buffer is read compact as `shape`
     (default: flat)."""
     if isinstance(operand, Array):
         shape = (operand.size,) if shape is None else tuple(shape)
-        return operand, shape, _compact_strides(shape), 0
+        return operand, shape, compact_strides(shape), 0
     buf, shape, strides, offset = operand
     shape = tuple(shape)
-    return buf, shape, _compact_strides(shape) if strides is None else tuple(strides), offset
+    return buf, shape, compact_strides(shape) if strides is None else tuple(strides), offset
 
 
 def _views(operands) -> tuple:
     """(shape, views) for operands of one shape; bare buffers take the shape of the first view."""
     shape = next((tuple(x[1]) for x in operands if not isinstance(x, Array)), None)
-    views = [_view(x, shape) for x in operands]
+    views = [view_of(x, shape) for x in operands]
     return views[0][1], views
 
 
-def _collapse(shape: tuple, *strides: tuple) -> tuple:
+def collapse(shape: tuple, *strides: tuple) -> tuple:
     """(shape, [strides per operand]) with size-1 axes dropped and neighbouring axes that every
     operand steps through as one merged: less index arithmetic per element, and fewer
     compiled variants (one per number of axes)."""
@@ -277,12 +277,12 @@ def _collapse(shape: tuple, *strides: tuple) -> tuple:
     return tuple(n for n, _ in merged), [tuple(st[k] for _, st in merged) for k in range(len(strides))]
 
 
-def _value(val):
+def scalar_value(val):
     """A kernel's scalar argument: a compiled step's HostScalar is read now."""
     return val.value if isinstance(val, HostScalar) else val
 
 
-def _typed_scalar(val, dtype: str):
+def typed_scalar(val, dtype: str):
     """`val` in the operand's precision where numpy would cast it (a Python number next to a
     float array takes the array's float type), so kernels compute in float32 for float32 data."""
     if dtype in ("float32", "float64") and not isinstance(val, (bool, np.bool_)):
@@ -322,7 +322,7 @@ for _p in PRIMITIVES:
 
 
 @functools.lru_cache(maxsize=None)
-def _op(name: str):
+def device_op(name: str):
     return _device(_OPS[name])
 
 
@@ -331,8 +331,8 @@ def _map_kernel(form: str, name: str):
     """The kernel applying operation `name` element by element; `form` is the operand count:
     "1" f(a), "1s" f(a, scalar), "2" f(a, b), "3" f(c, a, b). Each operand is read through
     the strided helper with its own strides over the common (collapsed) shape."""
-    f = _op(name)
-    at = _strided_offset
+    f = device_op(name)
+    at = strided_offset
 
     if form == "1":
         def kernel(out, n, shape, a, a_off, a_st):
@@ -360,10 +360,10 @@ def _map(name: str, out: Array, operands: tuple, *scalar) -> None:
     n = math.prod(shape)
     if n == 0:
         return
-    shape, strides = _collapse(shape, *(v[2] for v in views))
+    shape, strides = collapse(shape, *(v[2] for v in views))
     args = [x for v, st in zip(views, strides) for x in (v[0].array, v[3], st)]
     form = f"{len(operands)}{'s' if scalar else ''}"
-    _launch(_map_kernel(form, name), _blocks(n, GEOMETRY.threads), GEOMETRY.threads, out.array, n, shape, *args,
+    launch(_map_kernel(form, name), blocks(n, GEOMETRY.threads), GEOMETRY.threads, out.array, n, shape, *args,
             *scalar)
 
 
@@ -377,13 +377,13 @@ def _ewise(p):
 
 def _scalar(p):
     def kernel(a: Any, val: Any, out: Array) -> None:
-        _map(p.name, out, (a,), _typed_scalar(_value(val), _dtype_of(a)))
+        _map(p.name, out, (a,), typed_scalar(scalar_value(val), _dtype_of(a)))
     return kernel
 
 
 def _reverse(p):
     def kernel(a: Any, val: Any, out: Array) -> None:
-        _map(p.reflected, out, (a,), _typed_scalar(_value(val), _dtype_of(a)))
+        _map(p.reflected, out, (a,), typed_scalar(scalar_value(val), _dtype_of(a)))
     return kernel
 
 
@@ -396,7 +396,7 @@ def _unary(p):
 def _describe(kernel: Callable, op: Optional[str], form: str) -> Callable:
     """Tag one of the kernels below with what it computes, for needle.compile's fusion (the
     primitives' kernels carry `.primitive` and `.form`): `op` is the `_OPS` entry it applies
-    (None where it depends on the operands: see `_abs_op`, `_power_op`), `form` how it takes
+    (None where it depends on the operands: see `abs_op`, `power_op`), `form` how it takes
     its operands -- "abs", "power", "where" f(c, a, b), "compact", "setitem"."""
     kernel.op, kernel.form = op, form
     return kernel
@@ -422,28 +422,28 @@ _POWER_SHORTCUTS = {0.5: "sqrt", -0.5: "rsqrt", 2: "square", -1: "reciprocal", 1
 _FLOAT_ONLY_SHORTCUTS = ("sqrt", "rsqrt", "reciprocal")
 
 
-def _power_op(val: Any, dtype: str) -> Tuple[str, tuple]:
+def power_op(val: Any, dtype: str) -> Tuple[str, tuple]:
     """(operation, scalar arguments) computing x ** val for x of `dtype`."""
     shortcut = _POWER_SHORTCUTS.get(val) if not isinstance(val, bool) else None
     if shortcut in _FLOAT_ONLY_SHORTCUTS and dtype not in ("float32", "float64"):
         shortcut = None
     if shortcut is not None:
         return shortcut, ()
-    return "pow", (_typed_scalar(val, dtype),)
+    return "pow", (typed_scalar(val, dtype),)
 
 
 def scalar_power(a: Any, val: Any, out: Array) -> None:
     """a ** val; -0.5 is 1 / sqrt(a), as 0.5 is sqrt(a) (PyTorch's edges: -inf at -0, nan at -inf)."""
-    op, scalar = _power_op(_value(val), _dtype_of(a))
+    op, scalar = power_op(scalar_value(val), _dtype_of(a))
     _map(op, out, (a,), *scalar)
 
 
-def _abs_op(dtype: str) -> str:
+def abs_op(dtype: str) -> str:
     return "identity" if dtype == "bool" else "abs"  # |bool| is the bool
 
 
 def ewise_abs(a: Any, out: Array) -> None:  # replaces the table's: |bool| is the bool itself
-    _map(_abs_op(_dtype_of(a)), out, (a,))
+    _map(abs_op(_dtype_of(a)), out, (a,))
 
 
 def ewise_where(cond: Any, a: Any, b: Any, out: Array) -> None:
@@ -460,7 +460,7 @@ _describe(ewise_where, "where", "where")
 @functools.lru_cache(maxsize=None)
 def _scatter_kernel(from_scalar: bool):
     """out[view element i] = a[i] (compact source) or = val: one thread per view element."""
-    at = _strided_offset
+    at = strided_offset
     if from_scalar:
         def kernel(out, n, shape, st, off, val):
             for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -482,8 +482,8 @@ def _scatter(out: Array, shape, strides, offset, source) -> None:
     n = math.prod(shape)
     if n == 0:
         return
-    shape, (strides,) = _collapse(tuple(shape), tuple(strides))
-    _launch(_scatter_kernel(not isinstance(source, Array)), _blocks(n, GEOMETRY.threads), GEOMETRY.threads,
+    shape, (strides,) = collapse(tuple(shape), tuple(strides))
+    launch(_scatter_kernel(not isinstance(source, Array)), blocks(n, GEOMETRY.threads), GEOMETRY.threads,
             out.array, n, shape, strides, offset, source.array if isinstance(source, Array) else source)
 
 
@@ -499,7 +499,7 @@ _describe(ewise_setitem, "identity", "setitem")
 def scalar_setitem(size: int, val: Any, out: Array, shape: Sequence[int], strides: Sequence[int],
                    offset: int) -> None:
     """Set every element of the strided view of `out` to `val`."""
-    _scatter(out, shape, strides, offset, np.dtype(out.dtype).type(_value(val)))
+    _scatter(out, shape, strides, offset, np.dtype(out.dtype).type(scalar_value(val)))
 
 
 # --- 7. reductions: a shared-memory tree per row ------------------------------------------------
@@ -529,7 +529,7 @@ def _reduce_kernel(op: str, dtype: str, lanes: int, rows: int):
     """Blocks of (lanes x rows) threads reduce `rows` rows at a time: each lane folds a strided
     part of its row, then the lanes' partial results meet in a tree in shared memory.
     `dtype` is the accumulator's (the output's; the values' for argmax)."""
-    at = _strided_offset
+    at = strided_offset
     acc_type = numba.from_dtype(np.dtype(dtype))
 
     if op == "argmax":
@@ -602,11 +602,11 @@ def _reduce(op: str, a: Any, out: Array, reduce_size: int) -> None:
     """Reduce each block of reduce_size elements (the operand's trailing axes) into one output."""
     if isinstance(a, Array):  # a compact buffer: contiguous blocks of reduce_size elements
         a = (a, (a.size - a.size % reduce_size if reduce_size else 0,), None, 0)
-    buf, shape, strides, offset = _view(a)
+    buf, shape, strides, offset = view_of(a)
     nrows = math.prod(shape) // reduce_size if reduce_size else 0
     if nrows == 0:
         return
-    shape, (strides,) = _collapse(shape, strides)
+    shape, (strides,) = collapse(shape, strides)
     lanes = GEOMETRY.min_lanes
     while lanes < reduce_size and lanes < GEOMETRY.reduce_threads:
         lanes *= 2
@@ -618,7 +618,7 @@ def _reduce(op: str, a: Any, out: Array, reduce_size: int) -> None:
     else:
         acc_dtype, init = out.dtype, _extreme(out.dtype, largest=(op == "min"))
     blocks = max(1, min(-(-nrows // rows), GEOMETRY.max_blocks))
-    _launch(_reduce_kernel(op, acc_dtype, lanes, rows), blocks, (lanes, rows), out.array, nrows, reduce_size,
+    launch(_reduce_kernel(op, acc_dtype, lanes, rows), blocks, (lanes, rows), out.array, nrows, reduce_size,
             shape, buf.array, offset, strides, init)
 
 
@@ -716,7 +716,7 @@ def _matrix(operand, rows: int, cols: int) -> tuple:
     a 2-D operand has batch stride 0."""
     if isinstance(operand, Array):
         return operand, 0, rows * cols, cols, 1
-    buf, shape, strides, offset = _view(operand)
+    buf, shape, strides, offset = view_of(operand)
     if len(strides) == 2:
         return buf, offset, 0, strides[0], strides[1]
     return buf, offset, strides[-3], strides[-2], strides[-1]
@@ -726,7 +726,7 @@ def _matmul_tiled(a: tuple, b: tuple, out: Array, m: int, n: int, p: int, batch:
     g = GEOMETRY
     size = g.tile * g.per_thread
     blocks = batch * -(-m // size) * -(-p // size)
-    _launch(_matmul_kernel(out.dtype, g.tile, g.per_thread, g.depth), max(1, min(blocks, g.max_blocks)),
+    launch(_matmul_kernel(out.dtype, g.tile, g.per_thread, g.depth), max(1, min(blocks, g.max_blocks)),
             (g.tile, g.tile), out.array, batch, m, n, p, a[0].array, *a[1:], b[0].array, *b[1:])
 
 
@@ -763,7 +763,7 @@ def _row_element(e, row_size, rows, shape, idx, i_off, i_st):
     in the full table: the row number comes from the strided index operand, negatives counted
     from the end."""
     i = e // row_size
-    r = idx[_strided_offset(i, shape, i_st, i_off)]
+    r = idx[strided_offset(i, shape, i_st, i_off)]
     if r < 0:
         r += rows
     return r * row_size + e - i * row_size
@@ -777,7 +777,7 @@ def _index_kernel(kind: str):
     "add":      out[idx[i], j] += values[i, j]    (atomic: repeated indices accumulate)
     "or":       the bool version of "add" (True wins; every writer stores the same value)
     "one_hot":  out[i, c] = (idx[i] == c)"""
-    at = _strided_offset
+    at = strided_offset
     table = _row_element
     if kind == "outside":
         def kernel(flag, n, shape, idx, i_off, i_st, low, high):
@@ -809,9 +809,9 @@ def _index_kernel(kind: str):
 
 def _index_view(indices) -> tuple:
     """(n, collapsed shape, strides, buffer, offset) of an int64 index operand."""
-    buf, shape, strides, offset = _view(indices)
+    buf, shape, strides, offset = view_of(indices)
     n = math.prod(shape)
-    shape, (strides,) = _collapse(shape, strides)
+    shape, (strides,) = collapse(shape, strides)
     return n, shape, strides, buf, offset
 
 
@@ -823,10 +823,10 @@ def _check_indices(indices, low: int, high: int, host_check) -> tuple:
     if n == 0:
         return view
     flag = cuda.to_device(np.array([n], dtype=np.int64))
-    _launch(_index_kernel("outside"), _blocks(n, GEOMETRY.threads), GEOMETRY.threads, flag, n, shape, buf.array,
+    launch(_index_kernel("outside"), blocks(n, GEOMETRY.threads), GEOMETRY.threads, flag, n, shape, buf.array,
             offset, strides, low, high)
     if int(flag.copy_to_host()[0]) < n:
-        b, s, st, off = _view(indices)
+        b, s, st, off = view_of(indices)
         host_check(host_buffer.Array.wrap(to_numpy(b, s, st, off).reshape(-1)))
         raise IndexError(f"an index is outside [{low}, {high})")  # (host_check raised already)
     return view
@@ -837,7 +837,7 @@ def _rows_kernel(kind: str, rows: int, indices, out: Array, row_size: int, sourc
         indices, -rows, rows, lambda host: host_buffer.rows_index(host, rows))
     total = n * row_size
     if total:
-        _launch(_index_kernel(kind), _blocks(total, GEOMETRY.threads), GEOMETRY.threads, out.array, total, row_size,
+        launch(_index_kernel(kind), blocks(total, GEOMETRY.threads), GEOMETRY.threads, out.array, total, row_size,
                 rows, shape, buf.array, offset, strides, source.array)
 
 
@@ -857,5 +857,5 @@ def one_hot_rows(indices: Any, out: Array, n: int) -> None:
     """out (k, n) = 0 except out[i, indices[i]] = 1; IndexError outside [0, n)."""
     k, shape, strides, buf, offset = _check_indices(indices, 0, n, lambda host: host_buffer.class_ids(host, n))
     if k * n:
-        _launch(_index_kernel("one_hot"), _blocks(k * n, GEOMETRY.threads), GEOMETRY.threads, out.array, k * n, n,
+        launch(_index_kernel("one_hot"), blocks(k * n, GEOMETRY.threads), GEOMETRY.threads, out.array, k * n, n,
                 shape, buf.array, offset, strides)

@@ -121,7 +121,7 @@ class NDArray:
         data = np.asarray(other, dtype=storage_dtype(dtype), order="C")  # keeps 0-d shape ()
         array = NDArray.make(data.shape, device=device, dtype=data.dtype.name)
         if data.size:
-            device.from_numpy(data, array._handle)
+            device.call("from_numpy", data, array._handle)
         self._init(array)
 
     def _init(self, other: "NDArray") -> None:
@@ -145,7 +145,7 @@ class NDArray:
         array._offset = offset
         array._device = device = default_device() if device is None else device
         if handle is None:
-            array._handle = device.Array(math.prod(shape), dtype=dtype)
+            array._handle = device.allocate(math.prod(shape), dtype)
             array._compact = strides is None  # a fresh buffer with default strides
         else:
             array._handle = handle
@@ -191,7 +191,7 @@ class NDArray:
     # --- conversion ---------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A numpy copy honouring shape, strides and offset."""
-        return self._device.to_numpy(self._handle, self._shape, self._strides, self._offset)
+        return self._device.call("to_numpy", self._handle, self._shape, self._strides, self._offset)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         arr = self.numpy()
@@ -242,7 +242,7 @@ class NDArray:
 
     def fill(self, value) -> None:
         """Set every element of this view to `value`, in place."""
-        self._device.scalar_setitem(
+        self._device.call("scalar_setitem",
             self.size, _scalar_of_kind(_as_scalar(value), self.dtype), self._handle, self._shape, self._strides,
             self._offset,
         )
@@ -262,7 +262,7 @@ class NDArray:
     def _copy(self, dtype: str | None = None) -> "NDArray":
         out = NDArray.make(self._shape, device=self._device, dtype=self.dtype if dtype is None else dtype)
         if out.size:
-            self._device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+            self._device.call("compact", self._handle, out._handle, self._shape, self._strides, self._offset)
         return out
 
     def as_strided(self, shape, strides) -> "NDArray":
@@ -381,9 +381,9 @@ class NDArray:
                 else:
                     other = other.broadcast_to(view.shape)
             source = other.astype(self.dtype).compact()
-            self._device.ewise_setitem(source._handle, self._handle, view._shape, view._strides, view._offset)
+            self._device.call("ewise_setitem", source._handle, self._handle, view._shape, view._strides, view._offset)
         else:
-            self._device.scalar_setitem(
+            self._device.call("scalar_setitem",
                 view.size, _scalar_of_kind(_as_scalar(other), self.dtype), self._handle, view._shape,
                 view._strides, view._offset,
             )
@@ -413,7 +413,7 @@ class NDArray:
         row_size = prod(self._shape[1:])
         out = NDArray.make(idx.shape + self._shape[1:], device=self._device, dtype=self.dtype)
         if out.size or idx.size:
-            self._device.take_rows(self.compact()._handle, idx._operand(), out._handle, row_size)
+            self._device.call("take_rows", self.compact()._handle, idx._operand(), out._handle, row_size)
         return out
 
     def index_add_rows(self, indices, values: "NDArray") -> None:
@@ -426,7 +426,7 @@ class NDArray:
             raise ValueError(f"index_add_rows: values of shape {values.shape}, expected {expected}")
         _check_same_device(self, values, "index_add_rows")
         if idx.size:
-            self._device.index_add_rows(
+            self._device.call("index_add_rows",
                 values.astype(self.dtype).compact()._handle, idx._operand(), self._handle, prod(self._shape[1:])
             )
 
@@ -460,7 +460,7 @@ class NDArray:
             out = NDArray.make(a._shape, device=device, dtype=out_dtype or dtype)
             if out._shape and not out.size:
                 return out
-            getattr(device, ewise)(a._operand(), b._operand(), out._handle)
+            device.call(ewise, a._operand(), b._operand(), out._handle)
             return out
         if isinstance(other, HostScalar):  # a runtime input of a compiled step: passed on as it is
             dtype = rule(self.dtype, other.value, b_is_scalar=True)
@@ -472,7 +472,7 @@ class NDArray:
         a = self if self.dtype == dtype or not cast else self.astype(dtype)
         out = NDArray.make(self._shape, device=device, dtype=out_dtype or dtype)
         if out.size:
-            getattr(device, scalar)(a._operand(), arg, out._handle)
+            device.call(scalar, a._operand(), arg, out._handle)
         return out
 
     def _unary(self, kernel: str, floating: bool = False) -> "NDArray":
@@ -480,7 +480,7 @@ class NDArray:
         a = self.astype(DEFAULT_FLOAT) if floating and self.dtype not in FLOAT_DTYPES else self
         out = NDArray.make(self._shape, device=self._device, dtype=a.dtype)
         if out.size:
-            getattr(self._device, kernel)(a._operand(), out._handle)
+            self._device.call(kernel, a._operand(), out._handle)
         return out
 
     # The arithmetic, comparison and math methods (__add__, __rsub__, maximum, __lt__, exp,
@@ -509,7 +509,7 @@ class NDArray:
                 a = a.reshape_compact((rows, n))
             out = NDArray.make((rows, p), device=self._device, dtype=dtype)
             if out.size:
-                self._device.matmul(a._operand(), b._operand(), out._handle, rows, n, p)
+                self._device.call("matmul", a._operand(), b._operand(), out._handle, rows, n, p)
             out = out.reshape(lead + (m, p))
         else:
             try:
@@ -522,7 +522,7 @@ class NDArray:
             b = b.broadcast_to(batch + (n, p)).reshape_compact((prod(batch), n, p))
             out = NDArray.make(batch + (m, p), device=self._device, dtype=dtype)
             if out.size:
-                self._device.matmul(a._operand(), b._operand(), out._handle, m, n, p, prod(batch))
+                self._device.call("matmul", a._operand(), b._operand(), out._handle, m, n, p, prod(batch))
         if out.size and n == 0:  # an empty inner dimension sums nothing
             out.fill(0)
         if self.ndim == 1:
@@ -551,7 +551,7 @@ class NDArray:
         if reduce_size == 0:
             out.fill(0)
         elif out.size:
-            getattr(self._device, kernel)(view._operand(), out._handle, reduce_size)
+            self._device.call(kernel, view._operand(), out._handle, reduce_size)
         if keepdims:
             return out.reshape(tuple(1 if a in axes else d for a, d in enumerate(self._shape)))
         if axis is None:

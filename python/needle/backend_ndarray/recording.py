@@ -1,13 +1,13 @@
 """Recording what the array layer does, for `needle.compile` to replay.
 
-While a Recorder is active, every kernel call and every buffer allocation on every
-enabled device goes through it: the kernels of each device are swapped for
-recording wrappers in the device object (no cost at all when nothing records).
-A call is appended to the recorder's program as `(kernel, args)` with every buffer
-in `args` replaced by a `Slot`, so that the compiler can later tell temporaries
-(dead once the step is over) from state that lives on (parameters, optimizer
-state, gradients, outputs), plan memory, and rebind the calls to the buffers the
-replay uses.
+NDArray runs every kernel through `device.call(name, *args)` and allocates through
+`device.allocate(size, dtype)`; while a Recorder is active it is each enabled device's
+`recorder`, and those two methods hand the call to it. A call is appended to the
+recorder's program as a `Call` with every buffer in its arguments replaced by a `Slot`
+(a strided operand by a `View` of one), so that the compiler can later tell
+temporaries (dead once the step is over) from state that lives on (parameters,
+optimizer state, gradients, outputs), plan memory, and rebind the calls to the
+buffers the replay uses.
 
 Moving host data to a device (`from_numpy`) is refused too (TraceError naming the line):
 the replay would reuse the traced numbers, whatever the Python code would make next time.
@@ -26,12 +26,12 @@ import contextlib
 import os
 import traceback
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from ..dtypes import HostScalar
 
-__all__ = ["Recorder", "Slot", "TraceError", "host_call", "validation", "constant_data", "is_recording",
-           "active_recorder"]
+__all__ = ["Recorder", "Slot", "View", "Call", "TraceError", "host_call", "validation", "constant_data",
+           "is_recording", "active_recorder"]
 
 _ACTIVE: Optional["Recorder"] = None
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +57,40 @@ class Slot:
         return f"Slot({self.index}, {self.size}x{self.dtype})"
 
 
+class View(NamedTuple):
+    """A strided operand of a recorded call: a view (shape, strides in elements or None for the
+    compact buffer, offset) of the buffer behind `slot` (the interface's operand tuple)."""
+
+    slot: Slot
+    shape: tuple
+    strides: Optional[tuple]
+    offset: int
+
+
+class Call:
+    """One step of a recording: `fn(*args)` with Slots and Views for buffers.
+
+    kind: "kernel" (a device kernel: `name` is its interface name, `device` its device),
+    "host" (a host_call, repeated on every replay) or "fused" (a generated kernel for a
+    group of elementwise calls, made by the compiler).
+    """
+
+    __slots__ = ("fn", "args", "kind", "name", "device")
+
+    def __init__(self, fn, args: tuple, kind: str, name: Optional[str] = None, device=None):
+        self.fn, self.args, self.kind, self.name, self.device = fn, args, kind, name, device
+
+    def slots(self):
+        for a in self.args:
+            if isinstance(a, Slot):
+                yield a
+            elif isinstance(a, View):
+                yield a.slot
+
+    def __repr__(self) -> str:
+        return f"Call({self.name or self.kind}, {self.args})"
+
+
 def is_recording() -> bool:
     return _ACTIVE is not None
 
@@ -70,7 +104,7 @@ def host_call(fn, *args):
     recorder = _ACTIVE
     if recorder is None or recorder.depth:
         return fn(*args)
-    recorder.steps.append((fn, recorder.slots_of(args), "host"))
+    recorder.steps.append(Call(fn, recorder.slots_of(args), "host"))
     recorder.depth += 1
     try:
         return fn(*args)
@@ -116,17 +150,16 @@ def _user_frame() -> str:
 
 
 class Recorder:
-    """The program recorded so far: steps (kernel or host function, args with Slots, kind)
-    and a Slot per buffer seen."""
+    """The program recorded so far (`steps`, a list of Calls) and a Slot per buffer seen."""
 
     def __init__(self):
-        self.steps: List[Tuple[Any, tuple, str]] = []
+        self.steps: List[Call] = []
         self.depth = 0  # > 0 inside a host call or a validation: nothing is recorded
         self.constants = 0  # > 0 inside constant_data(): host data becomes a recorded constant
         self._slots: Dict[int, Slot] = {}
         self.slots: List[Slot] = []
         self.allocated: Dict[int, Any] = {}  # slot index -> device, for buffers made while recording
-        self._installed: List[Tuple[Any, List[str]]] = []
+        self._devices: list = []
 
     # --- buffers -> slots ---------------------------------------------------------------
     def slot(self, buffer) -> Slot:
@@ -149,71 +182,52 @@ class Recorder:
         if hasattr(arg, "ptr") and hasattr(arg, "dtype") and hasattr(arg, "size"):
             return self.slot(arg)
         if isinstance(arg, tuple) and len(arg) == 4 and hasattr(arg[0], "ptr"):  # an operand
-            return (self.slot(arg[0]),) + arg[1:]
+            return View(self.slot(arg[0]), *arg[1:])
         return arg
 
-    # --- installing the wrappers ------------------------------------------------------------
+    # --- the devices' hook -------------------------------------------------------------------
     def start(self, devices) -> None:
+        """Become the recorder of `devices` (see BackendDevice.call and allocate)."""
         global _ACTIVE
         if _ACTIVE is not None:
             raise TraceError("needle.compile: a compiled function was called while another is being traced")
-        from .interface import REQUIRED_KERNELS
-
         for device in devices:
-            names = [n for n in REQUIRED_KERNELS if n != "Array"]
-            if hasattr(device.mod, "matmul_tiled"):
-                names.append("matmul_tiled")
-            for name in names:
-                device.__dict__[name] = self._wrap(name, getattr(device.mod, name))
-            device.__dict__["Array"] = self._wrap_alloc(device, device.mod.Array)
-            self._installed.append((device, names + ["Array"]))
+            device.recorder = self
+            self._devices.append(device)
         _ACTIVE = self
 
     def stop(self) -> None:
         global _ACTIVE
-        for device, names in self._installed:
-            for name in names:
-                device.__dict__.pop(name, None)  # the next look-up caches the plain kernel again
-        self._installed = []
+        for device in self._devices:
+            device.recorder = None
+        self._devices = []
         if _ACTIVE is self:
             _ACTIVE = None
 
-    def _wrap(self, name: str, kernel):
-        recorder = self
-        reads_back = name == "to_numpy"
-        host_data = name == "from_numpy"
-
-        def call(*args):
-            if recorder.depth:
-                return kernel(*_resolved(args))
-            if reads_back:
-                raise TraceError(
-                    "needle.compile: the traced function reads tensor data into Python (.numpy(), .item(), "
-                    f"float(...)) at {_user_frame()}; a replay cannot repeat what Python decides from it. "
-                    "Move the read out of the compiled function, or run it without ndl.compile.")
-            if host_data and not recorder.constants:
-                raise TraceError(
-                    "needle.compile: the traced function makes a tensor from host data (numpy arrays, lists, "
-                    f"Python numbers: ndl.Tensor(...), an index list) at {_user_frame()}; a replay would reuse "
-                    "the traced values. Pass it as a tensor argument, make it once outside the compiled "
-                    "function, draw random numbers with ndl.randn/ndl.rand (drawn again on every replay), "
-                    "or use a Python number directly in the arithmetic.")
-            recorder.steps.append((kernel, recorder.slots_of(args), name))
+    def call(self, device, name: str, args: tuple):
+        """Run kernel `name` of `device` on args, recording it (outside host calls and validation)."""
+        kernel = getattr(device.mod, name)
+        if self.depth:
             return kernel(*_resolved(args))
+        if name == "to_numpy":
+            raise TraceError(
+                "needle.compile: the traced function reads tensor data into Python (.numpy(), .item(), "
+                f"float(...)) at {_user_frame()}; a replay cannot repeat what Python decides from it. "
+                "Move the read out of the compiled function, or run it without ndl.compile.")
+        if name == "from_numpy" and not self.constants:
+            raise TraceError(
+                "needle.compile: the traced function makes a tensor from host data (numpy arrays, lists, "
+                f"Python numbers: ndl.Tensor(...), an index list) at {_user_frame()}; a replay would reuse "
+                "the traced values. Pass it as a tensor argument, make it once outside the compiled "
+                "function, draw random numbers with ndl.randn/ndl.rand (drawn again on every replay), "
+                "or use a Python number directly in the arithmetic.")
+        self.steps.append(Call(kernel, self.slots_of(args), "kernel", name, device))
+        return kernel(*_resolved(args))
 
-        call.__name__ = name
-        return call
-
-    def _wrap_alloc(self, device, array_class):
-        recorder = self
-
-        def allocate(size, dtype="float32"):
-            buffer = array_class(size, dtype)
-            if not recorder.depth:
-                recorder.allocated[recorder.slot(buffer).index] = device
-            return buffer
-
-        return allocate
+    def allocated_now(self, device, buffer) -> None:
+        """A buffer `device` made: a temporary of the step unless something keeps it."""
+        if not self.depth:
+            self.allocated[self.slot(buffer).index] = device
 
 
 def _resolved(args: tuple) -> tuple:

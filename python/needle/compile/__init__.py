@@ -15,10 +15,11 @@ arguments (and which of them share memory), its other arguments' values, and gra
   (optimizer state).
 * The second runs eagerly while the array layer records every kernel call
   (`needle.backend_ndarray.recording`) and the guards (`guards.py`) note what Python values
-  the step read; the recording becomes a `Program` whose temporaries are planned by
-  liveness (`program.py`), with chains of elementwise kernels fused into generated kernels
-  (`fusion.py`): numba loops on the cpu device (cached on disk), numba.cuda kernels on the
-  cuda device (`fusion_cuda.py`).
+  the step read; `program.lower` turns the recording into a `Program` in named passes:
+  classify the buffers, fuse chains of elementwise kernels into generated kernels
+  (`fusion.py`; numba loops on the cpu device, cached on disk, `fusion_cpu.py`;
+  numba.cuda kernels on the cuda device, `fusion_cuda.py`), plan the temporaries' memory
+  by liveness, bind every call to its buffers.
 * Later calls check the guards, copy the new inputs into the recorded input buffers and
   replay: no Tensor objects, no graph, no topological sort, no allocation. Parameters,
   buffers and optimizer state are updated in place exactly as the eager step would, and
@@ -68,7 +69,7 @@ from ..autograd import Tensor, Value, array_api, is_grad_enabled
 from ..backend_ndarray.recording import Recorder, TraceError
 from ..backend_selection import BACKEND
 from .guards import StaticReads, TraceReads
-from .program import Program, build
+from .program import Program, lower
 
 __all__ = ["compile", "CompiledFunction", "TraceError"]
 
@@ -238,7 +239,7 @@ class CompiledFunction:
         del result, out_tensors, t_args, t_kwargs, swap
         gc.collect()  # cycles among the step's temporaries must not pass for state
         _check_no_rebinding(recorder)
-        program = build(recorder, input_buffers, [t.device for t in inputs], out_arrays, fuse=self.fuse)
+        program = lower(recorder, input_buffers, [t.device for t in inputs], out_arrays, fuse=self.fuse)
         _check_aliased_writes(self.__name__, program, tensors)
         for obj in reads.objects():
             static.cls(type(obj))  # the globals their methods load

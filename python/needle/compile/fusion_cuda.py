@@ -35,7 +35,8 @@ import numpy as np
 
 from ..backend_ndarray import kernels_cuda as K
 from ..dtypes import HostScalar
-from .fusion import _Node, _operand
+from ..backend_ndarray.recording import View
+from .fusion import Node, operand
 
 __all__ = ["GENERATOR", "CudaFusedKernel"]
 
@@ -46,50 +47,51 @@ _READ = re.compile(r"in(\d+)\[IDX\]")
 def _compact(operand: tuple) -> bool:
     """Whether an operand (slot, shape, strides, offset) is read or written at the flat index."""
     _, shape, strides, offset = operand
-    return offset == 0 and (strides is None or tuple(strides) == K._compact_strides(tuple(shape)))
+    return offset == 0 and (strides is None or tuple(strides) == K.compact_strides(tuple(shape)))
 
 
 class _CudaGenerator:
-    """Recognises kernels_cuda's elementwise kernels (by their `.op`/`.form`) and builds kernels."""
+    """Recognises kernels_cuda's elementwise kernels (by their tags: `.primitive`/`.form`, or
+    `.op`/`.form` for its own) and builds kernels."""
 
     @staticmethod
-    def node(call) -> Optional[Tuple[tuple, _Node]]:
+    def node(call) -> Optional[Tuple[tuple, Node]]:
         """(output shape, node) for a fusable cuda call, else None; node.expr is an `_OPS` name."""
         fn, args = call.fn, call.args
         form, op = getattr(fn, "form", None), K.op_of(fn)
         if form == "reverse":
             form = "scalar"  # its op is the reflected one: f(a, val) = g(val, a)
         if form in ("ewise", "where"):
-            operands = [_operand(a) for a in args[:-1]]
+            operands = [operand(a) for a in args[:-1]]
             if any(o is None for o in operands) or len({o[1] for o in operands}) != 1:
                 return None
-            return operands[0][1], _Node(op, operands, args[-1], args[-1].dtype)
+            return operands[0][1], Node(op, operands, args[-1], args[-1].dtype)
         if form in ("scalar", "unary", "abs", "power"):
-            a, out = _operand(args[0]), args[-1]
+            a, out = operand(args[0]), args[-1]
             if a is None:
                 return None
             dtype, scalar = a[0].dtype, None
             if form == "scalar":
                 scalar = (args[1], dtype)
             elif form == "abs":
-                op = K._abs_op(dtype)
+                op = K.abs_op(dtype)
             elif form == "power":
                 if isinstance(args[1], HostScalar):  # the operation chosen depends on the value
                     return None
-                op, typed = K._power_op(args[1], dtype)
+                op, typed = K.power_op(args[1], dtype)
                 scalar = (args[1], dtype) if typed else None
-            return a[1], _Node(op, [a], out, out.dtype, scalar=scalar)
+            return a[1], Node(op, [a], out, out.dtype, scalar=scalar)
         if form == "compact" and not isinstance(args[0], tuple):
             a, out, shape, strides, offset = args
-            return tuple(shape), _Node(op, [_operand((a, shape, strides, offset))], out, out.dtype)
+            return tuple(shape), Node(op, [operand(View(a, shape, strides, offset))], out, out.dtype)
         if form == "setitem" and not isinstance(args[0], tuple):
             a, out, shape, strides, offset = args
-            return tuple(shape), _Node(op, [(a, tuple(shape), None, 0)], None, out.dtype,
-                                       store=(out, tuple(shape), tuple(strides), offset))
+            return tuple(shape), Node(op, [View(a, tuple(shape), None, 0)], None, out.dtype,
+                                      store=View(out, tuple(shape), tuple(strides), offset))
         return None
 
     @staticmethod
-    def expr(node: _Node, names: List[str], scalar: Optional[str]) -> str:
+    def expr(node: Node, names: List[str], scalar: Optional[str]) -> str:
         # the eager kernels pass the scalar last: f(a, val) (reversed kernels have reversed ops)
         return f"op_{node.expr}({', '.join(names + ([scalar] if scalar else []))})"
 
@@ -132,9 +134,9 @@ class CudaFusedKernel:
             return lambda: None
         operands = list(args[:ni]) + list(args[ni + ns:])
         strided = self.strided_in + self.strided_out
-        views = [K._view(o) for o, s in zip(operands, strided) if s]
+        views = [K.view_of(o) for o, s in zip(operands, strided) if s]
         # the strided operands' axes, merged where they all allow (as the eager kernels do)
-        shape, strides = K._collapse(self.shape, *(v[2] for v in views)) if views else ((n,), [])
+        shape, strides = K.collapse(self.shape, *(v[2] for v in views)) if views else ((n,), [])
         strides = iter(strides)
         flat: List[list] = []
         for o, s in zip(operands, strided):
@@ -146,13 +148,13 @@ class CudaFusedKernel:
         dtypes = self.scalar_dtypes
 
         def typed(vals):
-            return [K._typed_scalar(K._value(v), d) for v, d in zip(vals, dtypes)]
+            return [K.typed_scalar(K.scalar_value(v), d) for v, d in zip(vals, dtypes)]
 
         fixed = None if any(isinstance(s, HostScalar) for s in scalars) else typed(scalars)
 
         def run() -> None:
             threads = K.GEOMETRY.threads
-            K._launch(kernel, K._blocks(n, threads), threads, n, shape, *ins,
+            K.launch(kernel, K.blocks(n, threads), threads, n, shape, *ins,
                       *(fixed if fixed is not None else typed(scalars)), *outs)
         return run
 
@@ -194,9 +196,9 @@ def _compiled(source: str):
     if kernel is not None:
         return kernel
     name = source[4:source.index("(")]
-    namespace = {"cuda": K.cuda, "np": np, "at": K._strided_offset}
+    namespace = {"cuda": K.cuda, "np": np, "at": K.strided_offset}
     for op in set(re.findall(r"\bop_(\w+)\(", source)):
-        namespace[f"op_{op}"] = K._op(op)
+        namespace[f"op_{op}"] = K.device_op(op)
     filename = f"<needle {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # for tracebacks
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 (our own generated source)

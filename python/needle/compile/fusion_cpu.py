@@ -1,0 +1,202 @@
+"""The cpu device's code generator for fused elementwise groups (see `fusion.py`).
+
+Only operations whose fused form is bit-identical to numpy's kernel are fused (the `exact`
+rows of needle.primitives), so a fused step gives exactly the eager step's numbers. Each
+group is turned into Python source -- a loop over the elements doing the chain's scalar
+operations in the recorded order -- compiled with numba (`error_model="numpy"`: x / 0
+gives inf, not an exception). The source is written under the kernel cache folder
+(`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with numba's disk cache on, so a
+second process with the same groups compiles nothing. Scalars keep the dtype numpy would
+compute in (a Python float next to float32 data is a float32), HostScalars are read at
+each run.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..backend_ndarray.host_buffer import out_view, read, strided_view
+from ..backend_ndarray.recording import Call, Slot, View
+from ..dtypes import FLOAT_DTYPES, HostScalar
+from ..primitives import EXPR_FUNCTIONS
+from .fusion import Node, operand
+
+__all__ = ["GENERATOR", "FusedKernel", "cache_dir"]
+
+# numba does not contract a * b + c into an FMA, so one IEEE operation per exact primitive
+# gives numpy's bits; transcendental functions (exp, log, tanh, pow, sigmoid) are left to
+# numpy, whose SIMD versions can differ from numba's in the last bit -- so a fused step is
+# bit-identical to the eager one, and a run resumed mid-way (which traces at other points)
+# to an uninterrupted run. The generated module takes the expressions' functions from numpy.
+_EXPR_IMPORTS = "from numpy import " + ", ".join(EXPR_FUNCTIONS) + "  # noqa: F401, A004\n"
+_NUMBA_TYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
+
+
+def cache_dir() -> str:
+    """Where generated kernels (and numba's compiled code for them) are kept."""
+    return os.environ.get("NEEDLE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "needle",
+                                                             "kernels")
+
+
+def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
+    """(output shape, node) for a fusable call of the cpu device, else None."""
+    fn, args = call.fn, call.args
+    p, form = getattr(fn, "primitive", None), getattr(fn, "form", None)
+    if p is not None:
+        if not p.exact or (p.floating and args[-1].dtype not in FLOAT_DTYPES):
+            return None
+        if form == "ewise":
+            a, b, out = operand(args[0]), operand(args[1]), args[2]
+            if a is None or b is None or a[1] != b[1]:
+                return None
+            return a[1], Node(p.expr, [a, b], out, out.dtype)
+        if form in ("scalar", "reverse"):
+            a, val, out = operand(args[0]), args[1], args[2]
+            if a is None:
+                return None
+            # numpy computes a Python scalar in the array's dtype, except in comparisons
+            kind = _python_dtype(val) if p.dtype == "bool" else a[0].dtype
+            expr = p.expr if form == "scalar" else p.expr.format(a="{b}", b="{a}")
+            return a[1], Node(expr, [a], out, out.dtype, scalar=(val, kind))
+        if form == "unary":
+            a, out = operand(args[0]), args[1]
+            return None if a is None else (a[1], Node(p.expr, [a], out, out.dtype))
+        return None
+    if call.name == "compact" and isinstance(args[0], Slot):
+        a, out, shape, strides, offset = args
+        return tuple(shape), Node("{a}", [operand(View(a, shape, strides, offset))], out, out.dtype)
+    if call.name == "ewise_setitem" and isinstance(args[0], Slot):
+        a, out, shape, strides, offset = args
+        return tuple(shape), Node("{a}", [View(a, tuple(shape), None, 0)], None, out.dtype,
+                                  store=View(out, tuple(shape), tuple(strides), offset))
+    return None
+
+
+def _python_dtype(value) -> str:
+    value = value.value if isinstance(value, HostScalar) else value
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int64"
+    return "float64"
+
+
+# --- the generated kernel ---------------------------------------------------------------------------
+
+_COMPILED: Dict[str, Any] = {}
+
+
+class _CpuGenerator:
+    """The cpu device's code generator: numpy-exact operations, numba loops (see the module docstring)."""
+
+    @staticmethod
+    def node(call) -> Optional[Tuple[tuple, Node]]:
+        return _cpu_node(call)
+
+    @staticmethod
+    def expr(node: Node, names: List[str], scalar: Optional[str]) -> str:
+        fields = dict(zip("abc", names))
+        if scalar is not None:
+            fields["b"] = scalar
+        return node.expr.format(**fields)
+
+    @staticmethod
+    def cast(dtype: str, expr: str) -> str:
+        return f"{_NUMBA_TYPE[dtype]}({expr})"
+
+    @staticmethod
+    def kernel(lines, inputs, scalar_dtypes, outputs, out_vars, shape) -> "FusedKernel":
+        kernel = FusedKernel(lines, len(inputs), len(scalar_dtypes), outputs, out_vars, shape)
+        kernel.scalar_dtypes = list(scalar_dtypes)
+        return kernel
+
+
+GENERATOR = _CpuGenerator()
+
+
+class FusedKernel:
+    """A generated loop over the elements of one shape (see the module docstring)."""
+
+    def __init__(self, lines, n_inputs, n_scalars, outputs, out_vars, shape):
+        self.lines, self.n_inputs, self.n_scalars = lines, n_inputs, n_scalars
+        self.out_vars, self.shape = out_vars, shape
+        self.scalar_dtypes: List[str] = []
+        self.__module__ = __name__
+        self.__name__ = "fused"
+
+    def source(self, flat: bool) -> str:
+        """One flat loop when every array is contiguous, else one loop per axis (explicit nested
+        loops compile to tighter code than np.ndindex for strided and broadcast reads)."""
+        args = [f"in{i}" for i in range(self.n_inputs)] + [f"s{i}" for i in range(self.n_scalars)] + \
+               [f"out{i}" for i in range(len(self.out_vars))]
+        ndim = 1 if flat else max(len(self.shape), 1)
+        index = ", ".join(f"i{d}" for d in range(ndim))
+        body = [line.replace("[IDX]", f"[{index}]") for line in self.lines]
+        body += [f"out{i}[{index}] = {v}" for i, v in enumerate(self.out_vars)]
+        code = [f"def kernel({', '.join(args)}):"]
+        for d in range(ndim):
+            code.append("    " * (d + 1) + f"for i{d} in range(out0.shape[{d}]):")
+        code += ["    " * (ndim + 1) + line for line in body]
+        return "\n".join(code) + "\n"
+
+    def __call__(self, *args):  # run unbound (a replay binds it once, see prepare)
+        self.prepare(args)()
+
+    def prepare(self, args: tuple):
+        """A launch over fixed buffers: arrays of the group's shape, flat when every one is contiguous."""
+        ni, ns = self.n_inputs, self.n_scalars
+        arrays = [_view(o, self.shape) for o in args[:ni]]
+        outs = [_view(o, self.shape) for o in args[ni + ns:]]
+        flat = all(a.flags.c_contiguous for a in arrays + outs) or not self.shape
+        if flat:
+            arrays, outs = [a.reshape(-1) for a in arrays], [o.reshape(-1) for o in outs]
+        fn = _compiled(self.source(flat))
+        scalars = list(args[ni:ni + ns])
+        casts = [getattr(np, "bool_" if d == "bool" else d) for d in self.scalar_dtypes]
+        if any(isinstance(s, HostScalar) for s in scalars):
+            def run():
+                fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)], *outs)
+            return run
+        fixed = [c(s) for c, s in zip(casts, scalars)]
+        return lambda: fn(*arrays, *fixed, *outs)
+
+
+def _view(operand, shape) -> np.ndarray:
+    buffer, oshape, strides, offset = operand
+    if strides is None:
+        return out_view(buffer, shape) if offset == 0 else read((buffer, shape, None, offset))
+    return strided_view(buffer, shape, strides, offset)
+
+
+def _compiled(source: str):
+    """The numba function for `source`, from this process's cache, the disk cache, or compiled."""
+    fn = _COMPILED.get(source)
+    if fn is not None:
+        return fn
+    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"fused_{digest}.py")
+    if not os.path.exists(path):
+        text = ("# generated by needle.compile.fusion_cpu; numba caches its machine code beside this file\n"
+                "import numba\nimport numpy as np\n" + _EXPR_IMPORTS + "\n\n"
+                "@numba.njit(cache=True, error_model='numpy', nogil=True)\n" + source)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)  # atomic: a concurrent process sees the whole file or none
+    name = f"needle_fused_{digest}"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    fn = _COMPILED[source] = module.kernel
+    return fn
