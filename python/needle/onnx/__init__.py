@@ -26,7 +26,9 @@ Modules, one idea each:
 * `graph`      the ONNX graph under construction (names, initializers, batch-size tensors)
 * `ops_table`  needle op -> ONNX nodes, one table
 * `exporter`   the walk: leaves become inputs/initializers, nodes go through the table
-* `checkpoint` `needle export CHECKPOINT --out model.onnx`: a `needle train` checkpoint to ONNX
+
+(`needle export CHECKPOINT --out model.onnx`, a `needle train` checkpoint to ONNX, is
+needle.train.export.)
 """
 from __future__ import annotations
 

@@ -376,7 +376,7 @@ def _build(recipe, args: argparse.Namespace, comm):
     task = recipe.build(args)
     if comm is None:
         return task, None
-    from ..distributed.training import shard_sampler
+    from .distributed import shard_sampler
 
     return task, shard_sampler(task, comm, args.seed)
 
@@ -395,7 +395,7 @@ def train(args: argparse.Namespace) -> int:
     np.random.seed(args.seed)  # every rank alike: same initial weights, same dropout draws
     task, sampler = _agreed(comm, lambda: _build(recipe, args, comm))
     if comm is not None:
-        from ..distributed.training import DistributedTask
+        from .distributed import DistributedTask
 
         task = DistributedTask(task, sampler, comm)  # a collective: every rank now holds rank 0's weights
     task.compiled = not args.no_compile
@@ -447,12 +447,12 @@ def train(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    """Run `needle export` (the work is in needle.onnx.checkpoint); returns the exit status."""
+    """Run `needle export` (the work is in needle.train.export); returns the exit status."""
     from ..serialization import WriteError
 
     _check_output_file("--out", args.out)
     try:
-        from ..onnx.checkpoint import export_checkpoint
+        from .export import export_checkpoint
 
         summary = export_checkpoint(args.checkpoint, args.out)
     except ImportError as err:  # no onnx: one line naming the extra to install
