@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import Tensor, array_api
-from ..nn.nn_basic import Module, Parameter, _named_tensors
+from ..nn.nn_basic import Module
 from .comm import Communicator, communicator
 
 __all__ = ["DistributedDataParallel", "broadcast_from_rank0"]
@@ -206,7 +206,7 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = broadcast_buffers
         self._comm = communicator() if comm is None else comm
         params = module.parameters()
-        buffers = [t for _, t in _named_tensors(module.__dict__, "") if not isinstance(t, Parameter)]
+        buffers = module.buffers()
         self._plan = _Plan(params, buffers, bucket_mb * 2 ** 20)
         broadcast_from_rank0(params + buffers, self._comm, bucket_mb)
         self._sync_enabled = True

@@ -75,7 +75,32 @@ class Module:
         return _unpack_params(self.__dict__)
 
     def named_parameters(self) -> List[Tuple[str, Tensor]]:
+        """(dotted name, Parameter) pairs; a shared Parameter once, under its first name."""
         return _named_params(self.__dict__)
+
+    def named_buffers(self, remove_duplicate: bool = True) -> List[Tuple[str, Tensor]]:
+        """(dotted name, tensor) for every tensor of this module and its children that is not a
+        Parameter (BatchNorm's running statistics, ...), in attribute order, as PyTorch's
+        named_buffers: a tensor held under several names is listed once, under its first
+        name, unless remove_duplicate=False. Any Tensor attribute counts (no registration)."""
+        seen = set()
+        named = []
+        for name, t in self.named_tensors():
+            if isinstance(t, Parameter) or (remove_duplicate and id(t) in seen):
+                continue
+            seen.add(id(t))
+            named.append((name, t))
+        return named
+
+    def buffers(self) -> List[Tensor]:
+        """The tensors of named_buffers()."""
+        return [t for _, t in self.named_buffers()]
+
+    def named_tensors(self) -> List[Tuple[str, Tensor]]:
+        """(dotted name, tensor) for every tensor of this module and its children, parameters and
+        buffers, in attribute order: the entries of state_dict(). A tensor held under several
+        names is listed under each."""
+        return list(_named_tensors(self.__dict__, ""))
 
     def _children(self) -> List["Module"]:
         return _child_modules(self.__dict__)
@@ -98,11 +123,11 @@ class Module:
         A snapshot: each entry is a copy, so training on (which updates the parameters in
         place) does not change a state dict taken earlier (PyTorch's entries alias instead).
         """
-        return {name: _snapshot(t) for name, t in _named_tensors(self.__dict__, "")}
+        return {name: _snapshot(t) for name, t in self.named_tensors()}
 
     def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
         """Copy tensors in by name. Every key and shape is checked before anything changes."""
-        own = dict(_named_tensors(self.__dict__, ""))
+        own = dict(self.named_tensors())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
@@ -141,7 +166,7 @@ class Module:
                 device = arg
             else:
                 dtype = arg
-        for _, t in _named_tensors(self.__dict__, ""):
+        for _, t in self.named_tensors():
             moved = t.to(device=device, dtype=dtype if array_api.is_floating(t.dtype) else None)
             if moved is not t:
                 # the tensor itself takes the new data: dtype may change, unlike through .data

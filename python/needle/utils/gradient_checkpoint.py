@@ -45,7 +45,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from ..autograd import Tensor, TensorOp, array_api, enable_grad, find_topo_sort, is_grad_enabled, no_grad
-from ..nn.nn_basic import Module, Parameter, _named_tensors
+from ..nn.nn_basic import Module
 
 __all__ = ["checkpoint", "Checkpoint"]
 
@@ -156,6 +156,5 @@ def checkpoint(fn: Callable[..., Tensor], *inputs: Tensor, params: Optional[Sequ
     params = list(params)
     if not is_grad_enabled() or not any(t.requires_grad for t in list(inputs) + params):
         return fn(*inputs)
-    buffers = [] if owner is None else [t for _, t in _named_tensors(owner.__dict__, "")
-                                        if not isinstance(t, Parameter)]
+    buffers = [] if owner is None else owner.buffers()
     return Checkpoint(fn, len(inputs), buffers)(*inputs, *params)
