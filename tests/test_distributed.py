@@ -221,6 +221,28 @@ def test_sampler_refuses_more_ranks_than_samples():
         DistributedSampler(10, 2, 2)
 
 
+def test_distributed_sampler_reads_world_size_and_rank_from_the_job(monkeypatch):
+    """needle.data's sampler is told its rank; needle.distributed's defaults to the job's."""
+    from needle import distributed as dist
+    from needle.distributed import comm
+
+    class Job:  # what init() would hold: rank 1 of 3
+        rank, size = 1, 3
+
+    with pytest.raises(TypeError):
+        DistributedSampler(10)  # the data layer knows nothing of MPI
+    monkeypatch.setattr(comm, "_COMM", None)
+    with pytest.raises(RuntimeError, match="init"):
+        dist.DistributedSampler(10)
+    monkeypatch.setattr(comm, "_COMM", Job())
+    sampler = dist.DistributedSampler(10, seed=5, drop_last=True)
+    assert isinstance(sampler, DistributedSampler)
+    assert (sampler.num_replicas, sampler.rank, len(sampler)) == (3, 1, 3)
+    # rank 1's share of one seeded ordering: positions 1, 4, 7 of it (the tail of 10 = 3 * 3 + 1 dropped)
+    np.testing.assert_array_equal(sampler.indices(), np.random.RandomState(5).permutation(10)[1:9:3])
+    assert dist.DistributedSampler(10, 2, 0).num_replicas == 2  # given values win
+
+
 def test_dataloader_follows_its_sampler():
     X = np.arange(22, dtype=np.float32).reshape(11, 2)
     sampler = DistributedSampler(11, 2, 1, seed=4)

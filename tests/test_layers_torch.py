@@ -182,6 +182,35 @@ def test_batch_norm_updates_running_statistics_like_torch(shape):
     close(var, tvar)
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 4, 2)])
+def test_batch_norm_course_rule_keeps_the_biased_variance(shape):
+    """unbiased_running_var=False (the course's BatchNorm1d): the running variance moves toward
+    the *biased* batch variance; nn.BatchNorm1d/2d are that function."""
+    a = rand(*shape, seed=9)
+    axes = (0,) + tuple(range(2, len(shape)))
+    start_mean, start_var = rand(3, seed=10), np.abs(rand(3, seed=11)) + 1
+    mean, var = nd(start_mean, requires_grad=False), nd(start_var, requires_grad=False)
+    F.batch_norm(nd(a), mean, var, training=True, momentum=0.3, unbiased_running_var=False)
+    np.testing.assert_allclose(mean.numpy(), 0.7 * start_mean + 0.3 * a.mean(axis=axes), rtol=1e-12)
+    np.testing.assert_allclose(var.numpy(), 0.7 * start_var + 0.3 * a.var(axis=axes), rtol=1e-12)  # ddof=0
+    layer = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(3, momentum=0.3, dtype="float64")
+    out = layer(nd(a))
+    np.testing.assert_allclose(layer.running_var.numpy(), 0.7 + 0.3 * a.var(axis=axes), rtol=1e-12)
+    expected = (a - a.mean(axis=axes, keepdims=True)) / np.sqrt(a.var(axis=axes, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_of_one_row_needs_the_course_rule():
+    """One value per channel has no unbiased variance (PyTorch refuses it); the biased one is 0."""
+    row = nd(rand(1, 3, seed=12))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        F.batch_norm(row, None, None, training=True)
+    var = nd(np.ones(3), requires_grad=False)
+    out = F.batch_norm(row, None, var, training=True, momentum=0.5, unbiased_running_var=False)
+    np.testing.assert_array_equal(out.numpy(), np.zeros((1, 3)))  # x - mean is 0: only the bias (0) is left
+    np.testing.assert_allclose(var.numpy(), np.full(3, 0.5), rtol=0)
+
+
 def test_one_hot_like_torch():
     y = np.array([[0, 3], [2, 2]])
     for kw in ({}, dict(num_classes=6)):

@@ -432,9 +432,9 @@ def test_cli_export_empty_out_is_refused(toy_checkpoint):
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="no /proc here")
 def test_cli_export_out_where_no_file_can_be_made_is_refused_before_work(toy_checkpoint, monkeypatch):
-    import needle.onnx.checkpoint
+    import needle.train.export
 
-    monkeypatch.setattr(needle.onnx.checkpoint, "export_checkpoint",
+    monkeypatch.setattr(needle.train.export, "export_checkpoint",
                         lambda *a, **k: pytest.fail("exported although --out cannot be written"))
     rc, _, err = quiet_main("export", toy_checkpoint, "--out", "/proc/model.onnx")
     assert rc == 2 and err.count("\n") == 1 and err.startswith("needle: error: --out /proc/model.onnx"), err

@@ -105,6 +105,34 @@ def test_module_to_and_zero_grad():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_named_buffers_and_named_tensors():
+    """named_buffers()/buffers(): the tensors that are not Parameters, a shared one once (PyTorch's
+    default); named_tensors(): parameters and buffers, every name, the state dict's entries."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm1d(2)
+            self.alias = self.norm.running_mean  # the same tensor under a second name
+
+    model = nn.Sequential(nn.Linear(3, 2), Tied())
+    bn = model.modules[1].norm
+    names = [name for name, _ in model.named_buffers()]
+    assert names == ["modules.1.norm.running_mean", "modules.1.norm.running_var"]
+    buffers = model.buffers()
+    assert len(buffers) == 2 and buffers[0] is bn.running_mean and buffers[1] is bn.running_var
+    everything = model.named_buffers(remove_duplicate=False)
+    assert [name for name, _ in everything] == names + ["modules.1.alias"] and everything[2][1] is bn.running_mean
+    assert not any(isinstance(t, nn.Parameter) for t in model.buffers())
+
+    tensors = model.named_tensors()
+    assert [name for name, _ in tensors] == list(model.state_dict())
+    assert [name for name, _ in tensors] == ["modules.0.weight", "modules.0.bias", "modules.1.norm.weight",
+                                             "modules.1.norm.bias", "modules.1.norm.running_mean",
+                                             "modules.1.norm.running_var", "modules.1.alias"]
+    by_name = dict(tensors)
+    assert by_name["modules.0.weight"] is model.modules[0].weight and by_name["modules.1.alias"] is bn.running_mean
+
+
 def test_torch_style_factories_infer_dtypes_like_torch():
     for data in ([1, 2], [1.5, 2], [True, False], [[1, 2], [3, 4]], np.zeros(2), np.zeros(2, np.float32),
                  np.arange(3)):

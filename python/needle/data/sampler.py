@@ -13,10 +13,13 @@ floor(n / world_size) samples and a few samples are skipped each epoch.
 
 Equal shard sizes are what keep the ranks in step: every rank makes the same number
 of batches, of the same sizes, so every rank joins every gradient allreduce.
+
+This class takes the world size and the rank as arguments; `needle.distributed`'s
+DistributedSampler is the same class with both defaulting to the MPI job's.
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 
@@ -28,7 +31,8 @@ class DistributedSampler:
 
     Args:
         dataset: anything with len() (or the size itself, an int).
-        num_replicas, rank: the world size and this rank (default: needle.distributed's).
+        num_replicas, rank: the world size and this rank (needle.distributed.DistributedSampler
+            reads them from the MPI job).
         shuffle: a new seed-derived order every epoch; False keeps 0..n-1 in order.
         seed: the same on every rank.
         drop_last: drop the tail instead of padding it.
@@ -38,13 +42,8 @@ class DistributedSampler:
     Call `set_epoch(epoch)` before each epoch, as with PyTorch's.
     """
 
-    def __init__(self, dataset, num_replicas: Optional[int] = None, rank: Optional[int] = None,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        if num_replicas is None or rank is None:
-            from ..distributed import comm
-
-            num_replicas = comm.world_size() if num_replicas is None else num_replicas
-            rank = comm.rank() if rank is None else rank
+    def __init__(self, dataset, num_replicas: int, rank: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False):
         size = dataset if isinstance(dataset, (int, np.integer)) else len(dataset)
         if num_replicas < 1:
             raise ValueError(f"DistributedSampler: num_replicas must be at least 1, got {num_replicas}")

@@ -56,10 +56,10 @@ Failures: a rank that raises aborts the whole job (`MPI_Abort` from an excepthoo
 others; either way mpiexec exits with a non-zero status instead of leaving the other
 ranks waiting forever in their next allreduce.
 """
-from ..data.sampler import DistributedSampler
 from .comm import Communicator, abort, communicator, init, is_initialized, launched_by_mpi, mpi_available, rank, \
     world_size
 from .ddp import DistributedDataParallel, broadcast_from_rank0
+from .sampler import DistributedSampler
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "communicator", "abort", "launched_by_mpi",
            "mpi_available", "Communicator", "DistributedDataParallel", "DistributedSampler", "broadcast_from_rank0"]

@@ -7,24 +7,18 @@
         loss.backward()                       # ... and .grad <- the mean over the ranks, in place
         opt.step()                            # same gradients, same step: replicas stay equal
 
-As in PyTorch, `loss.backward()` averages the gradients itself: each parameter has a
-post-accumulate-grad hook, and the first one to fire in a backward pass queues the
-averaging to run once that pass has finished (`autograd.queue_callback`, PyTorch's
-mechanism too), so a PyTorch-style loop keeps the replicas identical with no extra call.
+As in PyTorch, `loss.backward()` averages the gradients itself, once the backward pass
+has finished, so a PyTorch-style loop keeps the replicas identical with no extra call.
 `ddp.sync_gradients()` stays for manual use and does nothing when the backward already
 averaged; `with ddp.no_sync():` skips the averaging (for gradient accumulation, as in
 PyTorch: the next backward outside it averages what was accumulated). Communication does
 not overlap the backward pass (PyTorch's DDP starts each bucket's allreduce as soon as its
 gradients are ready); on the CPUs needle runs on, both compete for the same cores anyway.
 
-Gradients travel in buckets: consecutive parameters of one device and dtype are
-packed into one flat host buffer of up to `bucket_mb` MiB (25 by default, PyTorch's
-bucket_cap_mb), reduced with one `Allreduce` and unpacked, so a model with hundreds of
-parameters makes a few large calls instead of hundreds of small ones (each MPI call
-has a fixed latency). The packing, the allreduce and the unpacking run as one
-`array_api.host_call` whose arguments are the gradient buffers, so inside a compiled
-step (`ndl.compile`) the recorded program repeats them on every replay, on the
-buffers that replay's backward wrote.
+Gradients travel in buckets of up to `bucket_mb` MiB (25 by default, PyTorch's
+bucket_cap_mb): a few large allreduces instead of one per parameter. The averaging also
+runs inside a compiled step (`ndl.compile`), on every replay. (How: docs/architecture.md,
+"Data-parallel training".)
 
 BatchNorm: each rank normalises with the statistics of its own batch (PyTorch's DDP
 without SyncBatchNorm), so a BatchNorm model trained on 2 ranks with batch b is not the
@@ -44,7 +38,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import Tensor, array_api
-from ..nn.nn_basic import Module, Parameter, _named_tensors
+from ..nn.nn_basic import Module
 from .comm import Communicator, communicator
 
 __all__ = ["DistributedDataParallel", "broadcast_from_rank0"]
@@ -206,7 +200,7 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = broadcast_buffers
         self._comm = communicator() if comm is None else comm
         params = module.parameters()
-        buffers = [t for _, t in _named_tensors(module.__dict__, "") if not isinstance(t, Parameter)]
+        buffers = module.buffers()
         self._plan = _Plan(params, buffers, bucket_mb * 2 ** 20)
         broadcast_from_rank0(params + buffers, self._comm, bucket_mb)
         self._sync_enabled = True

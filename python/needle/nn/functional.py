@@ -136,10 +136,12 @@ def relu(input: Tensor) -> Tensor:
 
 
 def tanh(input: Tensor) -> Tensor:
+    """tanh elementwise."""
     return ops.tanh(input)
 
 
 def sigmoid(input: Tensor) -> Tensor:
+    """1 / (1 + exp(-x)) elementwise, accurate in both tails (ops.sigmoid)."""
     return ops.sigmoid(input)
 
 
@@ -226,13 +228,15 @@ def _channels_back(y: Tensor, moved_shape: tuple, ndim: int) -> Tensor:
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+               momentum: float = 0.1, eps: float = 1e-5, *, unbiased_running_var: bool = True) -> Tensor:
     """Batch normalisation over the channel axis 1 of (N, C) or (N, C, *) input, as PyTorch's.
 
     Training: normalise with the batch's mean and biased variance, and update the running
-    statistics in place (when given) with the batch's mean and *unbiased* variance (PyTorch's;
-    needle's BatchNorm1d module keeps the course's biased one). Evaluation: normalise with the
-    running statistics. weight and bias (C,) default to 1 and 0.
+    statistics in place (when given) as running <- (1 - momentum) running + momentum batch,
+    with the batch's mean and its *unbiased* variance (PyTorch's rule; it needs more than one
+    value per channel). unbiased_running_var=False keeps the biased variance instead (the
+    course's BatchNorm1d, which nn.BatchNorm1d/2d follow; any batch size). Evaluation:
+    normalise with the running statistics. weight and bias (C,) default to 1 and 0.
     """
     _float(input, "batch_norm")
     if input.ndim < 2:
@@ -249,11 +253,12 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     weight = init.ones(channels, device=input.device, dtype=input.dtype) if weight is None else weight
     bias = init.zeros(channels, device=input.device, dtype=input.dtype) if bias is None else bias
     if training:
-        if count < 2:
+        if count < 2 and unbiased_running_var:
             raise ValueError(f"batch_norm: training needs more than one value per channel, got input {input.shape}")
         out, mean, var = ops.batch_norm(rows, weight, bias, eps)
-        for running, batch in ((running_mean, mean.data), (running_var, var.data * (count / (count - 1)))):
-            if running is not None:  # in place and outside the graph, as BatchNorm1d's
+        batch_var = var.data * (count / (count - 1)) if unbiased_running_var else var.data
+        for running, batch in ((running_mean, mean.data), (running_var, batch_var)):
+            if running is not None:  # in place and outside the graph, in the running statistic's dtype
                 running.copy_(running.data * (1 - momentum) + batch * momentum)
     else:
         shape = rows.shape

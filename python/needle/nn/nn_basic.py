@@ -6,6 +6,8 @@ from typing import Any, Dict, Iterator, List, Tuple
 from needle import init, ops
 from needle.autograd import Tensor, array_api, no_grad, registered_devices
 
+from . import functional as F
+
 __all__ = ["Parameter", "Module", "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sequential", "SoftmaxLoss",
            "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual"]
 
@@ -73,7 +75,32 @@ class Module:
         return _unpack_params(self.__dict__)
 
     def named_parameters(self) -> List[Tuple[str, Tensor]]:
+        """(dotted name, Parameter) pairs; a shared Parameter once, under its first name."""
         return _named_params(self.__dict__)
+
+    def named_buffers(self, remove_duplicate: bool = True) -> List[Tuple[str, Tensor]]:
+        """(dotted name, tensor) for every tensor of this module and its children that is not a
+        Parameter (BatchNorm's running statistics, ...), in attribute order, as PyTorch's
+        named_buffers: a tensor held under several names is listed once, under its first
+        name, unless remove_duplicate=False. Any Tensor attribute counts (no registration)."""
+        seen = set()
+        named = []
+        for name, t in self.named_tensors():
+            if isinstance(t, Parameter) or (remove_duplicate and id(t) in seen):
+                continue
+            seen.add(id(t))
+            named.append((name, t))
+        return named
+
+    def buffers(self) -> List[Tensor]:
+        """The tensors of named_buffers()."""
+        return [t for _, t in self.named_buffers()]
+
+    def named_tensors(self) -> List[Tuple[str, Tensor]]:
+        """(dotted name, tensor) for every tensor of this module and its children, parameters and
+        buffers, in attribute order: the entries of state_dict(). A tensor held under several
+        names is listed under each."""
+        return list(_named_tensors(self.__dict__, ""))
 
     def _children(self) -> List["Module"]:
         return _child_modules(self.__dict__)
@@ -96,11 +123,11 @@ class Module:
         A snapshot: each entry is a copy, so training on (which updates the parameters in
         place) does not change a state dict taken earlier (PyTorch's entries alias instead).
         """
-        return {name: _snapshot(t) for name, t in _named_tensors(self.__dict__, "")}
+        return {name: _snapshot(t) for name, t in self.named_tensors()}
 
     def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
         """Copy tensors in by name. Every key and shape is checked before anything changes."""
-        own = dict(_named_tensors(self.__dict__, ""))
+        own = dict(self.named_tensors())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
@@ -139,7 +166,7 @@ class Module:
                 device = arg
             else:
                 dtype = arg
-        for _, t in _named_tensors(self.__dict__, ""):
+        for _, t in self.named_tensors():
             moved = t.to(device=device, dtype=dtype if array_api.is_floating(t.dtype) else None)
             if moved is not t:
                 # the tensor itself takes the new data: dtype may change, unlike through .data
@@ -190,13 +217,17 @@ class Flatten(Module):
 
 
 class ReLU(Module):
+    """max(x, 0) elementwise (needle.nn.functional.relu)."""
+
     def forward(self, x: Tensor) -> Tensor:
-        return ops.relu(x)
+        return F.relu(x)
 
 
 class Tanh(Module):
+    """tanh elementwise (needle.nn.functional.tanh)."""
+
     def forward(self, x: Tensor) -> Tensor:
-        return ops.tanh(x)
+        return F.tanh(x)
 
 
 class Sequential(Module):
@@ -233,13 +264,12 @@ class SoftmaxLoss(Module):
         return -ops.summation(picked) / batch
 
 
-def _row(t: Tensor, shape) -> Tensor:
-    """A (dim,) tensor broadcast over the rows of `shape` (..., dim)."""
-    return t.reshape((1,) * (len(shape) - 1) + (shape[-1],)).broadcast_to(shape)
-
-
 class BatchNorm1d(Module):
-    """Normalise each feature over the batch; x (N, dim). Running statistics use the biased variance."""
+    """Normalise each feature over the batch; x (N, dim) (needle.nn.functional.batch_norm).
+
+    The course's running statistics: running <- (1 - momentum) running + momentum batch,
+    with the batch's *biased* variance (PyTorch's BatchNorm1d uses the unbiased one).
+    """
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
         super().__init__()
@@ -254,19 +284,11 @@ class BatchNorm1d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__}({self.dim}) expects input of shape (N, {self.dim}), got {x.shape}")
-        if self.training:
-            out, mean, var = ops.batch_norm(x, self.weight, self.bias, self.eps)
-            self._moving_average(self.running_mean, mean)
-            self._moving_average(self.running_var, var)
-            return out
-        centered = x - _row(self.running_mean, x.shape)
-        normed = centered / _row((self.running_var + self.eps) ** 0.5, x.shape)
-        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+        return self._normalize(x)
 
-    def _moving_average(self, running: Tensor, batch: Tensor) -> None:
-        """running <- (1 - m) running + m batch, in place and outside the graph, in the running
-        statistic's own dtype (a float64 batch through a float32 layer is cast back)."""
-        running.copy_(running.data * (1 - self.momentum) + batch.data * self.momentum)
+    def _normalize(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=self.training,
+                            momentum=self.momentum, eps=self.eps, unbiased_running_var=False)
 
 
 class BatchNorm2d(BatchNorm1d):
@@ -275,14 +297,11 @@ class BatchNorm2d(BatchNorm1d):
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 4 or x.shape[1] != self.dim:
             raise ValueError(f"BatchNorm2d({self.dim}) expects input of shape (N, {self.dim}, H, W), got {x.shape}")
-        n, c, h, w = x.shape
-        channels_last = x.transpose((1, 2)).transpose((2, 3)).reshape((n * h * w, c))
-        y = super().forward(channels_last).reshape((n, h, w, c))
-        return y.transpose((2, 3)).transpose((1, 2))
+        return self._normalize(x)
 
 
 class LayerNorm1d(Module):
-    """Normalise each row over its last axis (biased variance); x (..., dim)."""
+    """Normalise each row over its last axis (biased variance); x (..., dim) (needle.nn.functional.layer_norm)."""
 
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
         super().__init__()
@@ -294,16 +313,12 @@ class LayerNorm1d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not x.shape or x.shape[-1] != self.dim:
             raise ValueError(f"LayerNorm1d({self.dim}) expects input of shape (..., {self.dim}), got {x.shape}")
-        axis = len(x.shape) - 1
-        mean = ops.summation(x, axes=(axis,), keepdims=True) / self.dim
-        centered = x - mean.broadcast_to(x.shape)
-        var = ops.summation(centered * centered, axes=(axis,), keepdims=True) / self.dim
-        normed = centered / ((var + self.eps) ** 0.5).broadcast_to(x.shape)
-        return _row(self.weight, x.shape) * normed + _row(self.bias, x.shape)
+        return F.layer_norm(x, self.dim, self.weight, self.bias, self.eps)
 
 
 class Dropout(Module):
-    """Training: zero each element with probability p and scale the rest by 1/(1-p)."""
+    """Training: zero each element with probability p and scale the rest by 1/(1-p); identity in
+    evaluation (needle.nn.functional.dropout, numpy's global RNG)."""
 
     def __init__(self, p=0.5):
         super().__init__()
@@ -312,12 +327,7 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0:  # PyTorch too returns the input as it is (and draws nothing)
-            return x
-        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
-        if self.p == 1:
-            return x * mask
-        return x * mask / (1 - self.p)
+        return F.dropout(x, self.p, self.training)
 
 
 class Residual(Module):

@@ -7,14 +7,17 @@ from typing import List, Optional, Tuple
 from needle import init, ops
 from needle.autograd import Tensor
 
+from . import functional as F
 from .nn_basic import Module, Parameter
 
 __all__ = ["Sigmoid", "RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding"]
 
 
 class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise (needle.nn.functional.sigmoid)."""
+
     def forward(self, x: Tensor) -> Tensor:
-        return ops.sigmoid(x)
+        return F.sigmoid(x)
 
 
 def _uniform(*shape, bound, device, dtype) -> Parameter:

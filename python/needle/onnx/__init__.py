@@ -6,19 +6,11 @@
 
 Needs the `onnx` package (`pip install -e ".[onnx]"`); needle itself imports without it.
 
-Which trace. ndl.compile (Step 7) already traces a step, but at the level of the array
-layer's kernels: strided views, in-place writes into planned buffers, fused numba
-loops. ONNX nodes are *operators* (MatMul, Conv, Softmax) on whole tensors, so that
-recording is the wrong level: turning im2col's as_strided windows back into a Conv
-would be decompiling. The level ONNX wants is the one above it, the autograd op graph:
-every op of a forward call on inputs that require grad is a node holding its op
-object and its arguments (Reshape.shape, Conv.stride/padding, Summation.axes). The
-capture reuses that: run the forward pass once in eval mode with the inputs as graph
-leaves and walk `find_topo_sort` of the outputs, mapping each op class to ONNX nodes
-(the table is ops_table.py). What we keep from the compile step's idea: trace once,
-from real example inputs, and refuse loudly what cannot be replayed (here: an op
-without a mapping, a constant computed from the input's data) rather than export a
-graph that silently computes something else.
+The model runs forward once, in eval mode, and its autograd op graph becomes the ONNX
+graph, op by op through one table of mappings. What cannot be replayed is refused with
+an error rather than exported as something else: an op without a mapping, or a
+constant computed from the input's data. (Why the op graph and not ndl.compile's
+recording: docs/architecture.md.)
 
 Modules, one idea each:
 * `trace`      capture a forward call's op graph (eval mode, inputs and buffers as leaves)
@@ -26,7 +18,9 @@ Modules, one idea each:
 * `graph`      the ONNX graph under construction (names, initializers, batch-size tensors)
 * `ops_table`  needle op -> ONNX nodes, one table
 * `exporter`   the walk: leaves become inputs/initializers, nodes go through the table
-* `checkpoint` `needle export CHECKPOINT --out model.onnx`: a `needle train` checkpoint to ONNX
+
+(`needle export CHECKPOINT --out model.onnx`, a `needle train` checkpoint to ONNX, is
+needle.train.export.)
 """
 from __future__ import annotations
 

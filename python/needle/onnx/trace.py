@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..autograd import Tensor, TensorTuple, Value, array_api, enable_grad, find_topo_sort
-from ..nn.nn_basic import Module, _named_tensors
+from ..nn.nn_basic import Module
 from ..ops.indexing import IndexPlan
 
 __all__ = ["Trace", "capture", "as_input_tensor"]
@@ -82,7 +82,7 @@ def _recording(model: Module):
     everything is put back afterwards."""
     modules = [model] + model._children()
     modes = [m.training for m in modules]
-    tensors = [t for _, t in _named_tensors(model.__dict__, "")]
+    tensors = [t for _, t in model.named_tensors()]
     flags = [t.requires_grad for t in tensors]
     model.eval()
     try:
@@ -120,6 +120,6 @@ def capture(model: Module, inputs: Sequence[Tensor]) -> Trace:
     with _recording(model), _noting_index_sources(sources):
         outputs = _flatten(model(*inputs))
     names = {}
-    for name, t in _named_tensors(model.__dict__, ""):
+    for name, t in model.named_tensors():
         names.setdefault(id(t), name)  # a tied tensor keeps its first name, as state_dict lists it
     return Trace(list(inputs), outputs, find_topo_sort(outputs), sources, names)

@@ -66,3 +66,20 @@ def constant(data) -> Tensor:
 
 def size_of(shape) -> int:
     return math.prod(shape)
+
+
+def sum_to_shape(x: Tensor, shape: tuple) -> Tensor:
+    """Undo broadcasting: sum x over the axes that broadcasting to x.shape created.
+
+    BroadcastTo's gradient (and matmul's for batched operands). Written with the Tensor
+    methods `sum` and `reshape`, so that ops/shape.py needs no import of ops/reduction.py
+    (which builds on shape.py).
+    """
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    if axes:
+        x = x.sum(axes)
+    return x.reshape(shape)

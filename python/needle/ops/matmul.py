@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..autograd import TensorOp, array_api
-from ._helpers import require_tensor
-from .reduction import sum_to_shape
+from ._helpers import require_tensor, sum_to_shape
 from .shape import reshape, transpose
 
 __all__ = ["MatMul", "matmul"]

@@ -18,24 +18,14 @@ from __future__ import annotations
 import math
 
 from ..autograd import Tensor, TensorOp, array_api
-from ._helpers import axis_index, constant, inverse_permutation, normalize_axes, reduced_axes, require_tensor, size_of
+from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
+    axis_index, constant, inverse_permutation, normalize_axes, reduced_axes, require_tensor, size_of, sum_to_shape,
+)
 from .elementwise import exp, where
 from .shape import broadcast_to, reshape
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
            "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes"]
-
-
-def sum_to_shape(x: Tensor, shape: tuple) -> Tensor:
-    """Undo broadcasting: sum x over the axes that broadcasting to x.shape created."""
-    shape = tuple(shape)
-    if x.shape == shape:
-        return x
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
-    if axes:
-        x = summation(x, axes)
-    return reshape(x, shape)
 
 
 def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ..autograd import TensorOp, TensorTuple, TensorTupleOp, array_api
-from ._helpers import axis_index, inverse_permutation, normalize_axes, require_tensor, size_of
+from ._helpers import axis_index, inverse_permutation, normalize_axes, require_tensor, size_of, sum_to_shape
 from .tuple_ops import make_tuple
 
 __all__ = [
@@ -148,7 +148,7 @@ class BroadcastTo(TensorOp):
         return array_api.broadcast_to(a, self.shape)
 
     def gradient(self, out_grad, node):
-        return _reduction.sum_to_shape(out_grad, node.inputs[0].shape)
+        return sum_to_shape(out_grad, node.inputs[0].shape)
 
 
 def broadcast_to(a, shape):
@@ -312,7 +312,3 @@ class UnDilate(_DilationOp):
 def undilate(a, axes, dilation):
     return UnDilate(axes, dilation)(a)
 
-
-# BroadcastTo's gradient sums with the reduction ops, which reshape and broadcast with
-# the ops above: the reference goes this way round, once both modules exist.
-from . import reduction as _reduction  # noqa: E402

@@ -4,7 +4,11 @@
 * `loop`        fit(): the epoch loop: progress, history, checkpoints after every epoch, bit-exact resume
 * `checkpoint`  model + optimizer + RNG state in one checksummed safetensors file
 * `recipes`     what `needle train` can train, each declared once with its defaults
-* `cli`         the command line, which checks every argument before any work
+* `cli`         the command line (`needle`, `python -m needle`): the parser and main()
+* `checks`      every argument checked before any work (UsageError, exit status 2)
+* `run`         running a parsed `needle train` / `needle export` command
+* `distributed` `needle train --distributed`: a recipe's task trained data-parallel over MPI
+* `export`      `needle export`: a checkpoint's model rebuilt and written as ONNX
 """
 from .epoch import EpochStats, classification_epoch, language_model_epoch
 from .loop import NonFiniteLoss, TrainingInterrupted, TrainingStopped, fit

@@ -104,7 +104,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     inf; both carry the summary of the epochs finished before.
 
     Besides model, train_epoch, evaluate, train_batches and description, a task may
-    define (as needle.distributed.training.DistributedTask does): `set_epoch(e)`, called
+    define (as needle.train.distributed.DistributedTask does): `set_epoch(e)`, called
     before training epoch e; `restore(checkpoint, optimizer, config) -> metadata`, how a
     resumed run gets its state (default: check_resume and load_checkpoint); and
     `writes_files` (default True; False: this process writes no checkpoint).

@@ -14,15 +14,10 @@ the incoming gradient through that recomputed graph. Peak memory goes from all
 blocks' activations to one block's plus the block boundaries; the price is a second
 forward of each block (about a third more compute for a step).
 
-The op and its inputs. `Checkpoint` is one node of the outer graph whose inputs are
-fn's tensor inputs *and* the parameters fn uses. That is how the parameters get their
-gradients: needle's backward writes a leaf's `.grad` once, from the sum of the partial
-gradients it collected, so a gradient written into `p.grad` during the recomputation
-would be overwritten (or would overwrite). Instead the op's gradient returns the
-parameters' gradients as the partials of those inputs, and the outer backward sums
-and stores them like any other. The parameters are fn's own when fn is a Module (or a
-bound method of one); otherwise pass them as `params=`. A tensor that requires grad
-and that fn reaches some other way is an error, not a silently missing gradient.
+Parameters. The parameters fn uses get their gradients through the checkpoint: they
+are fn's own when fn is a Module (or a bound method of one); otherwise pass them as
+`params=`. A tensor that requires grad and that fn reaches some other way is an error,
+not a silently missing gradient. (How: docs/architecture.md, "Gradient checkpointing".)
 
 Exactness. The recomputation is the same kernels on the same inputs, so activations,
 and hence gradients, equal the plain run's bit for bit. Random draws are replayed:
@@ -45,7 +40,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from ..autograd import Tensor, TensorOp, array_api, enable_grad, find_topo_sort, is_grad_enabled, no_grad
-from ..nn.nn_basic import Module, Parameter, _named_tensors
+from ..nn.nn_basic import Module
 
 __all__ = ["checkpoint", "Checkpoint"]
 
@@ -156,6 +151,5 @@ def checkpoint(fn: Callable[..., Tensor], *inputs: Tensor, params: Optional[Sequ
     params = list(params)
     if not is_grad_enabled() or not any(t.requires_grad for t in list(inputs) + params):
         return fn(*inputs)
-    buffers = [] if owner is None else [t for _, t in _named_tensors(owner.__dict__, "")
-                                        if not isinstance(t, Parameter)]
+    buffers = [] if owner is None else owner.buffers()
     return Checkpoint(fn, len(inputs), buffers)(*inputs, *params)

@@ -16,10 +16,10 @@ import numpy as np
 
 from ..models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
 from ..nn import Module
+from ..onnx import OPSET, export, require_onnx
 from ..serialization import read_safetensors, verify_digest
-from ..train.checkpoint import read_checkpoint_meta
-from ..train.loop import checkpoint_path
-from . import OPSET, export, require_onnx
+from .checkpoint import read_checkpoint_meta
+from .loop import checkpoint_path
 
 __all__ = ["ExportSpec", "RECIPE_EXPORTS", "export_checkpoint"]
 

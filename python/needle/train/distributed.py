@@ -20,8 +20,11 @@ import numpy as np
 
 from ..data import DataLoader
 from ..data.sampler import DistributedSampler
-from .comm import Communicator
-from .ddp import DistributedDataParallel, broadcast_from_rank0
+from ..distributed.comm import Communicator
+from ..distributed.ddp import DistributedDataParallel, broadcast_from_rank0
+from .checkpoint import join_optimizer_state, load_checkpoint, split_optimizer_state
+from .epoch import EpochStats, classification_epoch
+from .loop import check_resume
 
 __all__ = ["DistributedTask", "shard_sampler"]
 
@@ -69,8 +72,6 @@ class DistributedTask:
         self.sampler.set_epoch(epoch)
 
     def train_epoch(self, opt, on_batch: Optional[Callable] = None):
-        from ..train.epoch import EpochStats, classification_epoch
-
         local = classification_epoch(self.train_loader, self.ddp, self.task.loss_fn, opt, on_batch=on_batch,
                                      compiled=self.task.compiled, fuse=True, sync=self._sync)
         totals = np.array([local.correct, local.loss_sum, local.count], dtype=np.float64)
@@ -79,17 +80,12 @@ class DistributedTask:
                           batches=local.batches)
 
     def evaluate(self):
-        from ..train.epoch import EpochStats
-
         # the other ranks hold the same weights and would compute the same numbers
         return self.task.evaluate() if self.comm.rank == 0 else EpochStats()
 
     def restore(self, checkpoint: str, optimizer, config: Dict[str, Any]) -> Dict[str, Any]:
         """Rank 0 reads `checkpoint`; every rank gets the model, optimizer and RNG state and the
         metadata. ValueError on every rank if rank 0 could not read it."""
-        from ..train.checkpoint import join_optimizer_state, load_checkpoint, split_optimizer_state
-        from ..train.loop import check_resume
-
         payload: Any = None
         if self.comm.rank == 0:
             try:
