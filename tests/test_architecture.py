@@ -189,3 +189,14 @@ def test_shape_and_reduction_ops_do_not_import_each_other():
     assert "needle.ops.shape" in ops["needle.ops.reduction"]
     for component in cycles(ops):
         assert not {"needle.ops.shape", "needle.ops.reduction"} <= component, component
+
+
+def test_the_compiler_modules_form_no_loop():
+    """compile/program.py lowers a recording and imports fusion.py for one pass; fusion.py and
+    its code generators build on the recording module, never on program.py."""
+    graph = module_graph()
+    compile_modules = {m: {t for t in targets if t.startswith("needle.compile.")}
+                       for m, targets in graph.items() if m.startswith("needle.compile.")}
+    assert cycles(compile_modules) == []
+    for generator in ("needle.compile.fusion", "needle.compile.fusion_cpu", "needle.compile.fusion_cuda"):
+        assert "needle.compile.program" not in compile_modules[generator], generator
