@@ -462,17 +462,18 @@ class Adam(Optimizer):
                 self._update(group)
 
     def _update(self, group: ParamGroup) -> None:
-        s = group.scalars
         for p in group["params"]:
-            if p.grad is None:
-                continue
-            d = self._grad(p, group)
-            m, v = self._state(self.m, p), self._state(self.v, p)
-            m.copy_(m * s["beta1"] + d * s["one_minus_beta1"])
-            v.copy_(v * s["beta2"] + d * d * s["one_minus_beta2"])
-            m_hat = m / s["bias1"]
-            v_hat = v / s["bias2"]
-            p.copy_(p.data - m_hat * s["lr"] / (v_hat ** 0.5 + s["eps"]))
+            if p.grad is not None:
+                self._adam(p, self._grad(p, group), group.scalars)
+
+    def _adam(self, p: Tensor, d: Tensor, s: Dict[str, HostScalar]) -> None:
+        """The moments and the step of one parameter for the gradient `d`."""
+        m, v = self._state(self.m, p), self._state(self.v, p)
+        m.copy_(m * s["beta1"] + d * s["one_minus_beta1"])
+        v.copy_(v * s["beta2"] + d * d * s["one_minus_beta2"])
+        m_hat = m / s["bias1"]
+        v_hat = v / s["bias2"]
+        p.copy_(p.data - m_hat * s["lr"] / (v_hat ** 0.5 + s["eps"]))
 
 
 class AdamW(Adam):
@@ -500,14 +501,6 @@ class AdamW(Adam):
             for p in group["params"]:
                 if p.grad is not None:
                     p.copy_(p.data * group.scalars["decay"])
-        s = group.scalars
         for p in group["params"]:
-            if p.grad is None:
-                continue
-            d = p.grad.data  # decoupled: the decay is not added to the gradient
-            m, v = self._state(self.m, p), self._state(self.v, p)
-            m.copy_(m * s["beta1"] + d * s["one_minus_beta1"])
-            v.copy_(v * s["beta2"] + d * d * s["one_minus_beta2"])
-            m_hat = m / s["bias1"]
-            v_hat = v / s["bias2"]
-            p.copy_(p.data - m_hat * s["lr"] / (v_hat ** 0.5 + s["eps"]))
+            if p.grad is not None:  # decoupled: the decay is not added to the gradient
+                self._adam(p, p.grad.data, group.scalars)
