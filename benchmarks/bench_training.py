@@ -681,7 +681,8 @@ def micro_rows(results, tiny: bool) -> List[dict]:
 def print_micro(rows, frameworks, args) -> None:
     print(f"microseconds per forward + sum + backward of one op: {' vs '.join(frameworks)}; "
           f"{args.threads} threads each; median over "
-          f"{args.rounds} round(s) of each child's median of {args.steps} calls{' (--tiny sizes)' if args.tiny else ''}")
+          f"{args.rounds} round(s) of each child's median of {args.steps} calls"
+          f"{' (--tiny sizes)' if args.tiny else ''}")
     print(f"{'op':13s} {'size':22s} {'eager us':>10s} {'compiled us':>12s} {'torch us':>10s} {'eager/torch':>12s} "
           f"{'compiled/torch':>15s}")
     for row in rows:

@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=POSITIVE, default=0.002, help="Adam learning rate of both networks")
     parser.add_argument("--hidden", type=int_at_least(1), default=64, help="discriminator width")
     parser.add_argument("--seed", type=SEED, default=0, help="seed of the samples, the noise and the weights")
-    parser.add_argument("--every", type=int_at_least(0), default=500, help="print the losses every this many steps (0: never)")
+    parser.add_argument("--every", type=int_at_least(0), default=500, help="print the losses every this many "
+                        "steps (0: never)")
     parser.add_argument("--out", default="runs/gan", help="folder for the picture (real vs generated)")
     args = parser.parse_args(argv)
     check_out_dir(parser, "--out", args.out)  # before training, not after it

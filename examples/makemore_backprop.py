@@ -422,7 +422,8 @@ def exercise2(P, T, Xb, Yb, quiet) -> list:
     print("\n== exercise 2: cross-entropy backward in one expression ==")
     loss_fast = cross_entropy(T["logits"].detach(), Yb)
     if not quiet:
-        print(f"loss_fast {loss_fast.item():.12f}  diff from the atomic loss: {loss_fast.item() - T['loss'].item():.3g}")
+        print(f"loss_fast {loss_fast.item():.12f}  diff from the atomic loss: "
+              f"{loss_fast.item() - T['loss'].item():.3g}")
     rows = [cmp("loss (fast)", loss_fast, T["loss"].detach(), verbose=False),
             cmp("logits", cross_entropy_backward(T["logits"], Yb), T["logits"], verbose=False)]
     return compare_table(rows, verbose=not quiet)
@@ -499,18 +500,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     names, where = default_names()
     p.add_argument("--names", type=Path, default=names, help=f"names.txt, one name per line ({where})")
     p.add_argument("--exercise", choices=["1", "2", "3", "4", "all"], default="all", help="which exercise to run")
-    p.add_argument("--steps", type=int_at_least(0), default=200_000, help="exercise 4: training steps (lr 0.1, 0.01 after half)")
+    p.add_argument("--steps", type=int_at_least(0), default=200_000, help="exercise 4: training steps (lr 0.1, "
+                   "0.01 after half)")
     p.add_argument("--batch-size", type=int_at_least(2), default=32,
                    help="minibatch size, at least 2 (BatchNorm divides by n-1)")
-    p.add_argument("--seed", type=int_at_least(0), default=2147483647, help="seed of the parameters, batches and samples")
+    p.add_argument("--seed", type=int_at_least(0), default=2147483647, help="seed of the parameters, batches "
+                   "and samples")
     p.add_argument("--data-seed", type=int, default=DATA_SEED, help="seed of the train/dev/test shuffle")
-    p.add_argument("--hidden", type=int_at_least(1), default=None, help="hidden units (default: 64 for exercises 1-3, 200 for 4)")
+    p.add_argument("--hidden", type=int_at_least(1), default=None, help="hidden units (default: 64 for "
+                   "exercises 1-3, 200 for 4)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="dtype of exercises 1-3 (the gradient comparisons)")
     p.add_argument("--train-dtype", choices=["float32", "float64"], default="float32",
                    help="dtype of exercise 4 (training)")
     p.add_argument("--samples", type=int_at_least(0), default=20, help="exercise 4: names to sample")
-    p.add_argument("--print-every", type=int_at_least(1), default=10_000, help="exercise 4: print the loss every this many steps")
+    p.add_argument("--print-every", type=int_at_least(1), default=10_000, help="exercise 4: print the loss "
+                   "every this many steps")
     p.add_argument("--quiet", action="store_true", help="no comparison tables or progress lines")
     args = p.parse_args(argv)
     # --seed feeds numpy's default_rng (any int >= 0); --data-seed seeds random.Random: any int

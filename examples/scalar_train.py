@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=POSITIVE, default=0.5, help="SGD learning rate")
     parser.add_argument("--n", type=int_at_least(1), default=50, help="number of points")
     parser.add_argument("--seed", type=SEED, default=0, help="seed of the points and the initial weights")
-    parser.add_argument("--log-every", type=int_at_least(1), default=1, metavar="K", help="print every K-th epoch (and the last)")
+    parser.add_argument("--log-every", type=int_at_least(1), default=1, metavar="K", help="print every K-th "
+                        "epoch (and the last)")
     args = parser.parse_args(argv)
 
     done = 0  # epochs finished with a finite loss

@@ -21,16 +21,23 @@ for _p in (str(ROOT), str(ROOT / "apps")):
         sys.path.insert(0, _p)
 
 import mlp_resnet  # noqa: E402
-from apps.models import ResNet9  # noqa: E402
 from models import LanguageModel  # noqa: E402
-from apps.simple_ml import (  # noqa: E402
-    epoch_general_cifar10, epoch_general_ptb, evaluate_cifar10, evaluate_ptb, loss_err, nn_epoch,
-    softmax_loss, train_cifar10, train_ptb,
-)
-from apps import simple_ml_numpy  # noqa: E402
 
 import needle as ndl  # noqa: E402
 import needle.nn as nn  # noqa: E402
+from apps import simple_ml_numpy  # noqa: E402
+from apps.models import ResNet9  # noqa: E402
+from apps.simple_ml import (  # noqa: E402
+    epoch_general_cifar10,
+    epoch_general_ptb,
+    evaluate_cifar10,
+    evaluate_ptb,
+    loss_err,
+    nn_epoch,
+    softmax_loss,
+    train_cifar10,
+    train_ptb,
+)
 
 DEVICE = ndl.cpu()
 

@@ -19,8 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from needle.train import cli, loop as trainer
 from needle.data.toy_datasets import spiral
+from needle.train import cli
+from needle.train import loop as trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

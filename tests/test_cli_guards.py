@@ -177,7 +177,7 @@ def test_help_has_a_line_for_every_flag_and_shows_each_default_once():
             entries[current] = stripped
         elif current and line.startswith(" " * 10):
             entries[current] += " " + stripped
-    for option, entry in entries.items():
+    for entry in entries.values():
         assert entry.count("default") <= 1, entry
     # the recipe-dependent defaults come from the recipes' declarations
     assert f"mlp {recipes.RECIPES['mlp'].defaults['epochs']}" in entries["--epochs"]

@@ -6,9 +6,10 @@ within float rounding with it. Then each way a step can change between calls (sh
 train/eval, learning rate, random draws, running statistics) and each way of misusing
 a compiled function.
 """
+import tracemalloc
+
 import numpy as np
 import pytest
-import tracemalloc
 
 import needle as ndl
 from needle import nn

@@ -11,7 +11,6 @@ import pytest
 import needle as ndl
 from needle import nn
 
-
 # --- the model and the lockstep harness ----------------------------------------------------------
 
 def make_model():
@@ -310,7 +309,7 @@ def test_an_attribute_named_like_a_changing_global_is_no_guard():
     (a, _), (x, y) = twins(), batch()
     opt = ndl.optim.SGD(a.parameters(), lr=0.1)
     step = ndl.compile(optimizer_step_only, max_traces=1)
-    for STEP in range(6):
+    for STEP in range(6):  # noqa: B007  (rebinding the module-level STEP is the point)
         step(a, opt, x, y)
 
 
@@ -398,8 +397,6 @@ def test_turning_momentum_on_after_tracing_traces_again():
 # --- (e) in-place updates of arguments -------------------------------------------------------------
 
 def test_an_argument_updated_in_place_reaches_the_callers_tensor_on_every_call():
-    (a, _), _ = twins(), batch()
-
     def ema(avg, x):
         avg.copy_(avg * 0.5 + x * 0.5)  # in place, as a running average would be
         return avg * 1.0

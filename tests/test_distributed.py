@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import distributed_worker as worker
 import needle as ndl
 from needle import nn
 from needle.data import DataLoader, DistributedSampler, NDArrayDataset
 from needle.distributed import DistributedDataParallel
 from needle.train import cli
-
-import distributed_worker as worker
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -22,8 +22,8 @@ import torch.nn.functional as TF
 import needle as ndl
 import needle.nn as nn
 import needle.nn.functional as F
-from needle import ops
 from layer_cases import CASES, run_case
+from needle import ops
 
 torch.set_num_threads(1)
 

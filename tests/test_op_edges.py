@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 import needle as ndl
+import op_edge_cases as edge
 from needle.backend_ndarray import kernels_cpu_numpy
 from needle.backend_ndarray.device import BackendDevice
 from needle.backend_ndarray.host_buffer import read
-import op_edge_cases as edge
 from op_edge_cases import CASES, DTYPES, Torch, edges, pairs, run_case
 
 # numpy warns of the infs and nans these inputs make on purpose

@@ -101,7 +101,7 @@ def test_sgd_matches_numpy_formula(dtype, momentum, wd):
             np.testing.assert_allclose(p.numpy().reshape(ref.shape), ref, **TOL[dtype])
     if momentum:
         # the stored momentum is the dampened running average
-        for p, (i, u) in zip(model.parameters(), sorted(state.items())):
+        for p, (_, u) in zip(model.parameters(), sorted(state.items())):
             np.testing.assert_allclose(opt.u[p].numpy().reshape(u.shape), u, **TOL[dtype])
             assert opt.u[p].is_leaf() and not opt.u[p].requires_grad  # state holds no graph
 

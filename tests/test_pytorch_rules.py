@@ -113,7 +113,7 @@ def test_the_course_attributes_read_and_set_every_group():
     decay, plain = groups_of(model)
     two = optim.Adam([{"params": decay}, {"params": plain, "lr": 0.5}], lr=0.1)
     with pytest.raises(AttributeError, match="different values"):
-        two.lr
+        _ = two.lr
     two.lr = 0.2
     assert [g["lr"] for g in two.param_groups] == [0.2, 0.2] and two.lr == 0.2
     two.beta1 = 0.8

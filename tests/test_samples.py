@@ -7,7 +7,7 @@ import gzip
 
 import numpy as np
 
-from testenv import DataSource, SAMPLE_DIR, SAMPLE_OVERRIDES, full_data_dir
+from testenv import SAMPLE_DIR, SAMPLE_OVERRIDES, DataSource, full_data_dir
 
 SAMPLE = DataSource("sample", SAMPLE_DIR)
 

@@ -14,8 +14,17 @@ from hypothesis import strategies as st
 import needle.scalar as ns
 from needle.data.toy_datasets import TOY_DATASETS
 from needle.scalar import (
-    Linear, Module, Network, Parameter, Scalar, ScalarFunction, SGD, central_difference, derivative_check,
-    topological_sort, train_scalar_network,
+    SGD,
+    Linear,
+    Module,
+    Network,
+    Parameter,
+    Scalar,
+    ScalarFunction,
+    central_difference,
+    derivative_check,
+    topological_sort,
+    train_scalar_network,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -583,7 +592,7 @@ def test_call_runs_forward_and_errors_are_clear():
     with pytest.raises(AttributeError, match="super"):
         Forgetful()
     with pytest.raises(AttributeError, match="nothing"):
-        Middle().nothing
+        _ = Middle().nothing
 
 
 def test_linear_computes_an_affine_map_and_its_gradients():

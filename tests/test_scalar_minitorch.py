@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 import needle.scalar as ns
 from needle.scalar import (
-    Context, Module, Parameter, Scalar, ScalarFunction, ScalarHistory, backpropagate, central_difference,
+    Context,
+    Module,
+    Parameter,
+    Scalar,
+    ScalarFunction,
+    ScalarHistory,
+    backpropagate,
+    central_difference,
     topological_sort,
 )
 

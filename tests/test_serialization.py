@@ -180,7 +180,7 @@ def test_save_load_round_trip(tmp_path, as_path):
     ndl.save(source.state_dict(), path if as_path else str(path))
     loaded = ndl.load(path if as_path else str(path))
     assert sorted(loaded) == sorted(KEYS)
-    for k, t in loaded.items():
+    for t in loaded.values():
         assert isinstance(t, ndl.Tensor) and not t.requires_grad
         assert t.dtype == "float32"
     assert_same_tensors({k: v.numpy() for k, v in loaded.items()}, tensors_of(source))

@@ -17,10 +17,8 @@ import operator
 import weakref
 from typing import Iterable, List, Optional, Tuple, Union
 
+from .backend_selection import Device, NDArray, array_api, cpu, default_device, get_device, registered_devices  # noqa: F401
 from .dtypes import python_scalar
-from .backend_selection import (  # noqa: F401
-    Device, NDArray, array_api, cpu, default_device, get_device, registered_devices,
-)
 
 __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", "find_topo_sort",
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
@@ -351,7 +349,8 @@ class Tensor(Value):
             try:
                 result = _ops.broadcast_to(result, tuple(self.shape))
             except ValueError:
-                raise ValueError(f"copy_: a source of shape {value.shape} cannot be broadcast to {self.shape}") from None
+                raise ValueError(f"copy_: a source of shape {value.shape} cannot be broadcast to "
+                                 f"{self.shape}") from None
         return self._inplace_ends("copy_", result, tracked, cast=False)
 
     # --- in place (PyTorch's forms; the operators +=, -=, *=, /= and item assignment use them) ---

@@ -18,12 +18,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .primitives import PRIMITIVES
-
 from .dtypes import (  # noqa: F401  (dtype_name and is_floating are array functions too)
-    DEFAULT_FLOAT, FLOAT_DTYPES, HostScalar, division_dtype, dtype_name, is_floating, result_dtype, scalar_dtype,
+    DEFAULT_FLOAT,
+    FLOAT_DTYPES,
+    HostScalar,
+    division_dtype,
+    dtype_name,
+    is_floating,
+    result_dtype,
+    scalar_dtype,
     storage_dtype,
 )
+from .primitives import PRIMITIVES
 
 __all__ = ["Device", "CPUDevice", "UnavailableDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices",
            "get_device", "registered_devices"]

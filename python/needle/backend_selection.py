@@ -13,8 +13,8 @@ BACKEND = os.environ.get("NEEDLE_BACKEND", "nd")
 
 if BACKEND == "nd":
     from . import backend_ndarray as array_api
-    from .backend_ndarray import (  # noqa: F401
-        BackendDevice as Device,
+    from .backend_ndarray import BackendDevice as Device  # noqa: F401
+    from .backend_ndarray import (
         NDArray,
         all_devices,
         cpu,
@@ -28,8 +28,6 @@ elif BACKEND == "np":
     from numpy import ndarray as NDArray  # noqa: F401
 
     from . import backend_numpy as array_api  # noqa: F401
-    from .backend_numpy import (  # noqa: F401
-        Device, all_devices, cpu, cpu_numpy, cuda, default_device, get_device, registered_devices,
-    )
+    from .backend_numpy import Device, all_devices, cpu, cpu_numpy, cuda, default_device, get_device, registered_devices  # noqa: F401
 else:
     raise RuntimeError(f"unknown NEEDLE_BACKEND {BACKEND!r}: use 'nd' or 'np'")

@@ -44,8 +44,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .autograd import Tensor, no_grad
-from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Sequential
 from .nn import functional as F
+from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Sequential
 from .nn.nn_conv import Conv, Conv1d, Conv2d
 from .nn.nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .nn.nn_transformer import AttentionLayer
@@ -127,7 +127,8 @@ def _attention(m: AttentionLayer) -> List[Pair]:
 
 
 _CONVERTERS: List[Tuple[type, Callable[[Any], List[Pair]]]] = [
-    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent), (RNN, _recurrent),
+    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent), (RNN,
+    _recurrent),
     (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (BatchNorm1d, _batch_norm),
     (LayerNorm1d, lambda m: [_same(m.weight, "weight"), _same(m.bias, "bias")]),
     (Embedding, lambda m: [_same(m.weight, "weight")]), (AttentionLayer, _attention),

@@ -13,7 +13,6 @@ import numpy as np
 
 from .autograd import Tensor
 
-
 CHECKSUM_KEY = "needle_sha256"
 _TMP_PREFIX = ".tmp-"
 

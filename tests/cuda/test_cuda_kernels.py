@@ -22,8 +22,8 @@ import pytest
 from needle.backend_ndarray import interface
 from needle.backend_ndarray import kernels_cpu_numpy as REF
 from needle.backend_ndarray import kernels_cuda as GPU
-from needle.primitives import PRIMITIVES
 from needle.dtypes import HostScalar
+from needle.primitives import PRIMITIVES
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nan/inf on purpose
 

@@ -35,7 +35,7 @@ def test_np_mode_per_sample_dataset_is_collated_and_iterators_are_independent():
     loader = ndl.data.DataLoader(samples, batch_size=3)
     pairs = list(zip(loader, loader))
     assert len(pairs) == 3
-    for k, ((xa, ya, da), (xb, yb, db)) in enumerate(pairs):
+    for k, ((xa, ya, da), (xb, _yb, db)) in enumerate(pairs):
         idx = np.arange(3 * k, min(3 * k + 3, 7))
         assert isinstance(xa.cached_data, np.ndarray) and xa.dtype == np.float32 and ya.dtype == np.int64
         assert da["w"].dtype == np.float64  # Tensors keep their dtype

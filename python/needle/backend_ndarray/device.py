@@ -6,11 +6,14 @@ the CLI's `--device` choices all come from this registry.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
 
 from ..dtypes import storage_dtype
+
+if TYPE_CHECKING:
+    from .ndarray import NDArray
 
 __all__ = ["BackendDevice", "register_device", "get_device", "registered_devices", "all_devices", "cpu",
            "cpu_numpy", "cuda", "default_device"]

@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
+from ..primitives import BY_NAME, PRIMITIVES
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
-from ..primitives import BY_NAME, PRIMITIVES
 from .recording import constant_data, host_call, is_recording, validation
 
 __all__ = [
@@ -22,7 +22,8 @@ __all__ = [
     *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
-    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes", "normalize_axes", "host_call",
+    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
+    "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage",
 ]
 

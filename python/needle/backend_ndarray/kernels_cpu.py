@@ -17,10 +17,19 @@ import numba
 import numpy as np
 
 from ..dtypes import HostScalar
-from .interface import elementwise_kernels
 from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
-    Array, class_ids, fill, from_numpy, out_view, read, reduction_blocks, rows_index, strided_view, to_numpy,
+    Array,
+    class_ids,
+    fill,
+    from_numpy,
+    out_view,
+    read,
+    reduction_blocks,
+    rows_index,
+    strided_view,
+    to_numpy,
 )
+from .interface import elementwise_kernels
 
 __device_name__ = "cpu"
 __tile_size__ = 8

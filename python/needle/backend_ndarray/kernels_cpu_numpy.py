@@ -7,10 +7,8 @@ compact `out`; the elementwise ones apply the reference of their row of
 """
 import numpy as np
 
+from .host_buffer import Array, class_ids, fill, from_numpy, read, reduction_blocks, rows_index, strided_view, to_numpy  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
 from .interface import elementwise_kernels
-from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
-    Array, class_ids, fill, from_numpy, read, reduction_blocks, rows_index, strided_view, to_numpy,
-)
 
 __device_name__ = "numpy"
 __tile_size__ = 8

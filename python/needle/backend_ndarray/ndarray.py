@@ -593,7 +593,8 @@ class NDArray:
         """A new array with (left, right) zeros added on each axis, like np.pad."""
         axes = tuple(tuple(int(x) for x in pair) for pair in axes)
         if len(axes) != self.ndim or any(len(p) != 2 or min(p) < 0 for p in axes):
-            raise ValueError(f"pad needs one non-negative (left, right) pair per axis of shape {self._shape}, got {axes}")
+            raise ValueError(f"pad needs one non-negative (left, right) pair per axis of shape {self._shape}, "
+                             f"got {axes}")
         out = self._device.full(tuple(d + l + r for d, (l, r) in zip(self._shape, axes)), 0, self.dtype)
         out[tuple(slice(l, l + d) for d, (l, _) in zip(self._shape, axes))] = self
         return out

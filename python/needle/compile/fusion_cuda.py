@@ -34,8 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..backend_ndarray import kernels_cuda as K
-from ..dtypes import HostScalar
 from ..backend_ndarray.recording import View
+from ..dtypes import HostScalar
 from .fusion import Node, operand
 
 __all__ = ["GENERATOR", "CudaFusedKernel"]

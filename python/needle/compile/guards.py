@@ -367,7 +367,7 @@ class StaticReads:
             for item in vars(value).values():
                 self.explore(item)
         elif callable(value) and not isinstance(value, type):
-            call = getattr(type(value), "__call__", None)
+            call = vars(type(value)).get("__call__")  # a user class's own __call__
             if isinstance(call, types.FunctionType):
                 self.function(call)
 

@@ -189,7 +189,7 @@ class Program:
             run()
         self.write_back([self.buffers[self.inputs[k][0]] for k in self.written_inputs], arrays, positions=True)
         outputs = []
-        for index, (shape, strides, offset, dtype, device) in self.outputs:
+        for index, (shape, strides, offset, _dtype, device) in self.outputs:
             view = NDArray.make(shape, strides=strides, device=device, handle=self.buffers[index], offset=offset)
             outputs.append(view._copy())
         return outputs

@@ -56,8 +56,17 @@ Failures: a rank that raises aborts the whole job (`MPI_Abort` from an excepthoo
 others; either way mpiexec exits with a non-zero status instead of leaving the other
 ranks waiting forever in their next allreduce.
 """
-from .comm import Communicator, abort, communicator, init, is_initialized, launched_by_mpi, mpi_available, rank, \
-    world_size
+from .comm import (
+           Communicator,
+           abort,
+           communicator,
+           init,
+           is_initialized,
+           launched_by_mpi,
+           mpi_available,
+           rank,
+           world_size,
+)
 from .ddp import DistributedDataParallel, broadcast_from_rank0
 from .sampler import DistributedSampler
 

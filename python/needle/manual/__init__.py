@@ -13,15 +13,15 @@ Import it explicitly (`import needle.manual`); `import needle` does not load it.
 PyTorch is never imported here: torch tensors are recognised by duck typing.
 """
 from .base import ManualLayer
-from .linear import ManualLinear
-from .tanh import ManualTanh
 from .batchnorm import ManualBatchNorm1d
+from .compare import CmpResult, cmp, compare_table, default_tolerances, format_table
 from .cross_entropy import ManualCrossEntropy
 from .embedding import ManualEmbedding
 from .flatten import ManualFlatten
-from .sequential import ManualSequential
-from .compare import CmpResult, cmp, compare_table, default_tolerances, format_table
 from .gradcheck import gradcheck
+from .linear import ManualLinear
+from .sequential import ManualSequential
+from .tanh import ManualTanh
 
 __all__ = [
     "ManualLayer",

@@ -10,8 +10,8 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor
-from ..dtypes import dtype_name as _dtype_name
 from ..backend_selection import NDArray
+from ..dtypes import dtype_name as _dtype_name
 
 
 def is_torch_tensor(value) -> bool:

@@ -45,7 +45,8 @@ class ManualBatchNorm1d(ManualLayer):
     def forward(self, x):
         x = as_tensor(x, dtype=self.dtype, device=self.device, what="ManualBatchNorm1d input")
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"ManualBatchNorm1d({self.dim}) expects inputs of shape (n, {self.dim}), got {tuple(x.shape)}")
+            raise ValueError(f"ManualBatchNorm1d({self.dim}) expects inputs of shape (n, {self.dim}), got "
+                             f"{tuple(x.shape)}")
         n = x.shape[0]
         if self.training:
             if n < 2:

@@ -8,7 +8,7 @@ appearing several times accumulates the sum of those gradients:
 from __future__ import annotations
 
 from .. import init
-from ..autograd import Tensor, no_grad
+from ..autograd import no_grad
 from ..ops import IndexPlan, ScatterItem
 from ._convert import as_index_array, as_tensor
 from .base import ManualLayer

@@ -4,8 +4,20 @@ PyTorch-style layers (nn_activation, nn_loss, nn_pooling, Conv1d, Conv2d) and th
 from . import functional
 from .nn_activation import GELU, LeakyReLU, LogSoftmax, SiLU, Softmax
 from .nn_basic import (
-    BatchNorm1d, BatchNorm2d, Dropout, Flatten, Identity, LayerNorm1d, Linear, Module, Parameter, ReLU, Residual,
-    Sequential, SoftmaxLoss, Tanh,
+    BatchNorm1d,
+    BatchNorm2d,
+    Dropout,
+    Flatten,
+    Identity,
+    LayerNorm1d,
+    Linear,
+    Module,
+    Parameter,
+    ReLU,
+    Residual,
+    Sequential,
+    SoftmaxLoss,
+    Tanh,
 )
 from .nn_conv import Conv, Conv1d, Conv2d
 from .nn_loss import CrossEntropyLoss, MSELoss

@@ -3,7 +3,6 @@ and Conv2d (NCHW, PyTorch's signature, weight layout and initialisation)."""
 from __future__ import annotations
 
 import math
-
 from typing import Optional, Tuple, Union
 
 from needle import init, ops

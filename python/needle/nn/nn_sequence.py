@@ -31,7 +31,8 @@ def _bias(b: Optional[Tensor], shape) -> Optional[Tensor]:
 
 def _check_input(module: Module, X: Tensor, ndim: int, features: int, layout: str) -> None:
     if len(X.shape) != ndim or X.shape[-1] != features:
-        raise ValueError(f"{type(module).__name__} expects input of shape {layout} with {features} features, got {X.shape}")
+        raise ValueError(f"{type(module).__name__} expects input of shape {layout} with {features} features, "
+                         f"got {X.shape}")
 
 
 def _check_state(module: Module, name: str, h: Tensor, shape: tuple) -> None:
@@ -76,7 +77,8 @@ class RNN(Module):
     Returns (output (seq_len, bs, hidden) of the last layer, h_n (num_layers, bs, hidden)).
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, nonlinearity="tanh", device=None, dtype="float32"):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, nonlinearity="tanh", device=None,
+                 dtype="float32"):
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size

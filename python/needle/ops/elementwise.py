@@ -29,7 +29,8 @@ from ._helpers import constant, require_tensor, same_shape
 
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
-    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where",
+    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum",
+    "MaximumScalar", "Where",
     "Cast", "add", "add_scalar", "subtract", "reverse_subtract", "multiply", "mul_scalar", "divide",
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",

@@ -260,8 +260,8 @@ def getitem(a: Tensor, index) -> Tensor:
 def setitem(a: Tensor, index, value) -> Tensor:
     """`a` with a[index] = value, out of place (value: a Tensor or number, broadcast to the indexed
     shape and cast to a's dtype)."""
-    from .shape import broadcast_to
     from .elementwise import cast
+    from .shape import broadcast_to
 
     plan = IndexPlan(a.shape, index, a.device)
     dtype = array_api.dtype_name(a.dtype)
@@ -270,7 +270,8 @@ def setitem(a: Tensor, index, value) -> Tensor:
     elif not isinstance(value, Tensor):
         if python_scalar(value) is None and not array_api.is_array(value) and not hasattr(value, "__array__") \
                 and not isinstance(value, (list, tuple)):
-            raise TypeError(f"x[index] = value: value must be a Tensor, an array or a number, got {type(value).__name__}")
+            raise TypeError(f"x[index] = value: value must be a Tensor, an array or a number, got "
+                            f"{type(value).__name__}")
         value = Tensor(value, device=a.device, dtype=dtype, requires_grad=False)
     elif value.device != a.device:
         raise ValueError(f"x[index] = value: value is on {value.device}, x on {a.device}")

@@ -19,7 +19,8 @@ import math
 
 from ..autograd import Tensor, TensorOp, array_api
 from ._helpers import constant, require_tensor
-from ._windows import check_geometry, col2im as col2im_array, out_size, pair, window_view
+from ._windows import check_geometry, out_size, pair, window_view
+from ._windows import col2im as col2im_array
 from .elementwise import where
 from .shape import broadcast_to, reshape
 

@@ -19,7 +19,14 @@ import math
 
 from ..autograd import Tensor, TensorOp, array_api
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
-    axis_index, constant, inverse_permutation, normalize_axes, reduced_axes, require_tensor, size_of, sum_to_shape,
+    axis_index,
+    constant,
+    inverse_permutation,
+    normalize_axes,
+    reduced_axes,
+    require_tensor,
+    size_of,
+    sum_to_shape,
 )
 from .elementwise import exp, where
 from .shape import broadcast_to, reshape

@@ -56,7 +56,8 @@ def _erf_array(x):
     s = array_api.maximum(array_api.minimum(x, 0.5), -0.5)
     small = array_api.multiply(s, _ratio(array_api.multiply(s, s), _SMALL_NUM, _SMALL_DEN))
     m = array_api.minimum(y, _MID_LIMIT)
-    erfc = array_api.multiply(_ratio(m, _MID_NUM, _MID_DEN), array_api.exp(array_api.negative(array_api.multiply(m, m))))
+    erfc = array_api.multiply(_ratio(m, _MID_NUM, _MID_DEN),
+    array_api.exp(array_api.negative(array_api.multiply(m, m))))
     # each range is some thirty passes over the array, so the last one is skipped where it cannot
     # change the result: in float32, 1 - erfc(4) = 1 - 1.5e-8 already rounds to 1
     if array_api.dtype_name(array_api.dtype_of(x)) != "float32":

@@ -257,7 +257,7 @@ class Optimizer:
         if missing:
             raise ValueError(f"{who}.load_state_dict: missing {missing}")
         if groups is not None:
-            for group, saved in zip(self.param_groups, groups):
+            for saved in groups:
                 for key, value in saved.items():
                     if key != "params":
                         _checked(who, key, value)

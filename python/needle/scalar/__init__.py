@@ -9,9 +9,7 @@ from .autodiff import Context, backpropagate, central_difference, topological_so
 from .module import Linear, Module, Network, Parameter
 from .optim import SGD
 from .scalar import Scalar, ScalarHistory, derivative_check
-from .scalar_functions import (
-    EQ, LT, Add, Exp, Inv, Log, Mul, Neg, Pow, ReLU, ScalarFunction, Sigmoid, Tanh,
-)
+from .scalar_functions import EQ, LT, Add, Exp, Inv, Log, Mul, Neg, Pow, ReLU, ScalarFunction, Sigmoid, Tanh
 from .train import ScalarTrainResult, train_scalar_network
 
 __all__ = [

@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from ..utils.cli import float_in as _float_in, int_at_least as _int_at_least, path as _path
+from ..utils.cli import float_in as _float_in
+from ..utils.cli import int_at_least as _int_at_least
+from ..utils.cli import path as _path
 from .checks import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError  # noqa: F401  (also importable from here)
 from .recipes import RECIPES
 from .run import execute

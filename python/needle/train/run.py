@@ -15,7 +15,14 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from .checks import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, check_distributed, check_output_file, validate,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    check_distributed,
+    check_output_file,
+    validate,
 )
 from .loop import CheckpointWriteFailed, NonFiniteLoss, TrainingInterrupted
 from .recipes import RECIPES

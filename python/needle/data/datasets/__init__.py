@@ -8,7 +8,8 @@ from .ndarray_dataset import NDArrayDataset  # noqa: F401
 from .ptb_dataset import Corpus, Dictionary, batchify, get_batch  # noqa: F401
 
 __all__ = [
-    "Dataset", "DataLoader", "default_collate", "uses_batched_indexing", "Transform", "RandomFlipHorizontal", "RandomCrop",
+    "Dataset", "DataLoader", "default_collate", "uses_batched_indexing", "Transform", "RandomFlipHorizontal",
+    "RandomCrop",
     "MNISTDataset", "NDArrayDataset", "CIFAR10Dataset", "Dictionary", "Corpus",
     "batchify", "get_batch",
 ]
