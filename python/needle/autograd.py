@@ -11,11 +11,12 @@ which backend is in use.
 """
 from __future__ import annotations
 
+import builtins
 import functools
 import math
 import operator
 import weakref
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Iterable, List, Literal, Optional, Tuple, Union, cast
 
 from .backend_selection import Device, NDArray, array_api, cpu, default_device, get_device, registered_devices  # noqa: F401
 from .dtypes import python_scalar
@@ -45,7 +46,7 @@ class set_grad_enabled:
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
-        self.prev = None
+        self.prev = _GRAD_ENABLED  # the mode to restore; set again by __enter__
 
     def __enter__(self):
         global _GRAD_ENABLED
@@ -53,7 +54,7 @@ class set_grad_enabled:
         _GRAD_ENABLED = self.mode
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         global _GRAD_ENABLED
         _GRAD_ENABLED = self.prev
         return False
@@ -135,6 +136,10 @@ class Value:
     inputs: List["Value"]
     cached_data: NDArray
     requires_grad: bool
+    grad: Optional["Value"]
+    # set on graph nodes and their inputs only (read with __dict__.get): see _link
+    _epoch: int
+    _consumed: bool
 
     def realize_cached_data(self):
         if self.cached_data is None:
@@ -143,6 +148,10 @@ class Value:
 
     def is_leaf(self) -> bool:
         return self.op is None
+
+    def detach(self) -> "Value":
+        """A constant leaf sharing this value's data (Tensor and TensorTuple define it)."""
+        raise NotImplementedError()
 
     def __del__(self):
         global TENSOR_COUNTER
@@ -738,7 +747,7 @@ class Tensor(Value):
             out = moved
         return out
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+    def requires_grad_(self, requires_grad: builtins.bool = True) -> "Tensor":
         """Set requires_grad in place and return self (PyTorch's)."""
         self.requires_grad = requires_grad
         return self
@@ -875,7 +884,7 @@ def queue_callback(fn) -> None:
     _CALLBACKS.append(fn)
 
 
-def _accumulate(leaf: Value, grad: Value) -> None:
+def _accumulate(leaf: "Tensor", grad: "Tensor") -> None:
     """leaf.grad += grad (PyTorch's accumulation). The first time a leaf's gradient is accumulated
     it gets a buffer of its own (a backward may hand the same gradient to several leaves);
     later ones add into that buffer in place, so what holds .grad (a compiled step) sees it."""
@@ -926,7 +935,8 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         grad = sum_node_list(partials)
         if node.op is None:
             if accumulate and node.requires_grad:
-                _accumulate(node, grad)
+                # only Tensors are leaves that require grad
+                _accumulate(cast(Tensor, node), cast(Tensor, grad))
             else:
                 node.grad = grad if node.requires_grad and LEAF_GRAD_GRAPHS else grad.detach()
             for hook in node.__dict__.get("_grad_hooks", ()):
@@ -936,7 +946,7 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         _check_unwritten(node)
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
             if partial is not None and inp.requires_grad:
-                if isinstance(partial, Tensor) and partial.dtype != inp.dtype:
+                if isinstance(partial, Tensor) and isinstance(inp, Tensor) and partial.dtype != inp.dtype:
                     # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
                     partial = _ops.cast(partial, inp.dtype)
                 partial_adjoints.setdefault(inp, []).append(partial)
@@ -945,7 +955,7 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
 def sum_node_list(node_list: List[Value]) -> Value:
     """Sum of the partial adjoints: a left fold with +; tuples are added elementwise in one go."""
     if isinstance(node_list[0], TensorTuple):
-        return _ops.add_tuples(node_list)
+        return _ops.add_tuples(cast(List[TensorTuple], node_list))
     return functools.reduce(operator.add, node_list)
 
 

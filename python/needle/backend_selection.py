@@ -5,13 +5,15 @@ ops call, see `needle.array_interface`), `NDArray` (the array class), `Device`, 
 the device functions. Nothing above this module knows which one was chosen.
 """
 import os
+from typing import TYPE_CHECKING
 
 __all__ = ["BACKEND", "array_api", "NDArray", "Device", "cpu", "cpu_numpy", "cuda", "default_device",
            "all_devices", "get_device", "registered_devices"]
 
 BACKEND = os.environ.get("NEEDLE_BACKEND", "nd")
 
-if BACKEND == "nd":
+# the type checker reads the nd branch (backend_numpy is checked as a module of its own)
+if TYPE_CHECKING or BACKEND == "nd":
     from . import backend_ndarray as array_api
     from .backend_ndarray import BackendDevice as Device  # noqa: F401
     from .backend_ndarray import (
