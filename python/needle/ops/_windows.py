@@ -133,7 +133,8 @@ def col2im(cols, input_shape, kernel: Pair, stride: Pair, padding, dilation: Pai
             piece = array_api.getitem(cols, (slice(None),) * 3 + (slice(u, u + 1), slice(v, v + 1), slice(None)))
             piece = array_api.reshape(array_api.ascontiguousarray(piece), (n, ho, wo, c))
             region = (slice(None), rows, columns, slice(None))
-            array_api.setitem(out, region, array_api.add(array_api.getitem(out, region), piece))
+            # array_api's elementwise functions are installed from needle.primitives' table
+            array_api.setitem(out, region, array_api.add(array_api.getitem(out, region), piece))  # type: ignore[attr-defined]
     if top or bottom or left or right:
         out = array_api.getitem(out, (slice(None), slice(top, top + h), slice(left, left + w), slice(None)))
     return array_api.ascontiguousarray(out)

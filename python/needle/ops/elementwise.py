@@ -572,11 +572,13 @@ def where(cond: Tensor, a, b) -> Tensor:
     require_tensor(cond, "where")
     from ..dtypes import result_dtype, scalar_dtype
 
-    kinds = [array_api.dtype_name(v.dtype) if isinstance(v, Tensor) else None for v in (a, b)]
-    if kinds[0] and kinds[1]:
-        dtype = result_dtype(kinds[0], kinds[1])
-    elif kinds[0] or kinds[1]:
-        dtype = result_dtype(kinds[0] or kinds[1], _scalar(b if kinds[0] else a, "where"), b_is_scalar=True)
+    ka, kb = (array_api.dtype_name(v.dtype) if isinstance(v, Tensor) else None for v in (a, b))
+    if ka and kb:
+        dtype = result_dtype(ka, kb)
+    elif ka:
+        dtype = result_dtype(ka, _scalar(b, "where"), b_is_scalar=True)
+    elif kb:
+        dtype = result_dtype(kb, _scalar(a, "where"), b_is_scalar=True)
     else:
         dtype = result_dtype(scalar_dtype(_scalar(a, "where")), _scalar(b, "where"), b_is_scalar=True)
     a, b = (cast(_as_tensor_on(v, cond.device, dtype), dtype) for v in (a, b))
@@ -586,7 +588,11 @@ def where(cond: Tensor, a, b) -> Tensor:
 
 # --- comparisons: constant bool tensors ---------------------------------------------------------
 
-def _compare(function):
+def _compare(name: str):
+    # array_api's elementwise functions are installed from needle.primitives' table, so they are
+    # looked up by name
+    function = getattr(array_api, name)
+
     def compare(a: Tensor, b) -> Tensor:
         lhs = a.realize_cached_data()
         if isinstance(b, Tensor):
@@ -601,9 +607,9 @@ def _compare(function):
     return compare
 
 
-less = _compare(array_api.less)
-less_equal = _compare(array_api.less_equal)
-greater = _compare(array_api.greater)
-greater_equal = _compare(array_api.greater_equal)
-equal = _compare(array_api.equal)
-not_equal = _compare(array_api.not_equal)
+less = _compare("less")
+less_equal = _compare("less_equal")
+greater = _compare("greater")
+greater_equal = _compare("greater_equal")
+equal = _compare("equal")
+not_equal = _compare("not_equal")

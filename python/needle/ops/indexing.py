@@ -9,6 +9,8 @@ is read on the host, as in every framework).
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 from ..autograd import Tensor, TensorOp, array_api
 from ..dtypes import python_scalar
 from ._helpers import inverse_permutation, size_of
@@ -36,7 +38,7 @@ class IndexPlan:
     def __init__(self, shape: tuple, index, device=None):
         self.input_shape = tuple(shape)
         entries = list(index) if isinstance(index, tuple) else [index]
-        converted = []  # ints, slices, None, Ellipsis, or ("array", int64 array) per indexed axis
+        converted: list = []  # ints, slices, None, Ellipsis, or ("array", int64 array) per indexed axis
         for entry in entries:
             if isinstance(entry, Tensor):
                 entry = entry.realize_cached_data()
@@ -117,6 +119,7 @@ class IndexPlan:
         self.rest_shape = tuple(view_shape[p] for p in rest)
         self.rows = self._flat_rows(adv_arrays, adv_dims, index_shape)
         gathered = index_shape + self.rest_shape
+        self.result_perm: Optional[Tuple[int, ...]]
         adjacent = adv_pos == list(range(adv_pos[0], adv_pos[0] + len(adv_pos)))
         if adjacent and adv_pos[0] > 0:  # new axes go where the indexed axes were
             k, p0 = len(index_shape), adv_pos[0]

@@ -1,7 +1,7 @@
 """Ops that build or read tuples of tensors."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, cast
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value, array_api
 
@@ -83,12 +83,13 @@ class SparseTuple(TensorTupleOp):
         return tuple(out_grad[i] for i in self.indices)
 
 
-def tuple_entries(t: TensorTuple) -> List[Tuple[int, Value]]:
+def tuple_entries(t: TensorTuple) -> List[Tuple[int, Tensor]]:
     """(index, tensor) for the elements a tuple actually holds (a sparse tuple omits its zeros)."""
+    elements = cast(List[Tensor], t.inputs)  # a tuple's inputs are its tensors
     if isinstance(t.op, SparseTuple):
-        return list(zip(t.op.indices, t.inputs))
+        return list(zip(t.op.indices, elements))
     if isinstance(t.op, MakeTensorTuple):
-        return list(enumerate(t.inputs))
+        return list(enumerate(elements))
     return list(enumerate(t.tuple()))
 
 
@@ -108,7 +109,7 @@ def add_tuples(tuples: Sequence[TensorTuple]) -> TensorTuple:
     length = _length(tuples[0])
     if any(_length(t) != length for t in tuples):
         raise ValueError(f"tuples of lengths {[_length(t) for t in tuples]} cannot be added")
-    sums = {}
+    sums: Dict[int, Tensor] = {}
     for t in tuples:
         for i, value in tuple_entries(t):
             sums[i] = value if i not in sums else sums[i] + value
