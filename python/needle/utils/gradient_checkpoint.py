@@ -35,7 +35,7 @@ through it): it is computed on detached copies.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, cast
 
 import numpy as np
 
@@ -52,8 +52,8 @@ class Checkpoint(TensorOp):
         self.fn = fn
         self.n_inputs = n_inputs
         self.buffers = buffers
-        self._forward_rng = None  # numpy's RNG state as the forward found it
-        self._main_rng = None     # where the main run had left it, while the recomputation draws
+        self._forward_rng: Any = None  # numpy's RNG state as the forward found it
+        self._main_rng: Any = None     # where the main run had left it, while the recomputation draws
 
     # host work: a compiled step repeats these on every replay, in this order
     def _save_rng(self) -> None:
@@ -75,8 +75,9 @@ class Checkpoint(TensorOp):
             raise TypeError(f"checkpoint: fn must return one Tensor, got {type(out).__name__}")
         return out.realize_cached_data()
 
-    def gradient(self, out_grad: Tensor, node: Tensor):
-        inputs, params = node.inputs[:self.n_inputs], node.inputs[self.n_inputs:]
+    def gradient(self, out_grad: Tensor, node: Tensor):  # type: ignore[override]  # a TensorOp's node is a Tensor
+        tensors = cast(List[Tensor], node.inputs)  # the Tensors it was called with
+        inputs, params = tensors[:self.n_inputs], tensors[self.n_inputs:]
         leaves = [Tensor.make_const(x.realize_cached_data(), requires_grad=x.requires_grad) for x in inputs]
         out = self._recompute(leaves)
         _check_closed(out, leaves, params)
@@ -116,7 +117,8 @@ def _check_closed(out: Tensor, leaves: Sequence[Tensor], params: Sequence[Tensor
     known = {id(t) for t in leaves} | {id(p) for p in params}
     for node in find_topo_sort([out]):
         if node.op is None and node.requires_grad and id(node) not in known:
-            raise ValueError(f"checkpoint: fn uses a tensor of shape {node.shape} that requires grad but is neither "
+            shape = cast(Tensor, node).shape  # a leaf that requires grad is a Tensor
+            raise ValueError(f"checkpoint: fn uses a tensor of shape {shape} that requires grad but is neither "
                              "an input nor one of the parameters; pass fn as a Module or list it in params=")
 
 
