@@ -13,14 +13,14 @@ computed from the input's data outside the op graph, which ONNX cannot express.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, TypeGuard, Union
 
 import numpy as np
 
 from ..autograd import Value
 from .trace import Trace
 
-__all__ = ["Sym", "Dim", "pair_dims", "pair_traces", "squeeze_batch_axes", "TraceMismatch"]
+__all__ = ["Sym", "Dim", "all_ints", "pair_dims", "pair_traces", "squeeze_batch_axes", "TraceMismatch"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Sym:
 
 
 Dim = Union[int, Sym]
+
+
+def all_ints(dims: Sequence[Dim]) -> TypeGuard[Sequence[int]]:
+    """True when no size depends on the batch."""
+    return all(isinstance(d, int) for d in dims)
 
 
 class TraceMismatch(ValueError):
@@ -132,7 +137,7 @@ def squeeze_batch_axes(array1: np.ndarray, array2: Optional[np.ndarray], dims: S
     if array2 is None:
         return array1
     axes = [i for i, d in enumerate(dims) if isinstance(d, Sym)]
-    cut = []
+    cut: List[Optional[np.ndarray]] = []
     for array in (array1, array2):
         if not all(_uniform_along(array, axis) for axis in axes):
             cut.append(None)

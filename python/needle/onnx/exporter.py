@@ -1,7 +1,7 @@
 """`export`: trace a model (twice, for a dynamic batch), walk its op graph, write ONNX."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import onnx
@@ -10,7 +10,7 @@ from ..autograd import Tensor, TensorTuple, Value, array_api
 from ..nn.nn_basic import Module
 from ..serialization import atomic_write_bytes
 from . import UnmappedOpError
-from .batch import Dim, TraceMismatch, pair_dims, pair_traces, squeeze_batch_axes
+from .batch import Dim, TraceMismatch, all_ints, pair_dims, pair_traces, squeeze_batch_axes
 from .graph import GraphBuilder, onnx_type
 from .ops_table import OP_TABLE
 from .trace import Trace, as_input_tensor, capture
@@ -34,7 +34,7 @@ class _Context:
         self.indexed_inputs: set = set()  # ids of inputs read by a GetItem as its index
 
     # --- values ----------------------------------------------------------------------------
-    def name(self, value: Value, dtype: Optional[str] = None) -> str:
+    def name(self, value: Tensor, dtype: Optional[str] = None) -> str:
         """The ONNX name of a tensor value, converted to `dtype` (Cast) if it has another."""
         name = self._names[id(value)]
         if isinstance(name, list):
@@ -53,7 +53,7 @@ class _Context:
             raise TypeError("needle.onnx: a tensor was used where a tuple was expected")
         return names
 
-    def dtype(self, value: Value) -> str:
+    def dtype(self, value: Tensor) -> str:
         return np.dtype(str(value.dtype)).name
 
     def twin(self, node: Value) -> Optional[Value]:
@@ -63,9 +63,9 @@ class _Context:
     def pair(self, shape1, shape2) -> Tuple[Dim, ...]:
         return pair_dims(shape1, shape2, self._batch)
 
-    def dims(self, value: Value) -> Tuple[Dim, ...]:
+    def dims(self, value: Tensor) -> Tuple[Dim, ...]:
         """The sizes of a tensor value: ints, and Syms for the ones that grow with the batch."""
-        twin = self.twin(value)
+        twin = cast(Optional[Tensor], self.twin(value))  # a tensor's twin is a tensor
         return self.pair(value.shape, twin.shape if twin is not None else None)
 
     # --- building blocks for the mappings ------------------------------------------------------
@@ -84,8 +84,8 @@ class _Context:
     def reshape(self, x: str, in_dims: Sequence[Dim], out_dims: Sequence[Dim]) -> str:
         """Reshape that works at every batch size: a batch size kept in place is written 0
         (ONNX: copy the input's), a single other one -1, several are computed."""
-        if all(isinstance(d, int) for d in out_dims):
-            zeros = {"allowzero": 1} if 0 in out_dims else {}  # a literal 0 is a size, not "copy"
+        if all_ints(out_dims):
+            zeros: Dict[str, Any] = {"allowzero": 1} if 0 in out_dims else {}  # a literal 0 is a size, not "copy"
             return self.graph.add("Reshape", [x, self.graph.ints(out_dims)], **zeros)
         if 0 in out_dims:
             raise NotImplementedError("needle.onnx: a reshape to a zero size next to a batch size")
@@ -94,7 +94,7 @@ class _Context:
         unknown = [d for d in spec if not isinstance(d, int)]
         if len(unknown) == 1:
             return self.graph.add("Reshape", [x, self.graph.ints([d if isinstance(d, int) else -1 for d in spec])])
-        if not unknown:
+        if all_ints(spec):  # (no unknown)
             return self.graph.add("Reshape", [x, self.graph.ints(spec)])
         return self.graph.add("Reshape", [x, self.graph.shape(out_dims)])
 
@@ -112,14 +112,15 @@ class _Context:
     def emit_leaf(self, leaf: Value) -> None:
         if id(leaf) in self._names:  # a graph input, added up front
             return
+        tensor = cast(Tensor, leaf)  # a named leaf is a parameter or buffer; a tuple is refused below
         name = self.trace.names.get(id(leaf))
         if name is not None:  # a parameter or buffer: an initializer under its state_dict name
-            self._names[id(leaf)] = self.graph.initializer(leaf.numpy(), name)
+            self._names[id(leaf)] = self.graph.initializer(tensor.numpy(), name)
             return
         if isinstance(leaf, TensorTuple):
             raise NotImplementedError("needle.onnx: a constant tuple of tensors in the graph")
-        twin = self.twin(leaf)
-        self._names[id(leaf)] = self.constant(leaf.numpy(), twin.numpy() if twin is not None else None, "const")
+        twin = cast(Optional[Tensor], self.twin(leaf))
+        self._names[id(leaf)] = self.constant(tensor.numpy(), twin.numpy() if twin is not None else None, "const")
 
     def emit_node(self, node: Value) -> None:
         emit = OP_TABLE.get(type(node.op))

@@ -2,14 +2,14 @@
 sizes that depend on the batch (see batch.py)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import OPSET
-from .batch import Dim, Sym
+from .batch import Dim, Sym, all_ints
 
 __all__ = ["GraphBuilder", "onnx_type", "OPSET", "IR_VERSION"]
 
@@ -79,8 +79,16 @@ class GraphBuilder:
         return name
 
     # --- nodes and data ----------------------------------------------------------------------
+    @overload
+    def add(self, op_type: str, inputs: Sequence[str], outputs: Literal[1] = 1, out: Optional[str] = None,
+            **attributes: Any) -> str: ...
+
+    @overload
+    def add(self, op_type: str, inputs: Sequence[str], outputs: int, out: Optional[str] = None,
+            **attributes: Any) -> Union[str, List[str]]: ...
+
     def add(self, op_type: str, inputs: Sequence[str], outputs: int = 1, out: Optional[str] = None,
-            **attributes) -> Union[str, List[str]]:
+            **attributes: Any) -> Union[str, List[str]]:
         """Append a node; returns its output name (a list when `outputs` > 1)."""
         names = [out] if out is not None else [self.fresh(f"{op_type}_out") for _ in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=self.fresh(op_type), **attributes))
@@ -125,7 +133,7 @@ class GraphBuilder:
     def shape(self, dims: Sequence[Dim]) -> str:
         """A 1-D int64 shape tensor: constant runs as constants, batch sizes computed."""
         dims = tuple(dims)
-        if all(isinstance(d, int) for d in dims):
+        if all_ints(dims):
             return self.ints(dims)
         if dims not in self._shapes:
             pieces, run = [], []

@@ -13,7 +13,7 @@ reported by name by the exporter.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union, cast
 
 import numpy as np
 
@@ -28,6 +28,24 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 # --- helpers ---------------------------------------------------------------------------------
 
+class Emitter(Protocol):
+    """An entry of the table: `emit(ctx, node)` appends the node's ONNX nodes and returns the
+    name of its result (a list of names for a tuple); `onnx` names the ONNX operators it writes."""
+
+    onnx: str
+
+    def __call__(self, ctx: Any, node: Any) -> Union[str, List[str]]: ...
+
+
+def _writes(onnx: str) -> Callable[[Callable], Emitter]:
+    """Decorator: an emitter, tagged with the ONNX operators it writes (for mapping_summary)."""
+    def tag(emit: Callable) -> Emitter:
+        emitter = cast(Emitter, emit)
+        emitter.onnx = onnx
+        return emitter
+    return tag
+
+
 def _axes(axes, ndim: int) -> List[int]:
     """None (every axis), an int or a sequence of ints, as sorted non-negative axes."""
     if axes is None:
@@ -37,35 +55,36 @@ def _axes(axes, ndim: int) -> List[int]:
     return sorted(int(a) % ndim for a in axes)
 
 
-def _unary(op_type: str) -> Callable:
+def _unary(op_type: str) -> Emitter:
+    @_writes(op_type)
     def emit(ctx, node):
         return ctx.graph.add(op_type, [ctx.name(node.inputs[0], ctx.dtype(node))])
-    emit.onnx = op_type
     return emit
 
 
-def _binary(op_type: str) -> Callable:
+def _binary(op_type: str) -> Emitter:
     """Both operands converted to the result's dtype (needle promotes, ONNX does not)."""
+    @_writes(op_type)
     def emit(ctx, node):
         dtype = ctx.dtype(node)
         return ctx.graph.add(op_type, [ctx.name(x, dtype) for x in node.inputs])
-    emit.onnx = op_type
     return emit
 
 
-def _with_scalar(op_type: str, *, scalar_first: bool = False, attribute: str = "scalar") -> Callable:
+def _with_scalar(op_type: str, *, scalar_first: bool = False, attribute: str = "scalar") -> Emitter:
     """A tensor-scalar op: the scalar becomes a 0-d constant of the result's dtype."""
+    @_writes(op_type)
     def emit(ctx, node):
         dtype = ctx.dtype(node)
         x = ctx.name(node.inputs[0], dtype)
         s = ctx.graph.constant(getattr(node.op, attribute), dtype)
         return ctx.graph.add(op_type, [s, x] if scalar_first else [x, s])
-    emit.onnx = op_type
     return emit
 
 
 # --- elementwise -----------------------------------------------------------------------------
 
+@_writes("Pow (Sqrt, Reciprocal, Mul for 0.5, -0.5, -1, 2)")
 def _power_scalar(ctx, node):
     """a ** p. needle computes 0.5 as sqrt and -0.5 as 1 / sqrt (PowerScalar's docstring):
     so does the graph; 2 and -1 are exact as a * a and 1 / a."""
@@ -84,27 +103,24 @@ def _power_scalar(ctx, node):
     return g.add("Pow", [x, g.constant(p, dtype)])
 
 
-_power_scalar.onnx = "Pow (Sqrt, Reciprocal, Mul for 0.5, -0.5, -1, 2)"
 
-
+@_writes("Where")
 def _where(ctx, node):
     cond, a, b = node.inputs
     dtype = ctx.dtype(node)
     return ctx.graph.add("Where", [ctx.name(cond), ctx.name(a, dtype), ctx.name(b, dtype)])
 
 
-_where.onnx = "Where"
 
-
+@_writes("Cast")
 def _cast(ctx, node):
     return ctx.graph.add("Cast", [ctx.name(node.inputs[0])], to=onnx_type(node.op.dtype))
 
 
-_cast.onnx = "Cast"
-
 
 # --- shape -----------------------------------------------------------------------------------
 
+@_writes("Transpose")
 def _transpose(ctx, node):
     ndim = len(node.inputs[0].shape)
     i, j = (ndim - 2, ndim - 1) if node.op.axes is None else node.op.axes  # None: the last two
@@ -113,32 +129,28 @@ def _transpose(ctx, node):
     return ctx.graph.add("Transpose", [ctx.name(node.inputs[0])], perm=perm)
 
 
-_transpose.onnx = "Transpose"
 
-
+@_writes("Transpose")
 def _permute(ctx, node):
     ndim = len(node.inputs[0].shape)
     return ctx.graph.add("Transpose", [ctx.name(node.inputs[0])], perm=[a % ndim for a in node.op.axes])
 
 
-_permute.onnx = "Transpose"
 
-
+@_writes("Reshape (0 / -1 for batch sizes, else a shape computed from the input's)")
 def _reshape(ctx, node):
     x = node.inputs[0]
     return ctx.reshape(ctx.name(x), ctx.dims(x), ctx.dims(node))
 
 
-_reshape.onnx = "Reshape (0 / -1 for batch sizes, else a shape computed from the input's)"
 
-
+@_writes("Expand")
 def _broadcast_to(ctx, node):
     return ctx.graph.add("Expand", [ctx.name(node.inputs[0]), ctx.graph.shape(ctx.dims(node))])
 
 
-_broadcast_to.onnx = "Expand"
 
-
+@_writes("Unsqueeze + Concat")
 def _stack(ctx, node):
     axis = node.op.axis % len(node.shape)
     g = ctx.graph
@@ -146,9 +158,8 @@ def _stack(ctx, node):
     return g.add("Concat", pieces, axis=axis)
 
 
-_stack.onnx = "Unsqueeze + Concat"
 
-
+@_writes("Split + Squeeze")
 def _split(ctx, node):
     x = node.inputs[0]
     axis = node.op.axis % len(x.shape)
@@ -164,9 +175,8 @@ def _split(ctx, node):
     return [g.add("Squeeze", [p, g.ints([axis])]) for p in parts]
 
 
-_split.onnx = "Split + Squeeze"
 
-
+@_writes("Slice (step -1)")
 def _flip(ctx, node):
     x = node.inputs[0]
     axes = _axes(node.op.axes, len(x.shape))
@@ -176,11 +186,10 @@ def _flip(ctx, node):
                            g.ints([-1] * n)])
 
 
-_flip.onnx = "Slice (step -1)"
-
 
 # --- reductions ------------------------------------------------------------------------------
 
+@_writes("ReduceSum")
 def _summation(ctx, node):
     x = node.inputs[0]
     axes = _axes(node.op.axes, len(x.shape))
@@ -190,9 +199,8 @@ def _summation(ctx, node):
     return ctx.graph.add("ReduceSum", [ctx.name(x), ctx.graph.ints(axes)], keepdims=keepdims)
 
 
-_summation.onnx = "ReduceSum"
 
-
+@_writes("ReduceMax")
 def _max(ctx, node):
     x = node.inputs[0]
     axes = _axes(node.op.axes, len(x.shape))
@@ -201,9 +209,8 @@ def _max(ctx, node):
     return ctx.graph.add("ReduceMax", [ctx.name(x)], axes=axes, keepdims=int(bool(node.op.keepdims)))
 
 
-_max.onnx = "ReduceMax"
 
-
+@_writes("ReduceLogSumExp")
 def _logsumexp(ctx, node):
     x = node.inputs[0]
     axes = _axes(node.op.axes, len(x.shape))
@@ -212,18 +219,17 @@ def _logsumexp(ctx, node):
     return ctx.graph.add("ReduceLogSumExp", [ctx.name(x)], axes=axes, keepdims=0)
 
 
-_logsumexp.onnx = "ReduceLogSumExp"
 
-
-def _softmax_like(op_type: str) -> Callable:
+def _softmax_like(op_type: str) -> Emitter:
+    @_writes(op_type)
     def emit(ctx, node):
         return ctx.graph.add(op_type, [ctx.name(node.inputs[0])], axis=node.op.axis % len(node.shape))
-    emit.onnx = op_type
     return emit
 
 
 # --- matmul and convolution ------------------------------------------------------------------
 
+@_writes("Transpose + Conv + Transpose")
 def _conv(ctx, node):
     """needle's conv is NHWC with (KH, KW, Cin/groups, Cout) kernels; ONNX's is NCHW with
     (Cout, Cin/groups, KH, KW): transposes around it (onnxruntime cancels them against the
@@ -240,15 +246,13 @@ def _conv(ctx, node):
     return g.add("Transpose", [y], perm=[0, 2, 3, 1])
 
 
-_conv.onnx = "Transpose + Conv + Transpose"
-
 
 # --- indexing --------------------------------------------------------------------------------
 
 def _slice_bound(v1: int, size1: int, v2: Optional[int], size2: Optional[int], end: bool) -> int:
     """A slice bound valid at every batch size: the same number in both traces, or the
     same distance from the end (negative), or the end itself."""
-    if v2 is None or v1 == v2:
+    if v2 is None or size2 is None or v1 == v2:  # (size2 is None exactly when v2 is)
         return v1
     if end and v1 == size1 and v2 == size2:
         return _INT64_MAX
@@ -258,6 +262,7 @@ def _slice_bound(v1: int, size1: int, v2: Optional[int], size2: Optional[int], e
                               "export with dynamic_batch=False")
 
 
+@_writes("Slice / Reshape / Gather (indices: the model input, or a constant)")
 def _getitem(ctx, node):
     """tensor[index], as IndexPlan.gather does it: slices (Slice), ints and None (Reshape),
     then one index array (Gather on that axis; the indices are the model input the index
@@ -306,25 +311,22 @@ def _getitem(ctx, node):
     return x
 
 
-_getitem.onnx = "Slice / Reshape / Gather (indices: the model input, or a constant)"
-
 
 # --- tuples ----------------------------------------------------------------------------------
 
+@_writes("(no node: a list of names)")
 def _make_tuple(ctx, node):
     return [ctx.name(x) for x in node.inputs]
 
 
-_make_tuple.onnx = "(no node: a list of names)"
 
-
+@_writes("(no node: picks a name)")
 def _tuple_get_item(ctx, node):
     return ctx.names(node.inputs[0])[node.op.index]
 
 
-_tuple_get_item.onnx = "(no node: picks a name)"
 
-
+@_writes("Add, Add")
 def _fused_add_scalars(ctx, node):
     g = ctx.graph
     dtype = ctx.dtype(node.inputs[0])
@@ -332,12 +334,10 @@ def _fused_add_scalars(ctx, node):
     return [g.add("Add", [x, g.constant(node.op.c0, dtype)]), g.add("Add", [x, g.constant(node.op.c1, dtype)])]
 
 
-_fused_add_scalars.onnx = "Add, Add"
-
 
 # --- the table -------------------------------------------------------------------------------
 
-def _primitive(cls: type) -> Optional[Callable]:
+def _primitive(cls: Any) -> Optional[Emitter]:  # an op class whose `primitive` is a str
     """The emitter of an op that computes one primitive (its `primitive` names the row of
     needle.primitives, whose `onnx` is the operator; its `form` says "scalar" for a tensor and
     `op.scalar`, "reverse" for `op.base` and a tensor); None where the row has no ONNX operator."""
@@ -360,7 +360,7 @@ _PRIMITIVE_OPS = [getattr(ops, name) for name in ops.__all__
                   if isinstance(getattr(ops, name), type) and isinstance(getattr(getattr(ops, name), "primitive", None),
                                                                          str)]
 
-OP_TABLE: Dict[type, Callable] = {
+OP_TABLE: Dict[type, Emitter] = {
     # elementwise: the ops that compute one primitive, then the rest
     **{cls: emit for cls in _PRIMITIVE_OPS for emit in [_primitive(cls)] if emit is not None},
     ops.PowerScalar: _power_scalar,

@@ -32,7 +32,7 @@ class Trace:
     """One forward call: its input leaves, flattened outputs and every node they depend on."""
 
     inputs: List[Tensor]
-    outputs: List[Value]
+    outputs: List[Tensor]
     nodes: List[Value]  # topological order, leaves included
     index_sources: Dict[int, Tuple[IndexPlan, Any]] = field(default_factory=dict)  # id(plan) -> (plan, index)
     names: Dict[int, str] = field(default_factory=dict)  # id(tensor) -> its state_dict name
@@ -65,15 +65,16 @@ def _noting_index_sources(sources: Dict[int, Tuple[IndexPlan, Any]]):
     """
     original = IndexPlan.__init__
 
-    def init(plan, shape, index, *args, **kwargs):
+    def init(plan: IndexPlan, shape: tuple, index: Any, *args: Any, **kwargs: Any) -> None:
         original(plan, shape, index, *args, **kwargs)
         sources[id(plan)] = (plan, index)  # the plan is kept, so its id stays unique
 
-    IndexPlan.__init__ = init
+    # the class is patched on purpose (see above)
+    IndexPlan.__init__ = init  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
-        IndexPlan.__init__ = original
+        IndexPlan.__init__ = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -98,7 +99,7 @@ def _recording(model: Module):
             m.training = mode
 
 
-def _flatten(result) -> List[Value]:
+def _flatten(result) -> List[Tensor]:
     """The tensors of a model's result (a Tensor, or nested tuples/lists of them), in order."""
     if isinstance(result, Tensor):
         return [result]
@@ -119,7 +120,7 @@ def capture(model: Module, inputs: Sequence[Tensor]) -> Trace:
     sources: Dict[int, Tuple[IndexPlan, Any]] = {}
     with _recording(model), _noting_index_sources(sources):
         outputs = _flatten(model(*inputs))
-    names = {}
+    names: Dict[int, str] = {}
     for name, t in model.named_tensors():
         names.setdefault(id(t), name)  # a tied tensor keeps its first name, as state_dict lists it
     return Trace(list(inputs), outputs, find_topo_sort(outputs), sources, names)
