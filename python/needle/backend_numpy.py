@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .dtypes import (  # noqa: F401  (dtype_name and is_floating are array funct
     scalar_dtype,
     storage_dtype,
 )
-from .primitives import PRIMITIVES
+from .primitives import PRIMITIVES, Primitive
 
 __all__ = ["Device", "CPUDevice", "UnavailableDevice", "cpu", "cuda", "cpu_numpy", "default_device", "all_devices",
            "get_device", "registered_devices"]
@@ -259,8 +259,9 @@ def _floating(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.kind == "f" else a.astype(DEFAULT_FLOAT)
 
 
-def _primitive_function(p):
+def _primitive_function(p: Primitive) -> Callable[..., np.ndarray]:
     """array_api.<p.function> in numpy mode: the row's numpy reference, with needle's promotion."""
+    function: Callable[..., np.ndarray]  # unary or binary
     if p.arity == 1:
         def function(a: np.ndarray) -> np.ndarray:
             if p.refuses_bool and a.dtype == np.bool_:

@@ -123,7 +123,7 @@ def elementwise_kernels(ewise: Family, scalar: Family, reverse: Family, unary: F
         for (form, family), name in zip(forms, p.kernels):
             kernel = family(p)
             kernel.__name__ = kernel.__qualname__ = name
-            kernel.primitive, kernel.form = p, form
+            kernel.primitive, kernel.form = p, form  # type: ignore[attr-defined]  # tags, read with getattr
             kernels[name] = kernel
     return kernels
 

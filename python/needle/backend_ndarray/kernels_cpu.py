@@ -249,7 +249,7 @@ def prepare(name: str, args: tuple):
     once, or None when the kernel gains nothing (it then runs as it is). HostScalar
     arguments are read when the launch runs."""
     kernel = globals().get(name)
-    p, form = getattr(kernel, "primitive", None), getattr(kernel, "form", None)
+    p, form = getattr(kernel, "primitive", None), getattr(kernel, "form", "")  # tagged together
     if p is not None:
         return _prepare_elementwise(p, form, args)
     if name == "ewise_where":

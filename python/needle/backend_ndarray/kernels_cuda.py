@@ -52,7 +52,7 @@ try:
     from numba import cuda
     from numba.cuda.core import config as _cuda_config
 except ImportError as err:
-    cuda = None
+    cuda = None  # type: ignore[assignment]  # numba-cuda is optional: the device reports it unavailable
     _IMPORT_ERROR = str(err)
 
 SIMULATED: bool = cuda is not None and bool(_cuda_config.ENABLE_CUDASIM)
@@ -80,6 +80,11 @@ def _device(fn):
 # Math inside device functions. Under the simulator device code runs as Python, whose math
 # module raises (log(0), sqrt(-1), exp(1000)) where CUDA returns -inf, nan and inf; numpy's
 # functions on numpy scalars return what CUDA does.
+_exp: Callable
+_log: Callable
+_log1p: Callable
+_sqrt: Callable
+_tanh: Callable
 if SIMULATED:
     _exp, _log, _log1p, _sqrt, _tanh = np.exp, np.log, np.log1p, np.sqrt, np.tanh
 else:
@@ -334,6 +339,7 @@ def _map_kernel(form: str, name: str):
     f = device_op(name)
     at = strided_offset
 
+    kernel: Callable  # one signature per form
     if form == "1":
         def kernel(out, n, shape, a, a_off, a_st):
             for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -398,7 +404,7 @@ def _describe(kernel: Callable, op: Optional[str], form: str) -> Callable:
     primitives' kernels carry `.primitive` and `.form`): `op` is the `_OPS` entry it applies
     (None where it depends on the operands: see `abs_op`, `power_op`), `form` how it takes
     its operands -- "abs", "power", "where" f(c, a, b), "compact", "setitem"."""
-    kernel.op, kernel.form = op, form
+    kernel.op, kernel.form = op, form  # type: ignore[attr-defined]  # tags, read with getattr (op_of)
     return kernel
 
 
@@ -779,6 +785,7 @@ def _index_kernel(kind: str):
     "one_hot":  out[i, c] = (idx[i] == c)"""
     at = strided_offset
     table = _row_element
+    kernel: Callable  # one signature per kind
     if kind == "outside":
         def kernel(flag, n, shape, idx, i_off, i_st, low, high):
             for i in range(cuda.grid(1), n, cuda.gridsize(1)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from typing import Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -98,6 +98,13 @@ def _check_real(data) -> None:
 
 class NDArray:
     """A strided n-dimensional array of one storage dtype on a device."""
+
+    _shape: tuple[int, ...]
+    _strides: tuple[int, ...]  # in elements
+    _offset: int
+    _device: BackendDevice
+    _handle: Any  # the device's buffer
+    _compact: Optional[bool]  # None: worked out on first use
 
     __array_ufunc__ = None  # numpy scalars defer to our reflected operators
 
@@ -388,7 +395,7 @@ class NDArray:
                 view._strides, view._offset,
             )
 
-    def _index_operand(self, indices) -> tuple:
+    def _index_operand(self, indices) -> "NDArray":
         """Integer indices (NDArray or numpy/list) as an int64 operand on this device."""
         if not isinstance(indices, NDArray):
             idx = np.asarray(indices)
@@ -485,7 +492,7 @@ class NDArray:
 
     # The arithmetic, comparison and math methods (__add__, __rsub__, maximum, __lt__, exp,
     # sigmoid, ...) are made from the rows of needle.primitives below the class.
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, like numpy's arrays (== is elementwise)
 
     # --- matmul ---------------------------------------------------------------
     def __matmul__(self, other: "NDArray") -> "NDArray":
@@ -650,6 +657,7 @@ def _refuse_bool(p: Primitive, *operands) -> None:
 
 def _primitive_method(p: Primitive, scalar_kernel: str):
     ewise = f"ewise_{p.name}"
+    method: Callable[..., NDArray]  # unary or binary
     if p.arity == 1:
         def method(self):
             if p.refuses_bool:

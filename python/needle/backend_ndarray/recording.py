@@ -152,7 +152,7 @@ def _user_frame() -> str:
 class Recorder:
     """The program recorded so far (`steps`, a list of Calls) and a Slot per buffer seen."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.steps: List[Call] = []
         self.depth = 0  # > 0 inside a host call or a validation: nothing is recorded
         self.constants = 0  # > 0 inside constant_data(): host data becomes a recorded constant
