@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import functools
 import gc
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from .. import autograd
 from ..autograd import Tensor, Value, array_api, is_grad_enabled
@@ -119,6 +119,8 @@ class _Trace:
 class CompiledFunction:
     """A function with its traces, several per signature (see `needle.compile`)."""
 
+    __name__: str  # the function's, like its other attributes (functools.update_wrapper)
+
     def __init__(self, fn: Callable, *, fuse: bool = True, max_traces: int = 8):
         if not callable(fn):  # refused here, not at the first call deep inside the tracer
             raise TypeError(f"ndl.compile expects a function to compile, got {type(fn).__name__} {fn!r:.60}")
@@ -141,7 +143,7 @@ class CompiledFunction:
     def programs(self) -> List[Program]:
         return [t.program for traces in self._traces.values() for t in traces if t.program is not None]
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if BACKEND != "nd":
             return self.fn(*args, **kwargs)
         arity = len(args) + len(kwargs)
@@ -151,7 +153,7 @@ class CompiledFunction:
             raise TypeError(f"{self.__name__} was compiled for calls with {self._arity} arguments, "
                             f"called with {arity}; compile another function for the other form")
         tensors: List[Tensor] = []
-        key = (_signature(args, tensors), _signature(kwargs, tensors), is_grad_enabled())
+        key: tuple = (_signature(args, tensors), _signature(kwargs, tensors), is_grad_enabled())
         key += (_aliasing(tensors),)
         traces = self._traces.get(key)
         if traces is None:
@@ -190,7 +192,8 @@ class CompiledFunction:
         return _Trace(tuple(t.device for t in tensors))
 
     def _replay(self, trace: _Trace, tensors: List[Tensor]):
-        outputs = trace.program.replay([t.realize_cached_data() for t in tensors])
+        program = cast(Program, trace.program)  # only traces with a program are replayed
+        outputs = program.replay([t.realize_cached_data() for t in tensors])
         return _rebuild(trace.structure, [Tensor.make_const(o) for o in outputs])
 
     def _check_devices(self, tensors) -> None:

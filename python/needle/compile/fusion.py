@@ -18,7 +18,7 @@ the cuda device's `fusion_cuda.py` (numba.cuda kernels).
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast, overload
 
 from ..backend_ndarray.recording import Call, Slot, View
 
@@ -38,7 +38,7 @@ class Node:
         self.expr, self.operands, self.out, self.dtype = expr, operands, out, dtype
         self.scalar = scalar  # (value, dtype of the operand it goes with) for scalar kernels
         self.store = store    # the destination view of an ewise_setitem
-        self.gen = None       # the code generator of the call's device (set by _node)
+        self.gen: Any = None  # the code generator of the call's device (set by _node)
 
 
 # device name -> the module holding its code generator (`GENERATOR`), imported when a
@@ -66,7 +66,15 @@ def _node(call: Call) -> Optional[Tuple[tuple, Node]]:
     return found
 
 
-def operand(arg) -> Optional[View]:
+@overload
+def operand(arg: View) -> View: ...
+
+
+@overload
+def operand(arg: Any) -> Optional[View]: ...
+
+
+def operand(arg: Any) -> Optional[View]:
     """A recorded operand as a View with strides None when it reads the buffer from its start in
     row-major order (compact); None for anything else."""
     if isinstance(arg, View):
@@ -99,7 +107,7 @@ def fuse_calls(calls: List[Any], outlives: set) -> List[Any]:
     i = 0
     while i < len(calls):
         group, shape = _grow(calls, i)
-        if len(group) >= 2:
+        if len(group) >= 2 and shape is not None:  # (a group has a shape)
             kernel, args = _fuse(group, shape, range(i, i + len(group)), uses, outlives)
             out.append(Call(kernel, args, "fused"))
             i += len(group)
@@ -137,7 +145,7 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple]]:
         # a value made in the group exists one element at a time: it can only be read in step
         if any(o[0].index in made and (o[2] is not None or o[3] != 0) for o in node.operands):
             break
-        targets = []
+        targets: List[Tuple[int, tuple]] = []
         if node.out is not None:
             targets.append((node.out.index, compact))
         if node.store is not None:
@@ -167,7 +175,7 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
     element index reads each operand) and scalars as `s<j>`."""
     gen = nodes[0].gen
     last = max(positions)
-    made = {}  # slot index -> local variable holding its value
+    made: Dict[int, str] = {}  # slot index -> local variable holding its value
     inputs: List[tuple] = []  # operands read from memory
     input_var: Dict[tuple, str] = {}
     scalars: List[Tuple[Any, str]] = []
@@ -195,10 +203,11 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
         if node.store is not None:
             outputs.append((node.store, value))
             continue
-        made[node.out.index] = value
-        later = [p for p in uses.get(node.out.index, ()) if p > last]
-        if later or node.out.index in outlives or (k == len(nodes) - 1 and not outputs):
-            outputs.append((View(node.out, shape, None, 0), value))
+        out = cast(Slot, node.out)  # a node that stores nothing has an output
+        made[out.index] = value
+        later = [p for p in uses.get(out.index, ()) if p > last]
+        if later or out.index in outlives or (k == len(nodes) - 1 and not outputs):
+            outputs.append((View(out, shape, None, 0), value))
     kernel = gen.kernel(lines, inputs, [d for _, d in scalars], [o for o, _ in outputs], [v for _, v in outputs],
                         shape)
     args = tuple(inputs) + tuple(s for s, _ in scalars) + tuple(o for o, _ in outputs)

@@ -123,7 +123,7 @@ GENERATOR = _CpuGenerator()
 class FusedKernel:
     """A generated loop over the elements of one shape (see the module docstring)."""
 
-    def __init__(self, lines, n_inputs, n_scalars, outputs, out_vars, shape):
+    def __init__(self, lines, n_inputs, n_scalars, outputs, out_vars, shape) -> None:
         self.lines, self.n_inputs, self.n_scalars = lines, n_inputs, n_scalars
         self.out_vars, self.shape = out_vars, shape
         self.scalar_dtypes: List[str] = []
@@ -195,6 +195,8 @@ def _compiled(source: str):
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"needle.compile: cannot load the generated kernel {path}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[name] = module

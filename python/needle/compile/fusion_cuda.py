@@ -29,7 +29,7 @@ import hashlib
 import linecache
 import math
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -63,9 +63,12 @@ class _CudaGenerator:
             form = "scalar"  # its op is the reflected one: f(a, val) = g(val, a)
         if form in ("ewise", "where"):
             operands = [operand(a) for a in args[:-1]]
-            if any(o is None for o in operands) or len({o[1] for o in operands}) != 1:
+            if any(o is None for o in operands):
                 return None
-            return operands[0][1], Node(op, operands, args[-1], args[-1].dtype)
+            views = cast(List[View], operands)
+            if len({o[1] for o in views}) != 1:
+                return None
+            return views[0][1], Node(op, views, args[-1], args[-1].dtype)
         if form in ("scalar", "unary", "abs", "power"):
             a, out = operand(args[0]), args[-1]
             if a is None:

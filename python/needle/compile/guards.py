@@ -35,7 +35,10 @@ import os
 import sysconfig
 import types
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Literal, Optional, Tuple, Type
+
+if TYPE_CHECKING:
+    from ..autograd import Value
 
 __all__ = ["Guard", "BufferGuard", "TraceReads", "StaticReads"]
 
@@ -178,7 +181,7 @@ class TraceReads:
     docstring); `guards()` turns them into the checks a replay makes. Use as a context manager
     around the traced call; `recording` says whether a read counts (not inside host calls)."""
 
-    def __init__(self, classes: Iterable[type], value_class: type, counts: Callable[[], bool],
+    def __init__(self, classes: Iterable[type], value_class: Type[Value], counts: Callable[[], bool],
                  preexisting: Callable[[Any], bool]):
         self._classes = tuple(classes)
         self._value_class = value_class
@@ -223,7 +226,7 @@ class TraceReads:
         self._patch(value_class, "_init", init)
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         for cls, name, old in reversed(self._saved):
             if old is _MISSING:
                 delattr(cls, name)

@@ -18,7 +18,7 @@ the step updated in place back to the caller's arrays and copies the outputs out
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
 
 from ..backend_ndarray.interface import out_position
 from ..backend_ndarray.recording import Call, Recorder, Slot, View
@@ -43,6 +43,7 @@ def classify(recorder: Recorder, input_buffers: List[Any], input_devices: List[A
     `output_arrays` are held by the caller (so they count as state)."""
     state: Dict[int, Any] = {}
     temporaries: Dict[int, Tuple[Slot, Any]] = {}
+    slot: Optional[Slot]
     for slot in recorder.slots:
         buffer = slot.ref()
         if buffer is not None:
@@ -52,7 +53,7 @@ def classify(recorder: Recorder, input_buffers: List[Any], input_devices: List[A
             if device is None:  # cannot happen: only buffers made while recording can be gone
                 raise RuntimeError(f"needle.compile: {slot} vanished although it existed before the trace")
             temporaries[slot.index] = (slot, device)
-    inputs = []
+    inputs: List[Tuple[Optional[int], Any]] = []
     for buffer, device in zip(input_buffers, input_devices):
         slot = recorder.find(buffer)
         inputs.append((None if slot is None else slot.index, device))
@@ -72,7 +73,7 @@ def _written_slots(calls: List[Call]) -> set:
     """The slot indices some call writes: a kernel's `out` argument, any buffer of a host call."""
     written = set()
     for call in calls:
-        position = out_position(call.name) if call.kind == "kernel" else None
+        position = out_position(call.name) if call.kind == "kernel" and call.name is not None else None
         if position == -1:
             continue
         for i, arg in enumerate(call.args):
@@ -91,7 +92,8 @@ def plan_memory(calls: List[Call], state: Dict[int, Any], temporaries: Dict[int,
     """(buffers: slot index -> buffer for every slot, bytes of temporary memory): each temporary
     takes a freed buffer of its exact size and dtype, or a new one."""
     buffers: Dict[int, Any] = dict(state)
-    first, last = {}, {}
+    first: Dict[int, int] = {}
+    last: Dict[int, int] = {}
     for i, call in enumerate(calls):
         for slot in call.slots():
             if slot.index in temporaries:
@@ -187,7 +189,9 @@ class Program:
                 device.compact(new._handle, target, new.shape, new.strides, new._offset)
         for run in self.runs:
             run()
-        self.write_back([self.buffers[self.inputs[k][0]] for k in self.written_inputs], arrays, positions=True)
+        # (an input written in place has a slot)
+        written = [self.buffers[cast(int, self.inputs[k][0])] for k in self.written_inputs]
+        self.write_back(written, arrays, positions=True)
         outputs = []
         for index, (shape, strides, offset, _dtype, device) in self.outputs:
             view = NDArray.make(shape, strides=strides, device=device, handle=self.buffers[index], offset=offset)
