@@ -297,7 +297,7 @@ class Tensor(Value):
     which cannot require grad (TypeError if asked).
     """
 
-    grad: "Tensor"
+    grad: Optional["Tensor"]  # None until a backward pass reaches it (PyTorch's)
 
     # numpy scalars and arrays on the left of an operator defer to our reflected
     # operators (np.float64(2) * t is MulScalar, not an object array of Tensors)
