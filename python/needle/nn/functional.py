@@ -27,7 +27,7 @@ string paddings in conv1d (conv2d has them all).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Literal, Optional, Sequence, Tuple, Union, cast, overload
 
 from needle import init, ops
 from needle.autograd import Tensor, array_api
@@ -60,7 +60,15 @@ def _float(x, name: str) -> Tensor:
     return x
 
 
-def _ints(value, n: int, name: str) -> Tuple[int, ...]:
+@overload
+def _ints(value: Any, n: Literal[2], name: str) -> Tuple[int, int]: ...
+
+
+@overload
+def _ints(value: Any, n: int, name: str) -> Tuple[int, ...]: ...
+
+
+def _ints(value: Any, n: int, name: str) -> Tuple[int, ...]:
     """An int, or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single)."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
     if len(items) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
@@ -262,6 +270,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
                 running.copy_(running.data * (1 - momentum) + batch * momentum)
     else:
         shape = rows.shape
+        # (evaluation has both running statistics: checked above)
+        running_mean, running_var = cast(Tensor, running_mean), cast(Tensor, running_var)
         centered = rows - running_mean.reshape((1, channels)).broadcast_to(shape)
         normed = centered / ((running_var + eps) ** 0.5).reshape((1, channels)).broadcast_to(shape)
         out = normed * weight.reshape((1, channels)).broadcast_to(shape) + bias.reshape((1, channels)).broadcast_to(
@@ -297,8 +307,8 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
 
 # --- convolution and pooling -------------------------------------------------------------------
 
-def _conv2d_pads(padding: Padding2d, kernel: Tuple[int, int], stride: Tuple[int, int],
-                 dilation: Tuple[int, int], what: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+def _conv2d_pads(padding: Padding2d, kernel: Tuple[int, ...], stride: Tuple[int, ...],
+                 dilation: Tuple[int, ...], what: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """conv2d's padding as ((top, bottom), (left, right)), PyTorch's rules: an int or (h, w) pads
     both sides alike, 'valid' is 0, 'same' keeps the size (stride 1 only) by padding
     dilation * (kernel - 1) in all, half of it (rounded down) before and the rest after."""

@@ -42,7 +42,7 @@ def _named_params(value: object) -> List[Tuple[str, Tensor]]:
     """(name, Parameter) pairs; a Parameter shared by several modules is listed once, under its first name
     (otherwise an optimizer would update a tied weight once per occurrence)."""
     seen = set()
-    named = []
+    named: List[Tuple[str, Tensor]] = []
     for name, t in _named_tensors(value, ""):
         if isinstance(t, Parameter) and id(t) not in seen:
             seen.add(id(t))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from needle import init, ops
 from needle.autograd import Tensor
@@ -89,7 +90,7 @@ class AttentionLayer(Module):
         y = projection(norm(x.reshape((batch * length, features))))
         return y.reshape((batch, length, self.num_head, self.dim_head)).transpose((1, 2))
 
-    def forward(self, q: Tensor, k: Tensor = None, v: Tensor = None) -> Tensor:
+    def forward(self, q: Tensor, k: Optional[Tensor] = None, v: Optional[Tensor] = None) -> Tensor:
         k = q if k is None else k
         v = q if v is None else v
         for name, x, features in (("q", q, self.q_features), ("k", k, self.k_features), ("v", v, self.v_features)):
