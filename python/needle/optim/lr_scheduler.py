@@ -11,7 +11,7 @@ so a compiled step follows it.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LambdaLR"]
 
@@ -48,10 +48,10 @@ class LRScheduler:
     def get_last_lr(self) -> List[float]:
         return list(self._last_lrs)
 
-    def state_dict(self) -> Dict[str, object]:
+    def state_dict(self) -> Dict[str, Any]:
         return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch, "last_lrs": list(self._last_lrs)}
 
-    def load_state_dict(self, state: Dict[str, object]) -> None:
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         if "base_lr" in state:  # the one-group layout of older checkpoints
             state = {"base_lrs": [state["base_lr"]], "last_epoch": state["last_epoch"], "last_lrs": [state["last_lr"]]}
         groups = self.optimizer.param_groups

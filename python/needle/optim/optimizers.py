@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 from .. import init, ops
 from ..autograd import Tensor, array_api, no_grad
@@ -289,9 +289,9 @@ class Optimizer:
                 raise ValueError(f"{who}.load_state_dict: the state has "
                                  f"{len(groups) if isinstance(groups, (list, tuple)) else 'no'} parameter groups, "
                                  f"this optimizer {len(self.param_groups)}")
-            for i, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            for g, (group, saved) in enumerate(zip(self.param_groups, groups)):
                 if len(saved.get("params", ())) != len(group["params"]):
-                    raise ValueError(f"{who}.load_state_dict: parameter group {i} has {len(saved.get('params', ()))} "
+                    raise ValueError(f"{who}.load_state_dict: parameter group {g} has {len(saved.get('params', ()))} "
                                      f"parameters in the state, {len(group['params'])} here")
             entries = []
             for key, values in dict(state.get("state", {})).items():
@@ -349,7 +349,7 @@ class Optimizer:
     @staticmethod
     def _grad(p: Tensor, group: ParamGroup) -> Tensor:
         """grad + weight_decay * theta (L2-style decay, the course's), detached."""
-        grad = p.grad.data
+        grad = cast(Tensor, p.grad).data  # the steps skip parameters without a gradient
         if "weight_decay" in group.terms:
             return grad + p.data * group.scalars["weight_decay"]
         return grad
