@@ -105,7 +105,7 @@ def _recurrent(m) -> List[Pair]:
 
 def _batch_norm(m: BatchNorm1d) -> List[Pair]:
     # PyTorch counts batches; needle's momentum update does not need the count
-    counter = ("num_batches_tracked", [], lambda a: np.zeros((), np.int64), lambda a: [])
+    counter: Pair = ("num_batches_tracked", [], lambda a: np.zeros((), np.int64), lambda a: [])
     return [_same(m.weight, "weight"), _same(m.bias, "bias"), _same(m.running_mean, "running_mean"),
             _same(m.running_var, "running_var"), counter]
 
@@ -204,6 +204,7 @@ def _conv_settings(m) -> Tuple[str, Dict[str, Any]]:
 
 def _torch_conv_settings(t, dims: int) -> Dict[str, Any]:
     kernel, stride, dilation = tuple(t.kernel_size), tuple(t.stride), tuple(t.dilation)
+    pads: Tuple[Tuple[int, int], ...]
     if dims == 2:
         pads = F._conv2d_pads(t.padding if isinstance(t.padding, str) else tuple(t.padding), kernel, stride,
                               dilation, "torch Conv2d")
