@@ -153,7 +153,7 @@ class _Collate:
                     f"default_collate: {self.names[k]}'s dict {self.at(where)} has other keys than "
                     f"{self.names[0]}'s (missing {missing}, extra {extra}); every sample must have the same keys")
         out = {key: self.collate([s[key] for s in samples], f"{where}[{key!r}]") for key in keys}
-        cls = type(samples[0])
+        cls: type = type(samples[0])
         if cls is dict:
             return out
         try:
@@ -169,7 +169,7 @@ class _Collate:
                     f"default_collate: {self.names[k]} has a {type(s).__name__} of length {len(s)} {self.at(where)} "
                     f"but {self.names[0]} has one of length {size}; every sample must have the same structure")
         parts = [self.collate([s[i] for s in samples], f"{where}[{i}]") for i in range(size)]
-        cls = type(samples[0])
+        cls: type = type(samples[0])
         if cls is tuple:
             return tuple(parts)
         if cls is list:

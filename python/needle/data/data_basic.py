@@ -24,7 +24,7 @@ batched fetching only for those written for it, so batched is the opt-in.
 from __future__ import annotations
 
 import numbers
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 
@@ -170,7 +170,14 @@ class DataLoader:
     """
 
     dataset: Dataset
-    batch_size: Optional[int]
+    batch_size: int
+    sampler: Any
+    shuffle: bool
+    device: Any
+    dtype: Optional[str]
+    collate_fn: Optional[Callable]
+    drop_last: bool
+    ordering: List[np.ndarray]
 
     def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
                  device=None, dtype=None, sampler=None, *, collate_fn: Optional[Callable] = None,

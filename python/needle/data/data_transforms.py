@@ -33,7 +33,7 @@ class RandomFlipHorizontal(Transform):
     def __init__(self, p: float = 0.5):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"RandomFlipHorizontal p must be a probability in [0, 1], got {p!r}")
-        self.p = p
+        self.p: float = p
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """
@@ -60,7 +60,7 @@ class RandomCrop(Transform):
             raise TypeError(f"RandomCrop padding must be an integer, got {padding!r}")
         if padding < 0:
             raise ValueError(f"RandomCrop padding must be >= 0, got {padding}")
-        self.padding = int(padding)
+        self.padding: int = int(padding)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """

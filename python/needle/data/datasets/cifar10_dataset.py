@@ -76,7 +76,7 @@ class CIFAR10Dataset(Dataset):
 
     batched_indexing = True  # the DataLoader fetches a batch with one dataset[index_array]
 
-    def __init__(self, base_folder: str, train: bool, p: Optional[int] = 0.5,
+    def __init__(self, base_folder: str, train: bool, p: Optional[float] = 0.5,
                  transforms: Optional[List] = None):
         super().__init__(transforms)
         base_folder = check_dir(base_folder, "CIFAR-10 base folder")
