@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, cast
 
 from ..utils.cli import write_problem
 from .loop import check_resume, checkpoint_path
@@ -99,7 +99,7 @@ def _check_checkpoint(args: argparse.Namespace, config: Dict[str, Any]) -> None:
     folder = args.checkpoint
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UsageError(f"--checkpoint {folder}: is an existing file; give a folder")
-    path = checkpoint_path(folder)
+    path = cast(str, checkpoint_path(folder))  # not None: the parser refuses an empty folder name
     if args.resume:
         if not os.path.exists(path):
             raise UsageError(f"--resume: there is no checkpoint in {folder} (no {path})")

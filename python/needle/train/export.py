@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -85,7 +85,8 @@ RECIPE_EXPORTS: Dict[str, Callable[[Dict[str, Any], Dict[str, np.ndarray], int],
 
 def _read(checkpoint: str) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
     """(file, model arrays by state_dict name, metadata), checksum verified."""
-    path = checkpoint_path(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    # (a folder's name is not empty, so it has a checkpoint path)
+    path = cast(str, checkpoint_path(checkpoint)) if os.path.isdir(checkpoint) else checkpoint
     meta = read_checkpoint_meta(path)  # FileNotFoundError; ValueError: not a checkpoint, corrupted
     arrays, _ = read_safetensors(path)
     verify_digest(path, arrays, meta["sha256"])  # the arrays used are the ones the checksum covers

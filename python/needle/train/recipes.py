@@ -243,7 +243,7 @@ class Recipe:
     flags: FrozenSet[str] = frozenset()
 
     def resolved_defaults(self, model: Optional[str] = None) -> Dict[str, Any]:
-        return {**self.defaults, **self.model_defaults.get(model, {})}
+        return {**self.defaults, **(self.model_defaults.get(model, {}) if model is not None else {})}
 
 
 _FASHION_HINT = "install Fashion-MNIST with `apt-get install -y dataset-fashion-mnist`, or pass --data DIR"

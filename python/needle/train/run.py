@@ -118,6 +118,7 @@ def train(args: argparse.Namespace) -> int:
         task = DistributedTask(task, sampler, comm)  # a collective: every rank now holds rank 0's weights
     task.compiled = not args.no_compile
     params = task.model.parameters()
+    opt: ndl.optim.Optimizer
     if args.optimizer == "adam":
         opt = ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     else:
