@@ -9,7 +9,7 @@ Gradients are overwritten by every backward call, like needle's `backward()`.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..autograd import Tensor
 
@@ -18,6 +18,8 @@ class ManualLayer:
     """Base class: `params` names the parameter attributes; each has a `<name>_grad` attribute."""
 
     params: tuple = ()
+    dtype: Optional[str]  # set by each layer
+    device: Any
 
     def __init__(self):
         self.training = True

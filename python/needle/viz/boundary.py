@@ -1,7 +1,7 @@
 """Decision boundaries of 2-D classifiers (with an optional loss curve), as a PNG."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -68,20 +68,20 @@ def _margins(scores: np.ndarray, k: int) -> Optional[np.ndarray]:
 
 def _losses(history: History):
     """(x values, {label: values}) of the loss curves in `history`."""
-    history = list(history)
-    if not history:
+    rows: List[Any] = list(history)  # numbers, or dicts
+    if not rows:
         raise ValueError("plot_decision_boundary: history is empty")
-    if not isinstance(history[0], dict):
-        values = [float(v) for v in history]
+    if not isinstance(rows[0], dict):
+        values = [float(v) for v in rows]
         return list(range(1, len(values) + 1)), {"train": values}
-    xs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    xs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
     curves = {}
     for split in ("train", "test"):
         key = f"{split}_loss"
-        if key in history[0]:
-            curves[split] = [float(row[key]) for row in history]
+        if key in rows[0]:
+            curves[split] = [float(row[key]) for row in rows]
     if not curves:
-        raise ValueError(f"plot_decision_boundary: history rows need 'train_loss', got keys {sorted(history[0])}")
+        raise ValueError(f"plot_decision_boundary: history rows need 'train_loss', got keys {sorted(rows[0])}")
     return xs, curves
 
 
@@ -169,7 +169,7 @@ def plot_decision_boundary(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(handles), 5),
               fontsize=9, frameon=False, handletextpad=0.2, columnspacing=1.2)
 
-    if ax_loss is not None:
+    if ax_loss is not None and curves is not None:  # (both or neither)
         epochs, losses = curves
         for (split, values), style in zip(losses.items(), ("-", "--")):
             ax_loss.plot(epochs, values, style, linewidth=1.6, label=split,

@@ -188,8 +188,9 @@ def graph(
         attributes = _op_attributes(value.op) if show_attributes and value.op is not None else ""
         fields.append(f"{kind}({attributes})" if attributes else kind)
         fields.append(_describe_data(value))
-        if show_grad and getattr(value, "grad", None) is not None:
-            fields.append(_describe_grad(value.grad))
+        grad = getattr(value, "grad", None)
+        if show_grad and grad is not None:
+            fields.append(_describe_grad(grad))
         body = "|".join(_escape(f) for f in fields)
         # fields are stacked across the flow direction: top-to-bottom for LR layouts
         label = body if rankdir in ("LR", "RL") else "{" + body + "}"
