@@ -39,7 +39,7 @@ class Parameter:
 
     def __init__(self, x: Any = None, name: Optional[str] = None) -> None:
         self.name = name
-        self.value = None
+        self.value: Any = None  # a Scalar, or any value with requires_grad_
         self.update(x)
 
     def update(self, x: Any) -> None:

@@ -24,7 +24,7 @@ class SGD:
                 raise TypeError(f"SGD: parameter {i} must be a Parameter holding a Scalar, got {p!r}")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
             raise ValueError(f"SGD: lr must be a positive number, got {lr!r}")
-        self.lr = float(lr)
+        self.lr: float = float(lr)
 
     def zero_grad(self) -> None:
         """Forget every parameter's accumulated derivative."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Type
 
 from . import scalar_functions as F
 from .autodiff import Context, backpropagate, central_difference
@@ -31,7 +31,7 @@ class ScalarHistory(NamedTuple):
     its forward filled, and its input Scalars. `ScalarHistory()` (every field empty) is
     the history of a variable that no function made: a leaf."""
 
-    last_fn: Optional[type] = None
+    last_fn: Optional[Type[F.ScalarFunction]] = None
     ctx: Optional[Context] = None
     inputs: Sequence["Scalar"] = ()
 
@@ -64,6 +64,11 @@ class Scalar:
     """
 
     __slots__ = ("data", "derivative", "history", "name", "unique_id")
+    data: float
+    derivative: Optional[float]
+    history: Optional[ScalarHistory]
+    name: Optional[str]
+    unique_id: int
 
     def __init__(self, v: Any, back: Optional[ScalarHistory] = _UNSET, name: Optional[str] = None, *,
                  requires_grad: Optional[bool] = None):
@@ -76,13 +81,14 @@ class Scalar:
         if requires_grad is not None and bool(requires_grad) != (back is not None):
             raise ValueError(f"Scalar(requires_grad={requires_grad!r}) contradicts its history {back!r}: "
                              f"a history of None is a constant, any ScalarHistory requires a gradient")
-        self.history: Optional[ScalarHistory] = back
-        self.derivative: Optional[float] = None
+        self.history = back
+        self.derivative = None
         self.unique_id = next(_ids)
         self.name = name
 
     @classmethod
-    def _from_function(cls, value: float, fn: type, ctx: Context, inputs: Tuple["Scalar", ...]) -> "Scalar":
+    def _from_function(cls, value: float, fn: Type[F.ScalarFunction], ctx: Context,
+                       inputs: Tuple["Scalar", ...]) -> "Scalar":
         out = object.__new__(cls)  # the hot path of every operation: set the slots directly
         out.data = value
         out.derivative = None
@@ -102,7 +108,7 @@ class Scalar:
         self.requires_grad_(flag)
 
     @property
-    def last_fn(self) -> Optional[type]:
+    def last_fn(self) -> Optional[Type[F.ScalarFunction]]:
         """The ScalarFunction that made this Scalar (None for leaves and constants)."""
         return None if self.history is None else self.history.last_fn
 
@@ -153,7 +159,8 @@ class Scalar:
     def accumulate_derivative(self, d: float) -> None:
         """Add d to `.derivative` (leaves only)."""
         if not self.is_leaf():
-            made = "is a constant" if self.history is None else f"was made by {self.last_fn.__name__}"
+            fn = self.last_fn  # None exactly for a constant, here
+            made = "is a constant" if fn is None else f"was made by {fn.__name__}"
             raise RuntimeError(f"only leaves accumulate derivatives; {self!r} {made}")
         self.derivative = d if self.derivative is None else self.derivative + d
 
@@ -226,7 +233,7 @@ class Scalar:
     def __gt__(self, b):
         return F.LT.apply(b, self) if _operand(b) else NotImplemented
 
-    def __eq__(self, b):  # type: ignore[override]
+    def __eq__(self, b):
         return F.EQ.apply(self, b) if _operand(b) else NotImplemented
 
     # ------------------------------------------------------------------ functions

@@ -33,7 +33,7 @@ class ScalarFunction:
     """
 
     @staticmethod
-    def forward(ctx: Context, *inputs: float) -> float:
+    def forward(ctx: Context, *inputs: Any, **kwargs: Any) -> float:  # each function names its own operands
         raise NotImplementedError()
 
     @staticmethod
