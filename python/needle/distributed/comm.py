@@ -41,7 +41,7 @@ class Communicator:
     through pickle (small things only: settings, optimizer scalars, RNG states).
     """
 
-    def __init__(self, comm):
+    def __init__(self, comm: Any) -> None:
         from mpi4py import MPI
 
         self._mpi = MPI

@@ -38,7 +38,7 @@ def onnx_type(dtype) -> int:
 class GraphBuilder:
     """Collects nodes and initializers; hands out unique value names."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.nodes: List[onnx.NodeProto] = []
         self.initializers: List[onnx.TensorProto] = []
         self.inputs: List[onnx.ValueInfoProto] = []
