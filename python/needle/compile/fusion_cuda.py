@@ -65,7 +65,7 @@ class _CudaGenerator:
             operands = [operand(a) for a in args[:-1]]
             if any(o is None for o in operands):
                 return None
-            views = cast(List[View], operands)
+            views = cast(List[View], operands)  # (none is None: checked above)
             if len({o[1] for o in views}) != 1:
                 return None
             return views[0][1], Node(op, views, args[-1], args[-1].dtype)
