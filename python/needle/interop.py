@@ -20,6 +20,11 @@ names and layouts. An AttentionLayer's PyTorch twin holds its three LayerNorms u
 same names and a `torch.nn.MultiheadAttention(E, heads, bias=False)` called `attn`
 (needs num_head * dim_head == E, as PyTorch's does).
 
+A module may declare weights that one tensor serves under several torch keys with a
+`tied_weights()` method ({torch key: tensor}; GPT's `lm_head.weight` is its token
+embedding): `to_torch` writes every key, `from_torch` requires them equal. A state dict
+saved from a `torch.compile`d module (keys prefixed `_orig_mod.`) loads as the module's.
+
 PyTorch is only needed to produce torch tensors (`to_torch`); `from_torch` takes a dict of
 torch tensors (or anything with `.detach().cpu().numpy()` / numpy arrays), the path of
 a safetensors file written by `safetensors.torch`, or a torch module. Every key and shape
@@ -51,6 +56,8 @@ from .nn.nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .nn.nn_transformer import AttentionLayer
 
 __all__ = ["from_torch", "to_torch", "torch_state_dict_arrays"]
+
+_COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts before every key
 
 # one entry of a layer's conversion: torch key suffix, the needle tensors it covers,
 # needle arrays -> torch array, torch array -> needle arrays
@@ -127,9 +134,8 @@ def _attention(m: AttentionLayer) -> List[Pair]:
 
 
 _CONVERTERS: List[Tuple[type, Callable[[Any], List[Pair]]]] = [
-    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent), (RNN,
-    _recurrent),
-    (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (BatchNorm1d, _batch_norm),
+    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent),
+    (RNN, _recurrent), (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (BatchNorm1d, _batch_norm),
     (LayerNorm1d, lambda m: [_same(m.weight, "weight"), _same(m.bias, "bias")]),
     (Embedding, lambda m: [_same(m.weight, "weight")]), (AttentionLayer, _attention),
 ]
@@ -170,6 +176,9 @@ def _pairs(module: Module, converted: Optional[List[Tuple[str, Module]]] = None)
                 walk(item, f"{prefix}{key}.")
 
     walk(module, "")
+    tied = getattr(module, "tied_weights", None)  # e.g. GPT: {"lm_head.weight": the token embedding}
+    if callable(tied):
+        out += [_same(t, key) for key, t in tied().items()]
     return [p for p in out if not p[0].endswith(".") and p[0]]
 
 
@@ -308,6 +317,8 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
 
         state_dict = read_safetensors(str(state_dict))[0]
     arrays = {key: _as_numpy(value, key) for key, value in state_dict.items()}
+    if arrays and all(key.startswith(_COMPILED_PREFIX) for key in arrays):  # saved from torch.compile's wrapper
+        arrays = {key[len(_COMPILED_PREFIX):]: value for key, value in arrays.items()}
     pairs = _pairs(module)
     expected = {key for key, *_ in pairs}
     missing = sorted(k for k in expected if k not in arrays and not k.endswith("num_batches_tracked"))
@@ -317,6 +328,7 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
                                                                      else [])
         raise ValueError("from_torch: " + "; ".join(parts))
     updates = []
+    sources: Dict[int, str] = {}  # a tensor two keys load (a tied weight): both must agree
     for key, tensors, forward, backward in pairs:
         if key not in arrays or not tensors:
             continue
@@ -325,6 +337,13 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
             raise ValueError(f"from_torch: {key!r} has shape {tuple(arrays[key].shape)} in the state_dict, "
                              f"the needle module needs {tuple(wanted)}")
         for t, array in zip(tensors, backward(arrays[key])):
+            first = sources.setdefault(id(t), key)
+            if first != key:
+                earlier = next(a for u, a in updates if u is t)
+                if not np.array_equal(earlier, array):
+                    raise ValueError(f"from_torch: {key!r} and {first!r} differ, but the needle module ties them "
+                                     "(one tensor for both)")
+                continue
             updates.append((t, array))
     with no_grad():  # parameters are written in place, outside the graph
         for t, array in updates:
