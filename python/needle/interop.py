@@ -135,7 +135,8 @@ def _attention(m: AttentionLayer) -> List[Pair]:
 
 _CONVERTERS: List[Tuple[type, Callable[[Any], List[Pair]]]] = [
     (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent),
-    (RNN, _recurrent), (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (BatchNorm1d, _batch_norm),
+    (RNN, _recurrent), (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")),
+    (BatchNorm1d, _batch_norm),
     (LayerNorm1d, lambda m: [_same(m.weight, "weight"), _same(m.bias, "bias")]),
     (Embedding, lambda m: [_same(m.weight, "weight")]), (AttentionLayer, _attention),
 ]
