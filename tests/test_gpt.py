@@ -204,3 +204,13 @@ def test_a_compiled_training_step_equals_the_eager_one():
     assert eager == compiled
     np.testing.assert_array_equal(w_eager, w_compiled)
     assert eager[-1] < eager[0]
+
+
+def test_moving_the_model_moves_its_mask_and_positions():
+    model, _ = twins(dtype="float32")
+    x = np.array([[1, 2, 3, 4]])
+    on_cpu = model(ndl.Tensor(x, dtype="int64"))[0].numpy()
+    model.to(ndl.cpu_numpy())
+    moved = model(ndl.Tensor(x, dtype="int64", device=ndl.cpu_numpy()))[0]
+    assert moved.device == ndl.cpu_numpy()
+    np.testing.assert_allclose(moved.numpy(), on_cpu, rtol=1e-5, atol=1e-6)

@@ -169,6 +169,16 @@ class GPT(nn.Module):
         }
         self._constants = _Constants(block_size, device)
 
+    def to(self, *args, device=None, dtype=None) -> "GPT":
+        """Module.to, and the shape constants (causal mask, position ids) follow to the device."""
+        super().to(*args, device=device, dtype=dtype)
+        where = self.transformer["wte"].weight.device
+        constants = _Constants(self.block_size, where)
+        for block in self.transformer["h"]:
+            block.attn._constants = constants
+        self._constants = constants
+        return self
+
     def tied_weights(self) -> Dict[str, Tensor]:
         """{nanoGPT key: tensor} of the weights shared under another name: the head is the token
         embedding (needle.interop writes and checks `lm_head.weight` from it)."""
