@@ -1,7 +1,8 @@
 """Neural-network modules: the course's layers (nn_basic, nn_conv, nn_sequence, nn_transformer),
 PyTorch-style layers (nn_activation, nn_loss, nn_pooling, Conv1d, Conv2d) and their functional forms
-(needle.nn.functional, also importable as `import needle.nn.functional as F`)."""
-from . import functional
+(needle.nn.functional, also importable as `import needle.nn.functional as F`), in-place initialisers
+(needle.nn.init, not the course's needle.init) and gradient clipping (needle.nn.utils)."""
+from . import functional, init, utils
 from .nn_activation import GELU, LeakyReLU, LogSoftmax, SiLU, Softmax
 from .nn_basic import (
     BatchNorm1d,
@@ -32,4 +33,6 @@ __all__ = [
     # PyTorch-style layers beyond the course
     "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Softmax", "LogSoftmax", "GELU", "SiLU",
     "LeakyReLU", "MSELoss", "CrossEntropyLoss", "functional",
+    # PyTorch's initialisers and gradient clipping
+    "init", "utils",
 ]
