@@ -396,7 +396,7 @@ def test_existing_checkpoint_is_never_silently_overwritten(capsys, tmp_path):
     from safetensors.numpy import load
 
     after = load_file(str(ckpt / "last.safetensors"))
-    assert not np.array_equal(after["model/modules.0.weight"], load(before)["model/modules.0.weight"])
+    assert not np.array_equal(after["model/0.weight"], load(before)["model/0.weight"])
 
 
 def test_resume_and_overwrite_together_are_refused(capsys, tmp_path, no_build):

@@ -383,7 +383,7 @@ def _bad_checkpoint(kind, good, path):
         path.write_bytes(b"not a checkpoint" * 8)
     elif kind == "corrupted":  # one weight changed after the checksum was taken
         arrays = load_file(str(good))
-        arrays["model/modules.0.weight"][0, 0] += 1
+        arrays["model/0.weight"][0, 0] += 1
         _rewrite(good, path, arrays=arrays)
     elif kind == "unknown-recipe":
         _rewrite(good, path, meta_change=lambda meta: meta["info"]["config"].update(recipe="nope"))

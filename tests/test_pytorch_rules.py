@@ -161,7 +161,8 @@ def test_a_custom_loop_resumed_from_a_state_dict_continues_exactly(make, other):
     model, _ = make_pair()
     opt = make(model.parameters())
     steps(model, opt, range(3))
-    model_state, opt_state = model.state_dict(), opt.state_dict()
+    # the model's state_dict shares its memory (PyTorch's rule, where this would be copy.deepcopy): copies
+    model_state, opt_state = {k: v.numpy() for k, v in model.state_dict().items()}, opt.state_dict()
     steps(model, opt, range(3, 6))
     # a new process: the optimizer built with other hyperparameters, then everything loaded
     resumed, _ = make_pair(seed=1)

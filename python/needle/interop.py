@@ -4,7 +4,6 @@ needle and PyTorch name and lay out the same layers differently:
 
 | needle                                   | PyTorch                                          |
 |------------------------------------------|--------------------------------------------------|
-| Sequential `modules.0.weight`            | `0.weight`                                       |
 | Linear weight (in, out), bias (1, out)   | weight (out, in), bias (out,)                    |
 | Conv weight (k, k, in, out) (NHWC ops)   | Conv2d weight (out, in, k, k)                    |
 | Conv2d / Conv1d weight, bias             | the same layout (out, in/groups, kH, kW), (out,) |
@@ -14,9 +13,9 @@ needle and PyTorch name and lay out the same layers differently:
 | AttentionLayer q/k/v/out projections     | `attn.in_proj_weight` (3E, E), `attn.out_proj.weight` (E, E) |
 
 Names follow the module tree: a layer at attribute path `a.b` in needle is `a.b` in the
-PyTorch twin, except that a Sequential's `modules` step disappears (PyTorch's Sequential
-numbers its children directly). Embedding, LayerNorm1d and plain tensors keep their
-names and layouts. An AttentionLayer's PyTorch twin holds its three LayerNorms under the
+PyTorch twin (a Sequential's or ModuleList's layers are `0`, `1`, ... in both), as
+state_dict() names it. Embedding, LayerNorm1d and plain tensors keep their names and
+layouts. An AttentionLayer's PyTorch twin holds its three LayerNorms under the
 same names and a `torch.nn.MultiheadAttention(E, heads, bias=False)` called `attn`
 (needs num_head * dim_head == E, as PyTorch's does).
 
@@ -50,7 +49,7 @@ import numpy as np
 
 from .autograd import Tensor, no_grad
 from .nn import functional as F
-from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Sequential
+from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Parameter
 from .nn.nn_conv import Conv, Conv1d, Conv2d
 from .nn.nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .nn.nn_transformer import AttentionLayer
@@ -154,27 +153,20 @@ def _pairs(module: Module, converted: Optional[List[Tuple[str, Module]]] = None)
     the modules with a converter are appended to `converted` as (path, module) if given."""
     out: List[Pair] = []
 
-    def walk(value, prefix: str):
-        if isinstance(value, Module):
-            make = _converter(value)
-            if make is not None:
-                if converted is not None:
-                    converted.append((prefix[:-1], value))
-                for key, tensors, forward, backward in make(value):
-                    out.append((prefix + key, tensors, forward, backward))
-                return
-            for name, item in value.__dict__.items():
-                # a Sequential's children are numbered directly in PyTorch: no "modules." step
-                step = "" if isinstance(value, Sequential) and name == "modules" else name + "."
-                walk(item, prefix + step)
-        elif isinstance(value, Tensor):
-            out.append(_same(value, prefix[:-1]))
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(item, f"{prefix}{i}.")
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{prefix}{key}.")
+    def walk(value: Module, prefix: str) -> None:
+        make = _converter(value)
+        if make is not None:
+            if converted is not None:
+                converted.append((prefix[:-1], value))
+            for key, tensors, forward, backward in make(value):
+                out.append((prefix + key, tensors, forward, backward))
+            return
+        # the module's own naming: a Sequential's or ModuleList's layers are 0, 1, ... as in PyTorch
+        for attr, name, item in value._members():
+            if isinstance(item, Module):
+                walk(item, prefix + name + ".")
+            elif value._persistent(attr) or isinstance(item, Parameter):  # state_dict's entries only
+                out.append(_same(item, prefix + name))
 
     walk(module, "")
     tied = getattr(module, "tied_weights", None)  # e.g. GPT: {"lm_head.weight": the token embedding}

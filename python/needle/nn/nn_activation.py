@@ -20,6 +20,9 @@ class Softmax(Module):
         super().__init__()
         self.dim = dim
 
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
     def forward(self, x: Tensor) -> Tensor:
         return F.softmax(x, self.dim)
 
@@ -30,6 +33,9 @@ class LogSoftmax(Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.log_softmax(x, self.dim)
@@ -44,6 +50,9 @@ class GELU(Module):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, self.approximate)
@@ -62,6 +71,9 @@ class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = negative_slope
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)

@@ -3,7 +3,7 @@ and Conv2d (NCHW, PyTorch's signature, weight layout and initialisation)."""
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from needle import init, ops
 from needle.autograd import Tensor
@@ -16,6 +16,24 @@ __all__ = ["Conv", "Conv1d", "Conv2d"]
 
 def _first(value) -> int:
     return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _conv_repr(in_channels: int, out_channels: int, kernel: Any, stride: Any, padding: Any, dilation: Any,
+               groups: int, bias: bool, padding_mode: str) -> str:
+    """PyTorch's Conv extra_repr: the settings that differ from the defaults are shown."""
+    n = len(kernel)
+    text = f"{in_channels}, {out_channels}, kernel_size={kernel}, stride={stride}"
+    if padding != (0,) * n:
+        text += f", padding={padding}"
+    if dilation != (1,) * n:
+        text += f", dilation={dilation}"
+    if groups != 1:
+        text += f", groups={groups}"
+    if not bias:
+        text += ", bias=False"
+    if padding_mode != "zeros":
+        text += f", padding_mode={padding_mode}"
+    return text
 
 
 class Conv(Module):
@@ -43,6 +61,11 @@ class Conv(Module):
         if bias:
             bound = 1.0 / math.sqrt(in_channels * k * k)
             self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return _conv_repr(self.in_channels, self.out_channels, (k, k), (s, s), (p, p), (1, 1), 1,
+                          self.bias is not None, "zeros")
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x.shape) != 4 or x.shape[1] != self.in_channels:
@@ -87,6 +110,10 @@ class Conv1d(Module):
         self.bias = None
         if bias:
             self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return _conv_repr(self.in_channels, self.out_channels, (self.kernel_size,), (self.stride,), (self.padding,),
+                          (1,), 1, self.bias is not None, "zeros")
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in (2, 3) or x.shape[-2] != self.in_channels:
@@ -160,6 +187,10 @@ class Conv2d(Module):
         self.bias = None
         if bias:
             self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return _conv_repr(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                          self.dilation, self.groups, self.bias is not None, self.padding_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:

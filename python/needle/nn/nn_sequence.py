@@ -35,6 +35,16 @@ def _check_input(module: Module, X: Tensor, ndim: int, features: int, layout: st
                          f"got {X.shape}")
 
 
+def _stack_repr(module, cells) -> str:
+    """PyTorch's RNN/LSTM extra_repr: sizes, then num_layers and bias where not the defaults."""
+    text = f"{module.input_size}, {module.hidden_size}"
+    if module.num_layers != 1:
+        text += f", num_layers={module.num_layers}"
+    if cells and cells[0].bias_ih is None:
+        text += ", bias=False"
+    return text
+
+
 def _check_state(module: Module, name: str, h: Tensor, shape: tuple) -> None:
     if tuple(h.shape) != tuple(shape):
         raise ValueError(f"{type(module).__name__}: {name} should have shape {tuple(shape)}, got {h.shape}")
@@ -55,6 +65,14 @@ class RNNCell(Module):
         self.W_hh = _uniform(hidden_size, hidden_size, bound=bound, device=device, dtype=dtype)
         self.bias_ih = _uniform(hidden_size, bound=bound, device=device, dtype=dtype) if bias else None
         self.bias_hh = _uniform(hidden_size, bound=bound, device=device, dtype=dtype) if bias else None
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.bias_ih is None:
+            text += ", bias=False"
+        if self.nonlinearity != "tanh":
+            text += f", nonlinearity={self.nonlinearity}"
+        return text
 
     def forward(self, X: Tensor, h: Optional[Tensor] = None) -> Tensor:
         _check_input(self, X, 2, self.input_size, "(batch, input_size)")
@@ -88,6 +106,9 @@ class RNN(Module):
             for layer in range(num_layers)
         ]
 
+    def extra_repr(self) -> str:
+        return _stack_repr(self, self.rnn_cells)
+
     def forward(self, X: Tensor, h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         _check_input(self, X, 3, self.input_size, "(seq_len, batch, input_size)")
         if h0 is not None:
@@ -114,6 +135,9 @@ class LSTMCell(Module):
         self.W_hh = _uniform(hidden_size, width, bound=bound, device=device, dtype=dtype)
         self.bias_ih = _uniform(width, bound=bound, device=device, dtype=dtype) if bias else None
         self.bias_hh = _uniform(width, bound=bound, device=device, dtype=dtype) if bias else None
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + (", bias=False" if self.bias_ih is None else "")
 
     def forward(self, X: Tensor, h=None) -> Tuple[Tensor, Tensor]:
         _check_input(self, X, 2, self.input_size, "(batch, input_size)")
@@ -153,6 +177,9 @@ class LSTM(Module):
             for layer in range(num_layers)
         ]
 
+    def extra_repr(self) -> str:
+        return _stack_repr(self, self.lstm_cells)
+
     def forward(self, X: Tensor, h=None):
         _check_input(self, X, 3, self.input_size, "(seq_len, batch, input_size)")
         if h is None:
@@ -179,6 +206,9 @@ class Embedding(Module):
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.weight = Parameter(init.randn(num_embeddings, embedding_dim, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
 
     def forward(self, x: Tensor) -> Tensor:
         """x: ids (int64, or floats holding whole numbers), any shape -> x.shape + (embedding_dim,).

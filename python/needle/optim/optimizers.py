@@ -20,9 +20,10 @@ import math
 import numbers
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .. import init, ops
+from .. import init
 from ..autograd import Tensor, array_api, no_grad
 from ..dtypes import HostScalar
+from ..nn.utils import clip_grad_norm_
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "ParamGroup"]
 
@@ -369,19 +370,10 @@ class Optimizer:
 
     def clip_grad_norm(self, max_norm: float = 0.25) -> Tensor:
         """Scale all gradients so their joint L2 norm is at most max_norm; returns the norm before
-        (a 0-d tensor). Computed on the device -- min(1, max_norm / (norm + 1e-6)) multiplies
-        every gradient -- so it reads nothing back and works inside a compiled step."""
-        with no_grad():
-            grads = [p.grad.data for p in self.params if p.grad is not None]
-            if not grads:
-                return init.zeros(device=self.params[0].device if self.params else None)
-            total = sum(((g * g).sum() for g in grads[1:]), (grads[0] * grads[0]).sum()) ** 0.5
-            ratio = max_norm / (total + 1e-6)
-            scale = ops.where(ratio < 1.0, ratio, 1.0)
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad = p.grad.data * scale.broadcast_to(p.grad.shape)
-        return total
+        (a 0-d tensor): needle.nn.utils.clip_grad_norm_ over this optimizer's parameters.
+        Computed on the device -- min(1, max_norm / (norm + 1e-6)) multiplies every gradient --
+        so it reads nothing back and works inside a compiled step."""
+        return clip_grad_norm_(self.params, max_norm)
 
     @staticmethod
     def _grad(p: Tensor, group: ParamGroup) -> Tensor:
