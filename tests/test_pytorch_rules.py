@@ -368,3 +368,9 @@ def test_nesterov_without_torchs_dampening_is_refused():
         optim.SGD(model.parameters(), momentum=0.9, dampening=0.5, nesterov=True)
     with pytest.raises(ValueError, match="nesterov needs a momentum"):
         optim.SGD(model.parameters(), nesterov=True)
+
+
+def test_ddp_state_dict_holds_the_model_only_after_a_sync():
+    model, ddp, comm, x, local = ddp_and_local_grads()
+    (ddp(x) ** 2).sum().backward()
+    assert sorted(ddp.state_dict()) == sorted("module." + k for k in model.state_dict())

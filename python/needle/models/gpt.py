@@ -160,13 +160,14 @@ class GPT(nn.Module):
         wte.weight = nn.Parameter(init.randn(vocab_size, n_embd, std=0.02, device=device, dtype=dtype))
         wpe = nn.Embedding(block_size, n_embd, device=device, dtype=dtype)
         wpe.weight = nn.Parameter(init.randn(block_size, n_embd, std=0.02, device=device, dtype=dtype))
-        self.transformer = {
+        self.transformer = nn.ModuleDict({
             "wte": wte,
             "wpe": wpe,
             "drop": nn.Dropout(dropout),
-            "h": [Block(n_embd, n_head, n_layer, block_size, dropout, bias, device, dtype) for _ in range(n_layer)],
+            "h": nn.ModuleList([Block(n_embd, n_head, n_layer, block_size, dropout, bias, device, dtype)
+                                for _ in range(n_layer)]),
             "ln_f": LayerNorm(n_embd, bias, device, dtype),
-        }
+        })
         self._constants = _Constants(block_size, device)
 
     def to(self, *args, device=None, dtype=None) -> "GPT":
