@@ -20,7 +20,7 @@ import math
 import numbers
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .. import init
+from .. import init, ops
 from ..autograd import Tensor, array_api, no_grad
 from ..dtypes import HostScalar
 from ..nn.utils import clip_grad_norm_
