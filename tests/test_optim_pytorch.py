@@ -145,7 +145,9 @@ def test_a_state_dict_resumes_exactly(make, other):
     model, _ = make_pair()
     opt = make(model.parameters())
     steps(model, opt, range(3))
-    model_state, opt_state = model.state_dict(), opt.state_dict()
+    # PyTorch's state_dict shares the parameters' memory: keep copies, as a checkpoint file does
+    model_state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
     steps(model, opt, range(3, 6))
     resumed, _ = make_pair(seed=1)
     resumed_opt = other(resumed.parameters())  # other hyperparameters, replaced by the loaded ones
