@@ -585,10 +585,11 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     kernel = tuple(weight.shape[2:])
     sizes = _transposed_sizes(what, x.shape[1:3], kernel, stride, padding, output_padding, dilation)
     # As a conv2d's input gradient: that conv2d maps the (Ho, Wo) output to the (H, W) input with
-    # padding (p, p - op) on each axis, which covers the scattered windows exactly. Where op > p,
-    # the last op - p rows lie past every window: zeros, added after.
+    # padding (p, max(p - op, 0)) on each axis. Where op > p, the last op - p rows lie past every
+    # window (zeros): still that conv2d's input while op - p < stride (its output size rounds
+    # down), else (op >= stride, possible with dilation > stride) added after, as zeros.
     pads = tuple((p, max(p - op, 0)) for p, op in zip(padding, output_padding))
-    extra = tuple(max(op - p, 0) for p, op in zip(padding, output_padding))
+    extra = tuple(op - p if op - p >= s else 0 for p, op, s in zip(padding, output_padding, stride))
     shape = (x.shape[0], sizes[0] - extra[0], sizes[1] - extra[1], cout)
     out = ops.ConvInputGrad(shape, stride, pads, dilation, groups)(x, ops.permute(weight, (2, 3, 1, 0)))
     if any(extra):
@@ -906,10 +907,12 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor]
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *,
                                      reduction: str = "mean", pos_weight: Optional[Tensor] = None) -> Tensor:
     """PyTorch's binary_cross_entropy_with_logits: binary cross-entropy of sigmoid(z) for logits z,
-    in the form that neither overflows nor cancels,
-    w ((1 - t) z + (1 + (p - 1) t) softplus(-z)), softplus(-z) = log(1 + exp(-z)) computed
-    stably on each side of 0 (F.softplus), so huge logits give exact losses; the gradient is
-    w ((1 - t) - (1 + (p - 1) t) sigmoid(-z)), w (sigmoid(z) - t) without pos_weight.
+    w ((1 - t) softplus(z) + p t softplus(-z)) with softplus(z) = log(1 + exp(z)) computed stably
+    on each side of 0 (F.softplus): both terms are non-negative, so nothing cancels (PyTorch's
+    (1 - t) z + (1 + (p - 1) t) softplus(-z) is the same function, but in float32 loses the loss of
+    a well-classified example, e.g. z = -20, t = 0: 2.06e-9, to 0). The gradient is
+    w ((1 - t) sigmoid(z) - p t sigmoid(-z)), w (sigmoid(z) - t) without pos_weight. One edge
+    differs: z = -inf with t > 0 gives inf here, nan in PyTorch (-inf + inf).
 
     target: of the input's shape and dtype (probabilities, or 0/1 labels). weight broadcasts to
     the input; pos_weight p (the positives' weight, usually one per class, (C,)) broadcasts to it
@@ -921,10 +924,8 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Opti
     _same_target(input, target, "binary_cross_entropy_with_logits")
     weight = _broadcast_weight(weight, input.shape, "weight", "binary_cross_entropy_with_logits")
     pos_weight = _broadcast_weight(pos_weight, input.shape, "pos_weight", "binary_cross_entropy_with_logits")
-    soft = softplus(-input, threshold=math.inf)  # log(1 + exp(-z)), stable both ways
-    if pos_weight is not None:
-        soft = soft * ((pos_weight - 1) * target + 1)
-    loss = (1 - target) * input + soft
+    positive = target if pos_weight is None else target * pos_weight
+    loss = (1 - target) * softplus(input, threshold=math.inf) + positive * softplus(-input, threshold=math.inf)
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)

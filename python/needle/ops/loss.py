@@ -17,14 +17,16 @@ from .elementwise import log, log1p, maximum
 __all__ = ["BinaryCrossEntropy", "binary_cross_entropy"]
 
 LOG_CLAMP = -100.0  # PyTorch's lower bound on binary_cross_entropy's logarithms
-EPSILON = 1e-12  # PyTorch's lower bound on x (1 - x) in the gradient
+# PyTorch's lower bound on x (1 - x) in the gradient: its 1e-12, which it rounds to float32 in
+# float64 too (x = 0, t = 1 gives -1.000000004e12, not -1e12)
+EPSILON = 9.999999960041972e-13
 
 
 class BinaryCrossEntropy(TensorOp):
     """-(t max(log x, -100) + (1 - t) max(log1p(-x), -100)) elementwise, x a probability and t
     its target (PyTorch's binary_cross_entropy with reduction='none', no weight).
 
-    Gradients (PyTorch's): x: g (x - t) / max(x (1 - x), 1e-12); t: g (log1p(-x) - log x)
+    Gradients (PyTorch's): x: g (x - t) / max(x (1 - x), 1e-12 rounded to float32); t: g (log1p(-x) - log x)
     (unclamped: +-inf at x = 0 or 1, as PyTorch's).
 
     Edges: x = 0 or 1 give the clamped 100 (or 0 where the target's weight there is 0); a
