@@ -135,14 +135,18 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
     return _channel_bias(out, bias, out.ndim - 1, "linear")
 
 
-def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what: str) -> Tensor:
+def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what: str, one_op: bool = False) -> Tensor:
     """fn(input); with inplace=True written into input's own buffer and returned as input itself
     (PyTorch's inplace=True), recorded for autograd like Tensor.copy_: input takes the result's
     place in the graph. A Parameter that requires grad is refused (RuntimeError, PyTorch's rule for
     a leaf). needle cannot move a tensor that an op has already taken as input (or a view of
     another tensor's memory) to a new place in the graph while gradients are recorded: then the
     result is computed out of place and returned, and input keeps its values, so code that uses
-    the returned tensor (x = relu(x), nn.ReLU(inplace=True) in a Sequential) works either way."""
+    the returned tensor (x = relu(x), nn.ReLU(inplace=True) in a Sequential) works either way.
+
+    Tensor._inplace_ends rewires only the result's own inputs, so a result built of several ops
+    (one_op=False) is computed from the previous value moved aside first: input becomes
+    input * 1.0 (an in-place step of its own, like copy_'s), whose input is that value."""
     if not inplace:
         return fn(input)
     try:
@@ -151,12 +155,17 @@ def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what:
         if input.op is None and getattr(type(input), "_refuses_inplace", False):
             raise
         return fn(input)
-    return input._inplace_ends(what, fn(input), tracked)
+    source = input
+    if tracked and not one_op:
+        input._inplace_ends(what, input * 1.0, True)
+        source = input.inputs[0]  # the previous value, which nothing but input * 1.0 reads
+        tracked = input._inplace_begins(what)
+    return input._inplace_ends(what, fn(source), tracked)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(x, 0) elementwise (gradient 0 at 0, as PyTorch); inplace=True writes the input (see _inplace)."""
-    return _inplace(_tensor(input, "relu"), ops.relu, inplace, "relu")
+    return _inplace(_tensor(input, "relu"), ops.relu, inplace, "relu", one_op=True)
 
 
 def tanh(input: Tensor) -> Tensor:
