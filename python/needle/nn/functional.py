@@ -30,7 +30,7 @@ all), embedding's max_norm, the `size_average`/`reduce` arguments of the losses.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union, cast
 
 from needle import init, ops
 from needle.autograd import Tensor, array_api
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 IntOrPair = Union[int, Tuple[int, int]]
+IntOrInts = Union[int, Sequence[int]]  # an int or (h, w)
 Padding2d = Union[str, int, Tuple[int, int]]
 FLOATS = ("float32", "float64")
 REDUCTIONS = ("mean", "sum", "none")
@@ -158,7 +159,7 @@ def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what:
     source = input
     if tracked and not one_op:
         input._inplace_ends(what, input * 1.0, True)
-        source = input.inputs[0]  # the previous value, which nothing but input * 1.0 reads
+        source = cast(Tensor, input.inputs[0])  # the previous value, which nothing but input * 1.0 reads
         tracked = input._inplace_begins(what)
     return input._inplace_ends(what, fn(source), tracked)
 
@@ -542,18 +543,18 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
 def _transposed_sizes(what: str, spatial, kernel, stride, padding, output_padding, dilation) -> Tuple[int, int]:
     """conv_transpose2d's output size per axis: (H - 1) stride - 2 padding + dilation (K - 1) +
     output_padding + 1; ValueError where it is not positive."""
-    sizes = tuple((h - 1) * s - 2 * p + d * (k - 1) + op + 1
-                  for h, k, s, p, op, d in zip(spatial, kernel, stride, padding, output_padding, dilation))
+    sizes = [(h - 1) * s - 2 * p + d * (k - 1) + op + 1
+             for h, k, s, p, op, d in zip(spatial, kernel, stride, padding, output_padding, dilation)]
     if min(sizes) < 1:
-        raise ValueError(f"{what}: the output size {sizes} is not positive (input {tuple(spatial)}, kernel "
+        raise ValueError(f"{what}: the output size {tuple(sizes)} is not positive (input {tuple(spatial)}, kernel "
                          f"{tuple(kernel)}, stride {stride}, padding {padding}, output_padding {output_padding}, "
                          f"dilation {dilation})")
-    return sizes  # type: ignore[return-value]
+    return sizes[0], sizes[1]
 
 
-def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
-                     padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
-                     dilation: IntOrPair = 1) -> Tensor:
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrInts = 1,
+                     padding: IntOrInts = 0, output_padding: IntOrInts = 0, groups: int = 1,
+                     dilation: IntOrInts = 1) -> Tensor:
     """2-D transposed convolution, torch.nn.functional.conv_transpose2d (note PyTorch's argument
     order: groups before dilation): input (N, Cin, H, W) or unbatched (Cin, H, W), weight
     (Cin, Cout / groups, KH, KW) (PyTorch's layout), bias (Cout,) -> (N, Cout, Ho, Wo) with
@@ -576,15 +577,15 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     cin = x.shape[3]
     if isinstance(groups, bool) or not isinstance(groups, int):
         raise TypeError(f"{what} groups must be an int, got {groups!r}")
-    stride, dilation = _ints(stride, 2, f"{what} stride"), _ints(dilation, 2, f"{what} dilation")
-    padding, output_padding = _ints(padding, 2, f"{what} padding"), _ints(output_padding, 2, f"{what} output_padding")
-    if groups < 1 or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or min(output_padding) < 0:
+    strides, dilations = _ints(stride, 2, f"{what} stride"), _ints(dilation, 2, f"{what} dilation")
+    pads_in, extras = _ints(padding, 2, f"{what} padding"), _ints(output_padding, 2, f"{what} output_padding")
+    if groups < 1 or min(strides) < 1 or min(dilations) < 1 or min(pads_in) < 0 or min(extras) < 0:
         raise ValueError(f"{what} needs stride >= 1, dilation >= 1, groups >= 1, padding >= 0 and output_padding "
                          f">= 0, got stride={stride}, padding={padding}, output_padding={output_padding}, "
                          f"dilation={dilation}, groups={groups}")
-    if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
-        raise ValueError(f"{what}: output_padding {output_padding} must be smaller than either stride {stride} or "
-                         f"dilation {dilation}")
+    if any(op >= max(s, d) for op, s, d in zip(extras, strides, dilations)):
+        raise ValueError(f"{what}: output_padding {extras} must be smaller than either stride {strides} or "
+                         f"dilation {dilations}")
     if cin % groups:
         raise ValueError(f"{what}: input of shape {input.shape} has {cin} channels, not divisible by groups={groups}")
     if weight.ndim != 4 or weight.shape[0] != cin or min(weight.shape) < 1:
@@ -592,15 +593,15 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                          f"(expected ({cin}, Cout / groups, KH, KW))")
     cout = weight.shape[1] * groups
     kernel = tuple(weight.shape[2:])
-    sizes = _transposed_sizes(what, x.shape[1:3], kernel, stride, padding, output_padding, dilation)
+    sizes = _transposed_sizes(what, x.shape[1:3], kernel, strides, pads_in, extras, dilations)
     # As a conv2d's input gradient: that conv2d maps the (Ho, Wo) output to the (H, W) input with
     # padding (p, max(p - op, 0)) on each axis. Where op > p, the last op - p rows lie past every
     # window (zeros): still that conv2d's input while op - p < stride (its output size rounds
     # down), else (op >= stride, possible with dilation > stride) added after, as zeros.
-    pads = tuple((p, max(p - op, 0)) for p, op in zip(padding, output_padding))
-    extra = tuple(op - p if op - p >= s else 0 for p, op, s in zip(padding, output_padding, stride))
+    pads = tuple((p, max(p - op, 0)) for p, op in zip(pads_in, extras))
+    extra = tuple(op - p if op - p >= s else 0 for p, op, s in zip(pads_in, extras, strides))
     shape = (x.shape[0], sizes[0] - extra[0], sizes[1] - extra[1], cout)
-    out = ops.ConvInputGrad(shape, stride, pads, dilation, groups)(x, ops.permute(weight, (2, 3, 1, 0)))
+    out = ops.ConvInputGrad(shape, strides, pads, dilations, groups)(x, ops.permute(weight, (2, 3, 1, 0)))
     if any(extra):
         out = _constant_pad(out, [(1, 0, extra[0]), (2, 0, extra[1])], 0.0)
     return _channel_bias(_back_to_nchw(out, unbatched), bias, 0 if unbatched else 1, what)

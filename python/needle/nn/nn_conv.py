@@ -202,15 +202,15 @@ class ConvTranspose2d(Module):
         super().__init__()
         name = f"ConvTranspose2d({in_channels}, {out_channels}, {kernel_size})"
         kernel = F._ints(kernel_size, 2, "ConvTranspose2d kernel_size")
-        stride = F._ints(stride, 2, "ConvTranspose2d stride")
-        padding = F._ints(padding, 2, "ConvTranspose2d padding")
-        output_padding = F._ints(output_padding, 2, "ConvTranspose2d output_padding")
-        dilation = F._ints(dilation, 2, "ConvTranspose2d dilation")
+        strides = F._ints(stride, 2, "ConvTranspose2d stride")
+        pads = F._ints(padding, 2, "ConvTranspose2d padding")
+        extras = F._ints(output_padding, 2, "ConvTranspose2d output_padding")
+        dilations = F._ints(dilation, 2, "ConvTranspose2d dilation")
         for what, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name}: {what} must be an int, got {value!r}")
-        if in_channels < 1 or out_channels < 1 or groups < 1 or min(kernel) < 1 or min(stride) < 1 \
-                or min(dilation) < 1 or min(padding) < 0 or min(output_padding) < 0:
+        if in_channels < 1 or out_channels < 1 or groups < 1 or min(kernel) < 1 or min(strides) < 1 \
+                or min(dilations) < 1 or min(pads) < 0 or min(extras) < 0:
             raise ValueError(f"{name} needs channels, groups, kernel_size, stride and dilation >= 1 and padding, "
                              f"output_padding >= 0, got in_channels={in_channels}, out_channels={out_channels}, "
                              f"groups={groups}, kernel_size={kernel_size}, stride={stride}, padding={padding}, "
@@ -218,14 +218,18 @@ class ConvTranspose2d(Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels={in_channels} and out_channels={out_channels} must both be "
                              f"divisible by groups={groups}")
-        if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
-            raise ValueError(f"{name}: output_padding {output_padding} must be smaller than either stride {stride} "
-                             f"or dilation {dilation}")
+        if any(op >= max(s, d) for op, s, d in zip(extras, strides, dilations)):
+            raise ValueError(f"{name}: output_padding {extras} must be smaller than either stride {strides} "
+                             f"or dilation {dilations}")
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only padding_mode='zeros' is supported (PyTorch's rule), got {padding_mode!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
-        self.output_padding, self.groups, self.padding_mode = output_padding, groups, padding_mode
+        self.kernel_size: Tuple[int, ...] = kernel
+        self.stride: Tuple[int, ...] = strides
+        self.padding: Tuple[int, ...] = pads
+        self.dilation: Tuple[int, ...] = dilations
+        self.output_padding: Tuple[int, ...] = extras
+        self.groups, self.padding_mode = groups, padding_mode
         dtype = "float32" if dtype is None else dtype
         bound = 1.0 / math.sqrt(out_channels // groups * kernel[0] * kernel[1])
         self.weight = Parameter(init.rand(in_channels, out_channels // groups, *kernel, low=-bound, high=bound,
@@ -234,7 +238,7 @@ class ConvTranspose2d(Module):
         if bias:
             self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, device=device, dtype=dtype))
 
-    def _output_padding(self, x: Tensor, output_size) -> Tuple[int, int]:
+    def _output_padding(self, x: Tensor, output_size) -> Tuple[int, ...]:
         """The output_padding that makes the output (Ho, Wo) = output_size[-2:] (PyTorch's rule:
         any size from the smallest one up to stride - 1 more, or dilation - 1 more)."""
         if output_size is None:
@@ -246,13 +250,13 @@ class ConvTranspose2d(Module):
         sizes = sizes[-2:]
         smallest = F._transposed_sizes("ConvTranspose2d", x.shape[-2:], self.kernel_size, self.stride, self.padding,
                                        (0, 0), self.dilation)
-        padding = tuple(want - low for want, low in zip(sizes, smallest))
-        if any(not 0 <= p < max(s, d) for p, s, d in zip(padding, self.stride, self.dilation)):
+        extras = tuple(want - low for want, low in zip(sizes, smallest))
+        if any(not 0 <= p < max(s, d) for p, s, d in zip(extras, self.stride, self.dilation)):
             raise ValueError(f"ConvTranspose2d: output_size {tuple(output_size)} cannot be reached from input "
                              f"{x.shape}: the sizes between {smallest} and "
                              f"{tuple(low + max(s, d) - 1 for low, s, d in zip(smallest, self.stride, self.dilation))}"
                              " can")
-        return padding  # type: ignore[return-value]
+        return extras
 
     def forward(self, x: Tensor, output_size=None) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:

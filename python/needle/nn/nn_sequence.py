@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from needle import init, ops
 from needle.autograd import Tensor, no_grad
@@ -50,7 +50,7 @@ def _check_state(module: Module, name: str, h: Tensor, shape: tuple) -> None:
         raise ValueError(f"{type(module).__name__}: {name} should have shape {tuple(shape)}, got {h.shape}")
 
 
-def _stack_options(module: Module, num_layers: int, batch_first: bool, dropout: float) -> None:
+def _stack_options(module: Any, num_layers: int, batch_first: bool, dropout: float) -> None:
     """Check and keep PyTorch's batch_first and dropout (a ValueError for dropout outside [0, 1];
     a warning, as PyTorch's, for dropout on a single layer, where it does nothing)."""
     name = type(module).__name__

@@ -263,7 +263,7 @@ def _conv_input_grad(ctx, node):
     return g.add("Transpose", [y], perm=[0, 2, 3, 1])
 
 
-_conv_input_grad.onnx = "Transpose + ConvTranspose + Transpose"
+_conv_input_grad.onnx = "Transpose + ConvTranspose + Transpose"  # type: ignore[attr-defined]
 
 
 # --- indexing --------------------------------------------------------------------------------
