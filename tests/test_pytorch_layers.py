@@ -459,18 +459,22 @@ def test_embedding_padding_idx_like_torch(padding_idx):
 
 def test_a_compiled_step_through_the_new_layers_equals_the_eager_one():
     """Embedding(padding_idx), GRU (batch_first, dropout), LayerNorm, scaled_dot_product_attention
-    (causal, dropout), ConvTranspose2d, ReLU(inplace), Dropout2d, F.pad and the three new losses in
-    one training step: ndl.compile replays it bit for bit (the dropout masks drawn afresh each step
-    from numpy's RNG, as eagerly)."""
+    (causal, dropout), ConvTranspose2d (also with zero rows added), ReLU and LeakyReLU (inplace),
+    Dropout2d, F.pad (reflect, constant), NLLLoss, CrossEntropyLoss(weight), BCELoss and
+    BCEWithLogitsLoss in one training step: ndl.compile replays it bit for bit (the dropout masks
+    drawn afresh each step from numpy's RNG, as eagerly)."""
     def run(compiled):
         np.random.seed(0)
         emb, gru = nn.Embedding(7, 4, padding_idx=0), nn.GRU(4, 6, 2, batch_first=True, dropout=0.2)
         norm, up = nn.LayerNorm(6), nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)
-        relu, drop = nn.ReLU(inplace=True), nn.Dropout2d(0.25)
-        modules = [emb, gru, norm, up]
+        dilated = nn.ConvTranspose2d(3, 1, 2, dilation=2, output_padding=1)  # output_padding >= stride: zero rows
+        relu, drop, leaky = nn.ReLU(inplace=True), nn.Dropout2d(0.25), nn.LeakyReLU(0.1, inplace=True)
+        modules = [emb, gru, norm, up, dilated]
         params = [p for m in modules for p in m.parameters()]
         opt = ndl.optim.Adam(params, lr=1e-2)
         nll, bce = nn.NLLLoss(ignore_index=0), nn.BCEWithLogitsLoss(pos_weight=ndl.Tensor([2.0] * 6, requires_grad=False))
+        probs, weighted = nn.BCELoss(), nn.CrossEntropyLoss(ndl.Tensor([1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0],
+                                                                      requires_grad=False), label_smoothing=0.1)
 
         def step(ids, target, flags):
             opt.reset_grad()
@@ -481,8 +485,10 @@ def test_a_compiled_step_through_the_new_layers_equals_the_eager_one():
             img = relu(up(drop(att)))  # (B, 3, 10, 6)
             img = F.pad(img, (1, 1, 0, 0), mode="reflect")
             logits = img.sum(axes=(1, 2))  # (B, 8)
-            loss = nll(F.log_softmax(logits[:, :7], dim=1), target)
-            loss = loss + bce(h[:, -1, :], flags)
+            loss = nll(F.log_softmax(logits[:, :7], dim=1), target) + weighted(logits, target)
+            loss = loss + bce(h[:, -1, :], flags) + probs(ndl.ops.sigmoid(h[:, 0, :]), flags)
+            extra = F.pad(leaky(dilated(img)), (2, 1, 1, 0), value=0.5)  # (B, 1, 14, 14)
+            loss = loss + (extra * extra).mean()
             loss.backward()
             opt.step()
             return loss
@@ -491,7 +497,10 @@ def test_a_compiled_step_through_the_new_layers_equals_the_eager_one():
         r = np.random.RandomState(1)
         batches = [(ndl.Tensor(r.randint(0, 7, (2, 5)), dtype="int64"), ndl.Tensor(r.randint(0, 7, 2), dtype="int64"),
                     ndl.Tensor((r.rand(2, 6) < 0.5) * 1.0, dtype="float32", requires_grad=False)) for _ in range(3)]
-        return np.array([step(*batches[i % 3]).numpy() for i in range(8)])
+        losses = np.array([step(*batches[i % 3]).numpy() for i in range(8)])
+        if compiled:
+            assert len(step.programs) == 1  # traced once, replayed from the third call on
+        return losses
 
     eager = run(False)
     np.testing.assert_array_equal(run(True), eager)
