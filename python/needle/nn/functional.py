@@ -917,12 +917,14 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor]
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *,
                                      reduction: str = "mean", pos_weight: Optional[Tensor] = None) -> Tensor:
     """PyTorch's binary_cross_entropy_with_logits: binary cross-entropy of sigmoid(z) for logits z,
-    w ((1 - t) softplus(z) + p t softplus(-z)) with softplus(z) = log(1 + exp(z)) computed stably
-    on each side of 0 (F.softplus): both terms are non-negative, so nothing cancels (PyTorch's
-    (1 - t) z + (1 + (p - 1) t) softplus(-z) is the same function, but in float32 loses the loss of
-    a well-classified example, e.g. z = -20, t = 0: 2.06e-9, to 0). The gradient is
-    w ((1 - t) sigmoid(z) - p t sigmoid(-z)), w (sigmoid(z) - t) without pos_weight. One edge
-    differs: z = -inf with t > 0 gives inf here, nan in PyTorch (-inf + inf).
+    w ((1 - t) z + l softplus(-z)) with l = 1 + (p - 1) t (PyTorch's formula), computed for z < 0
+    as the same function l softplus(z) - p t z, so that each side is a sum of non-negative terms
+    and softplus is log1p(exp(.)) of a non-positive number: nothing cancels or overflows (PyTorch's
+    single form loses a well-classified example's loss in float32, z = -20, t = 0: 2.06e-9 there,
+    0 in PyTorch), and the gradient with respect to t, -z + (p - 1) softplus(-z), is exact at
+    z ~ 0 too. The gradient with respect to z is w ((1 - t) - l sigmoid(-z)), w (sigmoid(z) - t)
+    without pos_weight. One edge differs: z = -inf with t > 0 gives inf here, nan in PyTorch
+    (-inf + inf).
 
     target: of the input's shape and dtype (probabilities, or 0/1 labels). weight broadcasts to
     the input; pos_weight p (the positives' weight, usually one per class, (C,)) broadcasts to it
@@ -934,8 +936,16 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Opti
     _same_target(input, target, "binary_cross_entropy_with_logits")
     weight = _broadcast_weight(weight, input.shape, "weight", "binary_cross_entropy_with_logits")
     pos_weight = _broadcast_weight(pos_weight, input.shape, "pos_weight", "binary_cross_entropy_with_logits")
-    positive = target if pos_weight is None else target * pos_weight
-    loss = (1 - target) * softplus(input, threshold=math.inf) + positive * softplus(-input, threshold=math.inf)
+    above = input >= 0  # each side computes on its own clamped input, so neither sees the other's inf
+    upper, lower = ops.where(above, input, 0.0), ops.where(above, 0.0, input)
+    if pos_weight is None:
+        scale, positive = None, target
+    else:
+        scale, positive = (pos_weight - 1) * target + 1, target * pos_weight
+    soft_upper, soft_lower = ops.log1p(ops.exp(-upper)), ops.log1p(ops.exp(lower))  # softplus(-|z|)
+    if scale is not None:
+        soft_upper, soft_lower = soft_upper * scale, soft_lower * scale
+    loss = ops.where(above, (1 - target) * upper + soft_upper, soft_lower - positive * lower)
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)
