@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 import needle as ndl
+import needle.nn.functional as F
 import needle.onnx
 from needle import nn, ops
 from needle.models import MLP, LanguageModel, MLPResNet, ResNet9
@@ -271,6 +272,29 @@ def test_gru_exports_like_lstm():
     make = lambda batch: np.random.randn(4, batch, 3)  # noqa: E731
     session = runtime(needle.onnx.export(model, (make(2),), None, batch_axes=1))
     for batch in (2, 5):
+        assert max_difference(session, model, make(batch)) <= 1e-12
+
+
+class Attention(nn.Module):
+    """scaled_dot_product_attention, causal and with a constant bool mask (its dead query row
+    gives zeros): MatMul, Where and Softmax with constant masks."""
+
+    def __init__(self):
+        super().__init__()
+        mask = np.random.rand(5, 5) < 0.7
+        mask[3] = False
+        self.mask = ndl.Tensor(mask, dtype="bool")
+
+    def forward(self, x):
+        causal = F.scaled_dot_product_attention(x, x * 2, x, is_causal=True)
+        return causal + F.scaled_dot_product_attention(x, x, x * 3, attn_mask=self.mask, scale=0.3)
+
+
+def test_scaled_dot_product_attention_exports_exactly_in_float64():
+    model = Attention()
+    make = lambda batch: np.random.randn(batch, 2, 5, 4)  # noqa: E731
+    session = runtime(needle.onnx.export(model, (make(2),), None))
+    for batch in (2, 4):
         assert max_difference(session, model, make(batch)) <= 1e-12
 
 

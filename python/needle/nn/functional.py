@@ -1008,10 +1008,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         raise ValueError(f"{what}: the leading axes of query {query.shape} and key {key.shape} do not "
                          "broadcast") from None
     dead = None  # the queries with no key left, where PyTorch gives zeros
-    if is_causal:
-        with array_api.constant_data():
-            allowed = Tensor([[j <= i for j in range(keys)] for i in range(length)], device=query.device,
-                             dtype="bool", requires_grad=False)
+    if is_causal:  # key j <= query i, built on the device (no L x S host list)
+        rows = init.arange(length, device=query.device).reshape((length, 1))
+        allowed = ops.less_equal(init.arange(keys, device=query.device).reshape((1, keys)), rows)
         scores = ops.where(allowed.broadcast_to(scores.shape), scores, -math.inf)
     elif attn_mask is not None:
         _tensor(attn_mask, f"{what} attn_mask")
