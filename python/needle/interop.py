@@ -7,8 +7,11 @@ needle and PyTorch name and lay out the same layers differently:
 | Linear weight (in, out), bias (1, out)   | weight (out, in), bias (out,)                    |
 | Conv weight (k, k, in, out) (NHWC ops)   | Conv2d weight (out, in, k, k)                    |
 | Conv2d / Conv1d weight, bias             | the same layout (out, in/groups, kH, kW), (out,) |
+| ConvTranspose2d weight, bias             | the same layout (in, out/groups, kH, kW), (out,) |
 | LSTM/RNN `lstm_cells.l.W_ih` (in, 4H)... | `weight_ih_l{l}` (4H, in), `weight_hh_l{l}`, ...  |
-| LSTMCell/RNNCell `W_ih` (in, 4H)         | `weight_ih` (4H, in), `weight_hh`, ...           |
+| GRU `gru_cells.l.W_ih` (in, 3H), r z n   | `weight_ih_l{l}` (3H, in), gates r, z, n, ...    |
+| LSTMCell/RNNCell/GRUCell `W_ih` (in, 4H) | `weight_ih` (4H, in), `weight_hh`, ...           |
+| LayerNorm weight, bias (normalized_shape)| the same                                         |
 | BatchNorm1d/2d (no step counter)         | + `num_batches_tracked`                          |
 | AttentionLayer q/k/v/out projections     | `attn.in_proj_weight` (3E, E), `attn.out_proj.weight` (E, E) |
 
@@ -30,13 +33,14 @@ a safetensors file written by `safetensors.torch`, or a torch module. Every key 
 is checked before anything changes; a mismatch names the key and both shapes.
 
 Convolutions compute with settings that weights do not show. Given a torch *module* (to
-`from_torch`, or as `twin` to `to_torch`), every needle Conv, Conv2d and Conv1d is checked
-against the torch module at its path: the class (Conv2d for Conv and Conv2d, Conv1d for
-Conv1d), kernel size, stride, the padding each side gets (torch's 'same' and needle's
-k // 2 agree for odd kernels), dilation, groups and padding mode must be the ones the needle
-module computes with, or a ValueError names the module, the torch setting and the needle
-one. The course's nn.Conv is same-padded (k // 2), stride-only, so it takes exactly the
-torch Conv2d(in, out, k, stride, padding=k // 2). Given only a state dict or a file, shapes
+`from_torch`, or as `twin` to `to_torch`), every needle Conv, Conv2d, Conv1d and
+ConvTranspose2d is checked against the torch module at its path: the class (Conv2d for Conv
+and Conv2d, Conv1d for Conv1d, ConvTranspose2d for ConvTranspose2d), kernel size, stride, the
+padding each side gets (torch's 'same' and needle's k // 2 agree for odd kernels), dilation,
+groups, padding mode and (transposed) output_padding must be the ones the needle module
+computes with, or a ValueError names the module, the torch setting and the needle one. The
+course's nn.Conv is same-padded (k // 2), stride-only, so it takes exactly the torch
+Conv2d(in, out, k, stride, padding=k // 2). Given only a state dict or a file, shapes
 are all that can be checked: a Conv2d with another padding, stride or dilation (or a
 ConvTranspose2d with a square weight) loads silently and computes something else.
 """
@@ -50,8 +54,8 @@ import numpy as np
 from .autograd import Tensor, no_grad
 from .nn import functional as F
 from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Parameter
-from .nn.nn_conv import Conv, Conv1d, Conv2d
-from .nn.nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
+from .nn.nn_conv import Conv, Conv1d, Conv2d, ConvTranspose2d
+from .nn.nn_sequence import GRU, LSTM, RNN, Embedding, GRUCell, LSTMCell, RNNCell
 from .nn.nn_transformer import AttentionLayer
 
 __all__ = ["from_torch", "to_torch", "torch_state_dict_arrays"]
@@ -105,7 +109,7 @@ def _cell(cell, suffix: str) -> List[Pair]:
 
 
 def _recurrent(m) -> List[Pair]:
-    cells = m.lstm_cells if isinstance(m, LSTM) else m.rnn_cells
+    cells = m.lstm_cells if isinstance(m, LSTM) else m.gru_cells if isinstance(m, GRU) else m.rnn_cells
     return [p for layer, cell in enumerate(cells) for p in _cell(cell, f"_l{layer}")]
 
 
@@ -133,8 +137,9 @@ def _attention(m: AttentionLayer) -> List[Pair]:
 
 
 _CONVERTERS: List[Tuple[type, Callable[[Any], List[Pair]]]] = [
-    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent),
-    (RNN, _recurrent), (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")),
+    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (ConvTranspose2d, _same_layout),
+    (LSTM, _recurrent), (RNN, _recurrent), (GRU, _recurrent),
+    (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (GRUCell, lambda m: _cell(m, "")),
     (BatchNorm1d, _batch_norm),
     (LayerNorm1d, lambda m: [_same(m.weight, "weight"), _same(m.bias, "bias")]),
     (Embedding, lambda m: [_same(m.weight, "weight")]), (AttentionLayer, _attention),
@@ -200,12 +205,20 @@ def _conv_settings(m) -> Tuple[str, Dict[str, Any]]:
         pads = F._conv2d_pads(m.padding, m.kernel_size, m.stride, m.dilation, "Conv2d")
         return "Conv2d", dict(kernel_size=m.kernel_size, stride=m.stride, padding=pads, dilation=m.dilation,
                               groups=m.groups, padding_mode=m.padding_mode)
+    if isinstance(m, ConvTranspose2d):
+        return "ConvTranspose2d", dict(kernel_size=m.kernel_size, stride=m.stride,
+                                       padding=tuple((p, p) for p in m.padding), dilation=m.dilation,
+                                       groups=m.groups, padding_mode=m.padding_mode,
+                                       output_padding=m.output_padding)
     return "Conv1d", dict(kernel_size=(m.kernel_size,), stride=(m.stride,), padding=((m.padding, m.padding),),
                           dilation=(1,), groups=1, padding_mode="zeros")
 
 
 def _torch_conv_settings(t, dims: int) -> Dict[str, Any]:
     kernel, stride, dilation = tuple(t.kernel_size), tuple(t.stride), tuple(t.dilation)
+    if getattr(t, "transposed", False):
+        return dict(kernel_size=kernel, stride=stride, padding=tuple((p, p) for p in t.padding), dilation=dilation,
+                    groups=t.groups, padding_mode=t.padding_mode, output_padding=tuple(t.output_padding))
     if dims == 2:
         pads = F._conv2d_pads(t.padding if isinstance(t.padding, str) else tuple(t.padding), kernel, stride,
                               dilation, "torch Conv2d")
@@ -223,7 +236,7 @@ def _check_conv_settings(converted: List[Tuple[str, Module]], torch_module, what
 
     twins = dict(torch_module.named_modules())
     for path, m in converted:
-        if not isinstance(m, (Conv, Conv1d, Conv2d)) or path not in twins:
+        if not isinstance(m, (Conv, Conv1d, Conv2d, ConvTranspose2d)) or path not in twins:
             continue
         t = twins[path]
         name = f"{what}: module {path or '(root)'!r} (needle {type(m).__name__})"
@@ -232,7 +245,7 @@ def _check_conv_settings(converted: List[Tuple[str, Module]], torch_module, what
         if not isinstance(t, torch_cls):  # ConvTranspose2d is not a Conv2d
             raise ValueError(f"{name}: the torch module there is a {type(t).__name__}, needle computes a "
                              f"torch.nn.{cls}")
-        theirs = _torch_conv_settings(t, 2 if cls == "Conv2d" else 1)
+        theirs = _torch_conv_settings(t, 1 if cls == "Conv1d" else 2)
         for key, value in mine.items():
             if theirs[key] == value:
                 continue

@@ -10,8 +10,8 @@ from needle.autograd import Tensor, array_api, no_grad, registered_devices
 from . import functional as F
 
 __all__ = ["Parameter", "Module", "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sequential", "SoftmaxLoss",
-           "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual", "IncompatibleKeys",
-           "StateDictError"]
+           "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "LayerNorm", "Dropout", "Dropout2d", "Residual",
+           "IncompatibleKeys", "StateDictError"]
 
 T = TypeVar("T")
 
@@ -554,10 +554,16 @@ class Flatten(Module):
 
 
 class ReLU(Module):
-    """max(x, 0) elementwise (needle.nn.functional.relu)."""
+    """max(x, 0) elementwise (needle.nn.functional.relu), as torch.nn.ReLU(inplace=False):
+    inplace=True writes the input's buffer and returns it (computed out of place where needle's
+    autograd cannot rewire the input, see F.relu)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x)
+        return F.relu(x, self.inplace)
 
 
 class Tanh(Module):
@@ -811,21 +817,65 @@ class LayerNorm1d(Module):
         return F.layer_norm(x, self.dim, self.weight, self.bias, self.eps)
 
 
+class LayerNorm(Module):
+    """torch.nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True): normalise
+    over the last len(normalized_shape) axes (biased variance), then scale by `weight` (ones of
+    normalized_shape) and shift by `bias` (zeros), PyTorch's names, shapes and initial values, so
+    a torch LayerNorm's state dict loads as it is. elementwise_affine=False keeps neither,
+    bias=False no bias. Input (..., *normalized_shape) (ValueError otherwise, from F.layer_norm).
+    The course's LayerNorm1d(dim) stays beside it."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 device=None, dtype: Optional[str] = None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be a positive int or a non-empty tuple of them, got "
+                             f"{normalized_shape!r}")
+        self.normalized_shape = shape
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        dtype = "float32" if dtype is None else dtype
+        self.weight = Parameter(init.ones(*shape, device=device, dtype=dtype)) if elementwise_affine else None
+        self.bias = Parameter(init.zeros(*shape, device=device, dtype=dtype)) if elementwise_affine and bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
 class Dropout(Module):
     """Training: zero each element with probability p and scale the rest by 1/(1-p); identity in
-    evaluation (needle.nn.functional.dropout, numpy's global RNG)."""
+    evaluation (needle.nn.functional.dropout, numpy's global RNG). inplace=True writes the input
+    (PyTorch's flag, see F.relu)."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace: bool = False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
         self.p = p
+        self.inplace = inplace
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace=False"
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, self.training)
+        return F.dropout(x, self.p, self.training, self.inplace)
+
+
+class Dropout2d(Module):
+    """torch.nn.Dropout2d(p=0.5, inplace=False): in training, zero whole channels ((H, W) planes of
+    (N, C, H, W) input; a 3-D input is (N, C, L), as PyTorch 2 reads it) with probability p and
+    scale the rest by 1/(1-p); identity in evaluation (F.dropout2d, numpy's global RNG)."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout2d probability must be in [0, 1], got {p}")
+        self.p = p
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout2d(x, self.p, self.training, self.inplace)
 
 
 class Residual(Module):
