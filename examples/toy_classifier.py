@@ -81,7 +81,7 @@ def draw_graph(model, loss_fn, X, y, path: str, fmt: str, rankdir: str = "TB") -
     logits = model(xb)
     loss = loss_fn(logits, yb)
     loss.backward()
-    names = {param: name.replace("modules.", "layer") for name, param in model.named_parameters()}
+    names = {param: "layer" + name for name, param in model.named_parameters()}  # "layer0.weight"
     names.update({xb: "X (batch of 4)", logits: "logits", loss: "loss"})
     dot = graph(loss, names=names, rankdir=rankdir)
     source_path = os.path.splitext(path)[0] + ".gv"

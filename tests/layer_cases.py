@@ -148,6 +148,66 @@ def _ce(**kw):
     return lambda F, z, y: F.cross_entropy(z, y, **kw)
 
 
+def unit(*shape, key=0):
+    """Probabilities strictly inside (0, 1)."""
+    return lambda dtype: [(0.02 + 0.96 * _rng(shape, key, "unit").random(shape)).astype(dtype)]
+
+
+def bools(*shape, key=0, dead_row=None):
+    """A random bool mask (about 60% True); with dead_row, that row (axis -2) all False."""
+    def make(dtype):
+        m = _rng(shape, key, "mask").random(shape) < 0.6
+        if dead_row is not None:
+            m[..., dead_row, :] = False
+        return [m]
+    return make
+
+
+def float_mask(*shape, dead_row=None):
+    """An additive mask: random values, some -inf; with dead_row, that row (axis -2) all -inf."""
+    def make(dtype):
+        rng = _rng(shape, "float mask")
+        m = rng.standard_normal(shape)
+        m[rng.random(shape) < 0.3] = -np.inf
+        if dead_row is not None:
+            m[..., dead_row, :] = -np.inf
+        return [m.astype(dtype)]
+    return make
+
+
+# (N, Cin, H, W), (Cout / groups, KH, KW), stride, padding, output_padding, groups, dilation
+CONV_T = [((2, 3, 4, 5), (4, 3, 3), 2, 1, 1, 1, 1), ((1, 4, 3, 4), (3, 2, 3), (2, 3), (0, 1), (1, 2), 2, 1),
+          ((2, 2, 4, 3), (3, 3, 3), 1, 0, 1, 1, 2), ((3, 5, 4), (2, 2, 2), 2, 0, 0, 1, 1),
+          ((1, 6, 3, 3), (1, 3, 2), 3, 1, (2, 1), 3, (1, 2)), ((2, 2, 5, 5), (2, 4, 4), 2, 2, 1, 2, 1)]
+
+
+def _conv_t_case(x, w, s, p, op, g, d, bias):
+    weight = (x[-3],) + w
+    makers = [rand(*x, key="x"), rand(*weight, key="w", scale=0.3)] + ([rand(w[0] * g, key="b")] if bias else [])
+    if bias:
+        def fn(F, a, k, b):
+            return F.conv_transpose2d(a, k, b, s, p, op, g, d)
+    else:
+        def fn(F, a, k):
+            return F.conv_transpose2d(a, k, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+    return Case(f"conv_transpose2d{x}{weight}s{s}p{p}op{op}g{g}d{d}{'+b' if bias else ''}", fn, inputs(*makers))
+
+
+def _sdpa(**kw):
+    return lambda F, q, k, v: F.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def _sdpa_masked(**kw):
+    return lambda F, q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw)
+
+
+PADS = [((2, 3, 4, 5), (1, 2), "constant"), ((2, 3, 4, 5), (2, -1, 0, 3), "constant"),
+        ((3, 4, 5), (1, 1, 2, 0, -1, 1), "constant"), ((2, 3, 6), (2, 3), "reflect"), ((2, 3, 4, 5), (1, 3, 3, 1), "reflect"),
+        ((1, 2, 3, 4, 5), (1, 1, 2, 2, 1, 0), "reflect"), ((3, 5), (4, 2), "replicate"),
+        ((2, 2, 3, 4), (2, 0, 1, 3), "replicate"), ((2, 3, 6), (6, 2), "circular"),
+        ((2, 2, 3, 4), (3, -1, 2, 3), "circular"), ((1, 2, 3, 3, 4), (1, 2, 0, 1, 3, 1), "circular")]
+
+
 CASES = [
     # --- convolution
     *[_conv2d_case(x, w, s, p, bias) for (x, w, s, p), bias in zip(CONV2D, (True, False, True, True, False, True))],
@@ -213,8 +273,71 @@ CASES = [
     *[Case(f"cross_entropy{shape}[probabilities, {kw}]", lambda F, z, p, kw=kw: F.cross_entropy(z, p, **kw),
            inputs(rand(*shape), probabilities(*shape)))
       for shape, kw in (((5, 4), {}), ((2, 3, 4), dict(label_smoothing=0.2)), ((5, 4), dict(reduction="none")))],
+    *[Case(f"cross_entropy{shape}[weight, {name}]", lambda F, z, y, w, kw=kw: F.cross_entropy(z, y, w, **kw),
+           inputs(rand(*shape), targets(target, shape[1], ignore=0.3), positive(shape[1], key=3)), fixed=(2,))
+      for shape, target, name, kw in (((8, 5), (8,), "mean", {}), ((8, 5), (8,), "smoothing", dict(label_smoothing=0.2)),
+                                      ((2, 3, 4), (2, 4), "sum", dict(reduction="sum", label_smoothing=0.1)),
+                                      ((6, 4), (6,), "none", dict(reduction="none")))],
+    Case("cross_entropy[probabilities, weight]", lambda F, z, p, w: F.cross_entropy(z, p, w, label_smoothing=0.1),
+         inputs(rand(5, 4), probabilities(5, 4), positive(4, key=3)), fixed=(2,)),
+    *[Case(f"nll_loss{shape}[{name}]", fn, inputs(rand(*shape), targets(target, shape[1] if len(shape) > 1
+                                                                           else shape[0], ignore=0.3, **tk)))
+      for shape, target, name, fn, tk in (
+          ((6, 4), (6,), "mean", lambda F, z, y: F.nll_loss(z, y), {}),
+          ((6, 4), (6,), "sum", lambda F, z, y: F.nll_loss(z, y, reduction="sum"), {}),
+          ((2, 3, 4, 2), (2, 4, 2), "K-dim none", lambda F, z, y: F.nll_loss(z, y, reduction="none"), {}),
+          ((8, 5), (8,), "ignore_index=1", lambda F, z, y: F.nll_loss(z, y, ignore_index=1), dict(ignore_index=1)),
+          ((4,), (), "unbatched", lambda F, z, y: F.nll_loss(z, y), {}),
+      )],
+    *[Case(f"nll_loss{shape}[weight, {r}]", lambda F, z, y, w, r=r: F.nll_loss(z, y, w, reduction=r),
+           inputs(rand(*shape), targets(target, shape[1], ignore=0.3), positive(shape[1], key=4)), fixed=(2,))
+      for shape, target, r in (((8, 5), (8,), "mean"), ((2, 3, 4), (2, 4), "sum"), ((6, 4), (6,), "none"))],
+    *[Case(f"binary_cross_entropy{shape}[{r}]", lambda F, x, t, r=r: F.binary_cross_entropy(x, t, reduction=r),
+           inputs(unit(*shape), unit(*shape, key=1))) for shape, r in (((4, 5), "mean"), ((3, 2, 2), "sum"),
+                                                                       ((6,), "none"))],
+    Case("binary_cross_entropy[weight]", lambda F, x, t, w: F.binary_cross_entropy(x, t, w),
+         inputs(unit(4, 5), unit(4, 5, key=1), positive(5, key=2)), fixed=(2,)),
+    Case("binary_cross_entropy[0/1 targets]", lambda F, x, t: F.binary_cross_entropy(x, t, reduction="sum"),
+         inputs(unit(3, 4), lambda dtype: [(_rng("labels").random((3, 4)) < 0.5).astype(dtype)])),
+    *[Case(f"binary_cross_entropy_with_logits[{name}]", fn, makers, fixed=fixed) for name, fn, makers, fixed in (
+        ("mean", lambda F, z, t: F.binary_cross_entropy_with_logits(z, t), inputs(rand(4, 5), unit(4, 5)), ()),
+        ("large logits, none", lambda F, z, t: F.binary_cross_entropy_with_logits(z, t, reduction="none"),
+         inputs(rand(4, 5, scale=30.0), unit(4, 5)), ()),
+        ("weight, sum", lambda F, z, t, w: F.binary_cross_entropy_with_logits(z, t, w, reduction="sum"),
+         inputs(rand(3, 4), unit(3, 4), positive(3, 1, key=2)), (2,)),
+        ("pos_weight", lambda F, z, t, p: F.binary_cross_entropy_with_logits(z, t, pos_weight=p),
+         inputs(rand(2, 3, 4), unit(2, 3, 4), positive(4, key=3)), (2,)),
+        ("pos_weight, weight, none",
+         lambda F, z, t, w, p: F.binary_cross_entropy_with_logits(z, t, w, reduction="none", pos_weight=p),
+         inputs(rand(3, 4, scale=10.0), unit(3, 4), positive(4, key=2), positive(4, key=3)), (2, 3)),
+    )],
+    # --- transposed convolution
+    *[_conv_t_case(*case, bias) for case, bias in zip(CONV_T, (True, False, True, True, False, True))],
+    # --- padding
+    *[Case(f"pad{x}{p}{mode}", lambda F, a, p=p, mode=mode: F.pad(a, p, mode), rand(*x)) for x, p, mode in PADS],
+    Case("pad[value]", lambda F, a: F.pad(a, (1, 2, 0, 1), value=-1.5), rand(2, 3, 4)),
+    # --- activations with arguments
+    *[Case(f"softplus{args}", lambda F, a, args=args: F.softplus(a, *args), rand(4, 6, scale=8.0))
+      for args in ((), (2.0, 5.0), (0.5, 3.0))],
+    # --- attention
+    Case("sdpa", _sdpa(), inputs(rand(2, 3, 5, 4, key=1), rand(2, 3, 6, 4, key=2), rand(2, 3, 6, 2, key=3))),
+    Case("sdpa[scale, 3-d]", _sdpa(scale=0.7), inputs(rand(2, 5, 4, key=1), rand(2, 6, 4, key=2), rand(2, 6, 3, key=3))),
+    *[Case(f"sdpa[causal {q}x{k}]", _sdpa(is_causal=True),
+           inputs(rand(2, 2, q, 4, key=1), rand(2, 2, k, 4, key=2), rand(2, 2, k, 3, key=3)))
+      for q, k in ((5, 5), (4, 6), (6, 3))],
+    Case("sdpa[bool mask, a query with no key]", _sdpa_masked(),
+         inputs(rand(2, 3, 5, 4, key=1), rand(2, 3, 6, 4, key=2), rand(2, 3, 6, 2, key=3), bools(5, 6, dead_row=2))),
+    Case("sdpa[bool mask broadcast over heads]", _sdpa_masked(scale=0.5),
+         inputs(rand(2, 3, 5, 4, key=1), rand(2, 3, 6, 4, key=2), rand(2, 3, 6, 2, key=3), bools(2, 1, 5, 6))),
+    Case("sdpa[float mask with -inf, a query with no key]", _sdpa_masked(),
+         inputs(rand(2, 3, 5, 4, key=1), rand(2, 3, 6, 4, key=2), rand(2, 3, 6, 2, key=3), float_mask(3, 5, 6,
+                                                                                                    dead_row=4))),
+    Case("sdpa[gqa]", _sdpa(enable_gqa=True, is_causal=True),
+         inputs(rand(2, 4, 5, 3, key=1), rand(2, 2, 5, 3, key=2), rand(2, 2, 5, 3, key=3))),
     # --- lookups
     Case("embedding", lambda F, i, w: F.embedding(i, w), inputs(ints([[0, 3, 3], [6, 1, 0]]), rand(7, 4))),
+    *[Case(f"embedding[padding_idx={p}]", lambda F, i, w, p=p: F.embedding(i, w, padding_idx=p),
+           inputs(ints([[0, 3, 3], [6, 1, 0]]), rand(7, 4))) for p in (3, -1, 0)],
 ]
 
 

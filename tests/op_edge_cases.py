@@ -524,6 +524,17 @@ POW_NOTE = ("a float32 tensor ** s rounds s to float32 (1e8 - 1 in the gradient 
             "that in its vectorised loop but keeps s in double for the last few elements, so its sign there depends "
             "on the element's position")
 SILU_NOTE = "silu is x * sigmoid(x), so it keeps sigmoid's accurate tails: float32 silu(-100) is -3.8e-42, not 0"
+BCE_LOGITS_NOTE = ("binary_cross_entropy_with_logits is (1 - t) z + softplus(-z) for z >= 0 and softplus(z) - t z "
+                   "below, non-negative terms: float32 z = -20, t = 0 gives 2.06e-9 where PyTorch's one form cancels "
+                   "to 0, and z = -inf, t > 0 gives inf where PyTorch's -inf + inf is nan")
+
+
+def _bce_logits_both_sides(z, t):
+    """PyTorch's binary_cross_entropy_with_logits written as needle computes it (see BCE_LOGITS_NOTE)."""
+    above = z >= 0
+    upper, lower = torch.where(above, z, torch.zeros_like(z)), torch.where(above, torch.zeros_like(z), z)
+    return torch.where(above, (1 - t) * upper + torch.log1p(torch.exp(-upper)),
+                       torch.log1p(torch.exp(lower)) - t * lower)
 BATCH_NORM_NOTE = ("batch norm computes (x - mean) / sqrt(var + eps), exactly 0 for a constant column; PyTorch's CPU "
                    "kernel folds it into x * scale + shift, which for a column of 1e8 cancels to an error of 1e3 "
                    "(and of 1e-13 in float64 for a column of 2)")
@@ -590,6 +601,21 @@ def _pool_inputs(dtype):
     x[0, 1, :2, :2] = -INF
     x[0, 1, 3:, 3:] = 2.0
     return [x.astype(dtype)]
+
+
+def _bce_inputs(dtype):
+    """Probabilities at and next to 0 and 1 (where the logarithms are clamped at -100 and the
+    gradient's denominator at 1e-12), each against targets 0, 1 and 0.25."""
+    tiny = np.finfo(dtype).smallest_normal / 8
+    x = np.array([0.0, 1e-30, tiny, 1e-13, 0.3, 0.5, 0.999, 1.0], dtype)
+    t = np.array([0.0, 1.0, 0.25], dtype)
+    return [np.repeat(x, t.size), np.tile(t, x.size)]
+
+
+def _bce_logits_inputs(dtype):
+    e = edges(dtype)
+    t = np.array([0.0, 1.0, 0.25], dtype)
+    return [np.repeat(e, t.size), np.tile(t, e.size)]
 
 
 def _where_inputs(dtype):
@@ -703,6 +729,11 @@ CASES = [
     *[Case(f"softplus{args}", "edges", lambda L, x, a=args: L.F.softplus(x, *a), lambda dtype: [edges(dtype)])
       for args in ((), (2.0,), (0.5, 5.0))],
     Case("leaky_relu", "edges", lambda L, x: L.F.leaky_relu(x, 0.1), lambda dtype: [edges(dtype)]),
+    Case("binary_cross_entropy", "0 and 1, clamped logarithms",
+         lambda L, x, t: L.F.binary_cross_entropy(x, t, reduction="none"), _bce_inputs),
+    Case("binary_cross_entropy_with_logits", "edges",
+         lambda L, z, t: L.F.binary_cross_entropy_with_logits(z, t, reduction="none"), _bce_logits_inputs,
+         note=BCE_LOGITS_NOTE, torch_fn=_bce_logits_both_sides),
     *[Case(op, "nan, inf, -inf windows, ties", fn, _pool_inputs) for op, fn in (
         ("max_pool2d(3, 2, 1)", lambda L, x: L.F.max_pool2d(x, 3, 2, 1)),
         ("max_pool2d(2, 1, 1)", lambda L, x: L.F.max_pool2d(x, 2, 1, 1)),

@@ -148,3 +148,19 @@ def test_bad_flags_are_refused_before_timing(tmp_path):
     assert "--micro" in _refused(["--micro", "--device", "cuda"], tmp_path)
     missing = tmp_path / "no" / "such" / "out.json"
     assert str(missing.parent) in _refused(["mlp", "--json", str(missing)], tmp_path)
+
+
+def test_nanogpt_benchmark_runs_both_frameworks_on_a_few_iterations(tmp_path):
+    """A smoke test of benchmarks/bench_nanogpt.py (speed itself is never asserted)."""
+    text = tmp_path / "t.txt"
+    text.write_text(open(REPO_ROOT / "python" / "needle" / "data" / "text" / "tinyshakespeare.txt").read()[:20000])
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_nanogpt.py"), "--text", str(text),
+                           "--iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--block-size", "16",
+                           "--batch-size", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"needle", "torch"}
+    assert rows["needle"]["parameters"] == rows["torch"]["parameters"]
+    for r in rows.values():
+        assert sum(steps for _, steps in r["times"]) == 4 and math.isfinite(r["val"])

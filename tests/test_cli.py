@@ -72,9 +72,9 @@ def toy_reference(ckpt, samples=1200, seed=0, classes=3):
     Xtr, _ = spiral(samples, seed=seed, classes=classes)
     Xte, yte = spiral(samples // 4, seed=seed + 1, classes=classes)
     X = (Xte - Xtr.mean(axis=0)) / (Xtr.std(axis=0) + 1e-6)
-    h = np.maximum(X @ w["modules.0.weight"] + w["modules.0.bias"], 0)
-    h = np.maximum(h @ w["modules.2.weight"] + w["modules.2.bias"], 0)
-    return np_acc_loss(h @ w["modules.4.weight"] + w["modules.4.bias"], yte)
+    h = np.maximum(X @ w["0.weight"] + w["0.bias"], 0)
+    h = np.maximum(h @ w["2.weight"] + w["2.bias"], 0)
+    return np_acc_loss(h @ w["4.weight"] + w["4.bias"], yte)
 
 
 @pytest.fixture
@@ -315,7 +315,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(capsys, tmp_path):
     for k in w1:
         np.testing.assert_array_equal(w1[k], w2[k])
     assert h1 != h3
-    assert not np.array_equal(w1["model/modules.0.weight"], w3["model/modules.0.weight"])
+    assert not np.array_equal(w1["model/0.weight"], w3["model/0.weight"])
 
 
 # ============================================================================ other recipes
@@ -330,12 +330,12 @@ def np_mlp_resnet_eval(w, X, blocks):
     def bn(p, x):
         return (x - w[p + ".running_mean"]) / np.sqrt(w[p + ".running_var"] + 1e-5) * w[p + ".weight"] + w[p + ".bias"]
 
-    x = np.maximum(lin("modules.0", X.astype(np.float64)), 0)
+    x = np.maximum(lin("0", X.astype(np.float64)), 0)
     for b in range(blocks):
-        p = f"modules.{2 + b}.modules.0.fn.modules"
+        p = f"{2 + b}.0.fn"
         y = bn(f"{p}.5", lin(f"{p}.4", np.maximum(bn(f"{p}.1", lin(f"{p}.0", x)), 0)))
         x = np.maximum(x + y, 0)
-    return lin(f"modules.{2 + blocks}", x)
+    return lin(f"{2 + blocks}", x)
 
 
 def test_mlp_recipe_on_mnist_test_split(capsys, tmp_path, mnist_dir):

@@ -998,8 +998,8 @@ def test_named_parameters_follow_attribute_paths():
     net = _Net()
     named = net.named_parameters()
     assert [name for name, _ in named] == [
-        "first", "seq.modules.0.weight", "seq.modules.0.bias", "seq.modules.2.modules.1.weight",
-        "seq.modules.2.modules.1.bias", "table.lin.weight", "table.lin.bias", "table.stack.0.weight",
+        "first", "seq.0.weight", "seq.0.bias", "seq.2.1.weight",
+        "seq.2.1.bias", "table.lin.weight", "table.lin.bias", "table.stack.0.weight",
         "table.stack.0.bias", "table.stack.1.weight", "table.stack.1.bias", "pair.0.weight", "last",
     ]
     assert all(t is p for (_, t), p in zip(named, net.parameters()))
@@ -1032,7 +1032,7 @@ def test_shared_parameters_are_listed_once():
     assert len(params) == 4
     assert params[0] is shared.weight and params[1] is shared.bias
     assert [n for n, _ in model.named_parameters()] == [
-        "modules.0.weight", "modules.0.bias", "modules.3.weight", "modules.3.bias"]
+        "0.weight", "0.bias", "3.weight", "3.bias"]
     ref = torch.nn.Linear(3, 3)
     ref.weight = tp(shared.weight, transpose=True)
     ref.bias = torch.nn.Parameter(torch.tensor(shared.bias.numpy().reshape(3)))

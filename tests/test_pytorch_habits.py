@@ -117,20 +117,20 @@ def test_named_buffers_and_named_tensors():
     model = nn.Sequential(nn.Linear(3, 2), Tied())
     bn = model.modules[1].norm
     names = [name for name, _ in model.named_buffers()]
-    assert names == ["modules.1.norm.running_mean", "modules.1.norm.running_var"]
+    assert names == ["1.norm.running_mean", "1.norm.running_var"]
     buffers = model.buffers()
     assert len(buffers) == 2 and buffers[0] is bn.running_mean and buffers[1] is bn.running_var
     everything = model.named_buffers(remove_duplicate=False)
-    assert [name for name, _ in everything] == names + ["modules.1.alias"] and everything[2][1] is bn.running_mean
+    assert [name for name, _ in everything] == names + ["1.alias"] and everything[2][1] is bn.running_mean
     assert not any(isinstance(t, nn.Parameter) for t in model.buffers())
 
     tensors = model.named_tensors()
     assert [name for name, _ in tensors] == list(model.state_dict())
-    assert [name for name, _ in tensors] == ["modules.0.weight", "modules.0.bias", "modules.1.norm.weight",
-                                             "modules.1.norm.bias", "modules.1.norm.running_mean",
-                                             "modules.1.norm.running_var", "modules.1.alias"]
+    assert [name for name, _ in tensors] == ["0.weight", "0.bias", "1.norm.weight",
+                                             "1.norm.bias", "1.norm.running_mean",
+                                             "1.norm.running_var", "1.alias"]
     by_name = dict(tensors)
-    assert by_name["modules.0.weight"] is model.modules[0].weight and by_name["modules.1.alias"] is bn.running_mean
+    assert by_name["0.weight"] is model.modules[0].weight and by_name["1.alias"] is bn.running_mean
 
 
 def test_torch_style_factories_infer_dtypes_like_torch():

@@ -161,7 +161,8 @@ def test_a_custom_loop_resumed_from_a_state_dict_continues_exactly(make, other):
     model, _ = make_pair()
     opt = make(model.parameters())
     steps(model, opt, range(3))
-    model_state, opt_state = model.state_dict(), opt.state_dict()
+    # the model's state_dict shares its memory (PyTorch's rule, where this would be copy.deepcopy): copies
+    model_state, opt_state = {k: v.numpy() for k, v in model.state_dict().items()}, opt.state_dict()
     steps(model, opt, range(3, 6))
     # a new process: the optimizer built with other hyperparameters, then everything loaded
     resumed, _ = make_pair(seed=1)
@@ -367,3 +368,9 @@ def test_nesterov_without_torchs_dampening_is_refused():
         optim.SGD(model.parameters(), momentum=0.9, dampening=0.5, nesterov=True)
     with pytest.raises(ValueError, match="nesterov needs a momentum"):
         optim.SGD(model.parameters(), nesterov=True)
+
+
+def test_ddp_state_dict_holds_the_model_only_after_a_sync():
+    model, ddp, comm, x, local = ddp_and_local_grads()
+    (ddp(x) ** 2).sum().backward()
+    assert sorted(ddp.state_dict()) == sorted("module." + k for k in model.state_dict())

@@ -24,8 +24,8 @@ def make_model(seed=0, dtype="float32"):
                          nn.Linear(8, 3, bias=False, dtype=dtype))
 
 
-KEYS = ["modules.0.weight", "modules.0.bias", "modules.1.weight", "modules.1.bias",
-        "modules.1.running_mean", "modules.1.running_var", "modules.3.weight"]
+KEYS = ["0.weight", "0.bias", "1.weight", "1.bias",
+        "1.running_mean", "1.running_var", "3.weight"]
 
 X_NP = data(10, 4, seed=1) + 0.5
 
@@ -50,10 +50,10 @@ def tensors_of(model):
     """Current values of the model's named tensors, by reaching into the modules directly."""
     lin0, bn, lin3 = model.modules[0], model.modules[1], model.modules[3]
     return {
-        "modules.0.weight": lin0.weight.numpy(), "modules.0.bias": lin0.bias.numpy(),
-        "modules.1.weight": bn.weight.numpy(), "modules.1.bias": bn.bias.numpy(),
-        "modules.1.running_mean": bn.running_mean.numpy(), "modules.1.running_var": bn.running_var.numpy(),
-        "modules.3.weight": lin3.weight.numpy(),
+        "0.weight": lin0.weight.numpy(), "0.bias": lin0.bias.numpy(),
+        "1.weight": bn.weight.numpy(), "1.bias": bn.bias.numpy(),
+        "1.running_mean": bn.running_mean.numpy(), "1.running_var": bn.running_var.numpy(),
+        "3.weight": lin3.weight.numpy(),
     }
 
 
@@ -80,8 +80,8 @@ def test_state_dict_keys_and_values_include_running_stats():
     assert list(state) == KEYS
     assert_same_tensors({k: v.numpy() for k, v in state.items()}, tensors_of(model))
     # the running statistics moved away from 0 / 1 during training
-    assert not np.allclose(state["modules.1.running_mean"].numpy(), 0)
-    assert not np.allclose(state["modules.1.running_var"].numpy(), 1)
+    assert not np.allclose(state["1.running_mean"].numpy(), 0)
+    assert not np.allclose(state["1.running_var"].numpy(), 1)
     for t in state.values():
         assert isinstance(t, ndl.Tensor) and t.is_leaf() and not t.requires_grad
 
@@ -90,10 +90,10 @@ def test_state_dict_of_conv_bn_block():
     np.random.seed(0)
     block = ConvBN(3, 4, 3, 1)
     state = block.state_dict()
-    assert list(state) == ["modules.0.weight", "modules.0.bias", "modules.1.weight", "modules.1.bias",
-                           "modules.1.running_mean", "modules.1.running_var"]
-    assert state["modules.0.weight"].shape == (3, 3, 3, 4)
-    np.testing.assert_array_equal(state["modules.1.running_var"].numpy(), np.ones(4))
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias",
+                           "1.running_mean", "1.running_var"]
+    assert state["0.weight"].shape == (3, 3, 3, 4)
+    np.testing.assert_array_equal(state["1.running_var"].numpy(), np.ones(4))
 
 
 def test_load_state_dict_round_trip_gives_identical_outputs():
@@ -125,14 +125,14 @@ def test_load_state_dict_converts_dtype_to_the_module_dtype():
 def _bad_state(kind):
     state = train_a_bit(make_model(seed=0)).state_dict()
     if kind == "missing":
-        del state["modules.1.running_var"]
-        return state, "modules.1.running_var"
+        del state["1.running_var"]
+        return state, "1.running_var"
     if kind == "unexpected":
-        state["modules.2.weight"] = ndl.Tensor(np.ones(3), requires_grad=False)
-        return state, "modules.2.weight"
+        state["2.weight"] = ndl.Tensor(np.ones(3), requires_grad=False)
+        return state, "2.weight"
     # the mis-shaped tensor is the last key, after every valid one
-    state["modules.3.weight"] = ndl.Tensor(np.ones((8, 4)), requires_grad=False)
-    return state, "modules.3.weight"
+    state["3.weight"] = ndl.Tensor(np.ones((8, 4)), requires_grad=False)
+    return state, "3.weight"
 
 
 @pytest.mark.parametrize("kind", ["missing", "unexpected", "misshaped"])
@@ -155,7 +155,7 @@ def test_load_state_dict_misshaped_error_names_both_shapes():
 def test_load_state_dict_non_strict_ignores_missing_and_unexpected_keys():
     source = train_a_bit(make_model(seed=0))
     state = source.state_dict()
-    del state["modules.0.bias"]
+    del state["0.bias"]
     state["extra"] = ndl.Tensor(np.zeros(2), requires_grad=False)
     target = make_model(seed=1)
     kept_bias = target.modules[0].bias.numpy().copy()
@@ -205,10 +205,10 @@ def test_float64_is_preserved_and_torch_written_files_load(tmp_path):
     model = make_model(seed=0, dtype="float64")
     path = str(tmp_path / "m64.safetensors")
     ndl.save(model.state_dict(), path)
-    assert safetensors.torch.load_file(path)["modules.0.weight"].dtype == torch.float64
+    assert safetensors.torch.load_file(path)["0.weight"].dtype == torch.float64
     loaded = ndl.load(path)
-    assert loaded["modules.0.weight"].dtype == "float64"
-    np.testing.assert_array_equal(loaded["modules.0.weight"].numpy(), model.modules[0].weight.numpy())
+    assert loaded["0.weight"].dtype == "float64"
+    np.testing.assert_array_equal(loaded["0.weight"].numpy(), model.modules[0].weight.numpy())
 
     other = str(tmp_path / "from_torch.safetensors")
     w = torch.tensor(data(3, 2, seed=5), dtype=torch.float32)

@@ -4,21 +4,28 @@ needle and PyTorch name and lay out the same layers differently:
 
 | needle                                   | PyTorch                                          |
 |------------------------------------------|--------------------------------------------------|
-| Sequential `modules.0.weight`            | `0.weight`                                       |
 | Linear weight (in, out), bias (1, out)   | weight (out, in), bias (out,)                    |
 | Conv weight (k, k, in, out) (NHWC ops)   | Conv2d weight (out, in, k, k)                    |
 | Conv2d / Conv1d weight, bias             | the same layout (out, in/groups, kH, kW), (out,) |
+| ConvTranspose2d weight, bias             | the same layout (in, out/groups, kH, kW), (out,) |
 | LSTM/RNN `lstm_cells.l.W_ih` (in, 4H)... | `weight_ih_l{l}` (4H, in), `weight_hh_l{l}`, ...  |
-| LSTMCell/RNNCell `W_ih` (in, 4H)         | `weight_ih` (4H, in), `weight_hh`, ...           |
+| GRU `gru_cells.l.W_ih` (in, 3H), r z n   | `weight_ih_l{l}` (3H, in), gates r, z, n, ...    |
+| LSTMCell/RNNCell/GRUCell `W_ih` (in, 4H) | `weight_ih` (4H, in), `weight_hh`, ...           |
+| LayerNorm weight, bias (normalized_shape)| the same                                         |
 | BatchNorm1d/2d (no step counter)         | + `num_batches_tracked`                          |
 | AttentionLayer q/k/v/out projections     | `attn.in_proj_weight` (3E, E), `attn.out_proj.weight` (E, E) |
 
 Names follow the module tree: a layer at attribute path `a.b` in needle is `a.b` in the
-PyTorch twin, except that a Sequential's `modules` step disappears (PyTorch's Sequential
-numbers its children directly). Embedding, LayerNorm1d and plain tensors keep their
-names and layouts. An AttentionLayer's PyTorch twin holds its three LayerNorms under the
+PyTorch twin (a Sequential's or ModuleList's layers are `0`, `1`, ... in both), as
+state_dict() names it. Embedding, LayerNorm1d and plain tensors keep their names and
+layouts. An AttentionLayer's PyTorch twin holds its three LayerNorms under the
 same names and a `torch.nn.MultiheadAttention(E, heads, bias=False)` called `attn`
 (needs num_head * dim_head == E, as PyTorch's does).
+
+A module may declare weights that one tensor serves under several torch keys with a
+`tied_weights()` method ({torch key: tensor}; GPT's `lm_head.weight` is its token
+embedding): `to_torch` writes every key, `from_torch` requires them equal. A state dict
+saved from a `torch.compile`d module (keys prefixed `_orig_mod.`) loads as the module's.
 
 PyTorch is only needed to produce torch tensors (`to_torch`); `from_torch` takes a dict of
 torch tensors (or anything with `.detach().cpu().numpy()` / numpy arrays), the path of
@@ -26,13 +33,14 @@ a safetensors file written by `safetensors.torch`, or a torch module. Every key 
 is checked before anything changes; a mismatch names the key and both shapes.
 
 Convolutions compute with settings that weights do not show. Given a torch *module* (to
-`from_torch`, or as `twin` to `to_torch`), every needle Conv, Conv2d and Conv1d is checked
-against the torch module at its path: the class (Conv2d for Conv and Conv2d, Conv1d for
-Conv1d), kernel size, stride, the padding each side gets (torch's 'same' and needle's
-k // 2 agree for odd kernels), dilation, groups and padding mode must be the ones the needle
-module computes with, or a ValueError names the module, the torch setting and the needle
-one. The course's nn.Conv is same-padded (k // 2), stride-only, so it takes exactly the
-torch Conv2d(in, out, k, stride, padding=k // 2). Given only a state dict or a file, shapes
+`from_torch`, or as `twin` to `to_torch`), every needle Conv, Conv2d, Conv1d and
+ConvTranspose2d is checked against the torch module at its path: the class (Conv2d for Conv
+and Conv2d, Conv1d for Conv1d, ConvTranspose2d for ConvTranspose2d), kernel size, stride, the
+padding each side gets (torch's 'same' and needle's k // 2 agree for odd kernels), dilation,
+groups, padding mode and (transposed) output_padding must be the ones the needle module
+computes with, or a ValueError names the module, the torch setting and the needle one. The
+course's nn.Conv is same-padded (k // 2), stride-only, so it takes exactly the torch
+Conv2d(in, out, k, stride, padding=k // 2). Given only a state dict or a file, shapes
 are all that can be checked: a Conv2d with another padding, stride or dilation (or a
 ConvTranspose2d with a square weight) loads silently and computes something else.
 """
@@ -45,12 +53,14 @@ import numpy as np
 
 from .autograd import Tensor, no_grad
 from .nn import functional as F
-from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Sequential
-from .nn.nn_conv import Conv, Conv1d, Conv2d
-from .nn.nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
+from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Parameter
+from .nn.nn_conv import Conv, Conv1d, Conv2d, ConvTranspose2d
+from .nn.nn_sequence import GRU, LSTM, RNN, Embedding, GRUCell, LSTMCell, RNNCell
 from .nn.nn_transformer import AttentionLayer
 
 __all__ = ["from_torch", "to_torch", "torch_state_dict_arrays"]
+
+_COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts before every key
 
 # one entry of a layer's conversion: torch key suffix, the needle tensors it covers,
 # needle arrays -> torch array, torch array -> needle arrays
@@ -99,7 +109,7 @@ def _cell(cell, suffix: str) -> List[Pair]:
 
 
 def _recurrent(m) -> List[Pair]:
-    cells = m.lstm_cells if isinstance(m, LSTM) else m.rnn_cells
+    cells = m.lstm_cells if isinstance(m, LSTM) else m.gru_cells if isinstance(m, GRU) else m.rnn_cells
     return [p for layer, cell in enumerate(cells) for p in _cell(cell, f"_l{layer}")]
 
 
@@ -127,9 +137,10 @@ def _attention(m: AttentionLayer) -> List[Pair]:
 
 
 _CONVERTERS: List[Tuple[type, Callable[[Any], List[Pair]]]] = [
-    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (LSTM, _recurrent), (RNN,
-    _recurrent),
-    (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (BatchNorm1d, _batch_norm),
+    (Linear, _linear), (Conv, _conv), (Conv2d, _same_layout), (Conv1d, _same_layout), (ConvTranspose2d, _same_layout),
+    (LSTM, _recurrent), (RNN, _recurrent), (GRU, _recurrent),
+    (LSTMCell, lambda m: _cell(m, "")), (RNNCell, lambda m: _cell(m, "")), (GRUCell, lambda m: _cell(m, "")),
+    (BatchNorm1d, _batch_norm),
     (LayerNorm1d, lambda m: [_same(m.weight, "weight"), _same(m.bias, "bias")]),
     (Embedding, lambda m: [_same(m.weight, "weight")]), (AttentionLayer, _attention),
 ]
@@ -147,29 +158,25 @@ def _pairs(module: Module, converted: Optional[List[Tuple[str, Module]]] = None)
     the modules with a converter are appended to `converted` as (path, module) if given."""
     out: List[Pair] = []
 
-    def walk(value, prefix: str):
-        if isinstance(value, Module):
-            make = _converter(value)
-            if make is not None:
-                if converted is not None:
-                    converted.append((prefix[:-1], value))
-                for key, tensors, forward, backward in make(value):
-                    out.append((prefix + key, tensors, forward, backward))
-                return
-            for name, item in value.__dict__.items():
-                # a Sequential's children are numbered directly in PyTorch: no "modules." step
-                step = "" if isinstance(value, Sequential) and name == "modules" else name + "."
-                walk(item, prefix + step)
-        elif isinstance(value, Tensor):
-            out.append(_same(value, prefix[:-1]))
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(item, f"{prefix}{i}.")
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{prefix}{key}.")
+    def walk(value: Module, prefix: str) -> None:
+        make = _converter(value)
+        if make is not None:
+            if converted is not None:
+                converted.append((prefix[:-1], value))
+            for key, tensors, forward, backward in make(value):
+                out.append((prefix + key, tensors, forward, backward))
+            return
+        # the module's own naming: a Sequential's or ModuleList's layers are 0, 1, ... as in PyTorch
+        for attr, name, item in value._members():
+            if isinstance(item, Module):
+                walk(item, prefix + name + ".")
+            elif value._persistent(attr) or isinstance(item, Parameter):  # state_dict's entries only
+                out.append(_same(item, prefix + name))
 
     walk(module, "")
+    tied = getattr(module, "tied_weights", None)  # e.g. GPT: {"lm_head.weight": the token embedding}
+    if callable(tied):
+        out += [_same(t, key) for key, t in tied().items()]
     return [p for p in out if not p[0].endswith(".") and p[0]]
 
 
@@ -198,12 +205,20 @@ def _conv_settings(m) -> Tuple[str, Dict[str, Any]]:
         pads = F._conv2d_pads(m.padding, m.kernel_size, m.stride, m.dilation, "Conv2d")
         return "Conv2d", dict(kernel_size=m.kernel_size, stride=m.stride, padding=pads, dilation=m.dilation,
                               groups=m.groups, padding_mode=m.padding_mode)
+    if isinstance(m, ConvTranspose2d):
+        return "ConvTranspose2d", dict(kernel_size=m.kernel_size, stride=m.stride,
+                                       padding=tuple((p, p) for p in m.padding), dilation=m.dilation,
+                                       groups=m.groups, padding_mode=m.padding_mode,
+                                       output_padding=m.output_padding)
     return "Conv1d", dict(kernel_size=(m.kernel_size,), stride=(m.stride,), padding=((m.padding, m.padding),),
                           dilation=(1,), groups=1, padding_mode="zeros")
 
 
 def _torch_conv_settings(t, dims: int) -> Dict[str, Any]:
     kernel, stride, dilation = tuple(t.kernel_size), tuple(t.stride), tuple(t.dilation)
+    if getattr(t, "transposed", False):
+        return dict(kernel_size=kernel, stride=stride, padding=tuple((p, p) for p in t.padding), dilation=dilation,
+                    groups=t.groups, padding_mode=t.padding_mode, output_padding=tuple(t.output_padding))
     pads: Tuple[Tuple[int, int], ...]
     if dims == 2:
         pads = F._conv2d_pads(t.padding if isinstance(t.padding, str) else tuple(t.padding), kernel, stride,
@@ -222,7 +237,7 @@ def _check_conv_settings(converted: List[Tuple[str, Module]], torch_module, what
 
     twins = dict(torch_module.named_modules())
     for path, m in converted:
-        if not isinstance(m, (Conv, Conv1d, Conv2d)) or path not in twins:
+        if not isinstance(m, (Conv, Conv1d, Conv2d, ConvTranspose2d)) or path not in twins:
             continue
         t = twins[path]
         name = f"{what}: module {path or '(root)'!r} (needle {type(m).__name__})"
@@ -231,7 +246,7 @@ def _check_conv_settings(converted: List[Tuple[str, Module]], torch_module, what
         if not isinstance(t, torch_cls):  # ConvTranspose2d is not a Conv2d
             raise ValueError(f"{name}: the torch module there is a {type(t).__name__}, needle computes a "
                              f"torch.nn.{cls}")
-        theirs = _torch_conv_settings(t, 2 if cls == "Conv2d" else 1)
+        theirs = _torch_conv_settings(t, 1 if cls == "Conv1d" else 2)
         for key, value in mine.items():
             if theirs[key] == value:
                 continue
@@ -309,6 +324,8 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
 
         state_dict = read_safetensors(str(state_dict))[0]
     arrays = {key: _as_numpy(value, key) for key, value in state_dict.items()}
+    if arrays and all(key.startswith(_COMPILED_PREFIX) for key in arrays):  # saved from torch.compile's wrapper
+        arrays = {key[len(_COMPILED_PREFIX):]: value for key, value in arrays.items()}
     pairs = _pairs(module)
     expected = {key for key, *_ in pairs}
     missing = sorted(k for k in expected if k not in arrays and not k.endswith("num_batches_tracked"))
@@ -318,6 +335,7 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
                                                                      else [])
         raise ValueError("from_torch: " + "; ".join(parts))
     updates = []
+    sources: Dict[int, str] = {}  # a tensor two keys load (a tied weight): both must agree
     for key, tensors, forward, backward in pairs:
         if key not in arrays or not tensors:
             continue
@@ -326,6 +344,13 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
             raise ValueError(f"from_torch: {key!r} has shape {tuple(arrays[key].shape)} in the state_dict, "
                              f"the needle module needs {tuple(wanted)}")
         for t, array in zip(tensors, backward(arrays[key])):
+            first = sources.setdefault(id(t), key)
+            if first != key:
+                earlier = next(a for u, a in updates if u is t)
+                if not np.array_equal(earlier, array):
+                    raise ValueError(f"from_torch: {key!r} and {first!r} differ, but the needle module ties them "
+                                     "(one tensor for both)")
+                continue
             updates.append((t, array))
     with no_grad():  # parameters are written in place, outside the graph
         for t, array in updates:

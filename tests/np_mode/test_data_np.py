@@ -43,3 +43,19 @@ def test_np_mode_per_sample_dataset_is_collated_and_iterators_are_independent():
         np.testing.assert_array_equal(ya.cached_data, idx)
         np.testing.assert_array_equal(xb.cached_data, xa.cached_data)
         np.testing.assert_array_equal(db["w"].cached_data, X[idx])
+
+
+def test_np_mode_workers_give_the_batches_of_num_workers_0():
+    X = np.random.RandomState(2).rand(7, 3)
+    samples = [(X[i], i, {"w": ndl.Tensor(X[i], dtype="float64")}) for i in range(7)]  # Tensors travel too
+    tensors = ndl.data.TensorDataset(ndl.Tensor(X, dtype="float64"), ndl.Tensor(np.arange(7), dtype="int64"))
+    for data in (samples, tensors):
+        runs = []
+        for workers in (0, 2):
+            np.random.seed(1)
+            loader = ndl.data.DataLoader(data, batch_size=3, shuffle=True, num_workers=workers)
+            runs.append([[(p.dtype, p.cached_data) for p in (*b[:2], *[d["w"] for d in b[2:]])] for b in loader])
+        for one, two in zip(*runs):
+            for (dtype_a, a), (dtype_b, b) in zip(one, two):
+                assert isinstance(b, np.ndarray) and dtype_a == dtype_b
+                np.testing.assert_array_equal(a, b)

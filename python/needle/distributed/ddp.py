@@ -165,6 +165,7 @@ class _Plan:
         self.params = params
         self.buffers = buffers
         self.grad_buckets = _buckets(params, cap_bytes)
+        self.averaged: tuple = ()  # the .grad tensors the last averaging wrote
         self.buffer_buckets = _buckets(buffers, cap_bytes)
 
 
@@ -205,7 +206,6 @@ class DistributedDataParallel(Module):
         broadcast_from_rank0(params + buffers, self._comm, bucket_mb)
         self._sync_enabled = True
         self._queued = False  # the averaging is queued for the end of the running backward
-        self._averaged: tuple = ()  # the .grad tensors the last averaging wrote
         for p in params:
             p.register_post_accumulate_grad_hook(self._on_gradient)
 
@@ -260,7 +260,7 @@ class DistributedDataParallel(Module):
         A parameter without a gradient on some rank (unused in its forward) counts as zero
         there and gets the mean like the others, so every rank's optimizer takes the same step.
         """
-        averaged = self._averaged
+        averaged = self._plan.averaged
         if len(averaged) == len(self._plan.params) and all(
                 p.grad is g for p, g in zip(self._plan.params, averaged)):
             return
@@ -274,7 +274,7 @@ class DistributedDataParallel(Module):
             array_api.host_call(_allreduce_mean, self._comm, bucket, bucket.device, *buffers)
         if self.broadcast_buffers:
             self._broadcast_buffers()
-        self._averaged = tuple(p.grad for p in self._plan.params)
+        self._plan.averaged = tuple(p.grad for p in self._plan.params)
 
     @staticmethod
     def _grad_data(p: Tensor):

@@ -19,15 +19,18 @@ ValueError naming them; a non-float input to a float-only function raises TypeEr
 Deliberate differences from PyTorch: softmax and log_softmax need `dim` (PyTorch's
 implicit choice is deprecated); mse_loss does not broadcast mismatched shapes (PyTorch
 warns and does); silu keeps sigmoid's accurate float32 tails; out-of-range class ids and
-embedding ids raise ValueError (PyTorch: IndexError / RuntimeError); a conv2d argument
-PyTorch rejects with RuntimeError raises ValueError. Not offered: class weights in
-cross_entropy, ceil_mode, dilation and return_indices in pooling, groups, dilation and
-string paddings in conv1d (conv2d has them all).
+embedding ids raise ValueError (PyTorch: IndexError / RuntimeError); a conv2d, pad or
+binary_cross_entropy argument PyTorch rejects with RuntimeError or NotImplementedError
+raises ValueError. `inplace=True` (relu, leaky_relu, dropout, dropout2d) writes the input's
+buffer, except where needle's autograd cannot move an already-consumed tensor: then the
+result is computed out of place (see `_inplace`). Not offered: ceil_mode, dilation and
+return_indices in pooling, groups, dilation and string paddings in conv1d (conv2d has them
+all), embedding's max_norm, the `size_average`/`reduce` arguments of the losses.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional, Sequence, Tuple, Union, cast, overload
+from typing import Any, Callable, List, Literal, Optional, Sequence, Tuple, Union, cast, overload
 
 from needle import init, ops
 from needle.autograd import Tensor, array_api
@@ -37,9 +40,12 @@ __all__ = [
     "linear", "relu", "tanh", "sigmoid", "dropout", "batch_norm", "layer_norm", "conv2d", "conv1d", "max_pool2d",
     "avg_pool2d", "adaptive_avg_pool2d", "softmax", "log_softmax", "gelu", "silu", "leaky_relu", "mse_loss",
     "cross_entropy", "embedding", "one_hot",
+    "dropout2d", "pad", "conv_transpose2d", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "scaled_dot_product_attention",
 ]
 
 IntOrPair = Union[int, Tuple[int, int]]
+IntOrInts = Union[int, Sequence[int]]  # an int or (h, w)
 Padding2d = Union[str, int, Tuple[int, int]]
 FLOATS = ("float32", "float64")
 REDUCTIONS = ("mean", "sum", "none")
@@ -138,9 +144,37 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tens
     return _channel_bias(out, bias, out.ndim - 1, "linear")
 
 
-def relu(input: Tensor) -> Tensor:
-    """max(x, 0) elementwise (gradient 0 at 0, as PyTorch)."""
-    return ops.relu(input)
+def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what: str, one_op: bool = False) -> Tensor:
+    """fn(input); with inplace=True written into input's own buffer and returned as input itself
+    (PyTorch's inplace=True), recorded for autograd like Tensor.copy_: input takes the result's
+    place in the graph. A Parameter that requires grad is refused (RuntimeError, PyTorch's rule for
+    a leaf). needle cannot move a tensor that an op has already taken as input (or a view of
+    another tensor's memory) to a new place in the graph while gradients are recorded: then the
+    result is computed out of place and returned, and input keeps its values, so code that uses
+    the returned tensor (x = relu(x), nn.ReLU(inplace=True) in a Sequential) works either way.
+
+    Tensor._inplace_ends rewires only the result's own inputs, so a result built of several ops
+    (one_op=False) is computed from the previous value moved aside first: input becomes
+    input * 1.0 (an in-place step of its own, like copy_'s), whose input is that value."""
+    if not inplace:
+        return fn(input)
+    try:
+        tracked = input._inplace_begins(what)
+    except RuntimeError:
+        if input.op is None and getattr(type(input), "_refuses_inplace", False):
+            raise
+        return fn(input)
+    source = input
+    if tracked and not one_op:
+        input._inplace_ends(what, input * 1.0, True)
+        source = cast(Tensor, input.inputs[0])  # the previous value, which nothing but input * 1.0 reads
+        tracked = input._inplace_begins(what)
+    return input._inplace_ends(what, fn(source), tracked)
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    """max(x, 0) elementwise (gradient 0 at 0, as PyTorch); inplace=True writes the input (see _inplace)."""
+    return _inplace(_tensor(input, "relu"), ops.relu, inplace, "relu", one_op=True)
 
 
 def tanh(input: Tensor) -> Tensor:
@@ -175,10 +209,11 @@ def silu(input: Tensor) -> Tensor:
     return input * ops.sigmoid(input)
 
 
-def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
-    """x where x > 0, else negative_slope * x; the gradient at 0 is negative_slope (PyTorch's)."""
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x where x > 0, else negative_slope * x; the gradient at 0 is negative_slope (PyTorch's).
+    inplace=True writes the input (see relu)."""
     _float(input, "leaky_relu")
-    return ops.where(input > 0, input, input * negative_slope)
+    return _inplace(input, lambda x: ops.where(x > 0, x, x * negative_slope), inplace, "leaky_relu")
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -206,15 +241,40 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
     return ops.logsoftmax(_float(input, "log_softmax"), axis=dim)
 
 
-def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+def _masked(input: Tensor, mask_shape: Tuple[int, ...], p: float) -> Tensor:
+    """input times a Bernoulli(1 - p) mask of mask_shape (broadcast), scaled by 1 / (1 - p)."""
+    mask = init.randb(*mask_shape, p=1 - p, device=input.device, dtype=input.dtype)
+    if tuple(mask_shape) != tuple(input.shape):
+        mask = mask.broadcast_to(input.shape)
+    return input * mask if p == 1 else input * mask / (1 - p)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Training: zero each element with probability p, scale the rest by 1/(1-p); identity otherwise.
-    PyTorch's default training=True. Draws from numpy's global RNG, like nn.Dropout."""
+    PyTorch's default training=True. Draws from numpy's global RNG, like nn.Dropout. inplace=True
+    writes the input (see relu)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0:
         return input
-    mask = init.randb(*input.shape, p=1 - p, device=input.device, dtype=input.dtype)
-    return input * mask if p == 1 else input * mask / (1 - p)
+    return _inplace(input, lambda x: _masked(x, x.shape, p), inplace, "dropout")
+
+
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Channel dropout, PyTorch's dropout2d: in training, each channel of each sample (a whole
+    (H, W) plane of (N, C, H, W) input) is zeroed with probability p and the others are scaled by
+    1 / (1 - p); identity otherwise. A 3-D input is taken as (N, C, L), one mask entry per (n, c),
+    as PyTorch 2 does (it warns that this will change). Draws one (N, C) mask from numpy's global
+    RNG. ValueError for p outside [0, 1] or an input that is not 3-D or 4-D."""
+    _tensor(input, "dropout2d")
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout2d probability must be in [0, 1], got {p}")
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d expects input of shape (N, C, H, W) or (N, C, L), got {input.shape}")
+    if not training or p == 0:
+        return input
+    shape = input.shape[:2] + (1,) * (input.ndim - 2)
+    return _inplace(input, lambda x: _masked(x, shape, p), inplace, "dropout2d")
 
 
 # --- normalisation ---------------------------------------------------------------------------
@@ -326,18 +386,21 @@ def _conv2d_pads(padding: Padding2d, kernel: Tuple[int, ...], stride: Tuple[int,
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
-def _mode_rows(size: int, before: int, after: int, mode: str, what: str) -> list:
+def _mode_rows(size: int, before: int, after: int, mode: str, what: str, key: str = "padding_mode") -> list:
     """The source row of each of the size + before + after rows of a `mode` padding along one axis
-    (PyTorch's F.pad modes 'reflect', 'replicate', 'circular'; the index arithmetic is host work
-    on the geometry, never on the data)."""
+    (PyTorch's F.pad modes 'reflect', 'replicate', 'circular'; before, after >= 0; the index
+    arithmetic is host work on the geometry, never on the data)."""
     if mode == "reflect" and max(before, after) >= size:
-        raise ValueError(f"{what}: padding_mode='reflect' needs padding < the input size, got padding "
+        raise ValueError(f"{what}: {key}='reflect' needs padding < the input size, got padding "
                          f"({before}, {after}) for size {size}")
     if mode == "circular" and max(before, after) > size:
-        raise ValueError(f"{what}: padding_mode='circular' needs padding <= the input size, got padding "
+        raise ValueError(f"{what}: {key}='circular' needs padding <= the input size, got padding "
                          f"({before}, {after}) for size {size}")
+    if mode == "replicate" and size < 1:
+        raise ValueError(f"{what}: {key}='replicate' needs a non-empty axis to copy from")
     rows = []
     for i in range(-before, size + after):
         if mode == "reflect":
@@ -349,18 +412,91 @@ def _mode_rows(size: int, before: int, after: int, mode: str, what: str) -> list
     return rows
 
 
-def _mode_pad(input: Tensor, pads, mode: str, what: str) -> Tensor:
-    """(N, C, H, W) or (C, H, W) padded by ((top, bottom), (left, right)) in `mode` ('reflect',
-    'replicate' or 'circular', as torch.nn.functional.pad): rows and columns gathered by index,
-    so the gradient (GetItem's scatter-add) sums back into the rows they were copied from."""
+def _gather_pad(input: Tensor, sides: Sequence[Tuple[int, int, int]], mode: str, what: str, key: str) -> Tensor:
+    """input padded by (axis, before, after) in `mode` ('reflect', 'replicate' or 'circular'): rows
+    gathered by index along each axis, so the gradient (GetItem's scatter-add) sums back into the
+    rows they were copied from."""
     out = input
-    for axis, (before, after) in zip((input.ndim - 2, input.ndim - 1), pads):
+    for axis, before, after in sides:
         if before or after:
-            rows = _mode_rows(input.shape[axis], before, after, mode, what)
+            # a negative side crops first, and the padding copies from what is left (PyTorch's order)
+            start, kept = max(-before, 0), out.shape[axis] + min(before, 0) + min(after, 0)
+            rows = [start + r for r in _mode_rows(kept, max(before, 0), max(after, 0), mode, what, key)]
             with array_api.constant_data():  # a function of the shape: a constant of a compiled step
                 index = Tensor(rows, device=input.device, dtype="int64", requires_grad=False)
             out = out[(slice(None),) * axis + (index,)]
     return out
+
+
+def _constant_pad(input: Tensor, sides: Sequence[Tuple[int, int, int]], value: float) -> Tensor:
+    """input cropped by its negative sides (a slice), then written into a tensor full of `value`
+    (ops.setitem: the gradient is out_grad at the input's place)."""
+    crop: List[slice] = [slice(None)] * input.ndim
+    grown = list(input.shape)
+    place: List[slice] = [slice(None)] * input.ndim
+    for axis, before, after in sides:
+        size = input.shape[axis]
+        start, stop = max(-before, 0), size - max(-after, 0)
+        crop[axis] = slice(start, stop)
+        kept = stop - start
+        grown[axis] = kept + max(before, 0) + max(after, 0)
+        place[axis] = slice(max(before, 0), max(before, 0) + kept)
+    out = input
+    if any(c != slice(None) for c in crop):
+        out = input[tuple(crop)]
+    if tuple(grown) == tuple(out.shape):
+        return out
+    full = init.constant(*grown, c=value, device=input.device, dtype=input.dtype)
+    return ops.setitem(full, tuple(place), out)
+
+
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: Optional[float] = None) -> Tensor:
+    """torch.nn.functional.pad: `pad` holds (before, after) pairs for the last axes, the last axis
+    first: (left, right) pads the last axis, (left, right, top, bottom) the last two, and so on
+    (at most input.ndim pairs). A negative count crops that side.
+
+    mode: 'constant' (the default) fills with `value` (None means 0; cast to the input's dtype);
+    'reflect' mirrors about the edge (padding < the axis size), 'replicate' repeats the edge,
+    'circular' wraps around (padding <= the axis size). The three non-constant modes pad the
+    last 1, 2 or 3 axes of an input with one or two more axes than that (PyTorch's rule:
+    (C, W) or (N, C, W) for 2 pad entries, ...) and take no value but 0.
+
+    Differentiable in the input: the padded cells get no gradient; a cell copied several times
+    (reflect, replicate, circular) sums the gradients of its copies. Raises ValueError for an odd
+    length, too many pairs, an unknown mode, a value with a non-constant mode, a padding a mode
+    cannot take, a crop past the axis' size; TypeError for non-int entries (PyTorch raises
+    RuntimeError or NotImplementedError for some of these)."""
+    _tensor(input, "pad")
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad: mode must be one of {PAD_MODES}, got {mode!r}")
+    if not isinstance(pad, (tuple, list)) or not all(isinstance(p, int) and not isinstance(p, bool) for p in pad):
+        raise TypeError(f"pad: the padding must be a tuple of ints, got {pad!r}")
+    if len(pad) % 2:
+        raise ValueError(f"pad: the padding must hold (before, after) pairs, got an odd length {len(pad)}")
+    pairs = len(pad) // 2
+    if pairs > input.ndim:
+        raise ValueError(f"pad: {pairs} (before, after) pairs for an input of {input.ndim} dimensions {input.shape}")
+    sides = [(input.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]) for i in range(pairs)]
+    for axis, before, after in sides:
+        if input.shape[axis] + before + after < 0:
+            raise ValueError(f"pad: padding ({before}, {after}) of axis {axis} (size {input.shape[axis]}) of input "
+                             f"{input.shape} leaves a negative size")
+    if mode == "constant":
+        return _constant_pad(input, sides, 0.0 if value is None else value)
+    if value is not None and value != 0:
+        raise ValueError(f"pad: mode={mode!r} takes no value, got value={value!r}")
+    if pairs not in (1, 2, 3) or input.ndim not in (pairs + 1, pairs + 2):
+        raise ValueError(f"pad: mode={mode!r} pads the last 1, 2 or 3 axes of an input with one or two more axes; "
+                         f"got {len(pad)} pad entries for input {input.shape}")
+    return _gather_pad(input, sides, mode, "pad", "mode")
+
+
+def _mode_pad(input: Tensor, pads, mode: str, what: str) -> Tensor:
+    """(N, C, H, W) or (C, H, W) padded by ((top, bottom), (left, right)) in `mode` ('reflect',
+    'replicate' or 'circular', as F.pad): Conv2d's padding_mode."""
+    (top, bottom), (left, right) = pads
+    sides = [(input.ndim - 2, top, bottom), (input.ndim - 1, left, right)]
+    return _gather_pad(input, sides, mode, what, "padding_mode")
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrPair = 1,
@@ -412,6 +548,73 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     out = ops.conv(x, ops.permute(weight, (2, 3, 1, 0)), stride=stride, padding=pads, dilation=dilation,
                    groups=groups)
     return _channel_bias(_back_to_nchw(out, unbatched), bias, 0 if unbatched else 1, "conv2d")
+
+
+def _transposed_sizes(what: str, spatial, kernel, stride, padding, output_padding, dilation) -> Tuple[int, int]:
+    """conv_transpose2d's output size per axis: (H - 1) stride - 2 padding + dilation (K - 1) +
+    output_padding + 1; ValueError where it is not positive."""
+    sizes = [(h - 1) * s - 2 * p + d * (k - 1) + op + 1
+             for h, k, s, p, op, d in zip(spatial, kernel, stride, padding, output_padding, dilation)]
+    if min(sizes) < 1:
+        raise ValueError(f"{what}: the output size {tuple(sizes)} is not positive (input {tuple(spatial)}, kernel "
+                         f"{tuple(kernel)}, stride {stride}, padding {padding}, output_padding {output_padding}, "
+                         f"dilation {dilation})")
+    return sizes[0], sizes[1]
+
+
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrInts = 1,
+                     padding: IntOrInts = 0, output_padding: IntOrInts = 0, groups: int = 1,
+                     dilation: IntOrInts = 1) -> Tensor:
+    """2-D transposed convolution, torch.nn.functional.conv_transpose2d (note PyTorch's argument
+    order: groups before dilation): input (N, Cin, H, W) or unbatched (Cin, H, W), weight
+    (Cin, Cout / groups, KH, KW) (PyTorch's layout), bias (Cout,) -> (N, Cout, Ho, Wo) with
+    Ho = (H - 1) stride - 2 padding + dilation (KH - 1) + output_padding + 1.
+
+    It is the gradient of conv2d with respect to its input (each input pixel scatters
+    weight-scaled copies of the kernel into the output, stride apart, and `padding` rows and
+    columns are cut from each side), so it runs as ops.ConvInputGrad with the weight read as a
+    conv2d weight: every gradient (any order) is the conv op family's. output_padding adds
+    rows/columns at the bottom/right (those beyond the scattered windows are zeros); it must be
+    smaller than stride or dilation (PyTorch's rule).
+
+    Raises ValueError (naming the shapes) for an input that is not 3-D or 4-D, a weight that does
+    not fit it, channels not divisible by groups, a bias not (Cout,), stride/dilation/groups < 1,
+    padding/output_padding < 0, output_padding not below stride or dilation, or an output size
+    that is not positive; TypeError for non-int sizes or a non-float input.
+    """
+    what = "conv_transpose2d"
+    x, unbatched = _nchw(input, what)
+    cin = x.shape[3]
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"{what} groups must be an int, got {groups!r}")
+    strides, dilations = _ints(stride, 2, f"{what} stride"), _ints(dilation, 2, f"{what} dilation")
+    pads_in, extras = _ints(padding, 2, f"{what} padding"), _ints(output_padding, 2, f"{what} output_padding")
+    if groups < 1 or min(strides) < 1 or min(dilations) < 1 or min(pads_in) < 0 or min(extras) < 0:
+        raise ValueError(f"{what} needs stride >= 1, dilation >= 1, groups >= 1, padding >= 0 and output_padding "
+                         f">= 0, got stride={stride}, padding={padding}, output_padding={output_padding}, "
+                         f"dilation={dilation}, groups={groups}")
+    if any(op >= max(s, d) for op, s, d in zip(extras, strides, dilations)):
+        raise ValueError(f"{what}: output_padding {extras} must be smaller than either stride {strides} or "
+                         f"dilation {dilations}")
+    if cin % groups:
+        raise ValueError(f"{what}: input of shape {input.shape} has {cin} channels, not divisible by groups={groups}")
+    if weight.ndim != 4 or weight.shape[0] != cin or min(weight.shape) < 1:
+        raise ValueError(f"{what}: weight of shape {weight.shape} for input of shape {input.shape} "
+                         f"(expected ({cin}, Cout / groups, KH, KW))")
+    cout = weight.shape[1] * groups
+    kernel = tuple(weight.shape[2:])
+    sizes = _transposed_sizes(what, x.shape[1:3], kernel, strides, pads_in, extras, dilations)
+    # As a conv2d's input gradient: that conv2d maps the (Ho, Wo) output to the (H, W) input with
+    # padding (p, max(p - op, 0)) on each axis. Where op > p, the last op - p rows lie past every
+    # window (zeros): still that conv2d's input while op - p < stride (its output size rounds
+    # down), else (op >= stride, possible with dilation > stride) added after, as zeros.
+    pads = tuple((p, max(p - op, 0)) for p, op in zip(pads_in, extras))
+    extra = tuple(op - p if op - p >= s else 0 for p, op, s in zip(pads_in, extras, strides))
+    shape = (x.shape[0], sizes[0] - extra[0], sizes[1] - extra[1], cout)
+    out = ops.ConvInputGrad(shape, strides, pads, dilations, groups)(x, ops.permute(weight, (2, 3, 1, 0)))
+    if any(extra):
+        out = _constant_pad(out, [(1, 0, extra[0]), (2, 0, extra[1])], 0.0)
+    return _channel_bias(_back_to_nchw(out, unbatched), bias, 0 if unbatched else 1, what)
 
 
 def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: Union[int, Tuple[int]] = 1,
@@ -551,21 +754,96 @@ def _classes_last(input: Tensor) -> Tensor:
     return rows
 
 
-def cross_entropy(input: Tensor, target: Tensor, *, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
-    """PyTorch's cross_entropy (without class weights): log_softmax over the class axis, then the
-    negative log-likelihood of the targets.
+def _class_weight(weight: Optional[Tensor], classes: int, input: Tensor, what: str) -> Optional[Tensor]:
+    if weight is None:
+        return None
+    _tensor(weight, f"{what} weight")
+    if tuple(weight.shape) != (classes,):
+        raise ValueError(f"{what}: weight of shape {weight.shape} for {classes} classes (expected ({classes},))")
+    return weight
+
+
+def _class_ids(input: Tensor, target: Tensor, ignore_index: int, what: str):
+    """Class-id targets of logits / log-probabilities input ((C,), (N, C) or (N, C, d1, ...)):
+    (ids (M,) with ignored targets replaced by 0, kept (M,) bool, one-hot (M, C) bool, the
+    targets' shape). TypeError for non-int64 targets; ValueError for a target shape that does not
+    fit or an id outside [0, C) that is not ignore_index."""
+    if target.dtype != "int64":
+        raise TypeError(f"{what}: class targets must be int64, got {target.dtype}")
+    classes = input.shape[0 if input.ndim == 1 else 1]
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(f"{what}: target of shape {target.shape} for input of shape {input.shape} "
+                         f"(expected {expected})")
+    ids = target.reshape((-1,))
+    kept = ops.not_equal(ids, ignore_index)  # (M,) bool
+    ids = ops.where(kept, ids, 0)
+    if ids.shape[0]:
+        low, high = ops.extremes(ids)
+        if low < 0 or high >= classes:
+            raise ValueError(f"{what}: target {low if low < 0 else high} is out of range for {classes} "
+                             f"classes (ignore_index={ignore_index})")
+    picked = init.one_hot(classes, ids, device=input.device, dtype="bool")
+    return ids, kept, picked, expected
+
+
+def _reduce_targets(loss: Tensor, kept: Tensor, counted: Optional[Tensor], reduction: str, shape) -> Tensor:
+    """Per-target losses (M,) reduced: 'none' keeps the targets' shape, 'sum' sums, 'mean' divides
+    the sum by the kept targets' count, or by their weights' sum where `counted` (M,) holds them."""
+    if reduction == "none":
+        return loss.reshape(shape)
+    total = ops.summation(loss)
+    if reduction == "sum":
+        return total
+    if counted is None:
+        return total / ops.summation(ops.cast(kept, loss.dtype))
+    return total / ops.summation(ops.where(kept, counted, 0.0))
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """The negative log-likelihood loss, PyTorch's nll_loss: -weight[t] * input[t] for each target
+    class t, input holding log-probabilities (C,), (N, C) or (N, C, d1, ...), target int64 class ids
+    (), (N,) or (N, d1, ...).
+
+    weight: per-class weights (C,) (default 1). A target equal to ignore_index contributes 0 and
+    is not counted; any other must lie in [0, C) (ValueError; PyTorch: IndexError/RuntimeError).
+    reduction 'mean' divides the sum by the sum of the counted targets' weights (nan when every
+    target is ignored, as PyTorch), 'sum' sums, 'none' keeps the targets' shape.
+    """
+    _float(input, "nll_loss")
+    _tensor(target, "nll_loss")
+    _reduction(reduction, "nll_loss")
+    if input.ndim == 0:
+        raise ValueError("nll_loss: input must have a class axis, got a scalar")
+    classes = input.shape[0 if input.ndim == 1 else 1]
+    weight = _class_weight(weight, classes, input, "nll_loss")
+    rows = _classes_last(input)  # (M, C)
+    ids, kept, picked, shape = _class_ids(input, target, ignore_index, "nll_loss")
+    loss = -ops.summation(ops.where(picked, rows, 0.0), axes=1)
+    counted = None
+    if weight is not None:
+        counted = weight[ids]
+        loss = loss * counted
+    return _reduce_targets(ops.where(kept, loss, 0.0), kept, counted, reduction, shape)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """PyTorch's cross_entropy: log_softmax over the class axis, then the negative log-likelihood
+    of the targets.
 
     input: logits (N, C), (N, C, d1, ...) or (C,). target: int64 class ids (N,), (N, d1, ...) or
-    (), or float class probabilities of input's shape.
+    (), or float class probabilities of input's shape. weight: per-class weights (C,) (default 1).
 
     Class ids: a target equal to `ignore_index` contributes 0 and is not counted; any other must
-    lie in [0, C) (ValueError). With label_smoothing e, a target's loss is
-    (1 - e) * -log p[target] + (e / C) * sum_c -log p[c], and ignored targets contribute 0 to
-    both terms. 'mean' divides the sum by the number of targets not ignored (nan if every
-    target is ignored, as PyTorch); 'sum' sums; 'none' keeps the target's shape.
-    Probabilities: loss = -sum_c t'[c] log p[c] with t' = (1 - e) t + e / C; 'mean' divides by
-    the number of rows (N * d1 * ...).
+    lie in [0, C) (ValueError). With label_smoothing e, a target t's loss is
+    (1 - e) * w[t] * -log p[t] + (e / C) * sum_c w[c] * -log p[c], and ignored targets contribute
+    0 to both terms. 'mean' divides the sum by the sum of w[t] over the targets not ignored (their
+    number without weights; nan if every target is ignored, as PyTorch); 'sum' sums; 'none'
+    keeps the target's shape.
+    Probabilities: loss = -sum_c w[c] t'[c] log p[c] with t' = (1 - e) t + e / C; 'mean' divides
+    by the number of rows (N * d1 * ...).
     """
     _float(input, "cross_entropy")
     _tensor(target, "cross_entropy")
@@ -575,7 +853,9 @@ def cross_entropy(input: Tensor, target: Tensor, *, ignore_index: int = -100, re
     if input.ndim == 0:
         raise ValueError("cross_entropy: input must have a class axis, got a scalar")
     classes = input.shape[0 if input.ndim == 1 else 1]
+    weight = _class_weight(weight, classes, input, "cross_entropy")
     logp = ops.logsoftmax(_classes_last(input), axis=1)  # (M, C)
+    weighted = logp if weight is None else logp * weight.reshape((1, classes)).broadcast_to(logp.shape)
     if target.dtype in FLOATS:
         if tuple(target.shape) != tuple(input.shape):
             raise ValueError(f"cross_entropy: probability targets of shape {target.shape} for input of shape "
@@ -583,51 +863,235 @@ def cross_entropy(input: Tensor, target: Tensor, *, ignore_index: int = -100, re
         probs = _classes_last(target)
         if label_smoothing > 0:
             probs = probs * (1 - label_smoothing) + label_smoothing / classes
-        loss = -ops.summation(logp * probs, axes=1)
+        loss = -ops.summation(weighted * probs, axes=1)
         if reduction == "none":
             return loss.reshape(input.shape[:1] + input.shape[2:] if input.ndim > 1 else ())
         return _reduce(loss, reduction)
     if target.dtype != "int64":
         raise TypeError(f"cross_entropy: class targets must be int64 (or float probabilities), got {target.dtype}")
-    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
-    if tuple(target.shape) != expected:
-        raise ValueError(f"cross_entropy: target of shape {target.shape} for input of shape {input.shape} "
-                         f"(expected {expected})")
-    ids = target.reshape((-1,))
-    kept = ops.not_equal(ids, ignore_index)  # (M,) bool
-    ids = ops.where(kept, ids, 0)
-    if ids.shape[0]:
-        low, high = ops.extremes(ids)
-        if low < 0 or high >= classes:
-            raise ValueError(f"cross_entropy: target {low if low < 0 else high} is out of range for {classes} "
-                             f"classes (ignore_index={ignore_index})")
-    picked = init.one_hot(classes, ids, device=input.device, dtype="bool")
-    loss = ops.where(kept, -ops.summation(ops.where(picked, logp, 0.0), axes=1), 0.0)
+    ids, kept, picked, shape = _class_ids(input, target, ignore_index, "cross_entropy")
+    loss = ops.where(kept, -ops.summation(ops.where(picked, weighted, 0.0), axes=1), 0.0)
     if label_smoothing > 0:  # only then: at e = 0, 0 * (a -inf logit's inf) would be nan
-        smooth = ops.where(kept, -ops.summation(logp, axes=1), 0.0)
+        smooth = ops.where(kept, -ops.summation(weighted, axes=1), 0.0)
         loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / classes)
-    if reduction == "none":
-        return loss.reshape(expected)
-    total = ops.summation(loss)
-    if reduction == "sum":
-        return total
-    return total / ops.summation(ops.cast(kept, input.dtype))
+    return _reduce_targets(loss, kept, None if weight is None else weight[ids], reduction, shape)
+
+
+def _same_target(input: Tensor, target: Tensor, what: str) -> None:
+    _tensor(target, f"{what} target")
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"{what}: target of shape {target.shape} for input of shape {input.shape} (they must match)")
+    if target.dtype != input.dtype:
+        raise TypeError(f"{what}: target of dtype {target.dtype} for input of dtype {input.dtype} (they must match)")
+
+
+def _broadcast_weight(weight: Optional[Tensor], shape: tuple, name: str, what: str) -> Optional[Tensor]:
+    if weight is None:
+        return None
+    _tensor(weight, f"{what} {name}")
+    try:
+        full = array_api.broadcast_shapes(tuple(weight.shape), shape)
+    except ValueError:
+        full = None
+    if full != tuple(shape):
+        raise ValueError(f"{what}: {name} of shape {weight.shape} does not broadcast to the input's shape {shape}")
+    return weight if tuple(weight.shape) == tuple(shape) else weight.broadcast_to(shape)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *,
+                         reduction: str = "mean") -> Tensor:
+    """PyTorch's binary_cross_entropy: -w (t log x + (1 - t) log(1 - x)) for probabilities x (any
+    shape) and targets t of the same shape and dtype, each logarithm clamped at -100 (so x = 0 or 1
+    gives a finite loss), then reduced ('mean', 'sum' or 'none'). weight broadcasts to the input.
+
+    The gradient is PyTorch's: w (x - t) / max(x (1 - x), 1e-12) for x, w (log(1 - x) - log x)
+    for t (ops.BinaryCrossEntropy). Raises ValueError for an input outside [0, 1] (or nan;
+    PyTorch: RuntimeError), a target of another shape, a weight that does not broadcast; TypeError
+    for a target of another dtype.
+    """
+    _float(input, "binary_cross_entropy")
+    _reduction(reduction, "binary_cross_entropy")
+    _same_target(input, target, "binary_cross_entropy")
+    weight = _broadcast_weight(weight, input.shape, "weight", "binary_cross_entropy")
+    if input.shape and 0 not in input.shape:
+        low, high = ops.extremes(input)
+        if not (low >= 0 and high <= 1):
+            raise ValueError(f"binary_cross_entropy: the input must hold probabilities in [0, 1], found "
+                             f"{high if low >= 0 else low}")
+    loss = ops.binary_cross_entropy(input, target)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *,
+                                     reduction: str = "mean", pos_weight: Optional[Tensor] = None) -> Tensor:
+    """PyTorch's binary_cross_entropy_with_logits: binary cross-entropy of sigmoid(z) for logits z,
+    w ((1 - t) z + l softplus(-z)) with l = 1 + (p - 1) t (PyTorch's formula), computed for z < 0
+    as the same function l softplus(z) - p t z, so that each side is a sum of non-negative terms
+    and softplus is log1p(exp(.)) of a non-positive number: nothing cancels or overflows (PyTorch's
+    single form loses a well-classified example's loss in float32, z = -20, t = 0: 2.06e-9 there,
+    0 in PyTorch), and the gradient with respect to t, -z + (p - 1) softplus(-z), is exact at
+    z ~ 0 too. The gradient with respect to z is w ((1 - t) - l sigmoid(-z)), w (sigmoid(z) - t)
+    without pos_weight. One edge differs: z = -inf with t > 0 gives inf here, nan in PyTorch
+    (-inf + inf).
+
+    target: of the input's shape and dtype (probabilities, or 0/1 labels). weight broadcasts to
+    the input; pos_weight p (the positives' weight, usually one per class, (C,)) broadcasts to it
+    too (PyTorch's broadcast along the last axis). reduction 'mean', 'sum' or 'none'. ValueError
+    for shapes that do not fit, TypeError for a target of another dtype.
+    """
+    _float(input, "binary_cross_entropy_with_logits")
+    _reduction(reduction, "binary_cross_entropy_with_logits")
+    _same_target(input, target, "binary_cross_entropy_with_logits")
+    weight = _broadcast_weight(weight, input.shape, "weight", "binary_cross_entropy_with_logits")
+    pos_weight = _broadcast_weight(pos_weight, input.shape, "pos_weight", "binary_cross_entropy_with_logits")
+    above = input >= 0  # each side computes on its own clamped input, so neither sees the other's inf
+    upper, lower = ops.where(above, input, 0.0), ops.where(above, 0.0, input)
+    if pos_weight is None:
+        scale, positive = None, target
+    else:
+        scale, positive = (pos_weight - 1) * target + 1, target * pos_weight
+    soft_upper, soft_lower = ops.log1p(ops.exp(-upper)), ops.log1p(ops.exp(lower))  # softplus(-|z|)
+    if scale is not None:
+        soft_upper, soft_lower = soft_upper * scale, soft_lower * scale
+    loss = ops.where(above, (1 - target) * upper + soft_upper, soft_lower - positive * lower)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+# --- attention -------------------------------------------------------------------------------
+
+def _repeat_heads(t: Tensor, times: int) -> Tensor:
+    """Each head (axis -3) repeated `times` times in place (repeat_interleave): k, v for GQA."""
+    heads = t.shape[-3]
+    with array_api.constant_data():
+        index = Tensor([h // times for h in range(heads * times)], device=t.device, dtype="int64",
+                       requires_grad=False)
+    return t[(slice(None),) * (t.ndim - 3) + (index,)]
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """softmax(query key^T * scale + mask) value, torch.nn.functional.scaled_dot_product_attention:
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the leading axes
+    broadcast (as matmul's). scale defaults to 1 / sqrt(E).
+
+    attn_mask, broadcastable to (..., L, S): a bool mask says which keys a query attends to (True:
+    takes part), a float mask is added to the scores. is_causal=True masks key j > query i
+    (lower-triangular, aligned at the top left as PyTorch's, also for L != S); it cannot be
+    combined with attn_mask. A query whose every key is masked out (every entry False or -inf)
+    gets zeros and a zero gradient, as PyTorch 2's. dropout_p > 0 drops attention weights (always,
+    as PyTorch's function, which has no training flag: pass 0.0 in evaluation), drawing from
+    numpy's global RNG. enable_gqa=True lets key and value have fewer heads (axis -3) than query,
+    a divisor of them, each repeated for its group of query heads.
+
+    Raises ValueError naming the shapes for inputs that do not fit, a mask that does not broadcast,
+    attn_mask with is_causal, dropout_p outside [0, 1]; TypeError for non-float inputs or a mask
+    that is neither bool nor float (PyTorch raises RuntimeError for some of these).
+    """
+    what = "scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _float(t, f"{what} {name}")
+        if t.ndim < 2:
+            raise ValueError(f"{what}: {name} must be (..., L, E), got {t.shape}")
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{what}: query {query.shape}, key {key.shape} and value {value.shape} do not fit "
+                         "(expected (..., L, E), (..., S, E), (..., S, Ev))")
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"{what}: dropout_p must be in [0, 1], got {dropout_p}")
+    if is_causal and attn_mask is not None:
+        raise ValueError(f"{what}: give attn_mask or is_causal=True, not both (PyTorch's rule)")
+    if enable_gqa and query.ndim >= 3 and key.ndim >= 3 and query.shape[-3] != key.shape[-3]:
+        heads, groups = query.shape[-3], key.shape[-3]
+        if heads % groups or value.shape[-3] != groups:
+            raise ValueError(f"{what}: enable_gqa needs the query's heads ({heads}) to be a multiple of the key's "
+                             f"and value's ({groups}, {value.shape[-3]})")
+        key, value = _repeat_heads(key, heads // groups), _repeat_heads(value, heads // groups)
+    length, keys = query.shape[-2], key.shape[-2]
+    factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    try:
+        scores = ops.matmul(query, ops.transpose(key)) * factor  # (..., L, S)
+    except ValueError:
+        raise ValueError(f"{what}: the leading axes of query {query.shape} and key {key.shape} do not "
+                         "broadcast") from None
+    dead = None  # the queries with no key left, where PyTorch gives zeros
+    if is_causal:  # key j <= query i, built on the device (no L x S host list)
+        rows = init.arange(length, device=query.device).reshape((length, 1))
+        allowed = ops.less_equal(init.arange(keys, device=query.device).reshape((1, keys)), rows)
+        scores = ops.where(allowed.broadcast_to(scores.shape), scores, -math.inf)
+    elif attn_mask is not None:
+        _tensor(attn_mask, f"{what} attn_mask")
+        try:
+            shape = array_api.broadcast_shapes(tuple(attn_mask.shape), tuple(scores.shape))
+        except ValueError:
+            shape = None
+        if shape != tuple(scores.shape):
+            raise ValueError(f"{what}: attn_mask of shape {attn_mask.shape} does not broadcast to the scores' "
+                             f"shape {scores.shape} (..., L, S)")
+        if attn_mask.dtype == "bool":
+            mask = attn_mask.broadcast_to(scores.shape) if attn_mask.shape != scores.shape else attn_mask
+            scores = ops.where(mask, scores, -math.inf)
+            alive = ops.max(ops.cast(attn_mask, query.dtype), axes=-1, keepdims=True)
+            dead = ops.equal(alive, 0.0)
+        elif attn_mask.dtype in FLOATS:
+            scores = scores + (attn_mask.broadcast_to(scores.shape) if attn_mask.shape != scores.shape
+                               else attn_mask)
+            dead = ops.equal(ops.max(attn_mask.detach(), axes=-1, keepdims=True), -math.inf)
+        else:
+            raise TypeError(f"{what}: attn_mask must be bool or float, got dtype {attn_mask.dtype}")
+    if dead is not None:
+        dead = dead.broadcast_to(scores.shape) if dead.shape != scores.shape else dead
+        scores = ops.where(dead, 0.0, scores)
+    weights = ops.softmax(scores, axis=-1)
+    if dead is not None:
+        weights = ops.where(dead, 0.0, weights)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)
+    return ops.matmul(weights, value)
 
 
 # --- lookups ---------------------------------------------------------------------------------
 
-def embedding(input: Tensor, weight: Tensor) -> Tensor:
+def _padding_index(padding_idx: Optional[int], num_embeddings: int, what: str) -> Optional[int]:
+    """padding_idx as a row in [0, num_embeddings) (a negative one counts from the end, PyTorch's
+    rule); ValueError outside [-num_embeddings, num_embeddings)."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, int):
+        raise TypeError(f"{what}: padding_idx must be an int or None, got {padding_idx!r}")
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(f"{what}: padding_idx {padding_idx} must be within [-{num_embeddings}, {num_embeddings})")
+    return padding_idx % num_embeddings
+
+
+def _lookup(input: Tensor, weight: Tensor, padding_idx: Optional[int]) -> Tensor:
+    """weight[input]; the rows looked up at padding_idx pass no gradient to weight (their value is
+    kept: where(ids != padding_idx, rows, rows detached))."""
+    rows = weight[input]
+    if padding_idx is None or not rows.requires_grad:
+        return rows
+    keep = ops.not_equal(input, padding_idx).reshape(tuple(input.shape) + (1,)).broadcast_to(rows.shape)
+    return ops.where(keep, rows, rows.detach())
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None) -> Tensor:
     """Rows of weight (num_embeddings, dim) picked by the int64 ids in input (any shape):
-    shape input.shape + (dim,); the gradient scatter-adds into weight. ValueError for an id
-    outside [0, num_embeddings) (PyTorch raises IndexError)."""
+    shape input.shape + (dim,); the gradient scatter-adds into weight, except at the row
+    padding_idx (if given; negative counts from the end), which gets none (PyTorch's; its value
+    is still what the row holds). ValueError for an id outside [0, num_embeddings) (PyTorch
+    raises IndexError). max_norm and the other PyTorch options are not offered."""
     _tensor(input, "embedding")
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
+    padding_idx = _padding_index(padding_idx, weight.shape[0], "embedding")
     if input.shape and 0 not in input.shape:
         low, high = ops.extremes(input)
         if low < 0 or high >= weight.shape[0]:
             raise ValueError(f"embedding: id {low if low < 0 else high} is out of range [0, {weight.shape[0]})")
-    return weight[input]
+    return _lookup(input, weight, padding_idx)
 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:

@@ -1,4 +1,4 @@
-"""Activation layers with PyTorch's semantics: Softmax, LogSoftmax, GELU, SiLU, LeakyReLU.
+"""Activation layers with PyTorch's semantics: Softmax, LogSoftmax, GELU, SiLU, LeakyReLU, Softplus.
 
 Each is a thin module around its needle.nn.functional form (which documents the formula).
 """
@@ -9,7 +9,7 @@ from needle.autograd import Tensor
 from . import functional as F
 from .nn_basic import Module
 
-__all__ = ["Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU"]
+__all__ = ["Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU", "Softplus"]
 
 
 class Softmax(Module):
@@ -19,6 +19,9 @@ class Softmax(Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.softmax(x, self.dim)
@@ -30,6 +33,9 @@ class LogSoftmax(Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.log_softmax(x, self.dim)
@@ -45,6 +51,9 @@ class GELU(Module):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, self.approximate)
 
@@ -57,11 +66,30 @@ class SiLU(Module):
 
 
 class LeakyReLU(Module):
-    """x for x > 0, negative_slope * x otherwise, as torch.nn.LeakyReLU. Any shape."""
+    """x for x > 0, negative_slope * x otherwise, as torch.nn.LeakyReLU(negative_slope=0.01,
+    inplace=False). Any shape. inplace=True writes the input's buffer and returns it (computed out
+    of place where needle's autograd cannot rewire the input, see F.relu)."""
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
         self.negative_slope = negative_slope
+        self.inplace = inplace
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.negative_slope)
+        return F.leaky_relu(x, self.negative_slope, self.inplace)
+
+
+class Softplus(Module):
+    """log(1 + exp(beta x)) / beta, and x where beta x > threshold, as torch.nn.Softplus(beta=1.0,
+    threshold=20.0) (F.softplus: stable on both sides of 0). Any shape."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta = beta
+        self.threshold = threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x, self.beta, self.threshold)

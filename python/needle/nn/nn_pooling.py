@@ -33,12 +33,18 @@ class _Pool2d(Module):
         self.stride = kernel_size if stride is None else stride  # PyTorch's default: the kernel size
         self.padding = padding
 
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
 
 class MaxPool2d(_Pool2d):
     """torch.nn.MaxPool2d(kernel_size, stride=None, padding=0) with ceil_mode=False:
     (N, C, H, W) or (C, H, W) -> (N, C, Ho, Wo), Ho = (H + 2 padding - KH) // stride + 1.
     Padding (with -inf) at most half the kernel. The gradient goes to each window's first
     maximal element, as PyTorch's."""
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", dilation=1, ceil_mode=False"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -67,6 +73,9 @@ class AdaptiveAvgPool2d(Module):
     def __init__(self, output_size: Union[int, None, Tuple[Optional[int], Optional[int]]]):
         super().__init__()
         self.output_size = output_size
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(x, self.output_size)

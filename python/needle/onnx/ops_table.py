@@ -8,8 +8,8 @@ the exporter's `_Context` (exporter.py): `name(value, dtype)`, `names(tuple_valu
 `constant(...)` and `index_input(plan)`.
 
 Ops without an entry (training-only or gradient ops: BatchNorm in training mode,
-Dilate/UnDilate, ScatterItem, ConvInputGrad, ConvWeightGrad, SparseTuple) are
-reported by name by the exporter.
+Dilate/UnDilate, ScatterItem, ConvWeightGrad, SparseTuple) are reported by name by the
+exporter. ConvInputGrad, conv's adjoint, has one: it is F.conv_transpose2d's op.
 """
 from __future__ import annotations
 
@@ -247,6 +247,29 @@ def _conv(ctx, node):
 
 
 
+def _conv_input_grad(ctx, node):
+    """ConvInputGrad(g, b), conv's adjoint (what F.conv_transpose2d runs), is ONNX's ConvTranspose:
+    the (N, H, W, C) g as X in NCHW, the (KH, KW, Cout/groups, C) kernel as ONNX's (C,
+    Cout/groups, KH, KW) weight, the same strides, dilations and group, its padding as the pads
+    cut from the full output, and output_padding the rows/columns of the op's input_shape past
+    what the windows reach (zeros, as ONNX's)."""
+    g_in, b = node.inputs
+    dtype, g, op = ctx.dtype(node), ctx.graph, node.op
+    kh, kw = b.shape[:2]
+    (top, bottom), (left, right) = op.pads
+    full = [s * (n - 1) + d * (k - 1) + 1 for s, n, d, k in zip(op.strides, g_in.shape[1:3], op.dilations, (kh, kw))]
+    extra = [size + before + after - reach for size, before, after, reach
+             in zip(op.input_shape[1:3], (top, left), (bottom, right), full)]
+    x = g.add("Transpose", [ctx.name(g_in, dtype)], perm=[0, 3, 1, 2])
+    w = g.add("Transpose", [ctx.name(b, dtype)], perm=[3, 2, 0, 1])
+    y = g.add("ConvTranspose", [x, w], kernel_shape=[kh, kw], pads=[top, left, bottom, right],
+              strides=list(op.strides), dilations=list(op.dilations), group=op.groups, output_padding=extra)
+    return g.add("Transpose", [y], perm=[0, 2, 3, 1])
+
+
+_conv_input_grad.onnx = "Transpose + ConvTranspose + Transpose"  # type: ignore[attr-defined]
+
+
 # --- indexing --------------------------------------------------------------------------------
 
 def _slice_bound(v1: int, size1: int, v2: Optional[int], size2: Optional[int], end: bool) -> int:
@@ -384,6 +407,7 @@ OP_TABLE: Dict[type, Emitter] = {
     # products
     ops.MatMul: _binary("MatMul"),
     ops.Conv: _conv,
+    ops.ConvInputGrad: _conv_input_grad,
     # indexing
     ops.GetItem: _getitem,
     # tuples

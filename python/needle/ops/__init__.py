@@ -9,11 +9,12 @@
 * `conv`          2-D convolution (im2col) and its two adjoints
 * `pooling`       2-D max and average pooling, and the window ops (im2col, col2im) they share
 * `special`       special functions (erf)
+* `loss`          losses whose gradient is PyTorch's formula (binary cross-entropy)
 * `normalization` batch normalisation as one op
 * `tuple_ops`     ops that build or read tuples of tensors
 """
 from ..autograd import NDArray, Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
-from . import elementwise, indexing, normalization, pooling, reduction, shape, special, tuple_ops
+from . import elementwise, indexing, loss, normalization, pooling, reduction, shape, special, tuple_ops
 from .conv import Conv, ConvInputGrad, ConvWeightGrad, conv
 from .elementwise import *  # noqa: F401,F403  (every elementwise op and function, by its __all__)
 from .elementwise import (
@@ -69,6 +70,7 @@ from .elementwise import (
 )
 from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, ScatterItem, SetItem, getitem, setitem
+from .loss import BinaryCrossEntropy, binary_cross_entropy
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
@@ -143,7 +145,8 @@ __all__ = [
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
+    "binary_cross_entropy", "BinaryCrossEntropy",
     # the op modules
-    "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special",
+    "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special", "loss",
 ]
 __all__ += [name for name in _elementwise_all if name not in __all__]

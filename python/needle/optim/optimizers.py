@@ -1,4 +1,5 @@
-"""Optimizers: the course's SGD and Adam, and PyTorch's AdamW, with PyTorch's parameter groups.
+"""Optimizers: the course's SGD and Adam, and PyTorch's AdamW, RMSprop, Adagrad and Adadelta, with
+PyTorch's parameter groups.
 
 Updates run outside the graph (no_grad) and write into each parameter's own buffer with
 `Tensor.copy_`, so no graph survives a step and the buffers never move (which the compiled
@@ -22,15 +23,19 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 from .. import init, ops
 from ..autograd import Tensor, array_api, no_grad
 from ..dtypes import HostScalar
+from ..nn.utils import clip_grad_norm_
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "ParamGroup"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "ParamGroup"]
 
 # (low, high, high_open) of each hyperparameter's valid range
 _RANGES: Dict[str, Tuple[float, float, bool]] = {
     "lr": (0.0, math.inf, True), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, math.inf, True),
     "eps": (0.0, math.inf, True), "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
-    "dampening": (0.0, 1.0, False),
+    "dampening": (0.0, 1.0, False), "alpha": (0.0, 1.0, False), "rho": (0.0, 1.0, False),
+    "lr_decay": (0.0, math.inf, True), "initial_accumulator_value": (0.0, math.inf, True),
 }
+# hyperparameters that are True or False; the true ones are terms (they decide what an update runs)
+_FLAGS = ("nesterov", "centered")
 
 
 class ParamGroup(dict):
@@ -39,7 +44,7 @@ class ParamGroup(dict):
     Setting a hyperparameter (`group["lr"] = 0.01`) checks its range and updates the
     HostScalars the updates read (`group.scalars`, including derived ones such as
     1 - momentum), so a compiled step follows it. `group.terms` names the terms that are
-    present (momentum, weight decay, PyTorch's momentum rule, Nesterov): a plain value,
+    present (momentum, weight decay, PyTorch's momentum rule, Nesterov, RMSprop's centered): a plain value,
     which decides what operations an update runs, checked by a compiled step before each replay.
     """
 
@@ -77,7 +82,7 @@ class ParamGroup(dict):
                 self.scalars[name] = HostScalar(value)
             else:
                 scalar.value = value  # in place: a compiled step holds this object
-        terms = {k for k in ("momentum", "weight_decay", "nesterov") if self.get(k)}
+        terms = {k for k in ("momentum", "weight_decay") + _FLAGS if self.get(k)}
         if self.get("dampening") is not None:
             terms.add("torch_momentum")
         self.terms = frozenset(terms)
@@ -94,9 +99,9 @@ def _checked(owner: str, key: str, value: Any) -> Any:
         return (_checked(owner, "beta1", beta1), _checked(owner, "beta2", beta2))
     if key == "dampening" and value is None:  # the course's momentum rule
         return None
-    if key == "nesterov":
+    if key in _FLAGS:
         if not isinstance(value, bool):
-            raise TypeError(f"{owner}: nesterov must be True or False, got {value!r}")
+            raise TypeError(f"{owner}: {key} must be True or False, got {value!r}")
         return value
     if key in _RANGES:
         low, high, high_open = _RANGES[key]
@@ -192,9 +197,15 @@ class Optimizer:
             raise TypeError(f"{who}: params mixes Tensors and parameter-group dicts; pass one kind")
         else:
             groups = [{"params": entries}]
-        self.param_groups: List[ParamGroup] = []
-        seen = set()
-        for i, group in enumerate(groups):
+        self.param_groups: List[ParamGroup] = self._groups(groups, set())
+        self.params: List[Tensor] = [p for g in self.param_groups for p in g["params"]]
+
+    def _groups(self, groups: List[Dict[str, Any]], seen: set, first: int = 0) -> List[ParamGroup]:
+        """ParamGroups for the dicts `groups` (numbered from `first` in errors), checked: Tensors
+        only, none in two groups (`seen` holds the ids of parameters already in a group)."""
+        who = type(self).__name__
+        made = []
+        for i, group in enumerate(groups, first):
             if "params" not in group:
                 raise ValueError(f"{who}: parameter group {i} has no 'params'")
             members = group["params"]
@@ -208,24 +219,22 @@ class Optimizer:
             # like PyTorch, a group may carry keys of its own (a name, a scheduler's initial_lr)
             hyper = dict(self.defaults)
             hyper.update((k, v) for k, v in group.items() if k != "params")
-            self.param_groups.append(ParamGroup(who, members, hyper, self._runtime_scalars))
-        self.params: List[Tensor] = [p for g in self.param_groups for p in g["params"]]
+            made.append(ParamGroup(who, members, hyper, self._runtime_scalars))
+        return made
 
     def _runtime_scalars(self, group: Dict[str, Any]) -> Dict[str, float]:
         """The numbers an update reads, by name, from the group's hyperparameters (HostScalars)."""
         return {k: v for k, v in group.items() if k in _RANGES and v is not None}
 
     def add_param_group(self, group: Dict[str, Any]) -> None:
-        """Add a parameter group (PyTorch's add_param_group); missing hyperparameters take the defaults."""
+        """Add a parameter group (PyTorch's add_param_group); missing hyperparameters take the defaults.
+        Raises TypeError for anything but a dict with 'params', ValueError for a parameter that is
+        already in a group (nothing changes then)."""
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"{type(self).__name__}.add_param_group expects a dict with 'params'")
-        extra = Optimizer.__new__(type(self))
-        Optimizer.__init__(extra, [group], self.defaults)
-        taken = {id(p) for p in self.params}
-        if any(id(p) in taken for p in extra.params):
-            raise ValueError(f"{type(self).__name__}.add_param_group: a parameter is already in another group")
-        self.param_groups.extend(extra.param_groups)
-        self.params.extend(extra.params)
+        added = self._groups([group], {id(p) for p in self.params}, first=len(self.param_groups))
+        self.param_groups.extend(added)
+        self.params.extend(added[0]["params"])
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -325,26 +334,46 @@ class Optimizer:
         raise NotImplementedError()
 
     def reset_grad(self) -> None:
+        """Every parameter's `grad` <- None (the course's name)."""
         for p in self.params:
             p.grad = None
 
-    zero_grad = reset_grad
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """PyTorch's zero_grad: `set_to_none=True` (the default) is `reset_grad()`; False leaves every
+        existing gradient a zero tensor instead.
+
+        With False, a gradient in a buffer of its own (one `backward(accumulate=True)` or an
+        earlier `zero_grad(set_to_none=False)` made) is zeroed in place, so what holds it (a
+        compiled step, a reference kept by the caller) sees zeros and the next accumulating
+        backward adds into it. A gradient straight from a plain backward may share memory with
+        other tensors (the `out_grad` given to backward, a broadcast view): it is not written
+        to but replaced by a zero tensor of its own, which later calls then zero in place.
+        Raises TypeError when set_to_none is not a bool.
+        """
+        if not isinstance(set_to_none, bool):
+            raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
+                            f"got {set_to_none!r}")
+        if set_to_none:
+            self.reset_grad()
+            return
+        with no_grad():
+            for p in self.params:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if getattr(grad, "_owns_grad", False) and grad.op is None:
+                    grad.zero_()
+                else:
+                    zero = init.zeros(*grad.shape, device=grad.device, dtype=grad.dtype)
+                    zero._owns_grad = True
+                    p.grad = zero
 
     def clip_grad_norm(self, max_norm: float = 0.25) -> Tensor:
         """Scale all gradients so their joint L2 norm is at most max_norm; returns the norm before
-        (a 0-d tensor). Computed on the device -- min(1, max_norm / (norm + 1e-6)) multiplies
-        every gradient -- so it reads nothing back and works inside a compiled step."""
-        with no_grad():
-            grads = [p.grad.data for p in self.params if p.grad is not None]
-            if not grads:
-                return init.zeros(device=self.params[0].device if self.params else None)
-            total = sum(((g * g).sum() for g in grads[1:]), (grads[0] * grads[0]).sum()) ** 0.5
-            ratio = max_norm / (total + 1e-6)
-            scale = ops.where(ratio < 1.0, ratio, 1.0)
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad = p.grad.data * scale.broadcast_to(p.grad.shape)
-        return total
+        (a 0-d tensor): needle.nn.utils.clip_grad_norm_ over this optimizer's parameters.
+        Computed on the device -- min(1, max_norm / (norm + 1e-6)) multiplies every gradient --
+        so it reads nothing back and works inside a compiled step."""
+        return clip_grad_norm_(self.params, max_norm)
 
     @staticmethod
     def _grad(p: Tensor, group: ParamGroup) -> Tensor:
@@ -504,3 +533,163 @@ class AdamW(Adam):
         for p in group["params"]:
             if p.grad is not None:  # decoupled: the decay is not added to the gradient
                 self._adam(p, p.grad.data, group.scalars)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e; PyTorch's torch.optim.RMSprop, same defaults and formulas).
+
+    Per step, for each parameter with a gradient:
+    g = grad + weight_decay * theta; v = alpha * v + (1 - alpha) * g^2;
+    centered: a = alpha * a + (1 - alpha) * g and the denominator is sqrt(v - a^2) + eps,
+    else sqrt(v) + eps; with momentum: b = momentum * b + g / denominator and theta -= lr * b,
+    else theta -= lr * g / denominator. v, a and b start at zero.
+
+    Args: lr (>= 0), alpha in [0, 1], eps (>= 0), weight_decay (>= 0), momentum in [0, 1),
+    centered (bool). Raises ValueError for a value out of range (PyTorch accepts alpha > 1
+    and momentum >= 1, which make no sense) and TypeError for a non-number.
+    State (PyTorch's names): square_avg (v), grad_avg (a, centered only), momentum_buffer
+    (b, momentum only); dicts keyed by parameter, in state_dict() by parameter index.
+    """
+
+    _per_param_state = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(self, params: Iterable, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered))
+        self.square_avg: Dict[Tensor, Tensor] = {}
+        self.momentum_buffer: Dict[Tensor, Tensor] = {}
+        self.grad_avg: Dict[Tensor, Tensor] = {}
+
+    alpha = _group_hyper("alpha")
+    eps = _group_hyper("eps")
+    weight_decay = _group_hyper("weight_decay")
+    momentum = _group_hyper("momentum")
+    centered = _group_hyper("centered")
+
+    def _runtime_scalars(self, group):
+        return dict(super()._runtime_scalars(group), one_minus_alpha=1 - group["alpha"])
+
+    def step(self) -> None:
+        with no_grad():
+            for group in self.param_groups:
+                s, terms = group.scalars, group.terms
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g = self._grad(p, group)
+                    v = self._state(self.square_avg, p)
+                    v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
+                    if "centered" in terms:
+                        a = self._state(self.grad_avg, p)
+                        a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
+                        denominator = ops.sqrt(v - a * a) + s["eps"]
+                    else:
+                        denominator = ops.sqrt(v) + s["eps"]
+                    if "momentum" in terms:
+                        b = self._state(self.momentum_buffer, p)
+                        b.copy_(b * s["momentum"] + g / denominator)
+                        p.copy_(p.data - b * s["lr"])
+                    else:
+                        p.copy_(p.data - g / denominator * s["lr"])
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al.; PyTorch's torch.optim.Adagrad, same defaults and formulas).
+
+    Per step t (1, 2, ...), for each parameter with a gradient: g = grad + weight_decay * theta;
+    sum += g^2; theta -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(sum) + eps). `sum` starts
+    at initial_accumulator_value.
+
+    Args: lr, lr_decay, weight_decay, initial_accumulator_value, eps (all >= 0). Raises
+    ValueError for a negative value, TypeError for a non-number.
+    State: `sum` (PyTorch's name), a dict keyed by parameter, and the step count `t`, one for
+    the optimizer (PyTorch counts per parameter; they differ only for a parameter that
+    misses steps without a gradient, and only when lr_decay is not zero).
+    """
+
+    _per_param_state = ("sum",)
+    _scalar_state = ("t",)
+
+    def __init__(self, params: Iterable, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10):
+        self.t = 0
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps))
+        self.sum: Dict[Tensor, Tensor] = {}
+
+    lr_decay = _group_hyper("lr_decay")
+    eps = _group_hyper("eps")
+    weight_decay = _group_hyper("weight_decay")
+    initial_accumulator_value = _group_hyper("initial_accumulator_value")
+
+    def _runtime_scalars(self, group):
+        return dict(super()._runtime_scalars(group), clr=self._clr(group))
+
+    def _clr(self, group) -> float:
+        """The step size of step t: lr / (1 + (t - 1) * lr_decay)."""
+        return group["lr"] / (1 + max(self.t - 1, 0) * group["lr_decay"])
+
+    def _advance(self) -> None:
+        """t += 1 and each group's step size for it (replayed by a compiled step)."""
+        self.t += 1
+        for group in self.param_groups:
+            group.scalars["clr"].value = self._clr(group)
+
+    def step(self) -> None:
+        array_api.host_call(self._advance)
+        with no_grad():
+            for group in self.param_groups:
+                s = group.scalars
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g = self._grad(p, group)
+                    total = self.sum.get(p)
+                    if total is None:
+                        total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
+                                                            device=p.device, dtype=p.dtype)
+                    total.copy_(total + g * g)
+                    p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012; PyTorch's torch.optim.Adadelta, same defaults and formulas).
+
+    Per step, for each parameter with a gradient: g = grad + weight_decay * theta;
+    v = rho * v + (1 - rho) * g^2; delta = sqrt(u + eps) / sqrt(v + eps) * g;
+    u = rho * u + (1 - rho) * delta^2; theta -= lr * delta. v and u start at zero.
+
+    Args: lr (>= 0, default 1.0), rho in [0, 1], eps (>= 0), weight_decay (>= 0). Raises
+    ValueError for a value out of range, TypeError for a non-number.
+    State (PyTorch's names): square_avg (v) and acc_delta (u), dicts keyed by parameter.
+    """
+
+    _per_param_state = ("square_avg", "acc_delta")
+
+    def __init__(self, params: Iterable, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
+        self.square_avg: Dict[Tensor, Tensor] = {}
+        self.acc_delta: Dict[Tensor, Tensor] = {}
+
+    rho = _group_hyper("rho")
+    eps = _group_hyper("eps")
+    weight_decay = _group_hyper("weight_decay")
+
+    def _runtime_scalars(self, group):
+        return dict(super()._runtime_scalars(group), one_minus_rho=1 - group["rho"])
+
+    def step(self) -> None:
+        with no_grad():
+            for group in self.param_groups:
+                s = group.scalars
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    g = self._grad(p, group)
+                    v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
+                    v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
+                    delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
+                    u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
+                    p.copy_(p.data - delta * s["lr"])

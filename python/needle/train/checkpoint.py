@@ -6,6 +6,7 @@ an uninterrupted one would (same shuffles, same dropout masks, same numbers).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict
 
 import numpy as np
@@ -13,6 +14,14 @@ import numpy as np
 from ..serialization import atomic_write_bytes, read_safetensors, tensor_digest, verify_digest
 
 _MODEL, _OPTIM, _RNG = "model/", "optim/", "rng/keys"
+_LEGACY_STEP = re.compile(r"(^|\.)modules\.(?=\d)")
+
+
+def current_model_names(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Model keys as state_dict() names them now. Checkpoints written before needle's Sequential
+    named its layers as PyTorch's does hold `modules.0.weight` where it is now `0.weight`; in
+    the recipes' models every `modules.<digit>` step is a Sequential's, so it is dropped."""
+    return {_LEGACY_STEP.sub(r"\1", k): v for k, v in state.items()}
 
 
 def save_checkpoint(path: str, model, optimizer, epoch: int, info: Dict[str, Any]) -> None:
@@ -81,7 +90,8 @@ def read_checkpoint_meta(path: str) -> Dict[str, Any]:
 def load_checkpoint(path: str, model, optimizer) -> Dict[str, Any]:
     """Restore model, optimizer and numpy RNG from `path`; returns the stored metadata."""
     arrays, meta = _read(path)
-    model.load_state_dict({k[len(_MODEL):]: v for k, v in arrays.items() if k.startswith(_MODEL)})
+    model.load_state_dict(current_model_names({k[len(_MODEL):]: v for k, v in arrays.items()
+                                               if k.startswith(_MODEL)}))
     optimizer.load_state_dict(join_optimizer_state(
         {k[len(_OPTIM):]: v for k, v in arrays.items() if k.startswith(_OPTIM)}, meta["optimizer_scalars"]))
     kind, pos, has_gauss, cached = meta["rng"]

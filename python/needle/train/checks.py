@@ -47,6 +47,24 @@ def _check_recipe_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"{flag} is only read by the {users} recipe(s), not by {args.recipe}")
 
 
+def _check_gpt(args: argparse.Namespace) -> None:
+    """The gpt recipe's flags together; it counts --iters, so its epochs are the eval intervals."""
+    given = set(getattr(args, "given", ()))
+    for flag, why in (("--epochs", "it counts optimizer steps: use --iters"),
+                      ("--optimizer", "it trains with AdamW in nanoGPT's two parameter groups"),
+                      ("--lr-decay", "its rate follows nanoGPT's warm-up and cosine (--warmup-iters, "
+                                     "--lr-decay-iters, --min-lr)"),
+                      ("--momentum", "AdamW has no momentum flag (--beta2 sets its second moment)")):
+        if flag in given:
+            raise UsageError(f"{flag} is not read by the gpt recipe: {why}")
+    if args.n_embd % args.n_head:
+        raise UsageError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: each head gets "
+                         "n_embd / n_head channels")
+    if args.min_lr > args.lr:
+        raise UsageError(f"--min-lr {args.min_lr:g} is above --lr {args.lr:g}: the cosine decays from --lr down to it")
+    args.epochs = -(-args.iters // args.eval_interval)
+
+
 def _check_data(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
     for flag in ("--data", "--text"):
@@ -126,8 +144,8 @@ def check_distributed(args: argparse.Namespace) -> None:
 
     if not args.distributed:
         return
-    if args.recipe == "lm":
-        raise UsageError("--distributed trains the classification recipes (toy, mlp, cnn, resnet9), not lm")
+    if args.recipe in ("lm", "gpt"):
+        raise UsageError(f"--distributed trains the classification recipes (toy, mlp, cnn, resnet9), not {args.recipe}")
     if not comm.mpi_available():
         raise UsageError(f"--distributed: {comm.MISSING_MPI}")
     if not comm.launched_by_mpi():
@@ -150,6 +168,8 @@ def validate(args: argparse.Namespace, world_size: Optional[int] = None, writer:
     if not device.enabled():
         raise UsageError(f"--device {args.device}: this device is not available on this machine")
     _check_recipe_flags(args)
+    if args.recipe == "gpt":
+        _check_gpt(args)
     _check_data(args)
     if args.plot is not None and writer:
         if importlib.util.find_spec("matplotlib") is None:

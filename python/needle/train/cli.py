@@ -65,6 +65,14 @@ class _Given(argparse.Action):
             namespace.given = given
 
 
+class _GivenSwitch(argparse._StoreTrueAction):
+    """store_true that also notes itself in `args.given` (a recipe-specific switch can be refused)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given = set(getattr(namespace, "given", ())) | {max(self.option_strings, key=len)}
+
+
 _POSITIVE_INT = _int_at_least(1)
 _POSITIVE_FLOAT = _float_in(0.0, low_open=True)
 _SEED = _int_at_least(0)
@@ -101,15 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(given=frozenset())
     train.add_argument("recipe", nargs="?", default="toy", choices=list(RECIPES),
                        help=f"what to train (default: toy). {recipes}")
-    train.add_argument("--epochs", type=_POSITIVE_INT, help=_per_recipe("epochs"))
+    train.add_argument("--epochs", type=_POSITIVE_INT,
+                       help=_per_recipe("epochs", skip=(0, None)) + " (gpt counts --iters instead)")
     train.add_argument("--batch-size", type=_POSITIVE_INT, help=_per_recipe("batch_size"))
-    train.add_argument("--optimizer", choices=["adam", "sgd"], help=_per_recipe("optimizer"))
+    train.add_argument("--optimizer", choices=["adam", "sgd"],
+                       help=_per_recipe("optimizer") + " (gpt: AdamW in nanoGPT's two groups, not a choice)")
     train.add_argument("--lr", type=_POSITIVE_FLOAT, help="learning rate; " + _per_recipe("lr"))
     train.add_argument("--lr-decay", type=_POSITIVE_FLOAT,
                        help="multiply the learning rate by this after every epoch; " + _per_recipe("lr_decay"))
     train.add_argument("--momentum", type=_float_in(0.0, 1.0), default=0.0, help="SGD momentum, in [0, 1)")
-    train.add_argument("--weight-decay", type=_float_in(0.0), default=0.0,
-                       help="L2 penalty added to the gradient, >= 0")
+    train.add_argument("--weight-decay", type=_float_in(0.0),
+                       help="L2 penalty added to the gradient (gpt: AdamW's decoupled decay of the matrices), >= 0; "
+                            "default: gpt 0.1, the others 0")
     train.add_argument("--seed", type=_SEED, default=0, help="seeds numpy's RNG: same seed, same numbers")
     train.add_argument("--device", choices=_device_names(), default="cpu", help="where the model computes")
     train.add_argument("--checkpoint", metavar="DIR", type=_path,
@@ -138,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = train.add_argument_group("models")
     model.add_argument("--hidden", type=_POSITIVE_INT, help="hidden width; " + _per_recipe("hidden"))
     model.add_argument("--blocks", type=_POSITIVE_INT, default=3, help="MLPResNet residual blocks")
-    model.add_argument("--dropout", type=_float_in(0.0, 1.0), default=0.1, help="MLPResNet dropout, in [0, 1)")
+    model.add_argument("--dropout", type=_float_in(0.0, 1.0), help="dropout (mlp, gpt), in [0, 1); "
+                       + _per_recipe("dropout", skip=(None,)))
     data_recipes = ", ".join(r.name for r in RECIPES.values() if r.data_flag == "--data")
     model.add_argument("--data", metavar="DIR", type=_path,
                        help=f"MNIST-format or cifar-10-batches-py folder for {data_recipes} "
@@ -154,7 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--seq-len", type=_POSITIVE_INT, default=64, help="tokens per training window (BPTT length)")
     lm.add_argument("--clip", type=_POSITIVE_FLOAT, help="clip the gradient norm to this (default: no clipping)")
     lm.add_argument("--sample", type=_int_at_least(0), default=200,
-                    help="characters/words to generate after training")
+                    help="characters/words to generate after training (lm, gpt)")
+    gpt = train.add_argument_group("gpt (nanoGPT's flags; the defaults are its shakespeare_char CPU run)")
+    gpt.add_argument("--block-size", type=_POSITIVE_INT, default=64, help="context length in characters")
+    gpt.add_argument("--n-layer", type=_POSITIVE_INT, default=4, help="transformer blocks")
+    gpt.add_argument("--n-head", type=_POSITIVE_INT, default=4, help="attention heads (must divide --n-embd)")
+    gpt.add_argument("--n-embd", type=_POSITIVE_INT, default=128, help="embedding width")
+    gpt.add_argument("--bias", action=_GivenSwitch, help="biases in the Linears and LayerNorms (nanoGPT: off)")
+    gpt.add_argument("--iters", type=_POSITIVE_INT, default=2000, help="optimizer steps in all (resumed ones included)")
+    gpt.add_argument("--min-lr", type=_float_in(0.0), default=1e-4, help="the rate the cosine decays to")
+    gpt.add_argument("--warmup-iters", type=_int_at_least(0), default=100, help="steps of linear warm-up")
+    gpt.add_argument("--lr-decay-iters", type=_POSITIVE_INT, default=2000,
+                     help="the step where the cosine reaches --min-lr")
+    gpt.add_argument("--beta2", type=_float_in(0.0, 1.0), default=0.99, help="AdamW's beta2 (beta1 is 0.9)")
+    gpt.add_argument("--grad-clip", type=_float_in(0.0), default=1.0,
+                     help="clip the gradients' global norm to this (0: no clipping)")
+    gpt.add_argument("--eval-interval", type=_POSITIVE_INT, default=250,
+                     help="steps between loss estimates (and checkpoints)")
+    gpt.add_argument("--eval-iters", type=_POSITIVE_INT, default=20, help="batches per loss estimate and split")
     export = sub.add_parser("export", help="write the model of a `needle train` checkpoint as ONNX",
                             description="Rebuild the model of a `needle train` checkpoint and write it as an ONNX "
                             "model (opset 17, dynamic batch); needs onnx: pip install -e \".[onnx]\". "
@@ -162,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", metavar="CHECKPOINT", type=_path,
                         help="a checkpoint file, or the --checkpoint DIR of a run")
     export.add_argument("--out", metavar="PATH", type=_path, required=True, help="the .onnx file to write")
+    sample = sub.add_parser("sample", help="generate text from a checkpoint (gpt, lm, or nanoGPT's ckpt.pt)",
+                            description="Print text generated by the model of a checkpoint: a `needle train gpt` or "
+                            "`needle train lm` checkpoint (file or --checkpoint DIR), or nanoGPT's ckpt.pt with "
+                            "its meta.pkl beside (reading that needs torch). Exit status 0 done, 2 bad arguments or "
+                            "checkpoint.")
+    sample.add_argument("checkpoint", metavar="CHECKPOINT", type=_path,
+                        help="a checkpoint file, or the --checkpoint DIR of a run")
+    sample.add_argument("--prompt", default="\n", help="text to continue (default: a new line)")
+    sample.add_argument("--tokens", type=_int_at_least(0), default=500, help="characters (or words) to generate")
+    sample.add_argument("--temperature", type=_POSITIVE_FLOAT, default=0.8,
+                        help="divides the logits: below 1 surer, above 1 more varied")
+    sample.add_argument("--top-k", type=_POSITIVE_INT, default=200, help="sample among the k likeliest tokens only")
+    sample.add_argument("--seed", type=_SEED, default=1337, help="the same seed gives the same text")
     return parser
 
 

@@ -18,7 +18,7 @@ from ..models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
 from ..nn import Module
 from ..onnx import OPSET, export, require_onnx
 from ..serialization import read_safetensors, verify_digest
-from .checkpoint import read_checkpoint_meta
+from .checkpoint import current_model_names, read_checkpoint_meta
 from .loop import checkpoint_path
 
 __all__ = ["ExportSpec", "RECIPE_EXPORTS", "export_checkpoint"]
@@ -47,7 +47,7 @@ def _classifier(model: Module, example: np.ndarray) -> ExportSpec:
 
 def _toy(config: Dict[str, Any], state: Dict[str, np.ndarray], batch: int) -> ExportSpec:
     hidden = config["hidden"]
-    classes = state["modules.4.weight"].shape[1]  # the generated set decided it: read it from the last layer
+    classes = state["4.weight"].shape[1]  # the generated set decided it: read it from the last layer
     return _classifier(MLP(2, [hidden, hidden], classes), _images(batch, 2))
 
 
@@ -62,7 +62,7 @@ def _cnn(config, state, batch) -> ExportSpec:
 
 
 def _resnet9(config, state, batch) -> ExportSpec:
-    channels = state["model.modules.0.modules.0.weight"].shape[2]  # CIFAR-10 (3) or MNIST-format (1)
+    channels = state["model.0.0.weight"].shape[2]  # CIFAR-10 (3) or MNIST-format (1)
     return _classifier(ResNet9(in_channels=channels), _images(batch, channels, 32, 32))
 
 
@@ -90,7 +90,7 @@ def _read(checkpoint: str) -> Tuple[str, Dict[str, np.ndarray], Dict[str, Any]]:
     meta = read_checkpoint_meta(path)  # FileNotFoundError; ValueError: not a checkpoint, corrupted
     arrays, _ = read_safetensors(path)
     verify_digest(path, arrays, meta["sha256"])  # the arrays used are the ones the checksum covers
-    state = {k[len(_MODEL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_MODEL_PREFIX)}
+    state = current_model_names({k[len(_MODEL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_MODEL_PREFIX)})
     return path, state, meta
 
 

@@ -22,7 +22,7 @@ CHECKPOINT_FILE = "last.safetensors"
 # settings that may differ between a run and its resumption: they change what is shown or
 # written, or how long the run goes on, never the numbers of the epochs already done
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "no_progress", "checkpoint", "resume", "overwrite", "plot", "summary", "sample", "no_compile"})
+    {"epochs", "iters", "no_progress", "checkpoint", "resume", "overwrite", "plot", "summary", "sample", "no_compile"})
 
 
 class TrainingStopped(Exception):
@@ -106,8 +106,10 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     Besides model, train_epoch, evaluate, train_batches and description, a task may
     define (as needle.train.distributed.DistributedTask does): `set_epoch(e)`, called
     before training epoch e; `restore(checkpoint, optimizer, config) -> metadata`, how a
-    resumed run gets its state (default: check_resume and load_checkpoint); and
-    `writes_files` (default True; False: this process writes no checkpoint).
+    resumed run gets its state (default: check_resume and load_checkpoint);
+    `writes_files` (default True; False: this process writes no checkpoint);
+    `log_line(row, epochs)`, its own line per epoch; `checkpoint_info()`, more to store in
+    each checkpoint's info. evaluate() may return stats with an `extra` dict, added to the row.
     """
     base_lr = optimizer.lr
     if log is None:
@@ -177,13 +179,19 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
                 "train_seconds": train_seconds,
                 "seconds": time.perf_counter() - began,
             }
+            row.update(getattr(test, "extra", {}))  # what a task measures besides (the gpt recipe's iteration)
             history.append(row)
-            log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train.mean_loss:.4f} acc {train.accuracy:.4f}  "
-                f"test loss {test.mean_loss:.4f} acc {test.accuracy:.4f}  ({row['seconds']:.1f}s)")
+            if hasattr(task, "log_line"):
+                log(task.log_line(row, epochs))
+            else:
+                log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train.mean_loss:.4f} acc {train.accuracy:.4f}  "
+                    f"test loss {test.mean_loss:.4f} acc {test.accuracy:.4f}  ({row['seconds']:.1f}s)")
             if checkpoint and writes:
                 try:
-                    save_checkpoint(checkpoint, task.model, optimizer, epoch + 1,
-                                    {"history": history, "config": config})
+                    info = {"history": history, "config": config}
+                    if hasattr(task, "checkpoint_info"):  # what reading the model back needs (a vocabulary)
+                        info.update(task.checkpoint_info())
+                    save_checkpoint(checkpoint, task.model, optimizer, epoch + 1, info)
                 except WriteError as err:
                     on_disk, _ = _checkpoint_on_disk(checkpoint, saved_epoch)
                     raise CheckpointWriteFailed(f"the checkpoint after epoch {epoch + 1} could not be written to "

@@ -19,6 +19,9 @@ from ..models import MLP, LanguageModel, MLPResNet, ResNet9, SmallCNN
 from .epoch import EpochStats, classification_epoch, language_model_epoch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# the whole corpus, for the gpt recipe (nanoGPT's shakespeare_char)
+TINY_SHAKESPEARE_FULL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "text",
+                                     "tinyshakespeare_full.txt")
 # shipped inside the package, so the default does not depend on the current directory
 TINY_SHAKESPEARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "text",
                                 "tinyshakespeare.txt")
@@ -69,6 +72,10 @@ class LanguageModelTask:
     def evaluate(self) -> EpochStats:
         return language_model_epoch(self.test_data, self.model, self.seq_len, self.loss_fn, device=self.device,
                                     compiled=self.compiled, fuse=True)
+
+    def checkpoint_info(self) -> Dict[str, Any]:
+        """What `needle sample` needs besides the weights."""
+        return {"vocabulary": list(self.vocabulary)}
 
     def sample(self, length: int, seed: int = 0, temperature: float = 1.0) -> str:
         """Generate `length` tokens from the model, starting after the first training token."""
@@ -220,6 +227,12 @@ def lm(args) -> LanguageModelTask:
                              vocabulary, device=args.device, clip=args.clip)
 
 
+def _gpt(args):
+    from .gpt import build_gpt_task
+
+    return build_gpt_task(args)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A `needle train` recipe, declared once: what it builds, its defaults, and the data it reads.
@@ -243,7 +256,8 @@ class Recipe:
     flags: FrozenSet[str] = frozenset()
 
     def resolved_defaults(self, model: Optional[str] = None) -> Dict[str, Any]:
-        return {**self.defaults, **(self.model_defaults.get(model, {}) if model is not None else {})}
+        per_model = self.model_defaults.get(model, {}) if model is not None else {}
+        return {"weight_decay": 0.0, **self.defaults, **per_model}
 
 
 _FASHION_HINT = "install Fashion-MNIST with `apt-get install -y dataset-fashion-mnist`, or pass --data DIR"
@@ -253,7 +267,7 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in [
            dict(epochs=20, batch_size=100, optimizer="adam", lr=0.01, lr_decay=1.0, hidden=64),
            flags=frozenset({"--dataset", "--samples", "--classes", "--hidden"})),
     Recipe("mlp", "the course's MLPResNet on MNIST-format files", mlp,
-           dict(epochs=5, batch_size=100, optimizer="adam", lr=0.002, lr_decay=0.6, hidden=256),
+           dict(epochs=5, batch_size=100, optimizer="adam", lr=0.002, lr_decay=0.6, hidden=256, dropout=0.1),
            data_flag="--data", default_data=FASHION_MNIST_DIR, data_hint=_FASHION_HINT,
            flags=frozenset({"--data", "--limit", "--hidden", "--blocks", "--dropout"})),
     Recipe("cnn", "a small CNN on 28x28 MNIST-format images", cnn,
@@ -279,4 +293,13 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in [
            },
            flags=frozenset({"--text", "--limit", "--level", "--model", "--hidden", "--embedding", "--layers",
                             "--seq-len", "--clip", "--sample"})),
+    # nanoGPT's shakespeare_char run on a CPU (its README): the flags' defaults are that run's
+    Recipe("gpt", "nanoGPT's GPT on a text file by character (--text; nanoGPT's flags)", _gpt,
+           dict(epochs=None, batch_size=12, optimizer="adamw", lr=1e-3, lr_decay=1.0, hidden=0, dropout=0.0,
+                weight_decay=0.1),
+           data_flag="--text", default_data=TINY_SHAKESPEARE_FULL,
+           data_hint="pass --text PATH to train on another text file",
+           flags=frozenset({"--text", "--limit", "--dropout", "--block-size", "--n-layer", "--n-head", "--n-embd",
+                            "--iters", "--min-lr", "--warmup-iters", "--lr-decay-iters", "--beta2", "--grad-clip",
+                            "--eval-interval", "--eval-iters", "--bias", "--sample"})),
 ]}

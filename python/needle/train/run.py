@@ -27,7 +27,7 @@ from .checks import (
 from .loop import CheckpointWriteFailed, NonFiniteLoss, TrainingInterrupted
 from .recipes import RECIPES
 
-__all__ = ["execute", "train", "export"]
+__all__ = ["execute", "train", "export", "sample"]
 
 
 class _AgreedExit(Exception):
@@ -119,13 +119,15 @@ def train(args: argparse.Namespace) -> int:
     task.compiled = not args.no_compile
     params = task.model.parameters()
     opt: ndl.optim.Optimizer
-    if args.optimizer == "adam":
+    if args.recipe == "gpt":
+        opt = task.model.configure_optimizers(args.weight_decay, args.lr, (0.9, args.beta2))
+    elif args.optimizer == "adam":
         opt = ndl.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     else:
         opt = ndl.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     if main_rank:
-        print(f"{task.description}: {sum(int(np.prod(p.shape)) for p in params):,} parameters, "
-              f"{task.train_batches} batches per epoch", flush=True)
+        per = "" if args.recipe == "gpt" else f", {task.train_batches} batches per epoch"
+        print(f"{task.description}: {sum(int(np.prod(p.shape)) for p in params):,} parameters{per}", flush=True)
     try:
         # an overflow shows up as a non-finite loss, reported in one line, not as numpy warnings
         with np.errstate(all="ignore"):
@@ -147,7 +149,9 @@ def train(args: argparse.Namespace) -> int:
         return EXIT_OK
     summary["recipe"] = args.recipe
     summary["seed"] = args.seed
-    if args.recipe == "lm" and args.sample:
+    if args.recipe == "gpt":
+        summary.update(_gpt_summary(task, summary))
+    if args.recipe in ("lm", "gpt") and args.sample:
         summary["sample"] = task.sample(args.sample, seed=args.seed)
         print("sample:", summary["sample"])
     if args.plot:
@@ -163,6 +167,23 @@ def train(args: argparse.Namespace) -> int:
             print(f"needle: error: --plot {args.plot}: the curves could not be drawn: {err}", file=sys.stderr)
             return EXIT_FAILED
     return EXIT_OK if written else EXIT_FAILED
+
+
+def _gpt_summary(task, summary: Dict[str, Any]) -> Dict[str, Any]:
+    """nanoGPT's figures of a run: final train and val loss estimates, iterations, time, tokens/s."""
+    last = summary["history"][-1] if summary["history"] else {}
+    return {"iters": task.iteration, "train_loss": last.get("train_estimate"), "val_loss": last.get("val_loss"),
+            "train_seconds": round(sum(row["train_seconds"] for row in summary["history"]), 3),
+            "tokens_per_second": last.get("tokens_per_second")}
+
+
+def sample(args: argparse.Namespace) -> int:
+    """Run `needle sample` (the work is in needle.train.sample); returns the exit status."""
+    from .sample import sample_checkpoint
+
+    print(sample_checkpoint(args.checkpoint, prompt=args.prompt, tokens=args.tokens,
+                            temperature=args.temperature, top_k=args.top_k, seed=args.seed), flush=True)
+    return EXIT_OK
 
 
 def export(args: argparse.Namespace) -> int:
@@ -205,6 +226,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return train(args)
         if args.command == "export":
             return export(args)
+        if args.command == "sample":
+            return sample(args)
     except TrainingInterrupted as stop:
         print(f"needle: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
