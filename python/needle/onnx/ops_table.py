@@ -246,7 +246,7 @@ def _conv(ctx, node):
     return g.add("Transpose", [y], perm=[0, 2, 3, 1])
 
 
-
+@_writes("Transpose + ConvTranspose + Transpose")
 def _conv_input_grad(ctx, node):
     """ConvInputGrad(g, b), conv's adjoint (what F.conv_transpose2d runs), is ONNX's ConvTranspose:
     the (N, H, W, C) g as X in NCHW, the (KH, KW, Cout/groups, C) kernel as ONNX's (C,
@@ -265,9 +265,6 @@ def _conv_input_grad(ctx, node):
     y = g.add("ConvTranspose", [x, w], kernel_shape=[kh, kw], pads=[top, left, bottom, right],
               strides=list(op.strides), dilations=list(op.dilations), group=op.groups, output_padding=extra)
     return g.add("Transpose", [y], perm=[0, 2, 3, 1])
-
-
-_conv_input_grad.onnx = "Transpose + ConvTranspose + Transpose"  # type: ignore[attr-defined]
 
 
 # --- indexing --------------------------------------------------------------------------------
