@@ -476,7 +476,7 @@ class Module:
         own instead, so zeroing one cannot write into another."""
         for p in self.parameters():
             if set_to_none or p.grad is None:
-                p.grad = None  # type: ignore[assignment]  # .grad is None until a backward
+                p.grad = None
                 continue
             g = p.grad
             if getattr(g, "_owns_grad", False) and g.op is None:

@@ -14,7 +14,7 @@ parameter never rescales another's gradient twice.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Iterable, List, Optional, Union, cast
 
 from needle import init, ops
 from needle.autograd import Tensor, array_api, no_grad
@@ -93,7 +93,7 @@ def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite:
 def _set_grad(p: Tensor, new: Tensor) -> None:
     """p.grad <- new: in its own buffer when the gradient owns one, else a new tensor."""
     g = p.grad
-    if getattr(g, "_owns_grad", False) and g.op is None:
+    if g is not None and getattr(g, "_owns_grad", False) and g.op is None:
         g.copy_(new)
     else:
         p.grad = new.detach()
@@ -111,7 +111,7 @@ def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: Tens
         coef = max_norm / (total_norm.detach() + 1e-6)
         coef = ops.where(coef > 1.0, 1.0, coef)  # clamp(max=1): nan stays nan
         for p in params:
-            g = p.grad.detach()
+            g = cast(Tensor, p.grad).detach()  # (params with a gradient only)
             scale = coef if array_api.dtype_name(coef.dtype) == array_api.dtype_name(g.dtype) \
                 else ops.cast(coef, array_api.dtype_name(g.dtype))
             _set_grad(p, g * scale.broadcast_to(g.shape))
