@@ -161,7 +161,7 @@ class _Plan:
     """DDP's bookkeeping, in an object Module's tensor walk does not enter (its tensors would
     otherwise show up twice in state_dict)."""
 
-    def __init__(self, params: List[Tensor], buffers: List[Tensor], cap_bytes: float):
+    def __init__(self, params: Sequence[Tensor], buffers: Sequence[Tensor], cap_bytes: float):
         self.params = params
         self.buffers = buffers
         self.grad_buckets = _buckets(params, cap_bytes)

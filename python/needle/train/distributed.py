@@ -99,7 +99,7 @@ class DistributedTask:
         if payload[0] == "error":
             raise ValueError(payload[1])
         _, meta, state, rng = payload
-        broadcast_from_rank0(self.ddp._plan.params + self.ddp._plan.buffers, self.comm)
+        broadcast_from_rank0([*self.ddp._plan.params, *self.ddp._plan.buffers], self.comm)
         if self.comm.rank != 0:
             optimizer.load_state_dict(state)
             np.random.set_state(rng)
