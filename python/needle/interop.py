@@ -334,7 +334,7 @@ def from_torch(module: Module, state_dict, strict: bool = True) -> Module:
         parts = ([f"missing keys {missing}"] if missing else []) + ([f"unexpected keys {unexpected}"] if unexpected
                                                                      else [])
         raise ValueError("from_torch: " + "; ".join(parts))
-    updates = []
+    updates: List[Tuple[Tensor, np.ndarray]] = []
     sources: Dict[int, str] = {}  # a tensor two keys load (a tied weight): both must agree
     for key, tensors, forward, backward in pairs:
         if key not in arrays or not tensors:
