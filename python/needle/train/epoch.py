@@ -13,8 +13,8 @@ one, bit-identical to the eager loop; the CLI fuses elementwise chains.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class EpochStats:
     loss_sum: float = 0.0
     count: int = 0
     batches: int = 0
+    extra: Dict[str, Any] = field(default_factory=dict)  # what a task measures besides, added to the log row
 
     def add(self, correct: Tensor, loss: Tensor, n: int) -> None:
         """One batch of `n` samples: its count of correct predictions and its mean loss."""
