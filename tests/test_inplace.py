@@ -235,3 +235,15 @@ def test_plus_equals_and_item_assignment_on_an_argument_reach_the_caller_under_c
         np.testing.assert_array_equal(mine.numpy(), eager.numpy())
         np.testing.assert_array_equal(out.numpy(), eager.numpy())
     assert len(step.programs) == 1
+
+
+def test_clamp_in_place_is_differentiable_like_torch():
+    a0 = np.array([-2.0, -0.5, 0.3, 1.5, 4.0])
+    a, ta = ndl.Tensor(a0, dtype="float64"), torch.tensor(a0, requires_grad=True)
+    x, tx = a * 2.0, ta * 2.0
+    x.clamp_(-1.0, 2.0)
+    tx.clamp_(-1.0, 2.0)
+    (x * x).sum().backward()
+    (tx * tx).sum().backward()
+    np.testing.assert_array_equal(x.numpy(), tx.detach().numpy())
+    np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-14)

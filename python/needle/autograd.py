@@ -384,10 +384,22 @@ class Tensor(Value):
                                "back. Build the result as a new tensor, or do it under ndl.no_grad()")
         return True
 
+    def _inplace_source(self, tracked: bool) -> "Tensor":
+        """What an update computes its result from: this tensor; or, when the update is recorded,
+        its previous value as a node of its own (a copy of the data, the same op and inputs), so
+        that no node the update makes refers to this tensor, which then takes the result's place."""
+        if not tracked:
+            return self
+        previous = Tensor.__new__(Tensor)
+        previous._init(self.op, self.inputs, cached_data=array_api.array(self.realize_cached_data(), dtype=None),
+                       requires_grad=self.requires_grad)
+        previous._epoch = self.__dict__.get("_epoch", _EPOCH)
+        return previous
+
     def _inplace_ends(self, what: str, result: "Tensor", tracked: bool, cast: bool = True) -> "Tensor":
-        """Make this tensor hold `result` (computed from it out of place), writing its own buffer so
-        that every view of the buffer sees the change. When recorded, this tensor takes result's
-        place in the graph and its previous value moves to a new node that result reads."""
+        """Make this tensor hold `result` (computed out of place, from `_inplace_source`), writing its
+        own buffer so that every view of the buffer sees the change. When recorded, this tensor
+        takes result's place in the graph."""
         if tuple(result.shape) != tuple(self.shape):
             raise RuntimeError(f"{what}: the result has shape {tuple(result.shape)}, this tensor {tuple(self.shape)}; "
                                "an in-place operation cannot change a tensor's shape")
@@ -400,17 +412,12 @@ class Tensor(Value):
                 result.realize_cached_data(), mine))
         data = self.realize_cached_data()
         new = result.realize_cached_data()
-        previous = array_api.array(data, dtype=None) if tracked else None
         if new is not data:
             array_api.setitem(data, tuple(slice(None) for _ in data.shape), new)
         _note_write(data)
         if tracked:
-            old = Tensor.__new__(Tensor)
-            old._init(self.op, self.inputs, cached_data=previous, requires_grad=self.requires_grad)
-            old._epoch = self.__dict__.get("_epoch", _EPOCH)
-            old._consumed = True
             self.op = result.op  # None when the result is a constant: this tensor becomes one too
-            self.inputs = [old if x is self else x for x in result.inputs]
+            self.inputs = list(result.inputs)
             self.requires_grad = result.requires_grad
             self._epoch = _EPOCH
             self._consumed = False
@@ -418,7 +425,7 @@ class Tensor(Value):
 
     def _binary_(self, what: str, fn, other) -> "Tensor":
         tracked = self._inplace_begins(what, other)
-        return self._inplace_ends(what, fn(self, other), tracked)
+        return self._inplace_ends(what, fn(self._inplace_source(tracked), other), tracked)
 
     def add_(self, other, *, alpha=1) -> "Tensor":
         """self += alpha * other, in place (PyTorch's add_)."""
@@ -451,11 +458,12 @@ class Tensor(Value):
         if min is None and max is None:
             raise ValueError("clamp_: give min, max or both")
         tracked = self._inplace_begins("clamp_")
-        result = self
+        result = self._inplace_source(tracked)
+        # where(), not maximum(): at a bound the gradient passes whole (PyTorch's clamp), and nan stays nan
         if min is not None:
-            result = _ops.maximum(result, min)
+            result = _ops.where(result < min, min, result)
         if max is not None:
-            result = _ops.where(result > max, max, result)  # nan stays nan, as in PyTorch
+            result = _ops.where(result > max, max, result)
         return self._inplace_ends("clamp_", result, tracked)
 
     def fill_(self, value) -> "Tensor":
@@ -479,7 +487,7 @@ class Tensor(Value):
         """x[index] = value, in place, for every index getitem takes (value broadcast, cast to x's
         dtype). Recorded for autograd like PyTorch's: the overwritten part gets no gradient."""
         tracked = self._inplace_begins("x[index] = value", value)
-        self._inplace_ends("x[index] = value", _ops.setitem(self, index, value), tracked)
+        self._inplace_ends("x[index] = value", _ops.setitem(self._inplace_source(tracked), index, value), tracked)
 
     def detach(self) -> "Tensor":
         """A new constant leaf sharing this tensor's data."""

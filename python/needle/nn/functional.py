@@ -151,11 +151,7 @@ def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what:
     a leaf). needle cannot move a tensor that an op has already taken as input (or a view of
     another tensor's memory) to a new place in the graph while gradients are recorded: then the
     result is computed out of place and returned, and input keeps its values, so code that uses
-    the returned tensor (x = relu(x), nn.ReLU(inplace=True) in a Sequential) works either way.
-
-    Tensor._inplace_ends rewires only the result's own inputs, so a result built of several ops
-    (one_op=False) is computed from the previous value moved aside first: input becomes
-    input * 1.0 (an in-place step of its own, like copy_'s), whose input is that value."""
+    the returned tensor (x = relu(x), nn.ReLU(inplace=True) in a Sequential) works either way."""
     if not inplace:
         return fn(input)
     try:
@@ -164,12 +160,7 @@ def _inplace(input: Tensor, fn: Callable[[Tensor], Tensor], inplace: bool, what:
         if input.op is None and getattr(type(input), "_refuses_inplace", False):
             raise
         return fn(input)
-    source = input
-    if tracked and not one_op:
-        input._inplace_ends(what, input * 1.0, True)
-        source = cast(Tensor, input.inputs[0])  # the previous value, which nothing but input * 1.0 reads
-        tracked = input._inplace_begins(what)
-    return input._inplace_ends(what, fn(source), tracked)
+    return input._inplace_ends(what, fn(input._inplace_source(tracked)), tracked)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
