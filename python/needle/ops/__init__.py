@@ -69,7 +69,7 @@ from .elementwise import (
     where,
 )
 from .elementwise import __all__ as _elementwise_all
-from .indexing import GetItem, IndexPlan, ScatterItem, SetItem, getitem, setitem
+from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
 from .loss import BinaryCrossEntropy, binary_cross_entropy
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
@@ -145,7 +145,7 @@ __all__ = [
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
-    "binary_cross_entropy", "BinaryCrossEntropy",
+    "binary_cross_entropy", "BinaryCrossEntropy", "one_hot", "OneHot",
     # the op modules
     "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special", "loss",
 ]

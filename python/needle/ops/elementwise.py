@@ -30,7 +30,8 @@ from ._helpers import constant, require_tensor, same_shape
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
     "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum",
-    "MaximumScalar", "Where",
+    "MaximumScalar", "Where", "Equal", "EqualScalar", "NotEqual", "NotEqualScalar", "Less", "LessScalar",
+    "LessEqual", "LessEqualScalar", "Greater", "GreaterScalar", "GreaterEqual", "GreaterEqualScalar",
     "Cast", "add", "add_scalar", "subtract", "reverse_subtract", "multiply", "mul_scalar", "divide",
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
@@ -586,30 +587,135 @@ def where(cond: Tensor, a, b) -> Tensor:
     return Where()(cond, a, b)
 
 
-# --- comparisons: constant bool tensors ---------------------------------------------------------
+# --- comparisons: bool tensors, with no gradient ----------------------------------------------
 
-def _compare(name: str):
-    # array_api's elementwise functions are installed from needle.primitives' table, so they are
-    # looked up by name
-    function = getattr(array_api, name)
+class _Comparison(TensorOp):
+    """a (op) b elementwise as a bool tensor (the `function` of `primitive`'s row, which also
+    names its ONNX operator); nan compares unequal to everything, itself included (IEEE).
+
+    Its result never requires grad (bool): in eager mode it is a constant, while a capture for
+    export (autograd.recording_every_op) keeps it as a node, so a mask built by comparing a
+    model's input is a graph node and not a constant."""
+
+    function: str  # the array function (array_api.<function>, made from the primitive's row)
+    reads_values = False
+
+    def gradient(self, out_grad, node):
+        raise RuntimeError(f"{type(self).__name__}: a comparison has no gradient")  # bool: never requires grad
+
+
+class _TensorComparison(_Comparison):
+    def check(self, a, b):
+        same_shape(a, b, self.function)
+
+    def compute(self, a, b):
+        # array_api's elementwise functions are installed from needle.primitives' table: looked up by name
+        return getattr(array_api, self.function)(a, b)
+
+
+class _ScalarComparison(_Comparison):
+    form = "scalar"  # a tensor and self.scalar
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        return getattr(array_api, self.function)(a, self.scalar)
+
+
+class Equal(_TensorComparison):
+    """a == b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "eq", "equal"
+
+
+class EqualScalar(_ScalarComparison):
+    """a == scalar elementwise, a bool tensor."""
+
+    primitive, function = "eq", "equal"
+
+
+class NotEqual(_TensorComparison):
+    """a != b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "ne", "not_equal"
+
+
+class NotEqualScalar(_ScalarComparison):
+    """a != scalar elementwise, a bool tensor."""
+
+    primitive, function = "ne", "not_equal"
+
+
+class Less(_TensorComparison):
+    """a < b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "lt", "less"
+
+
+class LessScalar(_ScalarComparison):
+    """a < scalar elementwise, a bool tensor."""
+
+    primitive, function = "lt", "less"
+
+
+class LessEqual(_TensorComparison):
+    """a <= b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "le", "less_equal"
+
+
+class LessEqualScalar(_ScalarComparison):
+    """a <= scalar elementwise, a bool tensor."""
+
+    primitive, function = "le", "less_equal"
+
+
+class Greater(_TensorComparison):
+    """a > b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "gt", "greater"
+
+
+class GreaterScalar(_ScalarComparison):
+    """a > scalar elementwise, a bool tensor."""
+
+    primitive, function = "gt", "greater"
+
+
+class GreaterEqual(_TensorComparison):
+    """a >= b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "ge", "greater_equal"
+
+
+class GreaterEqualScalar(_ScalarComparison):
+    """a >= scalar elementwise, a bool tensor."""
+
+    primitive, function = "ge", "greater_equal"
+
+
+def _compare(tensor_op, scalar_op):
+    name = tensor_op.function
 
     def compare(a: Tensor, b) -> Tensor:
-        lhs = a.realize_cached_data()
+        require_tensor(a, name)
         if isinstance(b, Tensor):
-            rhs = b.realize_cached_data()
-        else:
-            rhs = _scalar(b, function.__name__)
-        return constant(function(lhs, rhs))
+            if a.shape != b.shape:
+                a, b = broadcast_tensors(a, b)
+            return tensor_op()(a, b)
+        return scalar_op(_scalar(b, name))(a)
 
-    compare.__name__ = function.__name__
-    compare.__doc__ = (f"Elementwise {function.__name__} (broadcasting) as a constant bool tensor; "
-                       "nan compares unequal to everything, itself included (IEEE).")
+    compare.__name__ = name
+    compare.__doc__ = (f"Elementwise {name} of a tensor and a tensor (broadcasting) or a scalar, as a bool "
+                       "tensor that needs no gradient; nan compares unequal to everything, itself included "
+                       "(IEEE).")
     return compare
 
 
-less = _compare("less")
-less_equal = _compare("less_equal")
-greater = _compare("greater")
-greater_equal = _compare("greater_equal")
-equal = _compare("equal")
-not_equal = _compare("not_equal")
+less = _compare(Less, LessScalar)
+less_equal = _compare(LessEqual, LessEqualScalar)
+greater = _compare(Greater, GreaterScalar)
+greater_equal = _compare(GreaterEqual, GreaterEqualScalar)
+equal = _compare(Equal, EqualScalar)
+not_equal = _compare(NotEqual, NotEqualScalar)
