@@ -80,6 +80,11 @@ class BackendDevice:
     def enabled(self) -> bool:
         return self.mod is not None
 
+    @property
+    def type(self) -> str:
+        """The device's name (PyTorch's `device.type`: "cpu", "cuda", "cpu_numpy")."""
+        return self.name
+
     # factories (the RNG calls here are part of the contract: one numpy draw each). The draw
     # is a host call, so a compiled step draws fresh numbers on every replay.
     def randn(self, *shape, dtype="float32") -> "NDArray":

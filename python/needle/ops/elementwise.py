@@ -35,6 +35,8 @@ __all__ = [
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "broadcast_tensors",
+    "Sin", "Cos", "Abs", "Clamp", "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril", "triu",
+    "isclose",
 ]
 
 
@@ -285,6 +287,195 @@ class Exp(TensorOp):
 
     def gradient(self, out_grad, node):
         return out_grad * node
+
+
+class Sin(TensorOp):
+    """sin a. Edges: nan at +-inf and nan, -0 at -0; the gradient is g * cos(a) (nan at +-inf),
+    as in PyTorch."""
+
+    primitive = "sin"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.sin(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad * cos(node.inputs[0])
+
+
+class Cos(TensorOp):
+    """cos a. Edges: nan at +-inf and nan; the gradient is g * -sin(a) (nan at +-inf), as in
+    PyTorch."""
+
+    primitive = "cos"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.cos(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad * -sin(node.inputs[0])
+
+
+class Abs(TensorOp):
+    """|a|, for every dtype. Edges: +0 at -0, +inf at -inf, nan stays nan; the gradient is
+    g * sign(a) with sign 0 at +-0 and at nan (PyTorch's sgn)."""
+
+    primitive = "abs"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.abs(a)
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        dtype = array_api.dtype_name(array_api.dtype_of(a))
+        sign = array_api.subtract(array_api.astype(array_api.greater(a, 0), dtype),
+                                  array_api.astype(array_api.less(a, 0), dtype))
+        return out_grad * constant(sign)
+
+
+def sin(a) -> Tensor:
+    """Elementwise sine (torch.sin)."""
+    return Sin()(a)
+
+
+def cos(a) -> Tensor:
+    """Elementwise cosine (torch.cos)."""
+    return Cos()(a)
+
+
+def absolute(a) -> Tensor:
+    """Elementwise |a| (torch.abs; `ndl.abs` at the top level), keeping a's dtype."""
+    return Abs()(a)
+
+
+_LN10 = math.log(10.0)
+
+
+def log10(a) -> Tensor:
+    """log base 10 (torch.log10), as ln(a) / ln(10): within an ulp or two of a correctly rounded
+    log10 (ndl.log10(1000.) may be 2.9999999999999996), with log's edges."""
+    return log(a) / _LN10
+
+
+class Clamp(TensorOp):
+    """min(max(a, low), high) with scalar bounds, either one None (torch.clamp).
+
+    Edges: a nan input or a nan bound gives nan; low > high gives high everywhere. The gradient
+    is g where low <= a <= high (the bounds themselves included) and 0 elsewhere, 0 at a nan
+    input too (PyTorch's mask).
+    """
+
+    def __init__(self, low=None, high=None):
+        self.low, self.high = low, high
+
+    def compute(self, a):
+        if self.low is not None:
+            a = array_api.maximum(a, self.low)
+        if self.high is not None:
+            a = array_api.minimum(a, self.high)
+        return a
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        inside = None
+        if self.low is not None:
+            inside = array_api.greater_equal(a, self.low)
+        if self.high is not None:
+            below = array_api.less_equal(a, self.high)
+            inside = below if inside is None else array_api.multiply(inside, below)
+        return where(constant(inside), out_grad, 0.0)
+
+
+def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002  (PyTorch's names)
+    """a limited to [min, max] (torch.clamp): bounds are numbers or tensors (broadcast), one of
+    them may be None; ValueError if both are. With number bounds it is one op (Clamp, whose
+    docstring has the edges); tensor bounds are a composite of where() that sends the gradient
+    to the bound that was taken."""
+    require_tensor(a, "clamp")
+    if min is None and max is None:
+        raise ValueError("clamp: give min, max or both")
+    if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        low = None if min is None else _scalar(min, "clamp")
+        high = None if max is None else _scalar(max, "clamp")
+        return Clamp(low, high)(a)
+    out = a
+    if min is not None:
+        out = where(out < min, min, out) if isinstance(min, Tensor) else Clamp(_scalar(min, "clamp"))(out)
+    if max is not None:
+        out = where(out > max, max, out) if isinstance(max, Tensor) else Clamp(None, _scalar(max, "clamp"))(out)
+    return out
+
+
+def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
+    """`a` with `value` where the bool `mask` (broadcast with a) is True, in a's dtype
+    (torch.masked_fill: value a number or a 0-d tensor, an int tensor truncates a float value).
+    Differentiable with respect to a (0 where filled) and to a 0-d tensor value.
+    TypeError for a mask that is not bool, ValueError for a value tensor with dimensions."""
+    require_tensor(a, "masked_fill")
+    if not isinstance(mask, Tensor) or array_api.dtype_name(mask.dtype) != "bool":
+        found = array_api.dtype_name(mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"masked_fill: the mask must be a bool tensor, got {found}")
+    dtype = array_api.dtype_name(a.dtype)
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise ValueError(f"masked_fill: the value must be a number or a 0-d tensor, got shape {value.shape}")
+        value = cast(value, dtype)
+    else:
+        value = _scalar(value, "masked_fill")
+        if dtype == "int64":
+            value = int(value)
+        elif dtype == "bool":
+            value = bool(value)
+    return where(mask, value, a)
+
+
+def _triangle(a: Tensor, diagonal: int, lower: bool, what: str) -> Tensor:
+    require_tensor(a, what)
+    if a.ndim < 2:
+        raise ValueError(f"{what}: the input must have at least 2 dimensions, got shape {a.shape}")
+    if not isinstance(diagonal, int) or isinstance(diagonal, bool):
+        raise TypeError(f"{what}: diagonal must be an int, got {diagonal!r}")
+    rows, cols = a.shape[-2:]
+    row = array_api.reshape(array_api.arange(rows, device=a.device), (rows, 1))
+    col = array_api.reshape(array_api.arange(cols, device=a.device), (1, cols))
+    offset = array_api.subtract(col, row)  # j - i, (rows, cols)
+    keep = array_api.less_equal(offset, diagonal) if lower else array_api.greater_equal(offset, diagonal)
+    keep = constant(array_api.broadcast_to(keep, tuple(a.shape)))
+    zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
+    return where(keep, a, zero)
+
+
+def tril(a: Tensor, diagonal: int = 0) -> Tensor:
+    """The lower triangle of the last two axes, j - i <= diagonal, zeros above (torch.tril);
+    differentiable (the gradient is tril of the adjoint). ValueError for fewer than 2 axes."""
+    return _triangle(a, diagonal, True, "tril")
+
+
+def triu(a: Tensor, diagonal: int = 0) -> Tensor:
+    """The upper triangle of the last two axes, j - i >= diagonal, zeros below (torch.triu)."""
+    return _triangle(a, diagonal, False, "triu")
+
+
+def isclose(a: Tensor, b: Tensor, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> Tensor:
+    """|a - b| <= atol + rtol * |b| elementwise, as a constant bool tensor (torch.isclose): equal
+    values (infinities of one sign included) are close, an infinite difference never is, nan is
+    close to nan only with equal_nan. a and b broadcast; TypeError when their dtypes differ
+    (PyTorch's rule too)."""
+    require_tensor(a, "isclose")
+    require_tensor(b, "isclose")
+    da, db = array_api.dtype_name(a.dtype), array_api.dtype_name(b.dtype)
+    if da != db:
+        raise TypeError(f"isclose: the dtypes differ ({da} and {db}); cast one first (PyTorch's rule too)")
+    x, y = a.realize_cached_data(), b.realize_cached_data()
+    if da not in ("float32", "float64"):
+        x, y = array_api.astype(x, "float64"), array_api.astype(y, "float64")
+    close = array_api.equal(x, y)
+    error = array_api.abs(array_api.subtract(x, y))
+    allowed = array_api.add(array_api.multiply(array_api.abs(y), rtol), atol)
+    finite = array_api.equal(array_api.subtract(error, error), 0)
+    close = array_api.add(close, array_api.multiply(finite, array_api.less_equal(error, allowed)))
+    if equal_nan:
+        close = array_api.add(close, array_api.multiply(array_api.not_equal(x, x), array_api.not_equal(y, y)))
+    return constant(close)
 
 
 class ReLU(TensorOp):
