@@ -27,7 +27,7 @@ ARRAY_FUNCTIONS = (
     # what a compiled step (needle.compile) records: host work replayed each step, input checks
     "host_call", "is_recording", "validation", "constant_data",
     # host work on data, replayed by a compiled step: random draws, sampling, sort orders
-    "random", "multinomial", "argsort",
+    "random_draw", "multinomial", "argsort",
     # shapes
     "prod", "broadcast_shapes",
 )

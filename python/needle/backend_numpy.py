@@ -537,7 +537,7 @@ def broadcast_shapes(*shapes) -> tuple:
 
 # --- host work on data: random draws, sampling, sort orders (needle.host_ops) ---------------------
 
-def random(method: str, shape, dtype="float32", device=None, generator=None, args: tuple = ()) -> np.ndarray:
+def random_draw(method: str, shape, dtype="float32", device=None, generator=None, args: tuple = ()) -> np.ndarray:
     """An array of `shape` from one numpy draw (host_ops.draw), cast to `dtype`."""
     return np.asarray(host_ops.draw(generator, method, tuple(shape), tuple(args))).astype(storage_dtype(dtype))
 

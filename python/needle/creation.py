@@ -82,7 +82,7 @@ def _random(method: str, shape: tuple, dtype, device, generator, requires_grad: 
     shape = tuple(int(n) for n in _shape(shape))
     if any(n < 0 for n in shape):
         raise ValueError(f"a shape cannot have negative sizes, got {shape}")
-    data = array_api.random(method, shape, array_api.dtype_name(dtype), _on(device), generator, args)
+    data = array_api.random_draw(method, shape, array_api.dtype_name(dtype), _on(device), generator, args)
     return _made(data, requires_grad)
 
 

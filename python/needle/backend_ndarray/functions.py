@@ -25,7 +25,7 @@ __all__ = [
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "normalize_axes", "host_call",
-    "is_recording", "validation", "constant_data", "storage", "owns_storage", "random", "multinomial", "argsort",
+    "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
 ]
 
 
@@ -410,7 +410,7 @@ def _fill_draw(device: BackendDevice, generator, method: str, args: tuple, shape
     device.call("from_numpy", host_ops.draw(generator, method, shape, args), out)
 
 
-def random(method: str, shape, dtype="float32", device=None, generator=None, args: tuple = ()) -> NDArray:
+def random_draw(method: str, shape, dtype="float32", device=None, generator=None, args: tuple = ()) -> NDArray:
     """An array of `shape` from one numpy draw (see host_ops.draw: random_sample, standard_normal,
     randint with args (low, high), permutation with args (n,)), from `generator` (an
     ndl.Generator) or numpy's global generator, cast to `dtype`."""

@@ -15,6 +15,7 @@ Edges (each op's docstring says more; tests/test_op_edges.py checks them against
 """
 from __future__ import annotations
 
+import builtins
 import math
 
 from ..autograd import Tensor, TensorOp, array_api
@@ -33,7 +34,7 @@ from .shape import broadcast_to, reshape
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
            "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes",
-           "minimum_of", "argmin", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather", "histc",
+           "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather", "histc",
            "histogram", "SortResult", "HistogramResult"]
 
 
@@ -268,6 +269,9 @@ def _negatable(a: Tensor) -> Tensor:
     return a.to("int64") if array_api.dtype_name(a.dtype) == "bool" else a
 
 
+builtin_max = builtins.max  # this module's max is the op
+
+
 def minimum_of(a: Tensor, axes=None, keepdims: bool = False) -> Tensor:
     """The minimum over `axes` (None: all), as -max(-a): max's edges mirrored (a nan wins; the
     gradient goes to the first minimum over one axis, split among ties over several)."""
@@ -284,18 +288,53 @@ def argmin(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     return argmax(negated, axis, keepdims=keepdims)
 
 
+class Variance(TensorOp):
+    """sum((a - mean)^2) / max(0, N - correction) over `axes` (None: all).
+
+    Edges: nan where the group holds a nan or an infinity, or when N <= correction (0 / 0).
+    The gradient is g * 2 (a - mean) / (N - correction), PyTorch's formula (the mean's own
+    path adds exactly 0 and is left out): +-inf for the finite entries of a group holding an
+    infinity, nan for the infinity itself.
+    """
+
+    def __init__(self, axes=None, keepdims: bool = False, correction=1):
+        self.axes, self.keepdims, self.correction = axes, keepdims, correction
+
+    def _divisor(self, shape) -> float:
+        count = size_of(shape[i] for i in reduced_axes(self.axes, len(shape), "var"))
+        return builtin_max(0, count - self.correction)
+
+    def check(self, a):
+        require_tensor(a, "var")
+        normalize_axes(self.axes, a.ndim, "var")
+
+    def compute(self, a):
+        axes = normalize_axes(self.axes, len(a.shape), "var")
+        shape = tuple(a.shape)
+        count = size_of(shape[i] for i in reduced_axes(self.axes, len(shape), "var"))
+        centre = array_api.divide(array_api.sum(a, axis=axes, keepdims=True), count) if count else \
+            array_api.full((), math.nan, array_api.dtype_of(a), array_api.device_of(a))
+        deviation = array_api.subtract(a, array_api.broadcast_to(centre, shape))
+        total = array_api.sum(array_api.multiply(deviation, deviation), axis=axes, keepdims=self.keepdims)
+        return array_api.divide(total, self._divisor(shape))
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0]
+        divisor = self._divisor(a.shape)
+        scale = 2.0 / divisor if divisor else math.inf
+        centre = mean(a, self.axes, keepdims=True)
+        return expand_reduced(out_grad, a.shape, self.axes, self.keepdims) * scale * (a - centre)
+
+
 def var(a: Tensor, dim=None, keepdim: bool = False, *, correction=1) -> Tensor:
     """The variance over `dim` (None: all), sum((a - mean)^2) / max(0, N - correction) (torch.var;
     correction 1 is the unbiased estimate, 0 the population variance): nan when N <= correction.
-    Differentiable. TypeError for an integer or bool tensor (PyTorch's rule too)."""
+    Differentiable (see Variance for the edges). TypeError for an integer or bool tensor
+    (PyTorch's rule too)."""
     require_tensor(a, "var")
     if not array_api.is_floating(a.dtype):
         raise TypeError(f"var/std need a floating-point tensor, got dtype {a.dtype}")
-    count = size_of(a.shape[i] for i in reduced_axes(dim, a.ndim, "var"))
-    deviation = a - mean(a, dim, keepdims=True)
-    total = summation(deviation * deviation, dim, keepdims=keepdim)
-    divisor = count - correction
-    return total / divisor if divisor > 0 else total * math.nan
+    return Variance(dim, bool(keepdim), correction)(a)
 
 
 def std(a: Tensor, dim=None, keepdim: bool = False, *, correction=1) -> Tensor:
