@@ -34,8 +34,8 @@ from .shape import broadcast_to, reshape
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
            "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes",
-           "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather", "histc",
-           "histogram", "SortResult", "HistogramResult"]
+           "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather",
+           "histc", "histogram", "SortResult", "HistogramResult"]
 
 
 def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:
