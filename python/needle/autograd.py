@@ -11,6 +11,7 @@ which backend is in use.
 """
 from __future__ import annotations
 
+import builtins
 import functools
 import math
 import operator
@@ -743,7 +744,7 @@ class Tensor(Value):
     def bool(self) -> "Tensor":
         return _ops.cast(self, "bool")
 
-    def to(self, *args, device=None, dtype=None, non_blocking: bool = False, copy: bool = False,
+    def to(self, *args, device=None, dtype=None, non_blocking: builtins.bool = False, copy: builtins.bool = False,
            memory_format=None) -> "Tensor":
         """This tensor on another device and/or with another dtype (PyTorch's Tensor.to): each
         positional argument is a device (or its name, "cuda:0" too), a dtype, or a tensor whose
@@ -865,7 +866,7 @@ class Tensor(Value):
     def triu(self, diagonal: int = 0) -> "Tensor":
         return _ops.triu(self, diagonal)
 
-    def min(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
+    def min(self, axes=None, keepdims: builtins.bool = False, *, dim=None, keepdim=None):
         """The minimum over `axes` (the course's style, like max). With PyTorch's `dim=` (one
         axis), like torch.min(x, dim): a (values, indices) named tuple, indices int64 (the
         first minimum)."""
@@ -877,36 +878,38 @@ class Tensor(Value):
         keepdim = bool(keepdim)
         return MaxResult(_ops.minimum_of(self, (dim,), keepdims=keepdim), _ops.argmin(self, dim, keepdims=keepdim))
 
-    def argmin(self, axis=None, keepdims: bool = False, *, dim=None, keepdim=None):
+    def argmin(self, axis=None, keepdims: builtins.bool = False, *, dim=None, keepdim=None):
         axis, keepdims = _dim_alias("argmin", axis, keepdims, dim, keepdim)
         return _ops.argmin(self, axis, keepdims=keepdims)
 
-    def var(self, dim=None, unbiased: Optional[bool] = None, keepdim: bool = False, *, correction=None):
+    def var(self, dim=None, unbiased: Optional[builtins.bool] = None, keepdim: builtins.bool = False, *,
+            correction=None):
         """The variance over `dim` (None: all) with Bessel's correction unless unbiased=False or
         correction says otherwise (PyTorch's var; see ops.var)."""
         dim, correction = _variance_args("var", dim, unbiased, correction)
         return _ops.var(self, dim, keepdim, correction=correction)
 
-    def std(self, dim=None, unbiased: Optional[bool] = None, keepdim: bool = False, *, correction=None):
+    def std(self, dim=None, unbiased: Optional[builtins.bool] = None, keepdim: builtins.bool = False, *,
+            correction=None):
         """The standard deviation: sqrt of var with the same arguments (PyTorch's std)."""
         dim, correction = _variance_args("std", dim, unbiased, correction)
         return _ops.std(self, dim, keepdim, correction=correction)
 
-    def all(self, dim=None, keepdim: bool = False) -> "Tensor":
+    def all(self, dim=None, keepdim: builtins.bool = False) -> "Tensor":
         """Whether every element (over dim) is nonzero: a bool tensor (PyTorch's all)."""
         return _ops.all_of(self, dim, keepdim)
 
-    def any(self, dim=None, keepdim: bool = False) -> "Tensor":
+    def any(self, dim=None, keepdim: builtins.bool = False) -> "Tensor":
         """Whether some element (over dim) is nonzero: a bool tensor (PyTorch's any)."""
         return _ops.any_of(self, dim, keepdim)
 
-    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):  # noqa: A002
+    def topk(self, k: int, dim: int = -1, largest: builtins.bool = True, sorted: builtins.bool = True):  # noqa: A002
         return _ops.topk(self, k, dim, largest, sorted)
 
-    def sort(self, dim: int = -1, descending: bool = False):
+    def sort(self, dim: int = -1, descending: builtins.bool = False):
         return _ops.sort(self, dim, descending)
 
-    def argsort(self, dim: int = -1, descending: bool = False) -> "Tensor":
+    def argsort(self, dim: int = -1, descending: builtins.bool = False) -> "Tensor":
         return _ops.argsort(self, dim, descending)
 
     def gather(self, dim: int, index: "Tensor") -> "Tensor":
@@ -962,7 +965,7 @@ class Tensor(Value):
         only needed where PyTorch code asks for it."""
         return self if self.is_contiguous() else _ops.clone(self)
 
-    def is_contiguous(self, memory_format=None) -> bool:
+    def is_contiguous(self, memory_format=None) -> builtins.bool:
         data = self.realize_cached_data()
         strides = array_api.element_strides(data)
         expected, step = [], 1
@@ -986,7 +989,7 @@ class Tensor(Value):
                             f"dtype {self.dtype} and shape {self.shape}")
         return int(self.item())
 
-    def is_floating_point(self) -> bool:
+    def is_floating_point(self) -> builtins.bool:
         return array_api.is_floating(self.dtype)
 
     def retain_grad(self) -> None:
@@ -998,13 +1001,13 @@ class Tensor(Value):
         self._retains_grad = True
 
     @property
-    def retains_grad(self) -> bool:
+    def retains_grad(self) -> builtins.bool:
         """True for a non-leaf on which retain_grad() was called (PyTorch's attribute); its .grad
         is filled by backward() either way."""
         return self.op is not None and self.__dict__.get("_retains_grad", False)
 
     # --- new tensors like this one (PyTorch's new_*) -------------------------------------------------
-    def _new(self, size, value, dtype, device, requires_grad: bool) -> "Tensor":
+    def _new(self, size, value, dtype, device, requires_grad: builtins.bool) -> "Tensor":
         dtype = array_api.dtype_name(self.dtype if dtype is None else dtype)
         device = self.device if device is None else as_device(device)
         data = array_api.full(_shape_arg(tuple(size)), value, dtype, device)
@@ -1013,23 +1016,23 @@ class Tensor(Value):
             out.requires_grad = True
         return out
 
-    def new_zeros(self, *size, dtype=None, device=None, requires_grad: bool = False) -> "Tensor":
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
         """Zeros of `size`, with this tensor's dtype and device unless given (PyTorch's new_zeros)."""
         return self._new(size, 0, dtype, device, requires_grad)
 
-    def new_ones(self, *size, dtype=None, device=None, requires_grad: bool = False) -> "Tensor":
+    def new_ones(self, *size, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
         return self._new(size, 1, dtype, device, requires_grad)
 
-    def new_empty(self, *size, dtype=None, device=None, requires_grad: bool = False) -> "Tensor":
+    def new_empty(self, *size, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
         """A tensor of `size` (filled with zeros: needle has no uninitialised memory to hand out)."""
         return self._new(size, 0, dtype, device, requires_grad)
 
-    def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad: bool = False) -> "Tensor":
+    def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
         if python_scalar(fill_value) is None:
             raise TypeError(f"new_full: fill_value must be a number, got {type(fill_value).__name__}")
         return self._new(size, python_scalar(fill_value), dtype, device, requires_grad)
 
-    def new_tensor(self, data, *, dtype=None, device=None, requires_grad: bool = False) -> "Tensor":
+    def new_tensor(self, data, *, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
         """A copy of `data` with this tensor's dtype and device unless given (PyTorch's new_tensor);
         a tensor given as data is copied and detached."""
         dtype = array_api.dtype_name(self.dtype if dtype is None else dtype)
@@ -1039,7 +1042,7 @@ class Tensor(Value):
         return Tensor(data, device=device, dtype=dtype, requires_grad=requires_grad)
 
     # --- dtypes and devices by PyTorch's names -------------------------------------------------------
-    def type(self, dtype=None, non_blocking: bool = False):
+    def type(self, dtype=None, non_blocking: builtins.bool = False):
         """Without an argument, the type's name as PyTorch spells it ("torch.FloatTensor",
         "torch.LongTensor", "torch.cuda.FloatTensor", ...), so code that compares it works.
         With a dtype (ndl.float64, "float64") or such a name ("torch.DoubleTensor"), the tensor
@@ -1058,7 +1061,7 @@ class Tensor(Value):
         """This tensor on the cpu device (itself when it is there)."""
         return self.to(cpu())
 
-    def cuda(self, device=None, non_blocking: bool = False) -> "Tensor":
+    def cuda(self, device=None, non_blocking: builtins.bool = False) -> "Tensor":
         """This tensor on the cuda device (RuntimeError, from the device, where there is none)."""
         return self.to(as_device("cuda" if device is None else device if not isinstance(device, int)
                                  else f"cuda:{device}"))

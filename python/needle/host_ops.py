@@ -68,10 +68,11 @@ class Generator:
         self.manual_seed(chosen)
         return chosen
 
-    def get_state(self) -> tuple:
+    def get_state(self) -> Any:
+        """numpy's state tuple of the RandomState behind the generator."""
         return self.state.get_state()
 
-    def set_state(self, state: tuple) -> "Generator":
+    def set_state(self, state: Any) -> "Generator":
         self.state.set_state(state)
         return self
 

@@ -80,6 +80,8 @@ def _device(fn):
 # Math inside device functions. Under the simulator device code runs as Python, whose math
 # module raises (log(0), sqrt(-1), exp(1000)) where CUDA returns -inf, nan and inf; numpy's
 # functions on numpy scalars return what CUDA does.
+_sin: Callable
+_cos: Callable
 if SIMULATED:
     _exp, _log, _log1p, _sqrt, _tanh, _sin, _cos = np.exp, np.log, np.log1p, np.sqrt, np.tanh, np.sin, np.cos
 else:

@@ -22,10 +22,16 @@ PyTorch does for some elements only (see PowerScalar).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ..autograd import Tensor, TensorOp, array_api
 from ..dtypes import python_scalar
 from ._helpers import constant, require_tensor, same_shape
+
+# The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
+# import, where a type checker cannot see them: type-checked (annotated) functions call them through
+# this alias.
+_ew: Any = array_api
 
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
@@ -437,8 +443,8 @@ def _triangle(a: Tensor, diagonal: int, lower: bool, what: str) -> Tensor:
     rows, cols = a.shape[-2:]
     row = array_api.reshape(array_api.arange(rows, device=a.device), (rows, 1))
     col = array_api.reshape(array_api.arange(cols, device=a.device), (1, cols))
-    offset = array_api.subtract(col, row)  # j - i, (rows, cols)
-    keep = array_api.less_equal(offset, diagonal) if lower else array_api.greater_equal(offset, diagonal)
+    offset = _ew.subtract(col, row)  # j - i, (rows, cols)
+    keep = _ew.less_equal(offset, diagonal) if lower else _ew.greater_equal(offset, diagonal)
     keep = constant(array_api.broadcast_to(keep, tuple(a.shape)))
     zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
     return where(keep, a, zero)
@@ -468,13 +474,13 @@ def isclose(a: Tensor, b: Tensor, rtol: float = 1e-05, atol: float = 1e-08, equa
     x, y = a.realize_cached_data(), b.realize_cached_data()
     if da not in ("float32", "float64"):
         x, y = array_api.astype(x, "float64"), array_api.astype(y, "float64")
-    close = array_api.equal(x, y)
-    error = array_api.abs(array_api.subtract(x, y))
-    allowed = array_api.add(array_api.multiply(array_api.abs(y), rtol), atol)
-    finite = array_api.equal(array_api.subtract(error, error), 0)
-    close = array_api.add(close, array_api.multiply(finite, array_api.less_equal(error, allowed)))
+    close = _ew.equal(x, y)
+    error = _ew.abs(_ew.subtract(x, y))
+    allowed = _ew.add(_ew.multiply(_ew.abs(y), rtol), atol)
+    finite = _ew.equal(_ew.subtract(error, error), 0)
+    close = _ew.add(close, _ew.multiply(finite, _ew.less_equal(error, allowed)))
     if equal_nan:
-        close = array_api.add(close, array_api.multiply(array_api.not_equal(x, x), array_api.not_equal(y, y)))
+        close = _ew.add(close, _ew.multiply(_ew.not_equal(x, x), _ew.not_equal(y, y)))
     return constant(close)
 
 

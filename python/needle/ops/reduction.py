@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import math
+from typing import Any
 
 from ..autograd import Tensor, TensorOp, array_api
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
@@ -31,6 +32,11 @@ from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it f
 )
 from .elementwise import exp, where
 from .shape import broadcast_to, reshape
+
+# The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
+# import, where a type checker cannot see them: type-checked (annotated) functions call them through
+# this alias.
+_ew: Any = array_api
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
            "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes",
@@ -284,7 +290,7 @@ def argmin(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Index (int64) of the first minimum along `axis` (of the flattened tensor if None), a
     constant; the first nan where there is one (torch.argmin's)."""
     require_tensor(a, "argmin")
-    negated = Tensor.make_const(array_api.negative(_negatable(a).realize_cached_data()))
+    negated = Tensor.make_const(_ew.negative(_negatable(a).realize_cached_data()))
     return argmax(negated, axis, keepdims=keepdims)
 
 
@@ -344,7 +350,7 @@ def std(a: Tensor, dim=None, keepdim: bool = False, *, correction=1) -> Tensor:
 
 def _truth_count(a: Tensor, axes, keepdims: bool, nonzero: bool):
     data = a.realize_cached_data()
-    hits = array_api.not_equal(data, 0) if nonzero else array_api.equal(data, 0)
+    hits = _ew.not_equal(data, 0) if nonzero else _ew.equal(data, 0)
     return array_api.sum(hits, axis=normalize_axes(axes, len(data.shape), "all/any"), keepdims=keepdims)
 
 
@@ -352,13 +358,13 @@ def all_of(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """Whether every element over `dim` (None: all) is nonzero, a bool tensor (torch.all; nan counts
     as true, an empty reduction is True)."""
     require_tensor(a, "all")
-    return constant(array_api.equal(_truth_count(a, dim, keepdim, nonzero=False), 0))
+    return constant(_ew.equal(_truth_count(a, dim, keepdim, nonzero=False), 0))
 
 
 def any_of(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """Whether some element over `dim` (None: all) is nonzero, a bool tensor (torch.any)."""
     require_tensor(a, "any")
-    return constant(array_api.greater(_truth_count(a, dim, keepdim, nonzero=True), 0))
+    return constant(_ew.greater(_truth_count(a, dim, keepdim, nonzero=True), 0))
 
 
 # --- sorting: sort, argsort, topk, and gather (how they pick values) -----------------------------
@@ -472,10 +478,10 @@ def linspace_data(start, end, steps: int, dtype: str, device):
     i = array_api.astype(array_api.arange(steps, device=device), dtype)
     if steps == 1:
         return array_api.reshape(lo, (1,))
-    step = array_api.divide(array_api.subtract(hi, lo), steps - 1)
-    first = array_api.add(lo, array_api.multiply(step, i))
-    second = array_api.subtract(hi, array_api.multiply(step, array_api.subtract(steps - 1, i)))
-    return array_api.where(array_api.less(i, steps // 2), first, second)
+    step = _ew.divide(_ew.subtract(hi, lo), steps - 1)
+    first = _ew.add(lo, _ew.multiply(step, i))
+    second = _ew.subtract(hi, _ew.multiply(step, _ew.subtract(steps - 1, i)))
+    return array_api.where(_ew.less(i, steps // 2), first, second)
 
 
 def _float_input(a: Tensor, what: str) -> str:
@@ -495,8 +501,8 @@ def _data_range(x, what: str, widen: float):
     low, high = array_api.extremes(array_api.stack([lo, hi]))
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{what}: the range of the data [{low}, {high}] is not finite")
-    same = array_api.equal(lo, hi)
-    return array_api.where(same, array_api.subtract(lo, widen), lo), array_api.where(same, array_api.add(hi, widen), hi)
+    same = _ew.equal(lo, hi)
+    return array_api.where(same, _ew.subtract(lo, widen), lo), array_api.where(same, _ew.add(hi, widen), hi)
 
 
 def _bin_counts(x, weights, bins: int, lo, hi, edges, dtype: str, device):
@@ -504,17 +510,17 @@ def _bin_counts(x, weights, bins: int, lo, hi, edges, dtype: str, device):
     (x - lo) * bins / (hi - lo) truncated, x == hi in the last bin, values outside [lo, hi]
     (nan too) left out; with `edges` (the bin edges) a position is moved by one where it
     disagrees with them (PyTorch's local search)."""
-    inside = array_api.multiply(array_api.greater_equal(x, lo), array_api.less_equal(x, hi))
-    pos = array_api.divide(array_api.multiply(array_api.subtract(x, lo), bins), array_api.subtract(hi, lo))
+    inside = _ew.multiply(_ew.greater_equal(x, lo), _ew.less_equal(x, hi))
+    pos = _ew.divide(_ew.multiply(_ew.subtract(x, lo), bins), _ew.subtract(hi, lo))
     pos = array_api.where(inside, pos, 0)
-    index = array_api.minimum(array_api.maximum(array_api.astype(pos, "int64"), 0), bins - 1)
+    index = _ew.minimum(_ew.maximum(array_api.astype(pos, "int64"), 0), bins - 1)
     if edges is not None:
-        below = array_api.less(x, array_api.take_rows(edges, index))
-        above = array_api.multiply(array_api.greater_equal(x, array_api.take_rows(edges, array_api.add(index, 1))),
-                                   array_api.less(index, bins - 1))
-        index = array_api.subtract(array_api.add(index, array_api.astype(above, "int64")),
+        below = _ew.less(x, array_api.take_rows(edges, index))
+        above = _ew.multiply(_ew.greater_equal(x, array_api.take_rows(edges, _ew.add(index, 1))),
+                                   _ew.less(index, bins - 1))
+        index = _ew.subtract(_ew.add(index, array_api.astype(above, "int64")),
                                    array_api.astype(below, "int64"))
-        index = array_api.minimum(array_api.maximum(index, 0), bins - 1)
+        index = _ew.minimum(_ew.maximum(index, 0), bins - 1)
     values = array_api.astype(inside, dtype) if weights is None else array_api.where(inside, weights, 0)
     hist = array_api.zeros((bins,), dtype, device)
     if x.size:
@@ -564,12 +570,12 @@ def histogram(a: Tensor, bins, *, range=None, weight=None, density: bool = False
         count = bins.shape[0] - 1
         # a position among unequal bins: how many inner edges are <= x
         inner = array_api.getitem(edges, (slice(1, count),))
-        ge = array_api.greater_equal(array_api.reshape(x, (-1, 1)),
+        ge = _ew.greater_equal(array_api.reshape(x, (-1, 1)),
                                      array_api.reshape(array_api.ascontiguousarray(inner), (1, -1)))
         index = array_api.sum(ge, axis=(1,)) if count > 1 else array_api.zeros(x.shape, "int64", a.device)
-        lo, hi = (array_api.getitem(edges, (slice(k, k + 1),)) for k in (0, count))
-        inside = array_api.multiply(array_api.greater_equal(x, array_api.reshape(lo, ())),
-                                    array_api.less_equal(x, array_api.reshape(hi, ())))
+        lo, hi = (array_api.reshape(array_api.ascontiguousarray(array_api.getitem(edges, (slice(k, k + 1),))), ())
+                  for k in (0, count))
+        inside = _ew.multiply(_ew.greater_equal(x, lo), _ew.less_equal(x, hi))
         values = array_api.astype(inside, dtype) if w is None else array_api.where(inside, w, 0)
         hist = array_api.zeros((count,), dtype, a.device)
         if x.size:
@@ -591,8 +597,8 @@ def histogram(a: Tensor, bins, *, range=None, weight=None, density: bool = False
         edges = linspace_data(lo, hi, bins + 1, dtype, a.device)
         hist = _bin_counts(x, w, bins, lo, hi, edges, dtype, a.device)
     if density:
-        widths = array_api.subtract(array_api.getitem(edges, (slice(1, count + 1),)),
+        widths = _ew.subtract(array_api.getitem(edges, (slice(1, count + 1),)),
                                     array_api.getitem(edges, (slice(0, count),)))
         total = array_api.sum(hist)
-        hist = array_api.divide(hist, array_api.multiply(widths, total))
+        hist = _ew.divide(hist, _ew.multiply(widths, total))
     return HistogramResult(constant(hist), constant(edges))

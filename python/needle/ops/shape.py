@@ -188,13 +188,12 @@ class Stack(TensorOp):
         return split(out_grad, self.axis)
 
 
-def stack(args, axis: int = 0, *, dim: Optional[int] = None):
+def stack(args, axis: Optional[int] = None, *, dim: Optional[int] = None):
     """Join equal-shaped tensors along a new axis: the course's `stack(args, axis)` and
-    PyTorch's `stack(tensors, dim=0)` (give one of axis and dim)."""
-    if dim is not None:
-        if axis not in (0, dim):
-            raise TypeError("stack: give axis or dim, not both")
-        axis = dim
+    PyTorch's `stack(tensors, dim=0)` (give one of axis and dim; 0 when neither)."""
+    if dim is not None and axis is not None:
+        raise TypeError("stack: give axis or dim, not both")
+    axis = dim if dim is not None else 0 if axis is None else axis
     return Stack(axis)(make_tuple(*args))
 
 
@@ -401,7 +400,7 @@ def expand(a: Tensor, *sizes) -> Tensor:
     lead = len(sizes) - a.ndim
     if lead < 0:
         raise ValueError(f"expand: {len(sizes)} sizes {sizes} for a tensor of {a.ndim} dimensions, shape {a.shape}")
-    target = []
+    sized = []
     for i, n in enumerate(sizes):
         if n == -1:
             if i < lead:
@@ -409,8 +408,8 @@ def expand(a: Tensor, *sizes) -> Tensor:
             n = a.shape[i - lead]
         elif n < 0:
             raise ValueError(f"expand: size {n} in {sizes}")
-        target.append(n)
-    target = tuple(target)
+        sized.append(n)
+    target = tuple(sized)
     if target == tuple(a.shape):
         return a
     for i, n in enumerate(a.shape):
