@@ -457,6 +457,22 @@ def test_sort_topk_and_argmin_treat_nan_as_torch_does():
     same(x.min(), t.min(), exact=True)
 
 
+@pytest.mark.parametrize("which", ["both", "min", "max"])
+def test_clamp_with_tensor_bounds_follows_torch_at_nan_and_crossed_bounds(which):
+    nan = math.nan
+    a = np.array([[nan, 0.0, 1.0, 2.0, 3.0, -1.0], [0.5, 1.5, 2.5, 1.0, 2.0, nan]])
+    lo = np.array([[1.0, 1.0, 1.0, 1.0, 1.0, nan], [2.0, 2.0, 2.0, 1.0, 1.0, 0.0]])  # some above hi
+    hi = np.array([[2.0, 2.0, 2.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0, 2.0, 3.0]])
+    (x, t), (xl, tl), (xh, th) = pair(a), pair(lo), pair(hi)
+    kw = {"both": ({"min": xl, "max": xh}, {"min": tl, "max": th}), "min": ({"min": xl}, {"min": tl}),
+          "max": ({"max": xh}, {"max": th})}[which]
+    ours, theirs = x.clamp(**kw[0]), t.clamp(**kw[1])
+    same(ours, theirs)
+    grads_agree(ours, theirs, [x, *kw[0].values()], [t, *kw[1].values()])
+    wide = ndl.clamp(ndl.zeros(3, dtype=ndl.float64), ndl.Tensor([[-1.0], [1.0]], dtype="float64"))  # broadcast
+    assert wide.shape == (2, 3) and wide.numpy().tolist() == [[0.0] * 3, [1.0] * 3]
+
+
 @pytest.mark.parametrize("dim, keepdim", [(None, False), (1, False), (0, True), ((0, 1), False), (-1, True)])
 def test_all_and_any(dim, keepdim):
     a = np.array([[1.0, 0.0, math.nan], [2.0, 3.0, -1.0], [0.0, 0.0, 0.0]])

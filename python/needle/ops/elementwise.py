@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 from ..autograd import Tensor, TensorOp, array_api
-from ..dtypes import python_scalar
+from ..dtypes import python_scalar, result_dtype
 from ._helpers import constant, require_tensor, same_shape
 
 # The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
@@ -41,8 +41,8 @@ __all__ = [
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "broadcast_tensors",
-    "Sin", "Cos", "Abs", "Clamp", "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril", "triu",
-    "isclose",
+    "Sin", "Cos", "Abs", "Clamp", "ClampTensor", "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril",
+    "triu", "isclose",
 ]
 
 
@@ -391,11 +391,54 @@ class Clamp(TensorOp):
         return where(constant(inside), out_grad, 0.0)
 
 
+class ClampTensor(TensorOp):
+    """min(max(a, low), high) with tensor bounds of a's shape (`has_low`/`has_high` say which of them
+    are the inputs after a). Edges: a nan input or bound gives nan; where low > high the result is
+    high. Gradients (PyTorch's masks): to a where low <= a <= high, to low where a < low < high,
+    to high where a > high or high < low; 0 elsewhere and at nan."""
+
+    def __init__(self, has_low: bool, has_high: bool):
+        self.has_low, self.has_high = has_low, has_high
+
+    def _bounds(self, bounds):
+        bounds = list(bounds)
+        low = bounds.pop(0) if self.has_low else None
+        high = bounds.pop(0) if self.has_high else None
+        return low, high
+
+    def compute(self, a, *bounds):
+        low, high = self._bounds(bounds)
+        if low is not None:
+            a = array_api.maximum(a, low)
+        if high is not None:
+            a = array_api.minimum(a, high)
+        return a
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        low, high = self._bounds(x.realize_cached_data() for x in node.inputs[1:])
+        inside = None
+        grads = []
+        if low is not None:
+            inside = array_api.greater_equal(a, low)
+            below = array_api.less(a, low)
+            if high is not None:
+                below = array_api.multiply(below, array_api.less(low, high))
+            grads.append(where(constant(below), out_grad, 0.0))
+        if high is not None:
+            within = array_api.less_equal(a, high)
+            inside = within if inside is None else array_api.multiply(inside, within)
+            above = array_api.greater(a, high)
+            if low is not None:
+                above = array_api.add(above, array_api.less(high, low))
+            grads.append(where(constant(above), out_grad, 0.0))
+        return (where(constant(inside), out_grad, 0.0), *grads)
+
+
 def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002  (PyTorch's names)
-    """a limited to [min, max] (torch.clamp): bounds are numbers or tensors (broadcast), one of
-    them may be None; ValueError if both are. With number bounds it is one op (Clamp, whose
-    docstring has the edges); tensor bounds are a composite of where() that sends the gradient
-    to the bound that was taken."""
+    """a limited to [min, max] (torch.clamp): bounds are numbers or tensors (broadcast with a), one
+    of them may be None; ValueError if both are. Number bounds make one Clamp op, tensor bounds a
+    ClampTensor (whose docstrings have the edges and gradients)."""
     require_tensor(a, "clamp")
     if min is None and max is None:
         raise ValueError("clamp: give min, max or both")
@@ -403,12 +446,12 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002  (PyTorch's na
         low = None if min is None else _scalar(min, "clamp")
         high = None if max is None else _scalar(max, "clamp")
         return Clamp(low, high)(a)
-    out = a
-    if min is not None:
-        out = where(out < min, min, out) if isinstance(min, Tensor) else Clamp(_scalar(min, "clamp"))(out)
-    if max is not None:
-        out = where(out > max, max, out) if isinstance(max, Tensor) else Clamp(None, _scalar(max, "clamp"))(out)
-    return out
+    dtype = array_api.dtype_name(a.dtype)
+    bounds = [b if isinstance(b, Tensor) else _as_tensor_on(b, a.device, dtype) for b in (min, max) if b is not None]
+    for b in bounds:
+        dtype = result_dtype(dtype, array_api.dtype_name(b.dtype))
+    a, *bounds = broadcast_tensors(*(cast(x, dtype) for x in (a, *bounds)))
+    return ClampTensor(min is not None, max is not None)(a, *bounds)
 
 
 def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
