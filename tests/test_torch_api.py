@@ -701,6 +701,9 @@ def test_masked_fill_in_place():
 
 def test_cuda_method_needs_the_device():
     x = ndl.Tensor([1.0])
+    assert ndl.cuda.is_available() is ndl.cuda().enabled() and ndl.cuda.device_count() == int(ndl.cuda().enabled())
+    device = ndl.device("cuda" if ndl.cuda.is_available() else "cpu")  # PyTorch's idiom
+    assert ndl.zeros(2, device=device).device == device
     if ndl.cuda().enabled():
         assert x.cuda().device == ndl.cuda()
     else:

@@ -120,6 +120,11 @@ def cuda() -> UnavailableDevice:
     return _CUDA
 
 
+# torch.cuda.is_available() / device_count(): numpy mode has no GPU
+cuda.is_available = lambda: False  # type: ignore[attr-defined]
+cuda.device_count = lambda: 0  # type: ignore[attr-defined]
+
+
 def cpu_numpy() -> UnavailableDevice:
     return _CPU_NUMPY
 

@@ -71,6 +71,7 @@ def test_dtype_objects_in_numpy_mode():
     assert x.dtype is ndl.float64 and x.dtype == "float64" and x.dtype == np.float64
     assert x.realize_cached_data().dtype == np.float64 and ndl.zeros(2, dtype=ndl.long).dtype is ndl.int64
     assert ndl.device("cpu") is ndl.cpu() and not ndl.device("cuda").enabled() and ndl.cpu().type == "cpu"
+    assert ndl.cuda.is_available() is False and ndl.cuda.device_count() == 0
     assert ndl.tensor([1, 2]).to(ndl.float32).dtype is ndl.float32 and x.type() == "torch.DoubleTensor"
 
 
