@@ -176,7 +176,7 @@ class Needle(metaclass=_Fallback):
 
     @staticmethod
     def min(x, axes=None):
-        return x.min(axes)
+        return x.min(axes=axes)
 
     @staticmethod
     def logsumexp(x, axes=None):

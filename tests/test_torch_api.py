@@ -447,6 +447,27 @@ def test_integer_and_index_results_match_torch():
     same(b.tril(), c.tril(), exact=True)
 
 
+def test_max_and_min_take_pytorchs_positional_dim():
+    """x.max(1) and ndl.max(x, 1, True) are PyTorch's (values, indices); the course's axes=
+    keyword still gives the values; a tensor argument gives the elementwise extreme."""
+    x, t = pair(data(3, 5), requires_grad=False)
+    for ours, theirs in ((x.max(1), t.max(1)), (x.min(0, True), t.min(0, True)),
+                         (ndl.max(x, 1, True), torch.max(t, 1, True)), (ndl.min(x, -1), torch.min(t, -1))):
+        values, indices = ours
+        same(values, theirs.values)
+        same(indices, theirs.indices, exact=True)
+        same(ours.values, theirs[0])
+    same(x.max(axes=1), t.amax(1))
+    same(x.min(axes=(0, 1), keepdims=True), t.amin((0, 1), keepdim=True))
+    same(x.max((0, 1)), t.amax((0, 1)))
+    same(x.max(x * 0.5), torch.max(t, t * 0.5))
+    same(ndl.min(x, x * 0.5), torch.min(t, t * 0.5))
+    with pytest.raises(TypeError, match="axis is given twice"):
+        x.max(1, dim=0)
+    with pytest.raises(TypeError, match="one axis"):
+        x.min(dim=(0, 1))
+
+
 def test_sort_topk_and_argmin_treat_nan_as_torch_does():
     x, t = pair(np.array([1.0, math.nan, math.inf, 2.0, -math.inf, 3.0]), requires_grad=False)
     for ours, theirs in ((x.sort(), t.sort(stable=True)), (x.sort(descending=True), t.sort(descending=True, stable=True)),

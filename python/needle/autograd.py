@@ -700,16 +700,12 @@ class Tensor(Value):
         axes, keepdims = _dim_alias("mean", axes, keepdims, dim, keepdim)
         return _ops.mean(self, axes, keepdims=keepdims)
 
-    def max(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
-        """The maximum over `axes` (the course's form). With PyTorch's `dim=` (one axis), like
-        torch.max(x, dim): a (values, indices) named tuple, indices int64 (the first maximum)."""
-        if dim is None:
-            axes, keepdims = _dim_alias("max", axes, keepdims, None, keepdim)
-            return _ops.max(self, axes, keepdims=keepdims)
-        if axes is not None:
-            raise TypeError("max: give axes= or dim=, not both")
-        keepdim = bool(keepdim)
-        return MaxResult(_ops.max(self, (dim,), keepdims=keepdim), _ops.argmax(self, dim, keepdims=keepdim))
+    def max(self, dim_or_axes=None, keepdims: bool = False, *, axes=None, dim=None, keepdim=None):
+        """The maximum. Over every axis (no argument) or over `axes=` (an int or a tuple, the course's
+        form): the values. Over one axis given positionally or as `dim=` (`x.max(1)`, PyTorch's
+        torch.max(x, dim)): a (values, indices) named tuple, indices int64 (the first maximum).
+        `x.max(other)` with a tensor: the elementwise maximum, as torch.max(x, other)."""
+        return self._extreme("max", _ops.max, _ops.argmax, dim_or_axes, keepdims, axes, dim, keepdim)
 
     def argmax(self, axis=None, keepdims: bool = False, *, dim=None, keepdim=None):
         axis, keepdims = _dim_alias("argmax", axis, keepdims, dim, keepdim)
@@ -874,7 +870,8 @@ class Tensor(Value):
     def masked_fill_(self, mask: "Tensor", value) -> "Tensor":
         """masked_fill in place (PyTorch's masked_fill_); returns self."""
         tracked = self._inplace_begins("masked_fill_", value)
-        return self._inplace_ends("masked_fill_", _ops.masked_fill(self, mask, value), tracked)
+        source = self._inplace_source(tracked)
+        return self._inplace_ends("masked_fill_", _ops.masked_fill(source, mask, value), tracked)
 
     def tril(self, diagonal: int = 0) -> "Tensor":
         return _ops.tril(self, diagonal)
@@ -882,17 +879,32 @@ class Tensor(Value):
     def triu(self, diagonal: int = 0) -> "Tensor":
         return _ops.triu(self, diagonal)
 
-    def min(self, axes=None, keepdims: builtins.bool = False, *, dim=None, keepdim=None):
-        """The minimum over `axes` (the course's style, like max). With PyTorch's `dim=` (one
-        axis), like torch.min(x, dim): a (values, indices) named tuple, indices int64 (the
-        first minimum)."""
+    def min(self, dim_or_axes=None, keepdims: builtins.bool = False, *, axes=None, dim=None, keepdim=None):
+        """The minimum, in max's forms: values over every axis or over `axes=`; (values, indices)
+        over one positional or `dim=` axis (torch.min(x, dim)); with a tensor, the elementwise minimum."""
+        return self._extreme("min", _ops.minimum_of, _ops.argmin, dim_or_axes, keepdims, axes, dim, keepdim)
+
+    def _extreme(self, what: str, reduce, arg, dim_or_axes, keepdims, axes, dim, keepdim):
+        if isinstance(dim_or_axes, Tensor):
+            if axes is not None or dim is not None:
+                raise TypeError(f"{what}(other): the elementwise form takes no axes")
+            return _ops.maximum(self, dim_or_axes) if what == "max" else -_ops.maximum(-self, -dim_or_axes)
+        if dim_or_axes is not None:
+            if axes is not None or dim is not None:
+                raise TypeError(f"{what}: the axis is given twice (positionally and as axes= or dim=)")
+            if isinstance(dim_or_axes, int) and not isinstance(dim_or_axes, builtins.bool):
+                dim = dim_or_axes
+            else:
+                axes = dim_or_axes
+        if keepdim is not None:
+            keepdims = keepdim
         if dim is None:
-            axes, keepdims = _dim_alias("min", axes, keepdims, None, keepdim)
-            return _ops.minimum_of(self, axes, keepdims=keepdims)
+            return reduce(self, axes, keepdims=bool(keepdims))
         if axes is not None:
-            raise TypeError("min: give axes= or dim=, not both")
-        keepdim = bool(keepdim)
-        return MaxResult(_ops.minimum_of(self, (dim,), keepdims=keepdim), _ops.argmin(self, dim, keepdims=keepdim))
+            raise TypeError(f"{what}: give axes= or dim=, not both")
+        if not isinstance(dim, int) or isinstance(dim, builtins.bool):
+            raise TypeError(f"{what}: dim= is one axis (an int), got {dim!r}; use axes= for several")
+        return MaxResult(reduce(self, (dim,), keepdims=bool(keepdims)), arg(self, dim, keepdims=bool(keepdims)))
 
     def argmin(self, axis=None, keepdims: builtins.bool = False, *, dim=None, keepdim=None):
         axis, keepdims = _dim_alias("argmin", axis, keepdims, dim, keepdim)

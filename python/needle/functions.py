@@ -3,9 +3,9 @@
 
 The names that are Python builtins (sum, min, max, abs, pow, all, any) are exported as
 `ndl.sum`, ... but kept out of `from needle import *`, which would otherwise shadow the
-builtins. The reductions keep the course's rule that a positional second argument is the
-axes (`ndl.max(x, 1)` is the values, as `x.max(1)`); PyTorch's `dim=` keyword gives
-(values, indices) for max and min.
+builtins. max and min follow PyTorch: one axis, positional or `dim=` (`ndl.max(x, 1)`),
+gives (values, indices); the course's `axes=` keyword (an int or a tuple) gives the values;
+a tensor as the second argument gives the elementwise maximum or minimum.
 """
 from __future__ import annotations
 
@@ -40,17 +40,13 @@ def mean(input: Tensor, *args, dtype=None, **kwargs) -> Tensor:  # noqa: A002
 
 
 def max(input: Tensor, *args, **kwargs):  # noqa: A001,A002
-    """`input.max(...)`: the maximum over the course's axes, (values, indices) with dim=, and
-    with a tensor as the second argument the elementwise maximum (torch.max(a, b))."""
-    if args and isinstance(args[0], Tensor):
-        return ops.maximum(_tensor(input, "max"), args[0])
+    """`input.max(...)` (see Tensor.max): values over all axes or axes=, (values, indices) over one
+    positional or dim= axis, the elementwise maximum with a tensor (torch.max(a, b))."""
     return _tensor(input, "max").max(*args, **kwargs)
 
 
 def min(input: Tensor, *args, **kwargs):  # noqa: A001,A002
-    """`input.min(...)`, like max; with a tensor as the second argument the elementwise minimum."""
-    if args and isinstance(args[0], Tensor):
-        return minimum(input, args[0])
+    """`input.min(...)`, in max's forms; with a tensor as the second argument the elementwise minimum."""
     return _tensor(input, "min").min(*args, **kwargs)
 
 
