@@ -152,7 +152,7 @@ def atomic_forward(P: dict, Xb: np.ndarray, Yb: np.ndarray) -> dict:
     T["h"] = T["hpreact"].tanh()
     T["logits"] = T["h"] @ P["W2"] + P["b2"]                   # (n, 27)
     # cross-entropy, one step at a time
-    T["logit_maxes"] = T["logits"].max(1, keepdims=True)
+    T["logit_maxes"] = T["logits"].max(1, keepdim=True).values
     T["norm_logits"] = T["logits"] - T["logit_maxes"]          # subtract the max for numerical stability
     T["counts"] = T["norm_logits"].exp()
     T["counts_sum"] = T["counts"].sum(1, keepdims=True)
@@ -232,7 +232,7 @@ def atomic_backward(P: dict, T: dict, Xb: np.ndarray, Yb: np.ndarray) -> dict:
 # --- exercises 2 and 3: fused backward passes ----------------------------------------------
 
 def softmax(logits: ndl.Tensor) -> ndl.Tensor:
-    counts = (logits - logits.max(1, keepdims=True)).exp()
+    counts = (logits - logits.max(1, keepdim=True).values).exp()
     return counts / counts.sum(1, keepdims=True)
 
 
@@ -298,7 +298,7 @@ class ManualMLP:
         bnraw = bndiff * bnvar_inv
         h = (P["bngain"] * bnraw + P["bnbias"]).tanh()
         logits = h @ P["W2"] + P["b2"]
-        counts = (logits + (-logits.max(1, keepdims=True))).exp()
+        counts = (logits + (-logits.max(1, keepdim=True).values)).exp()
         probs = counts * counts.sum(1, keepdims=True) ** -1
         return {"embcat": embcat, "bnraw": bnraw, "bnvar_inv": bnvar_inv, "h": h, "probs": probs}
 

@@ -175,6 +175,10 @@ class Needle(metaclass=_Fallback):
         return ndl.ops.max(x, axes)
 
     @staticmethod
+    def min(x, axes=None):
+        return x.min(axes=axes)
+
+    @staticmethod
     def logsumexp(x, axes=None):
         return ndl.ops.logsumexp(x, axes)
 
@@ -346,6 +350,10 @@ class Torch(metaclass=_Fallback):
     @staticmethod
     def max(x, axes=None):
         return x.max() if axes is None else x.max(axes[0]).values if len(axes) == 1 else torch.amax(x, axes)
+
+    @staticmethod
+    def min(x, axes=None):
+        return x.min() if axes is None else x.min(axes[0]).values
 
     @staticmethod
     def logsumexp(x, axes=None):
@@ -623,8 +631,25 @@ def _where_inputs(dtype):
     return [np.arange(x.size) % 3 == 0, x, y]
 
 
+def _masked_inputs(dtype):
+    x = edges(dtype)
+    return [np.arange(x.size) % 3 == 1, x]
+
+
+def _gather_inputs(dtype):
+    """ROWS and indices into their columns, repeated ones included (their gradients add up)."""
+    x = np.array(ROWS, dtype)
+    index = (np.arange(x.shape[0] * 3).reshape(-1, 3) * 7 % 5) % x.shape[1]
+    index[0] = [2, 2, 2]
+    return [x, index.astype(np.int64)]
+
+
 unary = {
     "negate": lambda L, x: -x,
+    "abs": lambda L, x: x.abs(),
+    "sin": lambda L, x: x.sin(),
+    "cos": lambda L, x: x.cos(),
+    "log10": lambda L, x: x.log10(),
     "log": lambda L, x: x.log(),
     "log1p": lambda L, x: L.log1p(x),
     "exp": lambda L, x: x.exp(),
@@ -651,6 +676,8 @@ scalar = {  # (name, fn) for each scalar operand, edges included
        for s in (0, 0.0, 1, 2, 3, -1, -2, -3, 0.5, -0.5, 1.5, -1.5, INF, NAN)},
     **{f"{s} ** x": (lambda L, x, s=s: s ** x) for s in (0.0, -0.0, 1.0, 2.0, 0.5, -2.0, INF, NAN)},
     **{f"maximum(x, {s})": (lambda L, x, s=s: L.maximum(x, s)) for s in (0.0, 1.0, INF, -INF, NAN)},
+    **{f"clamp(x, {lo}, {hi})": (lambda L, x, lo=lo, hi=hi: x.clamp(lo, hi))
+       for lo, hi in ((-1.0, 2.0), (0.0, None), (None, 1e8), (2.5, -1.0), (-INF, INF), (NAN, None))},
 }
 
 
@@ -666,6 +693,9 @@ CASES = [
     Case("log(sigmoid)", "tails", lambda L, x: L.sigmoid(x).log(),
          const([-80.0, -20.0, -5.0, 0.0, 2.0, -INF, INF, NAN])),
     Case("where", "edge pairs", lambda L, c, x, y: L.where(c, x, y), _where_inputs),
+    Case("clamp(x, lo, hi)", "edge triples", lambda L, x, lo, hi: x.clamp(lo, hi),
+         lambda dtype: [*pairs(dtype), np.roll(pairs(dtype)[1], 7)]),
+    Case("clamp(x, max=hi)", "edge pairs", lambda L, x, hi: x.clamp(max=hi), pairs),
     *[Case(f"summation{axes}", "rows", lambda L, x, a=axes: L.sum(x, a), const(ROWS)) for axes in ((1,), (0,))],
     *[Case(f"mean{axes}", "rows", lambda L, x, a=axes: L.mean(x, a), const(ROWS)) for axes in ((1,), (0,))],
     *[Case(f"max{axes}", "rows", lambda L, x, a=axes: L.max(x, a), const(ROWS)) for axes in ((1,), (0,))],
@@ -681,6 +711,9 @@ CASES = [
         ("mean()", lambda L, x: L.mean(x)),
         ("max()", lambda L, x: L.max(x)),
         ("logsumexp()", lambda L, x: L.logsumexp(x)),
+        ("min()", lambda L, x: L.min(x)),
+        ("argmin()", lambda L, x: L.argmin(x)),
+        ("var()", lambda L, x: x.var()),
     )],
     Case("matmul", "inf and nan entries", lambda L, a, b: a @ b, lambda dtype: [
         np.array([[INF, 1.0, 0.0, 2.0], [NAN, 0.0, 1.0, -1.0], [1.0, -INF, 2.0, 0.0], [1e8, 1e-30, -1.0, 0.5]],
@@ -696,6 +729,22 @@ CASES = [
     Case("flip", "nan and inf", lambda L, x: L.flip(x, (0, 1)), const(ROWS)),
     Case("stack", "nan and inf", lambda L, x, y: L.stack([x, y], 1), pairs),
     Case("split", "one slice used", lambda L, x: L.unbind(x, 1)[1] * 2.0, const(ROWS)),
+    Case("cat", "nan and inf", lambda L, x, y: L.cat([x, y, x], 0), pairs),
+    Case("split (PyTorch's)", "one piece used", lambda L, x: x.split(3, 1)[1] * 2.0, const(ROWS)),
+    Case("chunk", "two pieces used", lambda L, x: x.chunk(3, 0)[0] - x.chunk(3, 0)[2], const(ROWS)),
+    Case("narrow", "nan and inf", lambda L, x: x.narrow(1, -3, 2), const(ROWS)),
+    Case("roll", "nan and inf", lambda L, x: x.roll((2, -1), (0, 1)), const(ROWS)),
+    Case("roll", "flattened", lambda L, x: x.roll(5), const(ROWS)),
+    Case("expand", "nan and inf", lambda L, x: x.unsqueeze(0).expand(3, -1, -1), const(ROWS)),
+    Case("clone", "nan and inf", lambda L, x: x.clone(), lambda dtype: [edges(dtype)]),
+    *[Case(f"tril({d})", "nan and inf", lambda L, x, d=d: x.tril(d), const(ROWS)) for d in (0, -2, 1)],
+    *[Case(f"triu({d})", "nan and inf", lambda L, x, d=d: x.triu(d), const(ROWS)) for d in (0, 2, -1)],
+    Case("masked_fill", "edges", lambda L, m, x: x.masked_fill(m, -INF), _masked_inputs),
+    Case("gather", "repeated indices", lambda L, x, i: L.gather(x, 1, i), _gather_inputs),
+    *[Case(f"min{axes}", "rows", lambda L, x, a=axes: L.min(x, a), const(ROWS)) for axes in ((1,), (0,))],
+    *[Case(f"argmin({axis})", "rows", lambda L, x, a=axis: L.argmin(x, a), const(ROWS)) for axis in (1, 0)],
+    *[Case(f"var({dim}, correction={c})", "rows", lambda L, x, d=dim, c=c: x.var(d, correction=c), const(ROWS))
+      for dim, c in ((1, 1), (0, 1), (1, 0))],
     Case("fused_add_scalars", "inf scalars", lambda L, x: L.stack(list(L.add_scalars(x, INF, -1e8)), 0),
          lambda dtype: [edges(dtype)]),
     Case("dilate", "nan and inf", lambda L, x: L.dilate(x, 1, 2), const(ROWS)),

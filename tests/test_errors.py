@@ -124,7 +124,8 @@ CASES = [
     ("backward out_grad device", lambda: (T(2, device=CPU) * 2).backward(T(2, device=CPU_NUMPY)), ValueError,
      DEVICES),
     ("cuda not available", lambda: ndl.Tensor(np.ones(2), device=ndl.cuda()), RuntimeError, r"cuda\(\)"),
-    ("device given as a string", lambda: ndl.Tensor(np.ones(2), device="cpu"), TypeError, "'cpu'"),
+    ("unknown device name", lambda: ndl.Tensor(np.ones(2), device="tpu"), ValueError, "'tpu'"),
+    ("device given as a number", lambda: ndl.Tensor(np.ones(2), device=3), TypeError, "int"),
     ("NDArray.to a string", lambda: A(2).to("cpu"), TypeError, "'cpu'"),
     # indexing
     ("Tensor index", lambda: T(2, 3)[2], IndexError, r"index 2.*axis 0.*size 2"),

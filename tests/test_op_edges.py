@@ -143,6 +143,8 @@ _EXACT = {
     "ewise_log": lambda a: (a == 1) | ~np.isfinite(a) | (a <= 0),
     "ewise_tanh": lambda a: (a == 0) | ~np.isfinite(a),
     "ewise_sigmoid": lambda a: (a == 0) | ~np.isfinite(a),
+    "ewise_sin": lambda a: (a == 0) | ~np.isfinite(a),
+    "ewise_cos": lambda a: (a == 0) | ~np.isfinite(a),
     "ewise_pow": lambda a, b: (b == 0) | (a == 1),
     # numpy's a ** s for s in (-1, 0, 0.5, 1, 2) is reciprocal, ones, sqrt, a copy, square, and
     # needle's -0.5 is 1 / sqrt: correctly rounded IEEE operations
@@ -153,7 +155,7 @@ _EXACT = {
 
 def another_cpu(seed: int, ulps: float = 4.0) -> BackendDevice:
     """cpu_numpy with another CPU's rounding, as far as numpy allows it to differ: each exp, log,
-    tanh, sigmoid and pow result moved by up to `ulps` ulp (numpy's accuracy bound for its SIMD
+    tanh, sigmoid, sin, cos and pow result moved by up to `ulps` ulp (numpy's accuracy bound for its SIMD
     kernels, numpy/_core/tests/data/umath-validation-set-*.csv), and every sum and matmul
     accumulated in a random order (SIMD lanes and BLAS kernels pick their own)."""
     rng = np.random.default_rng(seed)

@@ -464,7 +464,7 @@ def test_max_distinct_values(shape, axes, keepdims, dtype, device):
         return torch.amax(t, dim=_torch_axes(axes, t.ndim), keepdim=keepdims)
 
     check(lambda x: ops.max(x, axes, keepdims=keepdims), tfn, [a], device, dtype)
-    check(lambda x: x.max(axes, keepdims=keepdims), tfn, [a], device, dtype)
+    check(lambda x: x.max(axes=axes, keepdims=keepdims), tfn, [a], device, dtype)
 
 
 def _torch_max_grad(a, axes, keepdims, w):

@@ -26,6 +26,8 @@ ARRAY_FUNCTIONS = (
     "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index", "extremes",
     # what a compiled step (needle.compile) records: host work replayed each step, input checks
     "host_call", "is_recording", "validation", "constant_data",
+    # host work on data, replayed by a compiled step: random draws, sampling, sort orders
+    "random_draw", "multinomial", "argsort",
     # shapes
     "prod", "broadcast_shapes",
 )

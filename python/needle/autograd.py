@@ -18,11 +18,22 @@ import operator
 import weakref
 from typing import Iterable, List, Literal, Optional, Tuple, Union, cast
 
-from .backend_selection import Device, NDArray, array_api, cpu, default_device, get_device, registered_devices  # noqa: F401
-from .dtypes import python_scalar
+from .backend_selection import (  # noqa: F401
+    Device,
+    NDArray,
+    array_api,
+    as_device,
+    cpu,
+    default_device,
+    get_device,
+    registered_devices,
+)
+from .dtypes import as_dtype, python_scalar
+from .dtypes import dtype as DType
 
 __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", "find_topo_sort",
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
+           "inference_mode",
            "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray", "queue_callback",
            "RemovableHandle", "recording_every_op"]
 
@@ -102,6 +113,20 @@ class recording_every_op:
         global _RECORD_EVERY_OP
         _RECORD_EVERY_OP = self.prev
         return False
+
+
+class inference_mode(set_grad_enabled):
+    """PyTorch's inference_mode (context manager and decorator): inside, nothing records a graph,
+    as under no_grad (needle has no separate inference tensors); inference_mode(False) turns
+    recording on."""
+
+    def __new__(cls, mode=True):
+        if callable(mode):  # @ndl.inference_mode without parentheses, as PyTorch allows
+            return cls()(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode: bool = True):
+        super().__init__(not mode)
 
 
 # --- ops ------------------------------------------------------------------------------
@@ -333,6 +358,7 @@ class Tensor(Value):
 
     def __init__(self, array, *, device: Optional[Device] = None, dtype=None, requires_grad: Optional[bool] = None,
                  **kwargs):
+        device = as_device(device)
         if isinstance(array, Tensor):
             data = array.realize_cached_data()
             device = array.device if device is None else device
@@ -538,8 +564,10 @@ class Tensor(Value):
         return self.realize_cached_data().shape
 
     @property
-    def dtype(self):
-        return self.realize_cached_data().dtype
+    def dtype(self) -> DType:
+        """The dtype, as an `ndl.dtype` (`ndl.float32`, ...): a string equal to its name, and
+        equal to the numpy dtype of that name (see needle.dtypes.dtype)."""
+        return as_dtype(self.realize_cached_data().dtype)
 
     @property
     def device(self):
@@ -702,16 +730,12 @@ class Tensor(Value):
         axes, keepdims = _dim_alias("mean", axes, keepdims, dim, keepdim)
         return _ops.mean(self, axes, keepdims=keepdims)
 
-    def max(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
-        """The maximum over `axes` (the course's form). With PyTorch's `dim=` (one axis), like
-        torch.max(x, dim): a (values, indices) named tuple, indices int64 (the first maximum)."""
-        if dim is None:
-            axes, keepdims = _dim_alias("max", axes, keepdims, None, keepdim)
-            return _ops.max(self, axes, keepdims=keepdims)
-        if axes is not None:
-            raise TypeError("max: give axes= or dim=, not both")
-        keepdim = bool(keepdim)
-        return MaxResult(_ops.max(self, (dim,), keepdims=keepdim), _ops.argmax(self, dim, keepdims=keepdim))
+    def max(self, dim_or_axes=None, keepdims: bool = False, *, axes=None, dim=None, keepdim=None):
+        """The maximum. Over every axis (no argument) or over `axes=` (an int or a tuple, the course's
+        form): the values. Over one axis given positionally or as `dim=` (`x.max(1)`, PyTorch's
+        torch.max(x, dim)): a (values, indices) named tuple, indices int64 (the first maximum).
+        `x.max(other)` with a tensor: the elementwise maximum, as torch.max(x, other)."""
+        return self._extreme("max", _ops.max, _ops.argmax, dim_or_axes, keepdims, axes, dim, keepdim)
 
     def argmax(self, axis=None, keepdims: bool = False, *, dim=None, keepdim=None):
         axis, keepdims = _dim_alias("argmax", axis, keepdims, dim, keepdim)
@@ -762,27 +786,30 @@ class Tensor(Value):
     def bool(self) -> "Tensor":
         return _ops.cast(self, "bool")
 
-    def to(self, *args, device=None, dtype=None) -> "Tensor":
+    def to(self, *args, device=None, dtype=None, non_blocking: builtins.bool = False, copy: builtins.bool = False,
+           memory_format=None) -> "Tensor":
         """This tensor on another device and/or with another dtype (PyTorch's Tensor.to): each
-        positional argument is a device or a dtype. A cast stays in the graph (its gradient
-        casts back); a move gives a new leaf (with the same requires_grad). Itself when
-        nothing changes."""
+        positional argument is a device (or its name, "cuda:0" too), a dtype, or a tensor whose
+        device and dtype to take. A cast stays in the graph (its gradient casts back); a move
+        gives a new leaf (with the same requires_grad). Itself when nothing changes, unless
+        copy=True. (non_blocking and memory_format are accepted and change nothing.)"""
         for arg in args:
-            if isinstance(arg, Device) or hasattr(arg, "enabled"):
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, Device) or hasattr(arg, "enabled") or _is_device_name(arg):
                 device = arg
-            elif isinstance(arg, str) and arg in registered_devices():
-                device = get_device(arg)
             else:
                 dtype = arg
         out = self
         if dtype is not None:
             out = _ops.cast(out, dtype)
-        if isinstance(device, str):
-            device = get_device(device)
+        device = as_device(device)
         if device is not None and device != out.device:
             moved = Tensor(out.detach(), device=device, requires_grad=False)
             moved.requires_grad = out.requires_grad
             out = moved
+        if copy and out is self:
+            out = _ops.clone(self)
         return out
 
     def requires_grad_(self, requires_grad: builtins.bool = True) -> "Tensor":
@@ -838,6 +865,265 @@ class Tensor(Value):
     def sqrt(self):
         return _ops.sqrt(self)
 
+    # --- more of PyTorch's Tensor methods (each the op function of the same name) -----------------
+    def log1p(self) -> "Tensor":
+        return _ops.log1p(self)
+
+    def abs(self) -> "Tensor":
+        """|x| (PyTorch's abs; the gradient is g * sign(x), 0 at 0)."""
+        return _ops.absolute(self)
+
+    def log10(self) -> "Tensor":
+        return _ops.log10(self)
+
+    def sin(self) -> "Tensor":
+        return _ops.sin(self)
+
+    def cos(self) -> "Tensor":
+        return _ops.cos(self)
+
+    def pow(self, exponent) -> "Tensor":
+        """self ** exponent (a number or a tensor, broadcast)."""
+        return _ops.power(self, exponent)
+
+    def clamp(self, min=None, max=None) -> "Tensor":  # noqa: A002  (PyTorch's names)
+        """Limited to [min, max] (PyTorch's clamp; see ops.clamp)."""
+        return _ops.clamp(self, min, max)
+
+    clip = clamp
+
+    def masked_fill(self, mask: "Tensor", value) -> "Tensor":
+        """value where the bool mask is True (PyTorch's masked_fill; see ops.masked_fill). Note that
+        `mask == 0` is identity in needle (the course's rule): build masks with `.eq(0)`, `<`, ..."""
+        return _ops.masked_fill(self, mask, value)
+
+    def masked_fill_(self, mask: "Tensor", value) -> "Tensor":
+        """masked_fill in place (PyTorch's masked_fill_); returns self."""
+        tracked = self._inplace_begins("masked_fill_", value)
+        source = self._inplace_source(tracked)
+        return self._inplace_ends("masked_fill_", _ops.masked_fill(source, mask, value), tracked)
+
+    def tril(self, diagonal: int = 0) -> "Tensor":
+        return _ops.tril(self, diagonal)
+
+    def triu(self, diagonal: int = 0) -> "Tensor":
+        return _ops.triu(self, diagonal)
+
+    def min(self, dim_or_axes=None, keepdims: builtins.bool = False, *, axes=None, dim=None, keepdim=None):
+        """The minimum, in max's forms: values over every axis or over `axes=`; (values, indices)
+        over one positional or `dim=` axis (torch.min(x, dim)); with a tensor, the elementwise minimum."""
+        return self._extreme("min", _ops.minimum_of, _ops.argmin, dim_or_axes, keepdims, axes, dim, keepdim)
+
+    def _extreme(self, what: str, reduce, arg, dim_or_axes, keepdims, axes, dim, keepdim):
+        if isinstance(dim_or_axes, Tensor):
+            if axes is not None or dim is not None:
+                raise TypeError(f"{what}(other): the elementwise form takes no axes")
+            return _ops.maximum(self, dim_or_axes) if what == "max" else -_ops.maximum(-self, -dim_or_axes)
+        if dim_or_axes is not None:
+            if axes is not None or dim is not None:
+                raise TypeError(f"{what}: the axis is given twice (positionally and as axes= or dim=)")
+            if isinstance(dim_or_axes, int) and not isinstance(dim_or_axes, builtins.bool):
+                dim = dim_or_axes
+            else:
+                axes = dim_or_axes
+        if keepdim is not None:
+            keepdims = keepdim
+        if dim is None:
+            return reduce(self, axes, keepdims=bool(keepdims))
+        if axes is not None:
+            raise TypeError(f"{what}: give axes= or dim=, not both")
+        if not isinstance(dim, int) or isinstance(dim, builtins.bool):
+            raise TypeError(f"{what}: dim= is one axis (an int), got {dim!r}; use axes= for several")
+        return MaxResult(reduce(self, (dim,), keepdims=bool(keepdims)), arg(self, dim, keepdims=bool(keepdims)))
+
+    def argmin(self, axis=None, keepdims: builtins.bool = False, *, dim=None, keepdim=None):
+        axis, keepdims = _dim_alias("argmin", axis, keepdims, dim, keepdim)
+        return _ops.argmin(self, axis, keepdims=keepdims)
+
+    def var(self, dim=None, unbiased: Optional[builtins.bool] = None, keepdim: builtins.bool = False, *,
+            correction=None):
+        """The variance over `dim` (None: all) with Bessel's correction unless unbiased=False or
+        correction says otherwise (PyTorch's var; see ops.var)."""
+        dim, correction = _variance_args("var", dim, unbiased, correction)
+        return _ops.var(self, dim, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased: Optional[builtins.bool] = None, keepdim: builtins.bool = False, *,
+            correction=None):
+        """The standard deviation: sqrt of var with the same arguments (PyTorch's std)."""
+        dim, correction = _variance_args("std", dim, unbiased, correction)
+        return _ops.std(self, dim, keepdim, correction=correction)
+
+    def all(self, dim=None, keepdim: builtins.bool = False) -> "Tensor":
+        """Whether every element (over dim) is nonzero: a bool tensor (PyTorch's all)."""
+        return _ops.all_of(self, dim, keepdim)
+
+    def any(self, dim=None, keepdim: builtins.bool = False) -> "Tensor":
+        """Whether some element (over dim) is nonzero: a bool tensor (PyTorch's any)."""
+        return _ops.any_of(self, dim, keepdim)
+
+    def topk(self, k: int, dim: int = -1, largest: builtins.bool = True, sorted: builtins.bool = True):  # noqa: A002
+        return _ops.topk(self, k, dim, largest, sorted)
+
+    def sort(self, dim: int = -1, descending: builtins.bool = False):
+        return _ops.sort(self, dim, descending)
+
+    def argsort(self, dim: int = -1, descending: builtins.bool = False) -> "Tensor":
+        return _ops.argsort(self, dim, descending)
+
+    def gather(self, dim: int, index: "Tensor") -> "Tensor":
+        return _ops.gather(self, dim, index)
+
+    def roll(self, shifts, dims=None) -> "Tensor":
+        return _ops.roll(self, shifts, dims)
+
+    def histc(self, bins: int = 100, min=0, max=0) -> "Tensor":  # noqa: A002
+        return _ops.histc(self, bins, min, max)
+
+    # --- shapes, views and copies (PyTorch's) --------------------------------------------------------
+    def split(self, split_size_or_sections, dim: int = 0) -> tuple:
+        """PyTorch's Tensor.split: pieces of `split_size_or_sections` elements along dim, or of
+        each size in a list (see ops.split_sections). The function ndl.split is the course's
+        unbind; this method is PyTorch's chunking."""
+        return _ops.split_sections(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple:
+        return _ops.chunk(self, chunks, dim)
+
+    def unbind(self, dim: int = 0) -> tuple:
+        return _ops.unbind(self, dim)
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        return _ops.unsqueeze(self, dim)
+
+    def squeeze(self, dim=None) -> "Tensor":
+        return _ops.squeeze(self, dim)
+
+    def expand(self, *sizes) -> "Tensor":
+        """Broadcast to `sizes` (-1 keeps an axis; PyTorch's expand)."""
+        return _ops.expand(self, *sizes)
+
+    def expand_as(self, other: "Tensor") -> "Tensor":
+        return _ops.expand(self, tuple(other.shape))
+
+    def view_as(self, other: "Tensor") -> "Tensor":
+        return self.reshape(tuple(other.shape))
+
+    reshape_as = view_as
+
+    def narrow(self, dim: int, start: int, length: int) -> "Tensor":
+        return _ops.narrow(self, dim, start, length)
+
+    def clone(self, *, memory_format=None) -> "Tensor":
+        """A differentiable copy with a buffer of its own (PyTorch's clone)."""
+        return _ops.clone(self)
+
+    def contiguous(self, memory_format=None) -> "Tensor":
+        """Itself when its data is laid out compactly in row-major order, else a differentiable
+        compact copy (PyTorch's contiguous). Needle's ops read strided data as it is, so this is
+        only needed where PyTorch code asks for it."""
+        return self if self.is_contiguous() else _ops.clone(self)
+
+    def is_contiguous(self, memory_format=None) -> builtins.bool:
+        data = self.realize_cached_data()
+        strides = array_api.element_strides(data)
+        expected, step = [], 1
+        for n in reversed(self.shape):
+            expected.append(step)
+            step *= n
+        return all(n == 1 or a == b for n, a, b in zip(self.shape, strides, reversed(expected)))
+
+    def nelement(self) -> int:
+        return self.numel()
+
+    def tolist(self):
+        """The data as (nested) Python lists of numbers; a 0-d tensor gives a number."""
+        return self.numpy().tolist()
+
+    def __index__(self) -> int:
+        """A one-element int64 (or bool) tensor as a Python int, so it can index a list or make a
+        range (PyTorch's). TypeError for any other tensor."""
+        if array_api.dtype_name(self.dtype) not in ("int64", "bool") or math.prod(self.shape) != 1:
+            raise TypeError(f"only integer tensors of a single element can be converted to an index; this one has "
+                            f"dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
+
+    def is_floating_point(self) -> builtins.bool:
+        return array_api.is_floating(self.dtype)
+
+    def retain_grad(self) -> None:
+        """PyTorch's retain_grad. Needle keeps the gradient of every tensor that requires grad
+        after backward() (leaves and intermediate results alike, the course's rule), so this
+        only marks the tensor: `retains_grad` becomes True for a non-leaf."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        self._retains_grad = True
+
+    @property
+    def retains_grad(self) -> builtins.bool:
+        """True for a non-leaf on which retain_grad() was called (PyTorch's attribute); its .grad
+        is filled by backward() either way."""
+        return self.op is not None and self.__dict__.get("_retains_grad", False)
+
+    # --- new tensors like this one (PyTorch's new_*) -------------------------------------------------
+    def _new(self, size, value, dtype, device, requires_grad: builtins.bool) -> "Tensor":
+        dtype = array_api.dtype_name(self.dtype if dtype is None else dtype)
+        device = self.device if device is None else as_device(device)
+        data = array_api.full(_shape_arg(tuple(size)), value, dtype, device)
+        out = Tensor.make_const(data)
+        if requires_grad:
+            out.requires_grad = True
+        return out
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
+        """Zeros of `size`, with this tensor's dtype and device unless given (PyTorch's new_zeros)."""
+        return self._new(size, 0, dtype, device, requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
+        return self._new(size, 1, dtype, device, requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
+        """A tensor of `size` (filled with zeros: needle has no uninitialised memory to hand out)."""
+        return self._new(size, 0, dtype, device, requires_grad)
+
+    def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
+        if python_scalar(fill_value) is None:
+            raise TypeError(f"new_full: fill_value must be a number, got {type(fill_value).__name__}")
+        return self._new(size, python_scalar(fill_value), dtype, device, requires_grad)
+
+    def new_tensor(self, data, *, dtype=None, device=None, requires_grad: builtins.bool = False) -> "Tensor":
+        """A copy of `data` with this tensor's dtype and device unless given (PyTorch's new_tensor);
+        a tensor given as data is copied and detached."""
+        dtype = array_api.dtype_name(self.dtype if dtype is None else dtype)
+        device = self.device if device is None else as_device(device)
+        if isinstance(data, Tensor):
+            data = array_api.array(data.realize_cached_data(), dtype=None)
+        return Tensor(data, device=device, dtype=dtype, requires_grad=requires_grad)
+
+    # --- dtypes and devices by PyTorch's names -------------------------------------------------------
+    def type(self, dtype=None, non_blocking: builtins.bool = False):
+        """Without an argument, the type's name as PyTorch spells it ("torch.FloatTensor",
+        "torch.LongTensor", "torch.cuda.FloatTensor", ...), so code that compares it works.
+        With a dtype (ndl.float64, "float64") or such a name ("torch.DoubleTensor"), the tensor
+        cast to it (differentiable, like .to(dtype))."""
+        if dtype is None:
+            prefix = "torch.cuda." if getattr(self.device, "name", "") == "cuda" else "torch."
+            return prefix + _TENSOR_TYPE_NAMES[array_api.dtype_name(self.dtype)]
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            name = dtype.rpartition(".")[2]
+            if name not in _TENSOR_TYPES:
+                raise TypeError(f"type: unknown tensor type {dtype!r}; known: {', '.join(sorted(_TENSOR_TYPES))}")
+            dtype = _TENSOR_TYPES[name]
+        return _ops.cast(self, dtype)
+
+    def cpu(self) -> "Tensor":
+        """This tensor on the cpu device (itself when it is there)."""
+        return self.to(cpu())
+
+    def cuda(self, device=None, non_blocking: builtins.bool = False) -> "Tensor":
+        """This tensor on the cuda device (RuntimeError, from the device, where there is none)."""
+        return self.to(as_device("cuda" if device is None else device if not isinstance(device, int)
+                                 else f"cuda:{device}"))
+
 
 class MaxResult(tuple):
     """(values, indices) of `Tensor.max(dim=...)`, like torch.return_types.max."""
@@ -852,6 +1138,32 @@ class MaxResult(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+_TENSOR_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "int64": "LongTensor", "bool": "BoolTensor"}
+# PyTorch's tensor type names and the storage dtype each gets (every integer type is int64, half float32)
+_TENSOR_TYPES = {**{name: dtype for dtype, name in _TENSOR_TYPE_NAMES.items()}, "IntTensor": "int64",
+                 "ShortTensor": "int64", "ByteTensor": "int64", "CharTensor": "int64", "HalfTensor": "float32"}
+
+
+def _variance_args(what: str, dim, unbiased, correction) -> tuple:
+    """(dim, correction) from PyTorch's spellings: var(dim, unbiased, keepdim), var(unbiased) and
+    var(dim, correction=...)."""
+    if isinstance(dim, bool):  # x.var(False): the old positional unbiased
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{what}: give unbiased or correction, not both")
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    return dim, correction
+
+
+def _is_device_name(arg) -> bool:
+    """Whether `arg` is a device's name (PyTorch's "cuda:0" too) rather than a dtype's."""
+    if not isinstance(arg, str) or isinstance(arg, DType):
+        return False
+    name = arg.partition(":")[0]
+    return name in registered_devices() or name in ("cpu", "cuda", "cpu_numpy")
 
 
 def _dim_alias(what: str, axes, keepdims: bool, dim, keepdim):

@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from . import host_ops
 from .dtypes import (  # noqa: F401  (dtype_name and is_floating are array functions too)
     DEFAULT_FLOAT,
     FLOAT_DTYPES,
@@ -37,6 +38,13 @@ __all__ = ["Device", "CPUDevice", "UnavailableDevice", "cpu", "cuda", "cpu_numpy
 
 class Device:
     """Base class for numpy-mode devices."""
+
+    name = ""
+
+    @property
+    def type(self) -> str:
+        """The device's name (PyTorch's `device.type`)."""
+        return self.name
 
 
 class CPUDevice(Device):
@@ -110,6 +118,11 @@ def cpu() -> CPUDevice:
 
 def cuda() -> UnavailableDevice:
     return _CUDA
+
+
+# torch.cuda.is_available() / device_count(): numpy mode has no GPU
+cuda.is_available = lambda: False  # type: ignore[attr-defined]
+cuda.device_count = lambda: 0  # type: ignore[attr-defined]
 
 
 def cpu_numpy() -> UnavailableDevice:
@@ -526,3 +539,25 @@ def broadcast_shapes(*shapes) -> tuple:
     except ValueError:
         raise ValueError(f"shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast together") from None
 
+
+
+# --- host work on data: random draws, sampling, sort orders (needle.host_ops) ---------------------
+
+def random_draw(method: str, shape, dtype="float32", device=None, generator=None, args: tuple = ()) -> np.ndarray:
+    """An array of `shape` from one numpy draw (host_ops.draw), cast to `dtype`."""
+    return np.asarray(host_ops.draw(generator, method, tuple(shape), tuple(args))).astype(storage_dtype(dtype))
+
+
+def multinomial(probs: np.ndarray, num_samples: int, replacement: bool = False, generator=None) -> np.ndarray:
+    """int64 indices of shape probs.shape[:-1] + (num_samples,) drawn from each row of weights."""
+    if probs.size == 0 or num_samples == 0:
+        return np.zeros(probs.shape[:-1] + (int(num_samples),), dtype=np.int64)
+    samples = host_ops.multinomial(probs.reshape(-1, probs.shape[-1]), int(num_samples), bool(replacement), generator)
+    return samples.reshape(probs.shape[:-1] + (int(num_samples),))
+
+
+def argsort(a: np.ndarray, axis: int = -1, descending: bool = False) -> np.ndarray:
+    """int64 indices sorting `a` along `axis` (stable; nan as the largest value)."""
+    if a.ndim == 0:
+        return np.zeros((), dtype=np.int64)
+    return host_ops.sort_order(a, axis, bool(descending))

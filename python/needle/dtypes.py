@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DTYPES", "FLOAT_DTYPES", "DEFAULT_FLOAT", "dtype_name", "storage_dtype", "is_floating",
-           "result_dtype", "division_dtype", "scalar_kind", "scalar_dtype", "python_scalar", "largest", "HostScalar"]
+           "result_dtype", "division_dtype", "scalar_kind", "scalar_dtype", "python_scalar", "largest", "HostScalar",
+           "dtype", "as_dtype", "float32", "float64", "int64", "bool_", "DTYPE_ALIASES"]
 
 DTYPES = ("float32", "float64", "int64", "bool")
 FLOAT_DTYPES = ("float32", "float64")
@@ -57,6 +58,87 @@ def dtype_name(dtype: Any) -> str:
     except TypeError:
         pass
     return name
+
+
+class dtype(str):
+    """A storage dtype as PyTorch spells it: `ndl.float32`, `ndl.float64`, `ndl.int64`, `ndl.bool`
+    (and the aliases `ndl.float`, `ndl.double`, `ndl.long`, `ndl.int32`, `ndl.int`; see
+    `DTYPE_ALIASES`).
+
+    An instance is the string of its name (`ndl.float32 == "float32"`, same hash), so it goes
+    wherever a dtype name goes -- `Tensor(..., dtype=ndl.float64)`, `.to(ndl.long)`, the
+    factories, `np.dtype(ndl.float32)` -- and `Tensor.dtype` returns one, so
+    `x.dtype == ndl.float32` and `x.dtype == "float32"` both hold. It also compares equal to
+    the numpy dtype of the same name (`np.float32`, `np.dtype("float32")`), and has
+    `is_floating_point` and `itemsize` like torch.dtype, `kind` and `name` like numpy's.
+    There is one instance per storage dtype: `as_dtype(name)` returns it.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str) -> "dtype":
+        if name not in DTYPES:
+            raise TypeError(f"unknown dtype {name!r}; needle stores {', '.join(DTYPES)}")
+        return super().__new__(cls, name)
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    @property
+    def is_floating_point(self) -> bool:
+        return self in FLOAT_DTYPES
+
+    @property
+    def is_signed(self) -> bool:
+        return self != "bool"
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.name).itemsize
+
+    @property
+    def kind(self) -> str:
+        return np.dtype(self.name).kind
+
+    def __repr__(self) -> str:
+        return f"needle.{self.name}"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            return str.__eq__(self, other)
+        if isinstance(other, np.dtype) or (isinstance(other, type) and issubclass(other, np.generic)):
+            return np.dtype(other).name == self.name
+        return NotImplemented
+
+    def __ne__(self, other) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = str.__hash__
+
+    def __reduce__(self):
+        return as_dtype, (self.name,)
+
+
+float32 = dtype("float32")
+float64 = dtype("float64")
+int64 = dtype("int64")
+bool_ = dtype("bool")
+_BY_NAME = {d.name: d for d in (float32, float64, int64, bool_)}
+
+# PyTorch's names for needle's dtypes. int32 (and torch.int) is stored as int64, as every
+# integer type is, so ndl.int32 *is* ndl.int64: a tensor made with dtype=ndl.int32 has dtype
+# ndl.int64 and compares equal to both.
+DTYPE_ALIASES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
+                 "int64": int64, "long": int64, "int32": int64, "int": int64, "bool": bool_}
+
+
+def as_dtype(value: Any) -> dtype:
+    """The `dtype` instance for any spelling of a storage dtype (a name, a numpy dtype or
+    type, an `ndl.*` dtype); TypeError for what cannot be stored."""
+    found = _BY_NAME.get(value) if isinstance(value, str) else None
+    return found if found is not None else _BY_NAME[dtype_name(value)]
 
 
 def storage_dtype(dtype: Any, default: str = DEFAULT_FLOAT) -> str:

@@ -21,7 +21,7 @@ existing ops express (softplus, GELU, SiLU, clamp...) is a composite instead: an
 function built from these, with no kernel of its own.
 
 `expr` uses `{a}`, `{b}` for the operands and the functions `exp`, `log`, `log1p`, `sqrt`,
-`tanh`, `abs`, `maximum` and `minimum` (numpy's rules: nan wins, a tie keeps `a`), which
+`tanh`, `sin`, `cos`, `abs`, `maximum` and `minimum` (numpy's rules: nan wins, a tie keeps `a`), which
 each code generator maps to its own (`EXPR_FUNCTIONS` names them).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 __all__ = ["Primitive", "PRIMITIVES", "BY_NAME", "BY_FUNCTION", "EXPR_FUNCTIONS", "kernel_names", "scalar_function"]
 
 # the functions an `expr` may call; every code generator provides each of them
-EXPR_FUNCTIONS = ("exp", "log", "log1p", "sqrt", "tanh", "abs", "maximum", "minimum")
+EXPR_FUNCTIONS = ("exp", "log", "log1p", "sqrt", "tanh", "sin", "cos", "abs", "maximum", "minimum")
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,8 @@ PRIMITIVES: Tuple[Primitive, ...] = (
            methods=("sigmoid",)),
     _unary("sqrt", "sqrt", np.sqrt, "sqrt({a})", "Sqrt", exact=True, methods=("sqrt",)),
     _unary("log1p", "log1p", np.log1p, "log1p({a})", None, methods=("log1p",)),
+    _unary("sin", "sin", np.sin, "sin({a})", "Sin", methods=("sin",)),
+    _unary("cos", "cos", np.cos, "cos({a})", "Cos", methods=("cos",)),
 )
 
 BY_NAME: Dict[str, Primitive] = {p.name: p for p in PRIMITIVES}

@@ -80,6 +80,11 @@ class BackendDevice:
     def enabled(self) -> bool:
         return self.mod is not None
 
+    @property
+    def type(self) -> str:
+        """The device's name (PyTorch's `device.type`: "cpu", "cuda", "cpu_numpy")."""
+        return self.name
+
     # factories (the RNG calls here are part of the contract: one numpy draw each). The draw
     # is a host call, so a compiled step draws fresh numbers on every replay.
     def randn(self, *shape, dtype="float32") -> "NDArray":
@@ -203,8 +208,25 @@ def cpu_numpy() -> BackendDevice:
 
 
 def cuda() -> BackendDevice:
-    """The GPU device; `enabled()` is False (and `why_unavailable` says why) when it cannot run here."""
+    """The GPU device; `enabled()` is False (and `why_unavailable` says why) when it cannot run here.
+    `ndl.cuda.is_available()` and `ndl.cuda.device_count()` answer as torch.cuda's do."""
     return get_device("cuda")
+
+
+def _cuda_is_available() -> bool:
+    """Whether the cuda device can run here (PyTorch's torch.cuda.is_available)."""
+    return cuda().enabled()
+
+
+def _cuda_device_count() -> int:
+    """1 where the cuda device can run, else 0 (needle uses one GPU; torch.cuda.device_count)."""
+    return int(_cuda_is_available())
+
+
+# torch.cuda.is_available() is how PyTorch code picks its device: the course's function ndl.cuda
+# answers it too
+cuda.is_available = _cuda_is_available  # type: ignore[attr-defined]
+cuda.device_count = _cuda_device_count  # type: ignore[attr-defined]
 
 
 def default_device() -> BackendDevice:

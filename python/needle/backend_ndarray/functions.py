@@ -10,6 +10,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
+from .. import host_ops
 from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from ..primitives import BY_NAME, PRIMITIVES, Primitive
 from .device import BackendDevice, check_enabled, default_device
@@ -24,7 +25,7 @@ __all__ = [
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "normalize_axes", "host_call",
-    "is_recording", "validation", "constant_data", "storage", "owns_storage",
+    "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
 ]
 
 
@@ -397,3 +398,59 @@ def extremes(a: NDArray) -> tuple:
     validation (an input check, allowed and not recorded inside a compiled step)."""
     with validation():
         return a.min().numpy()[0].item(), a.max().numpy()[0].item()
+
+
+# --- host work on data: random draws, sampling, sort orders -------------------------------------
+# Each runs on the host inside a host_call, reading its input buffer through a strided operand,
+# so a compiled step draws and sorts afresh on every replay (needle.host_ops does the numpy part).
+
+def _operand_of(a: NDArray) -> tuple:
+    return (a._handle, a.shape, a.strides, a._offset)
+
+
+def _fill_draw(device: BackendDevice, generator, method: str, args: tuple, shape: tuple, out) -> None:
+    device.call("from_numpy", host_ops.draw(generator, method, shape, args), out)
+
+
+def random_draw(method: str, shape, dtype="float32", device=None, generator=None, args: tuple = ()) -> NDArray:
+    """An array of `shape` from one numpy draw (see host_ops.draw: random_sample, standard_normal,
+    randint with args (low, high), permutation with args (n,)), from `generator` (an
+    ndl.Generator) or numpy's global generator, cast to `dtype`."""
+    device = default_device() if device is None else device
+    check_enabled(device)
+    out = NDArray.make(tuple(shape), device=device, dtype=storage_dtype(dtype))
+    if out.size:
+        host_call(_fill_draw, device, generator, method, tuple(args), tuple(shape), out._handle)
+    return out
+
+
+def _fill_multinomial(device: BackendDevice, generator, operand: tuple, num_samples: int, replacement: bool,
+                      out) -> None:
+    weights = device.call("to_numpy", *operand)
+    samples = host_ops.multinomial(weights.reshape(-1, weights.shape[-1]), num_samples, replacement, generator)
+    device.call("from_numpy", samples, out)
+
+
+def multinomial(probs: NDArray, num_samples: int, replacement: bool = False, generator=None) -> NDArray:
+    """int64 indices of shape probs.shape[:-1] + (num_samples,), drawn from each row of weights
+    (see host_ops.multinomial; RuntimeError for weights that are no distribution)."""
+    out = NDArray.make(tuple(probs.shape[:-1]) + (int(num_samples),), device=probs.device, dtype="int64")
+    if out.size:
+        host_call(_fill_multinomial, probs.device, generator, _operand_of(probs), int(num_samples),
+                  bool(replacement), out._handle)
+    return out
+
+
+def _fill_argsort(device: BackendDevice, operand: tuple, axis: int, descending: bool, out) -> None:
+    device.call("from_numpy", host_ops.sort_order(device.call("to_numpy", *operand), axis, descending), out)
+
+
+def argsort(a: NDArray, axis: int = -1, descending: bool = False) -> NDArray:
+    """int64 indices sorting `a` along `axis` (stable; nan as the largest value), computed on the host."""
+    if a.ndim == 0:
+        return full((), 0, "int64", a.device)
+    axis = _normalize_axis(axis, a.ndim)
+    out = NDArray.make(a.shape, device=a.device, dtype="int64")
+    if out.size:
+        host_call(_fill_argsort, a.device, _operand_of(a), axis, bool(descending), out._handle)
+    return out

@@ -85,10 +85,13 @@ _log: Callable
 _log1p: Callable
 _sqrt: Callable
 _tanh: Callable
+_sin: Callable
+_cos: Callable
 if SIMULATED:
-    _exp, _log, _log1p, _sqrt, _tanh = np.exp, np.log, np.log1p, np.sqrt, np.tanh
+    _exp, _log, _log1p, _sqrt, _tanh, _sin, _cos = np.exp, np.log, np.log1p, np.sqrt, np.tanh, np.sin, np.cos
 else:
-    _exp, _log, _log1p, _sqrt, _tanh = math.exp, math.log, math.log1p, math.sqrt, math.tanh
+    _exp, _log, _log1p, _sqrt, _tanh, _sin, _cos = math.exp, math.log, math.log1p, math.sqrt, math.tanh, math.sin, \
+        math.cos
 
 
 # --- 2. launch geometry ----------------------------------------------------------------------
@@ -308,7 +311,8 @@ def _minimum(x, y):
 
 
 # the functions a primitive's `expr` calls, as device code calls them
-_EXPR_FUNCTIONS = {"exp": _exp, "log": _log, "log1p": _log1p, "sqrt": _sqrt, "tanh": _tanh, "abs": abs,
+_EXPR_FUNCTIONS = {"exp": _exp, "log": _log, "log1p": _log1p, "sqrt": _sqrt, "tanh": _tanh, "sin": _sin, "cos": _cos,
+                   "abs": abs,
                    "maximum": _device(_maximum), "minimum": _device(_minimum)}
 
 # name -> scalar function of the operands' elements (and, for scalar kernels, the scalar last):

@@ -22,10 +22,16 @@ PyTorch does for some elements only (see PowerScalar).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ..autograd import Tensor, TensorOp, array_api
-from ..dtypes import python_scalar
+from ..dtypes import python_scalar, result_dtype
 from ._helpers import constant, require_tensor, same_shape
+
+# The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
+# import, where a type checker cannot see them: type-checked (annotated) functions call them through
+# this alias.
+_ew: Any = array_api
 
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
@@ -36,6 +42,8 @@ __all__ = [
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "broadcast_tensors",
+    "Sin", "Cos", "Abs", "Clamp", "ClampTensor", "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril",
+    "triu", "isclose",
 ]
 
 
@@ -286,6 +294,238 @@ class Exp(TensorOp):
 
     def gradient(self, out_grad, node):
         return out_grad * node
+
+
+class Sin(TensorOp):
+    """sin a. Edges: nan at +-inf and nan, -0 at -0; the gradient is g * cos(a) (nan at +-inf),
+    as in PyTorch."""
+
+    primitive = "sin"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.sin(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad * cos(node.inputs[0])
+
+
+class Cos(TensorOp):
+    """cos a. Edges: nan at +-inf and nan; the gradient is g * -sin(a) (nan at +-inf), as in
+    PyTorch."""
+
+    primitive = "cos"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.cos(a)
+
+    def gradient(self, out_grad, node):
+        return out_grad * -sin(node.inputs[0])
+
+
+class Abs(TensorOp):
+    """|a|, for every dtype. Edges: +0 at -0, +inf at -inf, nan stays nan; the gradient is
+    g * sign(a) with sign 0 at +-0 and at nan (PyTorch's sgn)."""
+
+    primitive = "abs"  # its row of needle.primitives (the kernel it runs, its ONNX operator)
+
+    def compute(self, a):
+        return array_api.abs(a)
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        dtype = array_api.dtype_name(array_api.dtype_of(a))
+        sign = array_api.subtract(array_api.astype(array_api.greater(a, 0), dtype),
+                                  array_api.astype(array_api.less(a, 0), dtype))
+        return out_grad * constant(sign)
+
+
+def sin(a) -> Tensor:
+    """Elementwise sine (torch.sin)."""
+    return Sin()(a)
+
+
+def cos(a) -> Tensor:
+    """Elementwise cosine (torch.cos)."""
+    return Cos()(a)
+
+
+def absolute(a) -> Tensor:
+    """Elementwise |a| (torch.abs; `ndl.abs` at the top level), keeping a's dtype."""
+    return Abs()(a)
+
+
+_LN10 = math.log(10.0)
+
+
+def log10(a) -> Tensor:
+    """log base 10 (torch.log10), as ln(a) / ln(10): within an ulp or two of a correctly rounded
+    log10 (ndl.log10(1000.) may be 2.9999999999999996), with log's edges."""
+    return log(a) / _LN10
+
+
+class Clamp(TensorOp):
+    """min(max(a, low), high) with scalar bounds, either one None (torch.clamp).
+
+    Edges: a nan input or a nan bound gives nan; low > high gives high everywhere. The gradient
+    is g where low <= a <= high (the bounds themselves included) and 0 elsewhere, 0 at a nan
+    input too (PyTorch's mask).
+    """
+
+    def __init__(self, low=None, high=None):
+        self.low, self.high = low, high
+
+    def compute(self, a):
+        if self.low is not None:
+            a = array_api.maximum(a, self.low)
+        if self.high is not None:
+            a = array_api.minimum(a, self.high)
+        return a
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        inside = None
+        if self.low is not None:
+            inside = array_api.greater_equal(a, self.low)
+        if self.high is not None:
+            below = array_api.less_equal(a, self.high)
+            inside = below if inside is None else array_api.multiply(inside, below)
+        return where(constant(inside), out_grad, 0.0)
+
+
+class ClampTensor(TensorOp):
+    """min(max(a, low), high) with tensor bounds of a's shape (`has_low`/`has_high` say which of them
+    are the inputs after a). Edges: a nan input or bound gives nan; where low > high the result is
+    high. Gradients (PyTorch's masks): to a where low <= a <= high, to low where a < low < high,
+    to high where a > high or high < low; 0 elsewhere and at nan."""
+
+    def __init__(self, has_low: bool, has_high: bool):
+        self.has_low, self.has_high = has_low, has_high
+
+    def _bounds(self, bounds):
+        bounds = list(bounds)
+        low = bounds.pop(0) if self.has_low else None
+        high = bounds.pop(0) if self.has_high else None
+        return low, high
+
+    def compute(self, a, *bounds):
+        low, high = self._bounds(bounds)
+        if low is not None:
+            a = array_api.maximum(a, low)
+        if high is not None:
+            a = array_api.minimum(a, high)
+        return a
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0].realize_cached_data()
+        low, high = self._bounds(x.realize_cached_data() for x in node.inputs[1:])
+        inside = None
+        grads = []
+        if low is not None:
+            inside = array_api.greater_equal(a, low)
+            below = array_api.less(a, low)
+            if high is not None:
+                below = array_api.multiply(below, array_api.less(low, high))
+            grads.append(where(constant(below), out_grad, 0.0))
+        if high is not None:
+            within = array_api.less_equal(a, high)
+            inside = within if inside is None else array_api.multiply(inside, within)
+            above = array_api.greater(a, high)
+            if low is not None:
+                above = array_api.add(above, array_api.less(high, low))
+            grads.append(where(constant(above), out_grad, 0.0))
+        return (where(constant(inside), out_grad, 0.0), *grads)
+
+
+def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002  (PyTorch's names)
+    """a limited to [min, max] (torch.clamp): bounds are numbers or tensors (broadcast with a), one
+    of them may be None; ValueError if both are. Number bounds make one Clamp op, tensor bounds a
+    ClampTensor (whose docstrings have the edges and gradients)."""
+    require_tensor(a, "clamp")
+    if min is None and max is None:
+        raise ValueError("clamp: give min, max or both")
+    if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        low = None if min is None else _scalar(min, "clamp")
+        high = None if max is None else _scalar(max, "clamp")
+        return Clamp(low, high)(a)
+    dtype = array_api.dtype_name(a.dtype)
+    bounds = [b if isinstance(b, Tensor) else _as_tensor_on(b, a.device, dtype) for b in (min, max) if b is not None]
+    for b in bounds:
+        dtype = result_dtype(dtype, array_api.dtype_name(b.dtype))
+    a, *bounds = broadcast_tensors(*(cast(x, dtype) for x in (a, *bounds)))
+    return ClampTensor(min is not None, max is not None)(a, *bounds)
+
+
+def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
+    """`a` with `value` where the bool `mask` (broadcast with a) is True, in a's dtype
+    (torch.masked_fill: value a number or a 0-d tensor, an int tensor truncates a float value).
+    Differentiable with respect to a (0 where filled) and to a 0-d tensor value.
+    TypeError for a mask that is not bool, ValueError for a value tensor with dimensions."""
+    require_tensor(a, "masked_fill")
+    if not isinstance(mask, Tensor) or array_api.dtype_name(mask.dtype) != "bool":
+        found = array_api.dtype_name(mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"masked_fill: the mask must be a bool tensor, got {found}")
+    dtype = array_api.dtype_name(a.dtype)
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise ValueError(f"masked_fill: the value must be a number or a 0-d tensor, got shape {value.shape}")
+        value = cast(value, dtype)
+    else:
+        value = _scalar(value, "masked_fill")
+        if dtype == "int64":
+            value = int(value)
+        elif dtype == "bool":
+            value = bool(value)
+    return where(mask, value, a)
+
+
+def _triangle(a: Tensor, diagonal: int, lower: bool, what: str) -> Tensor:
+    require_tensor(a, what)
+    if a.ndim < 2:
+        raise ValueError(f"{what}: the input must have at least 2 dimensions, got shape {a.shape}")
+    if not isinstance(diagonal, int) or isinstance(diagonal, bool):
+        raise TypeError(f"{what}: diagonal must be an int, got {diagonal!r}")
+    rows, cols = a.shape[-2:]
+    row = array_api.reshape(array_api.arange(rows, device=a.device), (rows, 1))
+    col = array_api.reshape(array_api.arange(cols, device=a.device), (1, cols))
+    offset = _ew.subtract(col, row)  # j - i, (rows, cols)
+    keep = _ew.less_equal(offset, diagonal) if lower else _ew.greater_equal(offset, diagonal)
+    keep = constant(array_api.broadcast_to(keep, tuple(a.shape)))
+    zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
+    return where(keep, a, zero)
+
+
+def tril(a: Tensor, diagonal: int = 0) -> Tensor:
+    """The lower triangle of the last two axes, j - i <= diagonal, zeros above (torch.tril);
+    differentiable (the gradient is tril of the adjoint). ValueError for fewer than 2 axes."""
+    return _triangle(a, diagonal, True, "tril")
+
+
+def triu(a: Tensor, diagonal: int = 0) -> Tensor:
+    """The upper triangle of the last two axes, j - i >= diagonal, zeros below (torch.triu)."""
+    return _triangle(a, diagonal, False, "triu")
+
+
+def isclose(a: Tensor, b: Tensor, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> Tensor:
+    """|a - b| <= atol + rtol * |b| elementwise, as a constant bool tensor (torch.isclose): equal
+    values (infinities of one sign included) are close, an infinite difference never is, nan is
+    close to nan only with equal_nan. a and b broadcast; TypeError when their dtypes differ
+    (PyTorch's rule too)."""
+    require_tensor(a, "isclose")
+    require_tensor(b, "isclose")
+    da, db = array_api.dtype_name(a.dtype), array_api.dtype_name(b.dtype)
+    if da != db:
+        raise TypeError(f"isclose: the dtypes differ ({da} and {db}); cast one first (PyTorch's rule too)")
+    x, y = a.realize_cached_data(), b.realize_cached_data()
+    if da not in ("float32", "float64"):
+        x, y = array_api.astype(x, "float64"), array_api.astype(y, "float64")
+    close = _ew.equal(x, y)
+    error = _ew.abs(_ew.subtract(x, y))
+    allowed = _ew.add(_ew.multiply(_ew.abs(y), rtol), atol)
+    finite = _ew.equal(_ew.subtract(error, error), 0)
+    close = _ew.add(close, _ew.multiply(finite, _ew.less_equal(error, allowed)))
+    if equal_nan:
+        close = _ew.add(close, _ew.multiply(_ew.not_equal(x, x), _ew.not_equal(y, y)))
+    return constant(close)
 
 
 class ReLU(TensorOp):

@@ -15,7 +15,9 @@ Edges (each op's docstring says more; tests/test_op_edges.py checks them against
 """
 from __future__ import annotations
 
+import builtins
 import math
+from typing import Any
 
 from ..autograd import Tensor, TensorOp, array_api
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
@@ -31,8 +33,15 @@ from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it f
 from .elementwise import exp, where
 from .shape import broadcast_to, reshape
 
+# The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
+# import, where a type checker cannot see them: type-checked (annotated) functions call them through
+# this alias.
+_ew: Any = array_api
+
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
-           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes"]
+           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes",
+           "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather",
+           "histc", "histogram", "SortResult", "HistogramResult"]
 
 
 def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:
@@ -255,3 +264,341 @@ def extremes(a: Tensor) -> tuple:
             return value, value
         raise ValueError("extremes of an empty tensor")
     return array_api.extremes(a.realize_cached_data())
+
+
+# --- PyTorch's other reductions: min, argmin, var, std, all, any ---------------------------------
+# Composites of the ops above (min is -max(-x), so it shares max's tie and nan rules), and
+# constant results for the ones that are not differentiable (indices, truth values).
+
+def _negatable(a: Tensor) -> Tensor:
+    """a, with bool made int64 (negating a bool is refused)."""
+    return a.to("int64") if array_api.dtype_name(a.dtype) == "bool" else a
+
+
+builtin_max = builtins.max  # this module's max is the op
+
+
+def minimum_of(a: Tensor, axes=None, keepdims: bool = False) -> Tensor:
+    """The minimum over `axes` (None: all), as -max(-a): max's edges mirrored (a nan wins; the
+    gradient goes to the first minimum over one axis, split among ties over several)."""
+    require_tensor(a, "min")
+    out = -max(-_negatable(a), axes, keepdims=keepdims)
+    return out.to("bool") if array_api.dtype_name(a.dtype) == "bool" else out
+
+
+def argmin(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Index (int64) of the first minimum along `axis` (of the flattened tensor if None), a
+    constant; the first nan where there is one (torch.argmin's)."""
+    require_tensor(a, "argmin")
+    negated = Tensor.make_const(_ew.negative(_negatable(a).realize_cached_data()))
+    return argmax(negated, axis, keepdims=keepdims)
+
+
+class Variance(TensorOp):
+    """sum((a - mean)^2) / max(0, N - correction) over `axes` (None: all).
+
+    Edges: nan where the group holds a nan or an infinity, or when N <= correction (0 / 0).
+    The gradient is g * 2 (a - mean) / (N - correction), PyTorch's formula (the mean's own
+    path adds exactly 0 and is left out): +-inf for the finite entries of a group holding an
+    infinity, nan for the infinity itself.
+    """
+
+    def __init__(self, axes=None, keepdims: bool = False, correction=1):
+        self.axes, self.keepdims, self.correction = axes, keepdims, correction
+
+    def _divisor(self, shape) -> float:
+        count = size_of(shape[i] for i in reduced_axes(self.axes, len(shape), "var"))
+        return builtin_max(0, count - self.correction)
+
+    def check(self, a):
+        require_tensor(a, "var")
+        normalize_axes(self.axes, a.ndim, "var")
+
+    def compute(self, a):
+        axes = normalize_axes(self.axes, len(a.shape), "var")
+        shape = tuple(a.shape)
+        count = size_of(shape[i] for i in reduced_axes(self.axes, len(shape), "var"))
+        centre = array_api.divide(array_api.sum(a, axis=axes, keepdims=True), count) if count else \
+            array_api.full((), math.nan, array_api.dtype_of(a), array_api.device_of(a))
+        deviation = array_api.subtract(a, array_api.broadcast_to(centre, shape))
+        total = array_api.sum(array_api.multiply(deviation, deviation), axis=axes, keepdims=self.keepdims)
+        return array_api.divide(total, self._divisor(shape))
+
+    def gradient(self, out_grad, node):
+        a = node.inputs[0]
+        divisor = self._divisor(a.shape)
+        scale = 2.0 / divisor if divisor else math.inf
+        centre = mean(a, self.axes, keepdims=True)
+        return expand_reduced(out_grad, a.shape, self.axes, self.keepdims) * scale * (a - centre)
+
+
+def var(a: Tensor, dim=None, keepdim: bool = False, *, correction=1) -> Tensor:
+    """The variance over `dim` (None: all), sum((a - mean)^2) / max(0, N - correction) (torch.var;
+    correction 1 is the unbiased estimate, 0 the population variance): nan when N <= correction.
+    Differentiable (see Variance for the edges). TypeError for an integer or bool tensor
+    (PyTorch's rule too)."""
+    require_tensor(a, "var")
+    if not array_api.is_floating(a.dtype):
+        raise TypeError(f"var/std need a floating-point tensor, got dtype {a.dtype}")
+    return Variance(dim, bool(keepdim), correction)(a)
+
+
+def std(a: Tensor, dim=None, keepdim: bool = False, *, correction=1) -> Tensor:
+    """sqrt(var(a, dim, keepdim, correction=...)) (torch.std)."""
+    return var(a, dim, keepdim, correction=correction) ** 0.5
+
+
+def _truth_count(a: Tensor, axes, keepdims: bool, nonzero: bool):
+    data = a.realize_cached_data()
+    hits = _ew.not_equal(data, 0) if nonzero else _ew.equal(data, 0)
+    return array_api.sum(hits, axis=normalize_axes(axes, len(data.shape), "all/any"), keepdims=keepdims)
+
+
+def all_of(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    """Whether every element over `dim` (None: all) is nonzero, a bool tensor (torch.all; nan counts
+    as true, an empty reduction is True)."""
+    require_tensor(a, "all")
+    return constant(_ew.equal(_truth_count(a, dim, keepdim, nonzero=False), 0))
+
+
+def any_of(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    """Whether some element over `dim` (None: all) is nonzero, a bool tensor (torch.any)."""
+    require_tensor(a, "any")
+    return constant(_ew.greater(_truth_count(a, dim, keepdim, nonzero=True), 0))
+
+
+# --- sorting: sort, argsort, topk, and gather (how they pick values) -----------------------------
+
+class SortResult(tuple):
+    """(values, indices) of sort and topk, like torch.return_types.sort / topk."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
+    """out[i][j][k] = a[index[i][j][k]][j][k] for dim 0, and so on (torch.gather): `index` is an
+    int64 tensor of a's number of dimensions, no larger than a except along dim; the result has
+    its shape. Differentiable with respect to a (repeated indices add up). IndexError for an
+    index outside the axis."""
+    require_tensor(a, "gather")
+    require_tensor(index, "gather")
+    if array_api.dtype_name(index.dtype) != "int64":
+        raise TypeError(f"gather: the index must be an int64 tensor, got dtype {index.dtype}")
+    if a.ndim == 0:
+        raise ValueError("gather: the tensor has no dimensions to gather along")
+    axis = axis_index(dim, a.ndim, "gather")
+    if index.ndim != a.ndim:
+        raise ValueError(f"gather: the index has {index.ndim} dimensions, the tensor {a.ndim} (shape {a.shape})")
+    for d, (n, m) in enumerate(zip(index.shape, a.shape)):
+        if d != axis and n > m:
+            raise ValueError(f"gather: index of shape {index.shape} is larger than the tensor's {a.shape} "
+                             f"along axis {d}")
+    grids = []
+    for d, n in enumerate(index.shape):
+        if d == axis:
+            grids.append(index)
+        else:
+            shape = tuple(n if k == d else 1 for k in range(index.ndim))
+            grids.append(constant(array_api.reshape(array_api.arange(n, device=a.device), shape)))
+    return a[tuple(grids)]
+
+
+def argsort(a: Tensor, dim: int = -1, descending: bool = False) -> Tensor:
+    """int64 indices that sort `a` along `dim` (torch.argsort, stable: equal elements keep their
+    order; nan counts as the largest value). Computed on the host, where a compiled step sorts
+    again on every replay; a constant."""
+    require_tensor(a, "argsort")
+    if a.ndim:
+        dim = axis_index(dim, a.ndim, "argsort")
+    return constant(array_api.argsort(a.realize_cached_data(), dim, bool(descending)))
+
+
+def sort(a: Tensor, dim: int = -1, descending: bool = False) -> SortResult:
+    """(values, indices) sorted along `dim` (torch.sort, stable); values are differentiable."""
+    indices = argsort(a, dim, descending)
+    return SortResult(gather(a, dim, indices) if a.ndim else a, indices)
+
+
+def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> SortResult:  # noqa: A002
+    """The k largest (or smallest) elements along `dim` and their int64 indices (torch.topk), in
+    order (sorted=False gives the same order, which PyTorch leaves unspecified); nan counts as
+    the largest value; among equal values the first comes first. Values are differentiable.
+    ValueError when k is outside [0, size of dim]."""
+    require_tensor(a, "topk")
+    n = a.shape[axis_index(dim, a.ndim, "topk")] if a.ndim else 1
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= n:
+        raise ValueError(f"topk: k = {k!r} is out of range for a dimension of size {n}")
+    if a.ndim == 0:
+        if k != 1:
+            raise ValueError(f"topk: k = {k} for a 0-d tensor; only k = 1 is possible")
+        return SortResult(a, argsort(a))
+    order = argsort(a, dim, descending=largest)
+    axis = axis_index(dim, a.ndim, "topk")
+    if k != n:
+        index = tuple(slice(0, k) if d == axis else slice(None) for d in range(a.ndim))
+        order = constant(array_api.ascontiguousarray(array_api.getitem(order.realize_cached_data(), index)))
+    return SortResult(gather(a, axis, order), order)
+
+
+# --- histograms (not differentiable: counts) --------------------------------------------------------
+
+class HistogramResult(tuple):
+    """(hist, bin_edges) of histogram, like torch.return_types.histogram."""
+
+    def __new__(cls, hist, bin_edges):
+        return super().__new__(cls, (hist, bin_edges))
+
+    @property
+    def hist(self):
+        return self[0]
+
+    @property
+    def bin_edges(self):
+        return self[1]
+
+
+def linspace_data(start, end, steps: int, dtype: str, device):
+    """`steps` evenly spaced values from start to end (numbers or 0-d arrays) as an array of
+    `dtype`, by PyTorch's formula: step = (end - start) / (steps - 1), start + i * step for the
+    first half and end - (steps - 1 - i) * step for the second, each in `dtype`'s arithmetic (so
+    both ends are exact)."""
+    def as_array(v):
+        return array_api.astype(v, dtype) if array_api.is_array(v) else array_api.full((), v, dtype, device)
+
+    lo, hi = as_array(start), as_array(end)
+    i = array_api.astype(array_api.arange(steps, device=device), dtype)
+    if steps == 1:
+        return array_api.reshape(lo, (1,))
+    step = _ew.divide(_ew.subtract(hi, lo), steps - 1)
+    first = _ew.add(lo, _ew.multiply(step, i))
+    second = _ew.subtract(hi, _ew.multiply(step, _ew.subtract(steps - 1, i)))
+    return array_api.where(_ew.less(i, steps // 2), first, second)
+
+
+def _float_input(a: Tensor, what: str) -> str:
+    require_tensor(a, what)
+    dtype = array_api.dtype_name(a.dtype)
+    if dtype not in ("float32", "float64"):
+        raise TypeError(f"{what} needs a floating-point tensor, got dtype {dtype} (PyTorch's rule too)")
+    return dtype
+
+
+def _data_range(x, what: str, widen: float):
+    """The data's (min, max) as 0-d arrays, widened by `widen` on both sides when equal; the
+    check that they are finite reads two numbers (an input check)."""
+    if x.size == 0:
+        raise ValueError(f"{what}: the range of an empty tensor is undefined; give it")
+    lo, hi = array_api.min(x), array_api.max(x)
+    low, high = array_api.extremes(array_api.stack([lo, hi]))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{what}: the range of the data [{low}, {high}] is not finite")
+    same = _ew.equal(lo, hi)
+    return array_api.where(same, _ew.subtract(lo, widen), lo), array_api.where(same, _ew.add(hi, widen), hi)
+
+
+def _bin_counts(x, weights, bins: int, lo, hi, edges, dtype: str, device):
+    """The counts (or weight sums) of the bins of [lo, hi] (numbers or 0-d arrays): position
+    (x - lo) * bins / (hi - lo) truncated, x == hi in the last bin, values outside [lo, hi]
+    (nan too) left out; with `edges` (the bin edges) a position is moved by one where it
+    disagrees with them (PyTorch's local search)."""
+    inside = _ew.multiply(_ew.greater_equal(x, lo), _ew.less_equal(x, hi))
+    pos = _ew.divide(_ew.multiply(_ew.subtract(x, lo), bins), _ew.subtract(hi, lo))
+    pos = array_api.where(inside, pos, 0)
+    index = _ew.minimum(_ew.maximum(array_api.astype(pos, "int64"), 0), bins - 1)
+    if edges is not None:
+        below = _ew.less(x, array_api.take_rows(edges, index))
+        above = _ew.multiply(_ew.greater_equal(x, array_api.take_rows(edges, _ew.add(index, 1))),
+                                   _ew.less(index, bins - 1))
+        index = _ew.subtract(_ew.add(index, array_api.astype(above, "int64")),
+                                   array_api.astype(below, "int64"))
+        index = _ew.minimum(_ew.maximum(index, 0), bins - 1)
+    values = array_api.astype(inside, dtype) if weights is None else array_api.where(inside, weights, 0)
+    hist = array_api.zeros((bins,), dtype, device)
+    if x.size:
+        array_api.index_add_rows(hist, index, array_api.ascontiguousarray(values))
+    return hist
+
+
+def histc(a: Tensor, bins: int = 100, min=0, max=0) -> Tensor:  # noqa: A002  (PyTorch's names)
+    """Counts of a's elements in `bins` equal bins over [min, max] (torch.histc), a float tensor of
+    a's dtype; elements outside the range and nan are left out, max itself is in the last bin.
+    min == max means the data's range (widened by 1 on each side when it is one value).
+    TypeError for a non-float tensor, ValueError for bins < 1, max < min or a non-finite data range."""
+    dtype = _float_input(a, "histc")
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
+        raise ValueError(f"histc: bins must be a positive int, got {bins!r}")
+    if max < min:
+        raise ValueError(f"histc: max ({max}) must not be smaller than min ({min})")
+    x = array_api.reshape(array_api.ascontiguousarray(a.realize_cached_data()), (-1,))
+    lo, hi = (min, max) if min != max else _data_range(x, "histc", 1.0)
+    if not array_api.is_array(lo):
+        lo, hi = (array_api.full((), v, dtype, a.device) for v in (lo, hi))
+    return constant(_bin_counts(x, None, bins, lo, hi, None, dtype, a.device))
+
+
+def histogram(a: Tensor, bins, *, range=None, weight=None, density: bool = False) -> HistogramResult:  # noqa: A002
+    """(hist, bin_edges) of a's elements (torch.histogram): `bins` equal bins over `range` (the
+    data's min and max when None, widened by 0.5 on each side when they are equal), or the bins
+    between consecutive edges of a 1-D tensor `bins` (increasing, a's dtype). Each element adds 1
+    (or its `weight`, a tensor of a's shape) to its bin; the last bin holds its right edge;
+    elements outside, and nan, are left out. density=True divides by the total and the bin
+    widths. TypeError for a non-float tensor, ValueError for bad bins, range or weight."""
+    dtype = _float_input(a, "histogram")
+    x = array_api.reshape(array_api.ascontiguousarray(a.realize_cached_data()), (-1,))
+    w = None
+    if weight is not None:
+        require_tensor(weight, "histogram weight")
+        if tuple(weight.shape) != tuple(a.shape):
+            raise ValueError(f"histogram: weight of shape {weight.shape} for an input of shape {a.shape}")
+        w = array_api.astype(array_api.reshape(array_api.ascontiguousarray(weight.realize_cached_data()), (-1,)),
+                             dtype)
+    if isinstance(bins, Tensor):
+        if bins.ndim != 1 or bins.shape[0] < 2:
+            raise ValueError(f"histogram: bin edges must be a 1-D tensor of at least 2 edges, got shape {bins.shape}")
+        if array_api.dtype_name(bins.dtype) != dtype:
+            raise TypeError(f"histogram: the bin edges are {bins.dtype}, the input {dtype}; they must match")
+        edges = bins.realize_cached_data()
+        count = bins.shape[0] - 1
+        # a position among unequal bins: how many inner edges are <= x
+        inner = array_api.getitem(edges, (slice(1, count),))
+        ge = _ew.greater_equal(array_api.reshape(x, (-1, 1)),
+                                     array_api.reshape(array_api.ascontiguousarray(inner), (1, -1)))
+        index = array_api.sum(ge, axis=(1,)) if count > 1 else array_api.zeros(x.shape, "int64", a.device)
+        lo, hi = (array_api.reshape(array_api.ascontiguousarray(array_api.getitem(edges, (slice(k, k + 1),))), ())
+                  for k in (0, count))
+        inside = _ew.multiply(_ew.greater_equal(x, lo), _ew.less_equal(x, hi))
+        values = array_api.astype(inside, dtype) if w is None else array_api.where(inside, w, 0)
+        hist = array_api.zeros((count,), dtype, a.device)
+        if x.size:
+            array_api.index_add_rows(hist, array_api.ascontiguousarray(index), array_api.ascontiguousarray(values))
+        edges = array_api.array(edges, dtype=None)
+    else:
+        if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
+            raise ValueError(f"histogram: bins must be a positive int or a 1-D tensor of edges, got {bins!r}")
+        if range is not None:
+            low, high = (float(v) for v in range)
+            if not (math.isfinite(low) and math.isfinite(high)) or high < low:
+                raise ValueError(f"histogram: range {tuple(range)} must be finite with max >= min")
+            if low == high:
+                low, high = low - 0.5, high + 0.5
+            lo, hi = (array_api.full((), v, dtype, a.device) for v in (low, high))
+        else:
+            lo, hi = _data_range(x, "histogram", 0.5)
+        count = bins
+        edges = linspace_data(lo, hi, bins + 1, dtype, a.device)
+        hist = _bin_counts(x, w, bins, lo, hi, edges, dtype, a.device)
+    if density:
+        widths = _ew.subtract(array_api.getitem(edges, (slice(1, count + 1),)),
+                                    array_api.getitem(edges, (slice(0, count),)))
+        total = array_api.sum(hist)
+        hist = _ew.divide(hist, _ew.multiply(widths, total))
+    return HistogramResult(constant(hist), constant(edges))
