@@ -14,6 +14,7 @@ modules' differences is this file's output: `python tests/test_onnx_coverage.py`
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -228,6 +229,63 @@ FUNCTIONS: Dict[str, Example] = {
 
 NOT_EXPORTABLE_FUNCTIONS: Dict[str, Tuple[str, str]] = {}
 
+# the tensor functions of needle.ops and needle.functions (PyTorch's torch.X and the course's ops)
+ties = lambda b: np.round(np.random.randn(b, 6) * 2).astype(np.float32)  # noqa: E731  (repeated values)
+TENSOR_FUNCTIONS: Dict[str, Example] = {
+    "cat": Example(lambda: Call(lambda x, y: (ndl.cat([x, y], dim=1), ndl.cat([x, x * 2]))), several(floats(3), floats(2))),
+    "stack": Example(lambda: Call(lambda x: (ndl.stack([x, x * 2], 1), ndl.stack([x, -x], dim=2))), floats(3)),
+    "split": Example(lambda: Call(lambda x: (ops.split(x, 1), x.split([1, 3], dim=1), x.split(2, 1))), floats(4)),
+    "chunk": Example(lambda: Call(lambda x: x.chunk(2, 1)), floats(5)),
+    "unbind": Example(lambda: Call(lambda x: ops.unbind(x, 1)), floats(3)),
+    "narrow": Example(lambda: Call(lambda x: x.narrow(1, 1, 2)), floats(4)),
+    "squeeze": Example(lambda: Call(lambda x: (x.unsqueeze(1).squeeze(1), x.unsqueeze(-1).expand(-1, 3, 2))),
+                       floats(3)),
+    "roll": Example(lambda: Call(lambda x: (x.roll(1, 1), x.roll((2, -1), (1, 2)))), floats(4, 3)),
+    "flip": Example(lambda: Call(lambda x: ops.flip(x, (1,))), floats(4)),
+    "clone": Example(lambda: Call(lambda x: x.clone() * 2), floats(4)),
+    "clamp": Example(lambda: Call(lambda x, lo, hi: (x.clamp(-0.5, 0.7), ndl.clamp(x, min=-0.3), x.clamp(max=0.1),
+                                                     x.clamp(lo, hi), x.clamp(0.9, 0.2), ndl.clip(x, lo))),
+                     several(floats(5), floats(5, scale=0.3), floats(5, scale=0.3))),
+    "tril": Example(lambda: Call(lambda x: (x.tril(), x.triu(1), ndl.tril(x, -1))), floats(4, 5)),
+    "tril_batch_rows": Example(lambda: Call(lambda x: (x.tril(), x.triu())), floats(4)),
+    "masked_fill": Example(lambda: Call(lambda x: (x.masked_fill(x > 0, 0.5), x.masked_fill(x < -0.5, -np.inf))),
+                           floats(5)),
+    "where": Example(lambda: Call(lambda x, y: (ops.where(x > y, x, y), ops.where(x > 0, x, 0.0))),
+                     several(floats(4), floats(4))),
+    "maximum": Example(lambda: Call(lambda x, y: (ops.maximum(x, y), ndl.minimum(x, y), ndl.max(x, y))),
+                       several(floats(4), floats(4))),
+    "max_min_dim": Example(lambda: Call(lambda x: (x.max(1).values, x.min(0, True).values, x.max(1).indices,
+                                                   x.amax(1) if hasattr(x, "amax") else x.max(axes=1))), ties),
+    "argmax": Example(lambda: Call(lambda x: (x.argmax(1), ndl.argmin(x, 1, True), x.argmax(), x.argmin(dim=0))),
+                      ties),
+    "topk": Example(lambda: Call(lambda x: (x.topk(3).values, x.topk(3).indices, x.topk(2, 1, largest=False).indices)),
+                    ties),
+    "sort": Example(lambda: Call(lambda x: (x.sort(1).values, x.sort(1).indices, x.sort(1, descending=True).indices,
+                                            ops.argsort(x, 1))), ties),
+    "gather": Example(lambda: Call(lambda x, i: x.gather(1, i)), several(floats(5), ids(5, 3))),
+    "var": Example(lambda: Call(lambda x: (x.var(1), x.std(1, keepdim=True), x.var((1, 2), unbiased=False),
+                                           ndl.std(x))), floats(4, 3)),
+    "sum": Example(lambda: Call(lambda x: (ndl.sum(x, dim=1), ndl.mean(x, 1, keepdim=True), x.sum(), x.mean()),
+                                ), floats(4)),
+    "unary": Example(lambda: Call(lambda x: (x.sin(), x.cos(), ndl.abs(x), x.abs().log10(), ops.log1p(x.abs()),
+                                             ops.erf(x), x.sqrt() if False else x.abs().sqrt(), ndl.pow(x, 2),
+                                             x.exp(), x.sigmoid() if hasattr(x, "sigmoid") else ops.sigmoid(x))),
+                     floats(5)),
+    "softmax": Example(lambda: Call(lambda x: (ndl.softmax(x, 1), ndl.log_softmax(x, dim=-1), ops.logsumexp(x, (1,)))),
+                       floats(5)),
+    "all_any": Example(lambda: Call(lambda x: (ndl.all(x > -1, 1), ndl.any(x > 1, dim=1))), floats(5)),
+    "matmul": Example(lambda: Call(lambda x, y: (x @ y, ops.matmul(x, y))), several(floats(3, 4), floats(4, 2))),
+    "getitem": Example(lambda: Call(lambda x: (x[:, 1:3], x[:, ::2], x[:, None, 0], x[..., -1])), floats(4, 3)),
+}
+
+# tensor functions that cannot be exported, with the reason and the error's words
+NOT_EXPORTABLE_TENSOR_FUNCTIONS: Dict[str, str] = {
+    "histc": "counts into bins: not differentiable, computed on the host",
+    "histogram": "counts into bins: not differentiable, computed on the host",
+    "isclose": "computed on the host as a constant (a test helper, as torch.isclose is used)",
+    "allclose": "a Python bool, not a tensor",
+}
+
 # ----------------------------------------------------------------------------- needle.ops
 
 # op classes with no ONNX mapping: what they are, and why a forward pass in eval mode does not
@@ -245,7 +303,7 @@ UNMAPPED_OPS = {
 
 
 def _flat(item) -> List[Any]:
-    if isinstance(item, (tuple, list)):
+    if isinstance(item, (tuple, list, ndl.TensorTuple)):
         return [x for sub in item for x in _flat(sub)]
     return [item]
 
@@ -312,10 +370,21 @@ def test_every_module_and_function_has_an_example_or_a_reason():
     assert set(FUNCTIONS) | set(NOT_EXPORTABLE_FUNCTIONS) <= functions, "rows for names F no longer has"
 
 
+def _op_classes() -> Dict[str, type]:
+    """Every op class defined in needle.ops, exported or not (subclasses of Op, recursively)."""
+    found: Dict[str, type] = {}
+    todo = [ops.Op]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("needle.ops.") and not sub.__name__.startswith("_"):  # not a base
+                found[sub.__name__] = sub
+    return found
+
+
 def test_every_op_class_is_mapped_or_backward_only():
-    classes = {name for name in ops.__all__ if isinstance(getattr(ops, name), type)
-               and issubclass(getattr(ops, name), ops.Op) and getattr(ops, name).__module__.startswith("needle.ops.")}
-    unmapped = sorted(name for name in classes if getattr(ops, name) not in OP_TABLE)
+    classes = _op_classes()
+    unmapped = sorted(name for name, cls in classes.items() if cls not in OP_TABLE)
     assert unmapped == sorted(UNMAPPED_OPS), (
         f"op classes without an ONNX mapping: {sorted(set(unmapped) - set(UNMAPPED_OPS))}: map them in "
         "needle/onnx/ops_table.py (an elementwise primitive: give its row an `onnx` name), or list them in "
@@ -330,6 +399,27 @@ def test_module_exports_with_needles_numbers(name):
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_function_exports_with_needles_numbers(name):
     within_f32_rounding(FUNCTIONS[name])
+
+
+def test_every_tensor_function_has_an_example_or_a_reason():
+    """The PyTorch-style functions (needle.functions) and the tensor ops of needle.ops that build
+    forward computations: each has an example row above, or a reason it cannot be exported."""
+    from needle import functions
+
+    covered = set(TENSOR_FUNCTIONS) | set(NOT_EXPORTABLE_TENSOR_FUNCTIONS)
+    words = " ".join(inspect.getsource(ex.build) for ex in TENSOR_FUNCTIONS.values())
+    wanted = {n for n in functions.__all__ if n not in ("numel", "is_tensor", "is_floating_point")}
+    wanted |= {"cat", "stack", "split", "chunk", "unbind", "narrow", "squeeze", "unsqueeze", "expand", "roll", "flip",
+               "clone", "clamp", "tril", "triu", "masked_fill", "where", "maximum", "argsort", "sort", "topk",
+               "gather", "var", "std", "sin", "cos", "log10", "log1p", "erf", "logsumexp", "isclose", "histc",
+               "histogram", "matmul"}
+    missing = sorted(n for n in wanted if n not in covered and f"{n}(" not in words)
+    assert not missing, f"tensor functions without an ONNX example or a reason: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(TENSOR_FUNCTIONS))
+def test_tensor_function_exports_with_needles_numbers(name):
+    within_f32_rounding(TENSOR_FUNCTIONS[name])
 
 
 @pytest.mark.parametrize("name", sorted(NOT_EXPORTABLE_MODULES))

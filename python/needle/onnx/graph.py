@@ -79,7 +79,7 @@ class GraphBuilder:
     def default(self, name: str, array: np.ndarray) -> None:
         """The value of input `name` when it is not given (an initializer of the input's own name,
         ONNX's overridable initializer)."""
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d
 
     def add_output(self, value: str, name: str, dtype, dims: Sequence[Dim]) -> str:
         self.add("Identity", [value], out=name)  # outputs get their own names, even for an input or initializer
@@ -104,7 +104,7 @@ class GraphBuilder:
 
     def initializer(self, array: np.ndarray, hint: str) -> str:
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d
         return name
 
     def constant(self, value, dtype) -> str:

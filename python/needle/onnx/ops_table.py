@@ -111,6 +111,51 @@ def _power_scalar(ctx, node):
 
 
 
+@_writes("Max + Min (a nan bound gives nan; low > high gives high, torch.clamp's)")
+def _clamp(ctx, node):
+    dtype, g = ctx.dtype(node), ctx.graph
+    out = ctx.name(node.inputs[0], dtype)
+    bounds = [node.op.low, node.op.high]
+    return _clamp_by(g, out, [None if b is None else g.constant(b, dtype) for b in bounds], dtype)
+
+
+@_writes("Max + Min with tensor bounds")
+def _clamp_tensor(ctx, node):
+    dtype = ctx.dtype(node)
+    rest = [ctx.name(x, dtype) for x in node.inputs[1:]]
+    low = rest.pop(0) if node.op.has_low else None
+    high = rest.pop(0) if node.op.has_high else None
+    return _clamp_by(ctx.graph, ctx.name(node.inputs[0], dtype), [low, high], dtype)
+
+
+def _clamp_by(g, x: str, bounds, dtype: str) -> str:
+    """min(max(x, low), high) as needle computes it; a nan on either side wins (Where on IsNaN, since
+    ONNX leaves Max/Min of a nan to the runtime)."""
+    low, high = bounds
+    for name, op in ((low, "Max"), (high, "Min")):
+        if name is None:
+            continue
+        picked = g.add(op, [x, name])
+        if not dtype.startswith("float"):
+            x = picked
+            continue
+        either_nan = g.add("Or", [g.add("IsNaN", [x]), g.add("IsNaN", [name])])
+        x = g.add("Where", [either_nan, g.add("Add", [x, name]), picked])  # x + bound: nan where either is
+    return x
+
+
+@_writes("Identity")
+def _clone(ctx, node):
+    return ctx.graph.add("Identity", [ctx.name(node.inputs[0])])
+
+
+@_writes("Trilu")
+def _triangle(ctx, node):
+    g = ctx.graph
+    return g.add("Trilu", [ctx.name(node.inputs[0]), g.constant(node.op.diagonal, "int64")],
+                 upper=int(not node.op.lower))
+
+
 @_writes("Where")
 def _where(ctx, node):
     cond, a, b = node.inputs
@@ -246,6 +291,25 @@ def _stack(ctx, node):
 
 
 
+@_writes("Concat")
+def _concatenate(ctx, node):
+    dtype = ctx.dtype(node)
+    return ctx.graph.add("Concat", [ctx.name(x, dtype) for x in node.inputs[0]], axis=node.op.axis % len(node.shape))
+
+
+@_writes("Split")
+def _split_sections(ctx, node):
+    x = node.inputs[0]
+    axis = node.op.axis % len(x.shape)
+    if isinstance(ctx.dims(x)[axis], Sym):
+        raise NotImplementedError("needle.onnx: split along a dynamic axis has sizes fixed at export: export with "
+                                  "that axis static")
+    g = ctx.graph
+    if len(node.op.sizes) == 1:
+        return [g.add("Identity", [ctx.name(x)])]
+    return g.add("Split", [ctx.name(x), g.ints(list(node.op.sizes))], outputs=len(node.op.sizes), axis=axis)
+
+
 @_writes("Split + Squeeze")
 def _split(ctx, node):
     x = node.inputs[0]
@@ -295,6 +359,58 @@ def _max(ctx, node):
         return ctx.graph.add("Identity", [ctx.name(x)])
     return ctx.graph.add("ReduceMax", [ctx.name(x)], axes=axes, keepdims=int(bool(node.op.keepdims)))
 
+
+
+@_writes("ReduceMean, Sub, Mul, ReduceSum, Div (the count from Shape)")
+def _variance(ctx, node):
+    """sum((x - mean)^2) / max(0, N - correction), N computed from the input's shape, so that it
+    follows the dynamic axes."""
+    x = node.inputs[0]
+    axes = _axes(node.op.axes, len(x.shape))
+    dtype, g = ctx.dtype(node), ctx.graph
+    name = ctx.name(x, dtype)
+    mean = g.add("ReduceMean", [name], axes=axes, keepdims=1)
+    centred = g.add("Sub", [name, mean])
+    squares = g.add("ReduceSum", [g.add("Mul", [centred, centred]), g.ints(axes)], keepdims=int(bool(node.op.keepdims)))
+    count = g.add("ReduceProd", [g.add("Gather", [g.add("Shape", [name]), g.ints(axes)], axis=0)], keepdims=0)
+    divisor = g.add("Max", [g.add("Sub", [g.add("Cast", [count], to=onnx_type(dtype)),
+                                          g.constant(float(np.asarray(node.op.correction).reshape(())), dtype)]),
+                           g.constant(0, dtype)])
+    return g.add("Div", [squares, divisor])
+
+
+@_writes("ArgMax / ArgMin (Reshape to 1-D first for the flattened form)")
+def _arg_extreme(ctx, node):
+    x, g = node.inputs[0], ctx.graph
+    name = ctx.name(x)
+    op_type = "ArgMax" if node.op.largest else "ArgMin"
+    if node.op.axis is None:
+        flat = g.add("Reshape", [name, g.ints([-1])])
+        out = g.add(op_type, [flat], axis=0, keepdims=0)
+        if node.op.keepdims:
+            out = g.add("Reshape", [out, g.ints([1] * len(x.shape))])
+        return out
+    return g.add(op_type, [name], axis=node.op.axis % len(x.shape), keepdims=int(bool(node.op.keepdims)))
+
+
+@_writes("TopK (k = the axis' size; its indices)")
+def _argsort(ctx, node):
+    x, g = node.inputs[0], ctx.graph
+    if not x.shape:
+        return g.add("Reshape", [g.constant(0, "int64"), g.ints([])])
+    axis = node.op.axis % len(x.shape)
+    dims = ctx.dims(x)
+    k = g.add("Gather", [g.add("Shape", [ctx.name(x)]), g.ints([axis])], axis=0)
+    if isinstance(dims[axis], int):
+        k = g.ints([dims[axis]])
+    _, indices = g.add("TopK", [ctx.name(x), k], outputs=2, axis=axis, largest=int(node.op.descending), sorted=1)
+    return indices
+
+
+@_writes("GatherElements")
+def _gather(ctx, node):
+    a, index = node.inputs
+    return ctx.graph.add("GatherElements", [ctx.name(a), ctx.name(index, "int64")], axis=node.op.axis)
 
 
 @_writes("ReduceLogSumExp")
@@ -516,6 +632,9 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.PowerScalar: _power_scalar,
     ops.ReLU: _unary("Relu"),
     ops.Where: _where,
+    ops.Clamp: _clamp,
+    ops.Triangle: _triangle,
+    ops.ClampTensor: _clamp_tensor,
     ops.Cast: _cast,
     # shape
     ops.Transpose: _transpose,
@@ -524,10 +643,17 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.BroadcastTo: _broadcast_to,
     ops.Stack: _stack,
     ops.Split: _split,
+    ops.Concatenate: _concatenate,
+    ops.SplitSections: _split_sections,
+    ops.Clone: _clone,
     ops.Flip: _flip,
     # reductions
     ops.Summation: _summation,
     ops.Max: _max,
+    ops.Variance: _variance,
+    ops.ArgExtreme: _arg_extreme,
+    ops.Argsort: _argsort,
+    ops.Gather: _gather,
     ops.LogSumExp: _logsumexp,
     ops.LogSoftmax: _softmax_like("LogSoftmax"),
     ops.Softmax: _softmax_like("Softmax"),

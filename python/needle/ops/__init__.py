@@ -75,6 +75,9 @@ from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
+    ArgExtreme,
+    Argsort,
+    Gather,
     HistogramResult,
     LogSoftmax,
     LogSumExp,
@@ -82,6 +85,7 @@ from .reduction import (
     Softmax,
     SortResult,
     Summation,
+    Variance,
     all_of,
     any_of,
     argmax,
@@ -177,7 +181,7 @@ __all__ = [
     # all, any, abs, pow -- are needle.functions', kept out of star imports)
     "cat", "split_sections", "chunk", "unbind", "unsqueeze", "squeeze", "expand", "narrow", "roll", "clone",
     "argmin", "argsort", "sort", "topk", "gather", "histc", "histogram", "Concatenate", "SplitSections", "Clone",
-    "SortResult", "HistogramResult",
+    "SortResult", "HistogramResult", "ArgExtreme", "Argsort", "Gather", "Variance",
     # the op modules
     "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special", "loss",
 ]

@@ -42,7 +42,8 @@ __all__ = [
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "broadcast_tensors",
-    "Sin", "Cos", "Abs", "Clamp", "ClampTensor", "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril",
+    "Sin", "Cos", "Abs", "Clamp", "ClampTensor", "Triangle",
+    "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril",
     "triu", "isclose",
 ]
 
@@ -478,20 +479,39 @@ def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
     return where(mask, value, a)
 
 
+class Triangle(TensorOp):
+    """The lower (j - i <= diagonal) or upper (j - i >= diagonal) triangle of the last two axes,
+    zeros elsewhere (torch.tril / torch.triu); the gradient is the same triangle of the adjoint.
+
+    Edges: none; kept values (nan, +-inf, -0) are copied, the rest are exact zeros.
+    """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
+    def __init__(self, diagonal: int, lower: bool):
+        self.diagonal, self.lower = diagonal, lower
+
+    def compute(self, a):
+        rows, cols = a.shape[-2:]
+        device = array_api.device_of(a)
+        row = array_api.reshape(array_api.arange(rows, device=device), (rows, 1))
+        col = array_api.reshape(array_api.arange(cols, device=device), (1, cols))
+        offset = _ew.subtract(col, row)  # j - i, (rows, cols)
+        keep = _ew.less_equal(offset, self.diagonal) if self.lower else _ew.greater_equal(offset, self.diagonal)
+        zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
+        return array_api.where(array_api.broadcast_to(keep, tuple(a.shape)), a, zero)
+
+    def gradient(self, out_grad, node):
+        return Triangle(self.diagonal, self.lower)(out_grad)
+
+
 def _triangle(a: Tensor, diagonal: int, lower: bool, what: str) -> Tensor:
     require_tensor(a, what)
     if a.ndim < 2:
         raise ValueError(f"{what}: the input must have at least 2 dimensions, got shape {a.shape}")
     if not isinstance(diagonal, int) or isinstance(diagonal, bool):
         raise TypeError(f"{what}: diagonal must be an int, got {diagonal!r}")
-    rows, cols = a.shape[-2:]
-    row = array_api.reshape(array_api.arange(rows, device=a.device), (rows, 1))
-    col = array_api.reshape(array_api.arange(cols, device=a.device), (1, cols))
-    offset = _ew.subtract(col, row)  # j - i, (rows, cols)
-    keep = _ew.less_equal(offset, diagonal) if lower else _ew.greater_equal(offset, diagonal)
-    keep = constant(array_api.broadcast_to(keep, tuple(a.shape)))
-    zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
-    return where(keep, a, zero)
+    return Triangle(diagonal, lower)(a)
 
 
 def tril(a: Tensor, diagonal: int = 0) -> Tensor:
