@@ -22,7 +22,7 @@ import needle as ndl
 import needle.nn.functional as F
 import needle.onnx
 from needle import nn, ops
-from needle.models import MLP, LanguageModel, MLPResNet, ResNet9
+from needle.models import GPT, MLP, LanguageModel, MLPResNet, ResNet9
 from needle.train import cli
 
 onnx = pytest.importorskip("onnx")
@@ -298,12 +298,16 @@ def test_scaled_dot_product_attention_exports_exactly_in_float64():
         assert max_difference(session, model, make(batch)) <= 1e-12
 
 
-def test_a_layer_that_compares_its_input_is_refused_by_name():
-    """Softplus and LeakyReLU choose a branch by comparing the input (a constant outside the op
-    graph): the export refuses them with the exporter's reason, not a wrong graph."""
-    for layer in (nn.Softplus(), nn.LeakyReLU(0.2)):
-        with pytest.raises(ValueError, match="depends on the input's data"):
-            needle.onnx.export(layer, (np.random.randn(2, 3).astype(np.float32),), None)
+def test_a_layer_that_compares_its_input_exports_the_comparison():
+    """Softplus and LeakyReLU choose a branch by comparing the input: the comparison is a node of
+    the graph (ONNX Greater), not a constant, so both branches follow the input at run time."""
+    for layer in (nn.Softplus(beta=2, threshold=3), nn.LeakyReLU(0.2)):
+        make = lambda batch: np.random.randn(batch, 5).astype(np.float32) * 4  # noqa: E731  both branches
+        proto = needle.onnx.export(layer, (make(2),), None)
+        assert "Greater" in {n.op_type for n in proto.graph.node}
+        session = runtime(proto)
+        for batch in (2, 7):
+            assert max_difference(session, layer, make(batch), scaled=True) <= F32_TOL
 
 
 def test_fixed_batch_export():
@@ -311,6 +315,213 @@ def test_fixed_batch_export():
     proto = needle.onnx.export(model, (make(3),), None, dynamic_batch=False)
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [3, 8]
     assert max_difference(runtime(proto), model, make(3), scaled=True) <= F32_TOL
+
+
+# ----------------------------------------------------------------------------- dynamic axes
+
+def shapes_of(values):
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def test_gpt_exports_with_a_dynamic_batch_and_sequence_length():
+    """GPT: the causal mask is a Slice of the stored (block_size, block_size) mask whose end is the
+    input's length, the position ids are computed for that length; every length up to block_size
+    runs, at any batch size (the example is at block_size itself)."""
+    model = GPT(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    ids = lambda b, t: np.random.randint(0, 13, (b, t)).astype(np.int64)  # noqa: E731
+    proto = needle.onnx.export(model, (ids(2, 8),), None, input_names=["idx"], output_names=["logits"],
+                               dynamic_axes={"idx": {0: "batch", 1: "sequence"},
+                                             "logits": {0: "batch", 1: "sequence"}})
+    assert shapes_of(proto.graph.input) == {"idx": ["batch", "sequence"]}
+    assert shapes_of(proto.graph.output) == {"logits": ["batch", "sequence", 13]}
+    session = runtime(proto)
+    model.eval()
+    for b, t in [(1, 1), (3, 2), (2, 5), (4, 8)]:
+        x = ids(b, t)
+        (got,) = session.run(None, {"idx": x})
+        with ndl.no_grad():
+            want = model(ndl.Tensor(x, dtype="int64"))[0].numpy()
+        assert got.shape == (b, t, 13)
+        assert np.abs(got - want).max() <= F32_TOL * max(1.0, float(np.abs(want).max()))
+
+
+def test_transformer_language_model_exports_a_dynamic_sequence_length():
+    """(seq_len, batch) ids: logits (seq_len * batch, vocabulary) -- a product of the two sizes --
+    and the Transformer's positions (an arange of the length) follow the input."""
+    model = LanguageModel(8, 20, 12, num_layers=1, seq_model="transformer", seq_len=10, num_head=2, dim_head=4)
+    proto = needle.onnx.export(model, (token_ids(6, 20)(2),), None, input_names=["tokens"],
+                               output_names=["logits", "state"], dynamic_axes={"tokens": {0: "sequence", 1: "batch"}})
+    assert shapes_of(proto.graph.output) == {"logits": ["batch*sequence", 20], "state": ["sequence", "batch", 8]}
+    session = runtime(proto)
+    for t, b in [(1, 1), (3, 4), (10, 2)]:
+        assert max_difference(session, model, token_ids(t, 20)(b), scaled=True) <= F32_TOL
+
+
+@pytest.mark.parametrize("seq_model", ["lstm", "rnn"])
+def test_an_rnn_over_a_dynamic_sequence_is_refused_with_the_reason(seq_model):
+    model = LanguageModel(4, 10, 6, seq_model=seq_model)
+    with pytest.raises(ValueError, match=r"RNN/LSTM/GRU unrolled over the sequence.*fixed size"):
+        needle.onnx.export(model, (token_ids(5, 10)(2),), None, dynamic_axes={"input_0": {0: "seq", 1: "batch"}})
+
+
+@pytest.mark.parametrize("seq_model", ["lstm", "rnn"])
+def test_an_rnn_language_models_initial_state_is_an_optional_input(seq_model):
+    """h0 (and c0) are inputs with a zero default: left out, the model runs from zeros; given, from
+    them; the final state is an output."""
+    model = LanguageModel(4, 10, 6, num_layers=2, seq_model=seq_model)
+    zeros = np.zeros((2, 3, 6), np.float32)
+    names = ["tokens", "h0", "c0"] if seq_model == "lstm" else ["tokens", "h0"]
+    state = (zeros, zeros) if seq_model == "lstm" else zeros
+    proto = needle.onnx.export(model, (token_ids(5, 10)(3), state), None, batch_axes=1, input_names=names,
+                               optional_inputs=names[1:])
+    assert shapes_of(proto.graph.input) == {"tokens": [5, "batch"], **{n: [2, "batch", 6] for n in names[1:]}}
+    defaults = {t.name: list(t.dims) for t in proto.graph.initializer if t.name in names}
+    assert defaults == {n: [2, 1, 6] for n in names[1:]}  # stored once, expanded to the batch
+    session = runtime(proto)
+    model.eval()
+    for batch in (1, 4):
+        x = token_ids(5, 10)(batch)
+        assert max_difference(session, model, x, scaled=True) <= F32_TOL
+        given = [np.random.randn(2, batch, 6).astype(np.float32) for _ in names[1:]]
+        got = session.run(None, {"tokens": x, **dict(zip(names[1:], given))})
+        h = tuple(ndl.Tensor(g) for g in given) if seq_model == "lstm" else ndl.Tensor(given[0])
+        with ndl.no_grad():
+            want = flat(model(ndl.Tensor(x, dtype="int64"), h))
+        assert max(float(np.abs(g - w).max()) for g, w in zip(got, want)) <= F32_TOL * max(
+            1.0, *(float(np.abs(w).max()) for w in want))
+
+
+def test_a_mean_over_a_dynamic_axis_divides_by_its_size():
+    """mean over the batch and sequence: the count is computed from the input's shape."""
+    class Pool(nn.Module):
+        def forward(self, x):
+            return ops.mean(x, axes=(0, 1)), ops.mean(x)
+
+    model = Pool()
+    make = lambda b, t: np.random.randn(b, t, 3)  # noqa: E731
+    session = runtime(needle.onnx.export(model, (make(2, 4),), None, dynamic_axes={"input_0": {0: "b", 1: "t"}}))
+    for b, t in [(1, 1), (5, 2), (3, 7)]:
+        x = make(b, t)
+        got = session.run(None, {"input_0": x})
+        assert np.abs(got[0] - x.mean(axis=(0, 1))).max() <= 1e-12 and abs(got[1] - x.mean()) <= 1e-12
+
+
+def test_a_size_that_is_not_of_degree_one_is_refused():
+    """A size T * T (a flattened T x T attention map) is found at the check point, not exported wrong."""
+    class Square(nn.Module):
+        def forward(self, x):
+            t = x.shape[0]
+            return (x.reshape((t, 1)) @ x.reshape((1, t))).reshape((t * t,))
+
+    with pytest.raises(ValueError, match="no polynomial of degree one"):
+        needle.onnx.export(Square(), (np.random.randn(4),), None)
+
+
+def test_dynamic_axes_errors_name_the_problem():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"dynamic_axes names \['y'\], which are not inputs"):
+        needle.onnx.export(nn.Linear(3, 2), (x,), None, dynamic_axes={"y": {0: "batch"}})
+    with pytest.raises(ValueError, match="dynamic axis 2 of input 'input_0' of shape"):
+        needle.onnx.export(nn.Linear(3, 2), (x,), None, dynamic_axes={"input_0": {2: "batch"}})
+    with pytest.raises(ValueError, match=r"axis 1 of output 'output_0' is batch, but the graph computes it as 2"):
+        needle.onnx.export(nn.Linear(3, 2), (x,), None, dynamic_axes={"input_0": {0: "batch"},
+                                                                       "output_0": {1: "batch"}})
+    with pytest.raises(ValueError, match="the inputs' 'batch' axes have different sizes"):
+        needle.onnx.export(Concat2(), (x, np.ones((3, 3), np.float32)), None)
+    with pytest.raises(ValueError, match="optional input 'input_0' is its example value"):
+        needle.onnx.export(nn.Linear(3, 2), (np.random.randn(2, 3).astype(np.float32),), None,
+                           optional_inputs=["input_0"])
+
+
+class Concat2(nn.Module):
+    def forward(self, a, b):
+        return a.sum() + b.sum()
+
+
+def test_points_fit_sizes_of_degree_one_in_each_axis():
+    from needle.onnx.dynamic import Points, Sym
+
+    points = Points(["b", "t"], [3, 8], [1, -1])  # b: 3, 4; t: 8, 7; the check point (5, 6)
+    sizes = [points.sizes(k) for k in range(len(points.values))]
+    assert len(sizes) == 5 and sizes[-1] == {"b": 5, "t": 6}
+    assert points.fit([s["b"] * s["t"] * 4 + 1 for s in sizes]) == Sym((((), 1), (("b", "t"), 4)))
+    assert str(points.fit([s["b"] * s["t"] * 4 + 1 for s in sizes])) == "4*b*t+1"
+    assert str(points.fit([2 * s["t"] - s["b"] for s in sizes])) == "-b+2*t"
+    assert points.fit([7] * 5) == 7
+    with pytest.raises(ValueError, match="no polynomial"):
+        points.fit([s["t"] ** 2 for s in sizes])
+
+
+def test_comparisons_keep_needles_dtypes_and_nan_rules():
+    """int64 against a fractional scalar compares in float64 (2 < 2.5), bools order as 0 < 1, and
+    != is true for nan (IEEE), each as a graph node."""
+    class Compare(nn.Module):
+        def forward(self, x, ids, flags):
+            return (ops.less(ids, 2.5), ops.greater_equal(ids, 3), ops.less(flags, ops.greater(x, 0)),
+                    ops.not_equal(x, x), ops.equal(ids, ops.flip(ids, (1,))), ops.not_equal(x, 0.5))
+
+    x = np.array([[0.5, np.nan, -1.0], [2.0, 0.0, np.inf]], np.float32)
+    ids = np.array([[1, 2, 3], [4, 2, 0]], np.int64)
+    flags = np.array([[True, False, True], [False, False, True]])
+    model = Compare()
+    proto = needle.onnx.export(model, (x, ids, flags), None, dynamic_batch=False)
+    got = runtime(proto).run(None, {"input_0": x, "input_1": ids, "input_2": flags})
+    with ndl.no_grad():
+        want = flat(model(ndl.Tensor(x), ndl.Tensor(ids, dtype="int64"), ndl.Tensor(flags, dtype="bool")))
+    for g, w in zip(got, want):
+        assert g.dtype == np.bool_ and np.array_equal(g, w)
+    assert np.array_equal(want[3], np.isnan(x))
+
+
+def test_log1p_is_accurate_near_zero():
+    """ONNX has no Log1p: log(u) * x / (u - 1), u = 1 + x, keeps log1p's digits where log(1 + x)
+    would lose them all, in float64 to a few ulps of numpy's log1p."""
+    class Log1p(nn.Module):
+        def forward(self, x):
+            return ops.log1p(x)
+
+    x = np.array([[1e-300, -1e-17, 3e-12, -0.4, 2.0, 1e300, -1.0, np.inf, -2.0, np.nan]])
+    with np.errstate(divide="ignore", invalid="ignore"):  # log1p(-1) = -inf, log1p(-2) = nan
+        got = runtime(needle.onnx.export(Log1p(), (x,), None)).run(None, {"input_0": x})[0]
+        want = np.log1p(x)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(got[np.isinf(want)], want[np.isinf(want)])
+    finite = np.isfinite(want)
+    assert np.all(np.abs(got[finite] - want[finite]) <= 4 * np.spacing(np.abs(want[finite])))
+
+
+def test_a_detached_value_is_the_value_in_the_graph():
+    """detach() changes gradients only: a detached copy of a graph value is that value in the export."""
+    class Detached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+
+        def forward(self, x):
+            y = self.linear(x)
+            return y * y.detach() + self.linear.weight.detach().sum()
+
+    model = Detached()
+    make = lambda b: np.random.randn(b, 3).astype(np.float32)  # noqa: E731
+    proto = needle.onnx.export(model, (make(2),), None)
+    assert not [t for t in proto.graph.initializer if tuple(t.dims) == (3, 3) and t.name != "linear.weight"]
+    session = runtime(proto)
+    for batch in (2, 5):
+        assert max_difference(session, model, make(batch), scaled=True) <= F32_TOL
+
+
+def test_capture_records_every_op_and_eager_keeps_constants():
+    """Eager: a comparison (or an op on constants) is a constant leaf; under recording_every_op it
+    is a node that needs no gradient."""
+    from needle.autograd import recording_every_op
+
+    x = ndl.Tensor(np.random.randn(3), requires_grad=True)
+    ids = ndl.Tensor(np.array([0, 2]), dtype="int64")
+    assert (x > 0).op is None and (ids + 1).op is None
+    with recording_every_op():
+        mask, shifted = x > 0, ids + 1
+    assert isinstance(mask.op, ops.GreaterScalar) and mask.inputs[0] is x and not mask.requires_grad
+    assert isinstance(shifted.op, ops.AddScalar) and not shifted.requires_grad
+    assert (x > 0).op is None  # the mode ends with the block
 
 
 # ----------------------------------------------------------------------------- what cannot be exported
@@ -345,7 +556,8 @@ def test_a_constant_computed_from_the_inputs_data_is_refused():
             self.linear = nn.Linear(3, 3)
 
         def forward(self, x):
-            return ops.where(x > 0, self.linear(x), 0.0)  # x > 0 is a constant: the graph cannot see it
+            positive = ndl.Tensor(x.numpy() > 0, dtype="bool")  # made from the data: the graph cannot see it
+            return ops.where(positive, self.linear(x), 0.0)
 
     with pytest.raises(ValueError, match="depends on the input's data"):
         needle.onnx.export(Masked(), (np.random.randn(4, 3).astype(np.float32),), None)
@@ -429,14 +641,53 @@ def test_cli_exports_an_lstm_language_model_checkpoint(tmp_path):
     rc, stdout, err = quiet_main("export", tmp_path / "last.safetensors", "--out", out)
     assert rc == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
-    assert summary["inputs"] == {"tokens": [8, "batch"]}
+    assert summary["inputs"] == {"tokens": [8, "batch"], "h0": [1, "batch", 16], "c0": [1, "batch", 16]}
     vocabulary = summary["outputs"]["logits"][1]
     assert summary["outputs"] == {"logits": ["8*batch", vocabulary], "h_n": [1, "batch", 16],
                                   "c_n": [1, "batch", 16]}
     model = stored_model(tmp_path / "last.safetensors", LanguageModel(8, vocabulary, 16, 1, seq_model="lstm"))
     session = runtime(out)
+    assert [i.name for i in session.get_inputs()] == ["tokens"]  # h0 and c0 may be left out: zeros
     for batch in (1, 3):
         assert max_difference(session, model, token_ids(8, vocabulary)(batch), scaled=True) <= F32_TOL
+    # given, the initial state is used: the state after one window continues into the next
+    first, second = token_ids(8, vocabulary)(3), token_ids(8, vocabulary)(3)
+    _, h, c = session.run(None, {"tokens": first})
+    got = session.run(None, {"tokens": second, "h0": h, "c0": c})
+    model.eval()
+    with ndl.no_grad():
+        want = flat(model(ndl.Tensor(second, dtype="int64"), (ndl.Tensor(h), ndl.Tensor(c))))
+    scale = max(1.0, *(float(np.abs(w).max()) for w in want))
+    assert max(float(np.abs(g - w).max()) for g, w in zip(got, want)) <= F32_TOL * scale
+
+
+def test_cli_exports_a_gpt_checkpoint(tmp_path):
+    """`needle train gpt` stores its GPT's configuration in the checkpoint's info: the export
+    rebuilds it and takes any batch and any length up to block_size."""
+    from needle.train.recipes import TINY_SHAKESPEARE
+
+    rc, _, err = quiet_main("train", "gpt", "--limit", 20000, "--iters", 4, "--eval-interval", 2, "--eval-iters", 1,
+                            "--batch-size", 2, "--block-size", 8, "--n-layer", 1, "--n-head", 2, "--n-embd", 8,
+                            "--no-progress", "--sample", 0, "--text", TINY_SHAKESPEARE, "--checkpoint", tmp_path)
+    assert rc == 0, err
+    out = tmp_path / "gpt.onnx"
+    rc, stdout, err = quiet_main("export", tmp_path, "--out", out)
+    assert rc == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    vocabulary = summary["outputs"]["logits"][2]
+    assert summary["recipe"] == "gpt" and summary["inputs"] == {"idx": ["batch", "sequence"]}
+    assert summary["outputs"] == {"logits": ["batch", "sequence", vocabulary]}
+    from needle.train.sample import load_gpt_checkpoint
+
+    model, _ = load_gpt_checkpoint(str(tmp_path / "last.safetensors"))
+    model.eval()
+    session = runtime(out)
+    for b, t in [(1, 8), (3, 5)]:
+        x = np.random.randint(0, vocabulary, (b, t)).astype(np.int64)
+        (got,) = session.run(None, {"idx": x})
+        with ndl.no_grad():
+            want = model(ndl.Tensor(x, dtype="int64"))[0].numpy()
+        assert np.abs(got - want).max() <= F32_TOL * max(1.0, float(np.abs(want).max()))
 
 
 def _rewrite(source, target, *, arrays=None, meta_change=None):

@@ -35,7 +35,7 @@ __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", 
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
            "inference_mode",
            "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray", "queue_callback",
-           "RemovableHandle"]
+           "RemovableHandle", "recording_every_op"]
 
 LAZY_MODE = False
 TENSOR_COUNTER = 0
@@ -44,6 +44,10 @@ _GRAD_ENABLED = True
 # gradients, as the course's tests use); a compiled step turns this off, like PyTorch's
 # create_graph=False, so the step's temporaries die with it
 LEAF_GRAD_GRAPHS = True
+# while set (recording_every_op, for needle.onnx's capture), every op keeps its node, whether or
+# not its result requires grad: comparisons, integer index arithmetic and functions of constants
+# stay in the graph instead of becoming constant leaves
+_RECORD_EVERY_OP = False
 
 
 # --- grad mode --------------------------------------------------------------------
@@ -89,6 +93,26 @@ class no_grad(set_grad_enabled):
 class enable_grad(set_grad_enabled):
     def __init__(self):
         super().__init__(True)
+
+
+class recording_every_op:
+    """Context manager: every op's result keeps its op and inputs (a graph node), also where it
+    needs no gradient (a comparison, an int64 index computation, an op on constants), so that
+    the graph from the outputs back to the inputs is the whole forward computation. For
+    needle.onnx's capture; a node that needs no gradient still has requires_grad False, and
+    backward never visits it. An in-place update that is not recorded for autograd turns such
+    a node into a constant leaf holding its new value. Not thread-safe (a module flag)."""
+
+    def __enter__(self) -> "recording_every_op":
+        global _RECORD_EVERY_OP
+        self.prev = _RECORD_EVERY_OP
+        _RECORD_EVERY_OP = True
+        return self
+
+    def __exit__(self, *exc) -> Literal[False]:
+        global _RECORD_EVERY_OP
+        _RECORD_EVERY_OP = self.prev
+        return False
 
 
 class inference_mode(set_grad_enabled):
@@ -216,6 +240,10 @@ class Value:
         if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
             requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
         if not requires_grad:
+            if _RECORD_EVERY_OP:  # kept as a node that needs no gradient (see recording_every_op)
+                value = cls.__new__(cls)
+                value._init(op, list(inputs), cached_data=data, requires_grad=False)
+                return value
             # a result that needs no gradient is a constant leaf: no graph node is kept
             return cls.make_const(data)
         value = cls.__new__(cls)
@@ -447,6 +475,8 @@ class Tensor(Value):
             self.requires_grad = result.requires_grad
             self._epoch = _EPOCH
             self._consumed = False
+        elif _RECORD_EVERY_OP and self.op is not None:
+            self.op, self.inputs = None, []  # its node no longer computes what it holds (recording_every_op)
         return self
 
     def _binary_(self, what: str, fn, other) -> "Tensor":

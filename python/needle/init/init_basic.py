@@ -64,6 +64,10 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     host round trip and no n x n identity. ValueError names an id outside [0, n).
     """
     device = _device(device)
+    if isinstance(i, autograd.Tensor) and not requires_grad and i.device == device:
+        from .. import ops  # (an op, so that an export's capture records it: ONNX OneHot)
+
+        return ops.one_hot(i, n, dtype=dtype)
     ids = i.realize_cached_data() if isinstance(i, autograd.Tensor) else i
     return _tensor(array_api.one_hot(n, ids, dtype=dtype, device=device), device, dtype, requires_grad)
 

@@ -1,5 +1,5 @@
 """An ONNX graph under construction: unique names, nodes, initializers, and the run-time
-sizes that depend on the batch (see batch.py)."""
+sizes that depend on the dynamic axes (see dynamic.py)."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import OPSET
-from .batch import Dim, Sym, all_ints
+from .dynamic import Dim, Monomial, Sym, all_ints
 
 __all__ = ["GraphBuilder", "onnx_type", "OPSET", "IR_VERSION"]
 
@@ -45,7 +45,7 @@ class GraphBuilder:
         self.outputs: List[onnx.ValueInfoProto] = []
         self._used: set = set()
         self._constants: Dict[Tuple, str] = {}
-        self._batch: Optional[Tuple[str, int]] = None  # (input name, axis) the batch size is read from
+        self._sources: Dict[str, Tuple[str, int]] = {}  # symbol -> (input name, axis) its size is read from
         self._sizes: Dict[Dim, str] = {}
         self._shapes: Dict[Tuple[Dim, ...], str] = {}
 
@@ -67,11 +67,19 @@ class GraphBuilder:
         self._used.update(names)
 
     # --- graph inputs and outputs (names reserved first) ---------------------------------------
-    def add_input(self, name: str, dtype, dims: Sequence[Dim], batch_axis: Optional[int]) -> str:
+    def add_input(self, name: str, dtype, dims: Sequence[Dim], source: bool = True) -> str:
+        """A graph input; with `source`, the first input holding a symbol alone on an axis is where
+        that symbol's size is read from at run time."""
         self.inputs.append(helper.make_tensor_value_info(name, onnx_type(dtype), [_shown(d) for d in dims]))
-        if batch_axis is not None and self._batch is None:
-            self._batch = (name, batch_axis)
+        for axis, d in enumerate(dims):
+            if source and isinstance(d, Sym) and len(d.terms) == 1 and d.terms[0][1] == 1 and len(d.terms[0][0]) == 1:
+                self._sources.setdefault(d.terms[0][0][0], (name, axis))
         return name
+
+    def default(self, name: str, array: np.ndarray) -> None:
+        """The value of input `name` when it is not given (an initializer of the input's own name,
+        ONNX's overridable initializer)."""
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d
 
     def add_output(self, value: str, name: str, dtype, dims: Sequence[Dim]) -> str:
         self.add("Identity", [value], out=name)  # outputs get their own names, even for an input or initializer
@@ -96,7 +104,7 @@ class GraphBuilder:
 
     def initializer(self, array: np.ndarray, hint: str) -> str:
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d
         return name
 
     def constant(self, value, dtype) -> str:
@@ -111,24 +119,42 @@ class GraphBuilder:
         """A 1-D int64 constant (axes, shapes, slice bounds)."""
         return self.constant(np.asarray(list(values), dtype=np.int64).reshape(-1), "int64")
 
-    # --- sizes that depend on the batch ------------------------------------------------------
+    # --- sizes that depend on the dynamic axes --------------------------------------------------
     def size(self, dim: Dim) -> str:
-        """A 1-D int64 tensor of one element: `dim`, read from the input's shape if it is a Sym."""
+        """A 1-D int64 tensor of one element: `dim`, computed from the inputs' shapes if it is a Sym."""
         if isinstance(dim, int):
             return self.ints([dim])
         if dim not in self._sizes:
-            if self._batch is None:
-                raise ValueError("needle.onnx: a size depends on the batch, but no input has a batch axis")
-            source, axis = self._batch
-            value = self._sizes.get(Sym(1))
-            if value is None:
-                value = self._sizes[Sym(1)] = self.add("Shape", [source], start=axis, end=axis + 1)
-            if dim.k != 1:
-                value = self.add("Mul", [value, self.ints([dim.k])])
-            if dim.c:
-                value = self.add("Add", [value, self.ints([dim.c])])
-            self._sizes[dim] = value
+            total: Optional[str] = None
+            for monomial, k in dim.terms:
+                term = self._product(monomial) if monomial else None
+                if term is None:
+                    term = self.ints([k])
+                elif k != 1:
+                    term = self.add("Mul", [term, self.ints([k])])
+                total = term if total is None else self.add("Add", [total, term])
+            assert total is not None  # (a Sym has terms)
+            self._sizes[dim] = total
         return self._sizes[dim]
+
+    def scalar_size(self, dim: Dim) -> str:
+        """`dim` as a 0-d int64 tensor (a mean's count)."""
+        return self.add("Reshape", [self.size(dim), self.ints([])])
+
+    def _product(self, monomial: Monomial) -> str:
+        """The run-time product of the symbols in `monomial` (a 1-element int64 tensor)."""
+        key = Sym(((monomial, 1),))
+        if key not in self._sizes:
+            if len(monomial) == 1:
+                symbol = monomial[0]
+                if symbol not in self._sources:
+                    raise ValueError(f"needle.onnx: a size depends on the dynamic axis {symbol!r}, but no "
+                                     "input that is always given has it")
+                source, axis = self._sources[symbol]
+                self._sizes[key] = self.add("Shape", [source], start=axis, end=axis + 1)
+            else:
+                self._sizes[key] = self.add("Mul", [self._product(monomial[:-1]), self._product(monomial[-1:])])
+        return self._sizes[key]
 
     def shape(self, dims: Sequence[Dim]) -> str:
         """A 1-D int64 shape tensor: constant runs as constants, batch sizes computed."""
@@ -158,5 +184,6 @@ class GraphBuilder:
 
 
 def _shown(dim: Dim):
-    """A dimension of a graph input/output: its size, or a name such as 'batch' / '20*batch'."""
+    """A dimension of a graph input/output: its size, or a name such as 'batch' / '20*batch' /
+    'batch*sequence'."""
     return dim if isinstance(dim, int) else str(dim)

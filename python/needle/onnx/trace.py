@@ -1,26 +1,27 @@
 """Capture: the op graph of one forward call, with the model's inputs as its leaves.
 
-needle records a graph node for every op whose result requires grad. So, in eval mode,
-with the float inputs and every float tensor of the model (parameters *and* buffers
-such as BatchNorm's running statistics) requiring grad, one forward call leaves the
-whole computation behind as nodes: what the exporter walks. Whatever depends on none
-of them (a causal mask, the LSTM's zero initial state) is computed eagerly and kept
-as a constant leaf, which becomes an ONNX initializer.
+The forward call runs in eval mode under autograd.recording_every_op: every op keeps its
+graph node, also where its result needs no gradient (a comparison of the input, an int64
+index computed from it, a slice of a constant mask), so the graph from the outputs back is
+the whole computation, which the exporter walks. (Float parameters and buffers are made to
+require grad as well, as a model's own code may branch on it.) Whatever is made without an
+op (a tensor built from numpy data, a factory such as init.zeros) is a constant leaf, which
+becomes an ONNX initializer.
 
-An index tensor cannot require grad (it is int64), and GetItem keeps only the data of
-its index (an IndexPlan). To know that an Embedding gathers the rows named by a model
-input, the capture notes, for each IndexPlan made during the call, the index object it
-was built from (see `_noting_index_sources`).
+GetItem keeps only the data of its index (an IndexPlan). To know that an Embedding gathers
+the rows named by a model input, or by ids the graph computed, the capture notes, for each
+IndexPlan made during the call, the index object it was built from (see
+`_noting_index_sources`), and orders those index tensors before their GetItem.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..autograd import Tensor, TensorTuple, Value, array_api, enable_grad, find_topo_sort
+from ..autograd import Tensor, TensorTuple, Value, array_api, enable_grad, recording_every_op
 from ..nn.nn_basic import Module
 from ..ops.indexing import IndexPlan
 
@@ -36,6 +37,7 @@ class Trace:
     nodes: List[Value]  # topological order, leaves included
     index_sources: Dict[int, Tuple[IndexPlan, Any]] = field(default_factory=dict)  # id(plan) -> (plan, index)
     names: Dict[int, str] = field(default_factory=dict)  # id(tensor) -> its state_dict name
+    aliases: Dict[int, Value] = field(default_factory=dict)  # id(detached leaf) -> the value it copies
 
     def position(self) -> Dict[int, int]:
         """id(node) -> its index in `nodes`."""
@@ -100,7 +102,10 @@ def _recording(model: Module):
 
 
 def _flatten(result) -> List[Tensor]:
-    """The tensors of a model's result (a Tensor, or nested tuples/lists of them), in order."""
+    """The tensors of a model's result (a Tensor, or nested tuples/lists of them; None entries,
+    such as GPT's loss without targets, are left out), in order."""
+    if result is None:
+        return []
     if isinstance(result, Tensor):
         return [result]
     if isinstance(result, TensorTuple):
@@ -111,16 +116,83 @@ def _flatten(result) -> List[Tensor]:
                     "export needs a Tensor or (nested) tuples of Tensors")
 
 
-def capture(model: Module, inputs: Sequence[Tensor]) -> Trace:
-    """Run `model(*inputs)` once in eval mode and return its op graph.
+def _index_tensors(index: Any) -> List[Tensor]:
+    entries = index if isinstance(index, tuple) else (index,)
+    return [e for e in entries if isinstance(e, Tensor)]
 
-    `inputs` are the leaves from `as_input_tensor`. Raises TypeError if the model returns
-    something other than tensors.
+
+def _dfs(outputs: Sequence[Value], children) -> List[Value]:
+    """Post-order DFS from each output (children left to right): every value before its users."""
+    visited: set = set()
+    order: List[Value] = []
+    for root in outputs:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, iter(children(root)))]
+        while stack:
+            node, pending = stack[-1]
+            for child in pending:
+                if id(child) not in visited:
+                    visited.add(id(child))
+                    stack.append((child, iter(children(child))))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def _topological(outputs: List[Tensor], sources: Dict[int, Tuple[IndexPlan, Any]], inputs: Sequence[Tensor],
+                 names: Dict[int, str]) -> Tuple[List[Value], Dict[int, Value]]:
+    """(the values the outputs depend on, in topological order; aliases: id(constant leaf) -> the
+    graph value holding the very same data, of which the leaf is a detached copy).
+
+    A value's dependencies are its inputs, then a GetItem's index tensors that are graph nodes
+    or model inputs, then, for a leaf made by `detach()` of a graph value, that value (detach
+    changes gradients only: in the forward graph the two are one)."""
+    given = {id(t) for t in inputs}
+
+    def index_children(node: Value) -> List[Value]:
+        plan = getattr(node.op, "plan", None)
+        if plan is None or id(plan) not in sources:
+            return list(node.inputs)
+        extra = [t for t in _index_tensors(sources[id(plan)][1]) if t.op is not None or id(t) in given]
+        return list(node.inputs) + extra
+
+    reachable = _dfs(outputs, index_children)
+    owners: Dict[int, Value] = {}
+    for value in reachable:
+        data = value.cached_data
+        if data is not None and not isinstance(data, tuple) and (
+                value.op is not None or id(value) in given or id(value) in names):
+            owners.setdefault(id(data), value)
+    aliases: Dict[int, Value] = {}
+    for value in reachable:
+        if value.op is None and id(value) not in given and id(value) not in names:
+            owner = owners.get(id(value.cached_data))
+            if owner is not None and owner is not value:
+                aliases[id(value)] = owner
+
+    def children(node: Value) -> List[Value]:
+        alias = aliases.get(id(node))
+        return [alias] if alias is not None else index_children(node)
+
+    return _dfs(outputs, children), aliases
+
+
+def capture(model: Module, inputs: Sequence[Tensor], arguments: Optional[Sequence[Any]] = None) -> Trace:
+    """Run the model once in eval mode and return its op graph.
+
+    `inputs` are the leaves from `as_input_tensor`; the model is called as `model(*arguments)`
+    (the leaves arranged in nested tuples), or `model(*inputs)`. Raises TypeError if the model
+    returns something other than tensors.
     """
     sources: Dict[int, Tuple[IndexPlan, Any]] = {}
-    with _recording(model), _noting_index_sources(sources):
-        outputs = _flatten(model(*inputs))
+    with _recording(model), _noting_index_sources(sources), recording_every_op():
+        outputs = _flatten(model(*(inputs if arguments is None else arguments)))
     names: Dict[int, str] = {}
     for name, t in model.named_tensors():
         names.setdefault(id(t), name)  # a tied tensor keeps its first name, as state_dict lists it
-    return Trace(list(inputs), outputs, find_topo_sort(outputs), sources, names)
+    nodes, aliases = _topological(outputs, sources, inputs, names)
+    return Trace(list(inputs), outputs, nodes, sources, names, aliases)

@@ -69,12 +69,15 @@ from .elementwise import (
     where,
 )
 from .elementwise import __all__ as _elementwise_all
-from .indexing import GetItem, IndexPlan, ScatterItem, SetItem, getitem, setitem
+from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
 from .loss import BinaryCrossEntropy, binary_cross_entropy
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, batch_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
+    ArgExtreme,
+    Argsort,
+    Gather,
     HistogramResult,
     LogSoftmax,
     LogSumExp,
@@ -82,6 +85,7 @@ from .reduction import (
     Softmax,
     SortResult,
     Summation,
+    Variance,
     all_of,
     any_of,
     argmax,
@@ -172,12 +176,12 @@ __all__ = [
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
-    "binary_cross_entropy", "BinaryCrossEntropy",
+    "binary_cross_entropy", "BinaryCrossEntropy", "one_hot", "OneHot",
     # PyTorch's functions (torch.cat, torch.topk, ...; the ones named like Python builtins -- sum, min,
     # all, any, abs, pow -- are needle.functions', kept out of star imports)
     "cat", "split_sections", "chunk", "unbind", "unsqueeze", "squeeze", "expand", "narrow", "roll", "clone",
     "argmin", "argsort", "sort", "topk", "gather", "histc", "histogram", "Concatenate", "SplitSections", "Clone",
-    "SortResult", "HistogramResult",
+    "SortResult", "HistogramResult", "ArgExtreme", "Argsort", "Gather", "Variance",
     # the op modules
     "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special", "loss",
 ]

@@ -36,12 +36,14 @@ _ew: Any = array_api
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
     "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum",
-    "MaximumScalar", "Where",
+    "MaximumScalar", "Where", "Equal", "EqualScalar", "NotEqual", "NotEqualScalar", "Less", "LessScalar",
+    "LessEqual", "LessEqualScalar", "Greater", "GreaterScalar", "GreaterEqual", "GreaterEqualScalar",
     "Cast", "add", "add_scalar", "subtract", "reverse_subtract", "multiply", "mul_scalar", "divide",
     "divide_scalar", "reverse_divide", "power", "power_scalar", "reverse_power", "negate", "log", "exp", "relu",
     "tanh", "sigmoid", "sqrt", "maximum", "where", "cast", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "broadcast_tensors",
-    "Sin", "Cos", "Abs", "Clamp", "ClampTensor", "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril",
+    "Sin", "Cos", "Abs", "Clamp", "ClampTensor", "Triangle",
+    "sin", "cos", "absolute", "log10", "clamp", "masked_fill", "tril",
     "triu", "isclose",
 ]
 
@@ -477,20 +479,39 @@ def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
     return where(mask, value, a)
 
 
+class Triangle(TensorOp):
+    """The lower (j - i <= diagonal) or upper (j - i >= diagonal) triangle of the last two axes,
+    zeros elsewhere (torch.tril / torch.triu); the gradient is the same triangle of the adjoint.
+
+    Edges: none; kept values (nan, +-inf, -0) are copied, the rest are exact zeros.
+    """
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
+    def __init__(self, diagonal: int, lower: bool):
+        self.diagonal, self.lower = diagonal, lower
+
+    def compute(self, a):
+        rows, cols = a.shape[-2:]
+        device = array_api.device_of(a)
+        row = array_api.reshape(array_api.arange(rows, device=device), (rows, 1))
+        col = array_api.reshape(array_api.arange(cols, device=device), (1, cols))
+        offset = _ew.subtract(col, row)  # j - i, (rows, cols)
+        keep = _ew.less_equal(offset, self.diagonal) if self.lower else _ew.greater_equal(offset, self.diagonal)
+        zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
+        return array_api.where(array_api.broadcast_to(keep, tuple(a.shape)), a, zero)
+
+    def gradient(self, out_grad, node):
+        return Triangle(self.diagonal, self.lower)(out_grad)
+
+
 def _triangle(a: Tensor, diagonal: int, lower: bool, what: str) -> Tensor:
     require_tensor(a, what)
     if a.ndim < 2:
         raise ValueError(f"{what}: the input must have at least 2 dimensions, got shape {a.shape}")
     if not isinstance(diagonal, int) or isinstance(diagonal, bool):
         raise TypeError(f"{what}: diagonal must be an int, got {diagonal!r}")
-    rows, cols = a.shape[-2:]
-    row = array_api.reshape(array_api.arange(rows, device=a.device), (rows, 1))
-    col = array_api.reshape(array_api.arange(cols, device=a.device), (1, cols))
-    offset = _ew.subtract(col, row)  # j - i, (rows, cols)
-    keep = _ew.less_equal(offset, diagonal) if lower else _ew.greater_equal(offset, diagonal)
-    keep = constant(array_api.broadcast_to(keep, tuple(a.shape)))
-    zero = False if array_api.dtype_name(a.dtype) == "bool" else 0
-    return where(keep, a, zero)
+    return Triangle(diagonal, lower)(a)
 
 
 def tril(a: Tensor, diagonal: int = 0) -> Tensor:
@@ -826,30 +847,135 @@ def where(cond: Tensor, a, b) -> Tensor:
     return Where()(cond, a, b)
 
 
-# --- comparisons: constant bool tensors ---------------------------------------------------------
+# --- comparisons: bool tensors, with no gradient ----------------------------------------------
 
-def _compare(name: str):
-    # array_api's elementwise functions are installed from needle.primitives' table, so they are
-    # looked up by name
-    function = getattr(array_api, name)
+class _Comparison(TensorOp):
+    """a (op) b elementwise as a bool tensor (the `function` of `primitive`'s row, which also
+    names its ONNX operator); nan compares unequal to everything, itself included (IEEE).
+
+    Its result never requires grad (bool): in eager mode it is a constant, while a capture for
+    export (autograd.recording_every_op) keeps it as a node, so a mask built by comparing a
+    model's input is a graph node and not a constant."""
+
+    function: str  # the array function (array_api.<function>, made from the primitive's row)
+    reads_values = False
+
+    def gradient(self, out_grad, node):
+        raise RuntimeError(f"{type(self).__name__}: a comparison has no gradient")  # bool: never requires grad
+
+
+class _TensorComparison(_Comparison):
+    def check(self, a, b):
+        same_shape(a, b, self.function)
+
+    def compute(self, a, b):
+        # array_api's elementwise functions are installed from needle.primitives' table: looked up by name
+        return getattr(array_api, self.function)(a, b)
+
+
+class _ScalarComparison(_Comparison):
+    form = "scalar"  # a tensor and self.scalar
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        return getattr(array_api, self.function)(a, self.scalar)
+
+
+class Equal(_TensorComparison):
+    """a == b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "eq", "equal"
+
+
+class EqualScalar(_ScalarComparison):
+    """a == scalar elementwise, a bool tensor."""
+
+    primitive, function = "eq", "equal"
+
+
+class NotEqual(_TensorComparison):
+    """a != b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "ne", "not_equal"
+
+
+class NotEqualScalar(_ScalarComparison):
+    """a != scalar elementwise, a bool tensor."""
+
+    primitive, function = "ne", "not_equal"
+
+
+class Less(_TensorComparison):
+    """a < b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "lt", "less"
+
+
+class LessScalar(_ScalarComparison):
+    """a < scalar elementwise, a bool tensor."""
+
+    primitive, function = "lt", "less"
+
+
+class LessEqual(_TensorComparison):
+    """a <= b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "le", "less_equal"
+
+
+class LessEqualScalar(_ScalarComparison):
+    """a <= scalar elementwise, a bool tensor."""
+
+    primitive, function = "le", "less_equal"
+
+
+class Greater(_TensorComparison):
+    """a > b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "gt", "greater"
+
+
+class GreaterScalar(_ScalarComparison):
+    """a > scalar elementwise, a bool tensor."""
+
+    primitive, function = "gt", "greater"
+
+
+class GreaterEqual(_TensorComparison):
+    """a >= b elementwise (two tensors of one shape), a bool tensor."""
+
+    primitive, function = "ge", "greater_equal"
+
+
+class GreaterEqualScalar(_ScalarComparison):
+    """a >= scalar elementwise, a bool tensor."""
+
+    primitive, function = "ge", "greater_equal"
+
+
+def _compare(tensor_op, scalar_op):
+    name = tensor_op.function
 
     def compare(a: Tensor, b) -> Tensor:
-        lhs = a.realize_cached_data()
+        require_tensor(a, name)
         if isinstance(b, Tensor):
-            rhs = b.realize_cached_data()
-        else:
-            rhs = _scalar(b, function.__name__)
-        return constant(function(lhs, rhs))
+            if a.shape != b.shape:
+                a, b = broadcast_tensors(a, b)
+            return tensor_op()(a, b)
+        return scalar_op(_scalar(b, name))(a)
 
-    compare.__name__ = function.__name__
-    compare.__doc__ = (f"Elementwise {function.__name__} (broadcasting) as a constant bool tensor; "
-                       "nan compares unequal to everything, itself included (IEEE).")
+    compare.__name__ = name
+    compare.__doc__ = (f"Elementwise {name} of a tensor and a tensor (broadcasting) or a scalar, as a bool "
+                       "tensor that needs no gradient; nan compares unequal to everything, itself included "
+                       "(IEEE).")
     return compare
 
 
-less = _compare("less")
-less_equal = _compare("less_equal")
-greater = _compare("greater")
-greater_equal = _compare("greater_equal")
-equal = _compare("equal")
-not_equal = _compare("not_equal")
+less = _compare(Less, LessScalar)
+less_equal = _compare(LessEqual, LessEqualScalar)
+greater = _compare(Greater, GreaterScalar)
+greater_equal = _compare(GreaterEqual, GreaterEqualScalar)
+equal = _compare(Equal, EqualScalar)
+not_equal = _compare(NotEqual, NotEqualScalar)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ..autograd import Tensor, TensorOp, array_api
-from ..dtypes import python_scalar
+from ..dtypes import python_scalar, storage_dtype
 from ._helpers import inverse_permutation, size_of
 
-__all__ = ["IndexPlan", "GetItem", "ScatterItem", "SetItem", "getitem", "setitem"]
+__all__ = ["IndexPlan", "GetItem", "ScatterItem", "SetItem", "OneHot", "getitem", "setitem", "one_hot"]
 
 
 def _is_array_like(entry) -> bool:
@@ -254,6 +254,30 @@ class SetItem(TensorOp):
         zeros = Tensor.make_const(array_api.zeros(self.plan.output_shape, array_api.dtype_of(
             out_grad.realize_cached_data()), out_grad.device))
         return SetItem(self.plan)(out_grad, zeros), GetItem(self.plan)(out_grad)
+
+
+class OneHot(TensorOp):
+    """Rows of the n x n identity picked by class ids: ids (any shape; int64, or floats holding
+    whole numbers) -> ids.shape + (n,) of `dtype`, on the ids' device (array_api.one_hot).
+
+    No gradient (the ids are indices): in eager mode the result is a constant, while a capture for
+    export keeps it as a node (ONNX OneHot). ValueError names an id outside [0, n).
+    """
+
+    def __init__(self, n: int, dtype: str):
+        self.n = int(n)
+        self.dtype = storage_dtype(dtype)
+
+    def compute(self, ids):
+        return array_api.one_hot(self.n, ids, dtype=self.dtype, device=array_api.device_of(ids))
+
+    def gradient(self, out_grad, node):
+        raise RuntimeError("OneHot: class ids have no gradient")  # never requires grad: the ids are not floats
+
+
+def one_hot(ids: Tensor, n: int, dtype: str = "float32") -> Tensor:
+    """OneHot(n, dtype)(ids): ids.shape + (n,) one-hot rows on the ids' device."""
+    return OneHot(n, dtype)(ids)
 
 
 def getitem(a: Tensor, index) -> Tensor:

@@ -31,6 +31,8 @@ from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it f
     sum_to_shape,
 )
 from .elementwise import exp, where
+from .elementwise import not_equal as ops_not_equal
+from .indexing import IndexPlan, ScatterItem
 from .shape import broadcast_to, reshape
 
 # The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
@@ -137,12 +139,30 @@ def max(a, axes=None, keepdims: bool = False):  # noqa: A001
     return Max(axes, keepdims)(a)
 
 
+class ArgExtreme(TensorOp):
+    """int64 index of the first maximum (or minimum) along `axis` (of the flattened tensor if
+    None); the first nan where there is one (torch.argmax / argmin). No gradient (indices): in
+    eager mode the result is a constant, while a capture for export keeps it as a node."""
+
+    def __init__(self, axis, keepdims: bool, largest: bool):
+        self.axis, self.keepdims, self.largest = axis, keepdims, largest
+
+    def compute(self, a):
+        if not self.largest:  # the first minimum is the first maximum of -a (bool as int64: -True is refused)
+            a = _ew.negative(array_api.astype(a, "int64") if array_api.dtype_name(a.dtype) == "bool" else a)
+        return array_api.argmax(a, axis=self.axis, keepdims=self.keepdims)
+
+    def gradient(self, out_grad, node):
+        raise RuntimeError("argmax/argmin: indices have no gradient")  # int64: never requires grad
+
+
 def argmax(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    """Index (int64) of the first maximum along `axis` (of the flattened tensor if None), a constant;
-    the first nan where there is one (torch.argmax's)."""
+    """Index (int64) of the first maximum along `axis` (of the flattened tensor if None), not
+    differentiable; the first nan where there is one (torch.argmax's)."""
+    require_tensor(a, "argmax")
     if axis is not None:
         axis_index(axis, a.ndim, "argmax")
-    return constant(array_api.argmax(a.realize_cached_data(), axis=axis, keepdims=keepdims))
+    return ArgExtreme(axis, bool(keepdims), True)(a)
 
 
 def _safe_max(a, axes):
@@ -287,11 +307,12 @@ def minimum_of(a: Tensor, axes=None, keepdims: bool = False) -> Tensor:
 
 
 def argmin(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    """Index (int64) of the first minimum along `axis` (of the flattened tensor if None), a
-    constant; the first nan where there is one (torch.argmin's)."""
+    """Index (int64) of the first minimum along `axis` (of the flattened tensor if None), not
+    differentiable; the first nan where there is one (torch.argmin's)."""
     require_tensor(a, "argmin")
-    negated = Tensor.make_const(_ew.negative(_negatable(a).realize_cached_data()))
-    return argmax(negated, axis, keepdims=keepdims)
+    if axis is not None:
+        axis_index(axis, a.ndim, "argmin")
+    return ArgExtreme(axis, bool(keepdims), False)(a)
 
 
 class Variance(TensorOp):
@@ -358,13 +379,22 @@ def all_of(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """Whether every element over `dim` (None: all) is nonzero, a bool tensor (torch.all; nan counts
     as true, an empty reduction is True)."""
     require_tensor(a, "all")
-    return constant(_ew.equal(_truth_count(a, dim, keepdim, nonzero=False), 0))
+    if size_of(a.shape) == 0:  # an empty reduction (the ops below would refuse it) is True
+        return constant(_ew.equal(_truth_count(a, dim, keepdim, nonzero=False), 0))
+    return minimum_of(_nonzero(a), dim, keepdims=bool(keepdim))
 
 
 def any_of(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """Whether some element over `dim` (None: all) is nonzero, a bool tensor (torch.any)."""
     require_tensor(a, "any")
-    return constant(_ew.greater(_truth_count(a, dim, keepdim, nonzero=True), 0))
+    if size_of(a.shape) == 0:  # an empty reduction is False
+        return constant(_ew.greater(_truth_count(a, dim, keepdim, nonzero=True), 0))
+    return max(_nonzero(a).to("int64"), dim, keepdims=bool(keepdim)).to("bool")
+
+
+def _nonzero(a: Tensor) -> Tensor:
+    """a != 0 as a bool tensor (nan counts as nonzero), built from ops so that an export records it."""
+    return a if array_api.dtype_name(a.dtype) == "bool" else ops_not_equal(a, 0)
 
 
 # --- sorting: sort, argsort, topk, and gather (how they pick values) -----------------------------
@@ -382,6 +412,38 @@ class SortResult(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+class Gather(TensorOp):
+    """out[i][j][k] = a[index[i][j][k]][j][k] for axis 0, and so on (torch.gather); inputs (a,
+    index). The gradient scatters into zeros (repeated indices add up); the index gets none.
+
+    Edges: values are copied as they are (nan, +-inf, -0).
+    """
+
+    reads_values = False  # its gradient needs no value of a (autograd's in-place check)
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def plan(self, shape, index) -> IndexPlan:
+        """The IndexPlan of a[grids]: the index along `axis`, aranges along the others."""
+        device = array_api.device_of(index)
+        grids = []
+        for d, n in enumerate(index.shape):
+            if d == self.axis:
+                grids.append(index)
+            else:
+                grid_shape = tuple(n if k == d else 1 for k in range(len(index.shape)))
+                grids.append(array_api.reshape(array_api.arange(n, device=device), grid_shape))
+        return IndexPlan(tuple(shape), tuple(grids), device)
+
+    def compute(self, a, index):
+        return self.plan(a.shape, index).gather(a)
+
+    def gradient(self, out_grad, node):
+        a, index = node.inputs
+        return ScatterItem(self.plan(a.shape, index.realize_cached_data()))(out_grad), None
 
 
 def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
@@ -402,24 +464,32 @@ def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
         if d != axis and n > m:
             raise ValueError(f"gather: index of shape {index.shape} is larger than the tensor's {a.shape} "
                              f"along axis {d}")
-    grids = []
-    for d, n in enumerate(index.shape):
-        if d == axis:
-            grids.append(index)
-        else:
-            shape = tuple(n if k == d else 1 for k in range(index.ndim))
-            grids.append(constant(array_api.reshape(array_api.arange(n, device=a.device), shape)))
-    return a[tuple(grids)]
+    return Gather(axis)(a, index)
+
+
+class Argsort(TensorOp):
+    """int64 indices that sort along `axis` (torch.argsort, stable: equal elements keep their order;
+    nan counts as the largest value). No gradient (indices): in eager mode a constant, in a capture
+    for export a node (ONNX TopK)."""
+
+    def __init__(self, axis: int, descending: bool):
+        self.axis, self.descending = axis, descending
+
+    def compute(self, a):
+        return array_api.argsort(a, self.axis, self.descending)
+
+    def gradient(self, out_grad, node):
+        raise RuntimeError("argsort: indices have no gradient")  # int64: never requires grad
 
 
 def argsort(a: Tensor, dim: int = -1, descending: bool = False) -> Tensor:
     """int64 indices that sort `a` along `dim` (torch.argsort, stable: equal elements keep their
     order; nan counts as the largest value). Computed on the host, where a compiled step sorts
-    again on every replay; a constant."""
+    again on every replay; not differentiable."""
     require_tensor(a, "argsort")
     if a.ndim:
         dim = axis_index(dim, a.ndim, "argsort")
-    return constant(array_api.argsort(a.realize_cached_data(), dim, bool(descending)))
+    return Argsort(dim, bool(descending))(a)
 
 
 def sort(a: Tensor, dim: int = -1, descending: bool = False) -> SortResult:
@@ -444,8 +514,7 @@ def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     order = argsort(a, dim, descending=largest)
     axis = axis_index(dim, a.ndim, "topk")
     if k != n:
-        index = tuple(slice(0, k) if d == axis else slice(None) for d in range(a.ndim))
-        order = constant(array_api.ascontiguousarray(array_api.getitem(order.realize_cached_data(), index)))
+        order = order[tuple(slice(0, k) if d == axis else slice(None) for d in range(a.ndim))]
     return SortResult(gather(a, axis, order), order)
 
 
