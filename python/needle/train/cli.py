@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from .._version import __version__
 from ..utils.cli import float_in as _float_in
 from ..utils.cli import int_at_least as _int_at_least
 from ..utils.cli import path as _path
@@ -99,6 +100,8 @@ def _per_recipe(key: str, skip=(0,)) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The `needle` parser: the `train` and `export` subcommands with every flag and its help."""
     parser = _Parser(prog="needle", description="needle: train models from the shell")
+    parser.add_argument("--version", action="version", version=f"needle {__version__}",
+                        help="print needle's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     recipes = "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values())
     train = sub.add_parser("train", help="train a model (default: an MLP on a generated spiral)",
