@@ -8,7 +8,7 @@ writes, into --out,
                   so every node shows its gradient's norm), as graphviz source
     graph.svg     that graph drawn by graphviz's `dot` program (skipped, with a note, without it)
 
-Needs the plot extra: pip install "needle[plot]"; drawing the graph also needs `dot`
+Needs the plot extra: pip install -e ".[plot]" (or "needle-dl[plot]"); drawing the graph also needs `dot`
 (apt-get install graphviz).
 """
 from __future__ import annotations

@@ -28,13 +28,13 @@ def test_cuda_is_disabled_and_names_the_missing_piece():
     cuda = ndl.cuda()
     assert not cuda.enabled() and str(cuda) == "cuda()"
     assert cuda.why_unavailable in ("no CUDA GPU found (numba.cuda.is_available() is False)",
-                                    "numba-cuda is not installed (pip install -e '.[cuda]')")
+                                    "numba-cuda is not installed (pip install -e \".[cuda]\")")
 
 
 def test_without_numba_cuda_the_reason_says_how_to_install_it():
     enabled, why = _cuda_state("import sys; sys.modules['numba_cuda'] = None; ")
     assert enabled == "False"
-    assert why == "numba-cuda is not installed (pip install -e '.[cuda]')"
+    assert why == "numba-cuda is not installed (pip install -e \".[cuda]\")"
 
 
 @needs_no_gpu

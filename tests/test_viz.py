@@ -223,10 +223,10 @@ def test_render_graph_without_dot_binary(tmp_path, monkeypatch):
 
 def test_missing_optional_packages_have_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "graphviz", None)
-    with pytest.raises(ImportError, match=r'pip install "needle\[plot\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[plot\]"'):
         graph(tensor((2,)) * 2)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r'pip install "needle\[plot\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[plot\]"'):
         plot_decision_boundary(lambda p: p[:, 0], np.zeros((3, 2)), np.zeros(3), str(tmp_path / "b.png"))
 
 

@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ._packaging import install_hint
 from .autograd import Tensor, no_grad
 from .nn import functional as F
 from .nn.nn_basic import BatchNorm1d, LayerNorm1d, Linear, Module, Parameter
@@ -280,7 +281,7 @@ def to_torch(module: Module, twin=None) -> Dict[str, Any]:
     try:
         import torch
     except ImportError:
-        raise ImportError("needle.interop.to_torch makes torch tensors: pip install torch") from None
+        raise ImportError(f"needle.interop.to_torch makes torch tensors: {install_hint(package='torch')}") from None
     if twin is not None:
         if not _is_torch_module(twin):
             raise TypeError(f"to_torch: twin must be a torch module, got {type(twin).__name__}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
 
+from .._packaging import install_hint
 from ..dtypes import storage_dtype
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def _load_cuda():
     try:
         from . import kernels_cuda  # noqa: PLC0415
     except ImportError as err:
-        return None, f"the cuda device needs numba-cuda (pip install -e \".[cuda]\"): {err}"
+        return None, f"the cuda device needs numba-cuda ({install_hint('cuda')}): {err}"
     why = kernels_cuda.unavailable_reason()
     return (None, why) if why else (kernels_cuda, "")
 

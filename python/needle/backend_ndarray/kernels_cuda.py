@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._packaging import install_hint
 from ..dtypes import HostScalar
 from ..primitives import PRIMITIVES, scalar_function
 from . import host_buffer
@@ -65,7 +66,7 @@ def unavailable_reason() -> str:
     """Empty when the device can run here, else a sentence naming what is missing."""
     if cuda is None:
         if "not installed" in _IMPORT_ERROR:
-            return "numba-cuda is not installed (pip install -e '.[cuda]')"
+            return f"numba-cuda is not installed ({install_hint('cuda')})"
         return f"numba-cuda could not be imported ({_IMPORT_ERROR})"
     if not cuda.is_available():
         return "no CUDA GPU found (numba.cuda.is_available() is False)"

@@ -1,8 +1,8 @@
 """Data-parallel training over MPI: one process (rank) per core or machine, one model replica each.
 
-Install the engine with `pip install -e ".[distributed]"` (mpi4py and MPICH, both from
-PyPI: `mpiexec` lands next to the Python that installed them). needle imports and runs
-without it; mpi4py is imported only by `init()`.
+Install the engine with `pip install "needle-dl[distributed]"` (`pip install -e ".[distributed]"`
+in a clone): mpi4py and MPICH, both from PyPI, so `mpiexec` lands next to the Python that
+installed them. needle imports and runs without it; mpi4py is imported only by `init()`.
 
 A training script::
 

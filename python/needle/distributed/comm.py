@@ -21,11 +21,13 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from .._packaging import install_hint
+
 __all__ = ["Communicator", "init", "is_initialized", "rank", "world_size", "communicator", "launched_by_mpi",
            "mpi_available", "MISSING_MPI", "abort"]
 
-MISSING_MPI = ('needle.distributed needs mpi4py and an MPI implementation: pip install -e ".[distributed]" '
-               '(installs mpi4py and MPICH from PyPI)')
+MISSING_MPI = (f"needle.distributed needs mpi4py and an MPI implementation: {install_hint('distributed')} "
+               "(installs mpi4py and MPICH from PyPI)")
 
 # variables that MPI launchers set in every process they start: MPICH's and Intel MPI's
 # hydra (PMI_*), Open MPI (OMPI_*), PMIx-based launchers such as srun (PMIX_*), MVAPICH
@@ -104,7 +106,8 @@ def init() -> "Communicator":
 
     A process started without a launcher becomes a job of one. Installs an excepthook
     that aborts the whole job when this rank raises (see the module docstring).
-    Raises ImportError naming `pip install -e ".[distributed]"` when mpi4py is missing.
+    Raises ImportError naming the install command (`pip install "needle-dl[distributed]"`, or
+    `pip install -e ".[distributed]"` in a clone) when mpi4py is missing.
     """
     global _COMM
     if _COMM is not None:

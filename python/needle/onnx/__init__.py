@@ -6,7 +6,8 @@
     needle.onnx.export(gpt, (idx,), "gpt.onnx", input_names=["idx"],
                        dynamic_axes={"idx": {0: "batch", 1: "sequence"}})
 
-Needs the `onnx` package (`pip install -e ".[onnx]"`); needle itself imports without it.
+Needs the `onnx` extra (`pip install "needle-dl[onnx]"`, or `pip install -e ".[onnx]"` in a clone);
+needle itself imports without it.
 
 The model runs forward once, in eval mode, and its autograd op graph becomes the ONNX
 graph, op by op through one table of mappings. What cannot be replayed is refused with
@@ -29,6 +30,8 @@ from __future__ import annotations
 import importlib
 from typing import Mapping, Optional, Sequence, Union
 
+from .._packaging import install_hint
+
 # the opset the exporter writes (see graph.py for why 17)
 OPSET = 17
 
@@ -44,7 +47,7 @@ def require_onnx():
     try:
         return importlib.import_module("onnx")
     except ImportError as err:
-        raise ImportError('needle.onnx needs the onnx package: pip install -e ".[onnx]"') from err
+        raise ImportError(f"needle.onnx needs the onnx package: {install_hint('onnx')}") from err
 
 
 def export(model, example_inputs, path: Optional[str], *, input_names: Optional[Sequence[str]] = None,

@@ -10,6 +10,7 @@ import importlib.util
 import os
 from typing import Any, Dict, Optional, cast
 
+from .._packaging import install_hint
 from ..utils.cli import write_problem
 from .loop import check_resume, checkpoint_path
 from .recipes import RECIPES
@@ -173,7 +174,7 @@ def validate(args: argparse.Namespace, world_size: Optional[int] = None, writer:
     _check_data(args)
     if args.plot is not None and writer:
         if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError(f"--plot {args.plot}: drawing needs matplotlib: pip install -e \".[plot]\"")
+            raise UsageError(f"--plot {args.plot}: drawing needs matplotlib: {install_hint('plot')}")
         check_output_file("--plot", args.plot)
     if args.summary is not None and writer:
         check_output_file("--summary", args.summary)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from .._packaging import install_hint
+from .._version import __version__
 from ..utils.cli import float_in as _float_in
 from ..utils.cli import int_at_least as _int_at_least
 from ..utils.cli import path as _path
@@ -99,6 +101,8 @@ def _per_recipe(key: str, skip=(0,)) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The `needle` parser: the `train` and `export` subcommands with every flag and its help."""
     parser = _Parser(prog="needle", description="needle: train models from the shell")
+    parser.add_argument("--version", action="version", version=f"needle {__version__}",
+                        help="print needle's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     recipes = "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values())
     train = sub.add_parser("train", help="train a model (default: an MLP on a generated spiral)",
@@ -138,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use only the first N training and test samples (characters for lm; not read by toy)")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel training over the ranks of an MPI job: run as `mpiexec -n N python -m "
-                            "needle train ... --distributed` (needs pip install -e \".[distributed]\"); "
+                            f"needle train ... --distributed` (needs {install_hint('distributed')}); "
                             "--batch-size is per rank; classification recipes only")
     toy = train.add_argument_group("toy")
     toy.add_argument("--dataset", default="spiral", choices=["simple", "diag", "split", "xor", "circle", "spiral"],
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpt.add_argument("--eval-iters", type=_POSITIVE_INT, default=20, help="batches per loss estimate and split")
     export = sub.add_parser("export", help="write the model of a `needle train` checkpoint as ONNX",
                             description="Rebuild the model of a `needle train` checkpoint and write it as an ONNX "
-                            "model (opset 17, dynamic batch); needs onnx: pip install -e \".[onnx]\". "
+                            f"model (opset 17, dynamic batch); needs onnx: {install_hint('onnx')}. "
                             "Exit status 0 done, 2 bad arguments or checkpoint.")
     export.add_argument("checkpoint", metavar="CHECKPOINT", type=_path,
                         help="a checkpoint file, or the --checkpoint DIR of a run")

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .._packaging import install_hint
 from ..autograd import Tensor
 from ..models import GPT, LanguageModel
 from .export import _read
@@ -44,7 +45,7 @@ def load_nanogpt(path: str) -> Tuple[GPT, Dict[str, Any]]:
         import torch
     except ImportError:
         raise ValueError(f"{path}: nanoGPT's checkpoints are torch pickles; reading one needs torch "
-                         "(pip install torch)") from None
+                         f"({install_hint(package='torch')})") from None
     from ..interop import from_torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)

@@ -5,6 +5,7 @@ import io
 import os
 from typing import Dict, List
 
+from .._packaging import install_hint
 from ..serialization import atomic_write_bytes
 
 
@@ -12,7 +13,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError('plotting needs matplotlib: pip install "needle[plot]"') from None
+        raise ImportError(f"plotting needs matplotlib: {install_hint('plot')}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy
 
+from .._packaging import install_hint
 from ..autograd import TensorTuple, Value, find_topo_sort
 from ..serialization import atomic_write_bytes
 
@@ -39,7 +40,7 @@ def _graphviz():
         import graphviz
     except ImportError:
         raise ImportError(
-            'drawing computation graphs needs the graphviz Python package: pip install "needle[plot]" '
+            f"drawing computation graphs needs the graphviz Python package: {install_hint('plot')} "
             "(and the dot program: apt-get install graphviz)"
         ) from None
     return graphviz
