@@ -447,7 +447,7 @@ class Gather(TensorOp):
 
 
 def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
-    """out[i][j][k] = a[index[i][j][k]][j][k] for dim 0, and so on (torch.gather): `index` is an
+    """`out[i][j][k] = a[index[i][j][k]][j][k]` for dim 0, and so on (torch.gather): `index` is an
     int64 tensor of a's number of dimensions, no larger than a except along dim; the result has
     its shape. Differentiable with respect to a (repeated indices add up). IndexError for an
     index outside the axis."""
