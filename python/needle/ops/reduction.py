@@ -415,7 +415,7 @@ class SortResult(tuple):
 
 
 class Gather(TensorOp):
-    """out[i][j][k] = a[index[i][j][k]][j][k] for axis 0, and so on (torch.gather); inputs (a,
+    """`out[i][j][k] = a[index[i][j][k]][j][k]` for axis 0, and so on (torch.gather); inputs (a,
     index). The gradient scatters into zeros (repeated indices add up); the index gets none.
 
     Edges: values are copied as they are (nan, +-inf, -0).
