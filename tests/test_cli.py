@@ -542,3 +542,18 @@ def test_lr_decay_scales_the_learning_rate_per_epoch(tmp_path, capsys):
     assert rc == 0
     history = json.loads(summary_path.read_text())["history"]
     assert [row["lr"] for row in history] == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_a_closed_pipe_stops_training_quietly(tmp_path):
+    """`needle train | head -2`: when the reader leaves, the command stops with 141 (128 + SIGPIPE,
+    as Unix tools report it) and no traceback."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-m", "needle", "train", "--epochs", "50"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err[-2000:]
+    assert b"parameters" in first
+    assert "Traceback" not in err and "BrokenPipeError" not in err

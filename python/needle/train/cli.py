@@ -24,6 +24,8 @@ allreduce for one that has gone.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import List, Optional
 
 from .._packaging import install_hint
@@ -219,4 +221,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a parse error already reported in one line
         return int(done.code or 0)
-    return execute(args)
+    try:
+        return execute(args)
+    except BrokenPipeError:  # `needle train | head`: the reader left; stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not raise again
+        return EXIT_BROKEN_PIPE
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader closed the pipe
