@@ -35,8 +35,6 @@ np.random.seed(0)
 # nodes; nothing else is needed to record the graph.
 
 # %%
-
-
 class Scalar:
     def __init__(self, value, parents=(), local_grads=(), name=""):
         self.value = float(value)
@@ -84,8 +82,6 @@ class Scalar:
 # reverse gives exactly the order we need.
 
 # %%
-
-
 def topological_order(output):
     order, seen = [], set()
 
@@ -117,8 +113,6 @@ def backward(output):
 # $$f(x, y) = \tanh(x y + x) \cdot e^{y} - x$$
 
 # %%
-
-
 def f(x, y):
     return (x * y + x).tanh() * y.exp() - x
 
@@ -138,8 +132,6 @@ print("df/dx =", round(x.grad, 6), " df/dy =", round(y.grad, 6))
 # order $h^2$. Every autodiff engine should pass this test.
 
 # %%
-
-
 def central_difference(fn, args, i, h=1e-6):
     up = list(args)
     down = list(args)
@@ -256,8 +248,6 @@ for name, W, which in (("W1", W1, 0), ("W2", W2, 1)):
 # $x^3$ (needle has `ndl.power_scalar`; this is for illustration).
 
 # %%
-
-
 class Cube(TensorOp):
     def compute(self, a):
         return array_api.multiply(array_api.multiply(a, a), a)

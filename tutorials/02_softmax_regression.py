@@ -58,8 +58,6 @@ print("label counts in the training part:", np.bincount(y_train, minlength=10))
 # $z_y = \sum_j z_j (e_y)_j$ is a product with the one-hot matrix.
 
 # %%
-
-
 def softmax_loss(Z, Y_onehot):
     """Mean softmax cross-entropy of logits Z (n, k) against one-hot labels (n, k)."""
     n = Z.shape[0]
@@ -100,8 +98,6 @@ assert np.allclose(W.grad.numpy(), by_hand, atol=1e-5)
 # gradient step is not part of the function we differentiate).
 
 # %%
-
-
 def error_rate(W, X, y):
     logits = (ndl.Tensor(X) @ W).numpy()
     return float((logits.argmax(axis=1) != y).mean())

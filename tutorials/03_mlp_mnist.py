@@ -59,8 +59,6 @@ print("one batch:", images.shape, images.dtype, labels.shape, labels.dtype)
 # that the ReLU layer's outputs keep about the variance of its inputs.
 
 # %%
-
-
 def make_model():
     return nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
 
@@ -85,8 +83,6 @@ print("parameters:", sum(int(np.prod(p.shape)) for p in model.parameters()))
 # Evaluation runs under `ndl.no_grad()`, which records no graph.
 
 # %%
-
-
 def run_epoch(model, loader, loss_fn, opt=None, step=None):
     """Mean loss and accuracy over one pass of `loader`; trains when `opt` (or `step`) is given."""
     model.train() if (opt or step) else model.eval()

@@ -59,8 +59,6 @@ print("train", X_train.shape, "test", X_test.shape)
 # $$\text{out}[n, i, j, o] = \sum_{u, v, c} x_\text{pad}[n, i s + u, j s + v, c]\, w[u, v, c, o]$$
 
 # %%
-
-
 def conv_by_loops(x, w, stride, padding):
     n, h, wd, _ = x.shape
     k, _, _, c_out = w.shape
@@ -129,8 +127,6 @@ print("parameters:", sum(int(np.prod(p.shape)) for p in model.parameters()),
 # the running averages, so a prediction does not depend on the other images in the batch.
 
 # %%
-
-
 def accuracy(model, X, y):
     model.eval()
     with ndl.no_grad():
