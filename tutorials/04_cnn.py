@@ -51,8 +51,9 @@ print("train", X_train.shape, "test", X_test.shape)
 # NCHW to NHWC, calls the op, and transposes back.
 #
 # Channels last makes the computation one matrix multiply ("im2col"): gather every k x k
-# window of the padded input as a row of k*k*C_in numbers (the array layer does this as a
-# strided *view*, without copying, then one compact copy), and multiply by the kernel
+# window of the padded input as a row of k*k*C_in numbers (a strided *view* of the input,
+# `window_view` in [`ops/_windows.py`](../python/needle/ops/_windows.py), made compact by one
+# copy), and multiply by the kernel
 # reshaped to (k*k*C_in, C_out). Let's check the op against the definition, written as
 # plain loops:
 #
