@@ -20,7 +20,7 @@ __all__ = ["DISTRIBUTION", "EXTRAS", "install_hint", "source_checkout"]
 DISTRIBUTION = "needle-dl"
 
 # pyproject.toml's [project.optional-dependencies] for users (dev is the contributors')
-EXTRAS = ("plot", "onnx", "cuda", "distributed", "dev")
+EXTRAS = ("plot", "onnx", "cuda", "distributed", "docs", "dev")
 
 
 def source_checkout() -> Optional[Path]:
