@@ -844,6 +844,10 @@ class LayerNorm(Module):
         self.weight = Parameter(init.ones(*shape, device=device, dtype=dtype)) if elementwise_affine else None
         self.bias = Parameter(init.zeros(*shape, device=device, dtype=dtype)) if elementwise_affine and bias else None
 
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
+
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
@@ -861,7 +865,7 @@ class Dropout(Module):
         self.inplace = inplace
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, inplace=False"
+        return f"p={self.p}, inplace={self.inplace}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training, self.inplace)
