@@ -212,6 +212,35 @@ def test_mingpt_optimizer_groups_training_and_generation_match_torch():
     assert sampled.shape == (1, 7) and sampled.min() >= 0 and sampled.max() < cfg.vocab_size
 
 
+def test_mingpt_training_step_compiled_with_ndl_compile_matches_torchs_eager_steps():
+    """trainer.py's step (less its loss.item(), a host read) under ndl.compile: the trace and the
+    replays leave the parameters where PyTorch's eager steps do."""
+    T, N = both(mingpt)
+    cfg, train_cfg = mingpt.Config(), mingpt.TrainConfig()
+    torch.manual_seed(2)
+    tm, nm = twin(T.GPT(cfg), N.GPT(cfg))
+    topt, nopt = tm.configure_optimizers(train_cfg), nm.configure_optimizers(train_cfg)
+
+    @ndl.compile
+    def step(x, y):
+        logits, loss = nm(x, y)
+        nm.zero_grad(set_to_none=True)
+        loss.backward()
+        ndl.nn.utils.clip_grad_norm_(nm.parameters(), train_cfg.grad_norm_clip)
+        nopt.step()
+        return loss
+
+    seq = tokens(40, cfg.vocab_size, seed=4)
+    rs = np.random.RandomState(5)
+    for _ in range(4):  # eager, trace, two replays
+        starts = rs.randint(0, len(seq) - cfg.block_size - 1, 4)
+        x = np.stack([seq[s:s + cfg.block_size] for s in starts])
+        y = np.stack([seq[s + 1:s + 1 + cfg.block_size] for s in starts])
+        close(step(ndl.tensor(x), ndl.tensor(y)).item(),
+              T.train_step(tm, topt, torch.tensor(x), torch.tensor(y), train_cfg))
+        assert_same_state(nm, tm)
+
+
 # --- PyTorch's MNIST example ----------------------------------------------------------------------
 
 def mnist_data(n=12, side=10):
