@@ -302,3 +302,21 @@ def test_same_padding_of_an_odd_kernel_is_the_course_convs():
     interop.from_torch(layer, twin)
     got, expected = _outputs(layer, twin, np.random.RandomState(7).randn(2, 3, 7, 6))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_in_torchs_names_and_layouts_match_the_twins():
+    """torch_state_dict_arrays(m, grads=True): each parameter's .grad under the twin's key and layout
+    (Linear transposed, biases flat, LSTM gates), equal to the torch twin's after the same backward."""
+    torch.manual_seed(0)
+    tm = torch.nn.ModuleDict({"fc": torch.nn.Linear(3, 4), "lstm": torch.nn.LSTM(4, 2)}).double()
+    nm = nn.ModuleDict({"fc": nn.Linear(3, 4, dtype="float64"), "lstm": nn.LSTM(4, 2, dtype="float64")})
+    interop.from_torch(nm, tm.state_dict())
+    x = np.random.RandomState(1).randn(5, 2, 3)
+    with pytest.raises(ValueError, match="'fc.weight' has no gradient"):
+        interop.torch_state_dict_arrays(nm, grads=True)
+    tm["lstm"](tm["fc"](torch.tensor(x)))[0].pow(2).sum().backward()
+    nm["lstm"](nm["fc"](ndl.tensor(x)))[0].pow(2).sum().backward()
+    grads = interop.torch_state_dict_arrays(nm, grads=True)
+    assert set(grads) == {k for k, _ in tm.named_parameters()}
+    for key, p in tm.named_parameters():
+        np.testing.assert_allclose(grads[key], p.grad.numpy(), rtol=1e-10, err_msg=key)

@@ -200,6 +200,26 @@ def test_batch_norm_course_rule_keeps_the_biased_variance(shape):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 4, 2)])
+def test_batch_norm_modules_take_pytorchs_unbiased_running_variance_when_asked(shape):
+    """BatchNorm1d/2d(unbiased_running_var=True) (or the attribute set later) keep the running
+    statistics torch.nn.BatchNorm1d/2d keep, over several training steps; outputs as torch's."""
+    torch_layer = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(3, momentum=0.3).double()
+    ours = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(3, momentum=0.3, dtype="float64",
+                                                                    unbiased_running_var=True)
+    later = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(3, momentum=0.3, dtype="float64")
+    later.unbiased_running_var = True
+    for seed in range(3):
+        a = rand(*shape, seed=20 + seed)
+        ref = torch_layer(torch.tensor(a))
+        for layer in (ours, later):
+            np.testing.assert_allclose(layer(nd(a)).numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(layer.running_var.numpy(), torch_layer.running_var.numpy(), rtol=1e-12)
+            np.testing.assert_allclose(layer.running_mean.numpy(), torch_layer.running_mean.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        nn.BatchNorm1d(3, unbiased_running_var=True)(nd(rand(1, 3, seed=1)))
+
+
 def test_batch_norm_of_one_row_needs_the_course_rule():
     """One value per channel has no unbiased variance (PyTorch refuses it); the biased one is 0."""
     row = nd(rand(1, 3, seed=12))

@@ -168,16 +168,17 @@ def is_array(a) -> bool:
 
 
 def array(a, dtype=None, device=None) -> np.ndarray:
-    """A copy of `a`; dtype None keeps a numpy array's dtype and makes Python ints/bools float32
-    (the course's "a tensor made from numbers is a float tensor")."""
+    """A copy of `a`, in row-major order as the nd backend's copies (a transposed view's copy is
+    contiguous: Tensor.contiguous relies on it); dtype None keeps a numpy array's dtype and makes
+    Python ints/bools float32 (the course's "a tensor made from numbers is a float tensor")."""
     kind = np.asarray(a).dtype.kind
     if kind in ("c", "O", "U", "S", "M", "m", "V"):  # numpy would drop an imaginary part, or fail deep inside
         raise TypeError(f"cannot store data of dtype {np.asarray(a).dtype}: needle stores float32, float64, "
                         "int64 and bool")
     if dtype is not None:
-        return np.array(a, dtype=storage_dtype(dtype))
+        return np.array(a, dtype=storage_dtype(dtype), order="C")
     if isinstance(a, (np.ndarray, np.generic)):
-        return np.array(a, dtype=_stored(np.asarray(a)))
+        return np.array(a, dtype=_stored(np.asarray(a)), order="C")
     data = np.array(a)
     return data.astype(DEFAULT_FLOAT if data.dtype.kind not in "f" else storage_dtype(data.dtype), copy=False)
 
@@ -407,10 +408,15 @@ def setitem(a: np.ndarray, index, value) -> None:
 
 
 def storage(a: np.ndarray) -> np.ndarray:
-    """The array owning the memory behind `a` (its last numpy base), shared by all its views."""
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
+    """The array owning the memory behind `a` (its last numpy base), shared by all its views. A view
+    made by as_strided has numpy's stride-tricks wrapper as its base, which holds the array."""
+    while True:
+        base = a.base
+        if not isinstance(base, np.ndarray) and isinstance(getattr(base, "base", None), np.ndarray):
+            base = base.base  # numpy.lib.stride_tricks' DummyArray
+        if not isinstance(base, np.ndarray):
+            return a
+        a = base
 
 
 def owns_storage(a: np.ndarray) -> bool:

@@ -264,10 +264,24 @@ def _is_torch_module(value) -> bool:
     return hasattr(value, "state_dict") and hasattr(value, "named_modules") and callable(value.state_dict)
 
 
-def torch_state_dict_arrays(module: Module) -> Dict[str, np.ndarray]:
-    """The module's weights under PyTorch's names and layouts, as numpy arrays."""
-    return {key: np.ascontiguousarray(forward([t.numpy() for t in tensors]))
-            for key, tensors, forward, _ in _pairs(module)}
+def torch_state_dict_arrays(module: Module, grads: bool = False) -> Dict[str, np.ndarray]:
+    """The module's weights under PyTorch's names and layouts, as numpy arrays; with grads=True
+    their `.grad`s instead, in the same names and layouts (to compare a training step with the
+    PyTorch twin's, whose `named_parameters()` gives the same keys). ValueError names a key
+    whose tensor has no gradient."""
+    def arrays(key: str, tensors: List[Tensor]) -> List[np.ndarray]:
+        if not grads:
+            return [t.numpy() for t in tensors]
+        out = []
+        for t in tensors:
+            if t.grad is None:
+                raise ValueError(f"torch_state_dict_arrays: {key!r} has no gradient")
+            out.append(t.grad.numpy())
+        return out
+
+    return {key: np.ascontiguousarray(forward(arrays(key, tensors)))
+            for key, tensors, forward, _ in _pairs(module)
+            if not grads or all(isinstance(t, Parameter) for t in tensors)}
 
 
 def to_torch(module: Module, twin=None) -> Dict[str, Any]:

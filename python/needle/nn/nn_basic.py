@@ -763,14 +763,18 @@ class BatchNorm1d(Module):
     """Normalise each feature over the batch; x (N, dim) (needle.nn.functional.batch_norm).
 
     The course's running statistics: running <- (1 - momentum) running + momentum batch,
-    with the batch's *biased* variance (PyTorch's BatchNorm1d uses the unbiased one).
+    with the batch's *biased* variance (PyTorch's BatchNorm1d/2d use the unbiased one, n / (n - 1)
+    times it: pass unbiased_running_var=True, or set the attribute, for PyTorch's running_var;
+    the normalization itself uses the biased variance in both).
     """
 
-    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32", *,
+                 unbiased_running_var: bool = False):
         super().__init__()
         self.dim = dim
         self.eps = eps
         self.momentum = momentum
+        self.unbiased_running_var = unbiased_running_var
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype))
         self.running_mean = init.zeros(dim, device=device, dtype=dtype)
@@ -786,7 +790,8 @@ class BatchNorm1d(Module):
 
     def _normalize(self, x: Tensor) -> Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=self.training,
-                            momentum=self.momentum, eps=self.eps, unbiased_running_var=False)
+                            momentum=self.momentum, eps=self.eps,
+                            unbiased_running_var=getattr(self, "unbiased_running_var", False))
 
 
 class BatchNorm2d(BatchNorm1d):
@@ -839,6 +844,10 @@ class LayerNorm(Module):
         self.weight = Parameter(init.ones(*shape, device=device, dtype=dtype)) if elementwise_affine else None
         self.bias = Parameter(init.zeros(*shape, device=device, dtype=dtype)) if elementwise_affine and bias else None
 
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
+
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
@@ -856,7 +865,7 @@ class Dropout(Module):
         self.inplace = inplace
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, inplace=False"
+        return f"p={self.p}, inplace={self.inplace}"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training, self.inplace)

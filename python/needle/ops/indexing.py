@@ -9,7 +9,7 @@ is read on the host, as in every framework).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from ..autograd import Tensor, TensorOp, array_api
 from ..dtypes import python_scalar, storage_dtype
@@ -65,10 +65,12 @@ class IndexPlan:
         converted += [slice(None)] * (len(shape) - sum(1 for e in converted if e is not None))
 
         basic, view_shape, adv_pos, adv_arrays, sliced_shape = [], [], [], [], []
+        layout: List[Optional[int]] = []  # each view axis: the sliced axis it is, or None for a new one
         dim = 0
         for entry in converted:
             if entry is None:
                 view_shape.append(1)
+                layout.append(None)
                 continue
             size = shape[dim]
             if isinstance(entry, slice):
@@ -78,6 +80,7 @@ class IndexPlan:
                 sl = slice(start, max(start, stop), step)
                 length = len(range(sl.start, sl.stop, sl.step))
                 view_shape.append(length)
+                layout.append(dim)
             elif isinstance(entry, int) and not has_array:
                 if not -size <= entry < size:
                     raise IndexError(f"index {entry} is out of bounds for axis {dim} with size {size}")
@@ -101,6 +104,7 @@ class IndexPlan:
             sliced_shape.append(length)
             dim += 1
         self.basic = tuple(basic)
+        self.layout = tuple(layout)
         self.sliced_shape = tuple(sliced_shape)
         self.view_shape = tuple(view_shape)
         self.advanced = bool(adv_pos)
@@ -143,12 +147,15 @@ class IndexPlan:
         return array_api.ascontiguousarray(rows)
 
     def gather(self, a):
-        """tensor[index] on backend data."""
+        """tensor[index] on backend data. Ints, slices, None and Ellipsis give a view of `a`'s
+        buffer (PyTorch's basic indexing: x[0].add_(1) writes x); index arrays a copy."""
         v = array_api.getitem(a, self.basic)
-        if self.view_shape != self.sliced_shape or self.advanced:
-            v = array_api.reshape(array_api.ascontiguousarray(v), self.view_shape)
         if not self.advanced:
-            return v
+            if self.view_shape == self.sliced_shape:
+                return v
+            strides = array_api.element_strides(v)  # an int's axis is dropped, a new axis has size 1
+            return array_api.as_strided(v, self.view_shape, tuple(0 if j is None else strides[j] for j in self.layout))
+        v = array_api.reshape(array_api.ascontiguousarray(v), self.view_shape)
         v = array_api.transpose(v, self.perm)
         v = array_api.reshape(array_api.ascontiguousarray(v), (size_of(self.adv_dims),) + self.rest_shape)
         out = array_api.take_rows(v, self.rows)
