@@ -411,9 +411,10 @@ def storage(a: np.ndarray) -> np.ndarray:
     """The array owning the memory behind `a` (its last numpy base), shared by all its views. A view
     made by as_strided has numpy's stride-tricks wrapper as its base, which holds the array."""
     while True:
-        base = a.base
-        if not isinstance(base, np.ndarray) and isinstance(getattr(base, "base", None), np.ndarray):
-            base = base.base  # numpy.lib.stride_tricks' DummyArray
+        base: object = a.base
+        wrapped = getattr(base, "base", None)
+        if not isinstance(base, np.ndarray) and isinstance(wrapped, np.ndarray):
+            base = wrapped  # numpy.lib.stride_tricks' DummyArray
         if not isinstance(base, np.ndarray):
             return a
         a = base
