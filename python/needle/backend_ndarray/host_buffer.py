@@ -13,18 +13,21 @@ import numpy as np
 class Array:
     """A flat buffer of `size` elements of one storage dtype (float32 unless asked otherwise)."""
 
-    __slots__ = ("array", "size", "dtype", "__weakref__")  # weakly referenced by needle.compile
+    # weakly referenced by needle.compile; `shaped` is (shape, view) of the last `shaped_view`,
+    # one slot so that a thread switch can never pair one shape with another's view
+    __slots__ = ("array", "size", "dtype", "shaped", "__weakref__")
 
     def __init__(self, size: int, dtype: str = "float32"):
         self.array = np.empty(size, dtype=dtype)
         self.size = size
         self.dtype = dtype  # a name like "float32"; numpy recomputes dtype.name on every access
+        self.shaped = None
 
     @classmethod
     def wrap(cls, flat: np.ndarray) -> "Array":
         """A buffer over an existing 1-D numpy array (no copy)."""
         buf = cls.__new__(cls)
-        buf.array, buf.size, buf.dtype = flat, flat.size, flat.dtype.name
+        buf.array, buf.size, buf.dtype, buf.shaped = flat, flat.size, flat.dtype.name, None
         return buf
 
     def ptr(self) -> int:
@@ -43,6 +46,21 @@ def strided_view(a: Array, shape, strides, offset) -> np.ndarray:
     )
 
 
+def shaped_view(a: Array, shape) -> np.ndarray:
+    """The first prod(shape) elements of `a` viewed with `shape` (no copy).
+
+    The view is kept on the buffer for the next call with the same shape: an array is
+    usually written by one kernel and read by the next ones with the same shape, and
+    building a numpy view costs as much as a small kernel does.
+    """
+    cached = a.shaped
+    if cached is not None and cached[0] == shape:
+        return cached[1]
+    view = a.array[: math.prod(shape)].reshape(shape)
+    a.shaped = (view.shape, view)
+    return view
+
+
 def read(operand) -> np.ndarray:
     """The numpy array a kernel reads: a compact handle (as the course's kernels take), or an
     operand (handle, shape, strides, offset) that NDArray passes to read strided views in place.
@@ -53,6 +71,8 @@ def read(operand) -> np.ndarray:
         return operand.array
     handle, shape, strides, offset = operand
     if strides is None:
+        if not offset:
+            return shaped_view(handle, shape)
         return handle.array[offset:offset + math.prod(shape)].reshape(shape)
     return strided_view(handle, shape, strides, offset)
 
@@ -64,7 +84,7 @@ def read_flat(operand) -> np.ndarray:
 
 def out_view(out: Array, shape) -> np.ndarray:
     """The first prod(shape) elements of `out`, shaped: where a kernel writes its result."""
-    return out.array[: math.prod(shape)].reshape(shape)
+    return shaped_view(out, shape)
 
 
 def reduction_blocks(operand, reduce_size: int):
