@@ -160,11 +160,20 @@ class Value:
     op: Optional[Op]
     inputs: List["Value"]
     cached_data: NDArray
-    requires_grad: bool
     grad: Optional["Value"]
+    _requires_grad: bool  # read directly on the path of every op (Tensor checks what is set)
+    num_outputs = 1
     # set on graph nodes and their inputs only (read with __dict__.get): see _link
     _epoch: int
     _consumed: bool
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self._requires_grad = bool(value)
 
     def realize_cached_data(self):
         if self.cached_data is None:
@@ -186,12 +195,16 @@ class Value:
         global TENSOR_COUNTER
         TENSOR_COUNTER += 1
         if requires_grad is None:
-            requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            requires_grad = _GRAD_ENABLED and any(x._requires_grad for x in inputs)
         self.op = op
         self.inputs = inputs
-        self.num_outputs = num_outputs
+        if num_outputs != 1:
+            self.num_outputs = num_outputs
         self.cached_data = cached_data
-        self.requires_grad = requires_grad
+        if requires_grad:
+            self.requires_grad = True  # through the property: Tensor checks the dtype
+        else:
+            self._requires_grad = False
         self.grad = None
 
     @classmethod
@@ -204,8 +217,22 @@ class Value:
 
     @classmethod
     def make_from_op(cls, op: Op, inputs: List["Value"]):
+        """The result of `op` on `inputs`: its check, then (eagerly) its compute; a graph node
+        when an input requires grad and gradients are recorded, else a constant leaf."""
         op.check(*inputs)
-        requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+        return cls._from_checked_op(op, inputs)
+
+    @classmethod
+    def _from_checked_op(cls, op: Op, inputs):
+        """make_from_op after the op's check: for callers that have just checked the same
+        (the elementwise functions' types and shapes), so that no op pays for it twice."""
+        global TENSOR_COUNTER
+        requires_grad = False
+        if _GRAD_ENABLED:
+            for x in inputs:
+                if x._requires_grad:
+                    requires_grad = True
+                    break
         if LAZY_MODE or not op.eager:
             value = cls.__new__(cls)
             value._init(op, list(inputs), requires_grad=requires_grad)
@@ -215,12 +242,23 @@ class Value:
         data = op.compute(*[x.realize_cached_data() for x in inputs])
         if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
             requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
-        if not requires_grad:
-            # a result that needs no gradient is a constant leaf: no graph node is kept
-            return cls.make_const(data)
+        # what _init does, written out: this is the path of every op
+        TENSOR_COUNTER += 1
         value = cls.__new__(cls)
-        value._init(op, list(inputs), cached_data=data, requires_grad=True)
-        _link(value, inputs)
+        value.cached_data = data
+        value.grad = None
+        if requires_grad:
+            value.op = op
+            value.inputs = list(inputs)
+            value._requires_grad = True
+            value._epoch = _EPOCH
+            for x in inputs:
+                x._consumed = True
+        else:
+            # a result that needs no gradient is a constant leaf: no graph node is kept
+            value.op = None
+            value.inputs = []
+            value._requires_grad = False
         return value
 
 
@@ -531,17 +569,20 @@ class Tensor(Value):
 
     @property
     def shape(self) -> tuple:
-        return self.realize_cached_data().shape
+        data = self.cached_data
+        return (data if data is not None else self.realize_cached_data()).shape
 
     @property
     def dtype(self) -> DType:
         """The dtype, as an `ndl.dtype` (`ndl.float32`, ...): a string equal to its name, and
         equal to the numpy dtype of that name (see needle.dtypes.dtype)."""
-        return as_dtype(self.realize_cached_data().dtype)
+        data = self.cached_data
+        return as_dtype((data if data is not None else self.realize_cached_data()).dtype)
 
     @property
     def device(self):
-        return array_api.device_of(self.realize_cached_data())
+        data = self.cached_data
+        return array_api.device_of(data if data is not None else self.realize_cached_data())
 
     @property
     def ndim(self) -> int:
@@ -1247,7 +1288,7 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value, accumul
 
 def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
     partial_adjoints = {output_tensor: [out_grad]}
-    order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x.requires_grad])
+    order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x._requires_grad])
     for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
@@ -1265,11 +1306,16 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         node.grad = grad.detach()
         _check_unwritten(node)
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
-            if partial is not None and inp.requires_grad:
-                if isinstance(partial, Tensor) and isinstance(inp, Tensor) and partial.dtype != inp.dtype:
+            if partial is not None and inp._requires_grad:
+                if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
+                        partial.realize_cached_data().dtype != inp.realize_cached_data().dtype:
                     # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
                     partial = _ops.cast(partial, inp.dtype)
-                partial_adjoints.setdefault(inp, []).append(partial)
+                found = partial_adjoints.get(inp)
+                if found is None:
+                    partial_adjoints[inp] = [partial]
+                else:
+                    found.append(partial)
 
 
 def sum_node_list(node_list: List[Value]) -> Value:

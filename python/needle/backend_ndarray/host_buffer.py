@@ -5,6 +5,7 @@ kernels they run on it. `strided_view` turns (shape, strides, offset), with
 strides counted in elements and possibly negative, into a numpy view over the
 buffer without copying.
 """
+import functools
 import math
 
 import numpy as np
@@ -35,15 +36,29 @@ class Array:
         return self.array.ctypes.data
 
 
+@functools.lru_cache(maxsize=4096)
+def _row_major(shape: tuple) -> tuple:
+    """Row-major element strides of `shape`."""
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
+
+
 def strided_view(a: Array, shape, strides, offset) -> np.ndarray:
     """A numpy view of `a` with the given element strides; never copies."""
+    if not offset:
+        shape, strides = tuple(shape), tuple(strides)
+        if strides == _row_major(shape):  # the buffer's first elements in order: a plain view
+            return shaped_view(a, shape)
     buf = a.array
     if 0 in shape:
         return np.empty(shape, dtype=buf.dtype)
     item = buf.itemsize
-    return np.lib.stride_tricks.as_strided(
-        buf[offset:], shape=tuple(shape), strides=tuple(s * item for s in strides)
-    )
+    # the ndarray constructor over the buffer: what as_strided builds, without its detour through
+    # __array_interface__ (ten times the cost); numpy checks that the view stays inside the buffer
+    return np.ndarray(tuple(shape), buf.dtype, buf, offset * item, tuple([s * item for s in strides]))
 
 
 def shaped_view(a: Array, shape) -> np.ndarray:
