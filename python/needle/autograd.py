@@ -413,6 +413,14 @@ class Tensor(Value):
             return self.fill_(value)
         if value.device != self.device:
             raise ValueError(f"copy_: the source is on {value.device}, this tensor on {self.device}")
+        if not (_GRAD_ENABLED and (self._requires_grad or value._requires_grad)):
+            data, new = self.realize_cached_data(), value.realize_cached_data()
+            if new.dtype == data.dtype and new.shape == data.shape:
+                # untracked, same dtype and shape (every optimizer update): what _inplace_ends does then
+                if new is not data:
+                    array_api.setitem(data, (), new)
+                _note_write(data)
+                return self
         tracked = self._inplace_begins("copy_", value)
         result = value if array_api.dtype_name(value.dtype) == array_api.dtype_name(self.dtype) \
             else _ops.cast(value, array_api.dtype_name(self.dtype))
@@ -477,7 +485,7 @@ class Tensor(Value):
         data = self.realize_cached_data()
         new = result.realize_cached_data()
         if new is not data:
-            array_api.setitem(data, tuple(slice(None) for _ in data.shape), new)
+            array_api.setitem(data, (), new)  # the whole array, as numpy's x[()] = y
         _note_write(data)
         if tracked:
             self.op = result.op  # None when the result is a constant: this tensor becomes one too

@@ -372,7 +372,7 @@ class NDArray:
 
     def __setitem__(self, idxs, other) -> None:
         """Write `other` (array broadcastable to the view, or a scalar) into the view, in place."""
-        view = self.__getitem__(idxs)
+        view = self if idxs == () else self.__getitem__(idxs)  # x[()] is all of x, as in numpy
         if isinstance(other, np.ndarray) and other.ndim > 0:
             other = NDArray(other, device=self._device, dtype=self.dtype)
         if isinstance(other, NDArray):
