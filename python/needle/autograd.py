@@ -226,7 +226,6 @@ class Value:
     def _from_checked_op(cls, op: Op, inputs):
         """make_from_op after the op's check: for callers that have just checked the same
         (the elementwise functions' types and shapes), so that no op pays for it twice."""
-        global TENSOR_COUNTER
         requires_grad = False
         if _GRAD_ENABLED:
             for x in inputs:
@@ -242,23 +241,18 @@ class Value:
         data = op.compute(*[x.realize_cached_data() for x in inputs])
         if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
             requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
-        # what _init does, written out: this is the path of every op
-        TENSOR_COUNTER += 1
         value = cls.__new__(cls)
-        value.cached_data = data
-        value.grad = None
+        # through _init (ndl.compile's guards watch it for the values a step creates), with
+        # requires_grad set after: a floating result needs no second dtype check
         if requires_grad:
-            value.op = op
-            value.inputs = list(inputs)
+            value._init(op, list(inputs), cached_data=data, requires_grad=False)
             value._requires_grad = True
             value._epoch = _EPOCH
             for x in inputs:
                 x._consumed = True
         else:
             # a result that needs no gradient is a constant leaf: no graph node is kept
-            value.op = None
-            value.inputs = []
-            value._requires_grad = False
+            value._init(None, [], cached_data=data, requires_grad=False)
         return value
 
 
@@ -575,22 +569,21 @@ class Tensor(Value):
             _check_requires_grad(True, self.cached_data.dtype)
         self._requires_grad = bool(value)
 
+    # through realize_cached_data, which ndl.compile's guards watch: a step that reads a tensor's
+    # shape depends on that tensor
     @property
     def shape(self) -> tuple:
-        data = self.cached_data
-        return (data if data is not None else self.realize_cached_data()).shape
+        return self.realize_cached_data().shape
 
     @property
     def dtype(self) -> DType:
         """The dtype, as an `ndl.dtype` (`ndl.float32`, ...): a string equal to its name, and
         equal to the numpy dtype of that name (see needle.dtypes.dtype)."""
-        data = self.cached_data
-        return as_dtype((data if data is not None else self.realize_cached_data()).dtype)
+        return as_dtype(self.realize_cached_data().dtype)
 
     @property
     def device(self):
-        data = self.cached_data
-        return array_api.device_of(data if data is not None else self.realize_cached_data())
+        return array_api.device_of(self.realize_cached_data())
 
     @property
     def ndim(self) -> int:

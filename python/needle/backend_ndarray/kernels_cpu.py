@@ -17,9 +17,11 @@ import numba
 import numpy as np
 
 from ..dtypes import HostScalar
-from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
+from .host_buffer import (  # noqa: F401  (kernels of the interface, and the cache's: ndl.cpu().empty_cache())
     Array,
+    cache_info,
     class_ids,
+    empty_cache,
     fill,
     from_numpy,
     out_view,
