@@ -645,10 +645,11 @@ class Tensor(Value):
         rule instead: a leaf's gradient is added to the `.grad` it has (in place, once the
         leaf owns its gradient buffer), for gradient accumulation over micro-batches.
         """
-        if not array_api.is_floating(self.dtype):
+        data = self.realize_cached_data()
+        if not array_api.is_floating(data.dtype):
             raise TypeError(f"backward() needs a floating-point tensor, got dtype {self.dtype}")
         if out_grad is None:
-            out_grad = Tensor.make_const(array_api.full(self.shape, 1, self.dtype, self.device))
+            out_grad = Tensor.make_const(array_api.full(data.shape, 1, data.dtype, array_api.device_of(data)))
         elif not isinstance(out_grad, Tensor):
             raise TypeError(f"out_grad must be a Tensor, got {type(out_grad).__name__}")
         elif out_grad.shape != self.shape:
@@ -1294,7 +1295,7 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         partials = partial_adjoints.pop(node, None)
         if partials is None:
             continue
-        grad = sum_node_list(partials)
+        grad = partials[0] if len(partials) == 1 else sum_node_list(partials)
         if node.op is None:
             if accumulate and node.requires_grad:
                 # only Tensors are leaves that require grad
@@ -1309,7 +1310,7 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
             if partial is not None and inp._requires_grad:
                 if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
-                        partial.realize_cached_data().dtype != inp.realize_cached_data().dtype:
+                        _data(partial).dtype != _data(inp).dtype:
                     # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
                     partial = _ops.cast(partial, inp.dtype)
                 found = partial_adjoints.get(inp)
@@ -1317,6 +1318,12 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
                     partial_adjoints[inp] = [partial]
                 else:
                     found.append(partial)
+
+
+def _data(value: Value):
+    """value's data: its cached data, computed first for a lazy node."""
+    data = value.cached_data
+    return data if data is not None else value.realize_cached_data()
 
 
 def sum_node_list(node_list: List[Value]) -> Value:

@@ -159,6 +159,9 @@ def read(operand) -> np.ndarray:
     handle, shape, strides, offset = operand
     if strides is None:
         if not offset:
+            cached = handle.shaped  # shaped_view's look-up, inline: this is every kernel's first step
+            if cached is not None and cached[0] == shape:
+                return cached[1]
             return shaped_view(handle, shape)
         return handle.array[offset:offset + math.prod(shape)].reshape(shape)
     return strided_view(handle, shape, strides, offset)
@@ -171,6 +174,9 @@ def read_flat(operand) -> np.ndarray:
 
 def out_view(out: Array, shape) -> np.ndarray:
     """The first prod(shape) elements of `out`, shaped: where a kernel writes its result."""
+    cached = out.shaped
+    if cached is not None and cached[0] == shape:
+        return cached[1]
     return shaped_view(out, shape)
 
 
