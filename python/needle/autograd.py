@@ -239,7 +239,7 @@ class Value:
                 _link(value, inputs)
             return value
         data = op.compute(*[x.realize_cached_data() for x in inputs])
-        if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
+        if requires_grad and not isinstance(data, tuple) and not _is_floating(data.dtype):
             requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
         value = cls.__new__(cls)
         # through _init (ndl.compile's guards watch it for the values a step creates), with
@@ -254,6 +254,16 @@ class Value:
             # a result that needs no gradient is a constant leaf: no graph node is kept
             value._init(None, [], cached_data=data, requires_grad=False)
         return value
+
+
+_FLOATING: dict = {}  # array dtype -> whether it is floating (the arrays' own dtype objects as keys)
+
+
+def _is_floating(dtype) -> bool:
+    found = _FLOATING.get(dtype)
+    if found is None:
+        found = _FLOATING[dtype] = array_api.is_floating(dtype)
+    return found
 
 
 # --- in-place updates -------------------------------------------------------------
