@@ -18,7 +18,7 @@ import functools
 import math
 import os
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,10 +34,11 @@ class Array:
     # weakly referenced by needle.compile; `shaped` is (shape, view) of the last `shaped_view`,
     # one slot so that a thread switch can never pair one shape with another's view
     __slots__ = ("array", "size", "dtype", "shaped", "__weakref__")
+    shaped: Optional[Tuple[tuple, np.ndarray]]
 
     def __init__(self, size: int, dtype: str = "float32"):
         if size >= CACHE_MIN_ELEMENTS and _cache["limit"]:
-            self.__class__ = _CachedArray  # type: ignore[assignment]  # same slots: gives its memory back
+            self.__class__ = _CachedArray  # same slots: gives its memory back when it dies
             self.array = _take(size, dtype)
         else:
             self.array = np.empty(size, dtype=dtype)
