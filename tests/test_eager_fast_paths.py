@@ -268,3 +268,16 @@ def test_power_half_is_the_correctly_rounded_square_root_with_pytorchs_edges(dev
     assert np.signbit(got[:2]).tolist() == np.signbit(want[:2]).tolist() == [True, False]
     runtime = ndl.HostScalar(0.5)  # a runtime exponent (an optimizer's) takes the same kernel
     assert (ndl.Tensor(x, device=device) ** runtime).numpy().tobytes() == got.tobytes()
+
+
+@pytest.mark.parametrize("value, limit", [("0", 0), ("1.5", 3 << 19), ("64", 64 << 20)])
+def test_the_cache_limit_comes_from_the_environment(monkeypatch, value, limit):
+    monkeypatch.setenv("NEEDLE_CPU_CACHE_MB", value)
+    assert host_buffer._limit_from_environment() == limit
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "nan"])
+def test_a_bad_cache_limit_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("NEEDLE_CPU_CACHE_MB", value)
+    with pytest.raises(ValueError, match=f"NEEDLE_CPU_CACHE_MB must be a number of megabytes >= 0.*{value}"):
+        host_buffer._limit_from_environment()

@@ -24,7 +24,21 @@ import numpy as np
 
 CACHE_MIN_ELEMENTS = 1 << 14  # smaller arrays come from malloc's own free lists, already warm
 _FREE: Dict[Tuple[int, str], List[np.ndarray]] = {}  # (size, dtype) -> cached arrays
-_cache = {"bytes": 0, "limit": int(float(os.environ.get("NEEDLE_CPU_CACHE_MB", "512")) * (1 << 20))}
+
+
+def _limit_from_environment() -> int:
+    """NEEDLE_CPU_CACHE_MB in bytes; ValueError naming the variable for anything but a number >= 0."""
+    text = os.environ.get("NEEDLE_CPU_CACHE_MB", "512")
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:  # also refuses nan
+        raise ValueError(f"NEEDLE_CPU_CACHE_MB must be a number of megabytes >= 0 (0: no cache), got {text!r}")
+    return int(megabytes * (1 << 20))
+
+
+_cache = {"bytes": 0, "limit": _limit_from_environment()}
 
 
 class Array:
