@@ -461,7 +461,7 @@ class NDArray:
             if other._device is not device:
                 _check_same_device(self, other, ewise)
             a_dtype, b_dtype = self._handle.dtype, other._handle.dtype
-            dtype = rule(a_dtype, b_dtype)
+            dtype = a_dtype if a_dtype == b_dtype and rule is result_dtype else rule(a_dtype, b_dtype)
             a = self if a_dtype == dtype else self.astype(dtype)
             b = other if b_dtype == dtype else other.astype(dtype)
             shape = a._shape
@@ -494,9 +494,13 @@ class NDArray:
     def _unary(self, kernel: str, floating: bool = False) -> "NDArray":
         """A kernel of one operand; `floating` functions turn int/bool input into float32 first."""
         a = self.astype(DEFAULT_FLOAT) if floating and self._handle.dtype not in FLOAT_DTYPES else self
-        out = _fresh(self._shape, self._device, a._handle.dtype)
+        device = self._device
+        out = _fresh(self._shape, device, a._handle.dtype)
         if out._handle.size:
-            self._device.call(kernel, a._operand(), out._handle)
+            if device.recorder is None:
+                getattr(device, kernel)(a._operand(), out._handle)
+            else:
+                device.call(kernel, a._operand(), out._handle)
         return out
 
     # The arithmetic, comparison and math methods (__add__, __rsub__, maximum, __lt__, exp,
@@ -577,7 +581,11 @@ class NDArray:
         if reduce_size == 0:
             out.fill(0)
         elif out._handle.size:
-            self._device.call(kernel, view._operand(), out._handle, reduce_size)
+            device = self._device
+            if device.recorder is None:
+                getattr(device, kernel)(view._operand(), out._handle, reduce_size)
+            else:
+                device.call(kernel, view._operand(), out._handle, reduce_size)
         if keepdims:
             return out._reshaped(tuple(1 if a in axes else d for a, d in enumerate(shape)))
         if axis is None:
@@ -709,18 +717,19 @@ def _refuse_bool(p: Primitive, *operands) -> None:
 def _primitive_method(p: Primitive, scalar_kernel: str):
     ewise = f"ewise_{p.name}"
     method: Callable[..., NDArray]  # unary or binary
+    refuses_bool, floating = p.refuses_bool, p.floating  # read once: the methods run on every op
     if p.arity == 1:
         def method(self):
-            if p.refuses_bool:
+            if refuses_bool:
                 _refuse_bool(p, self)
-            return self._unary(ewise, floating=p.floating)
+            return self._unary(ewise, floating)
     else:
         rule, out_dtype, cast = _RULES[p.dtype]
 
         def method(self, other):
-            if p.refuses_bool:
+            if refuses_bool:
                 _refuse_bool(p, self, other)
-            return self._binary(other, ewise, scalar_kernel, rule=rule, out_dtype=out_dtype, cast=cast)
+            return self._binary(other, ewise, scalar_kernel, rule, out_dtype, cast)
     method.__doc__ = f"Elementwise {p.function} (needle.primitives row {p.name!r})."
     return method
 
