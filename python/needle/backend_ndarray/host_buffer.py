@@ -158,7 +158,11 @@ def shaped_view(a: Array, shape) -> np.ndarray:
     cached = a.shaped
     if cached is not None and cached[0] == shape:
         return cached[1]
-    view = a.array[: math.prod(shape)].reshape(shape)
+    array = a.array
+    if len(shape) == 1 and shape[0] == array.shape[0]:
+        view = array  # all of a 1-D buffer is the buffer itself
+    else:
+        view = array[: math.prod(shape)].reshape(shape)
     a.shaped = (view.shape, view)
     return view
 

@@ -470,10 +470,17 @@ class NDArray:
                 a, b = a.broadcast_to(shape), b.broadcast_to(shape)
             out = _fresh(shape, device, out_dtype or dtype)
             if out._handle.size:
+                # _operand() of both, inline: a compact operand is read without its strides
+                compact = a._compact
+                a_op = (a._handle, shape, None if (a.is_compact() if compact is None else compact) else a._strides,
+                        a._offset)
+                compact = b._compact
+                b_op = (b._handle, shape, None if (b.is_compact() if compact is None else compact) else b._strides,
+                        b._offset)
                 if device.recorder is None:  # device.call's own test, without its frame
-                    getattr(device, ewise)(a._operand(), b._operand(), out._handle)
+                    getattr(device, ewise)(a_op, b_op, out._handle)
                 else:
-                    device.call(ewise, a._operand(), b._operand(), out._handle)
+                    device.call(ewise, a_op, b_op, out._handle)
             return out
         if isinstance(other, HostScalar):  # a runtime input of a compiled step: passed on as it is
             dtype = rule(self.dtype, other.value, b_is_scalar=True)
