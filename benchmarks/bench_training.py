@@ -25,7 +25,13 @@ How it measures, and why:
   and the memory numba keeps for its JIT-compiled kernels. Where /proc is
   missing, the peak is ru_maxrss, warm-up included.
 * --micro times single ops (forward, a sum, backward) in the same three variants,
-  to see where a workload's time goes.
+  to see where a workload's time goes, and the per-op overhead: `((a + b) * a).sum()`
+  on 4 elements, whose time is all framework overhead, per op (3 ops), forward alone
+  and forward + backward, needle eager vs PyTorch (the least of several repeats of the
+  mean over many calls: the overhead at its least disturbed by other load).
+* Every table comes with the machine: the CPU model and its widest SIMD extension
+  (AVX2, AVX-512, from /proc/cpuinfo's flags), the BLAS numpy uses (threadpoolctl's
+  view when it is installed, else numpy.show_config) and the thread settings.
 
     python benchmarks/bench_training.py                      # every workload, 3 rounds
     python benchmarks/bench_training.py mlp gpt --rounds 1 --json out.json
@@ -41,6 +47,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -368,6 +375,118 @@ MICRO_OPS: List[MicroOp] = [
 ]
 
 
+# --- the machine: CPU, SIMD, BLAS, threads --------------------------------------------------------
+
+# the widest vector extension first: its /proc/cpuinfo flag and the name printed
+_SIMD_FLAGS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
+               ("sve", "SVE"), ("asimd", "NEON"))
+
+
+def simd_level(flags) -> str:
+    """The widest SIMD extension among /proc/cpuinfo's `flags` (x86) or `Features` (ARM)."""
+    flags = set(flags)
+    return next((name for flag, name in _SIMD_FLAGS if flag in flags), "unknown")
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """(model, SIMD level) from the text of /proc/cpuinfo: the first processor's entries."""
+    model, flags = None, []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = value.split()
+    return dict(cpu=model, simd=simd_level(flags))
+
+
+def blas_info() -> str:
+    """The BLAS behind numpy: threadpoolctl's report when it is installed (library, version,
+    threads), else numpy's build configuration."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pass
+    else:
+        found = [f"{pool.get('internal_api')} {pool.get('version')} ({pool.get('num_threads')} threads"
+                 f"{', ' + pool['architecture'] if pool.get('architecture') else ''})"
+                 for pool in threadpool_info() if pool.get("user_api") == "blas"]
+        if found:
+            return "; ".join(found)
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # numpy before 1.25 prints its configuration instead  # noqa: BLE001
+        return "unknown (numpy.show_config has no dict form here)"
+    config = blas.get("openblas configuration", "")
+    return " ".join(part for part in (blas.get("name"), blas.get("version"), f"[{config}]" if config else "")
+                    if part)
+
+
+def machine_info(threads: int) -> dict:
+    """What the numbers depend on besides the code: CPU, SIMD, BLAS, threads."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = parse_cpuinfo(f.read())
+    except OSError:
+        cpu = dict(cpu=None, simd="unknown")
+    return dict(cpu=cpu["cpu"] or platform.processor() or platform.machine(), simd=cpu["simd"],
+                cores=os.cpu_count(), blas=blas_info(), numpy=np.__version__, threads=threads,
+                thread_env={key: str(threads) for key in _THREAD_ENV})
+
+
+def print_machine(info: dict) -> None:
+    print(f"machine: {info['cpu']}, {info['simd']}, {info['cores']} cores; numpy {info['numpy']}, BLAS "
+          f"{info['blas']}")
+    print(f"threads: {info['threads']} per framework ("
+          + ", ".join(f"{k}={v}" for k, v in info["thread_env"].items()) + ", torch.set_num_threads)")
+
+
+# --- per-op overhead (--micro) ------------------------------------------------------------------
+
+OVERHEAD_EXPR = "((a + b) * a).sum()"  # on 4 elements: no arithmetic to speak of, all overhead
+OVERHEAD_OPS = 3
+
+
+def overhead_steps(variant: str):
+    """(forward, forward + backward, (a, b)) of OVERHEAD_EXPR for needle eager or torch, with
+    a = 0, 1, 2, 3 and b = 1 (float32, both requiring grad)."""
+    if variant == "torch":
+        import torch
+        a = torch.arange(4, dtype=torch.float32).requires_grad_()
+        b = torch.ones(4).requires_grad_()
+
+        def forward_backward():
+            a.grad = b.grad = None  # PyTorch accumulates; needle's backward overwrites
+            ((a + b) * a).sum().backward()
+    else:
+        import needle as ndl
+        a = ndl.Tensor(np.arange(4, dtype=np.float32), requires_grad=True)
+        b = ndl.Tensor(np.ones(4, dtype=np.float32), requires_grad=True)
+
+        def forward_backward():
+            ((a + b) * a).sum().backward()
+
+    def forward():
+        return ((a + b) * a).sum()
+
+    return forward, forward_backward, (a, b)
+
+
+def per_op_us(fn, calls: int, repeats: int) -> float:
+    """Microseconds per op of `fn` (OVERHEAD_OPS ops): the least over `repeats` of the mean
+    over `calls` calls (other load only ever adds time)."""
+    for _ in range(max(1, calls // 10)):
+        fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best / OVERHEAD_OPS * 1e6
+
+
 # --- the timing child ---------------------------------------------------------------------------
 
 def _rss_mb(field: str) -> Optional[float]:
@@ -529,7 +648,13 @@ def child_micro(variant: str, args) -> dict:
         for _ in range(args.warmup):
             step()
         rows.append(dict(op=op.name, size=op.size, us=_timed(step, args.steps)[0] * 1e3))
-    return dict(rows=rows, framework=_framework(variant))
+    overhead = None
+    if variant != "needle_compiled":  # the row compares eager needle with PyTorch
+        forward, forward_backward, _ = overhead_steps(variant)
+        calls, repeats = (20, 3) if args.tiny else (500, 15)
+        overhead = dict(forward=per_op_us(forward, calls, repeats),
+                        forward_backward=per_op_us(forward_backward, calls, repeats))
+    return dict(rows=rows, overhead=overhead, framework=_framework(variant))
 
 
 def _framework(variant: str) -> str:
@@ -557,10 +682,12 @@ def child(variant: str, name: str, args) -> dict:
 
 # --- the parent: schedule children, print the tables ------------------------------------------
 
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
 def run_child(variant: str, name: str, args) -> dict:
     # one thread count for every library either framework may use, set before they load
-    env = dict(os.environ, **{key: str(args.threads) for key in
-                              ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
+    env = dict(os.environ, **{key: str(args.threads) for key in _THREAD_ENV})
     command = [sys.executable, os.path.abspath(__file__), "--child", variant, name, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device] + \
               (["--tiny"] if args.tiny else [])
@@ -678,6 +805,30 @@ def micro_rows(results, tiny: bool) -> List[dict]:
     return rows
 
 
+def overhead_rows(results) -> Dict[str, Optional[dict]]:
+    """Per-op overhead by variant (median over rounds), and eager/torch ratios."""
+    out: Dict[str, Optional[dict]] = {}
+    for variant, runs in results["micro"].items():
+        found = [run["overhead"] for run in runs if run.get("overhead")]
+        out[variant] = {key: _median([o[key] for o in found]) for key in ("forward", "forward_backward")} \
+            if found else None
+    eager, torch = out.get("needle_eager"), out.get("torch")
+    out["eager/torch"] = {key: _ratio(eager[key], torch[key]) for key in ("forward", "forward_backward")} \
+        if eager and torch else None
+    return out
+
+
+def print_overhead(overhead: Dict[str, Optional[dict]]) -> None:
+    print(f"\nper-op overhead: {OVERHEAD_EXPR} on 4 elements, microseconds per op ({OVERHEAD_OPS} ops); "
+          "least of the repeats")
+    print(f"{'':14s} {'forward':>10s} {'fwd+bwd':>10s}")
+    for name in ("needle_eager", "torch", "eager/torch"):
+        row = overhead.get(name)
+        if row is not None:
+            spec = "10.2f" if name == "eager/torch" else "10.1f"
+            print(f"{name:14s} {_fmt(row['forward'], spec)} {_fmt(row['forward_backward'], spec)}")
+
+
 def print_micro(rows, frameworks, args) -> None:
     print(f"microseconds per forward + sum + backward of one op: {' vs '.join(frameworks)}; "
           f"{args.threads} threads each; median over "
@@ -752,10 +903,14 @@ def main(argv=None) -> int:
     results = schedule(["micro"] if args.micro else args.names or list(WORKLOADS), args)
     frameworks = sorted({run["framework"] for by_variant in results.values() for runs in by_variant.values()
                          for run in runs})
+    machine = machine_info(args.threads)
+    print_machine(machine)
     if args.micro:
         rows = micro_rows(results, args.tiny)
         print_micro(rows, frameworks, args)
-        output = dict(micro=rows)
+        overhead = overhead_rows(results)
+        print_overhead(overhead)
+        output = dict(micro=rows, overhead=overhead)
     else:
         rows = workload_rows(results, args.tiny)
         print_workloads(rows, frameworks, args)
@@ -763,7 +918,7 @@ def main(argv=None) -> int:
     if args.json:
         config = dict(steps=args.steps, warmup=args.warmup, rounds=args.rounds, threads=args.threads,
                       cores=os.cpu_count(), device=args.device, tiny=args.tiny, frameworks=frameworks)
-        write_json(args.json, dict(config=config, **output))
+        write_json(args.json, dict(config=config, machine=machine, **output))
     return 0
 
 

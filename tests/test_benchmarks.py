@@ -164,3 +164,75 @@ def test_nanogpt_benchmark_runs_both_frameworks_on_a_few_iterations(tmp_path):
     assert rows["needle"]["parameters"] == rows["torch"]["parameters"]
     for r in rows.values():
         assert sum(steps for _, steps in r["times"]) == 4 and math.isfinite(r["val"])
+
+
+# --- the machine line and the per-op overhead row (--micro) ------------------------------------
+
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse sse2 sse4_1 sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse sse2
+"""
+AMD_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13 64-Core Processor
+flags\t\t: fpu sse sse2 sse4_1 sse4_2 avx avx2 fma
+"""
+ARM_CPUINFO = """processor\t: 0
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32
+CPU implementer\t: 0x41
+"""
+
+
+def test_cpuinfo_gives_the_model_and_the_widest_simd_extension():
+    bench = _load_benchmark()
+    assert bench.parse_cpuinfo(INTEL_CPUINFO) == dict(cpu="Intel(R) Xeon(R) Platinum 8480+", simd="AVX-512")
+    assert bench.parse_cpuinfo(AMD_CPUINFO) == dict(cpu="AMD EPYC 7B13 64-Core Processor", simd="AVX2")
+    assert bench.parse_cpuinfo(ARM_CPUINFO) == dict(cpu=None, simd="NEON")
+    assert bench.simd_level(["fpu", "sse2"]) == "unknown"
+
+
+def test_machine_info_names_the_cpu_the_blas_and_the_threads(capsys):
+    bench = _load_benchmark()
+    info = bench.machine_info(3)
+    assert info["cpu"] and info["simd"] and info["blas"] and info["cores"] == os.cpu_count()
+    assert info["thread_env"] == {key: "3" for key in
+                                  ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    bench.print_machine(info)
+    out = capsys.readouterr().out
+    assert info["simd"] in out and info["blas"] in out and "OMP_NUM_THREADS=3" in out
+
+
+@pytest.mark.parametrize("variant", ["needle_eager", "torch"])
+def test_overhead_expression_computes_its_value_and_gradients(variant):
+    """The overhead row times ((a + b) * a).sum() with a = 0..3, b = 1: the value 20 and the
+    gradients 2a + b and a on both sides, so both frameworks time the same work."""
+    if variant == "torch":
+        pytest.importorskip("torch")
+    bench = _load_benchmark()
+    forward, forward_backward, (a, b) = bench.overhead_steps(variant)
+    assert float(forward().detach().numpy()) == 20.0  # 1*0 + 2*1 + 3*2 + 4*3
+    forward_backward()
+    np.testing.assert_array_equal(a.grad.detach().numpy(), [1, 3, 5, 7])
+    np.testing.assert_array_equal(b.grad.detach().numpy(), [0, 1, 2, 3])
+    _positive(bench.per_op_us(forward, calls=3, repeats=2), "per-op us")
+
+
+def test_overhead_rows_take_the_median_and_the_ratio(capsys):
+    bench = _load_benchmark()
+    runs = {"micro": {
+        "needle_eager": [dict(overhead=dict(forward=4.0, forward_backward=20.0)),
+                         dict(overhead=dict(forward=6.0, forward_backward=30.0)),
+                         dict(overhead=dict(forward=5.0, forward_backward=40.0))],
+        "needle_compiled": [dict(overhead=None)],
+        "torch": [dict(overhead=dict(forward=2.0, forward_backward=10.0))]}}
+    rows = bench.overhead_rows(runs)
+    assert rows["needle_eager"] == dict(forward=5.0, forward_backward=30.0)
+    assert rows["needle_compiled"] is None
+    assert rows["eager/torch"] == dict(forward=2.5, forward_backward=3.0)
+    bench.print_overhead(rows)
+    out = capsys.readouterr().out
+    assert "((a + b) * a).sum() on 4 elements" in out and "2.50" in out and "3.00" in out

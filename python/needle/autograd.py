@@ -184,11 +184,20 @@ class Value:
     op: Optional[Op]
     inputs: List["Value"]
     cached_data: NDArray
-    requires_grad: bool
     grad: Optional["Value"]
+    _requires_grad: bool  # read directly on the path of every op (Tensor checks what is set)
+    num_outputs = 1
     # set on graph nodes and their inputs only (read with __dict__.get): see _link
     _epoch: int
     _consumed: bool
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self._requires_grad = bool(value)
 
     def realize_cached_data(self):
         if self.cached_data is None:
@@ -210,12 +219,16 @@ class Value:
         global TENSOR_COUNTER
         TENSOR_COUNTER += 1
         if requires_grad is None:
-            requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+            requires_grad = _GRAD_ENABLED and any(x._requires_grad for x in inputs)
         self.op = op
         self.inputs = inputs
-        self.num_outputs = num_outputs
+        if num_outputs != 1:
+            self.num_outputs = num_outputs
         self.cached_data = cached_data
-        self.requires_grad = requires_grad
+        if requires_grad:
+            self.requires_grad = True  # through the property: Tensor checks the dtype
+        else:
+            self._requires_grad = False
         self.grad = None
 
     @classmethod
@@ -228,8 +241,21 @@ class Value:
 
     @classmethod
     def make_from_op(cls, op: Op, inputs: List["Value"]):
+        """The result of `op` on `inputs`: its check, then (eagerly) its compute; a graph node
+        when an input requires grad and gradients are recorded, else a constant leaf."""
         op.check(*inputs)
-        requires_grad = _GRAD_ENABLED and any(x.requires_grad for x in inputs)
+        return cls._from_checked_op(op, inputs)
+
+    @classmethod
+    def _from_checked_op(cls, op: Op, inputs):
+        """make_from_op after the op's check: for callers that have just checked the same
+        (the elementwise functions' types and shapes), so that no op pays for it twice."""
+        requires_grad = False
+        if _GRAD_ENABLED:
+            for x in inputs:
+                if x._requires_grad:
+                    requires_grad = True
+                    break
         if LAZY_MODE or not op.eager:
             value = cls.__new__(cls)
             value._init(op, list(inputs), requires_grad=requires_grad)
@@ -237,19 +263,33 @@ class Value:
                 _link(value, inputs)
             return value
         data = op.compute(*[x.realize_cached_data() for x in inputs])
-        if requires_grad and not isinstance(data, tuple) and not array_api.is_floating(data.dtype):
+        if requires_grad and not isinstance(data, tuple) and not _is_floating(data.dtype):
             requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
-        if not requires_grad:
-            if _RECORD_EVERY_OP:  # kept as a node that needs no gradient (see recording_every_op)
-                value = cls.__new__(cls)
-                value._init(op, list(inputs), cached_data=data, requires_grad=False)
-                return value
-            # a result that needs no gradient is a constant leaf: no graph node is kept
-            return cls.make_const(data)
         value = cls.__new__(cls)
-        value._init(op, list(inputs), cached_data=data, requires_grad=True)
-        _link(value, inputs)
+        # through _init (ndl.compile's guards watch it for the values a step creates), with
+        # requires_grad set after: a floating result needs no second dtype check
+        if requires_grad:
+            value._init(op, list(inputs), cached_data=data, requires_grad=False)
+            value._requires_grad = True
+            value._epoch = _EPOCH
+            for x in inputs:
+                x._consumed = True
+        elif _RECORD_EVERY_OP:  # kept as a node that needs no gradient (see recording_every_op)
+            value._init(op, list(inputs), cached_data=data, requires_grad=False)
+        else:
+            # a result that needs no gradient is a constant leaf: no graph node is kept
+            value._init(None, [], cached_data=data, requires_grad=False)
         return value
+
+
+_FLOATING: dict = {}  # array dtype -> whether it is floating (the arrays' own dtype objects as keys)
+
+
+def _is_floating(dtype) -> bool:
+    found = _FLOATING.get(dtype)
+    if found is None:
+        found = _FLOATING[dtype] = array_api.is_floating(dtype)
+    return found
 
 
 # --- in-place updates -------------------------------------------------------------
@@ -403,6 +443,14 @@ class Tensor(Value):
             return self.fill_(value)
         if value.device != self.device:
             raise ValueError(f"copy_: the source is on {value.device}, this tensor on {self.device}")
+        if not (_GRAD_ENABLED and (self._requires_grad or value._requires_grad)):
+            data, new = self.realize_cached_data(), value.realize_cached_data()
+            if new.dtype == data.dtype and new.shape == data.shape:
+                # untracked, same dtype and shape (every optimizer update): what _inplace_ends does then
+                if new is not data:
+                    array_api.setitem(data, (), new)
+                _note_write(data)
+                return self
         tracked = self._inplace_begins("copy_", value)
         result = value if array_api.dtype_name(value.dtype) == array_api.dtype_name(self.dtype) \
             else _ops.cast(value, array_api.dtype_name(self.dtype))
@@ -467,7 +515,7 @@ class Tensor(Value):
         data = self.realize_cached_data()
         new = result.realize_cached_data()
         if new is not data:
-            array_api.setitem(data, tuple(slice(None) for _ in data.shape), new)
+            array_api.setitem(data, (), new)  # the whole array, as numpy's x[()] = y
         _note_write(data)
         if tracked:
             self.op = result.op  # None when the result is a constant: this tensor becomes one too
@@ -559,6 +607,8 @@ class Tensor(Value):
             _check_requires_grad(True, self.cached_data.dtype)
         self._requires_grad = bool(value)
 
+    # through realize_cached_data, which ndl.compile's guards watch: a step that reads a tensor's
+    # shape depends on that tensor
     @property
     def shape(self) -> tuple:
         return self.realize_cached_data().shape
@@ -633,10 +683,11 @@ class Tensor(Value):
         rule instead: a leaf's gradient is added to the `.grad` it has (in place, once the
         leaf owns its gradient buffer), for gradient accumulation over micro-batches.
         """
-        if not array_api.is_floating(self.dtype):
+        data = self.realize_cached_data()
+        if not array_api.is_floating(data.dtype):
             raise TypeError(f"backward() needs a floating-point tensor, got dtype {self.dtype}")
         if out_grad is None:
-            out_grad = Tensor.make_const(array_api.full(self.shape, 1, self.dtype, self.device))
+            out_grad = Tensor.make_const(array_api.full(data.shape, 1, data.dtype, array_api.device_of(data)))
         elif not isinstance(out_grad, Tensor):
             raise TypeError(f"out_grad must be a Tensor, got {type(out_grad).__name__}")
         elif out_grad.shape != self.shape:
@@ -1277,12 +1328,12 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value, accumul
 
 def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
     partial_adjoints = {output_tensor: [out_grad]}
-    order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x.requires_grad])
+    order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x._requires_grad])
     for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
             continue
-        grad = sum_node_list(partials)
+        grad = partials[0] if len(partials) == 1 else sum_node_list(partials)
         if node.op is None:
             if accumulate and node.requires_grad:
                 # only Tensors are leaves that require grad
@@ -1295,11 +1346,22 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         node.grad = grad.detach()
         _check_unwritten(node)
         for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
-            if partial is not None and inp.requires_grad:
-                if isinstance(partial, Tensor) and isinstance(inp, Tensor) and partial.dtype != inp.dtype:
+            if partial is not None and inp._requires_grad:
+                if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
+                        _data(partial).dtype != _data(inp).dtype:
                     # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
                     partial = _ops.cast(partial, inp.dtype)
-                partial_adjoints.setdefault(inp, []).append(partial)
+                found = partial_adjoints.get(inp)
+                if found is None:
+                    partial_adjoints[inp] = [partial]
+                else:
+                    found.append(partial)
+
+
+def _data(value: Value):
+    """value's data: its cached data, computed first for a lazy node."""
+    data = value.cached_data
+    return data if data is not None else value.realize_cached_data()
 
 
 def sum_node_list(node_list: List[Value]) -> Value:

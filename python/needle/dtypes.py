@@ -39,6 +39,9 @@ def dtype_name(dtype: Any) -> str:
 
     Raises TypeError for what cannot be stored (complex, strings, objects).
     """
+    if isinstance(dtype, str):
+        # a plain str for the look-up: an `ndl.dtype` key would compare through its Python __eq__
+        dtype = str.__str__(dtype)
     try:
         return _NAME_CACHE[dtype]
     except (KeyError, TypeError):  # TypeError: an unhashable spelling
@@ -137,7 +140,7 @@ DTYPE_ALIASES = {"float32": float32, "float": float32, "float64": float64, "doub
 def as_dtype(value: Any) -> dtype:
     """The `dtype` instance for any spelling of a storage dtype (a name, a numpy dtype or
     type, an `ndl.*` dtype); TypeError for what cannot be stored."""
-    found = _BY_NAME.get(value) if isinstance(value, str) else None
+    found = _BY_NAME.get(str.__str__(value)) if isinstance(value, str) else None
     return found if found is not None else _BY_NAME[dtype_name(value)]
 
 
@@ -152,6 +155,9 @@ def is_floating(dtype: Any) -> bool:
 
 def _kind(name: str) -> str:
     return "b" if name == "bool" else "i" if name == "int64" else "f"
+
+
+_PY_KIND = {float: "f", int: "i", bool: "b"}
 
 
 class HostScalar:
@@ -179,6 +185,9 @@ def scalar_kind(value: Any) -> str:
     """'b', 'i' or 'f' for a Python/numpy scalar (or a HostScalar); TypeError for anything else."""
     if isinstance(value, HostScalar):
         value = value.value
+    kind = _PY_KIND.get(type(value))  # Python's own numbers, without the ABC checks below
+    if kind is not None:
+        return kind
     if isinstance(value, (bool, np.bool_)):
         return "b"
     if isinstance(value, (numbers.Integral, np.integer)):

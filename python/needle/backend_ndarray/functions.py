@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional, Sequence
 import numpy as np
 
 from .. import host_ops
-from ..dtypes import dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
+from ..dtypes import FLOAT_DTYPES, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from ..primitives import BY_NAME, PRIMITIVES, Primitive
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
@@ -124,15 +124,20 @@ def _primitive_function(p: Primitive) -> Callable[..., NDArray]:
     function: Callable[..., NDArray]  # unary or binary
     if p.arity == 1:
         method = p.methods[0]
+        unary = getattr(NDArray, method)
 
         def function(a):
-            return getattr(a, method)()
+            return unary(a) if isinstance(a, NDArray) else getattr(a, method)()
     else:
         method = p.methods[0]
         reflected = "__r" + method[2:] if p.reflected else (
             BY_NAME[p.swapped].methods[0] if p.swapped else None)
 
+        bound = getattr(NDArray, method)
+
         def function(a, b):
+            if isinstance(a, NDArray):
+                return bound(a, b)
             x, y, swapped = _lhs(a, b)
             if swapped and reflected is None:
                 raise TypeError(f"{p.function}: the array operand must come first")
@@ -173,21 +178,18 @@ def where(cond: NDArray, a, b) -> NDArray:
 
 # --- reductions ------------------------------------------------------------------------------
 
-def _whole(out: NDArray, axis, keepdims: bool) -> NDArray:
-    """Like numpy: reducing every axis without keepdims gives shape ()."""
-    return out.reshape(()) if axis is None and not keepdims else out
-
-
 def sum(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    return _whole(a.sum(axis=axis, keepdims=keepdims), axis, keepdims)
+    """NDArray.sum, but reducing every axis without keepdims gives shape () (numpy's)."""
+    dtype = a._handle.dtype
+    return a._reduce("reduce_sum", axis, keepdims, dtype if dtype in FLOAT_DTYPES else "int64", whole=())
 
 
 def max(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    return _whole(a.max(axis=axis, keepdims=keepdims), axis, keepdims)
+    return a._reduce("reduce_max", axis, keepdims, a._handle.dtype, whole=())
 
 
 def min(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    return _whole(a.min(axis=axis, keepdims=keepdims), axis, keepdims)
+    return a._reduce("reduce_min", axis, keepdims, a._handle.dtype, whole=())
 
 
 def argmax(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:

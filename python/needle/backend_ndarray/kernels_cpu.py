@@ -17,9 +17,11 @@ import numba
 import numpy as np
 
 from ..dtypes import HostScalar
-from .host_buffer import (  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
+from .host_buffer import (  # noqa: F401  (kernels of the interface, and the cache's: ndl.cpu().empty_cache())
     Array,
+    cache_info,
     class_ids,
+    empty_cache,
     fill,
     from_numpy,
     out_view,
@@ -171,19 +173,22 @@ def _reduced(a, out, reduce_size):
     return x, tuple(range(first, x.ndim)), out_view(out, x.shape[:first])
 
 
+# the ufuncs' reduce, which is what np.sum/np.max/np.min call for an ndarray (the same loop and
+# summation order, so the same bits) without their Python-level dispatch
+
 def reduce_sum(a, out, reduce_size):
     x, axes, dest = _reduced(a, out, reduce_size)
-    np.sum(x, axis=axes, out=dest)
+    np.add.reduce(x, axis=axes, out=dest)
 
 
 def reduce_max(a, out, reduce_size):
     x, axes, dest = _reduced(a, out, reduce_size)
-    np.max(x, axis=axes, out=dest)
+    np.maximum.reduce(x, axis=axes, out=dest)
 
 
 def reduce_min(a, out, reduce_size):
     x, axes, dest = _reduced(a, out, reduce_size)
-    np.min(x, axis=axes, out=dest)
+    np.minimum.reduce(x, axis=axes, out=dest)
 
 
 def reduce_argmax(a, out, reduce_size):

@@ -7,7 +7,19 @@ compact `out`; the elementwise ones apply the reference of their row of
 """
 import numpy as np
 
-from .host_buffer import Array, class_ids, fill, from_numpy, read, reduction_blocks, rows_index, strided_view, to_numpy  # noqa: F401  (Array, fill, from_numpy, to_numpy are kernels of the interface)
+from .host_buffer import (  # noqa: F401  (kernels of the interface, and the cache's: ndl.cpu().empty_cache())
+    Array,
+    cache_info,
+    class_ids,
+    empty_cache,
+    fill,
+    from_numpy,
+    read,
+    reduction_blocks,
+    rows_index,
+    strided_view,
+    to_numpy,
+)
 from .interface import elementwise_kernels
 
 __device_name__ = "numpy"

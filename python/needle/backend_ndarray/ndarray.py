@@ -11,7 +11,8 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence
+import operator
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -146,35 +147,34 @@ class NDArray:
     @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32") -> "NDArray":
         """Wrap `handle` (or allocate a new buffer of `dtype`) with the given layout; no initialisation."""
-        array = NDArray.__new__(NDArray)
-        array._shape = shape = tuple(map(int, shape))
-        array._strides = _compact_strides(shape) if strides is None else tuple(strides)
-        array._offset = offset
-        array._device = device = default_device() if device is None else device
+        shape = tuple(map(int, shape))
+        device = default_device() if device is None else device
         if handle is None:
-            array._handle = device.allocate(math.prod(shape), dtype)
-            array._compact = strides is None  # a fresh buffer with default strides
-        else:
-            array._handle = handle
-            array._compact = None  # worked out on first use
-        return array
+            if strides is None:
+                return _fresh(shape, device, dtype)
+            return _new(shape, tuple(strides), device, device.allocate(math.prod(shape), dtype), offset, False)
+        return _new(shape, _compact_strides(shape) if strides is None else tuple(strides), device, handle, offset,
+                    None)  # compactness worked out on first use
 
     # --- properties ---------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
+    if TYPE_CHECKING:
+        @property
+        def shape(self) -> tuple[int, ...]: ...
 
-    @property
-    def strides(self) -> tuple[int, ...]:
-        return self._strides
+        @property
+        def strides(self) -> tuple[int, ...]: ...  # in elements
 
-    @property
-    def device(self) -> BackendDevice:
-        return self._device
+        @property
+        def device(self) -> BackendDevice: ...
 
-    @property
-    def dtype(self) -> str:
-        return self._handle.dtype
+        @property
+        def dtype(self) -> str: ...  # the storage dtype's name
+    else:
+        # read on the path of every op: getters made by operator.attrgetter run without a Python frame
+        shape = property(operator.attrgetter("_shape"), doc="The shape, a tuple of ints.")
+        strides = property(operator.attrgetter("_strides"), doc="The strides, in elements.")
+        device = property(operator.attrgetter("_device"), doc="The device holding the buffer.")
+        dtype = property(operator.attrgetter("_handle.dtype"), doc="The storage dtype's name (\"float32\", ...).")
 
     @property
     def ndim(self) -> int:
@@ -267,8 +267,8 @@ class NDArray:
         return self if self.is_compact() else self._copy()
 
     def _copy(self, dtype: str | None = None) -> "NDArray":
-        out = NDArray.make(self._shape, device=self._device, dtype=self.dtype if dtype is None else dtype)
-        if out.size:
+        out = _fresh(self._shape, self._device, self._handle.dtype if dtype is None else dtype)
+        if out._handle.size:
             self._device.call("compact", self._handle, out._handle, self._shape, self._strides, self._offset)
         return out
 
@@ -286,27 +286,26 @@ class NDArray:
         """View with a new shape (one entry may be -1); the array must be compact."""
         if isinstance(new_shape, (int, np.integer)):
             new_shape = (new_shape,)
-        new_shape = _resolve_shape(tuple(int(d) for d in new_shape), self.size, self._shape)
+        shape = tuple(map(int, new_shape))
+        size = math.prod(self._shape)
+        if -1 in shape or math.prod(shape) != size or (shape and builtins.min(shape) < 0):
+            shape = _resolve_shape(shape, size, self._shape)
         if not self.is_compact():
             raise ValueError(
                 f"reshape of a non-compact array (shape {self._shape}, strides {self._strides}); call compact() first"
             )
-        return NDArray.make(new_shape, device=self._device, handle=self._handle, offset=self._offset)
+        return _new(shape, _compact_strides(shape), self._device, self._handle, self._offset, True)
 
     def permute(self, new_axes) -> "NDArray":
         """View with axes reordered: axis i of the result is axis new_axes[i] of self."""
-        axes = tuple(int(a) for a in new_axes)
-        ndim = self.ndim
-        if len(axes) != ndim or any(not -ndim <= a < ndim for a in axes) or len({a % ndim for a in axes}) != ndim:
+        axes = tuple(map(int, new_axes))
+        ndim = len(self._shape)
+        if len(axes) != ndim or (ndim and (builtins.min(axes) < -ndim or builtins.max(axes) >= ndim)) \
+                or len({a % ndim for a in axes}) != ndim:
             raise ValueError(f"permute: {axes} is not a permutation of the {ndim} axes of shape {self._shape}")
-        axes = tuple(a % ndim for a in axes)
-        return NDArray.make(
-            tuple(self._shape[a] for a in axes),
-            strides=tuple(self._strides[a] for a in axes),
-            device=self._device,
-            handle=self._handle,
-            offset=self._offset,
-        )
+        shape, strides = self._shape, self._strides
+        return _new(tuple([shape[a] for a in axes]), tuple([strides[a] for a in axes]), self._device, self._handle,
+                    self._offset, None)
 
     def transpose(self, axes=None) -> "NDArray":
         """numpy's transpose: reverse the axes, or permute them by `axes`."""
@@ -320,7 +319,7 @@ class NDArray:
 
     def broadcast_to(self, new_shape) -> "NDArray":
         """View with size-1 (or missing leading) axes repeated by a zero stride."""
-        new_shape = tuple(int(d) for d in new_shape)
+        new_shape = tuple(map(int, new_shape))
         if new_shape == self._shape:
             return self
         lead = len(new_shape) - self.ndim
@@ -329,7 +328,7 @@ class NDArray:
         strides = (0,) * lead + tuple(
             0 if s == 1 and n != 1 else st for s, n, st in zip(self._shape, new_shape[lead:], self._strides)
         )
-        return NDArray.make(new_shape, strides=strides, device=self._device, handle=self._handle, offset=self._offset)
+        return _new(new_shape, strides, self._device, self._handle, self._offset, None)
 
     # --- indexing -----------------------------------------------------------
     def process_slice(self, sl: slice, dim: int) -> slice:
@@ -377,7 +376,7 @@ class NDArray:
 
     def __setitem__(self, idxs, other) -> None:
         """Write `other` (array broadcastable to the view, or a scalar) into the view, in place."""
-        view = self.__getitem__(idxs)
+        view = self if idxs == () else self.__getitem__(idxs)  # x[()] is all of x, as in numpy
         if isinstance(other, np.ndarray) and other.ndim > 0:
             other = NDArray(other, device=self._device, dtype=self.dtype)
         if isinstance(other, NDArray):
@@ -444,7 +443,10 @@ class NDArray:
         Elementwise, reduction and matmul kernels read strided views directly, so
         broadcasts, transposes and slices are never copied just to be read.
         """
-        return self._handle, self._shape, None if self.is_compact() else self._strides, self._offset
+        compact = self._compact
+        if compact is None:
+            compact = self.is_compact()
+        return self._handle, self._shape, None if compact else self._strides, self._offset
 
     def _binary(self, other, ewise: str, scalar: str, rule=result_dtype, out_dtype: str | None = None,
                 cast: bool = True) -> "NDArray":
@@ -458,36 +460,54 @@ class NDArray:
         if isinstance(other, NDArray):
             if other._device is not device:
                 _check_same_device(self, other, ewise)
-            dtype = rule(self.dtype, other.dtype)
-            a = self if self.dtype == dtype else self.astype(dtype)
-            b = other if other.dtype == dtype else other.astype(dtype)
-            if a._shape != b._shape:
-                shape = broadcast_shapes(a._shape, b._shape)
+            a_dtype, b_dtype = self._handle.dtype, other._handle.dtype
+            dtype = a_dtype if a_dtype == b_dtype and rule is result_dtype else rule(a_dtype, b_dtype)
+            a = self if a_dtype == dtype else self.astype(dtype)
+            b = other if b_dtype == dtype else other.astype(dtype)
+            shape = a._shape
+            if shape != b._shape:
+                shape = broadcast_shapes(shape, b._shape)
                 a, b = a.broadcast_to(shape), b.broadcast_to(shape)
-            out = NDArray.make(a._shape, device=device, dtype=out_dtype or dtype)
-            if out._shape and not out.size:
-                return out
-            device.call(ewise, a._operand(), b._operand(), out._handle)
+            out = _fresh(shape, device, out_dtype or dtype)
+            if out._handle.size:
+                # _operand() of both, inline: a compact operand is read without its strides
+                compact = a._compact
+                a_op = (a._handle, shape, None if (a.is_compact() if compact is None else compact) else a._strides,
+                        a._offset)
+                compact = b._compact
+                b_op = (b._handle, shape, None if (b.is_compact() if compact is None else compact) else b._strides,
+                        b._offset)
+                if device.recorder is None:  # device.call's own test, without its frame
+                    getattr(device, ewise)(a_op, b_op, out._handle)
+                else:
+                    device.call(ewise, a_op, b_op, out._handle)
             return out
         if isinstance(other, HostScalar):  # a runtime input of a compiled step: passed on as it is
             dtype = rule(self.dtype, other.value, b_is_scalar=True)
             arg = other if recording.is_recording() else other.value
         else:
             value = _as_scalar(other)
-            dtype = rule(self.dtype, value, b_is_scalar=True)
+            dtype = rule(self._handle.dtype, value, b_is_scalar=True)
             arg = value if not cast else _scalar_of_kind(value, dtype)
-        a = self if self.dtype == dtype or not cast else self.astype(dtype)
-        out = NDArray.make(self._shape, device=device, dtype=out_dtype or dtype)
-        if out.size:
-            device.call(scalar, a._operand(), arg, out._handle)
+        a = self if self._handle.dtype == dtype or not cast else self.astype(dtype)
+        out = _fresh(self._shape, device, out_dtype or dtype)
+        if out._handle.size:
+            if device.recorder is None:
+                getattr(device, scalar)(a._operand(), arg, out._handle)
+            else:
+                device.call(scalar, a._operand(), arg, out._handle)
         return out
 
     def _unary(self, kernel: str, floating: bool = False) -> "NDArray":
         """A kernel of one operand; `floating` functions turn int/bool input into float32 first."""
-        a = self.astype(DEFAULT_FLOAT) if floating and self.dtype not in FLOAT_DTYPES else self
-        out = NDArray.make(self._shape, device=self._device, dtype=a.dtype)
-        if out.size:
-            self._device.call(kernel, a._operand(), out._handle)
+        a = self.astype(DEFAULT_FLOAT) if floating and self._handle.dtype not in FLOAT_DTYPES else self
+        device = self._device
+        out = _fresh(self._shape, device, a._handle.dtype)
+        if out._handle.size:
+            if device.recorder is None:
+                getattr(device, kernel)(a._operand(), out._handle)
+            else:
+                device.call(kernel, a._operand(), out._handle)
         return out
 
     # The arithmetic, comparison and math methods (__add__, __rsub__, maximum, __lt__, exp,
@@ -543,27 +563,45 @@ class NDArray:
         return self.compact().reshape(new_shape)
 
     # --- reductions -------------------------------------------------------------
-    def _reduce(self, kernel: str, axis, keepdims: bool, out_dtype: str) -> "NDArray":
+    def _reduce(self, kernel: str, axis, keepdims: bool, out_dtype: str, whole: tuple = (1,)) -> "NDArray":
+        """Reduce `axis` (None: every axis) with `kernel` into a new array of `out_dtype`; with
+        axis None and no keepdims the result has shape `whole` (the course's NDArray gives (1,),
+        array_api's functions numpy's ())."""
+        shape = self._shape
+        ndim = len(shape)
         if axis is None:
-            axes = tuple(range(self.ndim))
+            axes = tuple(range(ndim))
+            view = self  # every axis reduced, in order: the kernel reads the array as it is
+            out_shape: tuple = ()
+            reduce_size = math.prod(shape)
         else:
-            axes = normalize_axes(axis, self.ndim)
-        kept = tuple(a for a in range(self.ndim) if a not in axes)
-        reduce_size = prod(self._shape[a] for a in axes)
+            axes = normalize_axes(axis, ndim)
+            kept = tuple(a for a in range(ndim) if a not in axes)
+            order = kept + axes
+            # reduced axes last; the kernel reads the view
+            view = self if order == tuple(range(ndim)) else self.permute(order)
+            out_shape = tuple(shape[a] for a in kept)
+            reduce_size = prod(shape[a] for a in axes)
         if reduce_size == 0 and kernel != "reduce_sum":
             raise ValueError(f"{kernel}: cannot reduce a zero-size axis of shape {self._shape}")
-        view = self.permute(kept + axes)  # reduced axes last; the kernel reads the view
-        out_shape = tuple(self._shape[a] for a in kept)
-        out = NDArray.make(out_shape, device=self._device, dtype=out_dtype)
+        out = _fresh(out_shape, self._device, out_dtype)
         if reduce_size == 0:
             out.fill(0)
-        elif out.size:
-            self._device.call(kernel, view._operand(), out._handle, reduce_size)
+        elif out._handle.size:
+            device = self._device
+            if device.recorder is None:
+                getattr(device, kernel)(view._operand(), out._handle, reduce_size)
+            else:
+                device.call(kernel, view._operand(), out._handle, reduce_size)
         if keepdims:
-            return out.reshape(tuple(1 if a in axes else d for a, d in enumerate(self._shape)))
+            return out._reshaped(tuple(1 if a in axes else d for a, d in enumerate(shape)))
         if axis is None:
-            return out.reshape((1,))
+            return out._reshaped(whole)
         return out
+
+    def _reshaped(self, shape: tuple) -> "NDArray":
+        """A view of this fresh compact array with `shape` of the same size (no checks: internal)."""
+        return _new(shape, _compact_strides(shape), self._device, self._handle, self._offset, self._compact)
 
     def sum(self, axis=None, keepdims: bool = False) -> "NDArray":
         """Sum over `axis` (None: all, giving shape (1,)); bool and int64 sum into int64."""
@@ -608,6 +646,34 @@ class NDArray:
 
 
 # --- helpers ---------------------------------------------------------------------
+
+_object_new = object.__new__
+
+
+def _new(shape: tuple, strides: tuple, device: BackendDevice, handle, offset: int, compact) -> NDArray:
+    """An NDArray with exactly this layout (ints in tuples, not checked): the array layer's
+    own constructor, on the path of every op."""
+    array = _object_new(NDArray)
+    array._shape = shape
+    array._strides = strides
+    array._offset = offset
+    array._device = device
+    array._handle = handle
+    array._compact = compact
+    return array
+
+
+def _fresh(shape: tuple, device: BackendDevice, dtype: str) -> NDArray:
+    """A new compact array of `shape` (a tuple of ints) and `dtype` on `device`, uninitialised."""
+    array = _object_new(NDArray)
+    array._shape = shape
+    array._strides = _compact_strides(shape)
+    array._offset = 0
+    array._device = device
+    array._handle = device.allocate(math.prod(shape), dtype)
+    array._compact = True
+    return array
+
 
 @functools.lru_cache(maxsize=4096)
 def _compact_strides(shape: tuple) -> tuple:
@@ -658,18 +724,19 @@ def _refuse_bool(p: Primitive, *operands) -> None:
 def _primitive_method(p: Primitive, scalar_kernel: str):
     ewise = f"ewise_{p.name}"
     method: Callable[..., NDArray]  # unary or binary
+    refuses_bool, floating = p.refuses_bool, p.floating  # read once: the methods run on every op
     if p.arity == 1:
         def method(self):
-            if p.refuses_bool:
+            if refuses_bool:
                 _refuse_bool(p, self)
-            return self._unary(ewise, floating=p.floating)
+            return self._unary(ewise, floating)
     else:
         rule, out_dtype, cast = _RULES[p.dtype]
 
         def method(self, other):
-            if p.refuses_bool:
+            if refuses_bool:
                 _refuse_bool(p, self, other)
-            return self._binary(other, ewise, scalar_kernel, rule=rule, out_dtype=out_dtype, cast=cast)
+            return self._binary(other, ewise, scalar_kernel, rule, out_dtype, cast)
     method.__doc__ = f"Elementwise {p.function} (needle.primitives row {p.name!r})."
     return method
 

@@ -721,7 +721,8 @@ def _binary(a, b, tensor_op, scalar_op, what: str, commutes: bool = True):
     if isinstance(b, Tensor):
         if a.shape != b.shape:
             a, b = broadcast_tensors(a, b)
-        return tensor_op()(a, b)
+        # two Tensors of one shape now: what each of these ops' check (same_shape) would check again
+        return Tensor._from_checked_op(tensor_op(), (a, b))
     return scalar_op(_scalar(b, what))(a)
 
 

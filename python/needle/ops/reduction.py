@@ -48,6 +48,8 @@ __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation"
 
 def expand_reduced(g: Tensor, shape: tuple, axes, keepdims: bool) -> Tensor:
     """Broadcast the result of a reduction over `axes` back to the input `shape`."""
+    if not keepdims and g.shape == ():  # every axis reduced: broadcasting adds them back by itself
+        return broadcast_to(g, shape)
     if not keepdims:
         reduced = reduced_axes(axes, len(shape), "reduce")
         g = reshape(g, tuple(1 if i in reduced else d for i, d in enumerate(shape)))

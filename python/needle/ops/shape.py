@@ -102,6 +102,9 @@ class Reshape(TensorOp):
     def check(self, a):
         require_tensor(a, "reshape")
         size = size_of(a.shape)
+        shape = self.shape
+        if -1 not in shape and size_of(shape) == size and (not shape or min(shape) >= 0):
+            return  # the common case, in one pass
         known = size_of(d for d in self.shape if d != -1)
         unknown = self.shape.count(-1)
         ok = unknown <= 1 and all(d >= -1 for d in self.shape)
@@ -144,6 +147,8 @@ class BroadcastTo(TensorOp):
 
     def check(self, a):
         require_tensor(a, "broadcast_to")
+        if a.shape == self.shape:
+            return
         lead = len(self.shape) - a.ndim
         if lead < 0 or any(s != 1 and s != n for s, n in zip(a.shape, self.shape[lead:])):
             raise ValueError(f"cannot broadcast a tensor of shape {a.shape} to shape {self.shape}")

@@ -1,0 +1,283 @@
+"""The eager path's shortcuts keep the semantics they shortcut: the host buffer cache reuses
+memory only when nothing refers to it, the array layer's own constructor and cached views give
+the values numpy gives, reductions over every axis keep numpy's shapes and bits, and the
+untracked copy_ and x[()] = y write what the general path writes. Nothing here times anything."""
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle.backend_ndarray import host_buffer
+from needle.backend_ndarray.ndarray import NDArray
+
+LARGE = host_buffer.CACHE_MIN_ELEMENTS  # the smallest buffer the cache keeps
+
+
+@pytest.fixture
+def cache():
+    """A cache that starts empty and is emptied again afterwards."""
+    assert host_buffer._cache["limit"] > 0, "the cache is off in this environment (NEEDLE_CPU_CACHE_MB=0)"
+    host_buffer.empty_cache()
+    yield host_buffer
+    host_buffer.empty_cache()
+
+
+def _address(nd: NDArray) -> int:
+    return nd._handle.ptr()
+
+
+def test_a_dead_large_buffer_is_reused_by_the_next_of_its_size_and_dtype(cache):
+    a = NDArray(np.arange(LARGE, dtype=np.float32), device=ndl.cpu())
+    address = _address(a)
+    del a
+    assert cache.cache_info()["buffers"] == 1
+    b = NDArray(np.full(LARGE, 2.0, dtype=np.float32), device=ndl.cpu())
+    assert _address(b) == address and cache.cache_info()["buffers"] == 0
+    np.testing.assert_array_equal(b.numpy(), np.full(LARGE, 2.0, dtype=np.float32))  # the new contents only
+
+
+def test_other_sizes_and_dtypes_do_not_take_a_cached_buffer(cache):
+    a = NDArray(np.zeros(LARGE, dtype=np.float32), device=ndl.cpu())
+    address = _address(a)
+    del a
+    other_size = NDArray(np.zeros(LARGE + 1, dtype=np.float32), device=ndl.cpu())
+    other_dtype = NDArray(np.zeros(LARGE, dtype=np.float64), device=ndl.cpu(), dtype="float64")
+    assert address not in (_address(other_size), _address(other_dtype))
+    assert cache.cache_info()["buffers"] == 1
+
+
+def test_small_buffers_are_not_cached(cache):
+    a = NDArray(np.zeros(LARGE - 1, dtype=np.float32), device=ndl.cpu())
+    del a
+    assert cache.cache_info() == dict(bytes=0, limit=cache._cache["limit"], buffers=0)
+
+
+def test_memory_a_numpy_view_still_shows_is_never_reused(cache):
+    """A host view (DLPack, np.from_dlpack) of a dead array's buffer keeps the memory its own."""
+    t = ndl.Tensor(np.arange(LARGE, dtype=np.float32), requires_grad=False)
+    view = np.from_dlpack(t)
+    del t
+    assert cache.cache_info()["buffers"] == 0
+    for _ in range(3):  # allocations of the same size must not write into the view's memory
+        NDArray(np.full(LARGE, -1.0, dtype=np.float32), device=ndl.cpu())
+    np.testing.assert_array_equal(view, np.arange(LARGE, dtype=np.float32))
+
+
+def test_wrapped_numpy_memory_is_never_taken_into_the_cache(cache):
+    """ndl.from_numpy shares the caller's array: when the tensor dies the memory stays the caller's."""
+    source = np.arange(LARGE, dtype=np.float32)
+    t = ndl.from_numpy(source)
+    del t
+    assert cache.cache_info()["buffers"] == 0
+    b = NDArray(np.zeros(LARGE, dtype=np.float32), device=ndl.cpu())
+    assert _address(b) != source.ctypes.data
+    np.testing.assert_array_equal(source, np.arange(LARGE, dtype=np.float32))
+
+
+def test_the_cache_keeps_at_most_its_limit_and_empty_cache_releases_it(cache, monkeypatch):
+    nbytes = LARGE * 4
+    monkeypatch.setitem(cache._cache, "limit", 2 * nbytes)
+    arrays = [NDArray(np.zeros(LARGE, dtype=np.float32), device=ndl.cpu()) for _ in range(3)]
+    del arrays
+    assert cache.cache_info()["buffers"] == 2 and cache.cache_info()["bytes"] == 2 * nbytes
+    assert ndl.cpu().empty_cache() == 2 * nbytes  # the device's own spelling
+    assert cache.cache_info()["buffers"] == 0 and cache.cache_info()["bytes"] == 0
+
+
+def test_a_limit_of_zero_turns_the_cache_off(cache, monkeypatch):
+    monkeypatch.setitem(cache._cache, "limit", 0)
+    a = NDArray(np.zeros(LARGE, dtype=np.float32), device=ndl.cpu())
+    del a
+    assert cache.cache_info()["buffers"] == 0
+
+
+def test_a_training_loop_on_cached_buffers_matches_numpy(cache):
+    """Many steps of large elementwise work, every temporary from the cache, against numpy in float64."""
+    rng = np.random.RandomState(0)
+    x_np = rng.randn(LARGE * 2).astype(np.float32)
+    w_np = rng.randn(LARGE * 2).astype(np.float32)
+    x = ndl.Tensor(x_np, requires_grad=False)
+    w = ndl.Tensor(w_np, requires_grad=True)
+    for _ in range(4):
+        loss = ((w * x + 1.0) * w).sum()
+        loss.backward()
+        grad = 2 * w_np.astype(np.float64) * x_np + 1.0
+        np.testing.assert_allclose(w.grad.numpy(), grad, rtol=1e-6, atol=1e-6)
+        expected = ((w_np.astype(np.float64) * x_np + 1.0) * w_np).sum()
+        np.testing.assert_allclose(float(loss.numpy()), expected, rtol=1e-4)
+    assert cache.cache_info()["buffers"] > 0  # the loop did run on reused buffers
+
+
+# --- the array layer's shortcuts -------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(), (1,), (4,), (2, 3), (2, 1, 3), (0, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "bool"])
+def test_sum_max_min_of_every_axis_have_numpy_shapes_dtypes_and_values(shape, dtype):
+    x = (np.arange(int(np.prod(shape))) % 5 - 2).reshape(shape).astype(dtype)
+    a = NDArray(x, device=ndl.cpu(), dtype=dtype)
+    out = ndl.array_api.sum(a)
+    expected = x.sum(dtype="int64" if dtype in ("int64", "bool") else dtype)
+    assert out.shape == () and out.dtype == str(expected.dtype)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    assert a.sum().shape == (1,)  # the course's NDArray.sum keeps a length-1 axis
+    assert a.sum(keepdims=True).shape == (1,) * len(shape)
+    if x.size:
+        for name in ("max", "min"):
+            got = getattr(ndl.array_api, name)(a)
+            assert got.shape == () and got.dtype == dtype
+            np.testing.assert_array_equal(got.numpy(), getattr(np, name)(x))
+
+
+def test_sum_of_every_axis_gives_numpy_bits_on_a_large_array():
+    """np.add.reduce is np.sum's own call: the same pairwise summation, the same float32 bits."""
+    x = np.random.RandomState(1).randn(3, 1000).astype(np.float32)
+    a = NDArray(x, device=ndl.cpu())
+    assert ndl.array_api.sum(a).numpy().tobytes() == np.sum(x).tobytes()
+    assert ndl.array_api.sum(a, axis=1).numpy().tobytes() == np.sum(x, axis=1).tobytes()
+
+
+def test_strided_views_read_what_numpy_reads():
+    """Flips (negative strides), broadcasts (zero strides), transposes and offsets."""
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    a = NDArray(x, device=ndl.cpu())
+    np.testing.assert_array_equal(a.flip((1, 2)).numpy(), x[:, ::-1, ::-1])
+    np.testing.assert_array_equal(a[:, 1:, 1:3].numpy(), x[:, 1:, 1:3])
+    np.testing.assert_array_equal(a.permute((2, 0, 1)).numpy(), x.transpose(2, 0, 1))
+    np.testing.assert_array_equal((a[:, :1, :] + a).numpy(), x[:, :1, :] + x)
+    np.testing.assert_array_equal(a[1:, :, :].broadcast_to((3, 1, 3, 4)).numpy(), np.broadcast_to(x[1:], (3, 1, 3, 4)))
+
+
+def test_a_cached_view_never_pairs_one_shape_with_another():
+    """The buffer keeps the view of its last shape: reading it with another shape gets its own."""
+    a = NDArray(np.arange(6, dtype=np.float32), device=ndl.cpu())
+    for shape in [(2, 3), (3, 2), (6,), (2, 3)]:
+        b = a.reshape(shape)
+        np.testing.assert_array_equal((b + 0).numpy(), np.arange(6, dtype=np.float32).reshape(shape))
+
+
+def test_reshape_and_permute_still_refuse_what_they_refused():
+    a = NDArray(np.zeros((2, 3), dtype=np.float32), device=ndl.cpu())
+    with pytest.raises(ValueError, match=r"cannot reshape an array of shape \(2, 3\)"):
+        a.reshape((4, 2))
+    with pytest.raises(ValueError, match="cannot reshape"):
+        a.reshape((-2, -3))  # the size matches, the entries do not
+    with pytest.raises(ValueError, match="only one -1"):
+        a.reshape((-1, -1))
+    assert a.reshape((3, -1)).shape == (3, 2)
+    with pytest.raises(ValueError, match="not a permutation"):
+        a.permute((0, 0))
+    with pytest.raises(ValueError, match="not a permutation"):
+        a.permute((0, 2))
+    assert a.permute((-1, 0)).shape == (3, 2)
+    with pytest.raises(ValueError, match="non-compact"):
+        a.permute((1, 0)).reshape((6,))
+
+
+def test_setitem_with_an_empty_index_writes_the_whole_array():
+    """x[()] = y: all of x, as numpy's (what copy_ uses)."""
+    a = NDArray(np.zeros((2, 3), dtype=np.float32), device=ndl.cpu())
+    a[()] = NDArray(np.arange(6, dtype=np.float32).reshape(2, 3), device=ndl.cpu())
+    np.testing.assert_array_equal(a.numpy(), np.arange(6).reshape(2, 3))
+    a[()] = 7
+    np.testing.assert_array_equal(a.numpy(), np.full((2, 3), 7.0))
+    a[()] = NDArray(np.array([1.0, 2.0, 3.0], dtype=np.float32), device=ndl.cpu())  # broadcast
+    np.testing.assert_array_equal(a.numpy(), np.tile([1.0, 2.0, 3.0], (2, 1)))
+
+
+# --- the Tensor layer's shortcuts ----------------------------------------------------------------------
+
+def test_untracked_copy_writes_in_place_and_is_seen_by_the_in_place_check():
+    """copy_ outside the graph writes the tensor's own buffer (views see it) and stamps it, so a
+    graph node that read the old value refuses to backpropagate."""
+    w = ndl.Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    x = ndl.Tensor(np.array([1.0, 2.0, 3.0], dtype=np.float32), requires_grad=False)
+    buffer = x.realize_cached_data()._handle
+    y = (w * x).sum()
+    with ndl.no_grad():
+        x.copy_(ndl.Tensor(np.array([4.0, 5.0, 6.0], dtype=np.float32), requires_grad=False))
+    assert x.realize_cached_data()._handle is buffer
+    np.testing.assert_array_equal(x.numpy(), [4.0, 5.0, 6.0])
+    with pytest.raises(RuntimeError, match="changed by an in-place operation"):
+        y.backward()
+
+
+def test_copy_with_another_dtype_or_shape_still_casts_and_broadcasts():
+    t = ndl.Tensor(np.zeros((2, 3), dtype=np.float32), requires_grad=False)
+    t.copy_(ndl.Tensor(np.array([1.5, 2.5, 3.5]), dtype="float64", requires_grad=False))
+    assert t.dtype == ndl.float32
+    np.testing.assert_array_equal(t.numpy(), np.tile([1.5, 2.5, 3.5], (2, 1)))
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        t.copy_(ndl.Tensor(np.zeros(4, dtype=np.float32), requires_grad=False))
+
+
+def test_elementwise_functions_still_refuse_what_they_refused():
+    a = ndl.Tensor(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"cannot be broadcast"):
+        a + ndl.Tensor(np.zeros((4,), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"add: shapes \(2, 3\) and \(3,\) differ"):
+        ndl.ops.EWiseAdd()(a, ndl.Tensor(np.zeros((3,), dtype=np.float32)))
+    with pytest.raises(TypeError, match="multiply"):
+        a * "x"
+
+
+def test_a_result_of_integer_dtype_records_no_graph_and_make_const_checks_requires_grad():
+    a = ndl.Tensor(np.array([1.5, 2.5], dtype=np.float32), requires_grad=True)
+    cast = a.to(ndl.int64)
+    assert not cast.requires_grad and cast.is_leaf()
+    with pytest.raises(TypeError, match="only floating-point tensors can require grad"):
+        ndl.Tensor.make_const(cast.realize_cached_data(), requires_grad=True)
+    y = a * 2.0
+    assert y.requires_grad and y.inputs == [a] and not y.is_leaf()
+    with ndl.no_grad():
+        z = a * 2.0
+    assert not z.requires_grad and z.is_leaf() and z.inputs == []
+
+
+def test_a_compiled_step_replays_what_the_eager_step_computes_with_cached_buffers(cache):
+    """The compiled path records allocations from the cache like any other: replays match eager."""
+    rng = np.random.RandomState(0)
+    x = ndl.Tensor(rng.randn(LARGE).astype(np.float32), requires_grad=False)
+    w = ndl.Tensor(rng.randn(LARGE).astype(np.float32), requires_grad=True)
+
+    def step(x):
+        loss = ((w * x) * w + x).sum()
+        loss.backward()
+        return loss, w.grad
+
+    eager = [t.numpy() for t in step(x)]
+    compiled = ndl.compile(step)
+    for _ in range(4):
+        out = [t.numpy() for t in compiled(x)]
+        for got, want in zip(out, eager):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=str)
+def test_power_half_is_the_correctly_rounded_square_root_with_pytorchs_edges(device):
+    """x ** 0.5 is sqrt (PowerScalar's documented edge, PyTorch's kernel for 0.5): -0 stays -0 and
+    -inf is nan as in PyTorch, and the bits are IEEE's correctly rounded square root (libm's pow
+    may differ in the last bit, and is 5x slower). PyTorch's vectorised sqrt itself is within
+    one ulp of it."""
+    torch = pytest.importorskip("torch")
+    edges = np.array([-0.0, 0.0, -np.inf, np.inf, np.nan, -1.0, 1e-45, 3.4e38], dtype=np.float32)
+    x = np.concatenate([edges, np.random.RandomState(0).rand(10000).astype(np.float32) * 1e3])
+    got = (ndl.Tensor(x, device=device) ** 0.5).numpy()
+    with np.errstate(invalid="ignore"):
+        assert got.tobytes() == np.sqrt(x).tobytes()
+    want = torch.sqrt(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=2.4e-7)  # nan where torch has nan
+    assert np.signbit(got[:2]).tolist() == np.signbit(want[:2]).tolist() == [True, False]
+    runtime = ndl.HostScalar(0.5)  # a runtime exponent (an optimizer's) takes the same kernel
+    assert (ndl.Tensor(x, device=device) ** runtime).numpy().tobytes() == got.tobytes()
+
+
+@pytest.mark.parametrize("value, limit", [("0", 0), ("1.5", 3 << 19), ("64", 64 << 20)])
+def test_the_cache_limit_comes_from_the_environment(monkeypatch, value, limit):
+    monkeypatch.setenv("NEEDLE_CPU_CACHE_MB", value)
+    assert host_buffer._limit_from_environment() == limit
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "nan"])
+def test_a_bad_cache_limit_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("NEEDLE_CPU_CACHE_MB", value)
+    with pytest.raises(ValueError, match=f"NEEDLE_CPU_CACHE_MB must be a number of megabytes >= 0.*{value}"):
+        host_buffer._limit_from_environment()
