@@ -229,3 +229,25 @@ def test_a_language_model_step_on_two_threads_is_bit_identical_to_eager(two_thre
         np.testing.assert_array_equal(l1, l2)
         for a, b in zip(p1, p2):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_select_fuses_with_its_chain_and_keeps_every_bit():
+    """where(x > 0, x * 2, y + 1) + 1: one fused loop; nan payloads, -0.0 and infinities
+    come out of the select exactly as numpy's masked copy gives them."""
+    def f(x, y):
+        return ndl.where(x > 0, x * 2.0, y + 1.0) + 1.0
+
+    r = np.random.RandomState(4)
+    xs = r.randn(6, 7).astype(np.float32)
+    ys = r.randn(6, 7).astype(np.float32)
+    ys.view(np.uint32)[0, :3] = [0x7FC00123, 0xFFC00456, 0x80000000]  # nans with payloads, -0.0 - 1 + 1
+    xs[1, :3] = [np.inf, -np.inf, -0.0]
+    xs[0, :3] = -1.0  # the payload rows take y
+    x, y = ndl.Tensor(xs), ndl.Tensor(ys)
+    compiled = ndl.compile(f)
+    results = [compiled(x, y).numpy() for _ in range(3)]
+    expected = f(x, y).numpy()
+    for got in results:
+        assert got.tobytes() == expected.tobytes()
+    calls = compiled.programs[0].calls
+    assert [c.kind for c in calls] == ["fused"] and any(" if " in line for line in calls[0].fn.lines)

@@ -70,6 +70,12 @@ def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
             a, out = operand(args[0]), args[1]
             return None if a is None else (a[1], Node(p.expr, [a], out, out.dtype))
         return None
+    if call.name == "ewise_where":  # a select copies one of two values: exact in any loop
+        operands = [operand(a) for a in args[:3]]
+        if any(o is None for o in operands) or len({o[1] for o in operands}) != 1:
+            return None
+        out = args[3]
+        return operands[0][1], Node("({b} if {a} else {c})", operands, out, out.dtype)
     if call.name == "compact" and isinstance(args[0], Slot):
         a, out, shape, strides, offset = args
         return tuple(shape), Node("{a}", [operand(View(a, shape, strides, offset))], out, out.dtype)
