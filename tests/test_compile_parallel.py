@@ -251,3 +251,23 @@ def test_a_select_fuses_with_its_chain_and_keeps_every_bit():
         assert got.tobytes() == expected.tobytes()
     calls = compiled.programs[0].calls
     assert [c.kind for c in calls] == ["fused"] and any(" if " in line for line in calls[0].fn.lines)
+
+
+def test_a_group_grows_past_the_fill_of_a_constant_it_reads():
+    """where(m, x * 3, 0.0) records x * 3, then the fill of the 0.0, then the select: the fill
+    runs first and the product and the select become one loop, with the eager values."""
+    from needle import ops
+
+    def f(x, m):
+        return ops.where(m, x * 3.0, 0.0)
+
+    r = np.random.RandomState(5)
+    x = ndl.Tensor(r.randn(4, 5).astype(np.float32))
+    m = ndl.Tensor(r.rand(4, 5) > 0.5, dtype="bool")
+    fused, plain = ndl.compile(f), ndl.compile(f, fuse=False)
+    for _ in range(3):
+        got, unfused = fused(x, m).numpy(), plain(x, m).numpy()
+    assert [c.name for c in plain.programs[0].calls] == ["scalar_mul", "scalar_setitem", "ewise_where"]
+    assert [c.kind for c in fused.programs[0].calls] == ["kernel", "fused"]
+    assert got.tobytes() == unfused.tobytes() == f(x, m).numpy().tobytes()
+    np.testing.assert_array_equal(got, np.where(m.numpy(), x.numpy() * np.float32(3), 0))
