@@ -271,3 +271,21 @@ def test_a_group_grows_past_the_fill_of_a_constant_it_reads():
     assert [c.kind for c in fused.programs[0].calls] == ["kernel", "fused"]
     assert got.tobytes() == unfused.tobytes() == f(x, m).numpy().tobytes()
     np.testing.assert_array_equal(got, np.where(m.numpy(), x.numpy() * np.float32(3), 0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_replayed_sigmoid_gives_the_eager_kernels_bits(dtype):
+    """The replay's sigmoid (three passes: -|x| and the quotient in numba, numpy's exp between)
+    against the eager kernel, nan, infinities, signed zeros and subnormals included."""
+    from needle.primitives import _sigmoid_into
+
+    x = (np.random.RandomState(6).randn(5000) * 30).astype(dtype)
+    x[:8] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45]
+    eager, replayed = Array(x.size, dtype), Array(x.size, dtype)
+    _sigmoid_into(x, eager.array)
+    launch = kernels_cpu.prepare("ewise_sigmoid", ((buffer(x), (50, 100), None, 0), replayed))
+    launch()
+    assert eager.array.tobytes() == replayed.array.tobytes()
+    expected = 1 / (1 + np.exp(-x[8:].astype(np.float64)))
+    tiny = np.finfo(dtype).tiny  # subnormal results (x below -87 in float32) keep fewer digits
+    np.testing.assert_allclose(replayed.array[8:], expected, rtol=2e-6 if dtype == "float32" else 1e-14, atol=tiny)
