@@ -289,3 +289,20 @@ def test_the_replayed_sigmoid_gives_the_eager_kernels_bits(dtype):
     expected = 1 / (1 + np.exp(-x[8:].astype(np.float64)))
     tiny = np.finfo(dtype).tiny  # subnormal results (x below -87 in float32) keep fewer digits
     np.testing.assert_allclose(replayed.array[8:], expected, rtol=2e-6 if dtype == "float32" else 1e-14, atol=tiny)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_adding_rows_at_repeated_indices_sums_in_numpys_order(dtype):
+    """The embedding gradient's kernel: rows added at indices that repeat (and negative ones),
+    the same additions in the same order as np.add.at, so the same bits."""
+    r = np.random.RandomState(7)
+    values = (r.randn(600, 16) * np.exp(r.randn(600, 16) * 4)).astype(dtype)
+    indices = r.randint(-9, 9, 600)
+    table = r.randn(9, 16).astype(dtype)
+    out = buffer(table)
+    kernels_cpu.index_add_rows(buffer(values), (buffer(indices), (600,), None, 0), out, 16)
+    expected = table.copy()
+    np.add.at(expected, indices % 9, values)
+    assert out.array.tobytes() == expected.reshape(-1).tobytes()
+    with pytest.raises(IndexError, match="index 9 is out of bounds"):
+        kernels_cpu.index_add_rows(buffer(values[:1]), (buffer(np.array([9])), (1,), None, 0), out, 16)

@@ -201,7 +201,21 @@ def take_rows(a, indices, out, row_size):
 def index_add_rows(values, indices, out, row_size):
     rows = out.size // row_size if row_size else 0
     idx = rows_index(indices, rows)
-    np.add.at(out.array[: rows * row_size].reshape(rows, row_size), idx, out_view(values, (idx.size, row_size)))
+    table, rows_in = out.array[: rows * row_size].reshape(rows, row_size), out_view(values, (idx.size, row_size))
+    if table.dtype == rows_in.dtype and table.dtype.kind == "f":
+        _add_rows(table, idx, rows_in)
+    else:
+        np.add.at(table, idx, rows_in)
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(table, idx, values):
+    """np.add.at(table, idx, values) for rows: the same additions in the same order (row idx[0]
+    first), as one compiled loop instead of numpy's per-index dispatch."""
+    for i in range(idx.size):
+        row = idx[i]
+        for j in range(table.shape[1]):
+            table[row, j] += values[i, j]
 
 
 def one_hot_rows(indices, out, n):
