@@ -31,7 +31,7 @@ import numpy as np
 
 from ..backend_ndarray.host_buffer import Array
 
-__all__ = ["threads", "run_blocks", "split", "row_blocks", "MIN_ELEMENTS"]
+__all__ = ["threads", "run_blocks", "split", "row_blocks", "blocks_of", "MIN_ELEMENTS"]
 
 # below this many elements a call takes a few tens of microseconds: the hand-off to a
 # worker (about 10 us) would eat most of what splitting saves
@@ -95,7 +95,9 @@ def run_blocks(blocks: Sequence[Callable[[], Any]]) -> Callable[[], None]:
     thread that is not running, and is at worst as slow as the whole call."""
     first, rest = blocks[0], list(blocks[1:])
     if not rest:
-        return lambda: None if first() is None else None
+        def run_one() -> None:
+            first()
+        return run_one
     queues = _queues(len(rest))
 
     def run() -> None:
