@@ -306,3 +306,23 @@ def test_adding_rows_at_repeated_indices_sums_in_numpys_order(dtype):
     assert out.array.tobytes() == expected.reshape(-1).tobytes()
     with pytest.raises(IndexError, match="index 9 is out of bounds"):
         kernels_cpu.index_add_rows(buffer(values[:1]), (buffer(np.array([9])), (1,), None, 0), out, 16)
+
+
+@pytest.mark.parametrize("first,preset,expected", [
+    ("needle", None, "4"),          # needle first: OpenBLAS's idle threads will sleep at once
+    ("needle", "30", "30"),         # a value of the user's wins
+    ("numpy", None, "unset"),       # numpy already loaded OpenBLAS: too late, left alone
+])
+def test_importing_needle_first_lets_openblas_threads_sleep(first, preset, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    order = "import needle, numpy" if first == "needle" else "import numpy, needle"
+    code = f"{order}; import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

@@ -1,5 +1,14 @@
 """needle: a small deep learning framework with the CMU 10-414/714 needle API."""
-from . import autograd, data, functions, init, nn, ops, optim  # noqa: E402
+from . import (  # noqa: E402
+    _openblas,  # noqa: F401  (first: OpenBLAS's idle threads sleep, see the module)
+    autograd,
+    data,
+    functions,
+    init,
+    nn,
+    ops,
+    optim,
+)
 from .autograd import (
     Op,
     Tensor,
