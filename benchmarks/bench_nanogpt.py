@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
                MKL_NUM_THREADS=str(a.threads), NUMBA_NUM_THREADS=str(a.threads),
                PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]))
+    # OpenBLAS's idle threads sleep after 1.6 ms (needle/_openblas.py: the child loads numpy before needle)
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
     rows = {}
     for variant in ("needle", "torch"):
         command = [sys.executable, os.path.abspath(__file__), "--child", variant] + (argv or sys.argv[1:])

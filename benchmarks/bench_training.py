@@ -16,6 +16,9 @@ How it measures, and why:
 * Warm-up steps come first. needle compiled needs three (an eager call, the
   traced call, the first replay) and a cold kernel cache makes the trace compile
   numba kernels, so --warmup is at least 3.
+* OPENBLAS_THREAD_TIMEOUT=22 unless set: OpenBLAS's helper threads sleep 1.6 ms after a call
+  instead of spinning for 0.1 s on the core that a compiled step's row blocks run on
+  (python/needle/_openblas.py); PyTorch's pool does not use OpenBLAS on x86.
 * Memory: RSS read in the child from /proc/self/status. "peak" is the highest RSS
   during the timed steps (the high-water mark is reset after warm-up, so one-off
   costs such as tracing or compiling kernels are left out); "+growth" is that peak
@@ -688,6 +691,9 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 def run_child(variant: str, name: str, args) -> dict:
     # one thread count for every library either framework may use, set before they load
     env = dict(os.environ, **{key: str(args.threads) for key in _THREAD_ENV})
+    # OpenBLAS's idle threads sleep after 1.6 ms, not 0.1 s, freeing the core a compiled step's
+    # row blocks use (needle/_openblas.py; set here because the child loads numpy before needle)
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
     command = [sys.executable, os.path.abspath(__file__), "--child", variant, name, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device] + \
               (["--tiny"] if args.tiny else [])

@@ -1,5 +1,15 @@
 """needle: a small deep learning framework with the CMU 10-414/714 needle API."""
-from . import autograd, data, functions, init, nn, ops, optim, utils  # noqa: E402
+from . import (  # noqa: E402
+    _openblas,  # noqa: F401  (first: OpenBLAS's idle threads sleep, see the module)
+    autograd,
+    data,
+    functions,
+    init,
+    nn,
+    ops,
+    optim,
+    utils,
+)
 from ._version import __version__  # the one source of the version (also `needle --version`, the wheel's)
 from .autograd import (
     Op,

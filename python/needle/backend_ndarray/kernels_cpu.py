@@ -206,7 +206,21 @@ def take_rows(a, indices, out, row_size):
 def index_add_rows(values, indices, out, row_size):
     rows = out.size // row_size if row_size else 0
     idx = rows_index(indices, rows)
-    np.add.at(out.array[: rows * row_size].reshape(rows, row_size), idx, out_view(values, (idx.size, row_size)))
+    table, rows_in = out.array[: rows * row_size].reshape(rows, row_size), out_view(values, (idx.size, row_size))
+    if table.dtype == rows_in.dtype and table.dtype.kind == "f":
+        _add_rows(table, idx, rows_in)
+    else:
+        np.add.at(table, idx, rows_in)
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(table, idx, values):
+    """np.add.at(table, idx, values) for rows: the same additions in the same order (row idx[0]
+    first), as one compiled loop instead of numpy's per-index dispatch."""
+    for i in range(idx.size):
+        row = idx[i]
+        for j in range(table.shape[1]):
+            table[row, j] += values[i, j]
 
 
 def one_hot_rows(indices, out, n):
@@ -249,6 +263,39 @@ def _prepare_elementwise(p, form: str, args: tuple):
     return functools.partial(p.ufunc, first, second, out=o, casting="unsafe")
 
 
+@numba.njit(cache=True, nogil=True)
+def _negative_abs(x, out):
+    for i in range(x.size):
+        out[i] = -abs(x[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sigmoid_finish(x, e, out):
+    one = out.dtype.type(1)
+    for i in range(x.size):
+        d = e[i] + one
+        out[i] = (one if x[i] >= 0 else e[i]) / d
+
+
+def _prepare_sigmoid(args: tuple):
+    """The primitive's sigmoid in three passes instead of six and no temporary: -|x| and the
+    quotient are single IEEE operations per element in numba, exp stays numpy's, so the bits
+    are those of `primitives._sigmoid_into` (flat float operands only, else None)."""
+    x = read(args[0])
+    out = out_view(args[1], x.shape)
+    if not (x.flags.c_contiguous and x.dtype == out.dtype and x.dtype.kind == "f") or x.size == 0:
+        return None
+    x, out = x.reshape(-1), out.reshape(-1)
+    if np.shares_memory(x, out):
+        return None
+
+    def run():
+        _negative_abs(x, out)
+        np.exp(out, out=out)
+        _sigmoid_finish(x, out, out)
+    return run
+
+
 def prepare(name: str, args: tuple):
     """A zero-argument launch doing what kernel `name` does on `args`, with its views built
     once, or None when the kernel gains nothing (it then runs as it is). HostScalar
@@ -256,7 +303,8 @@ def prepare(name: str, args: tuple):
     kernel = globals().get(name)
     p, form = getattr(kernel, "primitive", None), getattr(kernel, "form", "")  # tagged together
     if p is not None:
-        return _prepare_elementwise(p, form, args)
+        launch = _prepare_sigmoid(args) if name == "ewise_sigmoid" else None
+        return launch if launch is not None else _prepare_elementwise(p, form, args)
     if name == "ewise_where":
         cond, a, b, out = args
         c = read(cond)

@@ -106,19 +106,29 @@ def fuse_calls(calls: List[Any], outlives: set) -> List[Any]:
     out: List[Any] = []
     i = 0
     while i < len(calls):
-        group, shape = _grow(calls, i)
+        group, shape, positions, hoisted = _grow(calls, i)
         if len(group) >= 2 and shape is not None:  # (a group has a shape)
-            kernel, args = _fuse(group, shape, range(i, i + len(group)), uses, outlives)
+            kernel, args = _fuse(group, shape, positions, uses, outlives)
+            out.extend(calls[k] for k in hoisted)
             out.append(Call(kernel, args, "fused"))
-            i += len(group)
+            i = max(positions + hoisted) + 1
         else:
             out.append(calls[i])
             i += 1
     return out
 
 
-def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple]]:
-    """The longest group starting at `start` (its nodes and shape).
+def _hoistable(call, touched: set) -> bool:
+    """A fill of a constant (`scalar_setitem`, e.g. the 0 of where(mask, x, 0)) that the group
+    neither reads nor writes so far: it can run before the group, which then grows past it."""
+    if call.kind != "kernel" or call.name != "scalar_setitem":
+        return False
+    return all(slot.index not in touched for slot in call.slots())
+
+
+def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], List[int]]:
+    """The longest group starting at `start`: its nodes, shape, the positions of its calls,
+    and the positions of the constant fills it grew past (`_hoistable`, run before it).
 
     The generated loop runs each element's whole chain before the next element's (and on
     cuda, elements in parallel), so a buffer the group writes may only be read, or written
@@ -126,16 +136,22 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple]]:
     view of it (x[1:] = x[:-1] + 1) would see other elements' writes early."""
     first = _node(calls[start])
     if first is None:
-        return [], None
+        return [], None, [], []
     shape, node = first
     compact = (shape, None, 0)
     group: List[Node] = []
-    stored = set()
-    made = set()
+    stored: set = set()
+    made: set = set()
     reads: Dict[int, set] = {}   # buffer -> the views the group reads it through
     writes: Dict[int, tuple] = {}  # buffer -> the view the group writes it through
-    for call in calls[start:]:
+    positions: List[int] = []
+    hoisted: List[int] = []
+    for position in range(start, len(calls)):
+        call = calls[position]
         found = first if not group else _node(call)
+        if found is None and _hoistable(call, set(reads) | set(writes) | made | stored):
+            hoisted.append(position)
+            continue
         if found is None or found[0] != shape or found[1].gen is not first[1].gen:
             break
         node = found[1]
@@ -164,7 +180,10 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple]]:
         if node.store is not None:
             stored.add(node.store[0].index)
         group.append(node)
-    return group, shape
+        positions.append(position)
+    while hoisted and hoisted[-1] > positions[-1]:  # fills after the group's last call stay where they are
+        hoisted.pop()
+    return group, shape, positions, hoisted
 
 
 def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[Any, tuple]:

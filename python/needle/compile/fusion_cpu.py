@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
@@ -25,6 +26,7 @@ from ..backend_ndarray.host_buffer import out_view, read, strided_view
 from ..backend_ndarray.recording import Call, Slot, View
 from ..dtypes import FLOAT_DTYPES, HostScalar
 from ..primitives import EXPR_FUNCTIONS
+from . import parallel_cpu
 from .fusion import Node, operand
 
 __all__ = ["GENERATOR", "FusedKernel", "cache_dir"]
@@ -68,6 +70,12 @@ def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
             a, out = operand(args[0]), args[1]
             return None if a is None else (a[1], Node(p.expr, [a], out, out.dtype))
         return None
+    if call.name == "ewise_where":  # a select copies one of two values: exact in any loop
+        operands = [operand(a) for a in args[:3]]
+        if any(o is None for o in operands) or len({o[1] for o in operands}) != 1:
+            return None
+        out = args[3]
+        return operands[0][1], Node("({b} if {a} else {c})", operands, out, out.dtype)
     if call.name == "compact" and isinstance(args[0], Slot):
         a, out, shape, strides, offset = args
         return tuple(shape), Node("{a}", [operand(View(a, shape, strides, offset))], out, out.dtype)
@@ -130,15 +138,22 @@ class FusedKernel:
         self.__module__ = __name__
         self.__name__ = "fused"
 
-    def source(self, flat: bool) -> str:
-        """One flat loop when every array is contiguous, else one loop per axis (explicit nested
-        loops compile to tighter code than np.ndindex for strided and broadcast reads)."""
+    def source(self, ndim: int, indices: List[Optional[Tuple[int, ...]]]) -> str:
+        """The loop nest over `ndim` axes (explicit nested loops compile to tighter code than
+        np.ndindex). indices[j]: the axes input j is indexed by (None: all of them), so a
+        broadcast operand is read through an array of its own axes, and the innermost loop
+        reads every operand at unit or zero stride where the layout allows (numba vectorises it)."""
         args = [f"in{i}" for i in range(self.n_inputs)] + [f"s{i}" for i in range(self.n_scalars)] + \
                [f"out{i}" for i in range(len(self.out_vars))]
-        ndim = 1 if flat else max(len(self.shape), 1)
-        index = ", ".join(f"i{d}" for d in range(ndim))
-        body = [line.replace("[IDX]", f"[{index}]") for line in self.lines]
-        body += [f"out{i}[{index}] = {v}" for i, v in enumerate(self.out_vars)]
+        full = ", ".join(f"i{d}" for d in range(ndim))
+
+        def read(match) -> str:
+            axes = indices[int(match.group(1))]
+            index = full if axes is None else ", ".join(f"i{d}" for d in axes) or "0"
+            return f"in{match.group(1)}[{index}]"
+
+        body = [_READ.sub(read, line) for line in self.lines]
+        body += [f"out{i}[{full}] = {v}" for i, v in enumerate(self.out_vars)]
         code = [f"def kernel({', '.join(args)}):"]
         for d in range(ndim):
             code.append("    " * (d + 1) + f"for i{d} in range(out0.shape[{d}]):")
@@ -149,22 +164,91 @@ class FusedKernel:
         self.prepare(args)()
 
     def prepare(self, args: tuple):
-        """A launch over fixed buffers: arrays of the group's shape, flat when every one is contiguous."""
+        """A launch over fixed buffers: the group's arrays in their simplest layout (`_canonical`),
+        in row blocks on several threads when the group is large (`parallel_cpu`: each element is
+        computed as before, so the bits are the same)."""
         ni, ns = self.n_inputs, self.n_scalars
         arrays = [_view(o, self.shape) for o in args[:ni]]
         outs = [_view(o, self.shape) for o in args[ni + ns:]]
-        flat = all(a.flags.c_contiguous for a in arrays + outs) or not self.shape
-        if flat:
-            arrays, outs = [a.reshape(-1) for a in arrays], [o.reshape(-1) for o in outs]
-        fn = _compiled(self.source(flat))
+        arrays, outs, indices = _canonical(self.shape, arrays, outs)
+        fn = _compiled(self.source(outs[0].ndim, indices))
         scalars = list(args[ni:ni + ns])
         casts = [getattr(np, "bool_" if d == "bool" else d) for d in self.scalar_dtypes]
-        if any(isinstance(s, HostScalar) for s in scalars):
-            def run():
-                fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)], *outs)
-            return run
-        fixed = [c(s) for c, s in zip(casts, scalars)]
-        return lambda: fn(*arrays, *fixed, *outs)
+        blocks = [(0, outs[0].shape[0])]
+        if all(_rows_disjoint(o) for o in outs):
+            blocks = parallel_cpu.row_blocks(outs[0].shape[0], outs[0].size)
+        rowwise = [axes is None or 0 in axes for axes in indices]
+        launches = []
+        for lo, hi in blocks:
+            block_in = parallel_cpu.blocks_of(arrays, rowwise, lo, hi) if len(blocks) > 1 else arrays
+            block_out = [o[lo:hi] for o in outs] if len(blocks) > 1 else outs
+            launches.append(_launch(fn, block_in, scalars, casts, block_out))
+        return launches[0] if len(launches) == 1 else parallel_cpu.run_blocks(launches)
+
+
+def _launch(fn, arrays: List[np.ndarray], scalars: list, casts: list, outs: List[np.ndarray]):
+    """fn on the arrays, the scalars (HostScalars read at each run) and the outputs."""
+    if any(isinstance(s, HostScalar) for s in scalars):
+        def run():
+            fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)], *outs)
+        return run
+    fixed = [c(s) for c, s in zip(casts, scalars)]
+    return lambda: fn(*arrays, *fixed, *outs)
+
+
+def _rows_disjoint(a: np.ndarray) -> bool:
+    """Whether the rows (along axis 0) of an output occupy separate memory ranges, so row blocks
+    written at once never write one element twice."""
+    if a.ndim == 0 or a.shape[0] < 2:
+        return False
+    span = a.itemsize + sum((n - 1) * abs(s) for n, s in zip(a.shape[1:], a.strides[1:]))
+    return abs(a.strides[0]) >= span
+
+
+_READ = re.compile(r"in(\d+)\[IDX\]")
+
+
+def _canonical(shape: tuple, arrays: List[np.ndarray], outs: List[np.ndarray]):
+    """(inputs, outputs, indices): the same elements over the fewest loop axes. Axes of length 1
+    go; neighbouring axes that every array steps through as one (stride of the outer = stride
+    times length of the inner) merge, so contiguous arrays become one flat loop; an input's
+    broadcast axes (stride 0) are dropped from its array and from its index (indices[j] lists
+    the loop axes input j is read by; None: all). Each element is still computed by the same
+    operations from the same values, so the result is the same bits."""
+    every = arrays + outs
+    keep = [d for d, n in enumerate(shape) if n != 1]
+    dims = [shape[d] for d in keep]
+    strides = [[a.strides[d] for d in keep] for a in every]
+    merged: List[int] = []
+    merged_strides: List[List[int]] = [[] for _ in every]
+    for k, n in enumerate(dims):
+        if merged and all(st[k - 1] == st[k] * n for st in strides):
+            merged[-1] *= n
+            for m, st in zip(merged_strides, strides):
+                m[-1] = st[k]
+            continue
+        merged.append(n)
+        for m, st in zip(merged_strides, strides):
+            m.append(st[k])
+    if not merged:  # one element
+        merged = [1]
+        merged_strides = [[0] for _ in every]
+    views = [np.lib.stride_tricks.as_strided(a, shape=tuple(merged), strides=tuple(st))
+             for a, st in zip(every, merged_strides)]
+    inputs: List[np.ndarray] = []
+    indices: List[Optional[Tuple[int, ...]]] = []
+    for a in views[:len(arrays)]:
+        axes = tuple(d for d, st in enumerate(a.strides) if st != 0 or a.shape[d] == 1)
+        if len(axes) == a.ndim:
+            inputs.append(a)
+            indices.append(None)
+            continue
+        # a view over its own axes; a value broadcast everywhere is a 1-element view read at 0
+        own = np.lib.stride_tricks.as_strided(a, shape=tuple(a.shape[d] for d in axes) or (1,),
+                                              strides=tuple(a.strides[d] for d in axes) or (0,))
+        inputs.append(own)
+        indices.append(axes)
+    return inputs, views[len(arrays):], indices
 
 
 def _view(operand, shape) -> np.ndarray:

@@ -18,6 +18,7 @@ the step updated in place back to the caller's arrays and copies the outputs out
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
 
 from ..backend_ndarray.interface import out_position
@@ -139,18 +140,36 @@ def _resolve(arg, buffers: Dict[int, Any]):
     return arg
 
 
+# device name -> the module whose `split(name, kernel, args, prepare)` runs a large kernel call
+# as row blocks on several threads (same bits), imported when a program first binds a call of
+# that device; a device without an entry runs every call whole
+SPLITTERS: Dict[str, str] = {"cpu": "needle.compile.parallel_cpu"}
+
+
+def _splitter(device_name: str):
+    module = SPLITTERS.get(device_name)
+    return None if module is None else importlib.import_module(module)
+
+
 def bind(call: Call, buffers: Dict[int, Any]) -> Callable[[], Any]:
     """A zero-argument launch running `call` on its buffers; HostScalars are read at each run.
 
     A fused kernel builds its own launch (`prepare`); so may a kernel's device (the
     interface's optional `prepare(name, args)` hook: its views built once, since the buffers
-    never change between replays)."""
+    never change between replays), split into row blocks on several threads where the device
+    has a splitter (`SPLITTERS`) and the call is large."""
     args = tuple(_resolve(a, buffers) for a in call.args)
     if call.kind == "fused":
         return call.fn.prepare(args)
     if call.kind == "kernel":
         prepare = getattr(call.device.mod, "prepare", None)
-        launch = None if prepare is None else prepare(call.name, args)
+        launch = None
+        if prepare is not None:
+            splitter = _splitter(call.device.name)
+            if splitter is not None:
+                launch = splitter.split(call.name, call.fn, args, prepare)
+            if launch is None:
+                launch = prepare(call.name, args)
         if launch is not None:
             return launch
     fn = call.fn

@@ -1,0 +1,23 @@
+"""OpenBLAS's idle threads sleep after 1.6 ms instead of 0.1 s (set before numpy loads OpenBLAS).
+
+After each multi-threaded call OpenBLAS keeps its helper threads spinning for 2**28 cycles
+(about 0.1 s) by default, waiting for the next call. Between two matmuls of a training
+step that is always: on a 2-core machine the spinning thread holds the second core, and
+the replay's row blocks on that core (`needle.compile.parallel_cpu`) get a fraction of it
+-- measured here, a split 2M-element exp ran no faster than the whole one after a matmul,
+and 1.8x faster with the threads asleep. OPENBLAS_THREAD_TIMEOUT=22 (2**22 cycles, about
+1.6 ms) lets them spin through back-to-back matmuls (a convolution's, an eager LSTM's small
+per-step products) and then sleep, so the elementwise work that follows has the core.
+Measured on the 2-core benchmark machine, compiled, ms per step: lstm_lm 145 with the
+default, 124 with 22, 120 with 18; resnet9 11.3, 10.7, 13.5 (with 18 its many matmuls pay
+a wake-up each). PyTorch's OpenMP pool also spins briefly, then sleeps.
+
+OpenBLAS reads the variable once, when numpy first loads it, so this sets it only when
+numpy is not imported yet and the variable is unset (a value of your own wins). Import
+needle before numpy, or set OPENBLAS_THREAD_TIMEOUT=22 in the environment, to have it.
+"""
+import os
+import sys
+
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")

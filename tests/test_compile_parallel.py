@@ -1,0 +1,328 @@
+"""ndl.compile on several cores: large calls run as row blocks on worker threads, fused loops
+read broadcast operands through arrays of their own axes, and the replay still gives the
+eager step's bits.
+
+Each kernel kind that splits is run whole and split over the same buffers and compared
+bit for bit (a reduction sums each kept row in the same order, an elementwise kernel
+computes each element from the same operands); then whole compiled steps at sizes where
+splitting happens are compared with the eager steps.
+"""
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle import nn
+from needle.backend_ndarray import kernels_cpu
+from needle.backend_ndarray.host_buffer import Array, read
+from needle.compile import fusion_cpu, parallel_cpu
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "2")
+
+
+def buffer(values: np.ndarray) -> Array:
+    return Array.wrap(np.ascontiguousarray(values).reshape(-1).copy())
+
+
+def whole_and_split(name, args_of):
+    """(out of the kernel run whole, out of its split launch), each on fresh output buffers."""
+    whole_args, split_args = args_of(), args_of()
+    getattr(kernels_cpu, name)(*whole_args)
+    launch = parallel_cpu.split(name, getattr(kernels_cpu, name), split_args, kernels_cpu.prepare)
+    assert launch is not None, f"{name} was not split"
+    launch()
+    return whole_args, split_args
+
+
+R = np.random.RandomState(0)
+X = R.randn(700, 1000).astype(np.float32)
+Y = R.randn(700, 1000).astype(np.float32)
+ROW = R.randn(1000).astype(np.float32)
+BX, BY, BROW, BABS = buffer(X), buffer(Y), buffer(ROW), buffer(np.abs(Y))
+
+
+@pytest.mark.parametrize("operand,reduce_size", [
+    ((BX, (700, 1000), None, 0), 1000),                # rows of a matrix (numpy's pairwise sum)
+    ((BX, (1000, 700), (1, 1000), 0), 700),            # columns: a transposed view
+    ((BX, (70, 10, 1000), None, 0), 10000),            # two trailing axes
+    ((BX, (350, 1000), (2000, 1), 1000), 1000),        # every other row, from an offset
+], ids=["rows", "transposed", "two-axes", "strided"])
+@pytest.mark.parametrize("name", ["reduce_sum", "reduce_max", "reduce_min"])
+def test_a_split_reduction_gives_the_whole_reductions_bits(two_threads, name, operand, reduce_size):
+    kept = int(np.prod(operand[1])) // reduce_size
+    whole, split = whole_and_split(name, lambda: (operand, Array(kept), reduce_size))
+    assert whole[1].array.tobytes() == split[1].array.tobytes()
+    reduce = {"reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min}[name]
+    expected = reduce(read(operand).reshape(kept, reduce_size), axis=1)
+    np.testing.assert_allclose(split[1].array, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_split_reduction_of_float64_sums_like_numpy(two_threads):
+    data = buffer(np.random.RandomState(3).rand(600, 517))
+    whole, split = whole_and_split("reduce_sum", lambda: ((data, (600, 517), None, 0), Array(600, "float64"), 517))
+    np.testing.assert_array_equal(split[1].array, data.array.reshape(600, 517).sum(axis=1))
+    assert whole[1].array.tobytes() == split[1].array.tobytes()
+
+
+@pytest.mark.parametrize("name,args_of", [
+    ("ewise_add", lambda: ((BX, (700, 1000), None, 0), (BROW, (700, 1000), (0, 1), 0), Array(700_000))),
+    ("ewise_mul", lambda: ((BX, (1000, 700), (1, 1000), 0), (BY, (1000, 700), (1, 1000), 0), Array(700_000))),
+    ("ewise_exp", lambda: ((BX, (700, 1000), None, 0), Array(700_000))),
+    ("ewise_sigmoid", lambda: ((BX, (700, 1000), None, 0), Array(700_000))),
+    ("scalar_power", lambda: ((BABS, (700, 1000), None, 0), -0.5, Array(700_000))),
+    ("scalar_rdiv", lambda: ((BX, (700, 1000), None, 0), 3.0, Array(700_000))),
+    ("scalar_gt", lambda: ((BX, (700, 1000), None, 0), 0.5, Array(700_000, "bool"))),
+    ("ewise_where", lambda: ((buffer(X > 0), (700, 1000), None, 0), (BX, (700, 1000), None, 0),
+                             (BROW, (700, 1000), (0, 1), 0), Array(700_000))),
+    ("compact", lambda: (BX, Array(700_000), (1000, 700), (1, 1000), 0)),
+])
+def test_a_split_elementwise_kernel_gives_the_whole_kernels_bits(two_threads, name, args_of):
+    whole, split = whole_and_split(name, args_of)
+    out = -1 if name != "compact" else 1
+    assert whole[out].array.tobytes() == split[out].array.tobytes()
+
+
+def test_a_split_store_writes_every_row_of_a_strided_destination(two_threads):
+    def args_of():
+        dest = buffer(np.zeros((700, 2000), np.float32))
+        return (BX, dest, (700, 1000), (2000, 1), 500)
+    whole, split = whole_and_split("ewise_setitem", args_of)
+    np.testing.assert_array_equal(split[1].array.reshape(700, 2000)[:, 500:1500], X)
+    assert whole[1].array.tobytes() == split[1].array.tobytes()
+
+
+def test_what_is_not_split(two_threads, monkeypatch):
+    small = ((BX, (100, 100), None, 0), Array(10_000))
+    assert parallel_cpu.split("ewise_exp", kernels_cpu.ewise_exp, small, kernels_cpu.prepare) is None
+    total = ((BX, (700, 1000), None, 0), Array(1), 700_000)  # one sum: its order would change
+    assert parallel_cpu.split("reduce_sum", kernels_cpu.reduce_sum, total, kernels_cpu.prepare) is None
+    # an in-place update reading its output through another view: a block would see another's writes
+    out = buffer(X)
+    transposed = ((out, (1000, 700), (1, 1000), 0), (BY, (1000, 700), None, 0), out)
+    assert parallel_cpu.split("ewise_add", kernels_cpu.ewise_add, transposed, kernels_cpu.prepare) is None
+    # a destination whose rows overlap (stride 1 between rows of 1000)
+    store = (BX, buffer(X), (700, 1000), (1, 1), 0)
+    assert parallel_cpu.split("ewise_setitem", kernels_cpu.ewise_setitem, store, kernels_cpu.prepare) is None
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "1")
+    big = ((BX, (700, 1000), None, 0), Array(700_000))
+    assert parallel_cpu.split("ewise_exp", kernels_cpu.ewise_exp, big, kernels_cpu.prepare) is None
+
+
+def test_the_thread_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert parallel_cpu.threads() == 3
+    monkeypatch.delenv("NEEDLE_NUM_THREADS")
+    assert parallel_cpu.threads() == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "x")
+    assert parallel_cpu.threads() >= 1
+    assert parallel_cpu.row_blocks(10, 1 << 20)[-1][1] == 10
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    blocks = parallel_cpu.row_blocks(10, 1 << 20)
+    assert len(blocks) == 4 and blocks[0][0] == 0 and blocks[-1][1] == 10
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert parallel_cpu.row_blocks(10, 1000) == [(0, 10)]  # too small to pay
+
+
+def test_an_error_in_a_block_reaches_the_caller(two_threads):
+    ran = []
+
+    def fails():
+        raise ValueError("block 2 failed")
+
+    launch = parallel_cpu.run_blocks([lambda: ran.append(1), fails])
+    with pytest.raises(ValueError, match="block 2 failed"):
+        launch()
+    assert ran == [1]
+    launch = parallel_cpu.run_blocks([lambda: ran.append(2), lambda: ran.append(3), lambda: ran.append(4)])
+    launch()
+    assert sorted(ran) == [1, 2, 3, 4]
+
+
+# --- fused loops ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,strides", [
+    ((4, 1, 6), ((6, 0, 1), (0, 0, 1), (1, 0, 4))),      # a size-1 axis, a bias row, a transposed read
+    ((3, 5, 7), ((35, 7, 1), (0, 1, 0), (0, 0, 0))),      # a middle-axis broadcast, one value everywhere
+    ((2, 3), ((3, 1), (3, 1), (3, 1))),                   # all compact: one flat loop
+    ((), ((), (), ())),                                   # one element
+])
+def test_a_fused_loop_reads_broadcast_and_strided_operands_like_numpy(shape, strides):
+    r = np.random.RandomState(1)
+    base = [r.randn(256).astype(np.float32) for _ in range(3)]
+    arrays = [np.lib.stride_tricks.as_strided(b, shape, [4 * s for s in st]) for b, st in zip(base, strides)]
+    out = np.empty(shape, np.float32)
+    merged_in, merged_out, indices = fusion_cpu._canonical(shape, arrays, [out])
+    # the canonical form has the same elements: write its output, compare with numpy
+    kernel = fusion_cpu.FusedKernel(["v0 = np.float32(in0[IDX] * in1[IDX])", "v1 = np.float32(v0 - in2[IDX])"],
+                                    3, 0, [None], ["v1"], shape)
+    fn = fusion_cpu._compiled(kernel.source(merged_out[0].ndim, indices))
+    fn(*merged_in, *merged_out)
+    np.testing.assert_array_equal(out, arrays[0] * arrays[1] - arrays[2])
+    assert merged_out[0].ndim <= max(len(shape), 1)
+    if shape == (2, 3):
+        assert merged_out[0].ndim == 1 and indices == [None, None, None]
+
+
+# --- whole steps ------------------------------------------------------------------------------------
+
+def _mlp_steps(compiled: bool, steps: int = 6):
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.SoftmaxLoss()
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    if compiled:
+        step = ndl.compile(step)
+    r = np.random.RandomState(1)
+    x = ndl.Tensor(r.randn(512, 256).astype(np.float32), requires_grad=False)  # (512, 512) activations split
+    y = ndl.Tensor(r.randint(0, 10, 512), dtype="int64")
+    losses = [step(x, y).numpy() for _ in range(steps)]
+    return np.array(losses), [p.numpy() for p in model.parameters()], step
+
+
+def test_a_compiled_step_on_two_threads_is_bit_identical_to_eager(two_threads, monkeypatch):
+    calls = []
+    real = parallel_cpu.run_blocks
+    monkeypatch.setattr(parallel_cpu, "run_blocks", lambda blocks: calls.append(len(blocks)) or real(blocks))
+    eager_losses, eager_params, _ = _mlp_steps(False)
+    losses, params, step = _mlp_steps(True)
+    assert calls and all(n == 2 for n in calls)  # large calls (fused and numpy ones) were split
+    np.testing.assert_array_equal(losses, eager_losses)
+    for p, q in zip(params, eager_params):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_a_language_model_step_on_two_threads_is_bit_identical_to_eager(two_threads):
+    from needle.models import LanguageModel
+
+    def go(compiled, kind):
+        np.random.seed(0)
+        model = LanguageModel(32, 2100, 64, 1, seq_model=kind, seq_len=8, num_head=2, dim_head=16)
+        opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x)[0], y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        step = ndl.compile(step) if compiled else step
+        r = np.random.RandomState(2)
+        x = ndl.Tensor(r.randint(0, 2100, (8, 16)), dtype="int64")  # logits (128, 2100): split
+        y = ndl.Tensor(r.randint(0, 2100, 128), dtype="int64")
+        return [step(x, y).numpy() for _ in range(4)], [p.numpy() for p in model.parameters()]
+
+    for kind in ("lstm", "transformer"):
+        (l1, p1), (l2, p2) = go(False, kind), go(True, kind)
+        np.testing.assert_array_equal(l1, l2)
+        for a, b in zip(p1, p2):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_select_fuses_with_its_chain_and_keeps_every_bit():
+    """where(x > 0, x * 2, y + 1) + 1: one fused loop; nan payloads, -0.0 and infinities
+    come out of the select exactly as numpy's masked copy gives them."""
+    def f(x, y):
+        return ndl.where(x > 0, x * 2.0, y + 1.0) + 1.0
+
+    r = np.random.RandomState(4)
+    xs = r.randn(6, 7).astype(np.float32)
+    ys = r.randn(6, 7).astype(np.float32)
+    ys.view(np.uint32)[0, :3] = [0x7FC00123, 0xFFC00456, 0x80000000]  # nans with payloads, -0.0 - 1 + 1
+    xs[1, :3] = [np.inf, -np.inf, -0.0]
+    xs[0, :3] = -1.0  # the payload rows take y
+    x, y = ndl.Tensor(xs), ndl.Tensor(ys)
+    compiled = ndl.compile(f)
+    results = [compiled(x, y).numpy() for _ in range(3)]
+    expected = f(x, y).numpy()
+    for got in results:
+        assert got.tobytes() == expected.tobytes()
+    calls = compiled.programs[0].calls
+    assert [c.kind for c in calls] == ["fused"] and any(" if " in line for line in calls[0].fn.lines)
+
+
+def test_a_group_grows_past_the_fill_of_a_constant_it_reads():
+    """where(m, x * 3, 0.0) records x * 3, then the fill of the 0.0, then the select: the fill
+    runs first and the product and the select become one loop, with the eager values."""
+    from needle import ops
+
+    def f(x, m):
+        return ops.where(m, x * 3.0, 0.0)
+
+    r = np.random.RandomState(5)
+    x = ndl.Tensor(r.randn(4, 5).astype(np.float32))
+    m = ndl.Tensor(r.rand(4, 5) > 0.5, dtype="bool")
+    fused, plain = ndl.compile(f), ndl.compile(f, fuse=False)
+    for _ in range(3):
+        got, unfused = fused(x, m).numpy(), plain(x, m).numpy()
+    assert [c.name for c in plain.programs[0].calls] == ["scalar_mul", "scalar_setitem", "ewise_where"]
+    assert [c.kind for c in fused.programs[0].calls] == ["kernel", "fused"]
+    assert got.tobytes() == unfused.tobytes() == f(x, m).numpy().tobytes()
+    np.testing.assert_array_equal(got, np.where(m.numpy(), x.numpy() * np.float32(3), 0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_replayed_sigmoid_gives_the_eager_kernels_bits(dtype):
+    """The replay's sigmoid (three passes: -|x| and the quotient in numba, numpy's exp between)
+    against the eager kernel, nan, infinities, signed zeros and subnormals included."""
+    from needle.primitives import _sigmoid_into
+
+    x = (np.random.RandomState(6).randn(5000) * 30).astype(dtype)
+    x[:8] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45]
+    eager, replayed = Array(x.size, dtype), Array(x.size, dtype)
+    _sigmoid_into(x, eager.array)
+    launch = kernels_cpu.prepare("ewise_sigmoid", ((buffer(x), (50, 100), None, 0), replayed))
+    launch()
+    assert eager.array.tobytes() == replayed.array.tobytes()
+    expected = 1 / (1 + np.exp(-x[8:].astype(np.float64)))
+    tiny = np.finfo(dtype).tiny  # subnormal results (x below -87 in float32) keep fewer digits
+    np.testing.assert_allclose(replayed.array[8:], expected, rtol=2e-6 if dtype == "float32" else 1e-14, atol=tiny)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_adding_rows_at_repeated_indices_sums_in_numpys_order(dtype):
+    """The embedding gradient's kernel: rows added at indices that repeat (and negative ones),
+    the same additions in the same order as np.add.at, so the same bits."""
+    r = np.random.RandomState(7)
+    values = (r.randn(600, 16) * np.exp(r.randn(600, 16) * 4)).astype(dtype)
+    indices = r.randint(-9, 9, 600)
+    table = r.randn(9, 16).astype(dtype)
+    out = buffer(table)
+    kernels_cpu.index_add_rows(buffer(values), (buffer(indices), (600,), None, 0), out, 16)
+    expected = table.copy()
+    np.add.at(expected, indices % 9, values)
+    assert out.array.tobytes() == expected.reshape(-1).tobytes()
+    with pytest.raises(IndexError, match="index 9 is out of bounds"):
+        kernels_cpu.index_add_rows(buffer(values[:1]), (buffer(np.array([9])), (1,), None, 0), out, 16)
+
+
+@pytest.mark.parametrize("first,preset,expected", [
+    ("needle", None, "22"),         # needle first: OpenBLAS's idle threads will sleep soon
+    ("needle", "30", "30"),         # a value of the user's wins
+    ("numpy", None, "unset"),       # numpy already loaded OpenBLAS: too late, left alone
+])
+def test_importing_needle_first_lets_openblas_threads_sleep(first, preset, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    order = "import needle, numpy" if first == "needle" else "import numpy, needle"
+    code = f"{order}; import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
