@@ -126,3 +126,13 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
     status, out, err = run(capsys, *argv)
     assert status == 2
     assert err.count("\n") == 1 and message in err
+
+
+def test_the_progress_bar_shows_the_loss_and_no_accuracy(capsys):
+    """A language model has no accuracy: its progress bar shows the running loss only."""
+    argv = [a for a in SMALL if a != "--no-progress"]
+    argv[argv.index("--iters") + 1] = "4"
+    argv[argv.index("--eval-interval") + 1] = "4"
+    status, out, err = run(capsys, "train", "gpt", *argv)
+    assert status == 0, err
+    assert "loss=" in err and "acc=" not in err

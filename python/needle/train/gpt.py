@@ -63,6 +63,7 @@ class GPTTask:
         self.device = args.device
         self.description = description
         self.compiled = True
+        self.reports_accuracy = False  # a language model's progress shows its loss only
         self.iteration = 0  # optimizer steps done, across resumes
         self.tokens = 0  # tokens trained on in this process
         self.train_seconds = 0.0

@@ -108,6 +108,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
     before training epoch e; `restore(checkpoint, optimizer, config) -> metadata`, how a
     resumed run gets its state (default: check_resume and load_checkpoint);
     `writes_files` (default True; False: this process writes no checkpoint);
+    `reports_accuracy` (default True; False: the progress bar shows the loss only);
     `log_line(row, epochs)`, its own line per epoch; `checkpoint_info()`, more to store in
     each checkpoint's info. evaluate() may return stats with an `extra` dict, added to the row.
     """
@@ -144,6 +145,7 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
 
     epoch = start
     interrupt = _InterruptFlag()
+    shows_accuracy = getattr(task, "reports_accuracy", True)
     try:
         for epoch in range(start, epochs):
             interrupt.check()
@@ -160,7 +162,10 @@ def fit(task, optimizer, epochs: int, *, config: Dict[str, Any], checkpoint_dir:
                         f"the loss became {stats.loss_sum} at epoch {epoch + 1}, step {stats.batches}; "
                         f"training stopped: try a lower --lr (it was {optimizer.lr:g})", summary())
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats.mean_loss:.4f}", acc=f"{stats.accuracy:.3f}", refresh=False)
+                if shows_accuracy:
+                    bar.set_postfix(loss=f"{stats.mean_loss:.4f}", acc=f"{stats.accuracy:.3f}", refresh=False)
+                else:
+                    bar.set_postfix(loss=f"{stats.mean_loss:.4f}", refresh=False)
 
             try:
                 train = task.train_epoch(optimizer, on_batch=on_batch)
