@@ -51,6 +51,8 @@ class Array:
     shaped: Optional[Tuple[tuple, np.ndarray]]
 
     def __init__(self, size: int, dtype: str = "float32"):
+        if type(dtype) is not str:  # a numpy dtype: the cache's keys are names (a dtype hashes otherwise)
+            dtype = np.dtype(dtype).name
         if size >= CACHE_MIN_ELEMENTS and _cache["limit"]:
             self.__class__ = _CachedArray  # same slots: gives its memory back when it dies
             self.array = _take(size, dtype)

@@ -94,7 +94,7 @@ class _Trace:
     """One recording of the function: its call count (the first call runs eagerly, the second
     records), then the Program, its guards, and the structure of what it returns."""
 
-    __slots__ = ("calls", "program", "devices", "guards", "structure")
+    __slots__ = ("calls", "program", "devices", "guards", "structure", "grad_arguments")
 
     def __init__(self, devices: tuple):
         self.calls = 0
@@ -102,6 +102,7 @@ class _Trace:
         self.devices = devices
         self.guards: list = []
         self.structure = None
+        self.grad_arguments: List[int] = []  # tensor arguments whose .grad the step sets (backward)
 
     def failure(self) -> Optional[str]:
         """Why this recording does not apply now (the first failing guard), or None."""
@@ -194,7 +195,7 @@ class CompiledFunction:
     def _replay(self, trace: _Trace, tensors: List[Tensor]):
         program = cast(Program, trace.program)  # only traces with a program are replayed
         outputs = program.replay([t.realize_cached_data() for t in tensors])
-        return _rebuild(trace.structure, [Tensor.make_const(o) for o in outputs])
+        return _rebuild(trace.structure, [Tensor.make_const(o) for o in _set_argument_grads(trace, tensors, outputs)])
 
     def _check_devices(self, tensors) -> None:
         devices = tuple(t.device for t in tensors)
@@ -239,6 +240,10 @@ class CompiledFunction:
             recorder.stop()
         structure, out_tensors = _flatten(result, self.__name__)
         out_arrays = [t.realize_cached_data() for t in out_tensors]
+        # a backward inside the step sets the .grad of tensor arguments (their stand-ins here): the
+        # gradients are outputs too, and every call gives them to the caller's tensors
+        trace.grad_arguments = [k for k, x in enumerate(inputs) if x.grad is not None]
+        out_arrays += [inputs[k].grad.realize_cached_data() for k in trace.grad_arguments]
         del result, out_tensors, t_args, t_kwargs, swap
         gc.collect()  # cycles among the step's temporaries must not pass for state
         _check_no_rebinding(recorder)
@@ -251,7 +256,17 @@ class CompiledFunction:
         trace.guards = static.guards + reads.guards()
         # the traced call wrote its in-place updates of arguments into the copies: pass them on
         program.write_back([x.realize_cached_data() for x in inputs], [t.realize_cached_data() for t in tensors])
-        return _rebuild(structure, [Tensor.make_const(a._copy()) for a in out_arrays])
+        outputs = _set_argument_grads(trace, tensors, [a._copy() for a in out_arrays])
+        return _rebuild(structure, [Tensor.make_const(a) for a in outputs])
+
+
+def _set_argument_grads(trace: _Trace, tensors: List[Tensor], outputs: list) -> list:
+    """Give the gradients at the end of `outputs` to the tensor arguments whose .grad the step set
+    (as the eager step's backward does); returns the function's own outputs."""
+    n = len(outputs) - len(trace.grad_arguments)
+    for k, grad in zip(trace.grad_arguments, outputs[n:]):
+        tensors[k].grad = Tensor.make_const(grad)
+    return outputs[:n]
 
 
 def _names(devices) -> str:
@@ -306,20 +321,22 @@ def _flatten(value, name: str):
 
 
 def _rebuild(structure, tensors: List[Tensor]):
-    it = iter(tensors)
+    """The function's result from its flattened structure and tensors, in order."""
+    return _build(structure, iter(tensors))
 
-    def build(s):
-        kind = s[0]
-        if kind == "T":
-            return next(it)
-        if kind == "N":
-            return None
-        if kind == "dict":
-            return {k: build(x) for k, x in s[1:]}
-        items = [build(x) for x in s[1:]]
-        return tuple(items) if kind == "tuple" else items
 
-    return build(structure)
+def _build(s, it):
+    # a module-level function: a nested one that calls itself is a reference cycle holding the
+    # outputs until the garbage collector runs (a replay's large outputs then pile up)
+    kind = s[0]
+    if kind == "T":
+        return next(it)
+    if kind == "N":
+        return None
+    if kind == "dict":
+        return {k: _build(x, it) for k, x in s[1:]}
+    items = [_build(x, it) for x in s[1:]]
+    return tuple(items) if kind == "tuple" else items
 
 
 def _check_no_rebinding(recorder: Recorder) -> None:
