@@ -20,6 +20,7 @@ import pytest
 
 import needle
 from needle.data.datasets import MNISTDataset, parse_mnist, shipped_files, shipped_path
+from testenv import full_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -109,13 +110,13 @@ def test_shipped_mnist_is_the_whole_test_split():
 def test_shipped_mnist_equals_the_full_data_folder_when_there_is_one():
     """With NEEDLE_DATA (CI sets it where ../shared/data exists) the shipped files must be those files,
     unchanged; without it the test checks the gzip container is intact instead."""
-    full = os.environ.get("NEEDLE_DATA")
+    full = full_data_dir()
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shipped = Path(shipped_path(f"mnist/{name}")).read_bytes()
         content = gzip.decompress(shipped)  # raises on a truncated or corrupt file
         assert len(content) in (16 + 10000 * 784, 8 + 10000)
         if full:
-            assert shipped == (Path(full) / "mnist" / name).read_bytes()
+            assert shipped == (full / "mnist" / name).read_bytes()
 
 
 def test_pyproject_ships_the_data_files():

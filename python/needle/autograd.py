@@ -1177,7 +1177,8 @@ class Tensor(Value):
 
 
 class MaxResult(tuple):
-    """(values, indices) of `Tensor.max(dim=...)`, like torch.return_types.max."""
+    """(values, indices) of `Tensor.max(dim=...)`/`min`, like torch.return_types.max; also sort's and
+    topk's (ops.SortResult)."""
 
     def __new__(cls, values, indices):
         return super().__new__(cls, (values, indices))

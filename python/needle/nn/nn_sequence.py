@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 from needle import init, ops
 from needle.autograd import Tensor, no_grad
@@ -157,16 +157,7 @@ class RNN(Module):
         return _stack_repr(self, self.rnn_cells)
 
     def forward(self, X: Tensor, h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        X = _sequence_input(self, X)
-        if h0 is not None:
-            _check_state(self, "h0", h0, (self.num_layers, X.shape[1], self.hidden_size))
-        states: List[Optional[Tensor]] = list(ops.split(h0, 0)) if h0 is not None else [None] * self.num_layers
-        outputs = []
-        for x_t in ops.split(X, 0):
-            for layer, cell in enumerate(self.rnn_cells):
-                states[layer] = x_t = cell(_between_layers(self, x_t, layer), states[layer])
-            outputs.append(x_t)
-        return _sequence_output(self, outputs), ops.stack(states, 0)
+        return _unroll_single_state(self, self.rnn_cells, X, h0)
 
 
 class LSTMCell(Module):
@@ -320,16 +311,23 @@ class GRU(Module):
         ]
 
     def forward(self, X: Tensor, h0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        X = _sequence_input(self, X)
-        if h0 is not None:
-            _check_state(self, "h0", h0, (self.num_layers, X.shape[1], self.hidden_size))
-        states: List[Optional[Tensor]] = list(ops.split(h0, 0)) if h0 is not None else [None] * self.num_layers
-        outputs = []
-        for x_t in ops.split(X, 0):
-            for layer, cell in enumerate(self.gru_cells):
-                states[layer] = x_t = cell(_between_layers(self, x_t, layer), states[layer])
-            outputs.append(x_t)
-        return _sequence_output(self, outputs), ops.stack(states, 0)
+        return _unroll_single_state(self, self.gru_cells, X, h0)
+
+
+def _unroll_single_state(module: Union[RNN, GRU], cells, X: Tensor, h0: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """RNN's and GRU's forward: the stacked cells over the sequence, one hidden state per layer;
+    returns (outputs of the last layer, final states (num_layers, batch, hidden))."""
+    X = _sequence_input(module, X)
+    num_layers = module.num_layers
+    if h0 is not None:
+        _check_state(module, "h0", h0, (num_layers, X.shape[1], module.hidden_size))
+    states: List[Optional[Tensor]] = list(ops.split(h0, 0)) if h0 is not None else [None] * num_layers
+    outputs = []
+    for x_t in ops.split(X, 0):
+        for layer, cell in enumerate(cells):
+            states[layer] = x_t = cell(_between_layers(module, x_t, layer), states[layer])
+        outputs.append(x_t)
+    return _sequence_output(module, outputs), ops.stack(states, 0)
 
 
 class Embedding(Module):

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..autograd import Tensor, TensorTuple, Value, array_api, enable_grad, recording_every_op
+from ..autograd import Tensor, TensorTuple, Value, _topo_sort, array_api, enable_grad, recording_every_op
 from ..nn.nn_basic import Module
 from ..ops.indexing import IndexPlan
 
@@ -121,28 +121,6 @@ def _index_tensors(index: Any) -> List[Tensor]:
     return [e for e in entries if isinstance(e, Tensor)]
 
 
-def _dfs(outputs: Sequence[Value], children) -> List[Value]:
-    """Post-order DFS from each output (children left to right): every value before its users."""
-    visited: set = set()
-    order: List[Value] = []
-    for root in outputs:
-        if id(root) in visited:
-            continue
-        visited.add(id(root))
-        stack = [(root, iter(children(root)))]
-        while stack:
-            node, pending = stack[-1]
-            for child in pending:
-                if id(child) not in visited:
-                    visited.add(id(child))
-                    stack.append((child, iter(children(child))))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    return order
-
-
 def _topological(outputs: List[Tensor], sources: Dict[int, Tuple[IndexPlan, Any]], inputs: Sequence[Tensor],
                  names: Dict[int, str]) -> Tuple[List[Value], Dict[int, Value]]:
     """(the values the outputs depend on, in topological order; aliases: id(constant leaf) -> the
@@ -160,7 +138,7 @@ def _topological(outputs: List[Tensor], sources: Dict[int, Tuple[IndexPlan, Any]
         extra = [t for t in _index_tensors(sources[id(plan)][1]) if t.op is not None or id(t) in given]
         return list(node.inputs) + extra
 
-    reachable = _dfs(outputs, index_children)
+    reachable = _topo_sort(outputs, index_children)
     owners: Dict[int, Value] = {}
     for value in reachable:
         data = value.cached_data
@@ -178,7 +156,7 @@ def _topological(outputs: List[Tensor], sources: Dict[int, Tuple[IndexPlan, Any]
         alias = aliases.get(id(node))
         return [alias] if alias is not None else index_children(node)
 
-    return _dfs(outputs, children), aliases
+    return _topo_sort(outputs, children), aliases
 
 
 def capture(model: Module, inputs: Sequence[Tensor], arguments: Optional[Sequence[Any]] = None) -> Trace:

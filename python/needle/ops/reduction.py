@@ -19,7 +19,7 @@ import builtins
 import math
 from typing import Any
 
-from ..autograd import Tensor, TensorOp, array_api
+from ..autograd import MaxResult, Tensor, TensorOp, array_api
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
     axis_index,
     constant,
@@ -401,19 +401,8 @@ def _nonzero(a: Tensor) -> Tensor:
 
 # --- sorting: sort, argsort, topk, and gather (how they pick values) -----------------------------
 
-class SortResult(tuple):
-    """(values, indices) of sort and topk, like torch.return_types.sort / topk."""
-
-    def __new__(cls, values, indices):
-        return super().__new__(cls, (values, indices))
-
-    @property
-    def values(self):
-        return self[0]
-
-    @property
-    def indices(self):
-        return self[1]
+# (values, indices) of sort and topk, like torch.return_types.sort / topk: the pair max and min return
+SortResult = MaxResult
 
 
 class Gather(TensorOp):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, cast
 
 from .. import init, ops
 from ..autograd import Tensor, array_api, no_grad
@@ -383,6 +383,14 @@ class Optimizer:
             return grad + p.data * group.scalars["weight_decay"]
         return grad
 
+    def _with_gradients(self) -> Iterator[Tuple[ParamGroup, Tensor, Tensor]]:
+        """(group, p, d) for every parameter that has a gradient, d = _grad(p, group): the loop
+        of every step (run it under no_grad)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield group, p, self._grad(p, group)
+
     @staticmethod
     def _state(store: Dict[Tensor, Tensor], p: Tensor) -> Tensor:
         """p's entry in a state dict, created as zeros (which the first update reproduces exactly:
@@ -428,25 +436,21 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group in self.param_groups:
+            for group, p, d in self._with_gradients():
                 s, terms = group.scalars, group.terms
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    d = self._grad(p, group)
-                    if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
-                        p.copy_(p.data - d * s["lr"])
-                        continue
-                    if "momentum" not in terms:  # the course's u = d
-                        u = self._state(self.u, p)
-                        u.copy_(d)
-                    elif "torch_momentum" in terms and p not in self.u:
-                        u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
-                    else:
-                        u = self._state(self.u, p)
-                        u.copy_(u * s["momentum"] + d * s["damping"])
-                    step = d + u * s["momentum"] if "nesterov" in terms else u
-                    p.copy_(p.data - step * s["lr"])
+                if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
+                    p.copy_(p.data - d * s["lr"])
+                    continue
+                if "momentum" not in terms:  # the course's u = d
+                    u = self._state(self.u, p)
+                    u.copy_(d)
+                elif "torch_momentum" in terms and p not in self.u:
+                    u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
+                else:
+                    u = self._state(self.u, p)
+                    u.copy_(u * s["momentum"] + d * s["damping"])
+                step = d + u * s["momentum"] if "nesterov" in terms else u
+                p.copy_(p.data - step * s["lr"])
 
 
 class Adam(Optimizer):
@@ -572,26 +576,22 @@ class RMSprop(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group in self.param_groups:
+            for group, p, g in self._with_gradients():
                 s, terms = group.scalars, group.terms
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g = self._grad(p, group)
-                    v = self._state(self.square_avg, p)
-                    v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
-                    if "centered" in terms:
-                        a = self._state(self.grad_avg, p)
-                        a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
-                        denominator = ops.sqrt(v - a * a) + s["eps"]
-                    else:
-                        denominator = ops.sqrt(v) + s["eps"]
-                    if "momentum" in terms:
-                        b = self._state(self.momentum_buffer, p)
-                        b.copy_(b * s["momentum"] + g / denominator)
-                        p.copy_(p.data - b * s["lr"])
-                    else:
-                        p.copy_(p.data - g / denominator * s["lr"])
+                v = self._state(self.square_avg, p)
+                v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
+                if "centered" in terms:
+                    a = self._state(self.grad_avg, p)
+                    a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
+                    denominator = ops.sqrt(v - a * a) + s["eps"]
+                else:
+                    denominator = ops.sqrt(v) + s["eps"]
+                if "momentum" in terms:
+                    b = self._state(self.momentum_buffer, p)
+                    b.copy_(b * s["momentum"] + g / denominator)
+                    p.copy_(p.data - b * s["lr"])
+                else:
+                    p.copy_(p.data - g / denominator * s["lr"])
 
 
 class Adagrad(Optimizer):
@@ -639,18 +639,14 @@ class Adagrad(Optimizer):
     def step(self) -> None:
         array_api.host_call(self._advance)
         with no_grad():
-            for group in self.param_groups:
+            for group, p, g in self._with_gradients():
                 s = group.scalars
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g = self._grad(p, group)
-                    total = self.sum.get(p)
-                    if total is None:
-                        total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
-                                                            device=p.device, dtype=p.dtype)
-                    total.copy_(total + g * g)
-                    p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
+                total = self.sum.get(p)
+                if total is None:
+                    total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
+                                                        device=p.device, dtype=p.dtype)
+                total.copy_(total + g * g)
+                p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
 
 
 class Adadelta(Optimizer):
@@ -682,14 +678,10 @@ class Adadelta(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group in self.param_groups:
+            for group, p, g in self._with_gradients():
                 s = group.scalars
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    g = self._grad(p, group)
-                    v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
-                    v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
-                    delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
-                    u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
-                    p.copy_(p.data - delta * s["lr"])
+                v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
+                v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
+                delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
+                u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
+                p.copy_(p.data - delta * s["lr"])

@@ -196,16 +196,10 @@ def _splits_into_batches(tokens: int, batch_size: int) -> bool:
 def lm(args) -> LanguageModelTask:
     """A language model (LSTM, RNN or Transformer) on a text file, by character or by word."""
     from ..data import batchify
+    from .gpt import read_text
 
     path = args.text
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"--text {path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
-                         f"{err.start} is not valid UTF-8); give a text file") from None
-    if args.limit:
-        text = text[: args.limit]
+    text = read_text(path, args.limit)
     ids, vocabulary = _tokenize(text, args.level)
     if not _splits_into_batches(len(ids), args.batch_size):
         needed = next(n for n in range(len(ids) + 1, 100 * args.batch_size)
