@@ -24,6 +24,7 @@ import needle.nn as nn
 import needle.nn.functional as F
 from layer_cases import CASES, run_case
 from needle import ops
+from torch_compare import close, nd, rand, th
 
 torch.set_num_threads(1)
 
@@ -31,27 +32,6 @@ DEVICES = [pytest.param(ndl.cpu(), id="cpu"), pytest.param(ndl.cpu_numpy(), id="
 
 # numpy warns of the 0 / 0 of a mean over no targets (PyTorch's nan), on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-
-
-def rand(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def nd(a, dtype="float64", requires_grad=True):
-    return ndl.Tensor(np.asarray(a), dtype=dtype, requires_grad=requires_grad)
-
-
-def th(a, requires_grad=True):
-    return torch.tensor(np.asarray(a), requires_grad=requires_grad)
-
-
-def close(actual, expected, rtol=1e-10, atol=1e-12):
-    if isinstance(actual, ndl.Tensor):
-        actual = actual.numpy()
-    if isinstance(expected, torch.Tensor):
-        expected = expected.detach().numpy()
-    assert np.shape(actual) == np.shape(expected)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
 
 
 # --------------------------------------------------------------------------- the functional table

@@ -21,31 +21,9 @@ import needle as ndl
 import needle.nn as nn
 import needle.nn.functional as F
 from needle import interop
+from torch_compare import close, nd, rand, th
 
 torch.set_num_threads(1)
-
-
-def rand(*shape, seed=0, scale=1.0):
-    return np.random.default_rng(seed).standard_normal(shape) * scale
-
-
-def nd(a, dtype="float64", requires_grad=True):
-    return ndl.Tensor(np.asarray(a), dtype=dtype, requires_grad=requires_grad)
-
-
-def th(a, requires_grad=True):
-    return torch.tensor(np.asarray(a), requires_grad=requires_grad)
-
-
-def close(actual, expected, rtol=1e-10, atol=1e-12):
-    if isinstance(actual, ndl.Tensor):
-        actual = actual.numpy()
-    if isinstance(expected, torch.Tensor):
-        expected = expected.detach().numpy()
-    if isinstance(expected, ndl.Tensor):
-        expected = expected.numpy()
-    assert np.shape(actual) == np.shape(expected), (np.shape(actual), np.shape(expected))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
 
 
 def torch_state(module):

@@ -8,34 +8,10 @@ import pytest
 import torch
 
 import needle as ndl
+from mlp_twins import data, make_pair, needle_loss, torch_loss
 from needle import nn, optim
 from needle.distributed import DistributedDataParallel
 from needle.optim import lr_scheduler
-
-
-def make_pair(seed=0):
-    """A small float64 needle model and its PyTorch twin (the same weights)."""
-    np.random.seed(seed)
-    model = nn.Sequential(nn.Linear(5, 7, dtype="float64"), nn.Tanh(), nn.Linear(7, 3, dtype="float64"))
-    twin = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
-    with torch.no_grad():
-        for (_, p), q in zip(model.named_parameters(), twin.parameters()):
-            q.copy_(torch.tensor(p.numpy().reshape(q.shape[::-1]).T if q.ndim == 2 else p.numpy().reshape(-1)))
-    return model, twin
-
-
-def data(seed):
-    r = np.random.RandomState(seed)
-    return r.randn(6, 5), r.randn(6, 3)
-
-
-def needle_loss(model, x, y):
-    out = model(ndl.Tensor(x, dtype="float64", requires_grad=False))
-    return ((out - ndl.Tensor(y, dtype="float64", requires_grad=False)) ** 2).sum() / 6
-
-
-def torch_loss(twin, x, y):
-    return ((twin(torch.tensor(x)) - torch.tensor(y)) ** 2).sum() / 6
 
 
 def assert_twins(model, twin, rtol=1e-10):
