@@ -187,9 +187,11 @@ class Value:
     grad: Optional["Value"]
     _requires_grad: bool  # read directly on the path of every op (Tensor checks what is set)
     num_outputs = 1
-    # set on graph nodes and their inputs only (read with __dict__.get): see _link
-    _epoch: int
-    _consumed: bool
+    # set on graph nodes and their inputs only (the class defaults stand for "unset": reading an
+    # instance's __dict__ would make Python build one, on the path of every op): see _link
+    _epoch: int = -1  # -1: not a graph node
+    _consumed: bool = False
+    _grad_hooks: Union[Tuple, List] = ()  # a leaf's post-accumulate-grad hooks
 
     @property
     def requires_grad(self) -> bool:
@@ -215,7 +217,7 @@ class Value:
         global TENSOR_COUNTER
         TENSOR_COUNTER -= 1
 
-    def _init(self, op, inputs, *, num_outputs: int = 1, cached_data=None, requires_grad=None):
+    def _init(self, op, inputs, cached_data=None, requires_grad=None, *, num_outputs: int = 1):
         global TENSOR_COUNTER
         TENSOR_COUNTER += 1
         if requires_grad is None:
@@ -236,7 +238,7 @@ class Value:
         if isinstance(data, Value):
             data = data.realize_cached_data()
         value = cls.__new__(cls)
-        value._init(None, [], cached_data=data, requires_grad=requires_grad)
+        value._init(None, [], data, requires_grad)
         return value
 
     @classmethod
@@ -258,27 +260,35 @@ class Value:
                     break
         if LAZY_MODE or not op.eager:
             value = cls.__new__(cls)
-            value._init(op, list(inputs), requires_grad=requires_grad)
+            value._init(op, list(inputs), None, requires_grad)
             if requires_grad:
                 _link(value, inputs)
             return value
-        data = op.compute(*[x.realize_cached_data() for x in inputs])
-        if requires_grad and not isinstance(data, tuple) and not _is_floating(data.dtype):
-            requires_grad = False  # an integer or bool result (a cast, a comparison) has no gradient
+        # the inputs' data, without a list for the usual one or two inputs (every op's path)
+        n = len(inputs)
+        if n == 1:
+            data = op.compute(inputs[0].realize_cached_data())
+        elif n == 2:
+            data = op.compute(inputs[0].realize_cached_data(), inputs[1].realize_cached_data())
+        else:
+            data = op.compute(*[x.realize_cached_data() for x in inputs])
         value = cls.__new__(cls)
         # through _init (ndl.compile's guards watch it for the values a step creates), with
         # requires_grad set after: a floating result needs no second dtype check
         if requires_grad:
-            value._init(op, list(inputs), cached_data=data, requires_grad=False)
-            value._requires_grad = True
-            value._epoch = _EPOCH
-            for x in inputs:
-                x._consumed = True
-        elif _RECORD_EVERY_OP:  # kept as a node that needs no gradient (see recording_every_op)
-            value._init(op, list(inputs), cached_data=data, requires_grad=False)
+            if isinstance(data, tuple) or _is_floating(data.dtype):
+                value._init(op, list(inputs), data, False)
+                value._requires_grad = True
+                value._epoch = _EPOCH
+                for x in inputs:
+                    x._consumed = True
+                return value
+            # an integer or bool result (a cast, a comparison) has no gradient
+        if _RECORD_EVERY_OP:  # kept as a node that needs no gradient (see recording_every_op)
+            value._init(op, list(inputs), data, False)
         else:
             # a result that needs no gradient is a constant leaf: no graph node is kept
-            value._init(None, [], cached_data=data, requires_grad=False)
+            value._init(None, [], data, False)
         return value
 
 
@@ -321,8 +331,8 @@ def _note_write(data) -> None:
 
 def _check_unwritten(node: Value) -> None:
     """RuntimeError if a value this node's gradient reads was written in place after the node was made."""
-    epoch = node.__dict__.get("_epoch", _EPOCH)
-    if epoch == _EPOCH or not getattr(node.op, "reads_values", True):
+    epoch = node._epoch
+    if epoch < 0 or epoch == _EPOCH or not getattr(node.op, "reads_values", True):
         return
     for value in [node] + list(node.inputs):
         data = value.cached_data
@@ -391,6 +401,7 @@ class Tensor(Value):
     """
 
     grad: Optional["Tensor"]  # None until a backward pass reaches it (PyTorch's)
+    _retains_grad: builtins.bool = False  # set by retain_grad()
 
     # numpy scalars and arrays on the left of an operator defer to our reflected
     # operators (np.float64(2) * t is MulScalar, not an object array of Tensors)
@@ -416,7 +427,7 @@ class Tensor(Value):
             requires_grad = array_api.is_floating(cached_data.dtype)
         else:
             _check_requires_grad(requires_grad, cached_data.dtype)
-        self._init(None, [], cached_data=cached_data, requires_grad=bool(requires_grad))
+        self._init(None, [], cached_data, bool(requires_grad))
 
     # --- data access ---------------------------------------------------------
     @property
@@ -476,7 +487,7 @@ class Tensor(Value):
         if self.op is None and self.requires_grad and getattr(type(self), "_refuses_inplace", False):
             raise RuntimeError(f"{what}: a parameter cannot be changed in place while gradients are recorded "
                                "(PyTorch's rule too); do it under ndl.no_grad(), or on its .data")
-        if self.__dict__.get("_consumed"):
+        if self._consumed:
             raise RuntimeError(f"{what}: this tensor is already an input of an operation that records gradients; "
                                "changing it in place would change that operation's gradient (needle's graph links "
                                "tensors directly). Change it before using it, or write x = x + y instead of x += y")
@@ -493,9 +504,9 @@ class Tensor(Value):
         if not tracked:
             return self
         previous = Tensor.__new__(Tensor)
-        previous._init(self.op, self.inputs, cached_data=array_api.array(self.realize_cached_data(), dtype=None),
-                       requires_grad=self.requires_grad)
-        previous._epoch = self.__dict__.get("_epoch", _EPOCH)
+        previous._init(self.op, self.inputs, array_api.array(self.realize_cached_data(), dtype=None),
+                       self.requires_grad)
+        previous._epoch = self._epoch if self._epoch >= 0 else _EPOCH
         return previous
 
     def _inplace_ends(self, what: str, result: "Tensor", tracked: bool, cast: bool = True) -> "Tensor":
@@ -704,7 +715,9 @@ class Tensor(Value):
             raise TypeError(f"register_post_accumulate_grad_hook expects a callable, got {type(hook).__name__}")
         if self.op is not None:
             raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
-        hooks = self.__dict__.setdefault("_grad_hooks", [])
+        hooks = self._grad_hooks
+        if not isinstance(hooks, list):
+            hooks = self._grad_hooks = []
         hooks.append(hook)
         return RemovableHandle(hooks, hook)
 
@@ -1113,7 +1126,7 @@ class Tensor(Value):
     def retains_grad(self) -> builtins.bool:
         """True for a non-leaf on which retain_grad() was called (PyTorch's attribute); its .grad
         is filled by backward() either way."""
-        return self.op is not None and self.__dict__.get("_retains_grad", False)
+        return self.op is not None and self._retains_grad
 
     # --- new tensors like this one (PyTorch's new_*) -------------------------------------------------
     def _new(self, size, value, dtype, device, requires_grad: builtins.bool) -> "Tensor":
@@ -1327,26 +1340,55 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value, accumul
         _CALLBACKS = outer
 
 
+def _grad_topo_sort(root: Value) -> List[Value]:
+    """_topo_sort([root]) over the inputs that require grad (the same order), written out: it
+    runs on every backward."""
+    visited = {root}
+    order = []
+    stack = [(root, iter(root.inputs))]
+    while stack:
+        node, pending = stack[-1]
+        for child in pending:
+            if child._requires_grad and child not in visited:
+                visited.add(child)
+                stack.append((child, iter(child.inputs)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    return order
+
+
 def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
     partial_adjoints = {output_tensor: [out_grad]}
-    order = _topo_sort([output_tensor], lambda node: [x for x in node.inputs if x._requires_grad])
+    order = _grad_topo_sort(output_tensor)
     for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
             continue
         grad = partials[0] if len(partials) == 1 else sum_node_list(partials)
-        if node.op is None:
+        op = node.op
+        if op is None:
             if accumulate and node.requires_grad:
                 # only Tensors are leaves that require grad
                 _accumulate(cast(Tensor, node), cast(Tensor, grad))
             else:
                 node.grad = grad if node.requires_grad and LEAF_GRAD_GRAPHS else grad.detach()
-            for hook in node.__dict__.get("_grad_hooks", ()):
+            for hook in node._grad_hooks:
                 hook(node)
             continue
-        node.grad = grad.detach()
-        _check_unwritten(node)
-        for inp, partial in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
+        if type(grad) is Tensor:  # grad.detach(), without its frames (every node of every backward)
+            detached = Tensor.__new__(Tensor)
+            detached._init(None, [], grad.realize_cached_data(), False)
+            node.grad = detached
+        else:
+            node.grad = grad.detach()
+        if node._epoch >= 0 and node._epoch != _EPOCH:
+            _check_unwritten(node)
+        partial_grads = op.gradient(grad, node)
+        if not isinstance(partial_grads, tuple):
+            partial_grads = tuple(partial_grads) if isinstance(partial_grads, list) else (partial_grads,)
+        for inp, partial in zip(node.inputs, partial_grads):
             if partial is not None and inp._requires_grad:
                 if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
                         _data(partial).dtype != _data(inp).dtype:

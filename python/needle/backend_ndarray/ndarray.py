@@ -107,6 +107,9 @@ class NDArray:
     _handle: Any  # the device's buffer
     _compact: Optional[bool]  # None: worked out on first use
 
+    # slots: every op makes one or more arrays, and slotted ones are quicker to make, read and free
+    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "_compact", "__weakref__")
+
     __array_ufunc__ = None  # numpy scalars defer to our reflected operators
 
     def __init__(self, other, device: BackendDevice | None = None, dtype=None):
@@ -472,31 +475,48 @@ class NDArray:
             if out._handle.size:
                 # _operand() of both, inline: a compact operand is read without its strides
                 compact = a._compact
-                a_op = (a._handle, shape, None if (a.is_compact() if compact is None else compact) else a._strides,
-                        a._offset)
+                a_compact = a.is_compact() if compact is None else compact
                 compact = b._compact
-                b_op = (b._handle, shape, None if (b.is_compact() if compact is None else compact) else b._strides,
-                        b._offset)
+                b_compact = b.is_compact() if compact is None else compact
                 if device.recorder is None:  # device.call's own test, without its frame
-                    getattr(device, ewise)(a_op, b_op, out._handle)
+                    if a_compact and b_compact:
+                        # two whole buffers of one shape: the kernel reads them as they are (an
+                        # operand form of the interface; elementwise, so the layout of the
+                        # reading does not change a bit)
+                        getattr(device, ewise)(a._handle, b._handle, out._handle)
+                    else:
+                        getattr(device, ewise)((a._handle, shape, None if a_compact else a._strides, a._offset),
+                                               (b._handle, shape, None if b_compact else b._strides, b._offset),
+                                               out._handle)
                 else:
-                    device.call(ewise, a_op, b_op, out._handle)
+                    device.call(ewise, (a._handle, shape, None if a_compact else a._strides, a._offset),
+                                (b._handle, shape, None if b_compact else b._strides, b._offset), out._handle)
             return out
         if isinstance(other, HostScalar):  # a runtime input of a compiled step: passed on as it is
             dtype = rule(self.dtype, other.value, b_is_scalar=True)
             arg = other if recording.is_recording() else other.value
         else:
-            value = _as_scalar(other)
+            value = other if type(other) is float or type(other) is int else _as_scalar(other)
             dtype = rule(self._handle.dtype, value, b_is_scalar=True)
             arg = value if not cast else _scalar_of_kind(value, dtype)
         a = self if self._handle.dtype == dtype or not cast else self.astype(dtype)
         out = _fresh(self._shape, device, out_dtype or dtype)
         if out._handle.size:
             if device.recorder is None:
-                getattr(device, scalar)(a._operand(), arg, out._handle)
+                getattr(device, scalar)(a._eager_operand(), arg, out._handle)
             else:
                 device.call(scalar, a._operand(), arg, out._handle)
         return out
+
+    def _eager_operand(self):
+        """_operand() for an eager kernel call (no recorder): a compact array is passed as its
+        buffer alone, which elementwise kernels read as it is (same values, less to unpack)."""
+        compact = self._compact
+        if compact is None:
+            compact = self.is_compact()
+        if compact:
+            return self._handle
+        return self._handle, self._shape, self._strides, self._offset
 
     def _unary(self, kernel: str, floating: bool = False) -> "NDArray":
         """A kernel of one operand; `floating` functions turn int/bool input into float32 first."""
@@ -505,7 +525,7 @@ class NDArray:
         out = _fresh(self._shape, device, a._handle.dtype)
         if out._handle.size:
             if device.recorder is None:
-                getattr(device, kernel)(a._operand(), out._handle)
+                getattr(device, kernel)(a._eager_operand(), out._handle)
             else:
                 device.call(kernel, a._operand(), out._handle)
         return out
@@ -670,7 +690,9 @@ def _fresh(shape: tuple, device: BackendDevice, dtype: str) -> NDArray:
     array._strides = _compact_strides(shape)
     array._offset = 0
     array._device = device
-    array._handle = device.allocate(math.prod(shape), dtype)
+    # device.allocate, inline without a recorder (this is on the path of every op)
+    array._handle = device.Array(math.prod(shape), dtype) if device.recorder is None else \
+        device.allocate(math.prod(shape), dtype)
     array._compact = True
     return array
 

@@ -70,12 +70,16 @@ class Summation(TensorOp):
 
     def check(self, a):
         require_tensor(a, "summation")
-        if self.axes is not None and isinstance(self.axes, (tuple, list)) and not self.axes:
-            raise ValueError("summation: empty tuple of axes; pass None to sum every axis")
-        normalize_axes(self.axes, a.ndim, "summation")
+        axes = self.axes
+        if axes is not None:
+            if isinstance(axes, (tuple, list)) and not axes:
+                raise ValueError("summation: empty tuple of axes; pass None to sum every axis")
+            normalize_axes(axes, a.ndim, "summation")
 
     def compute(self, a):
-        return array_api.sum(a, axis=normalize_axes(self.axes, len(a.shape), "summation"), keepdims=self.keepdims)
+        axes = self.axes
+        return array_api.sum(a, None if axes is None else normalize_axes(axes, len(a.shape), "summation"),
+                             self.keepdims)
 
     def gradient(self, out_grad, node):
         return expand_reduced(out_grad, node.inputs[0].shape, self.axes, self.keepdims)
