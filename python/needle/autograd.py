@@ -166,7 +166,9 @@ class TensorOp(Op):
     """An op whose output is a single Tensor."""
 
     def __call__(self, *args):
-        return Tensor.make_from_op(self, args)
+        # Tensor.make_from_op, inline (one frame less on every op)
+        self.check(*args)
+        return Tensor._from_checked_op(self, args)
 
 
 class TensorTupleOp(Op):
@@ -276,7 +278,7 @@ class Value:
         # through _init (ndl.compile's guards watch it for the values a step creates), with
         # requires_grad set after: a floating result needs no second dtype check
         if requires_grad:
-            if isinstance(data, tuple) or _is_floating(data.dtype):
+            if isinstance(data, tuple) or _FLOATING.get(data.dtype) or _is_floating(data.dtype):
                 value._init(op, list(inputs), data, False)
                 value._requires_grad = True
                 value._epoch = _EPOCH
@@ -787,8 +789,9 @@ class Tensor(Value):
 
     # reductions take the course's axes=/keepdims= or PyTorch's dim=/keepdim= (one or the other)
     def sum(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
-        axes, keepdims = _dim_alias("sum", axes, keepdims, dim, keepdim)
-        return _ops.summation(self, axes, keepdims=keepdims)
+        if dim is not None or keepdim is not None:
+            axes, keepdims = _dim_alias("sum", axes, keepdims, dim, keepdim)
+        return _ops.Summation(axes, bool(keepdims))(self)
 
     def mean(self, axes=None, keepdims: bool = False, *, dim=None, keepdim=None):
         axes, keepdims = _dim_alias("mean", axes, keepdims, dim, keepdim)
@@ -1417,3 +1420,10 @@ def sum_node_list(node_list: List[Value]) -> Value:
 # The ops import this module for Tensor and Op, so the reference goes the other way at
 # the end: by now every name the ops need from here exists.
 from . import ops as _ops  # noqa: E402
+
+# The commonest operators call their op function directly: Tensor.__add__ above calls
+# _ops.add(self, other), which is what this does without the method's own frame (every + of
+# every step). The methods above stay for the reader and the type checker.
+for _name, _function in (("__add__", _ops.add), ("__radd__", _ops.add), ("__mul__", _ops.multiply),
+                         ("__rmul__", _ops.multiply), ("__sub__", _ops.subtract), ("__truediv__", _ops.divide)):
+    setattr(Tensor, _name, _function)

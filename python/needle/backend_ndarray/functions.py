@@ -135,13 +135,24 @@ def _primitive_function(p: Primitive) -> Callable[..., NDArray]:
 
         bound = getattr(NDArray, method)
 
-        def function(a, b):
-            if isinstance(a, NDArray):
-                return bound(a, b)
+        def other_first(a, b):
             x, y, swapped = _lhs(a, b)
             if swapped and reflected is None:
                 raise TypeError(f"{p.function}: the array operand must come first")
             return getattr(x, reflected if swapped else method)(y)
+
+        direct = getattr(bound, "_binary_args", None)
+        if direct is not None:  # the method only calls _binary: so does this, one frame less
+            ewise, scalar, rule, out_dtype, cast = direct
+            binary = NDArray._binary
+
+            def function(a, b):
+                if isinstance(a, NDArray):
+                    return binary(a, b, ewise, scalar, rule, out_dtype, cast)
+                return other_first(a, b)
+        else:
+            def function(a, b):
+                return bound(a, b) if isinstance(a, NDArray) else other_first(a, b)
     function.__name__ = function.__qualname__ = p.function
     function.__doc__ = f"Elementwise {p.function} of arrays or an array and a scalar (broadcast, promoted)."
     return function

@@ -57,7 +57,7 @@ class Array:
             self.__class__ = _CachedArray  # same slots: gives its memory back when it dies
             self.array = _take(size, dtype)
         else:
-            self.array = np.empty(size, dtype=dtype)
+            self.array = np.empty(size, dtype)
         self.size = size
         self.dtype = dtype  # a name like "float32"; numpy recomputes dtype.name on every access
         self.shaped = None

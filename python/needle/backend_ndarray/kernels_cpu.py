@@ -57,9 +57,15 @@ def _ewise(p):
             x = read(a)
             np.copyto(out_view(out, x.shape), p.numpy(x, read(b)), casting="unsafe")
     else:
+        ufunc = p.ufunc
+
         def kernel(a, b, out):
+            if isinstance(a, Array) and isinstance(b, Array):
+                # two whole buffers (of out's size): the flat arrays themselves, no views to build
+                ufunc(a.array, b.array, out=out.array, casting="unsafe")
+                return
             x = read(a)
-            p.ufunc(x, read(b), out=out_view(out, x.shape), casting="unsafe")
+            ufunc(x, read(b), out=out_view(out, x.shape), casting="unsafe")
     return kernel
 
 
@@ -73,9 +79,14 @@ def _scalar(p):
             x = read(a)
             np.copyto(out_view(out, x.shape), p.numpy(x, val), casting="unsafe")
     else:
+        ufunc = p.ufunc
+
         def kernel(a, val, out):
+            if isinstance(a, Array):  # a whole buffer (of out's size): the flat arrays themselves
+                ufunc(a.array, val, out=out.array, casting="unsafe")
+                return
             x = read(a)
-            p.ufunc(x, val, out=out_view(out, x.shape), casting="unsafe")
+            ufunc(x, val, out=out_view(out, x.shape), casting="unsafe")
     return kernel
 
 
@@ -176,19 +187,26 @@ def _reduced(a, out, reduce_size):
 # the ufuncs' reduce, which is what np.sum/np.max/np.min call for an ndarray (the same loop and
 # summation order, so the same bits) without their Python-level dispatch
 
-def reduce_sum(a, out, reduce_size):
+def _reduce_into(ufunc, a, out, reduce_size):
+    if isinstance(a, Array) and a.size == reduce_size:
+        # a whole buffer reduced to one element: the same 1-D reduction, into out's one element
+        # kept as an axis (what a 0-d view of it would take, without building that view)
+        ufunc.reduce(a.array, 0, None, out.array, True)
+        return
     x, axes, dest = _reduced(a, out, reduce_size)
-    np.add.reduce(x, axis=axes, out=dest)
+    ufunc.reduce(x, axis=axes, out=dest)
+
+
+def reduce_sum(a, out, reduce_size):
+    _reduce_into(np.add, a, out, reduce_size)
 
 
 def reduce_max(a, out, reduce_size):
-    x, axes, dest = _reduced(a, out, reduce_size)
-    np.maximum.reduce(x, axis=axes, out=dest)
+    _reduce_into(np.maximum, a, out, reduce_size)
 
 
 def reduce_min(a, out, reduce_size):
-    x, axes, dest = _reduced(a, out, reduce_size)
-    np.minimum.reduce(x, axis=axes, out=dest)
+    _reduce_into(np.minimum, a, out, reduce_size)
 
 
 def reduce_argmax(a, out, reduce_size):

@@ -589,34 +589,41 @@ class NDArray:
         array_api's functions numpy's ())."""
         shape = self._shape
         ndim = len(shape)
+        device = self._device
         if axis is None:
-            axes = tuple(range(ndim))
-            view = self  # every axis reduced, in order: the kernel reads the array as it is
-            out_shape: tuple = ()
             reduce_size = math.prod(shape)
-        else:
-            axes = normalize_axes(axis, ndim)
-            kept = tuple(a for a in range(ndim) if a not in axes)
-            order = kept + axes
-            # reduced axes last; the kernel reads the view
-            view = self if order == tuple(range(ndim)) else self.permute(order)
-            out_shape = tuple(shape[a] for a in kept)
-            reduce_size = prod(shape[a] for a in axes)
+            if reduce_size == 0 and kernel != "reduce_sum":
+                raise ValueError(f"{kernel}: cannot reduce a zero-size axis of shape {self._shape}")
+            # the result made in its final shape (one element either way)
+            out = _fresh((1,) * ndim if keepdims else whole, device, out_dtype)
+            if reduce_size == 0:
+                out.fill(0)
+            elif device.recorder is None:
+                # every axis reduced, in order: the kernel reads the array as it is (a compact one
+                # as its whole buffer, one block of reduce_size elements)
+                getattr(device, kernel)(self._eager_operand(), out._handle, reduce_size)
+            else:
+                device.call(kernel, self._operand(), out._handle, reduce_size)
+            return out
+        axes = normalize_axes(axis, ndim)
+        kept = tuple(a for a in range(ndim) if a not in axes)
+        order = kept + axes
+        # reduced axes last; the kernel reads the view
+        view = self if order == tuple(range(ndim)) else self.permute(order)
+        out_shape = tuple(shape[a] for a in kept)
+        reduce_size = prod(shape[a] for a in axes)
         if reduce_size == 0 and kernel != "reduce_sum":
             raise ValueError(f"{kernel}: cannot reduce a zero-size axis of shape {self._shape}")
-        out = _fresh(out_shape, self._device, out_dtype)
+        out = _fresh(out_shape, device, out_dtype)
         if reduce_size == 0:
             out.fill(0)
         elif out._handle.size:
-            device = self._device
             if device.recorder is None:
                 getattr(device, kernel)(view._operand(), out._handle, reduce_size)
             else:
                 device.call(kernel, view._operand(), out._handle, reduce_size)
         if keepdims:
             return out._reshaped(tuple(1 if a in axes else d for a, d in enumerate(shape)))
-        if axis is None:
-            return out._reshaped(whole)
         return out
 
     def _reshaped(self, shape: tuple) -> "NDArray":
@@ -759,6 +766,9 @@ def _primitive_method(p: Primitive, scalar_kernel: str):
             if refuses_bool:
                 _refuse_bool(p, self, other)
             return self._binary(other, ewise, scalar_kernel, rule, out_dtype, cast)
+        if not refuses_bool:
+            # what the method passes to _binary: array_api's function calls _binary with these itself
+            method._binary_args = (ewise, scalar_kernel, rule, out_dtype, cast)  # type: ignore[attr-defined]
     method.__doc__ = f"Elementwise {p.function} (needle.primitives row {p.name!r})."
     return method
 
