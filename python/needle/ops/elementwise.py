@@ -719,8 +719,12 @@ def _binary(a, b, tensor_op, scalar_op, what: str, commutes: bool = True):
         else:
             raise TypeError(f"{what} expects a Tensor first, got {type(a).__name__}")
     if isinstance(b, Tensor):
-        if a.shape != b.shape:
-            a, b = broadcast_tensors(a, b)
+        a_data, b_data = a.cached_data, b.cached_data
+        # the shapes from the data when both are computed (the op reads both through
+        # realize_cached_data next, so nothing a compiled step's guards watch is missed)
+        if a_data is None or b_data is None or a_data.shape != b_data.shape:
+            if a.shape != b.shape:
+                a, b = broadcast_tensors(a, b)
         # two Tensors of one shape now: what each of these ops' check (same_shape) would check again
         return Tensor._from_checked_op(tensor_op(), (a, b))
     return scalar_op(_scalar(b, what))(a)
