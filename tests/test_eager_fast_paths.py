@@ -281,3 +281,80 @@ def test_a_bad_cache_limit_is_refused_naming_the_variable(monkeypatch, value):
     monkeypatch.setenv("NEEDLE_CPU_CACHE_MB", value)
     with pytest.raises(ValueError, match=f"NEEDLE_CPU_CACHE_MB must be a number of megabytes >= 0.*{value}"):
         host_buffer._limit_from_environment()
+
+
+# --- the eager per-op shortcuts: whole buffers read as they are, kept reduction plans ----------------
+
+def _strided_copy(x: np.ndarray) -> NDArray:
+    """An NDArray holding x's values as a non-compact view (every other column of a wider array)."""
+    wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype)
+    wide[..., ::2] = x
+    view = NDArray(wide, device=ndl.cpu(), dtype=str(x.dtype))[..., ::2]
+    assert not view.is_compact()
+    return view
+
+
+@pytest.mark.parametrize("name", ["add", "subtract", "multiply", "divide", "maximum", "power", "less", "equal"])
+def test_binary_kernels_on_whole_buffers_give_the_bits_of_strided_operands_and_numpy(name):
+    """A compact operand is passed to the kernel as its bare buffer (read flat); the result has the
+    bits of the same function on strided views of the same values, and numpy's."""
+    rng = np.random.RandomState(2)
+    x = rng.randn(3, 5, 7).astype(np.float32)
+    if name == "power":  # a positive base: real powers
+        x = np.abs(x)
+    y = (rng.rand(3, 5, 7) + 0.5).astype(np.float32)
+    function = getattr(ndl.array_api, name)
+    compact = function(NDArray(x, device=ndl.cpu()), NDArray(y, device=ndl.cpu()))
+    strided = function(_strided_copy(x), _strided_copy(y))
+    assert compact.shape == strided.shape == (3, 5, 7)
+    assert compact.numpy().tobytes() == strided.numpy().tobytes() == getattr(np, name)(x, y).tobytes()
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "sqrt", "negative", "abs"])
+def test_unary_and_scalar_kernels_on_whole_buffers_give_the_bits_of_strided_operands(name):
+    x = (np.random.RandomState(3).rand(4, 6, 5) * 3 + 0.1).astype(np.float32)
+    function = getattr(ndl.array_api, name)
+    compact, strided = function(NDArray(x, device=ndl.cpu())), function(_strided_copy(x))
+    assert compact.shape == (4, 6, 5) and compact.numpy().tobytes() == strided.numpy().tobytes()
+    for scalar_function, s in ((ndl.array_api.multiply, 1.7), (ndl.array_api.divide, 3.0), (ndl.array_api.add, -2)):
+        got = scalar_function(NDArray(x, device=ndl.cpu()), s)
+        assert got.numpy().tobytes() == scalar_function(_strided_copy(x), s).numpy().tobytes()
+        assert got.numpy().tobytes() == {ndl.array_api.multiply: np.multiply, ndl.array_api.divide: np.divide,
+                                         ndl.array_api.add: np.add}[scalar_function](x, np.float32(s)).tobytes()
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 1000), (5, 4, 3, 2)])
+@pytest.mark.parametrize("kernel", ["sum", "max", "min"])
+def test_a_reduction_of_every_axis_reads_a_compact_array_flat_with_numpys_bits(shape, kernel):
+    """The whole buffer reduced in one 1-D reduction: numpy's bits for the n-d array, compact or
+    strided, with keepdims giving a 1 per axis."""
+    x = np.random.RandomState(4).randn(*shape).astype(np.float32)
+    expected = getattr(np, kernel)(x)
+    for a in (NDArray(x, device=ndl.cpu()), _strided_copy(x)):
+        got = getattr(ndl.array_api, kernel)(a)
+        assert got.shape == () and got.numpy().tobytes() == expected.tobytes()
+        kept = getattr(ndl.array_api, kernel)(a, keepdims=True)
+        assert kept.shape == (1,) * len(shape) and kept.numpy().tobytes() == expected.tobytes()
+
+
+def test_kept_reduction_plans_give_each_axes_form_its_own_answer_and_errors():
+    """Axes given as plain ints are normalised once per (axes, ndim) and kept; a bool or a float,
+    which compare equal to an int, still get their own error after the int's plan is kept."""
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    t = ndl.Tensor(x, requires_grad=False)
+    a = NDArray(x, device=ndl.cpu())
+    for axes in [(1,), 1, (0, 2), (-1,), np.int64(1), [0, 2]]:
+        want = x.sum(axis=tuple(axes) if isinstance(axes, list) else axes)
+        np.testing.assert_array_equal(t.sum(axes=axes).numpy(), want)
+        np.testing.assert_array_equal(ndl.array_api.sum(a, axis=axes).numpy(), want)
+        np.testing.assert_array_equal(ndl.array_api.sum(a, axis=axes, keepdims=True).numpy(),
+                                      x.sum(axis=tuple(axes) if isinstance(axes, list) else axes, keepdims=True))
+    for bad in [(True,), (1.0,), True]:
+        with pytest.raises(TypeError, match="axis must be an int"):
+            t.sum(axes=bad)
+        with pytest.raises(TypeError, match="axis must be an int"):
+            ndl.array_api.sum(a, axis=bad)
+    with pytest.raises(ValueError, match="out of range"):
+        t.sum(axes=(3,))
+    with pytest.raises(ValueError, match="repeated axis"):
+        ndl.array_api.sum(a, axis=(1, -2))

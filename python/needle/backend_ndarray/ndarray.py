@@ -605,13 +605,13 @@ class NDArray:
             else:
                 device.call(kernel, self._operand(), out._handle, reduce_size)
             return out
-        axes = normalize_axes(axis, ndim)
-        kept = tuple(a for a in range(ndim) if a not in axes)
-        order = kept + axes
+        if type(axis) is int or (type(axis) is tuple and _all_ints(axis)):
+            # the usual forms: the plan is kept (errors are not)
+            order, out_shape, reduce_size, kept_shape = _reduce_plan(shape, axis)
+        else:
+            order, out_shape, reduce_size, kept_shape = _reduce_plan.__wrapped__(shape, axis)
         # reduced axes last; the kernel reads the view
-        view = self if order == tuple(range(ndim)) else self.permute(order)
-        out_shape = tuple(shape[a] for a in kept)
-        reduce_size = prod(shape[a] for a in axes)
+        view = self if order is None else self.permute(order)
         if reduce_size == 0 and kernel != "reduce_sum":
             raise ValueError(f"{kernel}: cannot reduce a zero-size axis of shape {self._shape}")
         out = _fresh(out_shape, device, out_dtype)
@@ -623,7 +623,7 @@ class NDArray:
             else:
                 device.call(kernel, view._operand(), out._handle, reduce_size)
         if keepdims:
-            return out._reshaped(tuple(1 if a in axes else d for a, d in enumerate(shape)))
+            return out._reshaped(kept_shape)
         return out
 
     def _reshaped(self, shape: tuple) -> "NDArray":
@@ -702,6 +702,28 @@ def _fresh(shape: tuple, device: BackendDevice, dtype: str) -> NDArray:
         device.allocate(math.prod(shape), dtype)
     array._compact = True
     return array
+
+
+def _all_ints(items: tuple) -> bool:
+    """Whether every item is exactly an int (bools, floats and numpy integers compare and hash
+    equal to ints, but are checked differently): such a tuple can key a cache."""
+    for item in items:
+        if type(item) is not int:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _reduce_plan(shape: tuple, axis) -> tuple:
+    """How _reduce reduces `axis` (not None) of `shape`: (the permutation putting the reduced axes
+    last, None when they are already; the kept shape; the reduced size; the kept shape with
+    the reduced axes as 1s, for keepdims)."""
+    ndim = len(shape)
+    axes = normalize_axes(axis, ndim)
+    kept = tuple(a for a in range(ndim) if a not in axes)
+    order = kept + axes
+    return (None if order == tuple(range(ndim)) else order, tuple(shape[a] for a in kept),
+            prod(shape[a] for a in axes), tuple(1 if a in axes else d for a, d in enumerate(shape)))
 
 
 @functools.lru_cache(maxsize=4096)

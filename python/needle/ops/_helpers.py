@@ -1,6 +1,7 @@
 """Checks and small helpers shared by the op modules (private to needle.ops)."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -33,6 +34,26 @@ def normalize_axes(axes, ndim: int, what: str) -> Optional[Tuple[int, ...]]:
     """None, an int or a sequence of ints as a sorted tuple of non-negative axes."""
     if axes is None:
         return None
+    if type(axes) is int or (type(axes) is tuple and all_ints(axes)):
+        return _normalized_axes(axes, ndim, what)  # the usual forms: the answer is kept (errors are not)
+    return _normalize_axes(axes, ndim, what)
+
+
+def all_ints(items: tuple) -> bool:
+    """Whether every item is exactly an int (not a bool, float or numpy integer, which compare
+    and hash equal to ints but are checked differently): such a tuple can key a cache."""
+    for item in items:
+        if type(item) is not int:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalized_axes(axes, ndim: int, what: str) -> Optional[Tuple[int, ...]]:
+    return _normalize_axes(axes, ndim, what)
+
+
+def _normalize_axes(axes, ndim: int, what: str) -> Optional[Tuple[int, ...]]:
     if not isinstance(axes, (tuple, list)):
         if isinstance(axes, int) or hasattr(axes, "__index__"):
             axes = (axes,)
