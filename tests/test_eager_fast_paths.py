@@ -358,3 +358,77 @@ def test_kept_reduction_plans_give_each_axes_form_its_own_answer_and_errors():
         t.sum(axes=(3,))
     with pytest.raises(ValueError, match="repeated axis"):
         ndl.array_api.sum(a, axis=(1, -2))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_product_of_two_matrices_gives_the_bits_of_the_general_path_and_numpy(dtype):
+    """Two matrices skip the general path's reshapes; the kernel, its operands (transposed views
+    read in place) and so the bits are the same as a batch of one through the general path."""
+    rng = np.random.RandomState(5)
+    x, y = rng.randn(6, 9).astype(dtype), rng.randn(7, 9).astype(dtype)
+    a, b = NDArray(x, device=ndl.cpu(), dtype=dtype), NDArray(y, device=ndl.cpu(), dtype=dtype).permute((1, 0))
+    two_d = a @ b
+    batched = a.reshape((1, 6, 9)) @ b.broadcast_to((1, 9, 7))
+    assert two_d.shape == (6, 7) and two_d.dtype == dtype
+    assert two_d.numpy().tobytes() == batched.numpy().reshape(6, 7).tobytes() == np.matmul(x, y.T).tobytes()
+    empty = NDArray(np.zeros((3, 0), dtype=dtype), device=ndl.cpu(), dtype=dtype) @ \
+        NDArray(np.zeros((0, 2), dtype=dtype), device=ndl.cpu(), dtype=dtype)
+    np.testing.assert_array_equal(empty.numpy(), np.zeros((3, 2)))  # an empty inner dimension sums nothing
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        a @ a
+
+
+def test_kept_index_plans_give_each_index_form_its_own_answer_and_errors():
+    """Plans of ints, slices, None and Ellipsis are kept per (shape, index); bools, floats and
+    numpy integers (equal to ints as keys) are planned each time, with their own checks."""
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    t = ndl.Tensor(x, requires_grad=True)
+    for index in [1, (1,), (slice(None), slice(1, 3)), (Ellipsis, 2), (None, 0, slice(None, None, 2)), (-1, -2),
+                  np.int64(1), (0, [2, 0])]:
+        for _ in range(2):  # planned, then from the kept plan
+            np.testing.assert_array_equal(t[index].numpy(), x[index])
+    (t[1, 1:] * 2.0).sum().backward()
+    want = np.zeros_like(x)
+    want[1, 1:] = 2.0
+    np.testing.assert_array_equal(t.grad.numpy(), want)
+    with pytest.raises(IndexError, match="out of bounds"):
+        t[2]
+    with pytest.raises(TypeError, match="unsupported index of type float"):
+        t[1.0]
+    with pytest.raises(ValueError, match="slice step must be positive"):
+        t[::-1]
+
+
+def test_stack_and_unstack_write_and_read_the_views_indexing_would():
+    rng = np.random.RandomState(6)
+    parts = [rng.randn(3, 4).astype(np.float32) for _ in range(3)]
+    arrays = [NDArray(p, device=ndl.cpu()) for p in parts]
+    arrays[1] = arrays[1].permute((1, 0)).permute((1, 0))  # a view, read as it is
+    arrays[2] = NDArray(parts[2].astype(np.float64), device=ndl.cpu(), dtype="float64")  # cast to the first's dtype
+    for axis in (0, 1, 2, -1):
+        stacked = ndl.array_api.stack(arrays, axis)
+        assert stacked.dtype == "float32"
+        np.testing.assert_array_equal(stacked.numpy(), np.stack(parts, axis))
+        for k, piece in enumerate(ndl.array_api.unstack(stacked, axis)):
+            assert piece.is_compact() and piece.shape == (3, 4)
+            np.testing.assert_array_equal(piece.numpy(), parts[k])
+    view = NDArray(np.arange(24, dtype=np.float32).reshape(4, 6), device=ndl.cpu())[1:, 2:]  # an offset view
+    for k, piece in enumerate(ndl.array_api.unstack(view, 1)):
+        np.testing.assert_array_equal(piece.numpy(), np.arange(24, dtype=np.float32).reshape(4, 6)[1:, 2 + k])
+    with pytest.raises(ValueError, match="stack: array 1 has shape"):
+        ndl.array_api.stack([arrays[0], NDArray(np.zeros(3, dtype=np.float32), device=ndl.cpu())])
+
+
+def test_broadcasting_keeps_its_shapes_and_errors():
+    x = ndl.Tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    r = ndl.Tensor(np.arange(3, dtype=np.float32), requires_grad=True)
+    for _ in range(2):
+        out = x * r
+        np.testing.assert_array_equal(out.numpy(), np.tile(np.arange(3, dtype=np.float32), (2, 1)))
+    out.sum().backward()
+    np.testing.assert_array_equal(r.grad.numpy(), [2.0, 2.0, 2.0])
+    for bad in [(3, 2), (3,)]:
+        with pytest.raises(ValueError, match=r"cannot broadcast a tensor of shape \(2, 3\)"):
+            ndl.ops.broadcast_to(x, bad)
+        with pytest.raises(ValueError, match=r"cannot broadcast an array of shape \(2, 3\)"):
+            x.realize_cached_data().broadcast_to(bad)

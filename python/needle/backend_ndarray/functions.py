@@ -6,7 +6,7 @@ and nothing else, so they never branch on the backend.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -281,11 +281,15 @@ def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
             raise ValueError(f"stack: array {k} has shape {arr.shape}, array 0 has shape {shape}")
         _check_same_device(arrays[0], arr, "stack")
     axis = _normalize_axis(axis, len(shape) + 1)
-    out = empty(shape[:axis] + (len(arrays),) + shape[axis:], arrays[0].dtype, arrays[0].device)
-    index: List[Any] = [slice(None)] * out.ndim
+    dtype, device = arrays[0].dtype, arrays[0].device
+    out = empty(shape[:axis] + (len(arrays),) + shape[axis:], dtype, device)
+    # out[(:, ..., k)] = arr for each k, as that assignment does it, without working out the same
+    # view from an index each time: the view keeps axis `axis` with length 1 at offset k * its stride
+    view_shape = shape[:axis] + (1,) + shape[axis:]
+    strides = out.strides
     for k, arr in enumerate(arrays):
-        index[axis] = k
-        out[tuple(index)] = arr
+        source = arr.astype(dtype).compact()
+        device.call("ewise_setitem", source._handle, out._handle, view_shape, strides, k * strides[axis])
     return out
 
 
@@ -293,11 +297,14 @@ def unstack(a: NDArray, axis: int = 0) -> tuple:
     """The slices of `a` along `axis`, that axis removed, each a compact array (numpy's unstack)."""
     axis = _normalize_axis(axis, a.ndim)
     shape = a.shape[:axis] + a.shape[axis + 1 :]
-    index: List[Any] = [slice(None)] * a.ndim
+    # a[(:, ..., k)] for each k, as indexing makes it: axis `axis` kept with length 1, the offset
+    # moved by k of its strides
+    view_shape = a.shape[:axis] + (1,) + a.shape[axis + 1:]
+    strides, step = a.strides, a.strides[axis]
     parts = []
     for k in range(a.shape[axis]):
-        index[axis] = k
-        parts.append(a[tuple(index)].compact().reshape(shape))
+        view = NDArray.make(view_shape, strides=strides, device=a.device, handle=a._handle, offset=a._offset + k * step)
+        parts.append(view.compact().reshape(shape))
     return tuple(parts)
 
 

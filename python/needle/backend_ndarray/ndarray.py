@@ -325,12 +325,9 @@ class NDArray:
         new_shape = tuple(map(int, new_shape))
         if new_shape == self._shape:
             return self
-        lead = len(new_shape) - self.ndim
-        if lead < 0 or any(s != 1 and s != n for s, n in zip(self._shape, new_shape[lead:])):
+        strides = _broadcast_strides(self._shape, self._strides, new_shape)
+        if strides is None:
             raise ValueError(f"cannot broadcast an array of shape {self._shape} to shape {new_shape}")
-        strides = (0,) * lead + tuple(
-            0 if s == 1 and n != 1 else st for s, n, st in zip(self._shape, new_shape[lead:], self._strides)
-        )
         return _new(new_shape, strides, self._device, self._handle, self._offset, None)
 
     # --- indexing -----------------------------------------------------------
@@ -540,6 +537,19 @@ class NDArray:
         if not isinstance(other, NDArray):
             raise TypeError(f"matmul needs two NDArrays, got {type(other).__name__}")
         _check_same_device(self, other, "matmul")
+        if len(self._shape) == 2 and len(other._shape) == 2 and self._handle.dtype == other._handle.dtype:
+            # two matrices of one dtype (most products): what the general path below does for them,
+            # without its reshapes and casts
+            (m, n), (n2, p) = self._shape, other._shape
+            if n == n2 and n:
+                device = self._device
+                out = _fresh((m, p), device, self._handle.dtype)
+                if m and p:
+                    if device.recorder is None:
+                        device.matmul(self._operand(), other._operand(), out._handle, m, n, p)
+                    else:
+                        device.call("matmul", self._operand(), other._operand(), out._handle, m, n, p)
+                return out
         if self.ndim == 0 or other.ndim == 0:
             raise ValueError(f"matmul: operands must be at least 1-D, got shapes {self._shape} and {other._shape}")
         a = self.reshape_compact((1,) + self._shape) if self.ndim == 1 else self
@@ -702,6 +712,16 @@ def _fresh(shape: tuple, device: BackendDevice, dtype: str) -> NDArray:
         device.allocate(math.prod(shape), dtype)
     array._compact = True
     return array
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcast_strides(shape: tuple, strides: tuple, new_shape: tuple) -> Optional[tuple]:
+    """The strides of `shape` (with `strides`) broadcast to `new_shape` (0 on every repeated axis),
+    None when numpy's rule does not allow it (kept: a step broadcasts the same shapes again)."""
+    lead = len(new_shape) - len(shape)
+    if lead < 0 or any(s != 1 and s != n for s, n in zip(shape, new_shape[lead:])):
+        return None
+    return (0,) * lead + tuple(0 if s == 1 and n != 1 else st for s, n, st in zip(shape, new_shape[lead:], strides))
 
 
 def _all_ints(items: tuple) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 from ..autograd import Tensor, TensorOp, array_api
 from ..dtypes import python_scalar, result_dtype
 from ._helpers import constant, require_tensor, same_shape
+from .shape import broadcast_to
 
 # The elementwise array functions (array_api.add, ...) are installed from needle.primitives' table at
 # import, where a type checker cannot see them: type-checked (annotated) functions call them through
@@ -703,12 +704,14 @@ def _scalar(value, what: str):
 def broadcast_tensors(*tensors: Tensor) -> list:
     """The tensors broadcast to their common shape; unchanged ones are returned as is."""
     shapes = [t.shape for t in tensors]
-    if all(s == shapes[0] for s in shapes):
+    first = shapes[0]
+    for shape in shapes:
+        if shape != first:
+            break
+    else:
         return list(tensors)
     target = array_api.broadcast_shapes(*shapes)
-    from .shape import broadcast_to
-
-    return [t if t.shape == target else broadcast_to(t, target) for t in tensors]
+    return [t if shape == target else broadcast_to(t, target) for t, shape in zip(tensors, shapes)]
 
 
 def _binary(a, b, tensor_op, scalar_op, what: str, commutes: bool = True):

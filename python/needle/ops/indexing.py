@@ -9,6 +9,7 @@ is read on the host, as in every framework).
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Tuple
 
 from ..autograd import Tensor, TensorOp, array_api
@@ -288,7 +289,40 @@ def one_hot(ids: Tensor, n: int, dtype: str = "float32") -> Tensor:
 
 
 def getitem(a: Tensor, index) -> Tensor:
-    return GetItem(IndexPlan(a.shape, index, a.device))(a)
+    return GetItem(index_plan(a, index))(a)
+
+
+def index_plan(a: Tensor, index) -> IndexPlan:
+    """IndexPlan(a.shape, index, a.device); a plan of ints, slices, None and Ellipsis only needs
+    no device and is kept per (shape, index) (a step indexes the same way every time)."""
+    key = _basic_key(index)
+    if key is None:
+        return IndexPlan(a.shape, index, a.device)
+    return _basic_plan(tuple(a.shape), key)
+
+
+def _basic_key(index) -> Optional[tuple]:
+    """A hashable form of an index made of plain ints, slices of ints or None, None and Ellipsis;
+    None for any other index (bools, floats and numpy integers keep their own checks)."""
+    key: list = []
+    for entry in (index if type(index) is tuple else (index,)):
+        kind = type(entry)
+        if kind is int or entry is None or entry is Ellipsis:
+            key.append(entry)
+        elif kind is slice:
+            bounds = (entry.start, entry.stop, entry.step)
+            for bound in bounds:
+                if bound is not None and type(bound) is not int:
+                    return None
+            key.append(bounds)
+        else:
+            return None
+    return tuple(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _basic_plan(shape: tuple, key: tuple) -> IndexPlan:
+    return IndexPlan(shape, tuple(slice(*entry) if type(entry) is tuple else entry for entry in key))
 
 
 def setitem(a: Tensor, index, value) -> Tensor:
@@ -297,7 +331,7 @@ def setitem(a: Tensor, index, value) -> Tensor:
     from .elementwise import cast
     from .shape import broadcast_to
 
-    plan = IndexPlan(a.shape, index, a.device)
+    plan = index_plan(a, index)
     dtype = array_api.dtype_name(a.dtype)
     if not isinstance(value, Tensor) and python_scalar(value) is not None:  # on the device: no host data
         value = Tensor.make_const(array_api.full(plan.output_shape, python_scalar(value), dtype, a.device))

@@ -21,14 +21,16 @@ class MatMul(TensorOp):
     def check(self, a, b):
         require_tensor(a, "matmul")
         require_tensor(b, "matmul")
-        if a.ndim < 2 or b.ndim < 2:
-            raise ValueError(f"MatMul needs operands of at least 2 dimensions, got {a.shape} and {b.shape}")
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"matmul: inner dimensions differ for shapes {a.shape} and {b.shape}")
-        try:
-            array_api.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except ValueError:
-            raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
+        a_shape, b_shape = a.shape, b.shape
+        if len(a_shape) < 2 or len(b_shape) < 2:
+            raise ValueError(f"MatMul needs operands of at least 2 dimensions, got {a_shape} and {b_shape}")
+        if a_shape[-1] != b_shape[-2]:
+            raise ValueError(f"matmul: inner dimensions differ for shapes {a_shape} and {b_shape}")
+        if len(a_shape) > 2 or len(b_shape) > 2:
+            try:
+                array_api.broadcast_shapes(a_shape[:-2], b_shape[:-2])
+            except ValueError:
+                raise ValueError(f"matmul: batch dimensions of {a_shape} and {b_shape} do not broadcast") from None
 
     def compute(self, a, b):
         return array_api.matmul(a, b)

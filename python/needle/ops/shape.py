@@ -7,6 +7,7 @@ repeated entries back, where inf + -inf = nan).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Tuple
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, array_api
@@ -147,10 +148,8 @@ class BroadcastTo(TensorOp):
 
     def check(self, a):
         require_tensor(a, "broadcast_to")
-        if a.shape == self.shape:
-            return
-        lead = len(self.shape) - a.ndim
-        if lead < 0 or any(s != 1 and s != n for s, n in zip(a.shape, self.shape[lead:])):
+        shape = a.shape
+        if shape != self.shape and not _broadcastable(shape, self.shape):
             raise ValueError(f"cannot broadcast a tensor of shape {a.shape} to shape {self.shape}")
 
     def compute(self, a):
@@ -162,6 +161,13 @@ class BroadcastTo(TensorOp):
 
 def broadcast_to(a, shape):
     return BroadcastTo(shape)(a)
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcastable(shape: tuple, target: tuple) -> bool:
+    """Whether numpy's rule broadcasts `shape` to `target` (kept: broadcasts repeat every step)."""
+    lead = len(target) - len(shape)
+    return lead >= 0 and all(s == 1 or s == n for s, n in zip(shape, target[lead:]))
 
 
 class Stack(TensorOp):
