@@ -432,3 +432,24 @@ def test_broadcasting_keeps_its_shapes_and_errors():
             ndl.ops.broadcast_to(x, bad)
         with pytest.raises(ValueError, match=r"cannot broadcast an array of shape \(2, 3\)"):
             x.realize_cached_data().broadcast_to(bad)
+
+
+@pytest.mark.parametrize("stride, padding", [((1, 1), (1, 1)), ((2, 2), (0, 0)), ((2, 1), (1, 0))])
+def test_col2im_reads_each_offsets_windows_in_place_with_the_bits_of_the_same_sums(stride, padding):
+    """col2im adds the windows of each kernel offset into the padded input in turn, the windows
+    read as strided views; a numpy loop adding the same slices in the same order gives the same
+    float32 bits."""
+    from needle.ops import _windows
+
+    rng = np.random.RandomState(7)
+    n, h, w, c, (kh, kw) = 2, 6, 5, 3, (3, 3)
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    cols = rng.randn(n, ho, wo, kh, kw, c).astype(np.float32)
+    got = _windows.col2im(NDArray(cols, device=ndl.cpu()), (n, h, w, c), (kh, kw), stride, padding)
+    want = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=np.float32)
+    for u in range(kh):
+        for v in range(kw):
+            region = want[:, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw, :]
+            region[...] = region + cols[:, :, :, u, v, :]
+    assert got.numpy().tobytes() == np.ascontiguousarray(want[:, ph:ph + h, pw:pw + w, :]).tobytes()

@@ -131,7 +131,9 @@ def col2im(cols, input_shape, kernel: Pair, stride: Pair, padding, dilation: Pai
             rows = slice(u * dh, u * dh + sh * (ho - 1) + 1, sh)
             columns = slice(v * dw, v * dw + sw * (wo - 1) + 1, sw)
             piece = array_api.getitem(cols, (slice(None),) * 3 + (slice(u, u + 1), slice(v, v + 1), slice(None)))
-            piece = array_api.reshape(array_api.ascontiguousarray(piece), (n, ho, wo, c))
+            # the (N, Ho, Wo, C) view of that offset's windows, read in place by the add (no copy)
+            s_n, s_i, s_j, _, _, s_c = array_api.element_strides(piece)
+            piece = array_api.as_strided(piece, (n, ho, wo, c), (s_n, s_i, s_j, s_c))
             region = (slice(None), rows, columns, slice(None))
             # array_api's elementwise functions are installed from needle.primitives' table
             array_api.setitem(out, region, array_api.add(array_api.getitem(out, region), piece))  # type: ignore[attr-defined]
