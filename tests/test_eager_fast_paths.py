@@ -453,3 +453,16 @@ def test_col2im_reads_each_offsets_windows_in_place_with_the_bits_of_the_same_su
             region = want[:, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw, :]
             region[...] = region + cols[:, :, :, u, v, :]
     assert got.numpy().tobytes() == np.ascontiguousarray(want[:, ph:ph + h, pw:pw + w, :]).tobytes()
+
+
+def test_a_compiled_step_still_guards_the_tensors_its_binary_ops_read():
+    """A binary op reads its operands' data without realize_cached_data's frame, except while a
+    compiled step traces (its guards replace that method to see every read): a tensor the step
+    reads from outside, whose buffer is later replaced, is still caught."""
+    w = ndl.Tensor(np.ones(3, dtype=np.float32), requires_grad=False)
+    x = ndl.Tensor(np.arange(3, dtype=np.float32), requires_grad=False)
+    step = ndl.compile(lambda x: x * w)
+    for _ in range(3):
+        np.testing.assert_array_equal(step(x).numpy(), np.arange(3, dtype=np.float32))
+    w.data = ndl.Tensor(np.full(3, 2.0, dtype=np.float32), requires_grad=False)  # a new buffer
+    np.testing.assert_array_equal(step(x).numpy(), np.arange(3, dtype=np.float32) * 2)

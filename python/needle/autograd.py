@@ -268,10 +268,15 @@ class Value:
             return value
         # the inputs' data, without a list for the usual one or two inputs (every op's path)
         n = len(inputs)
-        if n == 1:
+        if n == 2:
+            a, b = inputs
+            a_data, b_data = a.cached_data, b.cached_data
+            if a_data is None or b_data is None or Value.realize_cached_data is not _PLAIN_REALIZE:
+                # computed on first use (lazy), or a compiled step's guards watching the reads
+                a_data, b_data = a.realize_cached_data(), b.realize_cached_data()
+            data = op.compute(a_data, b_data)
+        elif n == 1:
             data = op.compute(inputs[0].realize_cached_data())
-        elif n == 2:
-            data = op.compute(inputs[0].realize_cached_data(), inputs[1].realize_cached_data())
         else:
             data = op.compute(*[x.realize_cached_data() for x in inputs])
         value = cls.__new__(cls)
@@ -293,6 +298,8 @@ class Value:
             value._init(None, [], data, False)
         return value
 
+
+_PLAIN_REALIZE = Value.realize_cached_data  # (ndl.compile's guards replace it while they trace)
 
 _FLOATING: dict = {}  # array dtype -> whether it is floating (the arrays' own dtype objects as keys)
 

@@ -69,7 +69,8 @@ class Summation(TensorOp):
         self.keepdims = keepdims
 
     def check(self, a):
-        require_tensor(a, "summation")
+        if not isinstance(a, Tensor):
+            require_tensor(a, "summation")
         axes = self.axes
         if axes is not None:
             if isinstance(axes, (tuple, list)) and not axes:
