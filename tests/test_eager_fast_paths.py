@@ -466,3 +466,31 @@ def test_a_compiled_step_still_guards_the_tensors_its_binary_ops_read():
         np.testing.assert_array_equal(step(x).numpy(), np.arange(3, dtype=np.float32))
     w.data = ndl.Tensor(np.full(3, 2.0, dtype=np.float32), requires_grad=False)  # a new buffer
     np.testing.assert_array_equal(step(x).numpy(), np.arange(3, dtype=np.float32) * 2)
+
+
+def test_basic_views_by_one_int_or_slice_per_axis_are_the_general_paths():
+    """x[i, a:b:s, ...] with one plain int or slice per axis takes a one-pass view; every other index
+    (numpy integers, bools, negative steps, out-of-range ints, Ellipsis) the general path, so each
+    gives numpy's values (ints keeping their axis) and the general path's errors."""
+    x = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    a = NDArray(x, device=ndl.cpu())
+    for index in [(1, slice(None), slice(1, 4)), (slice(None, None, 2), -1, slice(3, 1)), (-3, slice(1, None, 3), 4),
+                  (slice(-2, None), slice(None, -1), slice(None, None, 4)), (np.int64(1), slice(None), slice(2, 3))]:
+        want = x[tuple(slice(i % n, i % n + 1) if isinstance(i, (int, np.integer)) else i
+                       for i, n in zip(index, x.shape))]
+        view = a[index]
+        assert view.shape == want.shape
+        np.testing.assert_array_equal(view.numpy(), want)
+        b = NDArray(np.zeros_like(x), device=ndl.cpu())
+        b[index] = 1.0
+        expected = np.zeros_like(x)
+        expected[tuple(slice(i % n, i % n + 1) if isinstance(i, (int, np.integer)) else i
+                       for i, n in zip(index, x.shape))] = 1.0
+        np.testing.assert_array_equal(b.numpy(), expected)
+    np.testing.assert_array_equal(a[1:, 0][1, 0, 1:3].numpy(), x[2:3, 0:1, 1:3])  # a view of a view (its offset)
+    with pytest.raises(IndexError, match="index 3 is out of bounds for axis 0 with size 3"):
+        a[3, 0, 0]
+    with pytest.raises(ValueError, match="slice step must be positive"):
+        a[0, ::-1, 0]
+    with pytest.raises(TypeError, match="indices must be ints or slices"):
+        a[0, 0, 0.5]

@@ -366,6 +366,10 @@ class NDArray:
 
     def __getitem__(self, idxs) -> "NDArray":
         """A view; integer indices keep their axis with length 1 (the course's rule)."""
+        if type(idxs) is tuple and len(idxs) == len(self._shape):
+            view = self._basic_view(idxs)
+            if view is not None:
+                return view
         idxs = self._expand_index(idxs)
         shape, strides, offset = [], [], self._offset
         for sl, stride in zip(idxs, self._strides):
@@ -373,6 +377,28 @@ class NDArray:
             strides.append(stride * sl.step)
             offset += sl.start * stride
         return NDArray.make(shape, strides=strides, device=self._device, handle=self._handle, offset=offset)
+
+    def _basic_view(self, idxs: tuple) -> Optional["NDArray"]:
+        """__getitem__ for one plain int or slice (positive step) per axis, in range, worked out in
+        one pass (the view _expand_index's normalised slices give); None for anything else, which
+        the general path handles (and refuses with its messages)."""
+        shape, strides, offset = [], [], self._offset
+        for idx, n, stride in zip(idxs, self._shape, self._strides):
+            if type(idx) is slice:
+                step = idx.step
+                if step is not None and (type(step) is not int or step <= 0):
+                    return None
+                start, stop, step = idx.indices(n)
+                shape.append(len(range(start, stop, step)) if stop > start else 0)
+                strides.append(stride * step)
+                offset += start * stride
+            elif type(idx) is int and -n <= idx < n:
+                shape.append(1)
+                strides.append(stride)
+                offset += (idx % n) * stride
+            else:
+                return None
+        return _new(tuple(shape), tuple(strides), self._device, self._handle, offset, None)
 
     def __setitem__(self, idxs, other) -> None:
         """Write `other` (array broadcastable to the view, or a scalar) into the view, in place."""
