@@ -494,3 +494,24 @@ def test_basic_views_by_one_int_or_slice_per_axis_are_the_general_paths():
         a[0, ::-1, 0]
     with pytest.raises(TypeError, match="indices must be ints or slices"):
         a[0, 0, 0.5]
+
+
+def test_a_compiled_step_that_builds_graph_nodes_traces_once_and_replays_the_eager_bits():
+    """Graph nodes are made with _init's assignments inline, except while a compiled step's guards
+    watch _init: a step that builds nodes (views of a parameter among them) and backpropagates
+    traces once and replays the eager step's bits."""
+    rng = np.random.RandomState(8)
+    w = ndl.Tensor(rng.randn(3, 2).astype(np.float32), requires_grad=True)
+    x = ndl.Tensor(rng.randn(4, 3).astype(np.float32), requires_grad=False)
+
+    def step(x):
+        loss = ((x @ w) * (x @ w.reshape((3, 2)))).sum()
+        loss.backward()
+        return loss, w.grad
+
+    eager = [t.numpy() for t in step(x)]
+    compiled = ndl.compile(step)
+    for _ in range(4):
+        for got, want in zip(compiled(x), eager):
+            assert got.numpy().tobytes() == want.tobytes()
+    assert len(compiled.programs) == 1

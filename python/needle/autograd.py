@@ -284,8 +284,18 @@ class Value:
         # requires_grad set after: a floating result needs no second dtype check
         if requires_grad:
             if isinstance(data, tuple) or _FLOATING.get(data.dtype) or _is_floating(data.dtype):
-                value._init(op, list(inputs), data, False)
-                value._requires_grad = True
+                if Value._init is _PLAIN_INIT:
+                    # _init's assignments, inline (in its order), on the path of every op
+                    global TENSOR_COUNTER
+                    TENSOR_COUNTER += 1
+                    value.op = op
+                    value.inputs = list(inputs)
+                    value.cached_data = data
+                    value._requires_grad = True
+                    value.grad = None
+                else:  # ndl.compile's guards watch _init for the values a step creates
+                    value._init(op, list(inputs), data, False)
+                    value._requires_grad = True
                 value._epoch = _EPOCH
                 for x in inputs:
                     x._consumed = True
@@ -299,7 +309,8 @@ class Value:
         return value
 
 
-_PLAIN_REALIZE = Value.realize_cached_data  # (ndl.compile's guards replace it while they trace)
+_PLAIN_REALIZE = Value.realize_cached_data  # (ndl.compile's guards replace it while they trace,
+_PLAIN_INIT = Value._init  # and _init)
 
 _FLOATING: dict = {}  # array dtype -> whether it is floating (the arrays' own dtype objects as keys)
 
