@@ -515,3 +515,19 @@ def test_a_compiled_step_that_builds_graph_nodes_traces_once_and_replays_the_eag
         for got, want in zip(compiled(x), eager):
             assert got.numpy().tobytes() == want.tobytes()
     assert len(compiled.programs) == 1
+
+
+def test_fill_sets_a_whole_buffer_or_only_its_view():
+    """A compact array is filled through the device's fill kernel (its whole buffer), a view
+    through scalar_setitem (only its elements); both cast the value to the array's kind."""
+    a = NDArray(np.zeros((3, 4), dtype=np.float32), device=ndl.cpu())
+    a.fill(2.5)
+    np.testing.assert_array_equal(a.numpy(), np.full((3, 4), 2.5, dtype=np.float32))
+    a[1:, 1:3].fill(-1)
+    want = np.full((3, 4), 2.5, dtype=np.float32)
+    want[1:, 1:3] = -1
+    np.testing.assert_array_equal(a.numpy(), want)
+    b = NDArray(np.zeros(5, dtype=np.int64), device=ndl.cpu(), dtype="int64")
+    b.fill(3.0)
+    assert b.numpy().dtype == np.int64 and b.numpy().tolist() == [3] * 5
+    np.testing.assert_array_equal(ndl.array_api.full((2, 2), 7, "float64").numpy(), np.full((2, 2), 7.0))

@@ -252,10 +252,12 @@ class NDArray:
 
     def fill(self, value) -> None:
         """Set every element of this view to `value`, in place."""
-        self._device.call("scalar_setitem",
-            self.size, _scalar_of_kind(_as_scalar(value), self.dtype), self._handle, self._shape, self._strides,
-            self._offset,
-        )
+        val = _scalar_of_kind(_as_scalar(value), self.dtype)
+        device = self._device
+        if device.recorder is None and self.is_compact():
+            device.fill(self._handle, val)  # the whole buffer: the interface's own kernel for it
+            return
+        device.call("scalar_setitem", self.size, val, self._handle, self._shape, self._strides, self._offset)
 
     # --- layout -------------------------------------------------------------
     def is_compact(self) -> bool:
