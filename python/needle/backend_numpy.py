@@ -568,3 +568,48 @@ def argsort(a: np.ndarray, axis: int = -1, descending: bool = False) -> np.ndarr
     if a.ndim == 0:
         return np.zeros((), dtype=np.int64)
     return host_ops.sort_order(a, axis, bool(descending))
+
+
+# --- fused optimizer updates: the op sequence (numpy mode runs eagerly, op by op) -------------------
+
+def _check_update(what: str, param: np.ndarray, *others: np.ndarray) -> None:
+    if param.dtype.name not in FLOAT_DTYPES:
+        raise ValueError(f"{what}: the parameter must be float32 or float64, got {param.dtype.name}")
+    for name, a in zip(("grad", "state", "state"), others):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{what}: {name} must be an array, got {type(a).__name__}")
+        if a.shape != param.shape or a.dtype != param.dtype:
+            raise ValueError(f"{what}: {name} has shape {a.shape} and dtype {a.dtype.name}, the parameter "
+                             f"{param.shape} and {param.dtype.name}")
+
+
+def sgd_step(param: np.ndarray, grad: np.ndarray, u: np.ndarray, lr, momentum, damping, weight_decay, l2: bool,
+             mode: int, nesterov: bool) -> None:
+    """SGD's update in place (see `needle.backend_ndarray.functions.sgd_step`): the same numpy
+    operations, in the same order, as the optimizer's op-by-op update."""
+    _check_update("sgd_step", param, grad, u)
+    lr, momentum, damping, weight_decay = (float(_scalar(s)) for s in (lr, momentum, damping, weight_decay))
+    d = grad + param * weight_decay if l2 else grad
+    if mode == 0:
+        step = d
+    else:
+        w = d if mode == 1 else u * momentum + d * damping
+        u[...] = w
+        step = d + w * momentum if nesterov else w
+    param[...] = param - step * lr
+
+
+def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr, beta1, beta2,
+              one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay, decay, l2: bool,
+              decoupled: bool) -> None:
+    """Adam's (AdamW's) update in place (see `needle.backend_ndarray.functions.adam_step`): the
+    same numpy operations, in the same order, as the optimizer's op-by-op update."""
+    _check_update("adam_step", param, grad, m, v)
+    lr, beta1, beta2, c1, c2, bias1, bias2, eps, weight_decay, decay = (
+        float(_scalar(s)) for s in (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
+                                    weight_decay, decay))
+    x = param * decay if decoupled else param
+    d = grad + x * weight_decay if l2 else grad
+    m[...] = m * beta1 + d * c1
+    v[...] = v * beta2 + d * d * c2
+    param[...] = x - m / bias1 * lr / (np.sqrt(v / bias2) + eps)

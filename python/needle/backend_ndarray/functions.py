@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional, Sequence
 import numpy as np
 
 from .. import host_ops
-from ..dtypes import FLOAT_DTYPES, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
+from ..dtypes import FLOAT_DTYPES, HostScalar, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from ..primitives import BY_NAME, PRIMITIVES, Primitive
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
@@ -26,6 +26,7 @@ __all__ = [
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
+    "sgd_step", "adam_step",
 ]
 
 
@@ -456,3 +457,87 @@ def argsort(a: NDArray, axis: int = -1, descending: bool = False) -> NDArray:
     if out.size:
         host_call(_fill_argsort, a.device, _operand_of(a), axis, bool(descending), out._handle)
     return out
+
+
+
+# --- fused optimizer updates ------------------------------------------------------------------
+
+Hyper = Any  # a Python float, or a HostScalar (a compiled step reads it at each replay)
+
+
+def _check_update(what: str, param: NDArray, *others: NDArray) -> None:
+    """ValueError unless the parameter is floating and every other array (gradient, state) has
+    its shape, dtype and device."""
+    if param.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{what}: the parameter must be float32 or float64, got {param.dtype}")
+    for name, a in zip(("grad", "state", "state"), others):
+        if not isinstance(a, NDArray):
+            raise TypeError(f"{what}: {name} must be an NDArray, got {type(a).__name__}")
+        if a.shape != param.shape or a.dtype != param.dtype:
+            raise ValueError(f"{what}: {name} has shape {a.shape} and dtype {a.dtype}, the parameter "
+                             f"{param.shape} and {param.dtype}")
+        _check_same_device(param, a, what)
+
+
+def _hyper(value: Hyper) -> Hyper:
+    """A hyperparameter as a kernel takes it: a HostScalar while recording (read at each replay),
+    else its value."""
+    if isinstance(value, HostScalar) and not is_recording():
+        return value.value
+    return value
+
+
+def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,
+             weight_decay: Hyper, l2: bool, mode: int, nesterov: bool) -> None:
+    """SGD's update of `param` (and its momentum buffer `u`) in place, in one pass where the
+    device has the fused kernel (cpu), else as the op sequence; the same bits either way:
+
+        d = grad + param * weight_decay  (only when l2)
+        mode 0: step = d                 (PyTorch's rule without momentum; u is not touched)
+        mode 1: u = d; step = u          (the course's rule without momentum)
+        mode 2: u = u * momentum + d * damping; step = d + u * momentum if nesterov else u
+        param = param - step * lr
+
+    All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("sgd_step", param, grad, u)
+    device = param.device
+    if hasattr(device.mod, "sgd_step"):
+        device.call("sgd_step", param._operand(), grad._operand(), u._operand(), _hyper(lr), _hyper(momentum),
+                    _hyper(damping), _hyper(weight_decay), bool(l2), int(mode), bool(nesterov))
+        return
+    d = grad + param * weight_decay if l2 else grad
+    if mode == 0:
+        step = d
+    else:
+        w = d if mode == 1 else u * momentum + d * damping
+        u[()] = w
+        step = d + w * momentum if nesterov else w
+    param[()] = param - step * lr
+
+
+def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, beta1: Hyper, beta2: Hyper,
+              one_minus_beta1: Hyper, one_minus_beta2: Hyper, bias1: Hyper, bias2: Hyper, eps: Hyper,
+              weight_decay: Hyper, decay: Hyper, l2: bool, decoupled: bool) -> None:
+    """Adam's update of `param` and its moments `m`, `v` in place, in one pass where the device
+    has the fused kernel (cpu), else as the op sequence; the same bits either way:
+
+        x = param * decay                (only when decoupled: AdamW's 1 - lr * weight_decay)
+        d = grad + x * weight_decay      (only when l2: Adam's weight decay)
+        m = m * beta1 + d * one_minus_beta1; v = v * beta2 + d * d * one_minus_beta2
+        param = x - m / bias1 * lr / ((v / bias2) ** 0.5 + eps)
+
+    All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("adam_step", param, grad, m, v)
+    device = param.device
+    if hasattr(device.mod, "adam_step"):
+        device.call("adam_step", param._operand(), grad._operand(), m._operand(), v._operand(),
+                    *[_hyper(s) for s in (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
+                                          weight_decay, decay)], bool(l2), bool(decoupled))
+        return
+    x = param * decay if decoupled else param
+    d: Any = grad + x * weight_decay if l2 else grad
+    m[()] = m * beta1 + d * one_minus_beta1
+    v[()] = v * beta2 + d * d * one_minus_beta2
+    param[()] = x - m / bias1 * lr / ((v / bias2) ** 0.5 + eps)

@@ -325,6 +325,8 @@ def prepare(name: str, args: tuple):
         batch = rest[0] if rest else 1
         return functools.partial(np.matmul, read(a).reshape(batch, m, n), read(b).reshape(batch, n, p),
                                  out=out_view(out, (batch, m, p)))
+    if name in _OPTIMIZER_LOOPS:
+        return _prepare_optimizer(name, args)
     if name in _REDUCE_UFUNC:
         a, out, reduce_size = args
         x, first = reduction_blocks(a, reduce_size)
@@ -332,3 +334,107 @@ def prepare(name: str, args: tuple):
         return functools.partial(_REDUCE_UFUNC[name].reduce, x, axis=tuple(range(first, x.ndim)), out=dest,
                                  dtype=dest.dtype)
     return None
+
+
+# --- fused optimizer updates (optional kernels of the interface: `OPTIONAL_KERNELS`) --------------
+#
+# One pass over a parameter, its gradient and its optimizer state doing, element by element,
+# exactly the float operations the optimizer's op-by-op update does (same order, each rounded
+# to the parameter's dtype: numba neither contracts a * b + c into an FMA nor reassociates
+# without fastmath, and its sqrt and division are IEEE's, like numpy's). The hyperparameters
+# are cast to the parameter's dtype first, as numpy casts a Python float next to a float32
+# array (NEP 50). So the bits are those of the op sequence.
+
+@numba.njit(cache=True, nogil=True)
+def _sgd_loop(p, g, u, lr, momentum, damping, weight_decay, l2, mode, nesterov):
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        if mode == 0:  # PyTorch's rule without momentum: no buffer
+            step = d
+        else:
+            w = d if mode == 1 else u[i] * momentum + d * damping
+            u[i] = w
+            step = d + w * momentum if nesterov else w
+        p[i] = x - step * lr
+
+
+@numba.njit(cache=True, nogil=True)
+def _adam_loop(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
+               weight_decay, decay, l2, decoupled):
+    for i in range(p.size):
+        x = p[i]
+        if decoupled:  # AdamW: theta * (1 - lr * weight_decay) first
+            x = x * decay
+        d = g[i]
+        if l2:  # Adam: weight decay added to the gradient
+            d = d + x * weight_decay
+        a = m[i] * beta1 + d * one_minus_beta1
+        b = v[i] * beta2 + d * d * one_minus_beta2
+        m[i] = a
+        v[i] = b
+        p[i] = x - a / bias1 * lr / (np.sqrt(b / bias2) + eps)
+
+
+def _flat_operands(operands):
+    """(flat arrays the loop works on, write-back pairs): a contiguous operand as a flat view,
+    any other as a contiguous copy written back after the loop (same values, another layout)."""
+    flat, back = [], []
+    for op in operands:
+        x = read(op)
+        if x.flags.c_contiguous:
+            flat.append(x.reshape(-1))
+        else:
+            copy = np.ascontiguousarray(x)
+            flat.append(copy.reshape(-1))
+            back.append((x, copy))
+    return flat, back
+
+
+def _typed(dtype, scalars):
+    kind = dtype.type
+    return [kind(s) for s in scalars]
+
+
+def sgd_step(param, grad, u, lr, momentum, damping, weight_decay, l2, mode, nesterov):
+    """SGD's update of one parameter in place (see `backend_ndarray.functions.sgd_step` for the
+    arguments); u is written unless mode is 0."""
+    (p, g, b), back = _flat_operands((param, grad, u))
+    _sgd_loop(p, g, b, *_typed(p.dtype, (lr, momentum, damping, weight_decay)), l2, mode, nesterov)
+    for dest, copy in back:
+        np.copyto(dest, copy)
+
+
+def adam_step(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
+              weight_decay, decay, l2, decoupled):
+    """Adam's (or AdamW's) update of one parameter and its moments in place (see
+    `backend_ndarray.functions.adam_step` for the arguments)."""
+    (p, g, a, b), back = _flat_operands((param, grad, m, v))
+    _adam_loop(p, g, a, b, *_typed(p.dtype, (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2,
+                                              eps, weight_decay, decay)), l2, decoupled)
+    for dest, copy in back:
+        np.copyto(dest, copy)
+
+
+_OPTIMIZER_LOOPS: dict = {"sgd_step": (_sgd_loop, 3, 4), "adam_step": (_adam_loop, 4, 10)}
+
+
+def _prepare_optimizer(name: str, args: tuple):
+    """A fused optimizer update over fixed buffers: the flat views made once, the
+    hyperparameters (HostScalars: lr, betas, bias corrections) read and cast at each run;
+    None unless every operand is contiguous."""
+    loop, arrays, scalars = _OPTIMIZER_LOOPS[name]
+    views = [read(a) for a in args[:arrays]]
+    if not all(x.flags.c_contiguous for x in views):
+        return None
+    flat = [x.reshape(-1) for x in views]
+    values, flags = args[arrays:arrays + scalars], args[arrays + scalars:]
+    kind = flat[0].dtype.type
+    if not any(isinstance(s, HostScalar) for s in values):
+        return functools.partial(loop, *flat, *[kind(s) for s in values], *flags)
+
+    def run():
+        loop(*flat, *[kind(s.value if isinstance(s, HostScalar) else s) for s in values], *flags)
+    return run

@@ -13,6 +13,12 @@ every group). Every number an update uses is a HostScalar underneath: setting
 (`ndl.compile`) as a runtime input, like the learning rate a scheduler sets. Only whether
 a term is there at all (momentum or weight decay zero or not) decides which operations
 run; a compiled step checks that before each replay and traces again when it changed.
+
+SGD, Adam and AdamW update each parameter with one fused call (`array_api.sgd_step`,
+`array_api.adam_step`: one numba loop per parameter on the cpu device, one recorded call in a
+compiled step) that gives the bits of their op-by-op update; `fused=False` (PyTorch's flag)
+runs the ops instead. A parameter whose gradient or state differs in dtype or shape takes the
+op-by-op update either way.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numbers
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, cast
 
 from .. import init, ops
-from ..autograd import Tensor, array_api, no_grad
+from ..autograd import Tensor, _note_write, array_api, no_grad
 from ..dtypes import HostScalar
 from ..nn.utils import clip_grad_norm_
 
@@ -400,6 +406,26 @@ class Optimizer:
             state = store[p] = init.zeros(*p.shape, device=p.device, dtype=p.dtype)
         return state
 
+    fused: Optional[bool] = None
+
+    def _fusable(self, p: Tensor, *stores: Dict[Tensor, Tensor]) -> bool:
+        """Whether p's update can run as one fused call (`array_api.sgd_step`/`adam_step`): fused
+        is not False, p is floating and its gradient and existing state have its shape and dtype
+        (anything else -- a float64 gradient of a float32 parameter, state loaded with another
+        dtype -- takes the op-by-op update, which promotes and casts as the ops do)."""
+        if self.fused is False:
+            return False
+        grad = cast(Tensor, p.grad)
+        dtype = array_api.dtype_name(p.dtype)
+        if dtype not in ("float32", "float64") or array_api.dtype_name(grad.dtype) != dtype or grad.shape != p.shape:
+            return False
+        for store in stores:
+            state = store.get(p)
+            if state is not None and (array_api.dtype_name(state.dtype) != dtype or state.shape != p.shape
+                                      or state.device != p.device):
+                return False
+        return True
+
     lr = _group_hyper("lr")
 
 
@@ -411,12 +437,17 @@ class SGD(Optimizer):
     `nesterov=True`. Then, as torch.optim.SGD: g = grad + weight_decay * theta;
     u = g on the first step, else u = momentum * u + (1 - dampening) * g; theta -= lr * u
     (Nesterov: theta -= lr * (g + momentum * u)).
+
+    fused (PyTorch's flag): None or True updates each parameter with one `array_api.sgd_step`
+    call, False with the ops (the same bits; PyTorch's first momentum step, a copy of g,
+    always takes the ops).
     """
 
     _per_param_state = ("u",)
 
     def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 dampening: Optional[float] = None, nesterov: bool = False):
+                 dampening: Optional[float] = None, nesterov: bool = False, *, fused: Optional[bool] = None):
+        self.fused = fused
         if nesterov and (not momentum or dampening not in (None, 0, 0.0)):
             raise ValueError("SGD: nesterov needs a momentum and zero dampening (PyTorch's rule: dampening=0)")
         if nesterov and dampening is None:
@@ -436,35 +467,64 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group, p, d in self._with_gradients():
-                s, terms = group.scalars, group.terms
-                if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
-                    p.copy_(p.data - d * s["lr"])
-                    continue
-                if "momentum" not in terms:  # the course's u = d
-                    u = self._state(self.u, p)
-                    u.copy_(d)
-                elif "torch_momentum" in terms and p not in self.u:
-                    u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
-                else:
-                    u = self._state(self.u, p)
-                    u.copy_(u * s["momentum"] + d * s["damping"])
-                step = d + u * s["momentum"] if "nesterov" in terms else u
-                p.copy_(p.data - step * s["lr"])
+            for group in self.param_groups:
+                terms = group.terms
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    first = "torch_momentum" in terms and "momentum" in terms and p not in self.u
+                    if not first and self._fusable(p, self.u):  # (PyTorch's first step copies the gradient)
+                        self._fused_step(group, p)
+                    else:
+                        self._step(group, p, self._grad(p, group))
+
+    def _fused_step(self, group: ParamGroup, p: Tensor) -> None:
+        """The update of `_step` as one `array_api.sgd_step` call (the same bits)."""
+        s, terms = group.scalars, group.terms
+        if "torch_momentum" in terms and "momentum" not in terms:
+            mode, u = 0, p  # no buffer (u is not touched)
+        else:
+            mode, u = (2 if "momentum" in terms else 1), self._state(self.u, p)
+        data, buffer = p.realize_cached_data(), u.realize_cached_data()
+        array_api.sgd_step(data, cast(Tensor, p.grad).realize_cached_data(), buffer, s["lr"], s["momentum"],
+                           s["damping"], s["weight_decay"], "weight_decay" in terms, mode, "nesterov" in terms)
+        _note_write(data)
+        _note_write(buffer)
+
+    def _step(self, group: ParamGroup, p: Tensor, d: Tensor) -> None:
+        """The op-by-op update of one parameter for the gradient `d` (weight decay included)."""
+        s, terms = group.scalars, group.terms
+        if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
+            p.copy_(p.data - d * s["lr"])
+            return
+        if "momentum" not in terms:  # the course's u = d
+            u = self._state(self.u, p)
+            u.copy_(d)
+        elif "torch_momentum" in terms and p not in self.u:
+            u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
+        else:
+            u = self._state(self.u, p)
+            u.copy_(u * s["momentum"] + d * s["damping"])
+        step = d + u * s["momentum"] if "nesterov" in terms else u
+        p.copy_(p.data - step * s["lr"])
 
 
 class Adam(Optimizer):
     """Adam with bias correction and L2-style weight decay (added to the gradient), the course's:
     m = b1 m + (1 - b1) d, v = b2 v + (1 - b2) d^2, theta -= lr m_hat / (sqrt(v_hat) + eps).
-    `betas=(b1, b2)` is PyTorch's spelling of beta1/beta2 (the course's defaults stay: lr 0.01)."""
+    `betas=(b1, b2)` is PyTorch's spelling of beta1/beta2 (the course's defaults stay: lr 0.01).
+    fused (PyTorch's flag): None or True updates each parameter with one `array_api.adam_step`
+    call, False with the ops (the same bits)."""
 
     _per_param_state = ("m", "v")
     _scalar_state = ("t",)
 
     def __init__(self, params: Iterable, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, betas: Optional[tuple] = None):
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, betas: Optional[tuple] = None,
+                 fused: Optional[bool] = None):
         if betas is not None:
             beta1, beta2 = _betas(type(self).__name__, betas)
+        self.fused = fused
         self.t = 0
         super().__init__(params, dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay))
         self.m: Dict[Tensor, Tensor] = {}
@@ -497,7 +557,22 @@ class Adam(Optimizer):
     def _update(self, group: ParamGroup) -> None:
         for p in group["params"]:
             if p.grad is not None:
-                self._adam(p, self._grad(p, group), group.scalars)
+                if self._fusable(p, self.m, self.v):
+                    self._fused_adam(p, group, l2="weight_decay" in group.terms, decoupled=False)
+                else:
+                    self._adam(p, self._grad(p, group), group.scalars)
+
+    def _fused_adam(self, p: Tensor, group: ParamGroup, l2: bool, decoupled: bool) -> None:
+        """`_adam` (after AdamW's decay when decoupled, with Adam's weight decay added to the
+        gradient when l2) as one `array_api.adam_step` call: the same bits."""
+        s = group.scalars
+        m, v = self._state(self.m, p), self._state(self.v, p)
+        data, m_data, v_data = p.realize_cached_data(), m.realize_cached_data(), v.realize_cached_data()
+        array_api.adam_step(data, cast(Tensor, p.grad).realize_cached_data(), m_data, v_data, s["lr"], s["beta1"],
+                            s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["bias1"], s["bias2"], s["eps"],
+                            s["weight_decay"], s.get("decay", 1.0), l2, decoupled)
+        for written in (data, m_data, v_data):
+            _note_write(written)
 
     def _adam(self, p: Tensor, d: Tensor, s: Dict[str, HostScalar]) -> None:
         """The moments and the step of one parameter for the gradient `d`."""
@@ -519,8 +594,10 @@ class AdamW(Adam):
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.01, *, betas: Optional[tuple] = None):
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, betas=betas)
+                 eps: float = 1e-8, weight_decay: float = 0.01, *, betas: Optional[tuple] = None,
+                 fused: Optional[bool] = None):
+        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, betas=betas,
+                         fused=fused)
 
     @property
     def decoupled_weight_decay(self) -> float:
@@ -530,13 +607,19 @@ class AdamW(Adam):
         return dict(super()._runtime_scalars(group), decay=1 - group["lr"] * group["weight_decay"])
 
     def _update(self, group: ParamGroup) -> None:
-        if "weight_decay" in group.terms:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.copy_(p.data * group.scalars["decay"])
+        decoupled = "weight_decay" in group.terms
+        rest = []
         for p in group["params"]:
-            if p.grad is not None:  # decoupled: the decay is not added to the gradient
-                self._adam(p, p.grad.data, group.scalars)
+            if p.grad is not None:
+                if self._fusable(p, self.m, self.v):
+                    self._fused_adam(p, group, l2=False, decoupled=decoupled)
+                else:
+                    rest.append(p)
+        if decoupled:
+            for p in rest:
+                p.copy_(p.data * group.scalars["decay"])
+        for p in rest:  # decoupled: the decay is not added to the gradient
+            self._adam(p, cast(Tensor, p.grad).data, group.scalars)
 
 
 class RMSprop(Optimizer):

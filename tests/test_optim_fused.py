@@ -1,0 +1,230 @@
+"""The optimizers' fused updates (`array_api.sgd_step` / `adam_step`, one kernel call per
+parameter on the cpu device) against the op-by-op update they replace (`fused=False`):
+the same bits for parameters and state, eager and compiled, on every device we run here.
+
+The op-by-op path is the reference because the course's tests compare its values; that it
+is right is checked elsewhere (tests/test_optim.py against numpy formulas,
+tests/test_optim_pytorch.py against torch.optim, both now running the fused path)."""
+import numpy as np
+import pytest
+
+import needle as ndl
+import needle.nn as nn
+import needle.optim as optim
+from needle import array_api
+
+DEVICES = [ndl.cpu(), ndl.cpu_numpy()]
+
+CONFIGS = [
+    (optim.SGD, dict(lr=0.1)),
+    (optim.SGD, dict(lr=0.1, momentum=0.9)),
+    (optim.SGD, dict(lr=0.1, weight_decay=0.01)),
+    (optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+    (optim.SGD, dict(lr=0.1, dampening=0.0)),  # PyTorch's rule without momentum: no buffer
+    (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.01)),  # PyTorch's momentum
+    (optim.SGD, dict(lr=0.1, momentum=0.8, dampening=0.3)),
+    (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05)),
+    (optim.Adam, dict(lr=0.01)),
+    (optim.Adam, dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.99), eps=1e-6)),
+    (optim.AdamW, dict(lr=0.01)),
+    (optim.AdamW, dict(lr=0.01, weight_decay=0.0)),
+]
+IDS = ["sgd", "sgd-momentum", "sgd-wd", "sgd-momentum-wd", "sgd-torch", "sgd-torch-momentum-wd",
+       "sgd-dampening", "sgd-nesterov-wd", "adam", "adam-wd", "adamw", "adamw-no-wd"]
+
+
+def make_model(dtype, device, seed=0):
+    np.random.seed(seed)
+    return nn.Sequential(nn.Linear(5, 7, dtype=dtype, device=device), nn.ReLU(),
+                         nn.Linear(7, 3, dtype=dtype, device=device))
+
+
+def batch(dtype, device, seed=1):
+    rng = np.random.RandomState(seed)
+    x = ndl.Tensor(rng.randn(12, 5), dtype=dtype, device=device, requires_grad=False)
+    y = ndl.Tensor(rng.randint(0, 3, size=12), dtype="int64", device=device, requires_grad=False)
+    return x, y
+
+
+def train_step(model, opt, x, y):
+    opt.reset_grad()
+    loss = nn.SoftmaxLoss()(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def state_of(opt):
+    """Every per-parameter state tensor of the optimizer, as numpy arrays in parameter order."""
+    out = []
+    for name in type(opt)._per_param_state:
+        store = getattr(opt, name)
+        out += [store[p].numpy() for p in opt.params if p in store]
+    return out
+
+
+def assert_bits(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8))  # bits
+
+
+def trained(cls, kw, fused, dtype, device, steps=5):
+    model = make_model(dtype, device)
+    opt = cls(model.parameters(), fused=fused, **kw)
+    x, y = batch(dtype, device)
+    for _ in range(steps):
+        train_step(model, opt, x, y)
+    return [p.numpy() for p in model.parameters()], state_of(opt), opt
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls, kw", CONFIGS, ids=IDS)
+def test_fused_update_gives_the_op_by_op_bits(cls, kw, dtype, device):
+    params, state, opt = trained(cls, kw, None, dtype, device)
+    params_ref, state_ref, opt_ref = trained(cls, kw, False, dtype, device)
+    assert_bits(params, params_ref)
+    assert_bits(state, state_ref)
+    assert getattr(opt, "t", None) == getattr(opt_ref, "t", None)
+    assert len(state) == len(state_ref) == len(opt.params) * len(type(opt)._per_param_state) - (
+        len(opt.params) if kw.get("dampening") == 0.0 and not kw.get("momentum") else 0)
+
+
+@pytest.mark.parametrize("cls, kw", CONFIGS, ids=IDS)
+def test_the_cpu_update_is_one_kernel_call_per_parameter(cls, kw, monkeypatch):
+    """The fused path is the one taken by default (and fused=False takes the ops)."""
+    device = ndl.cpu()
+    name = "adam_step" if issubclass(cls, optim.Adam) else "sgd_step"
+    kernel = getattr(device, name)
+    calls = []
+    monkeypatch.setattr(device, name, lambda *args: calls.append(args) or kernel(*args))
+    for fused, expected in [(None, 1), (True, 1), (False, 0)]:
+        calls.clear()
+        model = make_model("float32", device)
+        opt = cls(model.parameters(), fused=fused, **kw)
+        x, y = batch("float32", device)
+        for _ in range(3):
+            train_step(model, opt, x, y)
+        group = opt.param_groups[0]
+        first_step_copies = group.get("momentum") and group.get("dampening") is not None  # PyTorch's u = g first
+        steps = 2 if first_step_copies else 3
+        assert len(calls) == expected * steps * len(opt.params)
+
+
+@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[7], CONFIGS[9], CONFIGS[10]],
+                         ids=["sgd-momentum-wd", "sgd-nesterov-wd", "adam-wd", "adamw"])
+def test_non_contiguous_parameters_and_gradients(cls, kw):
+    """A parameter whose data is a transposed view and a gradient that is a strided view are
+    read and written in place through their views."""
+    def run(fused):
+        rng = np.random.RandomState(0)
+        base = ndl.Tensor(rng.randn(4, 6), requires_grad=False)
+        p = nn.Parameter(ndl.Tensor(rng.randn(6, 4)))
+        p.data = base.transpose()  # (6, 4), a view of base's buffer
+        q = nn.Parameter(ndl.Tensor(rng.randn(3, 5)))
+        opt = cls([p, q], fused=fused, **kw)
+        assert not p.realize_cached_data().is_compact()
+        for _ in range(4):
+            gp = ndl.Tensor(rng.randn(4, 6), requires_grad=False).transpose()  # strided
+            gq = ndl.Tensor(rng.randn(3, 10), requires_grad=False)[:, ::2]  # strided slice
+            assert not gp.realize_cached_data().is_compact() and not gq.realize_cached_data().is_compact()
+            p.grad, q.grad = gp, gq
+            opt.step()
+        return [p.numpy(), q.numpy(), base.numpy()], state_of(opt)
+
+    (params, state), (params_ref, state_ref) = run(None), run(False)
+    assert_bits(params, params_ref)
+    assert_bits(state, state_ref)
+    np.testing.assert_array_equal(params[2].T, params[0])  # written through the view, into base
+
+
+@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[9], CONFIGS[10]], ids=["sgd", "adam", "adamw"])
+def test_parameters_without_gradients_and_of_other_dtypes(cls, kw):
+    """A parameter without a gradient is left alone (no state made); a float32 parameter with a
+    float64 gradient takes the op-by-op update (promotion and cast as the ops do); float64 beside
+    float32 in one group."""
+    def run(fused):
+        rng = np.random.RandomState(0)
+        a = nn.Parameter(ndl.Tensor(rng.randn(3, 4), dtype="float32"))
+        b = nn.Parameter(ndl.Tensor(rng.randn(5), dtype="float64"))
+        c = nn.Parameter(ndl.Tensor(rng.randn(2, 2), dtype="float32"))
+        idle = nn.Parameter(ndl.Tensor(rng.randn(3), dtype="float32"))
+        before = idle.numpy()
+        opt = cls([a, b, c, idle], fused=fused, **kw)
+        for _ in range(3):
+            a.grad = ndl.Tensor(rng.randn(3, 4), dtype="float32", requires_grad=False)
+            b.grad = ndl.Tensor(rng.randn(5), dtype="float64", requires_grad=False)
+            c.grad = ndl.Tensor(rng.randn(2, 2), dtype="float64", requires_grad=False)
+            opt.step()
+        assert all(idle not in getattr(opt, name) for name in type(opt)._per_param_state)
+        np.testing.assert_array_equal(idle.numpy(), before)
+        return [a.numpy(), b.numpy(), c.numpy(), idle.numpy()], state_of(opt)
+
+    (params, state), (params_ref, state_ref) = run(None), run(False)
+    assert [p.dtype for p in params] == [np.float32, np.float64, np.float32, np.float32]
+    assert_bits(params, params_ref)
+    assert_bits(state, state_ref)
+
+
+def test_a_step_after_reading_a_parameter_into_the_graph_is_refused_at_backward():
+    """The fused update stamps the parameter as written in place, as copy_ did: a graph built
+    before the step that needs the old value refuses its backward instead of using the new one."""
+    p = nn.Parameter(ndl.Tensor(np.ones((2, 2), np.float32)))
+    opt = optim.Adam([p])
+    y = (p * p).sum()
+    p.grad = ndl.Tensor(np.ones((2, 2), np.float32), requires_grad=False)
+    opt.step()
+    with pytest.raises(RuntimeError, match="changed by an in-place operation"):
+        y.backward()
+
+
+@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[5], CONFIGS[7], CONFIGS[9], CONFIGS[10], CONFIGS[11]],
+                         ids=["sgd-momentum-wd", "sgd-torch-momentum-wd", "sgd-nesterov-wd", "adam-wd", "adamw",
+                              "adamw-no-wd"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_compiled_step_records_one_call_per_parameter_and_gives_the_eager_bits(cls, kw, dtype):
+    """Compiled with the fused update vs eager op by op: the same parameters and state, with the
+    learning rate and betas/momentum changed between replays through param_groups (HostScalars
+    read at each replay, no new trace)."""
+    device = ndl.cpu()
+    models = [make_model(dtype, device) for _ in range(2)]
+    opts = [cls(models[0].parameters(), **kw), cls(models[1].parameters(), fused=False, **kw)]
+    x, y = batch(dtype, device)
+    step = ndl.compile(lambda x, y: train_step(models[0], opts[0], x, y), max_traces=1)
+    for i in range(6):
+        if i >= 3:
+            for opt in opts:
+                for group in opt.param_groups:
+                    group["lr"] = kw["lr"] * (i - 1)
+                    if "betas" in group:
+                        group["betas"] = (0.9 - 0.05 * i, 0.999 - 0.001 * i)
+                    else:
+                        group["momentum"] = 0.9 - 0.1 * (i - 2)
+        loss = step(x, y)
+        loss_ref = train_step(models[1], opts[1], x, y)
+        assert_bits([loss.numpy()], [loss_ref.numpy()])
+        assert_bits([p.numpy() for p in models[0].parameters()], [p.numpy() for p in models[1].parameters()])
+        assert_bits(state_of(opts[0]), state_of(opts[1]))
+    name = "adam_step" if issubclass(cls, optim.Adam) else "sgd_step"
+    calls = [c.name for c in step.programs[0].calls]
+    assert calls.count(name) == len(opts[0].params)
+
+
+@pytest.mark.parametrize("function, arrays", [
+    ("sgd_step", 3), ("adam_step", 4),
+])
+def test_the_array_functions_refuse_mismatched_arrays(function, arrays):
+    fn = getattr(array_api, function)
+    scalars = [0.1] * (4 if function == "sgd_step" else 10)
+    flags = [False, 2, False] if function == "sgd_step" else [False, False]
+    good = [array_api.zeros((2, 3)) for _ in range(arrays)]
+    with pytest.raises(ValueError, match=r"grad has shape \(3, 2\) and dtype float32, the parameter \(2, 3\)"):
+        fn(good[0], array_api.zeros((3, 2)), *good[2:], *scalars, *flags)
+    with pytest.raises(ValueError, match="state has shape .* dtype float64"):
+        fn(*good[:2], array_api.zeros((2, 3), dtype="float64"), *good[3:], *scalars, *flags)
+    with pytest.raises(ValueError, match="parameter must be float32 or float64, got int64"):
+        fn(*[array_api.zeros((2, 3), dtype="int64") for _ in range(arrays)], *scalars, *flags)
+    with pytest.raises(ValueError, match="different devices"):
+        fn(*good[:-1], array_api.zeros((2, 3), device=ndl.cpu_numpy()), *scalars, *flags)
