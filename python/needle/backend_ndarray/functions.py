@@ -467,24 +467,27 @@ Hyper = Any  # a Python float, or a HostScalar (a compiled step reads it at each
 
 def _check_update(what: str, param: NDArray, *others: NDArray) -> None:
     """ValueError unless the parameter is floating and every other array (gradient, state) has
-    its shape, dtype and device."""
-    if param.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{what}: the parameter must be float32 or float64, got {param.dtype}")
+    its shape, dtype and device; TypeError for a non-NDArray."""
+    shape, dtype, device = param._shape, param.dtype, param._device
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{what}: the parameter must be float32 or float64, got {dtype}")
     for name, a in zip(("grad", "state", "state"), others):
+        if type(a) is NDArray and a._shape == shape and a.dtype == dtype and a._device is device:
+            continue
         if not isinstance(a, NDArray):
             raise TypeError(f"{what}: {name} must be an NDArray, got {type(a).__name__}")
-        if a.shape != param.shape or a.dtype != param.dtype:
+        if a.shape != shape or a.dtype != dtype:
             raise ValueError(f"{what}: {name} has shape {a.shape} and dtype {a.dtype}, the parameter "
-                             f"{param.shape} and {param.dtype}")
+                             f"{shape} and {dtype}")
         _check_same_device(param, a, what)
 
 
-def _hyper(value: Hyper) -> Hyper:
-    """A hyperparameter as a kernel takes it: a HostScalar while recording (read at each replay),
-    else its value."""
-    if isinstance(value, HostScalar) and not is_recording():
-        return value.value
-    return value
+def _hypers(values: tuple) -> list:
+    """Hyperparameters as a kernel takes them: HostScalars while recording (read at each replay),
+    else their values."""
+    if is_recording():
+        return list(values)
+    return [v.value if isinstance(v, HostScalar) else v for v in values]
 
 
 def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,
@@ -503,8 +506,8 @@ def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyp
     _check_update("sgd_step", param, grad, u)
     device = param.device
     if hasattr(device.mod, "sgd_step"):
-        device.call("sgd_step", param._operand(), grad._operand(), u._operand(), _hyper(lr), _hyper(momentum),
-                    _hyper(damping), _hyper(weight_decay), bool(l2), int(mode), bool(nesterov))
+        device.call("sgd_step", param._operand(), grad._operand(), u._operand(),
+                    *_hypers((lr, momentum, damping, weight_decay)), bool(l2), int(mode), bool(nesterov))
         return
     d = grad + param * weight_decay if l2 else grad
     if mode == 0:
@@ -533,8 +536,8 @@ def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, 
     device = param.device
     if hasattr(device.mod, "adam_step"):
         device.call("adam_step", param._operand(), grad._operand(), m._operand(), v._operand(),
-                    *[_hyper(s) for s in (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
-                                          weight_decay, decay)], bool(l2), bool(decoupled))
+                    *_hypers((lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay,
+                              decay)), bool(l2), bool(decoupled))
         return
     x = param * decay if decoupled else param
     d: Any = grad + x * weight_decay if l2 else grad

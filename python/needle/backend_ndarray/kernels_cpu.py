@@ -12,6 +12,7 @@ launch: the same numpy call with its views built once, since a replay always see
 same buffers.
 """
 import functools
+import math
 
 import numba
 import numpy as np
@@ -342,11 +343,13 @@ def prepare(name: str, args: tuple):
 # exactly the float operations the optimizer's op-by-op update does (same order, each rounded
 # to the parameter's dtype: numba neither contracts a * b + c into an FMA nor reassociates
 # without fastmath, and its sqrt and division are IEEE's, like numpy's). The hyperparameters
-# are cast to the parameter's dtype first, as numpy casts a Python float next to a float32
-# array (NEP 50). So the bits are those of the op sequence.
+# reach the loop as one small array of the parameter's dtype (`h`): each Python float rounded
+# to that dtype, as numpy rounds a Python float next to a float32 array (NEP 50). So the bits
+# are those of the op sequence.
 
 @numba.njit(cache=True, nogil=True)
-def _sgd_loop(p, g, u, lr, momentum, damping, weight_decay, l2, mode, nesterov):
+def _sgd_loop(p, g, u, h, l2, mode, nesterov):
+    lr, momentum, damping, weight_decay = h[0], h[1], h[2], h[3]
     for i in range(p.size):
         x = p[i]
         d = g[i]
@@ -362,8 +365,9 @@ def _sgd_loop(p, g, u, lr, momentum, damping, weight_decay, l2, mode, nesterov):
 
 
 @numba.njit(cache=True, nogil=True)
-def _adam_loop(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
-               weight_decay, decay, l2, decoupled):
+def _adam_loop(p, g, m, v, h, l2, decoupled):
+    lr, beta1, beta2, one_minus_beta1, one_minus_beta2 = h[0], h[1], h[2], h[3], h[4]
+    bias1, bias2, eps, weight_decay, decay = h[5], h[6], h[7], h[8], h[9]
     for i in range(p.size):
         x = p[i]
         if decoupled:  # AdamW: theta * (1 - lr * weight_decay) first
@@ -383,6 +387,10 @@ def _flat_operands(operands):
     any other as a contiguous copy written back after the loop (same values, another layout)."""
     flat, back = [], []
     for op in operands:
+        handle, shape, strides, offset = op
+        if strides is None:  # compact: its elements from offset on, in order
+            flat.append(handle.array[offset:offset + math.prod(shape)])
+            continue
         x = read(op)
         if x.flags.c_contiguous:
             flat.append(x.reshape(-1))
@@ -393,29 +401,25 @@ def _flat_operands(operands):
     return flat, back
 
 
-def _typed(dtype, scalars):
-    kind = dtype.type
-    return [kind(s) for s in scalars]
+def _run_update(loop, operands, scalars, flags) -> None:
+    arrays, back = _flat_operands(operands)
+    loop(*arrays, np.array(scalars, dtype=arrays[0].dtype), *flags)
+    for dest, copy in back:
+        np.copyto(dest, copy)
 
 
 def sgd_step(param, grad, u, lr, momentum, damping, weight_decay, l2, mode, nesterov):
     """SGD's update of one parameter in place (see `backend_ndarray.functions.sgd_step` for the
     arguments); u is written unless mode is 0."""
-    (p, g, b), back = _flat_operands((param, grad, u))
-    _sgd_loop(p, g, b, *_typed(p.dtype, (lr, momentum, damping, weight_decay)), l2, mode, nesterov)
-    for dest, copy in back:
-        np.copyto(dest, copy)
+    _run_update(_sgd_loop, (param, grad, u), (lr, momentum, damping, weight_decay), (l2, mode, nesterov))
 
 
 def adam_step(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
               weight_decay, decay, l2, decoupled):
     """Adam's (or AdamW's) update of one parameter and its moments in place (see
     `backend_ndarray.functions.adam_step` for the arguments)."""
-    (p, g, a, b), back = _flat_operands((param, grad, m, v))
-    _adam_loop(p, g, a, b, *_typed(p.dtype, (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2,
-                                              eps, weight_decay, decay)), l2, decoupled)
-    for dest, copy in back:
-        np.copyto(dest, copy)
+    _run_update(_adam_loop, (param, grad, m, v), (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2,
+                                                  eps, weight_decay, decay), (l2, decoupled))
 
 
 _OPTIMIZER_LOOPS: dict = {"sgd_step": (_sgd_loop, 3, 4), "adam_step": (_adam_loop, 4, 10)}
@@ -423,7 +427,7 @@ _OPTIMIZER_LOOPS: dict = {"sgd_step": (_sgd_loop, 3, 4), "adam_step": (_adam_loo
 
 def _prepare_optimizer(name: str, args: tuple):
     """A fused optimizer update over fixed buffers: the flat views made once, the
-    hyperparameters (HostScalars: lr, betas, bias corrections) read and cast at each run;
+    hyperparameters (HostScalars: lr, betas, bias corrections) read and rounded at each run;
     None unless every operand is contiguous."""
     loop, arrays, scalars = _OPTIMIZER_LOOPS[name]
     views = [read(a) for a in args[:arrays]]
@@ -431,10 +435,12 @@ def _prepare_optimizer(name: str, args: tuple):
         return None
     flat = [x.reshape(-1) for x in views]
     values, flags = args[arrays:arrays + scalars], args[arrays + scalars:]
-    kind = flat[0].dtype.type
+    dtype = flat[0].dtype
     if not any(isinstance(s, HostScalar) for s in values):
-        return functools.partial(loop, *flat, *[kind(s) for s in values], *flags)
+        return functools.partial(loop, *flat, np.array(values, dtype=dtype), *flags)
+    h = np.empty(scalars, dtype=dtype)
 
     def run():
-        loop(*flat, *[kind(s.value if isinstance(s, HostScalar) else s) for s in values], *flags)
+        h[:] = [s.value if isinstance(s, HostScalar) else s for s in values]
+        loop(*flat, h, *flags)
     return run

@@ -42,6 +42,7 @@ _RANGES: Dict[str, Tuple[float, float, bool]] = {
 }
 # hyperparameters that are True or False; the true ones are terms (they decide what an update runs)
 _FLAGS = ("nesterov", "centered")
+_FLOATS = ("float32", "float64")  # the dtypes of parameters the fused updates take
 
 
 class ParamGroup(dict):
@@ -408,23 +409,30 @@ class Optimizer:
 
     fused: Optional[bool] = None
 
-    def _fusable(self, p: Tensor, *stores: Dict[Tensor, Tensor]) -> bool:
-        """Whether p's update can run as one fused call (`array_api.sgd_step`/`adam_step`): fused
-        is not False, p is floating and its gradient and existing state have its shape and dtype
-        (anything else -- a float64 gradient of a float32 parameter, state loaded with another
-        dtype -- takes the op-by-op update, which promotes and casts as the ops do)."""
+    def _fused_arrays(self, p: Tensor, *stores: Dict[Tensor, Tensor]) -> Optional[list]:
+        """[p's array, its gradient's, its state's from each store (made as zeros when missing)]
+        for one fused call (`array_api.sgd_step`/`adam_step`), or None: when fused is False, or
+        p is not floating, or its gradient or existing state differs in dtype or shape (a float64
+        gradient of a float32 parameter, state loaded with another dtype: the op-by-op update
+        then promotes and casts as the ops do)."""
         if self.fused is False:
-            return False
-        grad = cast(Tensor, p.grad)
-        dtype = array_api.dtype_name(p.dtype)
-        if dtype not in ("float32", "float64") or array_api.dtype_name(grad.dtype) != dtype or grad.shape != p.shape:
-            return False
+            return None
+        data = p.realize_cached_data()
+        grad = cast(Tensor, p.grad).realize_cached_data()
+        dtype, shape = data.dtype, data.shape
+        if grad.dtype != dtype or grad.shape != shape or array_api.dtype_name(dtype) not in _FLOATS:
+            return None
+        arrays = [data, grad]
         for store in stores:
             state = store.get(p)
-            if state is not None and (array_api.dtype_name(state.dtype) != dtype or state.shape != p.shape
-                                      or state.device != p.device):
-                return False
-        return True
+            if state is None:
+                arrays.append(self._state(store, p).realize_cached_data())
+                continue
+            array = state.realize_cached_data()
+            if array.dtype != dtype or array.shape != shape:
+                return None
+            arrays.append(array)
+        return arrays
 
     lr = _group_hyper("lr")
 
@@ -472,24 +480,33 @@ class SGD(Optimizer):
                 for p in group["params"]:
                     if p.grad is None:
                         continue
+                    # (PyTorch's first momentum step copies the gradient: the ops do that)
                     first = "torch_momentum" in terms and "momentum" in terms and p not in self.u
-                    if not first and self._fusable(p, self.u):  # (PyTorch's first step copies the gradient)
-                        self._fused_step(group, p)
-                    else:
+                    arrays = None
+                    if not first:
+                        no_buffer = "torch_momentum" in terms and "momentum" not in terms
+                        arrays = self._fused_arrays(p) if no_buffer else self._fused_arrays(p, self.u)
+                    if arrays is None:
                         self._step(group, p, self._grad(p, group))
+                    else:
+                        self._fused_step(group, arrays)
 
-    def _fused_step(self, group: ParamGroup, p: Tensor) -> None:
-        """The update of `_step` as one `array_api.sgd_step` call (the same bits)."""
+    @staticmethod
+    def _fused_step(group: ParamGroup, arrays: list) -> None:
+        """The update of `_step` as one `array_api.sgd_step` call on [param, grad(, u)] (the same
+        bits); without a buffer (PyTorch's rule, no momentum) u is the parameter, untouched."""
         s, terms = group.scalars, group.terms
-        if "torch_momentum" in terms and "momentum" not in terms:
-            mode, u = 0, p  # no buffer (u is not touched)
+        if len(arrays) == 2:
+            data, grad = arrays
+            buffer, mode = data, 0
         else:
-            mode, u = (2 if "momentum" in terms else 1), self._state(self.u, p)
-        data, buffer = p.realize_cached_data(), u.realize_cached_data()
-        array_api.sgd_step(data, cast(Tensor, p.grad).realize_cached_data(), buffer, s["lr"], s["momentum"],
-                           s["damping"], s["weight_decay"], "weight_decay" in terms, mode, "nesterov" in terms)
+            data, grad, buffer = arrays
+            mode = 2 if "momentum" in terms else 1
+        array_api.sgd_step(data, grad, buffer, s["lr"], s["momentum"], s["damping"], s["weight_decay"],
+                           "weight_decay" in terms, mode, "nesterov" in terms)
         _note_write(data)
-        _note_write(buffer)
+        if mode:
+            _note_write(buffer)
 
     def _step(self, group: ParamGroup, p: Tensor, d: Tensor) -> None:
         """The op-by-op update of one parameter for the gradient `d` (weight decay included)."""
@@ -557,21 +574,22 @@ class Adam(Optimizer):
     def _update(self, group: ParamGroup) -> None:
         for p in group["params"]:
             if p.grad is not None:
-                if self._fusable(p, self.m, self.v):
-                    self._fused_adam(p, group, l2="weight_decay" in group.terms, decoupled=False)
-                else:
+                arrays = self._fused_arrays(p, self.m, self.v)
+                if arrays is None:
                     self._adam(p, self._grad(p, group), group.scalars)
+                else:
+                    self._fused_adam(group, arrays, l2="weight_decay" in group.terms, decoupled=False)
 
-    def _fused_adam(self, p: Tensor, group: ParamGroup, l2: bool, decoupled: bool) -> None:
-        """`_adam` (after AdamW's decay when decoupled, with Adam's weight decay added to the
-        gradient when l2) as one `array_api.adam_step` call: the same bits."""
+    @staticmethod
+    def _fused_adam(group: ParamGroup, arrays: list, l2: bool, decoupled: bool) -> None:
+        """`_adam` on [param, grad, m, v] (after AdamW's decay when decoupled, with Adam's weight
+        decay added to the gradient when l2) as one `array_api.adam_step` call: the same bits."""
         s = group.scalars
-        m, v = self._state(self.m, p), self._state(self.v, p)
-        data, m_data, v_data = p.realize_cached_data(), m.realize_cached_data(), v.realize_cached_data()
-        array_api.adam_step(data, cast(Tensor, p.grad).realize_cached_data(), m_data, v_data, s["lr"], s["beta1"],
-                            s["beta2"], s["one_minus_beta1"], s["one_minus_beta2"], s["bias1"], s["bias2"], s["eps"],
-                            s["weight_decay"], s.get("decay", 1.0), l2, decoupled)
-        for written in (data, m_data, v_data):
+        data, grad, m, v = arrays
+        array_api.adam_step(data, grad, m, v, s["lr"], s["beta1"], s["beta2"], s["one_minus_beta1"],
+                            s["one_minus_beta2"], s["bias1"], s["bias2"], s["eps"], s["weight_decay"],
+                            s.get("decay", 1.0), l2, decoupled)
+        for written in (data, m, v):
             _note_write(written)
 
     def _adam(self, p: Tensor, d: Tensor, s: Dict[str, HostScalar]) -> None:
@@ -611,10 +629,11 @@ class AdamW(Adam):
         rest = []
         for p in group["params"]:
             if p.grad is not None:
-                if self._fusable(p, self.m, self.v):
-                    self._fused_adam(p, group, l2=False, decoupled=decoupled)
-                else:
+                arrays = self._fused_arrays(p, self.m, self.v)
+                if arrays is None:
                     rest.append(p)
+                else:
+                    self._fused_adam(group, arrays, l2=False, decoupled=decoupled)
         if decoupled:
             for p in rest:
                 p.copy_(p.data * group.scalars["decay"])
