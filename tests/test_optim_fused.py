@@ -228,3 +228,67 @@ def test_the_array_functions_refuse_mismatched_arrays(function, arrays):
         fn(*[array_api.zeros((2, 3), dtype="int64") for _ in range(arrays)], *scalars, *flags)
     with pytest.raises(ValueError, match="different devices"):
         fn(*good[:-1], array_api.zeros((2, 3), device=ndl.cpu_numpy()), *scalars, *flags)
+
+
+# --- a compiled step on two threads: large updates run as element blocks, same bits -------------------
+
+def _update_args(name, size, dtype, seed):
+    from needle.backend_ndarray.host_buffer import Array
+
+    rng = np.random.RandomState(seed)
+    count = 4 if name == "adam_step" else 3
+    arrays = [rng.randn(size).astype(dtype) for _ in range(count)]
+    arrays[-1] = np.abs(arrays[-1])  # Adam's v is a mean of squares
+    operands = tuple((Array.wrap(a), (size // 8, 8), None, 0) for a in arrays)
+    if name == "adam_step":
+        return operands + (0.01, 0.9, 0.999, 0.1, 0.001, 0.19, 0.002997, 1e-8, 0.1, 0.999, True, False)
+    return operands + (0.1, 0.9, 0.1, 0.01, True, 2, True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["sgd_step", "adam_step"])
+def test_a_large_update_splits_into_blocks_with_the_whole_calls_bits(name, dtype, monkeypatch):
+    from needle.backend_ndarray import kernels_cpu
+    from needle.compile import parallel_cpu
+
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "2")
+    size = parallel_cpu.MIN_ELEMENTS * 2
+    whole, split = _update_args(name, size, dtype, 0), _update_args(name, size, dtype, 0)
+    getattr(kernels_cpu, name)(*whole)
+    launch = parallel_cpu.split(name, getattr(kernels_cpu, name), split, kernels_cpu.prepare)
+    assert launch is not None
+    launch()
+    for a, b in zip(whole, split):
+        if isinstance(a, tuple):
+            assert a[0].array.tobytes() == b[0].array.tobytes()
+    # one buffer passed as two operands through views at different offsets is never split: a
+    # block would read elements another block writes
+    from needle.backend_ndarray.host_buffer import Array
+
+    shared = Array.wrap(np.zeros(size + 8, dtype))
+    clash = ((shared, split[0][1], None, 0), split[1], (shared, split[0][1], None, 8)) + split[3:]
+    assert parallel_cpu.split(name, getattr(kernels_cpu, name), clash, kernels_cpu.prepare) is None
+    clash = ((shared, split[0][1], None, 0), split[1], (shared, split[0][1], None, 0)) + split[3:]
+    assert parallel_cpu.split(name, getattr(kernels_cpu, name), clash, kernels_cpu.prepare) is not None
+
+
+@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[9], CONFIGS[10]], ids=["sgd", "adam", "adamw"])
+def test_a_compiled_step_on_two_threads_with_a_large_parameter(cls, kw, monkeypatch):
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "2")
+    device = ndl.cpu()
+
+    def build():
+        np.random.seed(0)
+        return nn.Sequential(nn.Linear(600, 512, device=device), nn.ReLU(), nn.Linear(512, 3, device=device))
+
+    models = [build(), build()]
+    opts = [cls(models[0].parameters(), **kw), cls(models[1].parameters(), fused=False, **kw)]
+    rng = np.random.RandomState(1)
+    x = ndl.Tensor(rng.randn(4, 600), device=device, requires_grad=False)
+    y = ndl.Tensor(rng.randint(0, 3, size=4), dtype="int64", device=device, requires_grad=False)
+    step = ndl.compile(lambda x, y: train_step(models[0], opts[0], x, y))
+    for _ in range(4):
+        step(x, y)
+        train_step(models[1], opts[1], x, y)
+        assert_bits([p.numpy() for p in models[0].parameters()], [p.numpy() for p in models[1].parameters()])
+        assert_bits(state_of(opts[0]), state_of(opts[1]))
