@@ -292,3 +292,31 @@ def test_a_compiled_step_on_two_threads_with_a_large_parameter(cls, kw, monkeypa
         train_step(models[1], opts[1], x, y)
         assert_bits([p.numpy() for p in models[0].parameters()], [p.numpy() for p in models[1].parameters()])
         assert_bits(state_of(opts[0]), state_of(opts[1]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_zero_over_zero_gives_nan_as_the_ops_do(dtype):
+    """Adam with eps=0 and a gradient that is zero in places: 0 / (sqrt(0) + 0) is nan in numpy's
+    arithmetic, and in the fused loop too (not a ZeroDivisionError); SGD with an infinite
+    gradient gives inf the same way."""
+    def run(fused):
+        p = nn.Parameter(ndl.Tensor(np.array([1.0, 2.0, 3.0, 4.0]), dtype=dtype))
+        q = nn.Parameter(ndl.Tensor(np.array([1.0, 2.0, 3.0, 4.0]), dtype=dtype))
+        adam = optim.Adam([p], lr=0.1, eps=0.0, fused=fused)
+        sgd = optim.SGD([q], lr=0.1, momentum=0.5, fused=fused)
+        p.grad = ndl.Tensor(np.array([0.0, 1.0, 0.0, -2.0]), dtype=dtype, requires_grad=False)
+        q.grad = ndl.Tensor(np.array([np.inf, -np.inf, 0.0, 1.0]), dtype=dtype, requires_grad=False)
+        adam.step()
+        sgd.step()
+        return [p.numpy(), q.numpy()] + state_of(adam) + state_of(sgd)
+
+    with np.errstate(all="ignore"):
+        fused, ref = run(None), run(False)
+    assert np.isnan(fused[0][[0, 2]]).all() and np.isfinite(fused[0][[1, 3]]).all()
+    assert np.isinf(fused[1][:2]).all()
+    for a, b in zip(fused, ref):
+        # nan where the ops give nan (its sign bit may differ: LLVM folds the ops' a + -b into
+        # a - b, which IEEE 754 leaves free to keep the nan's sign), every other value bit for bit
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert_bits([a[~np.isnan(a)]], [b[~np.isnan(b)]])

@@ -596,7 +596,7 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, u: np.ndarray, lr, momentum, d
         w = d if mode == 1 else u * momentum + d * damping
         u[...] = w
         step = d + w * momentum if nesterov else w
-    param[...] = param - step * lr
+    param[...] = param + -(step * lr)  # Tensor subtraction's form (a + -b: nan's sign)
 
 
 def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr, beta1, beta2,
@@ -612,4 +612,4 @@ def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
     d = grad + x * weight_decay if l2 else grad
     m[...] = m * beta1 + d * c1
     v[...] = v * beta2 + d * d * c2
-    param[...] = x - m / bias1 * lr / (np.sqrt(v / bias2) + eps)
+    param[...] = x + -(m / bias1 * lr / (np.sqrt(v / bias2) + eps))

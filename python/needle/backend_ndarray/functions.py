@@ -493,13 +493,14 @@ def _hypers(values: tuple) -> list:
 def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,
              weight_decay: Hyper, l2: bool, mode: int, nesterov: bool) -> None:
     """SGD's update of `param` (and its momentum buffer `u`) in place, in one pass where the
-    device has the fused kernel (cpu), else as the op sequence; the same bits either way:
+    device has the fused kernel (cpu), else as the op sequence; the same bits either way (but for the sign of a nan
+    result, which the cpu loop may flip: see kernels_cpu):
 
         d = grad + param * weight_decay  (only when l2)
         mode 0: step = d                 (PyTorch's rule without momentum; u is not touched)
         mode 1: u = d; step = u          (the course's rule without momentum)
         mode 2: u = u * momentum + d * damping; step = d + u * momentum if nesterov else u
-        param = param - step * lr
+        param = param + -(step * lr)   (Tensor subtraction's form, a + -b)
 
     All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
     """
@@ -516,19 +517,20 @@ def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyp
         w = d if mode == 1 else u * momentum + d * damping
         u[()] = w
         step = d + w * momentum if nesterov else w
-    param[()] = param - step * lr
+    param[()] = param + -(step * lr)  # Tensor subtraction's form (a + -b: nan's sign)
 
 
 def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, beta1: Hyper, beta2: Hyper,
               one_minus_beta1: Hyper, one_minus_beta2: Hyper, bias1: Hyper, bias2: Hyper, eps: Hyper,
               weight_decay: Hyper, decay: Hyper, l2: bool, decoupled: bool) -> None:
     """Adam's update of `param` and its moments `m`, `v` in place, in one pass where the device
-    has the fused kernel (cpu), else as the op sequence; the same bits either way:
+    has the fused kernel (cpu), else as the op sequence; the same bits either way (but for the sign of a nan
+    result, which the cpu loop may flip: see kernels_cpu):
 
         x = param * decay                (only when decoupled: AdamW's 1 - lr * weight_decay)
         d = grad + x * weight_decay      (only when l2: Adam's weight decay)
         m = m * beta1 + d * one_minus_beta1; v = v * beta2 + d * d * one_minus_beta2
-        param = x - m / bias1 * lr / ((v / bias2) ** 0.5 + eps)
+        param = x + -(m / bias1 * lr / ((v / bias2) ** 0.5 + eps))   (a + -b, as Tensor subtraction)
 
     All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
     """
@@ -543,4 +545,4 @@ def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, 
     d: Any = grad + x * weight_decay if l2 else grad
     m[()] = m * beta1 + d * one_minus_beta1
     v[()] = v * beta2 + d * d * one_minus_beta2
-    param[()] = x - m / bias1 * lr / ((v / bias2) ** 0.5 + eps)
+    param[()] = x + -(m / bias1 * lr / ((v / bias2) ** 0.5 + eps))

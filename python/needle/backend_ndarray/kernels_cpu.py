@@ -342,12 +342,15 @@ def prepare(name: str, args: tuple):
 # One pass over a parameter, its gradient and its optimizer state doing, element by element,
 # exactly the float operations the optimizer's op-by-op update does (same order, each rounded
 # to the parameter's dtype: numba neither contracts a * b + c into an FMA nor reassociates
-# without fastmath, and its sqrt and division are IEEE's, like numpy's). The hyperparameters
+# without fastmath, and its sqrt and division are IEEE's, like numpy's; error_model="numpy"
+# makes x / 0 inf or nan as in numpy, not an exception). One freedom IEEE 754 leaves: a nan's
+# sign bit. The ops compute p - q as p + (-q) and LLVM folds that into p - q, so where the
+# update is nan (a diverged step) the sign of that nan may differ from the ops'. The hyperparameters
 # reach the loop as one small array of the parameter's dtype (`h`): each Python float rounded
 # to that dtype, as numpy rounds a Python float next to a float32 array (NEP 50). So the bits
 # are those of the op sequence.
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _sgd_loop(p, g, u, h, l2, mode, nesterov):
     lr, momentum, damping, weight_decay = h[0], h[1], h[2], h[3]
     for i in range(p.size):
@@ -361,10 +364,10 @@ def _sgd_loop(p, g, u, h, l2, mode, nesterov):
             w = d if mode == 1 else u[i] * momentum + d * damping
             u[i] = w
             step = d + w * momentum if nesterov else w
-        p[i] = x - step * lr
+        p[i] = x + -(step * lr)  # the ops' a - b
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _adam_loop(p, g, m, v, h, l2, decoupled):
     lr, beta1, beta2, one_minus_beta1, one_minus_beta2 = h[0], h[1], h[2], h[3], h[4]
     bias1, bias2, eps, weight_decay, decay = h[5], h[6], h[7], h[8], h[9]
@@ -379,7 +382,7 @@ def _adam_loop(p, g, m, v, h, l2, decoupled):
         b = v[i] * beta2 + d * d * one_minus_beta2
         m[i] = a
         v[i] = b
-        p[i] = x - a / bias1 * lr / (np.sqrt(b / bias2) + eps)
+        p[i] = x + -(a / bias1 * lr / (np.sqrt(b / bias2) + eps))
 
 
 def _flat_operands(operands):
