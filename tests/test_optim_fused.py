@@ -28,9 +28,21 @@ CONFIGS = [
     (optim.Adam, dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.99), eps=1e-6)),
     (optim.AdamW, dict(lr=0.01)),
     (optim.AdamW, dict(lr=0.01, weight_decay=0.0)),
+    (optim.RMSprop, dict(lr=0.01)),
+    (optim.RMSprop, dict(lr=0.01, momentum=0.5, weight_decay=0.1, centered=True)),
+    (optim.RMSprop, dict(lr=0.01, centered=True)),
+    (optim.RMSprop, dict(lr=0.01, momentum=0.9)),
+    (optim.Adagrad, dict(lr=0.05)),
+    (optim.Adagrad, dict(lr=0.05, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.5)),
+    (optim.Adadelta, dict(lr=1.0)),
+    (optim.Adadelta, dict(lr=1.0, weight_decay=0.1)),
 ]
 IDS = ["sgd", "sgd-momentum", "sgd-wd", "sgd-momentum-wd", "sgd-torch", "sgd-torch-momentum-wd",
-       "sgd-dampening", "sgd-nesterov-wd", "adam", "adam-wd", "adamw", "adamw-no-wd"]
+       "sgd-dampening", "sgd-nesterov-wd", "adam", "adam-wd", "adamw", "adamw-no-wd",
+       "rmsprop", "rmsprop-centered-momentum-wd", "rmsprop-centered", "rmsprop-momentum",
+       "adagrad", "adagrad-decay-wd-initial", "adadelta", "adadelta-wd"]
+KERNEL = {optim.SGD: "sgd_step", optim.Adam: "adam_step", optim.AdamW: "adam_step", optim.RMSprop: "rmsprop_step",
+          optim.Adagrad: "adagrad_step", optim.Adadelta: "adadelta_step"}
 
 
 def make_model(dtype, device, seed=0):
@@ -88,15 +100,15 @@ def test_fused_update_gives_the_op_by_op_bits(cls, kw, dtype, device):
     assert_bits(params, params_ref)
     assert_bits(state, state_ref)
     assert getattr(opt, "t", None) == getattr(opt_ref, "t", None)
-    assert len(state) == len(state_ref) == len(opt.params) * len(type(opt)._per_param_state) - (
-        len(opt.params) if kw.get("dampening") == 0.0 and not kw.get("momentum") else 0)
+    no_state = cls is optim.SGD and kw.get("dampening") == 0.0 and not kw.get("momentum")  # PyTorch's plain SGD
+    assert len(state) == len(state_ref) and (len(state) == 0) == no_state
 
 
 @pytest.mark.parametrize("cls, kw", CONFIGS, ids=IDS)
 def test_the_cpu_update_is_one_kernel_call_per_parameter(cls, kw, monkeypatch):
     """The fused path is the one taken by default (and fused=False takes the ops)."""
     device = ndl.cpu()
-    name = "adam_step" if issubclass(cls, optim.Adam) else "sgd_step"
+    name = KERNEL[cls]
     kernel = getattr(device, name)
     calls = []
     monkeypatch.setattr(device, name, lambda *args: calls.append(args) or kernel(*args))
@@ -113,8 +125,8 @@ def test_the_cpu_update_is_one_kernel_call_per_parameter(cls, kw, monkeypatch):
         assert len(calls) == expected * steps * len(opt.params)
 
 
-@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[7], CONFIGS[9], CONFIGS[10]],
-                         ids=["sgd-momentum-wd", "sgd-nesterov-wd", "adam-wd", "adamw"])
+@pytest.mark.parametrize("cls, kw", [CONFIGS[k] for k in (3, 4, 7, 9, 10, 13, 15, 17, 19)],
+                         ids=[IDS[k] for k in (3, 4, 7, 9, 10, 13, 15, 17, 19)])
 def test_non_contiguous_parameters_and_gradients(cls, kw):
     """A parameter whose data is a transposed view and a gradient that is a strided view are
     read and written in place through their views."""
@@ -140,7 +152,8 @@ def test_non_contiguous_parameters_and_gradients(cls, kw):
     np.testing.assert_array_equal(params[2].T, params[0])  # written through the view, into base
 
 
-@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[9], CONFIGS[10]], ids=["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("cls, kw", [CONFIGS[k] for k in (3, 9, 10, 13, 15, 19)],
+                         ids=[IDS[k] for k in (3, 9, 10, 13, 15, 19)])
 def test_parameters_without_gradients_and_of_other_dtypes(cls, kw):
     """A parameter without a gradient is left alone (no state made); a float32 parameter with a
     float64 gradient takes the op-by-op update (promotion and cast as the ops do); float64 beside
@@ -180,9 +193,8 @@ def test_a_step_after_reading_a_parameter_into_the_graph_is_refused_at_backward(
         y.backward()
 
 
-@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[5], CONFIGS[7], CONFIGS[9], CONFIGS[10], CONFIGS[11]],
-                         ids=["sgd-momentum-wd", "sgd-torch-momentum-wd", "sgd-nesterov-wd", "adam-wd", "adamw",
-                              "adamw-no-wd"])
+@pytest.mark.parametrize("cls, kw", [CONFIGS[k] for k in (3, 5, 7, 9, 10, 11, 13, 15, 17, 19)],
+                         ids=[IDS[k] for k in (3, 5, 7, 9, 10, 11, 13, 15, 17, 19)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_compiled_step_records_one_call_per_parameter_and_gives_the_eager_bits(cls, kw, dtype):
     """Compiled with the fused update vs eager op by op: the same parameters and state, with the
@@ -198,27 +210,34 @@ def test_a_compiled_step_records_one_call_per_parameter_and_gives_the_eager_bits
             for opt in opts:
                 for group in opt.param_groups:
                     group["lr"] = kw["lr"] * (i - 1)
-                    if "betas" in group:
-                        group["betas"] = (0.9 - 0.05 * i, 0.999 - 0.001 * i)
-                    else:
+                    for name, value in [("betas", (0.9 - 0.05 * i, 0.999 - 0.001 * i)), ("alpha", 0.9 - 0.1 * i),
+                                        ("rho", 0.8 - 0.1 * i), ("eps", 1e-3 * i), ("lr_decay", 0.05 * i)]:
+                        if name in group:
+                            group[name] = value
+                    if group.get("momentum"):
                         group["momentum"] = 0.9 - 0.1 * (i - 2)
         loss = step(x, y)
         loss_ref = train_step(models[1], opts[1], x, y)
         assert_bits([loss.numpy()], [loss_ref.numpy()])
         assert_bits([p.numpy() for p in models[0].parameters()], [p.numpy() for p in models[1].parameters()])
         assert_bits(state_of(opts[0]), state_of(opts[1]))
-    name = "adam_step" if issubclass(cls, optim.Adam) else "sgd_step"
+    name = KERNEL[cls]
     calls = [c.name for c in step.programs[0].calls]
     assert calls.count(name) == len(opts[0].params)
 
 
-@pytest.mark.parametrize("function, arrays", [
-    ("sgd_step", 3), ("adam_step", 4),
-])
-def test_the_array_functions_refuse_mismatched_arrays(function, arrays):
+# kernel -> (arrays, hyperparameters, flags) of its arguments
+SIGNATURES = {"sgd_step": (3, 4, (True, 2, True)), "adam_step": (4, 10, (True, False)),
+              "rmsprop_step": (5, 6, (True, True, True)), "adagrad_step": (3, 3, (True,)),
+              "adadelta_step": (4, 5, (True,))}
+HYPERS = [0.01, 0.9, 0.1, 1e-3, 0.1, 0.5, 0.2, 1e-8, 0.1, 0.999]
+
+
+@pytest.mark.parametrize("function", list(SIGNATURES))
+def test_the_array_functions_refuse_mismatched_arrays(function):
     fn = getattr(array_api, function)
-    scalars = [0.1] * (4 if function == "sgd_step" else 10)
-    flags = [False, 2, False] if function == "sgd_step" else [False, False]
+    arrays, count, flags = SIGNATURES[function]
+    scalars = HYPERS[:count]
     good = [array_api.zeros((2, 3)) for _ in range(arrays)]
     with pytest.raises(ValueError, match=r"grad has shape \(3, 2\) and dtype float32, the parameter \(2, 3\)"):
         fn(good[0], array_api.zeros((3, 2)), *good[2:], *scalars, *flags)
@@ -228,6 +247,8 @@ def test_the_array_functions_refuse_mismatched_arrays(function, arrays):
         fn(*[array_api.zeros((2, 3), dtype="int64") for _ in range(arrays)], *scalars, *flags)
     with pytest.raises(ValueError, match="different devices"):
         fn(*good[:-1], array_api.zeros((2, 3), device=ndl.cpu_numpy()), *scalars, *flags)
+    with pytest.raises(TypeError, match="state must be an NDArray, got list"):
+        fn(*good[:-1], [0.0] * 6, *scalars, *flags)
 
 
 # --- a compiled step on two threads: large updates run as element blocks, same bits -------------------
@@ -236,19 +257,18 @@ def _update_args(name, size, dtype, seed):
     from needle.backend_ndarray.host_buffer import Array
 
     rng = np.random.RandomState(seed)
-    count = 4 if name == "adam_step" else 3
+    count, scalars, flags = SIGNATURES[name]
     arrays = [rng.randn(size).astype(dtype) for _ in range(count)]
-    arrays[-1] = np.abs(arrays[-1])  # Adam's v is a mean of squares
+    arrays[2:] = [np.abs(a) for a in arrays[2:]]  # state: running means of squares, sums
     operands = tuple((Array.wrap(a), (size // 8, 8), None, 0) for a in arrays)
-    if name == "adam_step":
-        return operands + (0.01, 0.9, 0.999, 0.1, 0.001, 0.19, 0.002997, 1e-8, 0.1, 0.999, True, False)
-    return operands + (0.1, 0.9, 0.1, 0.01, True, 2, True)
+    return operands + tuple(HYPERS[:scalars]) + flags
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", ["sgd_step", "adam_step"])
+@pytest.mark.parametrize("name", list(SIGNATURES))
 def test_a_large_update_splits_into_blocks_with_the_whole_calls_bits(name, dtype, monkeypatch):
     from needle.backend_ndarray import kernels_cpu
+    from needle.backend_ndarray.host_buffer import Array
     from needle.compile import parallel_cpu
 
     monkeypatch.setenv("NEEDLE_NUM_THREADS", "2")
@@ -258,13 +278,13 @@ def test_a_large_update_splits_into_blocks_with_the_whole_calls_bits(name, dtype
     launch = parallel_cpu.split(name, getattr(kernels_cpu, name), split, kernels_cpu.prepare)
     assert launch is not None
     launch()
-    for a, b in zip(whole, split):
-        if isinstance(a, tuple):
-            assert a[0].array.tobytes() == b[0].array.tobytes()
+    count = SIGNATURES[name][0]
+    before = _update_args(name, size, dtype, 0)
+    assert whole[0][0].array.tobytes() != before[0][0].array.tobytes()  # the parameter moved
+    for a, b in zip(whole[:count], split[:count]):
+        assert a[0].array.tobytes() == b[0].array.tobytes()
     # one buffer passed as two operands through views at different offsets is never split: a
     # block would read elements another block writes
-    from needle.backend_ndarray.host_buffer import Array
-
     shared = Array.wrap(np.zeros(size + 8, dtype))
     clash = ((shared, split[0][1], None, 0), split[1], (shared, split[0][1], None, 8)) + split[3:]
     assert parallel_cpu.split(name, getattr(kernels_cpu, name), clash, kernels_cpu.prepare) is None
@@ -272,7 +292,8 @@ def test_a_large_update_splits_into_blocks_with_the_whole_calls_bits(name, dtype
     assert parallel_cpu.split(name, getattr(kernels_cpu, name), clash, kernels_cpu.prepare) is not None
 
 
-@pytest.mark.parametrize("cls, kw", [CONFIGS[3], CONFIGS[9], CONFIGS[10]], ids=["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("cls, kw", [CONFIGS[k] for k in (3, 9, 10, 13, 15, 19)],
+                         ids=[IDS[k] for k in (3, 9, 10, 13, 15, 19)])
 def test_a_compiled_step_on_two_threads_with_a_large_parameter(cls, kw, monkeypatch):
     monkeypatch.setenv("NEEDLE_NUM_THREADS", "2")
     device = ndl.cpu()

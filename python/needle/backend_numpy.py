@@ -575,7 +575,7 @@ def argsort(a: np.ndarray, axis: int = -1, descending: bool = False) -> np.ndarr
 def _check_update(what: str, param: np.ndarray, *others: np.ndarray) -> None:
     if param.dtype.name not in FLOAT_DTYPES:
         raise ValueError(f"{what}: the parameter must be float32 or float64, got {param.dtype.name}")
-    for name, a in zip(("grad", "state", "state"), others):
+    for name, a in zip(("grad", "state", "state", "state"), others):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{what}: {name} must be an array, got {type(a).__name__}")
         if a.shape != param.shape or a.dtype != param.dtype:
@@ -613,3 +613,47 @@ def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
     m[...] = m * beta1 + d * c1
     v[...] = v * beta2 + d * d * c2
     param[...] = x + -(m / bias1 * lr / (np.sqrt(v / bias2) + eps))
+
+
+def _floats(*values) -> list:
+    return [float(_scalar(v)) for v in values]
+
+
+def rmsprop_step(param: np.ndarray, grad: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray, lr, alpha,
+                 one_minus_alpha, eps, weight_decay, momentum, l2: bool, centered: bool, use_momentum: bool) -> None:
+    """RMSprop's update in place (see `needle.backend_ndarray.functions.rmsprop_step`): the op sequence."""
+    _check_update("rmsprop_step", param, grad, v, a, b)
+    lr, alpha, oma, eps, weight_decay, momentum = _floats(lr, alpha, one_minus_alpha, eps, weight_decay, momentum)
+    d = grad + param * weight_decay if l2 else grad
+    v[...] = v * alpha + d * d * oma
+    if centered:
+        a[...] = a * alpha + d * oma
+        denominator = np.sqrt(v + -(a * a)) + eps
+    else:
+        denominator = np.sqrt(v) + eps
+    if use_momentum:
+        b[...] = b * momentum + d / denominator
+        param[...] = param + -(b * lr)
+    else:
+        param[...] = param + -(d / denominator * lr)
+
+
+def adagrad_step(param: np.ndarray, grad: np.ndarray, total: np.ndarray, clr, eps, weight_decay, l2: bool) -> None:
+    """Adagrad's update in place (see `needle.backend_ndarray.functions.adagrad_step`): the op sequence."""
+    _check_update("adagrad_step", param, grad, total)
+    clr, eps, weight_decay = _floats(clr, eps, weight_decay)
+    d = grad + param * weight_decay if l2 else grad
+    total[...] = total + d * d
+    param[...] = param + -(d / (np.sqrt(total) + eps) * clr)
+
+
+def adadelta_step(param: np.ndarray, grad: np.ndarray, v: np.ndarray, u: np.ndarray, lr, rho, one_minus_rho, eps,
+                  weight_decay, l2: bool) -> None:
+    """Adadelta's update in place (see `needle.backend_ndarray.functions.adadelta_step`): the op sequence."""
+    _check_update("adadelta_step", param, grad, v, u)
+    lr, rho, omr, eps, weight_decay = _floats(lr, rho, one_minus_rho, eps, weight_decay)
+    d = grad + param * weight_decay if l2 else grad
+    v[...] = v * rho + d * d * omr
+    delta = np.sqrt(u + eps) / np.sqrt(v + eps) * d
+    u[...] = u * rho + delta * delta * omr
+    param[...] = param + -(delta * lr)

@@ -129,9 +129,12 @@ def test_float64_mlp_trains_as_on_the_cpu(dtype):
     lambda ps, fused: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, fused=fused),
     lambda ps, fused: optim.Adam(ps, lr=0.1, weight_decay=0.01, fused=fused),
     lambda ps, fused: optim.AdamW(ps, lr=0.1, fused=fused),
-], ids=["sgd", "sgd-nesterov", "adam", "adamw"])
+    lambda ps, fused: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True, weight_decay=0.1, fused=fused),
+    lambda ps, fused: optim.Adagrad(ps, lr=0.1, weight_decay=0.1, fused=fused),
+    lambda ps, fused: optim.Adadelta(ps, weight_decay=0.1, fused=fused),
+], ids=["sgd", "sgd-nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta"])
 def test_fused_optimizer_updates_give_the_op_by_op_bits(make_opt):
-    """array_api.sgd_step/adam_step on cuda (the op sequence, in the array layer) vs fused=False."""
+    """array_api.sgd_step, adam_step, ... on cuda (the op sequence, in the array layer) vs fused=False."""
     rng = np.random.default_rng(0)
     batches = _batches(rng, 2, (6, 3), 2)
     finals = []

@@ -1,4 +1,4 @@
-"""numpy mode: the optimizers' fused updates (array_api.sgd_step / adam_step, numpy's op
+"""numpy mode: the optimizers' fused updates (array_api.sgd_step, adam_step, ..., numpy's op
 sequence) give the bits of the op-by-op update (fused=False)."""
 import os
 
@@ -33,7 +33,11 @@ def trained(cls, kw, fused, dtype):
     (optim.SGD, dict(lr=0.1)), (optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
     (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)), (optim.SGD, dict(lr=0.1, dampening=0.0)),
     (optim.Adam, dict(lr=0.01, weight_decay=0.1)), (optim.AdamW, dict(lr=0.01)),
-], ids=["sgd", "sgd-momentum-wd", "sgd-nesterov", "sgd-torch", "adam-wd", "adamw"])
+    (optim.RMSprop, dict(lr=0.01, momentum=0.5, weight_decay=0.1, centered=True)), (optim.RMSprop, dict(lr=0.01)),
+    (optim.Adagrad, dict(lr=0.05, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.5)),
+    (optim.Adadelta, dict(weight_decay=0.1)),
+], ids=["sgd", "sgd-momentum-wd", "sgd-nesterov", "sgd-torch", "adam-wd", "adamw", "rmsprop-centered-momentum-wd",
+        "rmsprop", "adagrad", "adadelta"])
 def test_fused_update_gives_the_op_by_op_bits(cls, kw, dtype):
     fused, ref = trained(cls, kw, None, dtype), trained(cls, kw, False, dtype)
     assert len(fused) == len(ref) >= 4

@@ -26,7 +26,7 @@ __all__ = [
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
-    "sgd_step", "adam_step",
+    "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
 ]
 
 
@@ -471,7 +471,7 @@ def _check_update(what: str, param: NDArray, *others: NDArray) -> None:
     shape, dtype, device = param._shape, param.dtype, param._device
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"{what}: the parameter must be float32 or float64, got {dtype}")
-    for name, a in zip(("grad", "state", "state"), others):
+    for name, a in zip(("grad", "state", "state", "state"), others):
         if type(a) is NDArray and a._shape == shape and a.dtype == dtype and a._device is device:
             continue
         if not isinstance(a, NDArray):
@@ -546,3 +546,92 @@ def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, 
     m[()] = m * beta1 + d * one_minus_beta1
     v[()] = v * beta2 + d * d * one_minus_beta2
     param[()] = x + -(m / bias1 * lr / ((v / bias2) ** 0.5 + eps))
+
+
+def _sqrt(a: NDArray) -> Any:
+    """array_api.sqrt (ops.sqrt's kernel), by name: the primitives' functions are made at import."""
+    return globals()["sqrt"](a)
+
+
+def _fused_or_none(name: str, device, arrays: tuple, hypers: tuple, flags: tuple) -> bool:
+    """Run the device's fused kernel `name` if it has one (True), else False."""
+    if not hasattr(device.mod, name):
+        return False
+    device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
+    return True
+
+
+def rmsprop_step(param: NDArray, grad: NDArray, v: NDArray, a: NDArray, b: NDArray, lr: Hyper, alpha: Hyper,
+                 one_minus_alpha: Hyper, eps: Hyper, weight_decay: Hyper, momentum: Hyper, l2: bool, centered: bool,
+                 use_momentum: bool) -> None:
+    """RMSprop's update of `param` and its state in place, in one pass where the device has the
+    fused kernel (cpu), else as the op sequence (the same bits, but for a nan's sign on cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        v = v * alpha + d * d * one_minus_alpha
+        centered: a = a * alpha + d * one_minus_alpha; den = sqrt(v + -(a * a)) + eps
+        else: den = sqrt(v) + eps
+        use_momentum: b = b * momentum + d / den; param = param + -(b * lr)
+        else: param = param + -(d / den * lr)
+
+    a and b are only touched when used (pass param otherwise). Arrays of param's shape, dtype
+    (float32/float64) and device, else ValueError.
+    """
+    _check_update("rmsprop_step", param, grad, v, a, b)
+    if _fused_or_none("rmsprop_step", param.device, (param, grad, v, a, b),
+                      (lr, alpha, one_minus_alpha, eps, weight_decay, momentum),
+                      (bool(l2), bool(centered), bool(use_momentum))):
+        return
+    d: Any = grad + param * weight_decay if l2 else grad
+    v[()] = v * alpha + d * d * one_minus_alpha
+    if centered:
+        a[()] = a * alpha + d * one_minus_alpha
+        c: Any = a
+        denominator = _sqrt(v + -(c * c)) + eps
+    else:
+        denominator = _sqrt(v) + eps
+    if use_momentum:
+        b[()] = b * momentum + d / denominator
+        param[()] = param + -(b * lr)
+    else:
+        param[()] = param + -(d / denominator * lr)
+
+
+def adagrad_step(param: NDArray, grad: NDArray, total: NDArray, clr: Hyper, eps: Hyper, weight_decay: Hyper,
+                 l2: bool) -> None:
+    """Adagrad's update in place, one pass where the device has the fused kernel (cpu), else the
+    op sequence (the same bits, but for a nan's sign on cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        total = total + d * d; param = param + -(d / (sqrt(total) + eps) * clr)
+
+    Arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("adagrad_step", param, grad, total)
+    if _fused_or_none("adagrad_step", param.device, (param, grad, total), (clr, eps, weight_decay), (bool(l2),)):
+        return
+    d: Any = grad + param * weight_decay if l2 else grad
+    total[()] = total + d * d
+    param[()] = param + -(d / (_sqrt(total) + eps) * clr)
+
+
+def adadelta_step(param: NDArray, grad: NDArray, v: NDArray, u: NDArray, lr: Hyper, rho: Hyper,
+                  one_minus_rho: Hyper, eps: Hyper, weight_decay: Hyper, l2: bool) -> None:
+    """Adadelta's update in place, one pass where the device has the fused kernel (cpu), else the
+    op sequence (the same bits, but for a nan's sign on cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        v = v * rho + d * d * one_minus_rho; delta = sqrt(u + eps) / sqrt(v + eps) * d
+        u = u * rho + delta * delta * one_minus_rho; param = param + -(delta * lr)
+
+    Arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("adadelta_step", param, grad, v, u)
+    if _fused_or_none("adadelta_step", param.device, (param, grad, v, u), (lr, rho, one_minus_rho, eps, weight_decay),
+                      (bool(l2),)):
+        return
+    d: Any = grad + param * weight_decay if l2 else grad
+    v[()] = v * rho + d * d * one_minus_rho
+    delta = _sqrt(u + eps) / _sqrt(v + eps) * d
+    u[()] = u * rho + delta * delta * one_minus_rho
+    param[()] = param + -(delta * lr)

@@ -389,10 +389,15 @@ def _flat_operands(operands):
     """(flat arrays the loop works on, write-back pairs): a contiguous operand as a flat view,
     any other as a contiguous copy written back after the loop (same values, another layout)."""
     flat, back = [], []
+    seen: dict = {}
     for op in operands:
         handle, shape, strides, offset = op
         if strides is None:  # compact: its elements from offset on, in order
             flat.append(handle.array[offset:offset + math.prod(shape)])
+            continue
+        key = (id(handle), tuple(shape), tuple(strides), offset)
+        if key in seen:  # the same view again (the parameter standing in for unused state): one copy
+            flat.append(seen[key])
             continue
         x = read(op)
         if x.flags.c_contiguous:
@@ -401,6 +406,7 @@ def _flat_operands(operands):
             copy = np.ascontiguousarray(x)
             flat.append(copy.reshape(-1))
             back.append((x, copy))
+        seen[key] = flat[-1]
     return flat, back
 
 
@@ -425,7 +431,79 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_be
                                                   eps, weight_decay, decay), (l2, decoupled))
 
 
-_OPTIMIZER_LOOPS: dict = {"sgd_step": (_sgd_loop, 3, 4), "adam_step": (_adam_loop, 4, 10)}
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _rmsprop_loop(p, g, v, a, b, h, l2, centered, momentum):
+    lr, alpha, one_minus_alpha, eps, weight_decay, mu = h[0], h[1], h[2], h[3], h[4], h[5]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        s = v[i] * alpha + d * d * one_minus_alpha
+        v[i] = s
+        if centered:
+            c = a[i] * alpha + d * one_minus_alpha
+            a[i] = c
+            denominator = np.sqrt(s + -(c * c)) + eps
+        else:
+            denominator = np.sqrt(s) + eps
+        if momentum:
+            w = b[i] * mu + d / denominator
+            b[i] = w
+            p[i] = x + -(w * lr)
+        else:
+            p[i] = x + -(d / denominator * lr)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _adagrad_loop(p, g, total, h, l2):
+    clr, eps, weight_decay = h[0], h[1], h[2]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        t = total[i] + d * d
+        total[i] = t
+        p[i] = x + -(d / (np.sqrt(t) + eps) * clr)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _adadelta_loop(p, g, v, u, h, l2):
+    lr, rho, one_minus_rho, eps, weight_decay = h[0], h[1], h[2], h[3], h[4]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        s = v[i] * rho + d * d * one_minus_rho
+        v[i] = s
+        delta = np.sqrt(u[i] + eps) / np.sqrt(s + eps) * d
+        u[i] = u[i] * rho + delta * delta * one_minus_rho
+        p[i] = x + -(delta * lr)
+
+
+def rmsprop_step(param, grad, v, a, b, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, l2, centered,
+                 use_momentum):
+    """RMSprop's update in place (see `backend_ndarray.functions.rmsprop_step`)."""
+    _run_update(_rmsprop_loop, (param, grad, v, a, b), (lr, alpha, one_minus_alpha, eps, weight_decay, momentum),
+                (l2, centered, use_momentum))
+
+
+def adagrad_step(param, grad, total, clr, eps, weight_decay, l2):
+    """Adagrad's update in place (see `backend_ndarray.functions.adagrad_step`)."""
+    _run_update(_adagrad_loop, (param, grad, total), (clr, eps, weight_decay), (l2,))
+
+
+def adadelta_step(param, grad, v, u, lr, rho, one_minus_rho, eps, weight_decay, l2):
+    """Adadelta's update in place (see `backend_ndarray.functions.adadelta_step`)."""
+    _run_update(_adadelta_loop, (param, grad, v, u), (lr, rho, one_minus_rho, eps, weight_decay), (l2,))
+
+
+# kernel name -> (loop, how many arrays lead its arguments, how many hyperparameters follow)
+_OPTIMIZER_LOOPS: dict = {"sgd_step": (_sgd_loop, 3, 4), "adam_step": (_adam_loop, 4, 10),
+                          "rmsprop_step": (_rmsprop_loop, 5, 6), "adagrad_step": (_adagrad_loop, 3, 3),
+                          "adadelta_step": (_adadelta_loop, 4, 5)}
 
 
 def _prepare_optimizer(name: str, args: tuple):

@@ -9,7 +9,7 @@ result is the same bits as the unsplit call, on any number of threads.
 
 What splits: the primitives' elementwise kernels, `ewise_where`, `compact`,
 `ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows, the optimizers'
-fused updates (`sgd_step`, `adam_step`, by element ranges), and the fused kernels of
+fused updates (`sgd_step`, `adam_step`, ..., by element ranges), and the fused kernels of
 `fusion_cpu` (through `run_blocks`). A call is split only when it is large
 enough to pay for the hand-off (`MIN_ELEMENTS`), its output has rows to split, and no
 block could see another block's writes (an input sharing the output's buffer through
@@ -230,7 +230,7 @@ def _plan(name: str, kernel, args: tuple):
 
 
 # the optimizers' fused updates (kernels_cpu.sgd_step/adam_step): name -> how many array operands lead
-_OPTIMIZER_UPDATES = {"sgd_step": 3, "adam_step": 4}
+_OPTIMIZER_UPDATES = {"sgd_step": 3, "adam_step": 4, "rmsprop_step": 5, "adagrad_step": 3, "adadelta_step": 4}
 
 
 def _rows_disjoint(shape: tuple, strides: tuple) -> bool:

@@ -14,17 +14,18 @@ every group). Every number an update uses is a HostScalar underneath: setting
 a term is there at all (momentum or weight decay zero or not) decides which operations
 run; a compiled step checks that before each replay and traces again when it changed.
 
-SGD, Adam and AdamW update each parameter with one fused call (`array_api.sgd_step`,
-`array_api.adam_step`: one numba loop per parameter on the cpu device, one recorded call in a
-compiled step) that gives the bits of their op-by-op update; `fused=False` (PyTorch's flag)
-runs the ops instead. A parameter whose gradient or state differs in dtype or shape takes the
-op-by-op update either way.
+Every optimizer here updates each parameter with one fused call (`array_api.sgd_step`,
+`adam_step`, `rmsprop_step`, `adagrad_step`, `adadelta_step`: one numba loop per parameter on
+the cpu device, the op sequence in the array layer elsewhere, one recorded call in a compiled
+step) that gives the bits of its op-by-op update (only a nan result's sign bit may differ on
+the cpu); `fused=False` (PyTorch's flag) runs the ops instead. A parameter whose gradient or
+state differs in dtype or shape takes the op-by-op update either way.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 from .. import init, ops
 from ..autograd import Tensor, _note_write, array_api, no_grad
@@ -390,14 +391,6 @@ class Optimizer:
             return grad + p.data * group.scalars["weight_decay"]
         return grad
 
-    def _with_gradients(self) -> Iterator[Tuple[ParamGroup, Tensor, Tensor]]:
-        """(group, p, d) for every parameter that has a gradient, d = _grad(p, group): the loop
-        of every step (run it under no_grad)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    yield group, p, self._grad(p, group)
-
     @staticmethod
     def _state(store: Dict[Tensor, Tensor], p: Tensor) -> Tensor:
         """p's entry in a state dict, created as zeros (which the first update reproduces exactly:
@@ -655,12 +648,16 @@ class RMSprop(Optimizer):
     and momentum >= 1, which make no sense) and TypeError for a non-number.
     State (PyTorch's names): square_avg (v), grad_avg (a, centered only), momentum_buffer
     (b, momentum only); dicts keyed by parameter, in state_dict() by parameter index.
+    fused (PyTorch's flag): None or True, one `array_api.rmsprop_step` call per parameter;
+    False, the ops (the same bits).
     """
 
     _per_param_state = ("square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params: Iterable, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 fused: Optional[bool] = None):
+        self.fused = fused
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered))
         self.square_avg: Dict[Tensor, Tensor] = {}
@@ -678,22 +675,43 @@ class RMSprop(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group, p, g in self._with_gradients():
+            for group in self.param_groups:
                 s, terms = group.scalars, group.terms
-                v = self._state(self.square_avg, p)
-                v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
-                if "centered" in terms:
-                    a = self._state(self.grad_avg, p)
-                    a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
-                    denominator = ops.sqrt(v - a * a) + s["eps"]
-                else:
-                    denominator = ops.sqrt(v) + s["eps"]
-                if "momentum" in terms:
-                    b = self._state(self.momentum_buffer, p)
-                    b.copy_(b * s["momentum"] + g / denominator)
-                    p.copy_(p.data - b * s["lr"])
-                else:
-                    p.copy_(p.data - g / denominator * s["lr"])
+                centered, momentum = "centered" in terms, "momentum" in terms
+                stores = [self.square_avg] + [self.grad_avg] * centered + [self.momentum_buffer] * momentum
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    arrays = self._fused_arrays(p, *stores)
+                    if arrays is None:
+                        self._step(group, p, self._grad(p, group))
+                        continue
+                    data, grad, v = arrays[:3]
+                    a = arrays[3] if centered else data
+                    b = arrays[-1] if momentum else data
+                    array_api.rmsprop_step(data, grad, v, a, b, s["lr"], s["alpha"], s["one_minus_alpha"], s["eps"],
+                                           s["weight_decay"], s["momentum"], "weight_decay" in terms, centered,
+                                           momentum)
+                    for written in arrays[:1] + arrays[2:]:
+                        _note_write(written)
+
+    def _step(self, group: ParamGroup, p: Tensor, g: Tensor) -> None:
+        """The op-by-op update of one parameter for the gradient `g` (weight decay included)."""
+        s, terms = group.scalars, group.terms
+        v = self._state(self.square_avg, p)
+        v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
+        if "centered" in terms:
+            a = self._state(self.grad_avg, p)
+            a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
+            denominator = ops.sqrt(v - a * a) + s["eps"]
+        else:
+            denominator = ops.sqrt(v) + s["eps"]
+        if "momentum" in terms:
+            b = self._state(self.momentum_buffer, p)
+            b.copy_(b * s["momentum"] + g / denominator)
+            p.copy_(p.data - b * s["lr"])
+        else:
+            p.copy_(p.data - g / denominator * s["lr"])
 
 
 class Adagrad(Optimizer):
@@ -708,13 +726,16 @@ class Adagrad(Optimizer):
     State: `sum` (PyTorch's name), a dict keyed by parameter, and the step count `t`, one for
     the optimizer (PyTorch counts per parameter; they differ only for a parameter that
     misses steps without a gradient, and only when lr_decay is not zero).
+    fused (PyTorch's flag): None or True, one `array_api.adagrad_step` call per parameter;
+    False, the ops (the same bits).
     """
 
     _per_param_state = ("sum",)
     _scalar_state = ("t",)
 
     def __init__(self, params: Iterable, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10):
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, fused: Optional[bool] = None):
+        self.fused = fused
         self.t = 0
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps))
@@ -741,14 +762,26 @@ class Adagrad(Optimizer):
     def step(self) -> None:
         array_api.host_call(self._advance)
         with no_grad():
-            for group, p, g in self._with_gradients():
+            for group in self.param_groups:
                 s = group.scalars
-                total = self.sum.get(p)
-                if total is None:
-                    total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
-                                                        device=p.device, dtype=p.dtype)
-                total.copy_(total + g * g)
-                p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    total = self.sum.get(p)
+                    if total is None:
+                        total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
+                                                            device=p.device, dtype=p.dtype)
+                    arrays = self._fused_arrays(p, self.sum)
+                    if arrays is None:
+                        g = self._grad(p, group)
+                        total.copy_(total + g * g)
+                        p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
+                        continue
+                    data, grad, state = arrays
+                    array_api.adagrad_step(data, grad, state, s["clr"], s["eps"], s["weight_decay"],
+                                           "weight_decay" in group.terms)
+                    _note_write(data)
+                    _note_write(state)
 
 
 class Adadelta(Optimizer):
@@ -761,12 +794,15 @@ class Adadelta(Optimizer):
     Args: lr (>= 0, default 1.0), rho in [0, 1], eps (>= 0), weight_decay (>= 0). Raises
     ValueError for a value out of range, TypeError for a non-number.
     State (PyTorch's names): square_avg (v) and acc_delta (u), dicts keyed by parameter.
+    fused (PyTorch's flag): None or True, one `array_api.adadelta_step` call per parameter;
+    False, the ops (the same bits).
     """
 
     _per_param_state = ("square_avg", "acc_delta")
 
     def __init__(self, params: Iterable, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, *, fused: Optional[bool] = None):
+        self.fused = fused
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
         self.square_avg: Dict[Tensor, Tensor] = {}
         self.acc_delta: Dict[Tensor, Tensor] = {}
@@ -780,10 +816,26 @@ class Adadelta(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group, p, g in self._with_gradients():
+            for group in self.param_groups:
                 s = group.scalars
-                v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
-                v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
-                delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
-                u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
-                p.copy_(p.data - delta * s["lr"])
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    arrays = self._fused_arrays(p, self.square_avg, self.acc_delta)
+                    if arrays is None:
+                        self._step(group, p, self._grad(p, group))
+                        continue
+                    data, grad, v_data, u_data = arrays
+                    array_api.adadelta_step(data, grad, v_data, u_data, s["lr"], s["rho"], s["one_minus_rho"],
+                                            s["eps"], s["weight_decay"], "weight_decay" in group.terms)
+                    for written in (data, v_data, u_data):
+                        _note_write(written)
+
+    def _step(self, group: ParamGroup, p: Tensor, g: Tensor) -> None:
+        """The op-by-op update of one parameter for the gradient `g` (weight decay included)."""
+        s = group.scalars
+        v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
+        v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
+        delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
+        u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
+        p.copy_(p.data - delta * s["lr"])
