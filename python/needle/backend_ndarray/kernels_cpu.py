@@ -516,12 +516,14 @@ def _prepare_optimizer(name: str, args: tuple):
         return None
     flat = [x.reshape(-1) for x in views]
     values, flags = args[arrays:arrays + scalars], args[arrays + scalars:]
-    dtype = flat[0].dtype
-    if not any(isinstance(s, HostScalar) for s in values):
-        return functools.partial(loop, *flat, np.array(values, dtype=dtype), *flags)
-    h = np.empty(scalars, dtype=dtype)
+    h = np.array([0.0 if isinstance(s, HostScalar) else s for s in values], dtype=flat[0].dtype)
+    launch = functools.partial(loop, *flat, h, *flags)
+    hosts = [(i, s) for i, s in enumerate(values) if isinstance(s, HostScalar)]
+    if not hosts:
+        return launch
 
     def run():
-        h[:] = [s.value if isinstance(s, HostScalar) else s for s in values]
-        loop(*flat, h, *flags)
+        for i, scalar in hosts:
+            h[i] = scalar.value  # rounded to h's dtype as np.array rounds it
+        launch()
     return run
