@@ -341,3 +341,20 @@ def test_zero_over_zero_gives_nan_as_the_ops_do(dtype):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         assert_bits([a[~np.isnan(a)]], [b[~np.isnan(b)]])
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop, optim.Adagrad, optim.Adadelta])
+def test_zero_dimensional_and_empty_parameters(cls):
+    def run(fused):
+        a = nn.Parameter(ndl.Tensor(np.array(1.5), dtype="float32"))
+        b = nn.Parameter(ndl.Tensor(np.zeros((0, 3)), dtype="float32"))
+        opt = cls([a, b], fused=fused, **({"momentum": 0.9} if cls is optim.SGD else {}))
+        for k in range(3):
+            a.grad = ndl.Tensor(np.array(0.25 * (k + 1)), dtype="float32", requires_grad=False)
+            b.grad = ndl.Tensor(np.zeros((0, 3)), dtype="float32", requires_grad=False)
+            opt.step()
+        return [a.numpy(), b.numpy()] + state_of(opt)
+
+    fused, ref = run(None), run(False)
+    assert fused[0].shape == () and fused[1].shape == (0, 3) and fused[0] != 1.5
+    assert_bits(fused, ref)
