@@ -404,7 +404,7 @@ class Optimizer:
 
     def _fused_arrays(self, p: Tensor, *stores: Dict[Tensor, Tensor]) -> Optional[list]:
         """[p's array, its gradient's, its state's from each store (made as zeros when missing)]
-        for one fused call (`array_api.sgd_step`/`adam_step`), or None: when fused is False, or
+        for one fused call (`array_api.sgd_step`, `adam_step`, ...), or None: when fused is False, or
         p is not floating, or its gradient or existing state differs in dtype or shape (a float64
         gradient of a float32 parameter, state loaded with another dtype: the op-by-op update
         then promotes and casts as the ops do)."""
