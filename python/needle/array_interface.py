@@ -28,6 +28,8 @@ ARRAY_FUNCTIONS = (
     "host_call", "is_recording", "validation", "constant_data",
     # host work on data, replayed by a compiled step: random draws, sampling, sort orders
     "random_draw", "multinomial", "argsort",
+    # the optimizers' fused updates (in place; one kernel call where the device has one)
+    "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
     # shapes
     "prod", "broadcast_shapes",
 )

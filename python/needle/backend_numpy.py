@@ -568,3 +568,92 @@ def argsort(a: np.ndarray, axis: int = -1, descending: bool = False) -> np.ndarr
     if a.ndim == 0:
         return np.zeros((), dtype=np.int64)
     return host_ops.sort_order(a, axis, bool(descending))
+
+
+# --- fused optimizer updates: the op sequence (numpy mode runs eagerly, op by op) -------------------
+
+def _check_update(what: str, param: np.ndarray, *others: np.ndarray) -> None:
+    if param.dtype.name not in FLOAT_DTYPES:
+        raise ValueError(f"{what}: the parameter must be float32 or float64, got {param.dtype.name}")
+    for name, a in zip(("grad", "state", "state", "state"), others):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{what}: {name} must be an array, got {type(a).__name__}")
+        if a.shape != param.shape or a.dtype != param.dtype:
+            raise ValueError(f"{what}: {name} has shape {a.shape} and dtype {a.dtype.name}, the parameter "
+                             f"{param.shape} and {param.dtype.name}")
+
+
+def sgd_step(param: np.ndarray, grad: np.ndarray, u: np.ndarray, lr, momentum, damping, weight_decay, l2: bool,
+             mode: int, nesterov: bool) -> None:
+    """SGD's update in place (see `needle.backend_ndarray.functions.sgd_step`): the same numpy
+    operations, in the same order, as the optimizer's op-by-op update."""
+    _check_update("sgd_step", param, grad, u)
+    lr, momentum, damping, weight_decay = (float(_scalar(s)) for s in (lr, momentum, damping, weight_decay))
+    d = grad + param * weight_decay if l2 else grad
+    if mode == 0:
+        step = d
+    else:
+        w = d if mode == 1 else u * momentum + d * damping
+        u[...] = w
+        step = d + w * momentum if nesterov else w
+    param[...] = param + -(step * lr)  # Tensor subtraction's form (a + -b: nan's sign)
+
+
+def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr, beta1, beta2,
+              one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay, decay, l2: bool,
+              decoupled: bool) -> None:
+    """Adam's (AdamW's) update in place (see `needle.backend_ndarray.functions.adam_step`): the
+    same numpy operations, in the same order, as the optimizer's op-by-op update."""
+    _check_update("adam_step", param, grad, m, v)
+    lr, beta1, beta2, c1, c2, bias1, bias2, eps, weight_decay, decay = (
+        float(_scalar(s)) for s in (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
+                                    weight_decay, decay))
+    x = param * decay if decoupled else param
+    d = grad + x * weight_decay if l2 else grad
+    m[...] = m * beta1 + d * c1
+    v[...] = v * beta2 + d * d * c2
+    param[...] = x + -(m / bias1 * lr / (np.sqrt(v / bias2) + eps))
+
+
+def _floats(*values) -> list:
+    return [float(_scalar(v)) for v in values]
+
+
+def rmsprop_step(param: np.ndarray, grad: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray, lr, alpha,
+                 one_minus_alpha, eps, weight_decay, momentum, l2: bool, centered: bool, use_momentum: bool) -> None:
+    """RMSprop's update in place (see `needle.backend_ndarray.functions.rmsprop_step`): the op sequence."""
+    _check_update("rmsprop_step", param, grad, v, a, b)
+    lr, alpha, oma, eps, weight_decay, momentum = _floats(lr, alpha, one_minus_alpha, eps, weight_decay, momentum)
+    d = grad + param * weight_decay if l2 else grad
+    v[...] = v * alpha + d * d * oma
+    if centered:
+        a[...] = a * alpha + d * oma
+        denominator = np.sqrt(v + -(a * a)) + eps
+    else:
+        denominator = np.sqrt(v) + eps
+    if use_momentum:
+        b[...] = b * momentum + d / denominator
+        param[...] = param + -(b * lr)
+    else:
+        param[...] = param + -(d / denominator * lr)
+
+
+def adagrad_step(param: np.ndarray, grad: np.ndarray, total: np.ndarray, clr, eps, weight_decay, l2: bool) -> None:
+    """Adagrad's update in place (see `needle.backend_ndarray.functions.adagrad_step`): the op sequence."""
+    _check_update("adagrad_step", param, grad, total)
+    clr, eps, weight_decay = _floats(clr, eps, weight_decay)
+    d = grad + param * weight_decay if l2 else grad
+    total[...] = total + d * d
+    param[...] = param + -(d / (np.sqrt(total) + eps) * clr)
+
+
+def adadelta_step(param: np.ndarray, grad: np.ndarray, v: np.ndarray, u: np.ndarray, lr, rho, one_minus_rho, eps,
+                  weight_decay, l2: bool) -> None:
+    """Adadelta's update in place (see `needle.backend_ndarray.functions.adadelta_step`): the op sequence."""
+    _check_update("adadelta_step", param, grad, v, u)
+    lr, rho, omr, eps, weight_decay = _floats(lr, rho, one_minus_rho, eps, weight_decay)
+    d = grad + param * weight_decay if l2 else grad
+    v[...] = v * rho + d * d * omr
+    delta = np.sqrt(u + eps) / np.sqrt(v + eps) * d
+    u[...] = u * rho + delta * delta * omr
+    param[...] = param + -(delta * lr)

@@ -122,3 +122,31 @@ def test_float64_mlp_trains_as_on_the_cpu(dtype):
     rng = np.random.default_rng(4)
     batches = [(x.astype(dtype), y) for x, y in _batches(rng, 2, (5, 3), 2)]
     _compare(lambda d: MLP(3, [4], 2, device=d, dtype=dtype), batches, _classify, lambda ps: optim.Adam(ps, lr=0.1))
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps, fused: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01, fused=fused),
+    lambda ps, fused: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, fused=fused),
+    lambda ps, fused: optim.Adam(ps, lr=0.1, weight_decay=0.01, fused=fused),
+    lambda ps, fused: optim.AdamW(ps, lr=0.1, fused=fused),
+    lambda ps, fused: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True, weight_decay=0.1, fused=fused),
+    lambda ps, fused: optim.Adagrad(ps, lr=0.1, weight_decay=0.1, fused=fused),
+    lambda ps, fused: optim.Adadelta(ps, weight_decay=0.1, fused=fused),
+], ids=["sgd", "sgd-nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta"])
+def test_fused_optimizer_updates_give_the_op_by_op_bits(make_opt):
+    """array_api.sgd_step, adam_step, ... on cuda (the op sequence, in the array layer) vs fused=False."""
+    rng = np.random.default_rng(0)
+    batches = _batches(rng, 2, (6, 3), 2)
+    finals = []
+    for fused in (None, False):
+        np.random.seed(0)
+        model = MLP(3, [4], 2, device=CUDA)
+        opt = make_opt(model.parameters(), fused)
+        for x, y in batches:
+            x, y = ndl.Tensor(x, device=CUDA, requires_grad=False), ndl.Tensor(y, device=CUDA, dtype="int64")
+            opt.reset_grad()
+            _classify(model, x, y).backward()
+            opt.step()
+        finals.append([p.numpy() for p in model.parameters()])
+    for a, b in zip(*finals):
+        np.testing.assert_array_equal(a, b)

@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .. import host_ops
-from ..dtypes import FLOAT_DTYPES, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
+from ..dtypes import FLOAT_DTYPES, HostScalar, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from ..primitives import BY_NAME, PRIMITIVES, Primitive
 from .device import BackendDevice, check_enabled, default_device
 from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
@@ -26,6 +26,7 @@ __all__ = [
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
+    "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
 ]
 
 
@@ -474,3 +475,181 @@ def argsort(a: NDArray, axis: int = -1, descending: bool = False) -> NDArray:
     if out.size:
         host_call(_fill_argsort, a.device, _operand_of(a), axis, bool(descending), out._handle)
     return out
+
+
+
+# --- fused optimizer updates ------------------------------------------------------------------
+
+Hyper = Any  # a Python float, or a HostScalar (a compiled step reads it at each replay)
+
+
+def _check_update(what: str, param: NDArray, *others: NDArray) -> None:
+    """ValueError unless the parameter is floating and every other array (gradient, state) has
+    its shape, dtype and device; TypeError for a non-NDArray."""
+    shape, dtype, device = param._shape, param.dtype, param._device
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{what}: the parameter must be float32 or float64, got {dtype}")
+    for name, a in zip(("grad", "state", "state", "state"), others):
+        if type(a) is NDArray and a._shape == shape and a.dtype == dtype and a._device is device:
+            continue
+        if not isinstance(a, NDArray):
+            raise TypeError(f"{what}: {name} must be an NDArray, got {type(a).__name__}")
+        if a.shape != shape or a.dtype != dtype:
+            raise ValueError(f"{what}: {name} has shape {a.shape} and dtype {a.dtype}, the parameter "
+                             f"{shape} and {dtype}")
+        _check_same_device(param, a, what)
+
+
+def _hypers(values: tuple) -> list:
+    """Hyperparameters as a kernel takes them: HostScalars while recording (read at each replay),
+    else their values."""
+    if is_recording():
+        return list(values)
+    return [v.value if isinstance(v, HostScalar) else v for v in values]
+
+
+def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,
+             weight_decay: Hyper, l2: bool, mode: int, nesterov: bool) -> None:
+    """SGD's update of `param` (and its momentum buffer `u`) in place, in one pass where the
+    device has the fused kernel (cpu), else as the op sequence; the same bits either way (but for the sign of a nan
+    result, which the cpu loop may flip: see kernels_cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        mode 0: step = d                 (PyTorch's rule without momentum; u is not touched)
+        mode 1: u = d; step = u          (the course's rule without momentum)
+        mode 2: u = u * momentum + d * damping; step = d + u * momentum if nesterov else u
+        param = param + -(step * lr)   (Tensor subtraction's form, a + -b)
+
+    All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("sgd_step", param, grad, u)
+    device = param.device
+    if hasattr(device.mod, "sgd_step"):
+        device.call("sgd_step", param._operand(), grad._operand(), u._operand(),
+                    *_hypers((lr, momentum, damping, weight_decay)), bool(l2), int(mode), bool(nesterov))
+        return
+    d = grad + param * weight_decay if l2 else grad
+    if mode == 0:
+        step = d
+    else:
+        w = d if mode == 1 else u * momentum + d * damping
+        u[()] = w
+        step = d + w * momentum if nesterov else w
+    param[()] = param + -(step * lr)  # Tensor subtraction's form (a + -b: nan's sign)
+
+
+def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, beta1: Hyper, beta2: Hyper,
+              one_minus_beta1: Hyper, one_minus_beta2: Hyper, bias1: Hyper, bias2: Hyper, eps: Hyper,
+              weight_decay: Hyper, decay: Hyper, l2: bool, decoupled: bool) -> None:
+    """Adam's update of `param` and its moments `m`, `v` in place, in one pass where the device
+    has the fused kernel (cpu), else as the op sequence; the same bits either way (but for the sign of a nan
+    result, which the cpu loop may flip: see kernels_cpu):
+
+        x = param * decay                (only when decoupled: AdamW's 1 - lr * weight_decay)
+        d = grad + x * weight_decay      (only when l2: Adam's weight decay)
+        m = m * beta1 + d * one_minus_beta1; v = v * beta2 + d * d * one_minus_beta2
+        param = x + -(m / bias1 * lr / ((v / bias2) ** 0.5 + eps))   (a + -b, as Tensor subtraction)
+
+    All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("adam_step", param, grad, m, v)
+    device = param.device
+    if hasattr(device.mod, "adam_step"):
+        device.call("adam_step", param._operand(), grad._operand(), m._operand(), v._operand(),
+                    *_hypers((lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay,
+                              decay)), bool(l2), bool(decoupled))
+        return
+    x = param * decay if decoupled else param
+    d: Any = grad + x * weight_decay if l2 else grad
+    m[()] = m * beta1 + d * one_minus_beta1
+    v[()] = v * beta2 + d * d * one_minus_beta2
+    param[()] = x + -(m / bias1 * lr / ((v / bias2) ** 0.5 + eps))
+
+
+def _sqrt(a: NDArray) -> Any:
+    """array_api.sqrt (ops.sqrt's kernel), by name: the primitives' functions are made at import."""
+    return globals()["sqrt"](a)
+
+
+def _fused_or_none(name: str, device, arrays: tuple, hypers: tuple, flags: tuple) -> bool:
+    """Run the device's fused kernel `name` if it has one (True), else False."""
+    if not hasattr(device.mod, name):
+        return False
+    device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
+    return True
+
+
+def rmsprop_step(param: NDArray, grad: NDArray, v: NDArray, a: NDArray, b: NDArray, lr: Hyper, alpha: Hyper,
+                 one_minus_alpha: Hyper, eps: Hyper, weight_decay: Hyper, momentum: Hyper, l2: bool, centered: bool,
+                 use_momentum: bool) -> None:
+    """RMSprop's update of `param` and its state in place, in one pass where the device has the
+    fused kernel (cpu), else as the op sequence (the same bits, but for a nan's sign on cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        v = v * alpha + d * d * one_minus_alpha
+        centered: a = a * alpha + d * one_minus_alpha; den = sqrt(v + -(a * a)) + eps
+        else: den = sqrt(v) + eps
+        use_momentum: b = b * momentum + d / den; param = param + -(b * lr)
+        else: param = param + -(d / den * lr)
+
+    a and b are only touched when used (pass param otherwise). Arrays of param's shape, dtype
+    (float32/float64) and device, else ValueError.
+    """
+    _check_update("rmsprop_step", param, grad, v, a, b)
+    if _fused_or_none("rmsprop_step", param.device, (param, grad, v, a, b),
+                      (lr, alpha, one_minus_alpha, eps, weight_decay, momentum),
+                      (bool(l2), bool(centered), bool(use_momentum))):
+        return
+    d: Any = grad + param * weight_decay if l2 else grad
+    v[()] = v * alpha + d * d * one_minus_alpha
+    if centered:
+        a[()] = a * alpha + d * one_minus_alpha
+        c: Any = a
+        denominator = _sqrt(v + -(c * c)) + eps
+    else:
+        denominator = _sqrt(v) + eps
+    if use_momentum:
+        b[()] = b * momentum + d / denominator
+        param[()] = param + -(b * lr)
+    else:
+        param[()] = param + -(d / denominator * lr)
+
+
+def adagrad_step(param: NDArray, grad: NDArray, total: NDArray, clr: Hyper, eps: Hyper, weight_decay: Hyper,
+                 l2: bool) -> None:
+    """Adagrad's update in place, one pass where the device has the fused kernel (cpu), else the
+    op sequence (the same bits, but for a nan's sign on cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        total = total + d * d; param = param + -(d / (sqrt(total) + eps) * clr)
+
+    Arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("adagrad_step", param, grad, total)
+    if _fused_or_none("adagrad_step", param.device, (param, grad, total), (clr, eps, weight_decay), (bool(l2),)):
+        return
+    d: Any = grad + param * weight_decay if l2 else grad
+    total[()] = total + d * d
+    param[()] = param + -(d / (_sqrt(total) + eps) * clr)
+
+
+def adadelta_step(param: NDArray, grad: NDArray, v: NDArray, u: NDArray, lr: Hyper, rho: Hyper,
+                  one_minus_rho: Hyper, eps: Hyper, weight_decay: Hyper, l2: bool) -> None:
+    """Adadelta's update in place, one pass where the device has the fused kernel (cpu), else the
+    op sequence (the same bits, but for a nan's sign on cpu):
+
+        d = grad + param * weight_decay  (only when l2)
+        v = v * rho + d * d * one_minus_rho; delta = sqrt(u + eps) / sqrt(v + eps) * d
+        u = u * rho + delta * delta * one_minus_rho; param = param + -(delta * lr)
+
+    Arrays of param's shape, dtype (float32/float64) and device, else ValueError.
+    """
+    _check_update("adadelta_step", param, grad, v, u)
+    if _fused_or_none("adadelta_step", param.device, (param, grad, v, u), (lr, rho, one_minus_rho, eps, weight_decay),
+                      (bool(l2),)):
+        return
+    d: Any = grad + param * weight_decay if l2 else grad
+    v[()] = v * rho + d * d * one_minus_rho
+    delta = _sqrt(u + eps) / _sqrt(v + eps) * d
+    u[()] = u * rho + delta * delta * one_minus_rho
+    param[()] = param + -(delta * lr)

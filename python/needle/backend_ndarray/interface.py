@@ -109,6 +109,20 @@ REQUIRED_KERNELS: Tuple[str, ...] = tuple(
 # (`.primitive`, `.form`) to know what a recorded call computes.
 OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
 
+# Kernels a device may add: the optimizers' fused updates, in place, one call per parameter
+#   sgd_step(param, grad, u, lr, momentum, damping, weight_decay, l2, mode, nesterov)
+#   adam_step(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2,
+#             eps, weight_decay, decay, l2, decoupled)
+#   rmsprop_step(param, grad, v, a, b, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, l2,
+#                centered, use_momentum)
+#   adagrad_step(param, grad, total, clr, eps, weight_decay, l2)
+#   adadelta_step(param, grad, v, u, lr, rho, one_minus_rho, eps, weight_decay, l2)
+# (operands for the arrays, Python floats for the hyperparameters, a compiled step's replay passing
+# their current values; see `backend_ndarray.functions.sgd_step`/`adam_step` for the formulas,
+# which a kernel must compute with the op sequence's bits). A device without them runs the op
+# sequence in the array layer. They write several buffers, so `out_position` is None for them.
+OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step")
+
 Family = Callable[[Primitive], Callable]
 
 

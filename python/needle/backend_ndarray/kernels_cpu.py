@@ -12,6 +12,7 @@ launch: the same numpy call with its views built once, since a replay always see
 same buffers.
 """
 import functools
+import math
 
 import numba
 import numpy as np
@@ -346,6 +347,8 @@ def prepare(name: str, args: tuple):
         batch = rest[0] if rest else 1
         return functools.partial(np.matmul, read(a).reshape(batch, m, n), read(b).reshape(batch, n, p),
                                  out=out_view(out, (batch, m, p)))
+    if name in _OPTIMIZER_LOOPS:
+        return _prepare_optimizer(name, args)
     if name in _REDUCE_UFUNC:
         a, out, reduce_size = args
         x, first = reduction_blocks(a, reduce_size)
@@ -353,3 +356,195 @@ def prepare(name: str, args: tuple):
         return functools.partial(_REDUCE_UFUNC[name].reduce, x, axis=tuple(range(first, x.ndim)), out=dest,
                                  dtype=dest.dtype)
     return None
+
+
+# --- fused optimizer updates (optional kernels of the interface: `OPTIONAL_KERNELS`) --------------
+#
+# One pass over a parameter, its gradient and its optimizer state doing, element by element,
+# exactly the float operations the optimizer's op-by-op update does (same order, each rounded
+# to the parameter's dtype: numba neither contracts a * b + c into an FMA nor reassociates
+# without fastmath, and its sqrt and division are IEEE's, like numpy's; error_model="numpy"
+# makes x / 0 inf or nan as in numpy, not an exception). One freedom IEEE 754 leaves: a nan's
+# sign bit. The ops compute p - q as p + (-q) and LLVM folds that into p - q, so where the
+# update is nan (a diverged step) the sign of that nan may differ from the ops'. The hyperparameters
+# reach the loop as one small array of the parameter's dtype (`h`): each Python float rounded
+# to that dtype, as numpy rounds a Python float next to a float32 array (NEP 50). So the bits
+# are those of the op sequence.
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _sgd_loop(p, g, u, h, l2, mode, nesterov):
+    lr, momentum, damping, weight_decay = h[0], h[1], h[2], h[3]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        if mode == 0:  # PyTorch's rule without momentum: no buffer
+            step = d
+        else:
+            w = d if mode == 1 else u[i] * momentum + d * damping
+            u[i] = w
+            step = d + w * momentum if nesterov else w
+        p[i] = x + -(step * lr)  # the ops' a - b
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _adam_loop(p, g, m, v, h, l2, decoupled):
+    lr, beta1, beta2, one_minus_beta1, one_minus_beta2 = h[0], h[1], h[2], h[3], h[4]
+    bias1, bias2, eps, weight_decay, decay = h[5], h[6], h[7], h[8], h[9]
+    for i in range(p.size):
+        x = p[i]
+        if decoupled:  # AdamW: theta * (1 - lr * weight_decay) first
+            x = x * decay
+        d = g[i]
+        if l2:  # Adam: weight decay added to the gradient
+            d = d + x * weight_decay
+        a = m[i] * beta1 + d * one_minus_beta1
+        b = v[i] * beta2 + d * d * one_minus_beta2
+        m[i] = a
+        v[i] = b
+        p[i] = x + -(a / bias1 * lr / (np.sqrt(b / bias2) + eps))
+
+
+def _flat_operands(operands):
+    """(flat arrays the loop works on, write-back pairs): a contiguous operand as a flat view,
+    any other as a contiguous copy written back after the loop (same values, another layout)."""
+    flat, back = [], []
+    seen: dict = {}
+    for op in operands:
+        handle, shape, strides, offset = op
+        if strides is None:  # compact: its elements from offset on, in order
+            flat.append(handle.array[offset:offset + math.prod(shape)])
+            continue
+        key = (id(handle), tuple(shape), tuple(strides), offset)
+        if key in seen:  # the same view again (the parameter standing in for unused state): one copy
+            flat.append(seen[key])
+            continue
+        x = read(op)
+        if x.flags.c_contiguous:
+            flat.append(x.reshape(-1))
+        else:
+            copy = np.ascontiguousarray(x)
+            flat.append(copy.reshape(-1))
+            back.append((x, copy))
+        seen[key] = flat[-1]
+    return flat, back
+
+
+def _run_update(loop, operands, scalars, flags) -> None:
+    arrays, back = _flat_operands(operands)
+    loop(*arrays, np.array(scalars, dtype=arrays[0].dtype), *flags)
+    for dest, copy in back:
+        np.copyto(dest, copy)
+
+
+def sgd_step(param, grad, u, lr, momentum, damping, weight_decay, l2, mode, nesterov):
+    """SGD's update of one parameter in place (see `backend_ndarray.functions.sgd_step` for the
+    arguments); u is written unless mode is 0."""
+    _run_update(_sgd_loop, (param, grad, u), (lr, momentum, damping, weight_decay), (l2, mode, nesterov))
+
+
+def adam_step(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps,
+              weight_decay, decay, l2, decoupled):
+    """Adam's (or AdamW's) update of one parameter and its moments in place (see
+    `backend_ndarray.functions.adam_step` for the arguments)."""
+    _run_update(_adam_loop, (param, grad, m, v), (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2,
+                                                  eps, weight_decay, decay), (l2, decoupled))
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _rmsprop_loop(p, g, v, a, b, h, l2, centered, momentum):
+    lr, alpha, one_minus_alpha, eps, weight_decay, mu = h[0], h[1], h[2], h[3], h[4], h[5]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        s = v[i] * alpha + d * d * one_minus_alpha
+        v[i] = s
+        if centered:
+            c = a[i] * alpha + d * one_minus_alpha
+            a[i] = c
+            denominator = np.sqrt(s + -(c * c)) + eps
+        else:
+            denominator = np.sqrt(s) + eps
+        if momentum:
+            w = b[i] * mu + d / denominator
+            b[i] = w
+            p[i] = x + -(w * lr)
+        else:
+            p[i] = x + -(d / denominator * lr)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _adagrad_loop(p, g, total, h, l2):
+    clr, eps, weight_decay = h[0], h[1], h[2]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        t = total[i] + d * d
+        total[i] = t
+        p[i] = x + -(d / (np.sqrt(t) + eps) * clr)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _adadelta_loop(p, g, v, u, h, l2):
+    lr, rho, one_minus_rho, eps, weight_decay = h[0], h[1], h[2], h[3], h[4]
+    for i in range(p.size):
+        x = p[i]
+        d = g[i]
+        if l2:
+            d = d + x * weight_decay
+        s = v[i] * rho + d * d * one_minus_rho
+        v[i] = s
+        delta = np.sqrt(u[i] + eps) / np.sqrt(s + eps) * d
+        u[i] = u[i] * rho + delta * delta * one_minus_rho
+        p[i] = x + -(delta * lr)
+
+
+def rmsprop_step(param, grad, v, a, b, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, l2, centered,
+                 use_momentum):
+    """RMSprop's update in place (see `backend_ndarray.functions.rmsprop_step`)."""
+    _run_update(_rmsprop_loop, (param, grad, v, a, b), (lr, alpha, one_minus_alpha, eps, weight_decay, momentum),
+                (l2, centered, use_momentum))
+
+
+def adagrad_step(param, grad, total, clr, eps, weight_decay, l2):
+    """Adagrad's update in place (see `backend_ndarray.functions.adagrad_step`)."""
+    _run_update(_adagrad_loop, (param, grad, total), (clr, eps, weight_decay), (l2,))
+
+
+def adadelta_step(param, grad, v, u, lr, rho, one_minus_rho, eps, weight_decay, l2):
+    """Adadelta's update in place (see `backend_ndarray.functions.adadelta_step`)."""
+    _run_update(_adadelta_loop, (param, grad, v, u), (lr, rho, one_minus_rho, eps, weight_decay), (l2,))
+
+
+# kernel name -> (loop, how many arrays lead its arguments, how many hyperparameters follow)
+_OPTIMIZER_LOOPS: dict = {"sgd_step": (_sgd_loop, 3, 4), "adam_step": (_adam_loop, 4, 10),
+                          "rmsprop_step": (_rmsprop_loop, 5, 6), "adagrad_step": (_adagrad_loop, 3, 3),
+                          "adadelta_step": (_adadelta_loop, 4, 5)}
+
+
+def _prepare_optimizer(name: str, args: tuple):
+    """A fused optimizer update over fixed buffers: the flat views made once, the
+    hyperparameters (HostScalars: lr, betas, bias corrections) read and rounded at each run;
+    None unless every operand is contiguous."""
+    loop, arrays, scalars = _OPTIMIZER_LOOPS[name]
+    views = [read(a) for a in args[:arrays]]
+    if not all(x.flags.c_contiguous for x in views):
+        return None
+    flat = [x.reshape(-1) for x in views]
+    values, flags = args[arrays:arrays + scalars], args[arrays + scalars:]
+    h = np.array([0.0 if isinstance(s, HostScalar) else s for s in values], dtype=flat[0].dtype)
+    launch = functools.partial(loop, *flat, h, *flags)
+    hosts = [(i, s) for i, s in enumerate(values) if isinstance(s, HostScalar)]
+    if not hosts:
+        return launch
+
+    def run():
+        for i, scalar in hosts:
+            h[i] = scalar.value  # rounded to h's dtype as np.array rounds it
+        launch()
+    return run

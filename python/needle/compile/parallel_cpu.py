@@ -8,8 +8,9 @@ same order (numpy's pairwise sum of that row), a copy moves the same values -- s
 result is the same bits as the unsplit call, on any number of threads.
 
 What splits: the primitives' elementwise kernels, `ewise_where`, `compact`,
-`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows, and the fused
-kernels of `fusion_cpu` (through `run_blocks`). A call is split only when it is large
+`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows, the optimizers'
+fused updates (`sgd_step`, `adam_step`, ..., by element ranges), and the fused kernels of
+`fusion_cpu` (through `run_blocks`). A call is split only when it is large
 enough to pay for the hand-off (`MIN_ELEMENTS`), its output has rows to split, and no
 block could see another block's writes (an input sharing the output's buffer through
 another view, or output blocks whose memory ranges overlap, keep the call whole).
@@ -201,6 +202,17 @@ def _plan(name: str, kernel, args: tuple):
             return None
         return shape, lambda lo, hi: (_buffer_rows(a, shape, lo, hi), out) + _strided_rows(shape, strides, offset,
                                                                                               lo, hi)
+    if name in _OPTIMIZER_UPDATES:  # elementwise over compact operands of one size, read and written in place
+        count = _OPTIMIZER_UPDATES[name]
+        operands = args[:count]
+        if not all(_is_operand(a) and a[2] is None for a in operands):
+            return None
+        size = math.prod(operands[0][1])
+        offsets: dict = {}
+        for a in operands:  # one buffer twice (SGD's no-buffer form passes the parameter as u): one view
+            if math.prod(a[1]) != size or offsets.setdefault(id(a[0]), a[3]) != a[3]:
+                return None
+        return (size,), lambda lo, hi: tuple((a[0], (hi - lo,), None, a[3] + lo) for a in operands) + args[count:]
     if name in ("reduce_sum", "reduce_max", "reduce_min"):
         a, out, reduce_size = args
         if not _is_operand(a) or a[0] is out or reduce_size < 1:
@@ -215,6 +227,10 @@ def _plan(name: str, kernel, args: tuple):
         kept_shape = shape[:kept]
         return shape, lambda lo, hi: (_operand_rows(a, lo, hi), _buffer_rows(out, kept_shape, lo, hi), reduce_size)
     return None
+
+
+# the optimizers' fused updates (kernels_cpu.sgd_step/adam_step): name -> how many array operands lead
+_OPTIMIZER_UPDATES = {"sgd_step": 3, "adam_step": 4, "rmsprop_step": 5, "adagrad_step": 3, "adadelta_step": 4}
 
 
 def _rows_disjoint(shape: tuple, strides: tuple) -> bool:

@@ -13,15 +13,22 @@ every group). Every number an update uses is a HostScalar underneath: setting
 (`ndl.compile`) as a runtime input, like the learning rate a scheduler sets. Only whether
 a term is there at all (momentum or weight decay zero or not) decides which operations
 run; a compiled step checks that before each replay and traces again when it changed.
+
+Every optimizer here updates each parameter with one fused call (`array_api.sgd_step`,
+`adam_step`, `rmsprop_step`, `adagrad_step`, `adadelta_step`: one numba loop per parameter on
+the cpu device, the op sequence in the array layer elsewhere, one recorded call in a compiled
+step) that gives the bits of its op-by-op update (only a nan result's sign bit may differ on
+the cpu); `fused=False` (PyTorch's flag) runs the ops instead. A parameter whose gradient or
+state differs in dtype or shape takes the op-by-op update either way.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 from .. import init, ops
-from ..autograd import Tensor, array_api, no_grad
+from ..autograd import Tensor, _note_write, array_api, no_grad
 from ..dtypes import HostScalar
 from ..nn.utils import clip_grad_norm_
 
@@ -36,6 +43,7 @@ _RANGES: Dict[str, Tuple[float, float, bool]] = {
 }
 # hyperparameters that are True or False; the true ones are terms (they decide what an update runs)
 _FLAGS = ("nesterov", "centered")
+_FLOATS = ("float32", "float64")  # the dtypes of parameters the fused updates take
 
 
 class ParamGroup(dict):
@@ -383,14 +391,6 @@ class Optimizer:
             return grad + p.data * group.scalars["weight_decay"]
         return grad
 
-    def _with_gradients(self) -> Iterator[Tuple[ParamGroup, Tensor, Tensor]]:
-        """(group, p, d) for every parameter that has a gradient, d = _grad(p, group): the loop
-        of every step (run it under no_grad)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    yield group, p, self._grad(p, group)
-
     @staticmethod
     def _state(store: Dict[Tensor, Tensor], p: Tensor) -> Tensor:
         """p's entry in a state dict, created as zeros (which the first update reproduces exactly:
@@ -399,6 +399,33 @@ class Optimizer:
         if state is None:
             state = store[p] = init.zeros(*p.shape, device=p.device, dtype=p.dtype)
         return state
+
+    fused: Optional[bool] = None
+
+    def _fused_arrays(self, p: Tensor, *stores: Dict[Tensor, Tensor]) -> Optional[list]:
+        """[p's array, its gradient's, its state's from each store (made as zeros when missing)]
+        for one fused call (`array_api.sgd_step`, `adam_step`, ...), or None: when fused is False, or
+        p is not floating, or its gradient or existing state differs in dtype or shape (a float64
+        gradient of a float32 parameter, state loaded with another dtype: the op-by-op update
+        then promotes and casts as the ops do)."""
+        if self.fused is False:
+            return None
+        data = p.realize_cached_data()
+        grad = cast(Tensor, p.grad).realize_cached_data()
+        dtype, shape = data.dtype, data.shape
+        if grad.dtype != dtype or grad.shape != shape or array_api.dtype_name(dtype) not in _FLOATS:
+            return None
+        arrays = [data, grad]
+        for store in stores:
+            state = store.get(p)
+            if state is None:
+                arrays.append(self._state(store, p).realize_cached_data())
+                continue
+            array = state.realize_cached_data()
+            if array.dtype != dtype or array.shape != shape:
+                return None
+            arrays.append(array)
+        return arrays
 
     lr = _group_hyper("lr")
 
@@ -411,12 +438,17 @@ class SGD(Optimizer):
     `nesterov=True`. Then, as torch.optim.SGD: g = grad + weight_decay * theta;
     u = g on the first step, else u = momentum * u + (1 - dampening) * g; theta -= lr * u
     (Nesterov: theta -= lr * (g + momentum * u)).
+
+    fused (PyTorch's flag): None or True updates each parameter with one `array_api.sgd_step`
+    call, False with the ops (the same bits; PyTorch's first momentum step, a copy of g,
+    always takes the ops).
     """
 
     _per_param_state = ("u",)
 
     def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 dampening: Optional[float] = None, nesterov: bool = False):
+                 dampening: Optional[float] = None, nesterov: bool = False, *, fused: Optional[bool] = None):
+        self.fused = fused
         if nesterov and (not momentum or dampening not in (None, 0, 0.0)):
             raise ValueError("SGD: nesterov needs a momentum and zero dampening (PyTorch's rule: dampening=0)")
         if nesterov and dampening is None:
@@ -436,35 +468,73 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group, p, d in self._with_gradients():
-                s, terms = group.scalars, group.terms
-                if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
-                    p.copy_(p.data - d * s["lr"])
-                    continue
-                if "momentum" not in terms:  # the course's u = d
-                    u = self._state(self.u, p)
-                    u.copy_(d)
-                elif "torch_momentum" in terms and p not in self.u:
-                    u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
-                else:
-                    u = self._state(self.u, p)
-                    u.copy_(u * s["momentum"] + d * s["damping"])
-                step = d + u * s["momentum"] if "nesterov" in terms else u
-                p.copy_(p.data - step * s["lr"])
+            for group in self.param_groups:
+                terms = group.terms
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    # (PyTorch's first momentum step copies the gradient: the ops do that)
+                    first = "torch_momentum" in terms and "momentum" in terms and p not in self.u
+                    arrays = None
+                    if not first:
+                        no_buffer = "torch_momentum" in terms and "momentum" not in terms
+                        arrays = self._fused_arrays(p) if no_buffer else self._fused_arrays(p, self.u)
+                    if arrays is None:
+                        self._step(group, p, self._grad(p, group))
+                    else:
+                        self._fused_step(group, arrays)
+
+    @staticmethod
+    def _fused_step(group: ParamGroup, arrays: list) -> None:
+        """The update of `_step` as one `array_api.sgd_step` call on [param, grad(, u)] (the same
+        bits); without a buffer (PyTorch's rule, no momentum) u is the parameter, untouched."""
+        s, terms = group.scalars, group.terms
+        if len(arrays) == 2:
+            data, grad = arrays
+            buffer, mode = data, 0
+        else:
+            data, grad, buffer = arrays
+            mode = 2 if "momentum" in terms else 1
+        array_api.sgd_step(data, grad, buffer, s["lr"], s["momentum"], s["damping"], s["weight_decay"],
+                           "weight_decay" in terms, mode, "nesterov" in terms)
+        _note_write(data)
+        if mode:
+            _note_write(buffer)
+
+    def _step(self, group: ParamGroup, p: Tensor, d: Tensor) -> None:
+        """The op-by-op update of one parameter for the gradient `d` (weight decay included)."""
+        s, terms = group.scalars, group.terms
+        if "torch_momentum" in terms and "momentum" not in terms:  # PyTorch keeps no buffer
+            p.copy_(p.data - d * s["lr"])
+            return
+        if "momentum" not in terms:  # the course's u = d
+            u = self._state(self.u, p)
+            u.copy_(d)
+        elif "torch_momentum" in terms and p not in self.u:
+            u = self.u[p] = Tensor.make_const(array_api.array(d.realize_cached_data(), dtype=None))
+        else:
+            u = self._state(self.u, p)
+            u.copy_(u * s["momentum"] + d * s["damping"])
+        step = d + u * s["momentum"] if "nesterov" in terms else u
+        p.copy_(p.data - step * s["lr"])
 
 
 class Adam(Optimizer):
     """Adam with bias correction and L2-style weight decay (added to the gradient), the course's:
     m = b1 m + (1 - b1) d, v = b2 v + (1 - b2) d^2, theta -= lr m_hat / (sqrt(v_hat) + eps).
-    `betas=(b1, b2)` is PyTorch's spelling of beta1/beta2 (the course's defaults stay: lr 0.01)."""
+    `betas=(b1, b2)` is PyTorch's spelling of beta1/beta2 (the course's defaults stay: lr 0.01).
+    fused (PyTorch's flag): None or True updates each parameter with one `array_api.adam_step`
+    call, False with the ops (the same bits)."""
 
     _per_param_state = ("m", "v")
     _scalar_state = ("t",)
 
     def __init__(self, params: Iterable, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, betas: Optional[tuple] = None):
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, betas: Optional[tuple] = None,
+                 fused: Optional[bool] = None):
         if betas is not None:
             beta1, beta2 = _betas(type(self).__name__, betas)
+        self.fused = fused
         self.t = 0
         super().__init__(params, dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay))
         self.m: Dict[Tensor, Tensor] = {}
@@ -497,7 +567,23 @@ class Adam(Optimizer):
     def _update(self, group: ParamGroup) -> None:
         for p in group["params"]:
             if p.grad is not None:
-                self._adam(p, self._grad(p, group), group.scalars)
+                arrays = self._fused_arrays(p, self.m, self.v)
+                if arrays is None:
+                    self._adam(p, self._grad(p, group), group.scalars)
+                else:
+                    self._fused_adam(group, arrays, l2="weight_decay" in group.terms, decoupled=False)
+
+    @staticmethod
+    def _fused_adam(group: ParamGroup, arrays: list, l2: bool, decoupled: bool) -> None:
+        """`_adam` on [param, grad, m, v] (after AdamW's decay when decoupled, with Adam's weight
+        decay added to the gradient when l2) as one `array_api.adam_step` call: the same bits."""
+        s = group.scalars
+        data, grad, m, v = arrays
+        array_api.adam_step(data, grad, m, v, s["lr"], s["beta1"], s["beta2"], s["one_minus_beta1"],
+                            s["one_minus_beta2"], s["bias1"], s["bias2"], s["eps"], s["weight_decay"],
+                            s.get("decay", 1.0), l2, decoupled)
+        for written in (data, m, v):
+            _note_write(written)
 
     def _adam(self, p: Tensor, d: Tensor, s: Dict[str, HostScalar]) -> None:
         """The moments and the step of one parameter for the gradient `d`."""
@@ -519,8 +605,10 @@ class AdamW(Adam):
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.01, *, betas: Optional[tuple] = None):
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, betas=betas)
+                 eps: float = 1e-8, weight_decay: float = 0.01, *, betas: Optional[tuple] = None,
+                 fused: Optional[bool] = None):
+        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, betas=betas,
+                         fused=fused)
 
     @property
     def decoupled_weight_decay(self) -> float:
@@ -530,13 +618,20 @@ class AdamW(Adam):
         return dict(super()._runtime_scalars(group), decay=1 - group["lr"] * group["weight_decay"])
 
     def _update(self, group: ParamGroup) -> None:
-        if "weight_decay" in group.terms:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.copy_(p.data * group.scalars["decay"])
+        decoupled = "weight_decay" in group.terms
+        rest = []
         for p in group["params"]:
-            if p.grad is not None:  # decoupled: the decay is not added to the gradient
-                self._adam(p, p.grad.data, group.scalars)
+            if p.grad is not None:
+                arrays = self._fused_arrays(p, self.m, self.v)
+                if arrays is None:
+                    rest.append(p)
+                else:
+                    self._fused_adam(group, arrays, l2=False, decoupled=decoupled)
+        if decoupled:
+            for p in rest:
+                p.copy_(p.data * group.scalars["decay"])
+        for p in rest:  # decoupled: the decay is not added to the gradient
+            self._adam(p, cast(Tensor, p.grad).data, group.scalars)
 
 
 class RMSprop(Optimizer):
@@ -553,12 +648,16 @@ class RMSprop(Optimizer):
     and momentum >= 1, which make no sense) and TypeError for a non-number.
     State (PyTorch's names): square_avg (v), grad_avg (a, centered only), momentum_buffer
     (b, momentum only); dicts keyed by parameter, in state_dict() by parameter index.
+    fused (PyTorch's flag): None or True, one `array_api.rmsprop_step` call per parameter;
+    False, the ops (the same bits).
     """
 
     _per_param_state = ("square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params: Iterable, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 fused: Optional[bool] = None):
+        self.fused = fused
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered))
         self.square_avg: Dict[Tensor, Tensor] = {}
@@ -576,22 +675,43 @@ class RMSprop(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group, p, g in self._with_gradients():
+            for group in self.param_groups:
                 s, terms = group.scalars, group.terms
-                v = self._state(self.square_avg, p)
-                v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
-                if "centered" in terms:
-                    a = self._state(self.grad_avg, p)
-                    a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
-                    denominator = ops.sqrt(v - a * a) + s["eps"]
-                else:
-                    denominator = ops.sqrt(v) + s["eps"]
-                if "momentum" in terms:
-                    b = self._state(self.momentum_buffer, p)
-                    b.copy_(b * s["momentum"] + g / denominator)
-                    p.copy_(p.data - b * s["lr"])
-                else:
-                    p.copy_(p.data - g / denominator * s["lr"])
+                centered, momentum = "centered" in terms, "momentum" in terms
+                stores = [self.square_avg] + [self.grad_avg] * centered + [self.momentum_buffer] * momentum
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    arrays = self._fused_arrays(p, *stores)
+                    if arrays is None:
+                        self._step(group, p, self._grad(p, group))
+                        continue
+                    data, grad, v = arrays[:3]
+                    a = arrays[3] if centered else data
+                    b = arrays[-1] if momentum else data
+                    array_api.rmsprop_step(data, grad, v, a, b, s["lr"], s["alpha"], s["one_minus_alpha"], s["eps"],
+                                           s["weight_decay"], s["momentum"], "weight_decay" in terms, centered,
+                                           momentum)
+                    for written in arrays[:1] + arrays[2:]:
+                        _note_write(written)
+
+    def _step(self, group: ParamGroup, p: Tensor, g: Tensor) -> None:
+        """The op-by-op update of one parameter for the gradient `g` (weight decay included)."""
+        s, terms = group.scalars, group.terms
+        v = self._state(self.square_avg, p)
+        v.copy_(v * s["alpha"] + g * g * s["one_minus_alpha"])
+        if "centered" in terms:
+            a = self._state(self.grad_avg, p)
+            a.copy_(a * s["alpha"] + g * s["one_minus_alpha"])
+            denominator = ops.sqrt(v - a * a) + s["eps"]
+        else:
+            denominator = ops.sqrt(v) + s["eps"]
+        if "momentum" in terms:
+            b = self._state(self.momentum_buffer, p)
+            b.copy_(b * s["momentum"] + g / denominator)
+            p.copy_(p.data - b * s["lr"])
+        else:
+            p.copy_(p.data - g / denominator * s["lr"])
 
 
 class Adagrad(Optimizer):
@@ -606,13 +726,16 @@ class Adagrad(Optimizer):
     State: `sum` (PyTorch's name), a dict keyed by parameter, and the step count `t`, one for
     the optimizer (PyTorch counts per parameter; they differ only for a parameter that
     misses steps without a gradient, and only when lr_decay is not zero).
+    fused (PyTorch's flag): None or True, one `array_api.adagrad_step` call per parameter;
+    False, the ops (the same bits).
     """
 
     _per_param_state = ("sum",)
     _scalar_state = ("t",)
 
     def __init__(self, params: Iterable, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10):
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, fused: Optional[bool] = None):
+        self.fused = fused
         self.t = 0
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps))
@@ -639,14 +762,26 @@ class Adagrad(Optimizer):
     def step(self) -> None:
         array_api.host_call(self._advance)
         with no_grad():
-            for group, p, g in self._with_gradients():
+            for group in self.param_groups:
                 s = group.scalars
-                total = self.sum.get(p)
-                if total is None:
-                    total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
-                                                        device=p.device, dtype=p.dtype)
-                total.copy_(total + g * g)
-                p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    total = self.sum.get(p)
+                    if total is None:
+                        total = self.sum[p] = init.constant(*p.shape, c=group["initial_accumulator_value"],
+                                                            device=p.device, dtype=p.dtype)
+                    arrays = self._fused_arrays(p, self.sum)
+                    if arrays is None:
+                        g = self._grad(p, group)
+                        total.copy_(total + g * g)
+                        p.copy_(p.data - g / (ops.sqrt(total) + s["eps"]) * s["clr"])
+                        continue
+                    data, grad, state = arrays
+                    array_api.adagrad_step(data, grad, state, s["clr"], s["eps"], s["weight_decay"],
+                                           "weight_decay" in group.terms)
+                    _note_write(data)
+                    _note_write(state)
 
 
 class Adadelta(Optimizer):
@@ -659,12 +794,15 @@ class Adadelta(Optimizer):
     Args: lr (>= 0, default 1.0), rho in [0, 1], eps (>= 0), weight_decay (>= 0). Raises
     ValueError for a value out of range, TypeError for a non-number.
     State (PyTorch's names): square_avg (v) and acc_delta (u), dicts keyed by parameter.
+    fused (PyTorch's flag): None or True, one `array_api.adadelta_step` call per parameter;
+    False, the ops (the same bits).
     """
 
     _per_param_state = ("square_avg", "acc_delta")
 
     def __init__(self, params: Iterable, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, *, fused: Optional[bool] = None):
+        self.fused = fused
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
         self.square_avg: Dict[Tensor, Tensor] = {}
         self.acc_delta: Dict[Tensor, Tensor] = {}
@@ -678,10 +816,26 @@ class Adadelta(Optimizer):
 
     def step(self) -> None:
         with no_grad():
-            for group, p, g in self._with_gradients():
+            for group in self.param_groups:
                 s = group.scalars
-                v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
-                v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
-                delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
-                u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
-                p.copy_(p.data - delta * s["lr"])
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    arrays = self._fused_arrays(p, self.square_avg, self.acc_delta)
+                    if arrays is None:
+                        self._step(group, p, self._grad(p, group))
+                        continue
+                    data, grad, v_data, u_data = arrays
+                    array_api.adadelta_step(data, grad, v_data, u_data, s["lr"], s["rho"], s["one_minus_rho"],
+                                            s["eps"], s["weight_decay"], "weight_decay" in group.terms)
+                    for written in (data, v_data, u_data):
+                        _note_write(written)
+
+    def _step(self, group: ParamGroup, p: Tensor, g: Tensor) -> None:
+        """The op-by-op update of one parameter for the gradient `g` (weight decay included)."""
+        s = group.scalars
+        v, u = self._state(self.square_avg, p), self._state(self.acc_delta, p)
+        v.copy_(v * s["rho"] + g * g * s["one_minus_rho"])
+        delta = ops.sqrt(u + s["eps"]) / ops.sqrt(v + s["eps"]) * g
+        u.copy_(u * s["rho"] + delta * delta * s["one_minus_rho"])
+        p.copy_(p.data - delta * s["lr"])
