@@ -6,7 +6,7 @@ and nothing else, so they never branch on the backend.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
