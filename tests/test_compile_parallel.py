@@ -45,10 +45,10 @@ BX, BY, BROW, BABS = buffer(X), buffer(Y), buffer(ROW), buffer(np.abs(Y))
 
 @pytest.mark.parametrize("operand,reduce_size", [
     ((BX, (700, 1000), None, 0), 1000),                # rows of a matrix (numpy's pairwise sum)
-    ((BX, (1000, 700), (1, 1000), 0), 700),            # columns: a transposed view
     ((BX, (70, 10, 1000), None, 0), 10000),            # two trailing axes
     ((BX, (350, 1000), (2000, 1), 1000), 1000),        # every other row, from an offset
-], ids=["rows", "transposed", "two-axes", "strided"])
+    ((BX, (700, 700), (1000, 1), 0), 700),             # rows of 700 in a buffer of rows of 1000
+], ids=["rows", "two-axes", "strided", "padded"])
 @pytest.mark.parametrize("name", ["reduce_sum", "reduce_max", "reduce_min"])
 def test_a_split_reduction_gives_the_whole_reductions_bits(two_threads, name, operand, reduce_size):
     kept = int(np.prod(operand[1])) // reduce_size
@@ -98,6 +98,10 @@ def test_what_is_not_split(two_threads, monkeypatch):
     assert parallel_cpu.split("ewise_exp", kernels_cpu.ewise_exp, small, kernels_cpu.prepare) is None
     total = ((BX, (700, 1000), None, 0), Array(1), 700_000)  # one sum: its order would change
     assert parallel_cpu.split("reduce_sum", kernels_cpu.reduce_sum, total, kernels_cpu.prepare) is None
+    # column sums (kept axis inside the reduced one in memory): measured slower split
+    for columns in (((BX, (1000, 700), (1, 1000), 0), Array(1000), 700),
+                    ((BX, (100, 10, 700), (1, 100, 1000), 0), Array(100), 7000)):
+        assert parallel_cpu.split("reduce_sum", kernels_cpu.reduce_sum, columns, kernels_cpu.prepare) is None
     # an in-place update reading its output through another view: a block would see another's writes
     out = buffer(X)
     transposed = ((out, (1000, 700), (1, 1000), 0), (BY, (1000, 700), None, 0), out)
