@@ -209,7 +209,21 @@ def test_a_worker_runs_each_posted_block_once_in_order(spin):
         task = parallel_cpu._Task(lambda k=k: (seen.append(k), out.__setitem__(k, k + 0.5)))
         worker.wait(task, worker.post(task))
         assert out[k] == k + 0.5
+        if k % 3 == 0:
+            parallel_cpu.park()  # a parked worker sleeps, and wakes for the next block
     assert seen == list(range(200))
+
+
+def test_a_replayed_matmul_that_stays_whole_parks_the_workers_first(two_threads, monkeypatch):
+    ran = []
+    launch = parallel_cpu.whole("matmul", lambda: ran.append(int(parallel_cpu._PARK[0])))
+    before = int(parallel_cpu._PARK[0])
+    launch()
+    assert ran == [before + 1]
+    other = lambda: None  # noqa: E731
+    assert parallel_cpu.whole("ewise_add", other) is other
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "1")
+    assert parallel_cpu.whole("matmul", other) is other
 
 
 def test_many_split_launches_give_the_serial_results(two_threads):

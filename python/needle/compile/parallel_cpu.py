@@ -33,7 +33,7 @@ import numpy as np
 
 from ..backend_ndarray.host_buffer import Array
 
-__all__ = ["threads", "run_blocks", "split", "row_blocks", "blocks_of", "MIN_ELEMENTS"]
+__all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of", "park", "MIN_ELEMENTS"]
 
 # below this many elements (about 0.1 ms of elementwise work) the hand-off to a worker, a
 # thread wake-up when it sleeps, eats what splitting saves: measured on 2 cores, splitting
@@ -97,6 +97,18 @@ SETTLE_SECONDS = 3e-6
 
 _POSTED, _DONE = 0, 8  # indices into a worker's cell (64 bytes apart: separate cache lines)
 
+# bumped before each replayed matmul that OpenBLAS may thread (`park`): a spinning worker stops
+# spinning and sleeps, so the core it was on is free for OpenBLAS's helper thread. Measured on
+# the 2-core machine: a helper that has to share a core with a spinner (or any busy thread)
+# makes a (128, 2048) @ (2048, 128) product 40-80x slower, as OpenBLAS's threads wait for each
+# other a time slice at a time.
+_PARK = np.zeros(16, np.int64)
+
+
+def park() -> None:
+    """Tell spinning workers to sleep: the next call (a matmul) wants every core for OpenBLAS."""
+    _PARK[0] += 1
+
 
 @functools.lru_cache(maxsize=None)
 def _spinning() -> Any:
@@ -138,14 +150,23 @@ def _spinning() -> Any:
         return False
 
     @numba.njit(nogil=True)
-    def done_then_wait(cell, done, value, spins, settle):
-        """Mark block `done` finished (the GIL already let go), then wait for block `value`."""
+    def done_then_wait(cell, done, value, park, parked, spins, settle):
+        """Mark block `done` finished (the GIL already let go), then wait for block `value` as
+        `wait` does -- or until `park[0]` is no longer `parked` (False: a matmul is starting)."""
         store_release(cell, 8, done)
-        return wait(cell, 0, value, spins, settle)
+        for _ in range(spins):
+            if load_acquire(cell, 0) >= value:
+                for _ in range(settle):
+                    give_way()
+                return True
+            if load_acquire(park, 0) != parked:
+                return False
+            give_way()
+        return False
 
     cell = np.zeros(16, np.int64)
     wait(cell, 0, 1, 1, 0)  # compile both now
-    done_then_wait(cell, 0, 0, 1, 0)
+    done_then_wait(cell, 0, 0, _PARK, 0, 1, 0)
     return wait, done_then_wait
 
 
@@ -215,7 +236,8 @@ class _Worker:
                 except BaseException as err:  # handed to the caller, which raises it
                     task.error = err
                 task.done.release()
-            done_then_wait(cell, taken, taken + 1, self.spin, self.settle)
+            parked = int(_PARK[0])  # read before the caller can see this block done
+            done_then_wait(cell, taken, taken + 1, _PARK, parked, self.spin, self.settle)
 
     def wait(self, task: _Task, number: int) -> None:
         """Until the worker has finished `task` (its block `number`)."""
@@ -432,6 +454,18 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
             launch = _plain(kernel, block_args)
         launches.append(launch)
     return run_blocks(launches)
+
+
+def whole(name: str, launch: Callable[[], Any]) -> Callable[[], Any]:
+    """The launch of a call that runs whole: a matmul's parks the spinning workers first (`park`),
+    so OpenBLAS's helper threads find the cores free; any other launch as it is."""
+    if name != "matmul" or threads() < 2:
+        return launch
+
+    def parked() -> Any:
+        _PARK[0] += 1
+        return launch()
+    return parked
 
 
 def _plain(kernel, args: tuple) -> Callable[[], Any]:
