@@ -8,16 +8,25 @@ same order (numpy's pairwise sum of that row), a copy moves the same values -- s
 result is the same bits as the unsplit call, on any number of threads.
 
 What splits: the primitives' elementwise kernels, `ewise_where`, `compact`,
-`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows, and the fused
-kernels of `fusion_cpu` (through `run_blocks`). A call is split only when it is large
-enough to pay for the hand-off (`MIN_ELEMENTS`), its output has rows to split, and no
-block could see another block's writes (an input sharing the output's buffer through
-another view, or output blocks whose memory ranges overlap, keep the call whole).
+`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows (not column sums:
+`_reads_across_rows`), the fused kernels of `fusion_cpu` (through `run_blocks`), and batched
+matmuls whose matrices OpenBLAS runs on one thread (blocks of the batch: the same sgemm call
+per matrix, so the same bits; `MATMUL_THREADED`). A call is split only when it is large
+enough to pay for the hand-off (`MIN_ELEMENTS`, `MATMUL_MIN_WORK`), its output has rows to
+split, and no block could see another block's writes (an input sharing the output's buffer
+through another view, or output blocks whose memory ranges overlap, keep the call whole).
 
-The workers are daemon threads, started at the first split; numpy's loops and the numba
-kernels (`nogil=True`) release the GIL, so the blocks run at once. The number of threads
-is NEEDLE_NUM_THREADS, else OMP_NUM_THREADS (what PyTorch's intra-op pool reads), else the
-cores this process may run on.
+The workers are daemon threads, started at the first split; numpy's loops, BLAS and the numba
+kernels (`nogil=True`) release the GIL, so the blocks run at once. Between blocks a worker
+spins for a while without the GIL instead of sleeping (see "waiting without the GIL" below),
+and a replayed matmul that stays whole first sends spinning workers to sleep (`whole`), so
+OpenBLAS's own threads find the cores free. The number of threads is NEEDLE_NUM_THREADS, else
+OMP_NUM_THREADS (what PyTorch's intra-op pool reads), else the cores this process may run on;
+NEEDLE_NUM_THREADS=1 replays every call whole on the calling thread, as before.
+
+Not done here, measured: independent calls of the program at once on two threads (inter-op
+parallelism). Each launch is a Python call that needs the GIL, and on the 2-core VM every GIL
+hand-off to a sleeping thread cost a 20-40 us wake-up; most calls of the workloads take less.
 """
 from __future__ import annotations
 
