@@ -44,10 +44,13 @@ from ..backend_ndarray.host_buffer import Array
 
 __all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of", "park", "MIN_ELEMENTS"]
 
-# below this many elements (about 0.1 ms of elementwise work) the hand-off to a worker, a
-# thread wake-up when it sleeps, eats what splitting saves: measured on 2 cores, splitting
-# the 65,536-element calls of resnet9 made its step slower, the 262,144-element ones of gpt
-# and the 7M-element ones of lstm_lm faster
+# below this many elements (about 0.1 ms of elementwise work) the hand-off to a worker eats
+# what splitting saves: measured on 2 cores, splitting the 65,536-element calls of resnet9 made
+# its step slower, the 262,144-element ones of gpt and the 7M-element ones of lstm_lm faster.
+# Re-measured with the spinning workers (an exp split in two, min of 25 interleaved rounds on a
+# loaded machine): 65,536 elements 26.4 us whole / 27.1 split, 131,072 53.7 / 52.4 (even),
+# 262,144 118 / 84, 1M 540 / 343 -- so the threshold stays; row reductions and copies gained
+# less than exp at the same sizes
 MIN_ELEMENTS = 1 << 18
 # kinds of call whose measured break-even differs from MIN_ELEMENTS (name -> elements)
 MIN_BY_KIND: Dict[str, int] = {}
