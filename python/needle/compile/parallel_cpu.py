@@ -14,31 +14,61 @@ fused updates (`sgd_step`, `adam_step`, ..., by element ranges), and the fused k
 enough to pay for the hand-off (`MIN_ELEMENTS`), its output has rows to split, and no
 block could see another block's writes (an input sharing the output's buffer through
 another view, or output blocks whose memory ranges overlap, keep the call whole).
+`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows (not column sums:
+`_reads_across_rows`), the fused kernels of `fusion_cpu` (through `run_blocks`), and batched
+matmuls whose matrices OpenBLAS runs on one thread (blocks of the batch: the same sgemm call
+per matrix, so the same bits; `MATMUL_THREADED`). A call is split only when it is large
+enough to pay for the hand-off (`MIN_ELEMENTS`, `MATMUL_MIN_WORK`), its output has rows to
+split, and no block could see another block's writes (an input sharing the output's buffer
+through another view, or output blocks whose memory ranges overlap, keep the call whole).
 
-The workers are daemon threads, started at the first split; numpy's loops and the numba
-kernels (`nogil=True`) release the GIL, so the blocks run at once. The number of threads
-is NEEDLE_NUM_THREADS, else OMP_NUM_THREADS (what PyTorch's intra-op pool reads), else the
-cores this process may run on.
+The workers are daemon threads, started at the first split; numpy's loops, BLAS and the numba
+kernels (`nogil=True`) release the GIL, so the blocks run at once. Between blocks a worker
+spins for a while without the GIL instead of sleeping (see "waiting without the GIL" below),
+and a replayed matmul that stays whole first sends spinning workers to sleep (`whole`), so
+OpenBLAS's own threads find the cores free. The number of threads is NEEDLE_NUM_THREADS, else
+OMP_NUM_THREADS (what PyTorch's intra-op pool reads), else the cores this process may run on;
+NEEDLE_NUM_THREADS=1 replays every call whole on the calling thread, as before.
+
+Not done here, measured: independent calls of the program at once on two threads (inter-op
+parallelism). Each launch is a Python call that needs the GIL, and on the 2-core VM every GIL
+hand-off to a sleeping thread cost a 20-40 us wake-up; most calls of the workloads take less.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..backend_ndarray.host_buffer import Array
 
-__all__ = ["threads", "run_blocks", "split", "row_blocks", "blocks_of", "MIN_ELEMENTS"]
+__all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of", "park", "MIN_ELEMENTS"]
 
-# below this many elements (about 0.1 ms of elementwise work) the hand-off to a worker, a
-# thread wake-up when it sleeps, eats what splitting saves: measured on 2 cores, splitting
-# the 65,536-element calls of resnet9 made its step slower, the 262,144-element ones of gpt
-# and the 7M-element ones of lstm_lm faster
+# below this many elements (about 0.1 ms of elementwise work) the hand-off to a worker eats
+# what splitting saves: measured on 2 cores, splitting the 65,536-element calls of resnet9 made
+# its step slower, the 262,144-element ones of gpt and the 7M-element ones of lstm_lm faster.
+# Re-measured with the spinning workers (an exp split in two, min of 25 interleaved rounds on a
+# loaded machine): 65,536 elements 26.4 us whole / 27.1 split, 131,072 53.7 / 52.4 (even),
+# 262,144 118 / 84, 1M 540 / 343 -- so the threshold stays; row reductions and copies gained
+# less than exp at the same sizes
 MIN_ELEMENTS = 1 << 18
+# kinds of call whose measured break-even differs from MIN_ELEMENTS (name -> elements)
+MIN_BY_KIND: Dict[str, int] = {}
+
+# a batched matmul (attention's (B*H, T, hs) @ (B*H, hs, T)) is numpy calling sgemm once per
+# matrix; OpenBLAS runs a product of at most this many multiply-adds on one thread (its
+# GEMM_MULTITHREAD_THRESHOLD of 4 x 65536), so splitting the batch is the only way such a call
+# uses a second core: each block makes the same sgemm calls on the same matrices (same bits).
+# A larger product OpenBLAS threads itself, and stays whole.
+MATMUL_THREADED = 4 * 65536
+# the least multiply-adds of a batched matmul worth splitting
+MATMUL_MIN_WORK = 1 << 22
 
 
 def threads() -> int:
@@ -47,10 +77,7 @@ def threads() -> int:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) >= 1:
             return int(value)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return _cores()
 
 
 class _Task:
@@ -66,29 +93,194 @@ class _Task:
         self.error: Optional[BaseException] = None
 
 
-def _work(tasks: "queue.SimpleQueue[_Task]") -> None:
-    while True:
-        task = tasks.get()
-        if not task.claim.acquire(blocking=False):
-            continue  # the caller ran it already
-        try:
-            task.fn()
-        except BaseException as err:  # handed to the caller, which raises it
-            task.error = err
-        task.done.release()
+# --- waiting without the GIL ---------------------------------------------------------------------------
+#
+# A worker that sleeps between blocks costs a split call two thread wake-ups (the worker's, then
+# the caller's when the block is done), and on a virtual machine each is 20-40 us (measured on
+# the 2-core benchmark machine): more than a 256k-element block takes. So, like an OpenMP pool,
+# a worker spins for a while (SPIN_SECONDS) after each block, waiting for the next one, and the
+# caller spins while the worker finishes -- both in numba code that has let go of the GIL, so
+# the spinning thread holds neither a core it is not on nor the interpreter. The flags are int64
+# counters in a numpy array, read and written with atomic acquire/release operations (a plain
+# load in a loop could be hoisted out of it by the compiler). Past the spin, both sides fall back
+# to blocking (the queue, the task's lock), so nothing depends on the spinning: it only saves
+# the wake-ups.
+
+# how long a worker spins for the next block, and the caller for a worker's block, in seconds
+SPIN_SECONDS = 2e-4
+# after seeing a block posted, a worker waits this long before taking the GIL: the caller posts
+# while holding it and lets go when its own block starts, a few microseconds later; taking the
+# GIL while the caller still holds it puts the worker to sleep (a wake-up again)
+SETTLE_SECONDS = 3e-6
+
+_POSTED, _DONE = 0, 8  # indices into a worker's cell (64 bytes apart: separate cache lines)
+
+# bumped before each replayed matmul that OpenBLAS may thread (`park`): a spinning worker stops
+# spinning and sleeps, so the core it was on is free for OpenBLAS's helper thread. Measured on
+# the 2-core machine: a helper that has to share a core with a spinner (or any busy thread)
+# makes a (128, 2048) @ (2048, 128) product 40-80x slower, as OpenBLAS's threads wait for each
+# other a time slice at a time.
+_PARK = np.zeros(16, np.int64)
 
 
-_QUEUES: List["queue.SimpleQueue[_Task]"] = []
+def park() -> None:
+    """Tell spinning workers to sleep: the next call (a matmul) wants every core for OpenBLAS."""
+    _PARK[0] += 1
+
+
+@functools.lru_cache(maxsize=None)
+def _spinning() -> Any:
+    """The numba spin functions (compiled at the first split): (wait, done_then_wait)."""
+    import numba
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def load_acquire(typingctx, cell, index):
+        def codegen(context, builder, signature, args):
+            ptr = cgutils.get_item_pointer(context, builder, signature.args[0],
+                                           context.make_array(signature.args[0])(context, builder, args[0]), [args[1]])
+            return builder.load_atomic(ptr, "acquire", 8)
+        return types.int64(cell, index), codegen
+
+    @intrinsic
+    def store_release(typingctx, cell, index, value):
+        def codegen(context, builder, signature, args):
+            ptr = cgutils.get_item_pointer(context, builder, signature.args[0],
+                                           context.make_array(signature.args[0])(context, builder, args[0]), [args[1]])
+            builder.store_atomic(args[2], ptr, "release", 8)
+            return context.get_dummy_value()
+        return types.void(cell, index, value), codegen
+
+    give_way = _sched_yield()
+
+    @numba.njit(nogil=True)
+    def wait(cell, index, value, spins, settle):
+        """Spin until cell[index] >= value (then `settle` more turns): True, or False after `spins`
+        turns. Each turn yields the core to any other thread waiting for it (OpenBLAS's helpers)."""
+        for _ in range(spins):
+            if load_acquire(cell, index) >= value:
+                for _ in range(settle):
+                    give_way()
+                return True
+            give_way()
+        return False
+
+    @numba.njit(nogil=True)
+    def done_then_wait(cell, done, value, park, parked, spins, settle):
+        """Mark block `done` finished (the GIL already let go), then wait for block `value` as
+        `wait` does -- or until `park[0]` is no longer `parked` (False: a matmul is starting)."""
+        store_release(cell, 8, done)
+        for _ in range(spins):
+            if load_acquire(cell, 0) >= value:
+                for _ in range(settle):
+                    give_way()
+                return True
+            if load_acquire(park, 0) != parked:
+                return False
+            give_way()
+        return False
+
+    cell = np.zeros(16, np.int64)
+    wait(cell, 0, 1, 1, 0)  # compile both now
+    done_then_wait(cell, 0, 0, _PARK, 0, 1, 0)
+    return wait, done_then_wait
+
+
+def _sched_yield() -> Any:
+    """libc's sched_yield as a ctypes function numba can call, or a numba no-op without one."""
+    import ctypes
+
+    import numba
+
+    try:
+        fn = ctypes.CDLL(None).sched_yield
+    except (AttributeError, OSError):
+        @numba.njit(nogil=True)
+        def nothing() -> int:
+            return 0
+        return nothing
+    fn.restype, fn.argtypes = ctypes.c_int, []
+    return fn
+
+
+@functools.lru_cache(maxsize=None)
+def _turns_per_second() -> float:
+    """How many turns of the spin loop make a second here (measured once)."""
+    wait = _spinning()[0]
+    cell = np.zeros(16, np.int64)
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        wait(cell, 0, 1, 200_000, 0)
+        best = min(best, time.perf_counter() - start)
+    return 200_000 / max(best, 1e-9)
+
+
+def _spins(seconds: float) -> int:
+    return int(seconds * _turns_per_second())
+
+
+class _Worker:
+    """A daemon thread running the blocks posted to it, in order."""
+
+    def __init__(self, spin: bool) -> None:
+        self.cell = np.zeros(16, np.int64)
+        self.tasks: "queue.SimpleQueue[_Task]" = queue.SimpleQueue()
+        self.posted = 0
+        self.lock = threading.Lock()  # posting: the queue's order is the counter's
+        self.spin, self.settle = (_spins(SPIN_SECONDS), _spins(SETTLE_SECONDS)) if spin else (0, 0)
+        threading.Thread(target=self._work, daemon=True, name="needle-compile-worker").start()
+
+    def post(self, task: _Task) -> int:
+        """Queue `task`; its number in this worker's order."""
+        with self.lock:
+            self.tasks.put(task)
+            self.posted += 1
+            self.cell[_POSTED] = self.posted
+            return self.posted
+
+    def _work(self) -> None:
+        wait, done_then_wait = _spinning()
+        cell, taken = self.cell, 0
+        wait(cell, _POSTED, 1, self.spin, self.settle)
+        while True:
+            task = self.tasks.get()  # at once when the spin saw it posted
+            taken += 1
+            if task.claim.acquire(blocking=False):  # else the caller ran it already
+                try:
+                    task.fn()
+                except BaseException as err:  # handed to the caller, which raises it
+                    task.error = err
+                task.done.release()
+            parked = int(_PARK[0])  # read before the caller can see this block done
+            done_then_wait(cell, taken, taken + 1, _PARK, parked, self.spin, self.settle)
+
+    def wait(self, task: _Task, number: int) -> None:
+        """Until the worker has finished `task` (its block `number`)."""
+        if not (self.spin and _spinning()[0](self.cell, _DONE, number, self.spin, 0)):
+            task.done.acquire()
+
+
+_WORKERS: List[_Worker] = []
 _LOCK = threading.Lock()
 
 
-def _queues(n: int) -> List["queue.SimpleQueue[_Task]"]:
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(n: int) -> List[_Worker]:
     with _LOCK:
-        while len(_QUEUES) < n:
-            tasks: "queue.SimpleQueue[_Task]" = queue.SimpleQueue()
-            threading.Thread(target=_work, args=(tasks,), daemon=True, name="needle-compile-worker").start()
-            _QUEUES.append(tasks)
-        return _QUEUES[:n]
+        while len(_WORKERS) < n:
+            # spinning pays only with a core for each thread: more threads than cores would spin
+            # on a core another thread needs
+            _WORKERS.append(_Worker(spin=SPIN_SECONDS > 0 and threads() <= _cores()))
+        return _WORKERS[:n]
 
 
 def run_blocks(blocks: Sequence[Callable[[], Any]]) -> Callable[[], None]:
@@ -101,35 +293,38 @@ def run_blocks(blocks: Sequence[Callable[[], Any]]) -> Callable[[], None]:
         def run_one() -> None:
             first()
         return run_one
-    queues = _queues(len(rest))
+    workers = _workers(len(rest))
 
     def run() -> None:
-        tasks = [_Task(block) for block in rest]
-        for tasks_of, task in zip(queues, tasks):
-            tasks_of.put(task)
+        posted = []
+        for worker, block in zip(workers, rest):
+            task = _Task(block)
+            posted.append((worker, task, worker.post(task)))
         error: Optional[BaseException] = None
         try:
             first()
         except BaseException as err:
             error = err
-        for task in tasks:
+        for worker, task, number in posted:
             if task.claim.acquire(blocking=False):  # no worker got to it: run it here
                 try:
                     task.fn()
                 except BaseException as err:
                     error = error or err
             else:
-                task.done.acquire()
+                worker.wait(task, number)
                 error = error or task.error
         if error is not None:
             raise error
     return run
 
 
-def row_blocks(rows: int, elements: int) -> List[Tuple[int, int]]:
+def row_blocks(rows: int, elements: int, least: Optional[int] = None) -> List[Tuple[int, int]]:
     """[(lo, hi), ...]: `rows` rows of a call over `elements` elements in as many blocks as
-    there are threads (one block when the call is too small to pay)."""
-    n = min(threads(), rows, elements // (MIN_ELEMENTS // 2) if elements >= MIN_ELEMENTS else 1)
+    there are threads (one block when the call is under `least` elements, MIN_ELEMENTS unless
+    given: too small to pay)."""
+    least = MIN_ELEMENTS if least is None else least
+    n = min(threads(), rows, elements // (least // 2) if elements >= least else 1)
     if n < 2:
         return [(0, rows)]
     bounds = [rows * k // n for k in range(n + 1)]
@@ -213,6 +408,15 @@ def _plan(name: str, kernel, args: tuple):
             if math.prod(a[1]) != size or offsets.setdefault(id(a[0]), a[3]) != a[3]:
                 return None
         return (size,), lambda lo, hi: tuple((a[0], (hi - lo,), None, a[3] + lo) for a in operands) + args[count:]
+    if name == "matmul":
+        a, b, out, m, n, p, *rest = args
+        batch = rest[0] if rest else 1
+        if batch < 2 or m * n * p > MATMUL_THREADED or not (_is_operand(a) and _is_operand(b)) \
+                or a[0] is out or b[0] is out:
+            return None
+        shape = (batch, m, p)
+        return shape, lambda lo, hi: (_operand_rows(a, lo, hi), _operand_rows(b, lo, hi),
+                                      _buffer_rows(out, shape, lo, hi), m, n, p, hi - lo)
     if name in ("reduce_sum", "reduce_max", "reduce_min"):
         a, out, reduce_size = args
         if not _is_operand(a) or a[0] is out or reduce_size < 1:
@@ -224,6 +428,8 @@ def _plan(name: str, kernel, args: tuple):
             size *= shape[kept]
         if kept == 0 or size != reduce_size:  # nothing kept (a total): its one sum is not split
             return None
+        if _reads_across_rows(shape, a[2], kept):
+            return None
         kept_shape = shape[:kept]
         return shape, lambda lo, hi: (_operand_rows(a, lo, hi), _buffer_rows(out, kept_shape, lo, hi), reduce_size)
     return None
@@ -231,6 +437,19 @@ def _plan(name: str, kernel, args: tuple):
 
 # the optimizers' fused updates (kernels_cpu.sgd_step/adam_step): name -> how many array operands lead
 _OPTIMIZER_UPDATES = {"sgd_step": 3, "adam_step": 4, "rmsprop_step": 5, "adagrad_step": 3, "adadelta_step": 4}
+
+
+def _reads_across_rows(shape: tuple, strides: Optional[tuple], kept: int) -> bool:
+    """Whether a reduction's kept axes are laid out inside its reduced ones (a column sum: the
+    bias gradient of a Linear layer, summing a (rows, features) gradient over rows). numpy then
+    adds whole memory rows into the output, and blocks of kept rows would each stream every
+    memory row for half its values: measured on 2 cores, such a split is about 2x slower than the
+    whole call at every size from 256k to 7M elements, so it stays whole."""
+    if strides is None or kept == len(shape):
+        return False
+    inner = min(abs(s) for n, s in zip(shape[kept:], strides[kept:]) if n > 1) if any(
+        n > 1 for n in shape[kept:]) else 0
+    return any(n > 1 and abs(s) < inner for n, s in zip(shape[:kept], strides[:kept]))
 
 
 def _rows_disjoint(shape: tuple, strides: tuple) -> bool:
@@ -253,7 +472,11 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
     shape, rows_of = plan
     if not shape or threads() < 2:
         return None
-    blocks = row_blocks(shape[0], math.prod(shape))
+    if name == "matmul":  # the work is the multiply-adds
+        m, n, p = args[3:6]
+        blocks = row_blocks(shape[0], shape[0] * m * n * p, MATMUL_MIN_WORK)
+    else:
+        blocks = row_blocks(shape[0], math.prod(shape), MIN_BY_KIND.get(name))
     if len(blocks) < 2:
         return None
     launches = []
@@ -264,6 +487,18 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
             launch = _plain(kernel, block_args)
         launches.append(launch)
     return run_blocks(launches)
+
+
+def whole(name: str, launch: Callable[[], Any]) -> Callable[[], Any]:
+    """The launch of a call that runs whole: a matmul's parks the spinning workers first (`park`),
+    so OpenBLAS's helper threads find the cores free; any other launch as it is."""
+    if name != "matmul" or threads() < 2:
+        return launch
+
+    def parked() -> Any:
+        _PARK[0] += 1
+        return launch()
+    return parked
 
 
 def _plain(kernel, args: tuple) -> Callable[[], Any]:

@@ -141,8 +141,9 @@ def _resolve(arg, buffers: Dict[int, Any]):
 
 
 # device name -> the module whose `split(name, kernel, args, prepare)` runs a large kernel call
-# as row blocks on several threads (same bits), imported when a program first binds a call of
-# that device; a device without an entry runs every call whole
+# as row blocks on several threads (same bits) and whose `whole(name, launch)` gives the launch of
+# a call that stays whole (a matmul first tells the spinning workers to sleep), imported when a
+# program first binds a call of that device; a device without an entry runs every call whole
 SPLITTERS: Dict[str, str] = {"cpu": "needle.compile.parallel_cpu"}
 
 
@@ -170,6 +171,8 @@ def bind(call: Call, buffers: Dict[int, Any]) -> Callable[[], Any]:
                 launch = splitter.split(call.name, call.fn, args, prepare)
             if launch is None:
                 launch = prepare(call.name, args)
+                if launch is not None and splitter is not None:
+                    launch = splitter.whole(call.name, launch)
         if launch is not None:
             return launch
     fn = call.fn
