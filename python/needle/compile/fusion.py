@@ -3,7 +3,9 @@
 A *group* is a run of consecutive recorded calls that are all elementwise (arithmetic,
 comparisons, unary functions, dtype casts) on one device over one output shape, optionally
 ending in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
-parameter in place). A value made inside the group and used only there never touches
+parameter in place), or ending in a row reduction of its last value over the trailing axis
+(where a device's generator can reproduce the eager kernel's order: the cpu's `reduce_sum`,
+see `fusion_cpu`). A value made inside the group and used only there never touches
 memory: it is a local variable of the generated loop. Values used after the group, or
 that outlive the step, are written to their buffers as before. So a chain of k
 kernels becomes one pass over memory instead of k, and one launch instead of k.
@@ -31,13 +33,16 @@ class Node:
     """One elementwise call: its operation (in its device generator's terms), operands (Views),
     output slot and dtypes."""
 
-    __slots__ = ("expr", "operands", "out", "dtype", "scalar", "store", "gen")
+    __slots__ = ("expr", "operands", "out", "dtype", "scalar", "store", "reduce", "gen")
 
     def __init__(self, expr, operands: List[View], out: Optional[Slot], dtype: str, scalar=None,
-                 store: Optional[View] = None):
+                 store: Optional[View] = None, reduce: Optional[str] = None):
         self.expr, self.operands, self.out, self.dtype = expr, operands, out, dtype
         self.scalar = scalar  # (value, dtype of the operand it goes with) for scalar kernels
         self.store = store    # the destination view of an ewise_setitem
+        # "sum" for a reduction of `expr` over the group shape's last axis into `out` (the
+        # kept shape): it ends the group
+        self.reduce = reduce
         self.gen: Any = None  # the code generator of the call's device (set by _node)
 
 
@@ -163,7 +168,7 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
             break
         targets: List[Tuple[int, tuple]] = []
         if node.out is not None:
-            targets.append((node.out.index, compact))
+            targets.append((node.out.index, compact if node.reduce is None else (shape[:-1], None, 0)))
         if node.store is not None:
             out, sshape, sstrides, soffset = node.store
             strides = None if sstrides is None or tuple(sstrides) == _compact_strides(sshape) else tuple(sstrides)
@@ -181,6 +186,8 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
             stored.add(node.store[0].index)
         group.append(node)
         positions.append(position)
+        if node.reduce is not None:  # its value is a row's: nothing after it can use it in step
+            break
     while hoisted and hoisted[-1] > positions[-1]:  # fills after the group's last call stay where they are
         hoisted.pop()
     return group, shape, positions, hoisted
@@ -199,6 +206,7 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
     input_var: Dict[tuple, str] = {}
     scalars: List[Tuple[Any, str]] = []
     outputs: List[tuple] = []  # (operand to write, variable)
+    reduction: Optional[tuple] = None  # (operation, output operand of the kept shape, variable)
     lines = []
     for k, node in enumerate(nodes):
         names = []
@@ -222,12 +230,19 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
         if node.store is not None:
             outputs.append((node.store, value))
             continue
+        if node.reduce is not None:
+            reduction = (node.reduce, View(cast(Slot, node.out), shape[:-1], None, 0), value)
+            continue
         out = cast(Slot, node.out)  # a node that stores nothing has an output
         made[out.index] = value
         later = [p for p in uses.get(out.index, ()) if p > last]
         if later or out.index in outlives or (k == len(nodes) - 1 and not outputs):
             outputs.append((View(out, shape, None, 0), value))
+    # a reduction's result is the last argument, its generator told by `reduce` (op, variable)
+    extra = {} if reduction is None else {"reduce": (reduction[0], reduction[2])}
     kernel = gen.kernel(lines, inputs, [d for _, d in scalars], [o for o, _ in outputs], [v for _, v in outputs],
-                        shape)
+                        shape, **extra)
     args = tuple(inputs) + tuple(s for s, _ in scalars) + tuple(o for o, _ in outputs)
+    if reduction is not None:
+        args += (reduction[1],)
     return kernel, args

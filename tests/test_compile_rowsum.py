@@ -1,0 +1,233 @@
+"""Row sums inside the cpu device's fused loops (fusion_cpu, pairwise_cpu), bit for bit.
+
+A `reduce_sum` over the last axis of a float chain ends a fused group: the loop sums each
+row in numpy's pairwise order, so a compiled step must give exactly the eager step's bytes
+(eager sums with `np.add.reduce`). The data mixes signs and magnitudes over many orders
+(exp(6 * randn)), where any other summation order changes the last bits of most rows --
+shown by `test_a_left_to_right_row_sum_would_fail_these_comparisons`, which puts a plain
+left-to-right sum in the generated loops and sees the compiled results differ.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle import nn
+from needle.compile.pairwise_cpu import pairwise_sum, row_sum
+
+LENGTHS = list(range(1, 301)) + [511, 512, 1000, 1024, 4096, 10007]
+
+
+def wide(rng, shape, dtype):
+    """Mixed signs over many orders of magnitude: a wrong order shows in the last bits."""
+    return (rng.randn(*shape) * np.exp(6 * rng.randn(*shape))).astype(dtype)
+
+
+def numpy_rows(x: np.ndarray) -> np.ndarray:
+    """What the eager cpu `reduce_sum` computes: numpy's add.reduce over the last axis."""
+    return np.add.reduce(x, axis=(x.ndim - 1,))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_row_sum_is_numpys_add_reduce_bit_for_bit(dtype):
+    rng = np.random.RandomState(0)
+    for n in [0] + LENGTHS + [100_003]:
+        x = wide(rng, (n,), dtype)
+        assert np.asarray(row_sum(x), dtype).tobytes() == numpy_rows(x[None]).tobytes(), n
+        if n >= 20:  # a part of a row, from an offset
+            assert np.asarray(pairwise_sum(x, 3, n - 7), dtype).tobytes() == np.add.reduce(x[3:n - 4]).tobytes(), n
+
+
+def test_row_sum_of_special_values_is_numpys():
+    rows = [[-0.0], [-0.0] * 9, [np.inf, -np.inf] + [1.0] * 10, [np.nan] + [2.0] * 20, [np.inf] * 130,
+            [3e38, 3e38, -3e38] * 50, [1e-45] * 77]
+    for values in rows:
+        for dtype in ("float32", "float64"):
+            x = np.array(values, dtype)
+            with np.errstate(all="ignore"):
+                assert np.asarray(row_sum(x), dtype).tobytes() == numpy_rows(x[None]).tobytes(), values
+
+
+def test_a_left_to_right_sum_differs_from_numpys_on_this_data():
+    """The data discriminates: summed in another order, most rows change."""
+    x = wide(np.random.RandomState(1), (256, 128), "float32")
+    plain = np.cumsum(x, axis=1)[:, -1]  # left to right
+    assert (plain != numpy_rows(x)).mean() > 0.5
+
+
+def compiled_equals_eager(fn, *arrays, device=None):
+    """(eager outputs, compiled outputs after 3 replays, the compiled function)."""
+    device = device or ndl.cpu()
+    tensors = [ndl.Tensor(a, device=device, requires_grad=False) for a in arrays]
+    eager = [t.numpy() for t in fn(*tensors)]
+    compiled = ndl.compile(fn)
+    for _ in range(3):
+        got = [t.numpy() for t in compiled(*tensors)]
+    for e, g in zip(eager, got):
+        assert e.dtype == g.dtype and e.shape == g.shape
+        assert e.tobytes() == g.tobytes()
+    return eager, got, compiled
+
+
+def kinds(compiled) -> list:
+    return [c.name if c.kind == "kernel" else c.kind for c in compiled.programs[0].calls]
+
+
+def chain_sum(x, y):
+    z = (x * y + x) * 2.0 - y
+    return ndl.ops.summation(z, axes=(len(z.shape) - 1,)), z
+
+
+def chain_sums(*pairs):
+    """chain_sum of each (x, y) pair of the arguments: one step holding a group per pair."""
+    return [s for x, y in zip(pairs[::2], pairs[1::2]) for s in chain_sum(x, y)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_fused_row_sum_of_a_chain_is_the_eager_sum_for_every_length(dtype):
+    rng = np.random.RandomState(2)
+    arrays = [wide(rng, (3, n), dtype) for n in LENGTHS for _ in range(2)]
+    eager, _, compiled = compiled_equals_eager(chain_sums, *arrays)
+    for k, (x, y) in enumerate(zip(arrays[::2], arrays[1::2])):
+        np.testing.assert_allclose(eager[2 * k], numpy_rows(((x * y + x) * 2 - y).astype(dtype)), rtol=1e-5)
+    assert kinds(compiled) == ["fused"] * len(LENGTHS)  # every sum inside its loop
+
+
+@pytest.mark.parametrize("shape", [(7,), (1, 1, 33), (2048, 128), (32, 4, 64, 64), (5, 1, 3, 17), (4, 300)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_fused_row_sum_over_any_leading_shape(shape, dtype):
+    rng = np.random.RandomState(3)
+    x, y = wide(rng, shape, dtype), wide(rng, shape, dtype)
+    _, _, compiled = compiled_equals_eager(chain_sum, x, y)
+    assert kinds(compiled) == ["fused"]
+
+
+def test_a_fused_row_sum_with_broadcast_operands_nan_and_inf():
+    """A per-row value broadcast along the row and a per-column one along the rows (LayerNorm's
+    x - mean and x * weight), and rows holding nan and inf."""
+    rng = np.random.RandomState(4)
+    x = wide(rng, (64, 96), "float32")
+    x[3, 5], x[7, :3], x[9, 10] = np.nan, np.inf, -np.inf
+    x[9, 11] = np.inf
+    mean = wide(rng, (64, 1), "float32")
+    weight = wide(rng, (1, 96), "float32")
+
+    def fn(x, mean, weight):
+        d = (x - ndl.ops.broadcast_to(mean, x.shape)) * ndl.ops.broadcast_to(weight, x.shape)
+        return ndl.ops.summation(d * d, axes=(1,)), ndl.ops.summation(x * 3.0 + 1.0, axes=(1,))
+
+    with np.errstate(invalid="ignore"):  # inf - inf in the eager sum
+        eager, _, compiled = compiled_equals_eager(fn, x, mean, weight)
+    assert np.isnan(eager[0][3]) and np.isinf(eager[0][7]) and np.isnan(eager[1][9])
+    assert "reduce_sum" not in kinds(compiled) and "fused" in kinds(compiled)
+
+
+def test_the_sum_of_a_transposed_or_non_last_axis_stays_numpys():
+    """Only rows numpy sums one by one are fused: a sum over the first axis keeps its kernel."""
+    rng = np.random.RandomState(5)
+    x = wide(rng, (40, 30), "float32")
+
+    def fn(x):
+        z = x * 2.0 + 1.0
+        return ndl.ops.summation(z, axes=(0,)), ndl.ops.summation(z, axes=(0, 1))
+
+    _, _, compiled = compiled_equals_eager(fn, x)
+    assert kinds(compiled).count("reduce_sum") == 2
+
+
+@pytest.mark.parametrize("dim", [8, 37, 128, 300])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_compiled_layernorm_training_step_is_the_eager_step_byte_for_byte(dim, dtype):
+    """LayerNorm forward and backward (the mean, the variance and their gradients are row sums),
+    softmax loss, SGD: losses, parameters and gradients equal to the byte."""
+    def run(compiled):
+        np.random.seed(0)
+        model = nn.Sequential(nn.Linear(dim, dim, dtype=dtype), nn.LayerNorm1d(dim, dtype=dtype), nn.ReLU(),
+                              nn.Linear(dim, 5, dtype=dtype), nn.LayerNorm1d(5, dtype=dtype))
+        opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        step_fn = ndl.compile(step) if compiled else step
+        rng = np.random.RandomState(1)
+        losses = []
+        for _ in range(4):
+            x = ndl.Tensor(wide(rng, (16, dim), dtype), requires_grad=False)
+            y = ndl.Tensor(rng.randint(0, 5, 16), dtype="int64")
+            losses.append(step_fn(x, y).numpy())
+        grads = [p.grad.numpy() for p in model.parameters()]
+        return losses, [p.numpy() for p in model.parameters()], grads, step_fn
+
+    eager, compiled = run(False), run(True)
+    for e, c in zip(eager[:3], compiled[:3]):
+        assert [a.tobytes() for a in e] == [a.tobytes() for a in c]
+    calls = compiled[3].programs[0].calls
+    assert any(c.kind == "fused" and getattr(c.fn, "reduce", None) for c in calls)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_compiled_softmax_forward_and_backward_is_the_eager_one(dtype):
+    rng = np.random.RandomState(6)
+    x0 = wide(rng, (8, 4, 33, 64), dtype) * 1e-3
+    w0 = rng.randn(8, 4, 33, 64).astype(dtype)
+
+    def fn(x, w):
+        x = ndl.Tensor(x.realize_cached_data(), requires_grad=True)
+        s = ndl.ops.softmax(x * 0.5 + 1.0, axis=-1)
+        (s * w).sum().backward()
+        return s, x.grad
+
+    compiled_equals_eager(fn, x0, w0)
+
+
+def test_a_fused_row_sum_split_over_threads_is_the_whole_sum(monkeypatch):
+    """Large groups run as row blocks on two threads (parallel_cpu), each with its own row buffer."""
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", "2")
+    rng = np.random.RandomState(7)
+    x, y = wide(rng, (4096, 128), "float32"), wide(rng, (4096, 128), "float32")
+    _, _, compiled = compiled_equals_eager(chain_sum, x, y)
+    assert kinds(compiled) == ["fused"]
+
+
+WRONG_ORDER_SCRIPT = """
+import numba, numpy as np, needle as ndl
+from needle.compile import pairwise_cpu
+
+@numba.njit
+def plain(row):  # left to right: not numpy's order
+    s = row.dtype.type(0)
+    for v in row:
+        s += v
+    return s
+
+pairwise_cpu.row_sum = plain  # what the generated module imports
+rng = np.random.RandomState(2)
+x = (rng.randn(64, 128) * np.exp(6 * rng.randn(64, 128))).astype(np.float32)
+def f(t):
+    return (ndl.ops.summation(t * 2.0, axes=(1,)),)
+t = ndl.Tensor(x, requires_grad=False)
+eager = f(t)[0].numpy()
+c = ndl.compile(f)
+got = [c(t)[0].numpy() for _ in range(3)][-1]  # the third call replays
+print(int((eager != got).sum()), [k.kind for k in c.programs[0].calls])
+"""
+
+
+def test_a_left_to_right_row_sum_would_fail_these_comparisons(tmp_path):
+    """With a plain loop in place of numpy's order, the compiled rows differ from the eager ones:
+    the comparisons above can fail. (A fresh process and kernel cache, so nothing stays patched.)"""
+    env = dict(os.environ, NEEDLE_CACHE_DIR=str(tmp_path / "kernels"))
+    done = subprocess.run([sys.executable, "-c", WRONG_ORDER_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    differing, calls = done.stdout.split(maxsplit=1)
+    assert "fused" in calls and int(differing) > 32  # most of the 64 rows
