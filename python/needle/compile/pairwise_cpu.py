@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["pairwise_sum", "row_sum"]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _block_sum(a, lo, n):  # pragma: no cover - compiled by numba
     """numpy's pairwise sum of a[lo:lo + n] for n <= 128 (no further split)."""
     if n < 8:
@@ -49,13 +49,20 @@ def _block_sum(a, lo, n):  # pragma: no cover - compiled by numba
     return res
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def pairwise_sum(a, lo, n):  # pragma: no cover - compiled by numba
     """numpy's pairwise sum of a[lo:lo + n] (a 1-D array), in its order: the recursion over
     halves walked with an explicit stack (numba cannot cache a recursive function that another
     cached module calls)."""
     if n <= 128:
         return _block_sum(a, lo, n)
+    return _split_sum(a, lo, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_sum(a, lo, n):  # pragma: no cover - compiled by numba
+    """pairwise_sum for n > 128 (its own function: the stack's allocations kept out of the
+    short rows' path, which they slowed by half)."""
     # frames: the range, whether its left half is summed, that half's sum
     los = np.empty(64, np.int64)
     ns = np.empty(64, np.int64)
@@ -87,7 +94,7 @@ def pairwise_sum(a, lo, n):  # pragma: no cover - compiled by numba
             top += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def row_sum(a):  # pragma: no cover - compiled by numba
     """`np.add.reduce` of a contiguous 1-D row: the identity 0 plus the pairwise sum."""
     return a.dtype.type(0) + pairwise_sum(a, 0, a.shape[0])
