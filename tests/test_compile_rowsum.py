@@ -231,3 +231,30 @@ def test_a_left_to_right_row_sum_would_fail_these_comparisons(tmp_path):
     assert done.returncode == 0, done.stderr
     differing, calls = done.stdout.split(maxsplit=1)
     assert "fused" in calls and int(differing) > 32  # most of the 64 rows
+
+
+def test_a_row_sum_through_a_reshaped_view_of_the_chain_joins_its_loop():
+    """LayerNorm sums a (B, T, C) chain through its (B*T, C) view: the same rows, one loop."""
+    rng = np.random.RandomState(8)
+    x, y = wide(rng, (4, 6, 40), "float32"), wide(rng, (4, 6, 40), "float32")
+
+    def fn(x, y):
+        z = x * y + y
+        return ndl.ops.summation(ndl.ops.reshape(z, (24, 40)), axes=(1,)), z
+
+    _, _, compiled = compiled_equals_eager(fn, x, y)
+    assert kinds(compiled) == ["fused"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_lone_row_sum_runs_as_a_generated_row_sum(dtype):
+    """A sum over the last axis with no chain before it (a matmul's output) runs the generated
+    row sum too: faster than numpy's reduce over short rows, with its bits."""
+    rng = np.random.RandomState(9)
+    a, b = wide(rng, (64, 30), dtype), rng.randn(30, 100).astype(dtype)
+
+    def fn(a, b):
+        return (ndl.ops.summation(a @ b, axes=(1,)),)
+
+    _, _, compiled = compiled_equals_eager(fn, a, b)
+    assert kinds(compiled) == ["matmul", "fused"]

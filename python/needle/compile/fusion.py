@@ -20,6 +20,7 @@ the cuda device's `fusion_cuda.py` (numba.cuda kernels).
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any, Dict, List, Optional, Tuple, cast, overload
 
 from ..backend_ndarray.recording import Call, Slot, View
@@ -112,7 +113,9 @@ def fuse_calls(calls: List[Any], outlives: set) -> List[Any]:
     i = 0
     while i < len(calls):
         group, shape, positions, hoisted = _grow(calls, i)
-        if len(group) >= 2 and shape is not None:  # (a group has a shape)
+        # (a group has a shape); a reduction alone is a group too: the generated row sum is faster
+        # than numpy's reduce over short rows, with its bits
+        if (len(group) >= 2 or (group and group[0].reduce is not None)) and shape is not None:
             kernel, args = _fuse(group, shape, positions, uses, outlives)
             out.extend(calls[k] for k in hoisted)
             out.append(Call(kernel, args, "fused"))
@@ -154,6 +157,9 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
     for position in range(start, len(calls)):
         call = calls[position]
         found = first if not group else _node(call)
+        if found is not None and found[0] != shape and _same_rows(found, shape):
+            found = (shape, found[1])  # the chain's rows, read through another compact shape
+            found[1].operands = [View(o[0], shape, None, o[3]) for o in found[1].operands]
         if found is None and _hoistable(call, set(reads) | set(writes) | made | stored):
             hoisted.append(position)
             continue
@@ -191,6 +197,14 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
     while hoisted and hoisted[-1] > positions[-1]:  # fills after the group's last call stay where they are
         hoisted.pop()
     return group, shape, positions, hoisted
+
+
+def _same_rows(found: Tuple[tuple, Node], shape: tuple) -> bool:
+    """A reduction over the last axis of a compact operand whose shape is not the group's but has
+    the same rows (LayerNorm's sum over the (B*T, C) view of a (B, T, C) chain): the same sums."""
+    oshape, node = found
+    return node.reduce is not None and len(oshape) > 0 and len(shape) > 0 and oshape[-1] == shape[-1] and \
+        math.prod(oshape) == math.prod(shape) and all(o[2] is None for o in node.operands)
 
 
 def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[Any, tuple]:
