@@ -8,9 +8,12 @@ gives inf, not an exception). A `reduce_sum` of a float chain's last value over 
 trailing axis ends a group: the loop computes one row of the chain into a small buffer and
 sums it in numpy's pairwise order (`pairwise_cpu`), so LayerNorm's mean and variance or a
 softmax's denominator never write and re-read the row they sum -- with the eager step's
-bits. `reduce_max`/`reduce_min` stay numpy's: their value is order-free except between
-equal-valued 0.0 and -0.0 (or nans of two signs), where numpy's SIMD loop keeps whichever its
-order meets last. The source is written under the kernel cache folder
+bits (one exception, which IEEE 754 leaves open: a row holding nans of different signs or
+payloads sums to a nan in both, but which of them may differ, as numpy's compiled loop may
+add either way round). `reduce_max`/`reduce_min` stay numpy's: their value is order-free
+except between 0.0 and -0.0 (or nans of two signs), where numpy's SIMD loop keeps whichever
+its order meets last -- not reproducible in a loop of our own without numpy's help. The
+source is written under the kernel cache folder
 (`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with numba's disk cache on, so a
 second process with the same groups compiles nothing. Scalars keep the dtype numpy would
 compute in (a Python float next to float32 data is a float32), HostScalars are read at
