@@ -13,7 +13,7 @@ payloads sums to a nan in both, but which of them may differ, as numpy's compile
 add either way round). `reduce_max`/`reduce_min` stay numpy's: their value is order-free
 except between 0.0 and -0.0 (or nans of two signs), where numpy's SIMD loop keeps whichever
 its order meets last -- not reproducible in a loop of our own without numpy's help. The
-source is written under the kernel cache folder
+generated source is written under the kernel cache folder
 (`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with numba's disk cache on, so a
 second process with the same groups compiles nothing. Scalars keep the dtype numpy would
 compute in (a Python float next to float32 data is a float32), HostScalars are read at
