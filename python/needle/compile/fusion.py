@@ -4,7 +4,7 @@ A *group* is a run of consecutive recorded calls that are all elementwise (arith
 comparisons, unary functions, dtype casts) on one device over one output shape, optionally
 ending in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
 parameter in place), or ending in a row reduction of its last value over the trailing axis
-(where a device's generator can reproduce the eager kernel's order: the cpu's `reduce_sum`,
+(where a device's generator can reproduce the eager kernel's bits: the cpu's reduce_sum/max/min,
 see `fusion_cpu`). A value made inside the group and used only there never touches
 memory: it is a local variable of the generated loop. Values used after the group, or
 that outlive the step, are written to their buffers as before. So a chain of k
@@ -41,8 +41,8 @@ class Node:
         self.expr, self.operands, self.out, self.dtype = expr, operands, out, dtype
         self.scalar = scalar  # (value, dtype of the operand it goes with) for scalar kernels
         self.store = store    # the destination view of an ewise_setitem
-        # "sum" for a reduction of `expr` over the group shape's last axis into `out` (the
-        # kept shape): it ends the group
+        # "sum", "max" or "min" for a reduction of `expr` over the group shape's last axis into
+        # `out` (the kept shape): it ends the group
         self.reduce = reduce
         self.gen: Any = None  # the code generator of the call's device (set by _node)
 
@@ -199,6 +199,21 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
     return group, shape, positions, hoisted
 
 
+def _in_memory(o: View, made: Dict[int, str], input_var: Dict[tuple, str], outputs: List[tuple],
+               shape: tuple) -> Tuple[str, int]:
+    """Where a max/min's reduced values are after the loop, for the rare rows handed to numpy:
+    ("in", j) for an input read from memory, else ("out", k) for the output holding the value made
+    in the loop (stored for this if nothing else needed it: the unfused step wrote it too)."""
+    if o[0].index in made and o[2] is None and o[3] == 0:
+        var = made[o[0].index]
+        for k, (view, v) in enumerate(outputs):
+            if v == var and view[0].index == o[0].index:
+                return "out", k
+        outputs.append((View(o[0], shape, None, 0), var))
+        return "out", len(outputs) - 1
+    return "in", int(input_var[(o[0].index, o[1], o[2], o[3])][2:])
+
+
 def _same_rows(found: Tuple[tuple, Node], shape: tuple) -> bool:
     """A reduction over the last axis of a compact operand whose shape is not the group's but has
     the same rows (LayerNorm's sum over the (B*T, C) view of a (B, T, C) chain): the same sums."""
@@ -245,15 +260,18 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
             outputs.append((node.store, value))
             continue
         if node.reduce is not None:
-            reduction = (node.reduce, View(cast(Slot, node.out), shape[:-1], None, 0), value)
+            reduction = (node.reduce, View(cast(Slot, node.out), shape[:-1], None, 0), value,
+                         None if node.reduce == "sum" else _in_memory(node.operands[0], made, input_var, outputs,
+                                                                      shape))
             continue
         out = cast(Slot, node.out)  # a node that stores nothing has an output
         made[out.index] = value
         later = [p for p in uses.get(out.index, ()) if p > last]
         if later or out.index in outlives or (k == len(nodes) - 1 and not outputs):
             outputs.append((View(out, shape, None, 0), value))
-    # a reduction's result is the last argument, its generator told by `reduce` (op, variable)
-    extra = {} if reduction is None else {"reduce": (reduction[0], reduction[2])}
+    # a reduction's result is the last argument, its generator told by `reduce` (op, variable,
+    # dtype, where the reduced values are in memory after the loop: ("in"/"out", position) or None)
+    extra = {} if reduction is None else {"reduce": (reduction[0], reduction[2], nodes[-1].dtype, reduction[3])}
     kernel = gen.kernel(lines, inputs, [d for _, d in scalars], [o for o, _ in outputs], [v for _, v in outputs],
                         shape, **extra)
     args = tuple(inputs) + tuple(s for s, _ in scalars) + tuple(o for o, _ in outputs)

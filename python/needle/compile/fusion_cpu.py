@@ -4,15 +4,16 @@ Only operations whose fused form is bit-identical to numpy's kernel are fused (t
 rows of needle.primitives), so a fused step gives exactly the eager step's numbers. Each
 group is turned into Python source -- a loop over the elements doing the chain's scalar
 operations in the recorded order -- compiled with numba (`error_model="numpy"`: x / 0
-gives inf, not an exception). A `reduce_sum` of a float chain's last value over the
-trailing axis ends a group: the loop computes one row of the chain into a small buffer and
-sums it in numpy's pairwise order (`pairwise_cpu`), so LayerNorm's mean and variance or a
-softmax's denominator never write and re-read the row they sum -- with the eager step's
-bits (one exception, which IEEE 754 leaves open: a row holding nans of different signs or
-payloads sums to a nan in both, but which of them may differ, as numpy's compiled loop may
-add either way round). `reduce_max`/`reduce_min` stay numpy's: their value is order-free
-except between 0.0 and -0.0 (or nans of two signs), where numpy's SIMD loop keeps whichever
-its order meets last -- not reproducible in a loop of our own without numpy's help. The
+gives inf, not an exception). A reduction of a float chain's last value over the trailing
+axis (`reduce_sum`, `reduce_max`, `reduce_min`) ends a group: the loop computes one row of
+the chain into a small buffer and reduces it, so LayerNorm's mean and variance or a
+softmax's max and denominator never write and re-read the rows they reduce. A sum adds in
+numpy's pairwise order (`pairwise_cpu`): the eager step's bits, with one exception IEEE 754
+leaves open -- a row holding nans of different signs or payloads sums to a nan in both, but
+which of them may differ, as numpy's compiled loop may add either way round. A max or min
+compares in the loop, except for the rows whose bits depend on numpy's SIMD order (largest
+value 0 with 0.0 and -0.0 both there, or a nan): the loop lists them and numpy's reduce
+redoes them from the values in memory (the chain's values are stored for it). The
 generated source is written under the kernel cache folder
 (`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with numba's disk cache on, so a
 second process with the same groups compiles nothing. Scalars keep the dtype numpy would
@@ -39,7 +40,7 @@ from . import parallel_cpu
 from .fusion import Node, operand
 
 # the row reductions a fused loop ends in, by kernel name (see `_reduce_node`)
-_REDUCTIONS = {"reduce_sum": "sum"}
+_REDUCTIONS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}
 
 __all__ = ["GENERATOR", "FusedKernel", "cache_dir"]
 
@@ -187,16 +188,27 @@ class FusedKernel:
         bounds = [f"out0.shape[{d}]" for d in range(ndim)]
         after: List[str] = []
         if self.reduce is not None:
-            _, var = self.reduce
+            op, var = self.reduce[:2]
             args += ["red", "row"]
             body.append(f"row[i{ndim - 1}] = {var}")
             bounds = [f"red.shape[{d}]" for d in range(ndim - 1)] + ["row.shape[0]"]
-            after = [f"red[{', '.join(f'i{d}' for d in range(ndim - 1))}] = row_sum(row)"]
+            kept = ", ".join(f"i{d}" for d in range(ndim - 1))
+            if op == "sum":
+                after = [f"red[{kept}] = row_sum(row)"]
+            else:  # the rows whose bits only numpy knows (see pairwise_cpu.row_max) are listed in redo
+                args.append("redo")
+                after = [f"r, exact = row_{op}(row)", f"red[{kept}] = r", "if not exact:",
+                         "    redo[count] = k", "    count += 1", "k += 1"]
         code = [f"def kernel({', '.join(args)}):"]
+        counted = self.reduce is not None and self.reduce[0] != "sum"
+        if counted:
+            code += ["    count = 0", "    k = 0"]
         for d in range(ndim):
             code.append("    " * (d + 1) + f"for i{d} in range({bounds[d]}):")
         code += ["    " * (ndim + 1) + line for line in body]
         code += ["    " * ndim + line for line in after]
+        if counted:
+            code.append("    return count")
         return "\n".join(code) + "\n"
 
     def __call__(self, *args):  # run unbound (a replay binds it once, see prepare)
@@ -231,15 +243,39 @@ class FusedKernel:
             block_out = [o[lo:hi] for o in outs] if len(blocks) > 1 else list(outs)
             if self.reduce is not None:  # each block its own row buffer
                 block_out.append(np.empty(self.shape[-1], dtype=outs[-1].dtype))
-            launches.append(_launch(fn, block_in, scalars, casts, block_out))
+            if self.reduce is None or self.reduce[0] == "sum":
+                launches.append(_launch(fn, block_in, scalars, casts, block_out))
+                continue
+            red = block_out[-2]
+            redo = np.empty(max(1, red.size), dtype=np.int64)  # the rows left to numpy
+            where, position = self.reduce[3]
+            values = (block_in if where == "in" else block_out)[position]
+            launch = _launch(fn, block_in, scalars, casts, block_out + [redo])
+            launches.append(_with_numpy_rows(launch, self.reduce[0], values, red, redo))
         return launches[0] if len(launches) == 1 else parallel_cpu.run_blocks(launches)
 
 
+def _with_numpy_rows(launch, op: str, values: np.ndarray, red: np.ndarray, redo: np.ndarray):
+    """The launch of a max/min loop, then numpy's reduce for the rows it listed in `redo`
+    (a largest value of 0 or a nan: their bits depend on numpy's order), read back from memory
+    (`values`: the group's shape, rows along the last axis)."""
+    reduce = np.maximum.reduce if op == "max" else np.minimum.reduce
+
+    def run() -> None:
+        count = launch()
+        if count:
+            rows = np.unravel_index(redo[:count], red.shape)
+            red[rows] = reduce(np.ascontiguousarray(values[rows]), axis=(1,))
+    return run
+
+
 def _launch(fn, arrays: List[np.ndarray], scalars: list, casts: list, outs: List[np.ndarray]):
-    """fn on the arrays, the scalars (HostScalars read at each run) and the outputs."""
+    """fn on the arrays, the scalars (HostScalars read at each run) and the outputs (its result
+    returned: a max/min loop's count of rows left to numpy)."""
     if any(isinstance(s, HostScalar) for s in scalars):
         def run():
-            fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)], *outs)
+            return fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)],
+                      *outs)
         return run
     fixed = [c(s) for c, s in zip(casts, scalars)]
     return lambda: fn(*arrays, *fixed, *outs)
@@ -333,8 +369,8 @@ def _compiled(source: str):
         return fn
     # numba's disk cache of a kernel knows its own file only: one calling row_sum is named after
     # pairwise_cpu's source too, so a changed row_sum is never run from a stale cache
-    helpers = f"from needle.compile.pairwise_cpu import row_sum  # {_pairwise_version()}\n" \
-        if "row_sum(" in source else ""
+    helpers = f"from needle.compile.pairwise_cpu import row_sum, row_max, row_min  # {_pairwise_version()}\n" \
+        if "row_" in source else ""
     digest = hashlib.sha256((helpers + source).encode()).hexdigest()[:24]
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["pairwise_sum", "row_sum"]
+__all__ = ["pairwise_sum", "row_sum", "row_max", "row_min"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -98,3 +98,33 @@ def _split_sum(a, lo, n):  # pragma: no cover - compiled by numba
 def row_sum(a):  # pragma: no cover - compiled by numba
     """`np.add.reduce` of a contiguous 1-D row: the identity 0 plus the pairwise sum."""
     return a.dtype.type(0) + pairwise_sum(a, 0, a.shape[0])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def row_max(a):  # pragma: no cover - compiled by numba
+    """(the largest value of a non-empty 1-D row, whether it is surely `np.maximum.reduce`'s bits).
+
+    A largest value other than 0 has one bit pattern wherever it sits; a row whose largest value
+    is 0 may hold both 0.0 and -0.0, and a row with a nan may hold nans of either sign, where
+    numpy's SIMD loop returns the one its order meets (the caller asks numpy for those rows)."""
+    m = a[0]
+    exact = m == m
+    for i in range(1, a.shape[0]):
+        v = a[i]
+        exact &= v == v
+        if v > m:
+            m = v
+    return m, exact and m != 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def row_min(a):  # pragma: no cover - compiled by numba
+    """row_max's counterpart for `np.minimum.reduce`."""
+    m = a[0]
+    exact = m == m
+    for i in range(1, a.shape[0]):
+        v = a[i]
+        exact &= v == v
+        if v < m:
+            m = v
+    return m, exact and m != 0
