@@ -3,7 +3,9 @@
 A *group* is a run of consecutive recorded calls that are all elementwise (arithmetic,
 comparisons, unary functions, dtype casts) on one device over one output shape, optionally
 ending in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
-parameter in place). A value made inside the group and used only there never touches
+parameter in place), or ending in a row reduction of its last value over the trailing axis
+(where a device's generator can reproduce the eager kernel's bits: the cpu's reduce_sum/max/min,
+see `fusion_cpu`). A value made inside the group and used only there never touches
 memory: it is a local variable of the generated loop. Values used after the group, or
 that outlive the step, are written to their buffers as before. So a chain of k
 kernels becomes one pass over memory instead of k, and one launch instead of k.
@@ -18,6 +20,7 @@ the cuda device's `fusion_cuda.py` (numba.cuda kernels).
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any, Dict, List, Optional, Tuple, cast, overload
 
 from ..backend_ndarray.recording import Call, Slot, View
@@ -31,13 +34,16 @@ class Node:
     """One elementwise call: its operation (in its device generator's terms), operands (Views),
     output slot and dtypes."""
 
-    __slots__ = ("expr", "operands", "out", "dtype", "scalar", "store", "gen")
+    __slots__ = ("expr", "operands", "out", "dtype", "scalar", "store", "reduce", "gen")
 
     def __init__(self, expr, operands: List[View], out: Optional[Slot], dtype: str, scalar=None,
-                 store: Optional[View] = None):
+                 store: Optional[View] = None, reduce: Optional[str] = None):
         self.expr, self.operands, self.out, self.dtype = expr, operands, out, dtype
         self.scalar = scalar  # (value, dtype of the operand it goes with) for scalar kernels
         self.store = store    # the destination view of an ewise_setitem
+        # "sum", "max" or "min" for a reduction of `expr` over the group shape's last axis into
+        # `out` (the kept shape): it ends the group
+        self.reduce = reduce
         self.gen: Any = None  # the code generator of the call's device (set by _node)
 
 
@@ -107,7 +113,9 @@ def fuse_calls(calls: List[Any], outlives: set) -> List[Any]:
     i = 0
     while i < len(calls):
         group, shape, positions, hoisted = _grow(calls, i)
-        if len(group) >= 2 and shape is not None:  # (a group has a shape)
+        # (a group has a shape); a reduction alone is a group too: the generated row sum is faster
+        # than numpy's reduce over short rows, with its bits
+        if (len(group) >= 2 or (group and group[0].reduce is not None)) and shape is not None:
             kernel, args = _fuse(group, shape, positions, uses, outlives)
             out.extend(calls[k] for k in hoisted)
             out.append(Call(kernel, args, "fused"))
@@ -149,6 +157,9 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
     for position in range(start, len(calls)):
         call = calls[position]
         found = first if not group else _node(call)
+        if found is not None and found[0] != shape and _same_rows(found, shape):
+            found = (shape, found[1])  # the chain's rows, read through another compact shape
+            found[1].operands = [View(o[0], shape, None, o[3]) for o in found[1].operands]
         if found is None and _hoistable(call, set(reads) | set(writes) | made | stored):
             hoisted.append(position)
             continue
@@ -163,7 +174,7 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
             break
         targets: List[Tuple[int, tuple]] = []
         if node.out is not None:
-            targets.append((node.out.index, compact))
+            targets.append((node.out.index, compact if node.reduce is None else (shape[:-1], None, 0)))
         if node.store is not None:
             out, sshape, sstrides, soffset = node.store
             strides = None if sstrides is None or tuple(sstrides) == _compact_strides(sshape) else tuple(sstrides)
@@ -181,9 +192,34 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
             stored.add(node.store[0].index)
         group.append(node)
         positions.append(position)
+        if node.reduce is not None:  # its value is a row's: nothing after it can use it in step
+            break
     while hoisted and hoisted[-1] > positions[-1]:  # fills after the group's last call stay where they are
         hoisted.pop()
     return group, shape, positions, hoisted
+
+
+def _in_memory(o: View, made: Dict[int, str], input_var: Dict[tuple, str], outputs: List[tuple],
+               shape: tuple) -> Tuple[str, int]:
+    """Where a max/min's reduced values are after the loop, for the rare rows handed to numpy:
+    ("in", j) for an input read from memory, else ("out", k) for the output holding the value made
+    in the loop (stored for this if nothing else needed it: the unfused step wrote it too)."""
+    if o[0].index in made and o[2] is None and o[3] == 0:
+        var = made[o[0].index]
+        for k, (view, v) in enumerate(outputs):
+            if v == var and view[0].index == o[0].index:
+                return "out", k
+        outputs.append((View(o[0], shape, None, 0), var))
+        return "out", len(outputs) - 1
+    return "in", int(input_var[(o[0].index, o[1], o[2], o[3])][2:])
+
+
+def _same_rows(found: Tuple[tuple, Node], shape: tuple) -> bool:
+    """A reduction over the last axis of a compact operand whose shape is not the group's but has
+    the same rows (LayerNorm's sum over the (B*T, C) view of a (B, T, C) chain): the same sums."""
+    oshape, node = found
+    return node.reduce is not None and len(oshape) > 0 and len(shape) > 0 and oshape[-1] == shape[-1] and \
+        math.prod(oshape) == math.prod(shape) and all(o[2] is None for o in node.operands)
 
 
 def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[Any, tuple]:
@@ -199,6 +235,7 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
     input_var: Dict[tuple, str] = {}
     scalars: List[Tuple[Any, str]] = []
     outputs: List[tuple] = []  # (operand to write, variable)
+    reduction: Optional[tuple] = None  # (operation, output operand of the kept shape, variable)
     lines = []
     for k, node in enumerate(nodes):
         names = []
@@ -222,12 +259,22 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
         if node.store is not None:
             outputs.append((node.store, value))
             continue
+        if node.reduce is not None:
+            reduction = (node.reduce, View(cast(Slot, node.out), shape[:-1], None, 0), value,
+                         None if node.reduce == "sum" else _in_memory(node.operands[0], made, input_var, outputs,
+                                                                      shape))
+            continue
         out = cast(Slot, node.out)  # a node that stores nothing has an output
         made[out.index] = value
         later = [p for p in uses.get(out.index, ()) if p > last]
         if later or out.index in outlives or (k == len(nodes) - 1 and not outputs):
             outputs.append((View(out, shape, None, 0), value))
+    # a reduction's result is the last argument, its generator told by `reduce` (op, variable,
+    # dtype, where the reduced values are in memory after the loop: ("in"/"out", position) or None)
+    extra = {} if reduction is None else {"reduce": (reduction[0], reduction[2], nodes[-1].dtype, reduction[3])}
     kernel = gen.kernel(lines, inputs, [d for _, d in scalars], [o for o, _ in outputs], [v for _, v in outputs],
-                        shape)
+                        shape, **extra)
     args = tuple(inputs) + tuple(s for s, _ in scalars) + tuple(o for o, _ in outputs)
+    if reduction is not None:
+        args += (reduction[1],)
     return kernel, args

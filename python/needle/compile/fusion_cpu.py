@@ -4,7 +4,17 @@ Only operations whose fused form is bit-identical to numpy's kernel are fused (t
 rows of needle.primitives), so a fused step gives exactly the eager step's numbers. Each
 group is turned into Python source -- a loop over the elements doing the chain's scalar
 operations in the recorded order -- compiled with numba (`error_model="numpy"`: x / 0
-gives inf, not an exception). The source is written under the kernel cache folder
+gives inf, not an exception). A reduction of a float chain's last value over a trailing
+axis of up to MAX_ROW elements (`reduce_sum`, `reduce_max`, `reduce_min`) ends a group: the loop computes one row of
+the chain into a small buffer and reduces it, so LayerNorm's mean and variance or a
+softmax's max and denominator never write and re-read the rows they reduce. A sum adds in
+numpy's pairwise order (`pairwise_cpu`): the eager step's bits, with one exception IEEE 754
+leaves open -- a row holding nans of different signs or payloads sums to a nan in both, but
+which of them may differ, as numpy's compiled loop may add either way round. A max or min
+compares in the loop, except for the rows whose bits depend on numpy's SIMD order (largest
+value 0 with 0.0 and -0.0 both there, or a nan): the loop lists them and numpy's reduce
+redoes them from the values in memory (the chain's values are stored for it). The
+generated source is written under the kernel cache folder
 (`NEEDLE_CACHE_DIR`, default `~/.cache/needle/kernels`) with numba's disk cache on, so a
 second process with the same groups compiles nothing. Scalars keep the dtype numpy would
 compute in (a Python float next to float32 data is a float32), HostScalars are read at
@@ -28,6 +38,15 @@ from ..dtypes import FLOAT_DTYPES, HostScalar
 from ..primitives import EXPR_FUNCTIONS
 from . import parallel_cpu
 from .fusion import Node, operand
+
+# the longest rows a fused loop reduces: numpy's reduce costs a fixed overhead per row, which a
+# loop of our own saves on short rows (LayerNorm's 128, attention's 64: 46 vs 62 us summing
+# 2048x128 float32 on one core), but over long rows its SIMD loops are several times faster
+# (1000-element rows: 119 vs 48 us; 10000: 4.2 vs 1.3 ms)
+MAX_ROW = 128
+
+# the row reductions a fused loop ends in, by kernel name (see `_reduce_node`)
+_REDUCTIONS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}
 
 __all__ = ["GENERATOR", "FusedKernel", "cache_dir"]
 
@@ -70,6 +89,8 @@ def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
             a, out = operand(args[0]), args[1]
             return None if a is None else (a[1], Node(p.expr, [a], out, out.dtype))
         return None
+    if call.name in _REDUCTIONS:
+        return _reduce_node(call)
     if call.name == "ewise_where":  # a select copies one of two values: exact in any loop
         operands = [operand(a) for a in args[:3]]
         if any(o is None for o in operands) or len({o[1] for o in operands}) != 1:
@@ -84,6 +105,18 @@ def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
         return tuple(shape), Node("{a}", [View(a, tuple(shape), None, 0)], None, out.dtype,
                                   store=View(out, tuple(shape), tuple(strides), offset))
     return None
+
+
+def _reduce_node(call: Call) -> Optional[Tuple[tuple, Node]]:
+    """A float reduction over the last axis of a contiguous operand (the rows numpy sums one
+    by one in its pairwise order) as the node ending a group of that operand's shape."""
+    a, out, reduce_size = call.args
+    view = operand(a)
+    if view is None or view.strides is not None or not view.shape or out.dtype not in FLOAT_DTYPES:
+        return None
+    if view.slot.dtype != out.dtype or reduce_size != view.shape[-1] or reduce_size > MAX_ROW:
+        return None
+    return tuple(view.shape), Node("{a}", [view], out, out.dtype, reduce=_REDUCTIONS[str(call.name)])
 
 
 def _python_dtype(value) -> str:
@@ -119,8 +152,8 @@ class _CpuGenerator:
         return f"{_NUMBA_TYPE[dtype]}({expr})"
 
     @staticmethod
-    def kernel(lines, inputs, scalar_dtypes, outputs, out_vars, shape) -> "FusedKernel":
-        kernel = FusedKernel(lines, len(inputs), len(scalar_dtypes), outputs, out_vars, shape)
+    def kernel(lines, inputs, scalar_dtypes, outputs, out_vars, shape, reduce=None) -> "FusedKernel":
+        kernel = FusedKernel(lines, len(inputs), len(scalar_dtypes), outputs, out_vars, shape, reduce)
         kernel.scalar_dtypes = list(scalar_dtypes)
         return kernel
 
@@ -129,11 +162,13 @@ GENERATOR = _CpuGenerator()
 
 
 class FusedKernel:
-    """A generated loop over the elements of one shape (see the module docstring)."""
+    """A generated loop over the elements of one shape (see the module docstring); with `reduce`
+    ("sum", variable) it also sums that variable over each row of the last axis into the last
+    argument (the kept shape)."""
 
-    def __init__(self, lines, n_inputs, n_scalars, outputs, out_vars, shape) -> None:
+    def __init__(self, lines, n_inputs, n_scalars, outputs, out_vars, shape, reduce=None) -> None:
         self.lines, self.n_inputs, self.n_scalars = lines, n_inputs, n_scalars
-        self.out_vars, self.shape = out_vars, shape
+        self.out_vars, self.shape, self.reduce = out_vars, shape, reduce
         self.scalar_dtypes: List[str] = []
         self.__module__ = __name__
         self.__name__ = "fused"
@@ -142,7 +177,9 @@ class FusedKernel:
         """The loop nest over `ndim` axes (explicit nested loops compile to tighter code than
         np.ndindex). indices[j]: the axes input j is indexed by (None: all of them), so a
         broadcast operand is read through an array of its own axes, and the innermost loop
-        reads every operand at unit or zero stride where the layout allows (numba vectorises it)."""
+        reads every operand at unit or zero stride where the layout allows (numba vectorises it).
+        A reduction's loop writes each row's values of its variable into `row` (a buffer of one
+        row) and, after the row, the sum of `row` in numpy's order into `red` (the outer axes)."""
         args = [f"in{i}" for i in range(self.n_inputs)] + [f"s{i}" for i in range(self.n_scalars)] + \
                [f"out{i}" for i in range(len(self.out_vars))]
         full = ", ".join(f"i{d}" for d in range(ndim))
@@ -154,10 +191,30 @@ class FusedKernel:
 
         body = [_READ.sub(read, line) for line in self.lines]
         body += [f"out{i}[{full}] = {v}" for i, v in enumerate(self.out_vars)]
+        bounds = [f"out0.shape[{d}]" for d in range(ndim)]
+        after: List[str] = []
+        if self.reduce is not None:
+            op, var = self.reduce[:2]
+            args += ["red", "row"]
+            body.append(f"row[i{ndim - 1}] = {var}")
+            bounds = [f"red.shape[{d}]" for d in range(ndim - 1)] + ["row.shape[0]"]
+            kept = ", ".join(f"i{d}" for d in range(ndim - 1))
+            if op == "sum":
+                after = [f"red[{kept}] = row_sum(row)"]
+            else:  # the rows whose bits only numpy knows (see pairwise_cpu.row_max) are listed in redo
+                args.append("redo")
+                after = [f"r, exact = row_{op}(row)", f"red[{kept}] = r", "if not exact:",
+                         "    redo[count] = k", "    count += 1", "k += 1"]
         code = [f"def kernel({', '.join(args)}):"]
+        counted = self.reduce is not None and self.reduce[0] != "sum"
+        if counted:
+            code += ["    count = 0", "    k = 0"]
         for d in range(ndim):
-            code.append("    " * (d + 1) + f"for i{d} in range(out0.shape[{d}]):")
+            code.append("    " * (d + 1) + f"for i{d} in range({bounds[d]}):")
         code += ["    " * (ndim + 1) + line for line in body]
+        code += ["    " * ndim + line for line in after]
+        if counted:
+            code.append("    return count")
         return "\n".join(code) + "\n"
 
     def __call__(self, *args):  # run unbound (a replay binds it once, see prepare)
@@ -166,31 +223,65 @@ class FusedKernel:
     def prepare(self, args: tuple):
         """A launch over fixed buffers: the group's arrays in their simplest layout (`_canonical`),
         in row blocks on several threads when the group is large (`parallel_cpu`: each element is
-        computed as before, so the bits are the same)."""
+        computed as before, each row summed as before, so the bits are the same)."""
         ni, ns = self.n_inputs, self.n_scalars
         arrays = [_view(o, self.shape) for o in args[:ni]]
-        outs = [_view(o, self.shape) for o in args[ni + ns:]]
-        arrays, outs, indices = _canonical(self.shape, arrays, outs)
+        outs = [_view(o, self.shape) for o in args[ni + ns:ni + ns + len(self.out_vars)]]
+        if self.reduce is not None:  # the kept rows, read as the group's shape with the last axis at stride 0
+            kept = _view(args[-1], self.shape[:-1])
+            outs.append(np.lib.stride_tricks.as_strided(kept, shape=self.shape, strides=kept.strides + (0,)))
+        arrays, outs, indices = _canonical(self.shape, arrays, outs, reduce=self.reduce is not None)
         fn = _compiled(self.source(outs[0].ndim, indices))
         scalars = list(args[ni:ni + ns])
         casts = [getattr(np, "bool_" if d == "bool" else d) for d in self.scalar_dtypes]
-        blocks = [(0, outs[0].shape[0])]
+        rows, size = outs[0].shape[0], outs[0].size
+        if self.reduce is not None:  # the result of the rows: the outer axes only
+            full = outs.pop()
+            rows, size = full.shape[0], full.size
+            outs.append(full[..., 0])
+        blocks = [(0, rows)]
         if all(_rows_disjoint(o) for o in outs):
-            blocks = parallel_cpu.row_blocks(outs[0].shape[0], outs[0].size)
+            blocks = parallel_cpu.row_blocks(rows, size)
         rowwise = [axes is None or 0 in axes for axes in indices]
         launches = []
         for lo, hi in blocks:
             block_in = parallel_cpu.blocks_of(arrays, rowwise, lo, hi) if len(blocks) > 1 else arrays
-            block_out = [o[lo:hi] for o in outs] if len(blocks) > 1 else outs
-            launches.append(_launch(fn, block_in, scalars, casts, block_out))
+            block_out = [o[lo:hi] for o in outs] if len(blocks) > 1 else list(outs)
+            if self.reduce is not None:  # each block its own row buffer
+                block_out.append(np.empty(self.shape[-1], dtype=outs[-1].dtype))
+            if self.reduce is None or self.reduce[0] == "sum":
+                launches.append(_launch(fn, block_in, scalars, casts, block_out))
+                continue
+            red = block_out[-2]
+            redo = np.empty(max(1, red.size), dtype=np.int64)  # the rows left to numpy
+            where, position = self.reduce[3]
+            values = (block_in if where == "in" else block_out)[position]
+            launch = _launch(fn, block_in, scalars, casts, block_out + [redo])
+            launches.append(_with_numpy_rows(launch, self.reduce[0], values, red, redo))
         return launches[0] if len(launches) == 1 else parallel_cpu.run_blocks(launches)
 
 
+def _with_numpy_rows(launch, op: str, values: np.ndarray, red: np.ndarray, redo: np.ndarray):
+    """The launch of a max/min loop, then numpy's reduce for the rows it listed in `redo`
+    (a largest value of 0 or a nan: their bits depend on numpy's order), read back from memory
+    (`values`: the group's shape, rows along the last axis)."""
+    reduce = np.maximum.reduce if op == "max" else np.minimum.reduce
+
+    def run() -> None:
+        count = launch()
+        if count:
+            rows = np.unravel_index(redo[:count], red.shape)
+            red[rows] = reduce(np.ascontiguousarray(values[rows]), axis=(1,))
+    return run
+
+
 def _launch(fn, arrays: List[np.ndarray], scalars: list, casts: list, outs: List[np.ndarray]):
-    """fn on the arrays, the scalars (HostScalars read at each run) and the outputs."""
+    """fn on the arrays, the scalars (HostScalars read at each run) and the outputs (its result
+    returned: a max/min loop's count of rows left to numpy)."""
     if any(isinstance(s, HostScalar) for s in scalars):
         def run():
-            fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)], *outs)
+            return fn(*arrays, *[c(s.value if isinstance(s, HostScalar) else s) for c, s in zip(casts, scalars)],
+                      *outs)
         return run
     fixed = [c(s) for c, s in zip(casts, scalars)]
     return lambda: fn(*arrays, *fixed, *outs)
@@ -208,21 +299,27 @@ def _rows_disjoint(a: np.ndarray) -> bool:
 _READ = re.compile(r"in(\d+)\[IDX\]")
 
 
-def _canonical(shape: tuple, arrays: List[np.ndarray], outs: List[np.ndarray]):
+def _canonical(shape: tuple, arrays: List[np.ndarray], outs: List[np.ndarray], reduce: bool = False):
     """(inputs, outputs, indices): the same elements over the fewest loop axes. Axes of length 1
     go; neighbouring axes that every array steps through as one (stride of the outer = stride
     times length of the inner) merge, so contiguous arrays become one flat loop; an input's
     broadcast axes (stride 0) are dropped from its array and from its index (indices[j] lists
     the loop axes input j is read by; None: all). Each element is still computed by the same
-    operations from the same values, so the result is the same bits."""
+    operations from the same values, so the result is the same bits. With `reduce`, the last
+    axis (the rows reduced) stays an axis of its own, after at least one outer axis."""
     every = arrays + outs
-    keep = [d for d, n in enumerate(shape) if n != 1]
+    last = len(shape) - 1 if reduce else -1
+    keep = [d for d, n in enumerate(shape) if n != 1 or d == last]
+    if reduce and len(keep) == 1:  # one row: an outer axis of length 1
+        every = [a[np.newaxis] for a in every]
+        shape = (1,) + tuple(shape)
+        keep = [0, len(shape) - 1]
     dims = [shape[d] for d in keep]
     strides = [[a.strides[d] for d in keep] for a in every]
     merged: List[int] = []
     merged_strides: List[List[int]] = [[] for _ in every]
     for k, n in enumerate(dims):
-        if merged and all(st[k - 1] == st[k] * n for st in strides):
+        if merged and not (reduce and k == len(dims) - 1) and all(st[k - 1] == st[k] * n for st in strides):
             merged[-1] *= n
             for m, st in zip(merged_strides, strides):
                 m[-1] = st[k]
@@ -258,18 +355,35 @@ def _view(operand, shape) -> np.ndarray:
     return strided_view(buffer, shape, strides, offset)
 
 
+_PAIRWISE_VERSION: List[str] = []
+
+
+def _pairwise_version() -> str:
+    """A digest of pairwise_cpu's source (the row sums the generated reductions call)."""
+    if not _PAIRWISE_VERSION:
+        from . import pairwise_cpu
+
+        with open(pairwise_cpu.__file__, "rb") as f:
+            _PAIRWISE_VERSION.append(hashlib.sha256(f.read()).hexdigest()[:16])
+    return _PAIRWISE_VERSION[0]
+
+
 def _compiled(source: str):
     """The numba function for `source`, from this process's cache, the disk cache, or compiled."""
     fn = _COMPILED.get(source)
     if fn is not None:
         return fn
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    # numba's disk cache of a kernel knows its own file only: one calling row_sum is named after
+    # pairwise_cpu's source too, so a changed row_sum is never run from a stale cache
+    helpers = f"from needle.compile.pairwise_cpu import row_sum, row_max, row_min  # {_pairwise_version()}\n" \
+        if "row_" in source else ""
+    digest = hashlib.sha256((helpers + source).encode()).hexdigest()[:24]
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"fused_{digest}.py")
     if not os.path.exists(path):
         text = ("# generated by needle.compile.fusion_cpu; numba caches its machine code beside this file\n"
-                "import numba\nimport numpy as np\n" + _EXPR_IMPORTS + "\n\n"
+                "import numba\nimport numpy as np\n" + _EXPR_IMPORTS + helpers + "\n\n"
                 "@numba.njit(cache=True, error_model='numpy', nogil=True)\n" + source)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
         with os.fdopen(fd, "w") as f:
