@@ -236,3 +236,35 @@ def test_overhead_rows_take_the_median_and_the_ratio(capsys):
     bench.print_overhead(rows)
     out = capsys.readouterr().out
     assert "((a + b) * a).sum() on 4 elements" in out and "2.50" in out and "3.00" in out
+
+
+def _profile(args, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NEEDLE_BACKEND"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "python"), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "profile_compiled.py"), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_profile_of_a_compiled_step_lists_its_call_kinds(tmp_path):
+    """benchmarks/profile_compiled.py replays makemore's program and sums each call kind: the
+    kinds it lists are calls that program has (its Linear layers' matmuls, the SGD update), and
+    the launch counts add up to the program's length."""
+    proc = _profile(["makemore", "--steps", "2", "--top", "100"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    head, *rows = proc.stdout.strip().splitlines()
+    assert head.startswith("makemore: ") and "1 thread(s)" in head
+    launches = int(head.split(" launches")[0].rsplit(" ", 1)[1])
+    kinds, times = {}, {}
+    for row in rows:
+        kind, ms, _, count = row.split()
+        assert math.isfinite(float(ms)) and float(ms) >= 0, row
+        kinds[kind] = int(count.lstrip("x"))
+        times[kind] = float(ms)
+    _positive(times["matmul"], "matmul")
+    assert kinds["matmul"] >= 2 and kinds["sgd_step"] == 7  # makemore has 7 parameters
+    assert sum(kinds.values()) == launches
+
+
+def test_profile_refuses_an_unknown_workload(tmp_path):
+    proc = _profile(["no_such_model"], tmp_path)
+    assert proc.returncode == 2 and "no_such_model" in proc.stderr and "mlp" in proc.stderr
