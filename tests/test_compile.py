@@ -14,6 +14,7 @@ import pytest
 import needle as ndl
 from needle import nn
 from needle.models import LanguageModel
+from train_step import train_step
 
 DEVICES = [ndl.cpu(), ndl.cpu_numpy()]
 
@@ -99,16 +100,6 @@ def gpt(device):
 
 
 WORKLOADS = {"mlp": mlp, "makemore": makemore, "cnn": cnn, "lstm_lm": lstm_lm, "gpt": gpt}
-
-
-def train_step(model, opt, loss_fn):
-    def step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
 
 
 def run(workload, device, steps, compiled, fuse=False, seed=0):

@@ -15,6 +15,7 @@ from needle import nn
 from needle.backend_ndarray import kernels_cpu
 from needle.backend_ndarray.host_buffer import Array, read
 from needle.compile import fusion_cpu, parallel_cpu
+from train_step import train_step
 
 
 @pytest.fixture
@@ -295,15 +296,7 @@ def _mlp_steps(compiled: bool, steps: int = 6):
     np.random.seed(0)
     model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
     opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.SoftmaxLoss()
-
-    def step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = train_step(model, opt, nn.SoftmaxLoss())
     if compiled:
         step = ndl.compile(step)
     r = np.random.RandomState(1)
@@ -325,27 +318,26 @@ def test_a_compiled_step_on_two_threads_is_bit_identical_to_eager(two_threads, m
         np.testing.assert_array_equal(p, q)
 
 
-def test_a_language_model_step_on_two_threads_is_bit_identical_to_eager(two_threads):
+def _language_model_steps(compiled: bool, seed: int, ids_shape: tuple, vocab: int, width: int, hidden: int,
+                          **model_kwargs):
+    """(losses, parameters) after 4 Adam steps of a one-layer LanguageModel on random ids of
+    `ids_shape` (seq_len, batch), eager or compiled."""
     from needle.models import LanguageModel
 
-    def go(compiled, kind):
-        np.random.seed(0)
-        model = LanguageModel(32, 2100, 64, 1, seq_model=kind, seq_len=8, num_head=2, dim_head=16)
-        opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = nn.SoftmaxLoss()
+    np.random.seed(0)
+    model = LanguageModel(width, vocab, hidden, 1, seq_len=ids_shape[0], **model_kwargs)
+    opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
+    step = train_step(model, opt, nn.SoftmaxLoss())
+    step = ndl.compile(step) if compiled else step
+    r = np.random.RandomState(seed)
+    x = ndl.Tensor(r.randint(0, vocab, ids_shape), dtype="int64")
+    y = ndl.Tensor(r.randint(0, vocab, int(np.prod(ids_shape))), dtype="int64")
+    return [step(x, y).numpy() for _ in range(4)], [p.numpy() for p in model.parameters()]
 
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x)[0], y)
-            loss.backward()
-            opt.step()
-            return loss
 
-        step = ndl.compile(step) if compiled else step
-        r = np.random.RandomState(2)
-        x = ndl.Tensor(r.randint(0, 2100, (8, 16)), dtype="int64")  # logits (128, 2100): split
-        y = ndl.Tensor(r.randint(0, 2100, 128), dtype="int64")
-        return [step(x, y).numpy() for _ in range(4)], [p.numpy() for p in model.parameters()]
+def test_a_language_model_step_on_two_threads_is_bit_identical_to_eager(two_threads):
+    def go(compiled, kind):  # logits (128, 2100): split
+        return _language_model_steps(compiled, 2, (8, 16), 2100, 32, 64, seq_model=kind, num_head=2, dim_head=16)
 
     for kind in ("lstm", "transformer"):
         (l1, p1), (l2, p2) = go(False, kind), go(True, kind)
@@ -357,8 +349,6 @@ def test_a_language_model_step_on_two_threads_is_bit_identical_to_eager(two_thre
 def test_a_transformer_step_with_split_attention_products_is_bit_identical_to_eager(two_threads, monkeypatch):
     """Attention's batched products (128 of (32, 32) @ (32, 32)) run as batch blocks on two threads
     in the replay: the losses and parameters are the eager step's bits."""
-    from needle.models import LanguageModel
-
     split_matmuls = []
     real = parallel_cpu.split
 
@@ -370,23 +360,8 @@ def test_a_transformer_step_with_split_attention_products_is_bit_identical_to_ea
     monkeypatch.setattr(parallel_cpu, "split", spy)
 
     def go(compiled):
-        np.random.seed(0)
-        model = LanguageModel(64, 50, 128, 1, seq_model="transformer", seq_len=32, num_head=4, dim_head=32)
-        opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x)[0], y)
-            loss.backward()
-            opt.step()
-            return loss
-
-        step = ndl.compile(step) if compiled else step
-        r = np.random.RandomState(3)
-        x = ndl.Tensor(r.randint(0, 50, (32, 32)), dtype="int64")
-        y = ndl.Tensor(r.randint(0, 50, 32 * 32), dtype="int64")
-        return [step(x, y).numpy() for _ in range(4)], [p.numpy() for p in model.parameters()]
+        return _language_model_steps(compiled, 3, (32, 32), 50, 64, 128, seq_model="transformer", num_head=4,
+                                     dim_head=32)
 
     (l1, p1), (l2, p2) = go(False), go(True)
     assert split_matmuls and all(batch == 128 for batch in split_matmuls)

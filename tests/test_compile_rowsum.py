@@ -18,6 +18,7 @@ import needle as ndl
 from needle import nn
 from needle.compile.fusion_cpu import MAX_ROW
 from needle.compile.pairwise_cpu import pairwise_sum, row_sum
+from train_step import train_step
 
 LENGTHS = list(range(1, 301)) + [511, 512, 1000, 1024, 4096, 10007]
 
@@ -150,15 +151,7 @@ def test_a_compiled_layernorm_training_step_is_the_eager_step_byte_for_byte(dim,
         model = nn.Sequential(nn.Linear(dim, dim, dtype=dtype), nn.LayerNorm1d(dim, dtype=dtype), nn.ReLU(),
                               nn.Linear(dim, 5, dtype=dtype), nn.LayerNorm1d(5, dtype=dtype))
         opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-
+        step = train_step(model, opt, nn.SoftmaxLoss())
         step_fn = ndl.compile(step) if compiled else step
         rng = np.random.RandomState(1)
         losses = []
