@@ -508,6 +508,19 @@ def _hypers(values: tuple) -> list:
     return [v.value if isinstance(v, HostScalar) else v for v in values]
 
 
+def _sqrt(a: NDArray) -> Any:
+    """array_api.sqrt (ops.sqrt's kernel), by name: the primitives' functions are made at import."""
+    return globals()["sqrt"](a)
+
+
+def _run_fused(name: str, device, arrays: tuple, hypers: tuple, flags: tuple) -> bool:
+    """Run the device's fused kernel `name` if it has one (True), else False."""
+    if not hasattr(device.mod, name):
+        return False
+    device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
+    return True
+
+
 def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,
              weight_decay: Hyper, l2: bool, mode: int, nesterov: bool) -> None:
     """SGD's update of `param` (and its momentum buffer `u`) in place, in one pass where the
@@ -523,10 +536,8 @@ def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyp
     All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
     """
     _check_update("sgd_step", param, grad, u)
-    device = param.device
-    if hasattr(device.mod, "sgd_step"):
-        device.call("sgd_step", param._operand(), grad._operand(), u._operand(),
-                    *_hypers((lr, momentum, damping, weight_decay)), bool(l2), int(mode), bool(nesterov))
+    if _run_fused("sgd_step", param.device, (param, grad, u), (lr, momentum, damping, weight_decay),
+                      (bool(l2), int(mode), bool(nesterov))):
         return
     d = grad + param * weight_decay if l2 else grad
     if mode == 0:
@@ -553,30 +564,15 @@ def adam_step(param: NDArray, grad: NDArray, m: NDArray, v: NDArray, lr: Hyper, 
     All arrays of param's shape, dtype (float32/float64) and device, else ValueError.
     """
     _check_update("adam_step", param, grad, m, v)
-    device = param.device
-    if hasattr(device.mod, "adam_step"):
-        device.call("adam_step", param._operand(), grad._operand(), m._operand(), v._operand(),
-                    *_hypers((lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay,
-                              decay)), bool(l2), bool(decoupled))
+    if _run_fused("adam_step", param.device, (param, grad, m, v),
+                      (lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay, decay),
+                      (bool(l2), bool(decoupled))):
         return
     x = param * decay if decoupled else param
     d: Any = grad + x * weight_decay if l2 else grad
     m[()] = m * beta1 + d * one_minus_beta1
     v[()] = v * beta2 + d * d * one_minus_beta2
     param[()] = x + -(m / bias1 * lr / ((v / bias2) ** 0.5 + eps))
-
-
-def _sqrt(a: NDArray) -> Any:
-    """array_api.sqrt (ops.sqrt's kernel), by name: the primitives' functions are made at import."""
-    return globals()["sqrt"](a)
-
-
-def _fused_or_none(name: str, device, arrays: tuple, hypers: tuple, flags: tuple) -> bool:
-    """Run the device's fused kernel `name` if it has one (True), else False."""
-    if not hasattr(device.mod, name):
-        return False
-    device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
-    return True
 
 
 def rmsprop_step(param: NDArray, grad: NDArray, v: NDArray, a: NDArray, b: NDArray, lr: Hyper, alpha: Hyper,
@@ -596,7 +592,7 @@ def rmsprop_step(param: NDArray, grad: NDArray, v: NDArray, a: NDArray, b: NDArr
     (float32/float64) and device, else ValueError.
     """
     _check_update("rmsprop_step", param, grad, v, a, b)
-    if _fused_or_none("rmsprop_step", param.device, (param, grad, v, a, b),
+    if _run_fused("rmsprop_step", param.device, (param, grad, v, a, b),
                       (lr, alpha, one_minus_alpha, eps, weight_decay, momentum),
                       (bool(l2), bool(centered), bool(use_momentum))):
         return
@@ -626,7 +622,7 @@ def adagrad_step(param: NDArray, grad: NDArray, total: NDArray, clr: Hyper, eps:
     Arrays of param's shape, dtype (float32/float64) and device, else ValueError.
     """
     _check_update("adagrad_step", param, grad, total)
-    if _fused_or_none("adagrad_step", param.device, (param, grad, total), (clr, eps, weight_decay), (bool(l2),)):
+    if _run_fused("adagrad_step", param.device, (param, grad, total), (clr, eps, weight_decay), (bool(l2),)):
         return
     d: Any = grad + param * weight_decay if l2 else grad
     total[()] = total + d * d
@@ -645,7 +641,7 @@ def adadelta_step(param: NDArray, grad: NDArray, v: NDArray, u: NDArray, lr: Hyp
     Arrays of param's shape, dtype (float32/float64) and device, else ValueError.
     """
     _check_update("adadelta_step", param, grad, v, u)
-    if _fused_or_none("adadelta_step", param.device, (param, grad, v, u), (lr, rho, one_minus_rho, eps, weight_decay),
+    if _run_fused("adadelta_step", param.device, (param, grad, v, u), (lr, rho, one_minus_rho, eps, weight_decay),
                       (bool(l2),)):
         return
     d: Any = grad + param * weight_decay if l2 else grad
