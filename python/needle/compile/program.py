@@ -1,16 +1,21 @@
 """A recorded step as a flat program: calls over planned buffers, replayed without Python objects.
 
-`lower` turns a finished recording into a Program in four passes, read top to bottom:
+`lower` turns a finished recording into a Program in five passes, read top to bottom:
 
 1. `classify`: the buffers into *state* -- still alive once the traced call is over and its
    outputs are detached (parameters, optimizer state, gradients, running statistics,
    inputs, outputs), kept as they are -- and *temporaries* (dead by then); the inputs and
    outputs found among them; the inputs the step writes in place;
 2. `fuse_calls` (fusion.py, optional): chains of elementwise kernels become generated ones;
-3. `plan_memory`: the temporaries' memory by liveness: walking the calls in order, a
+3. `eliminate_common_calls` (dedupe.py): a kernel call repeating an earlier one on unchanged
+   inputs (the im2col a convolution's weight gradient makes again) is dropped, its result
+   read from the earlier call's (after fusion: a chain fused into a loop costs nothing to
+   compute again, where reading it back from memory would), unless the longer-lived result
+   makes the memory plan larger;
+4. `plan_memory`: the temporaries' memory by liveness: walking the calls in order, a
    temporary takes a free buffer of its exact size and dtype (or a new one) at its first use
    and gives it back after its last, so the replay never holds more than the eager step held;
-4. `bind`: every call to its buffers, once, as a zero-argument launch.
+5. `bind`: every call to its buffers, once, as a zero-argument launch.
 
 A replay copies the new inputs into the input buffers, runs the launches, writes the inputs
 the step updated in place back to the caller's arrays and copies the outputs out.
@@ -24,6 +29,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
 from ..backend_ndarray.interface import out_position
 from ..backend_ndarray.recording import Call, Recorder, Slot, View
 from ..dtypes import HostScalar
+from .dedupe import eliminate_common_calls
 
 __all__ = ["Program", "lower", "classify", "plan_memory", "bind"]
 
@@ -238,7 +244,7 @@ class Program:
 
 def lower(recorder: Recorder, input_buffers: List[Any], input_devices: List[Any], output_arrays: List[Any],
           fuse: bool = False) -> Program:
-    """A Program from a finished recording: the four passes of the module docstring."""
+    """A Program from a finished recording: the five passes of the module docstring."""
     classified = classify(recorder, input_buffers, input_devices, output_arrays)
     calls = list(recorder.steps)
     if fuse:
@@ -246,5 +252,12 @@ def lower(recorder: Recorder, input_buffers: List[Any], input_devices: List[Any]
 
         calls = fuse_calls(calls, set(classified.state))
     buffers, temporary_bytes = plan_memory(calls, classified.state, classified.temporaries)
+    deduplicated = eliminate_common_calls(calls, set(classified.state))
+    if len(deduplicated) < len(calls):
+        # a kept result lives on to its copy's last reader: taken only when that needs no more
+        # memory than the program computing it twice (whose plan holds no more than the eager step)
+        planned = plan_memory(deduplicated, classified.state, classified.temporaries)
+        if planned[1] <= temporary_bytes:
+            calls, (buffers, temporary_bytes) = deduplicated, planned
     runs = [bind(call, buffers) for call in calls]
     return Program(calls, runs, buffers, classified, temporary_bytes)

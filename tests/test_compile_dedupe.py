@@ -1,0 +1,189 @@
+"""ndl.compile drops a kernel call that repeats an earlier one on unchanged inputs
+(compile/dedupe.py), and only then: the replay must give the eager call's bits, with the
+repeated call gone where it may go and kept where something changed in between."""
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle import nn
+from needle.compile.dedupe import eliminate_common_calls
+
+R = np.random.RandomState(0)
+
+
+def tensor(*shape, requires_grad=False):
+    return ndl.Tensor(R.randn(*shape).astype(np.float32), requires_grad=requires_grad)
+
+
+def kernel_names(compiled):
+    return [c.name for c in compiled.programs[0].calls if c.kind == "kernel"]
+
+
+def replayed(fn, *args, fuse=False, calls=3):
+    """(eager outputs, compiled outputs of the last of `calls` calls, the CompiledFunction)."""
+    eager = fn(*args)
+    compiled = ndl.compile(fn, fuse=fuse)
+    for _ in range(calls):
+        out = compiled(*args)
+    return eager, out, compiled
+
+
+def as_bytes(outputs):
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return [o.numpy().tobytes() for o in outputs]
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_repeated_matmul_runs_once_with_the_same_bits(fuse):
+    a, b = tensor(64, 32), tensor(32, 48)
+
+    def f(a, b):
+        return (a @ b) * 2.0 + (a @ b) / 3.0
+
+    eager, out, compiled = replayed(f, a, b, fuse=fuse)
+    assert as_bytes(out) == as_bytes(eager)
+    assert kernel_names(compiled).count("matmul") == 1
+
+
+def test_a_repeated_call_on_new_inputs_is_recomputed_every_replay():
+    """The kept call is replayed on each call's inputs: new data gives the new product twice."""
+    a, b = tensor(16, 8), tensor(8, 4)
+
+    def f(a, b):
+        return (a @ b) + (a @ b)
+
+    compiled = ndl.compile(f)
+    for _ in range(3):
+        compiled(a, b)
+    a2, b2 = tensor(16, 8), tensor(8, 4)
+    assert compiled(a2, b2).numpy().tobytes() == f(a2, b2).numpy().tobytes()
+
+
+def test_a_call_after_its_input_changed_in_place_is_kept():
+    """An optimizer step between two forward passes of one layer changes its weight in place:
+    the second pass's matmul reads the new weight, so it is not the first one again."""
+    np.random.seed(0)
+    model = nn.Linear(8, 4)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.5)
+    x = tensor(16, 8)
+
+    def f(x):
+        opt.reset_grad()
+        first = model(x).sum()
+        first.backward()
+        opt.step()
+        return first, model(x).sum()
+
+    np.random.seed(0)
+    eager_model = nn.Linear(8, 4)
+    eager_opt = ndl.optim.SGD(eager_model.parameters(), lr=0.5)
+
+    def g(x):
+        eager_opt.reset_grad()
+        first = eager_model(x).sum()
+        first.backward()
+        eager_opt.step()
+        return first, eager_model(x).sum()
+
+    compiled = ndl.compile(f)
+    for _ in range(3):
+        outs = compiled(x)
+        expected = g(x)
+        assert as_bytes(outs) == as_bytes(expected)
+    assert outs[0].numpy() != outs[1].numpy()  # the weight did change between the two passes
+    forward = [c for c in compiled.programs[0].calls if c.name == "matmul" and c.args[0].shape == (16, 8)]
+    assert len(forward) == 2
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero")
+@pytest.mark.parametrize("value", [0.0, -0.0, float("nan")])
+def test_scalars_equal_as_numbers_but_not_as_bits_are_different_calls(value):
+    """x * 0.0 and x * -0.0 compare equal in Python but give zeros of other signs."""
+    x = ndl.Tensor(np.abs(R.randn(4, 5)).astype(np.float32) + 0.5)
+
+    def f(x):  # the products are temporaries (outputs keep buffers of their own); 1 / b shows b's sign
+        a, b, c = x * 0.0, x * value, x * 0.0
+        return a + c, 1.0 / b
+
+    eager, out, compiled = replayed(f, x)
+    assert as_bytes(out) == as_bytes(eager)
+    # x * 0.0 once (c is a), x * value once more unless it is 0.0 too, and 1.0 / b's final * 1.0
+    expected = 2 if str(value) == "0.0" else 3
+    assert kernel_names(compiled).count("scalar_mul") == expected
+
+
+def test_accumulating_kernels_are_never_merged():
+    """index_add_rows adds into its output: two of them on equal arguments are two sums."""
+    from needle.compile.dedupe import _PURE
+
+    assert "index_add_rows" not in _PURE
+    emb = nn.Embedding(10, 6)
+    ids = ndl.Tensor(np.array([[1, 2], [2, 3]], dtype=np.int64), dtype="int64")
+
+    def f(ids):
+        for p in emb.parameters():
+            p.grad = None
+        loss = emb(ids).sum() + emb(ids).sum()
+        loss.backward()
+        return loss, emb.weight.grad
+
+    eager = f(ids)
+    compiled = ndl.compile(f)
+    for _ in range(3):
+        out = compiled(ids)
+    assert as_bytes(out) == as_bytes(eager)
+    np.testing.assert_array_equal(out[1].numpy()[2], np.full(6, 4.0, np.float32))  # id 2: twice in each of 2 sums
+
+
+def test_the_pass_keeps_a_call_whose_output_is_state_or_written_twice():
+    """Direct: calls over fake slots. A second compact into a slot that is state, or that another
+    call also writes, stays; one into a plain temporary goes, its readers renamed."""
+    from needle.backend_ndarray.host_buffer import Array
+    from needle.backend_ndarray.recording import Call, Slot, View
+
+    device = ndl.cpu()
+    bufs = [Array(4) for _ in range(6)]
+    s = [Slot(i, b) for i, b in enumerate(bufs)]
+    fn = device.compact
+
+    def compact(src, dst):
+        return Call(fn, (s[src], s[dst], (4,), (1,), 0), "kernel", "compact", device)
+
+    read = Call(device.ewise_add, (View(s[2], (4,), None, 0), s[2], s[5]), "kernel", "ewise_add", device)
+    calls = [compact(0, 1), compact(0, 2), read]
+    kept = eliminate_common_calls(calls, state=set())
+    assert len(kept) == 2 and kept[1].args[0].slot is s[1] and kept[1].args[1] is s[1]
+    assert len(eliminate_common_calls(calls, state={2})) == 3          # the copy's output is state
+    twice = calls + [compact(3, 2)]
+    assert len(eliminate_common_calls(twice, state=set())) == 4        # slot 2 written twice
+    changed = [compact(0, 1), compact(3, 0), compact(0, 2)]             # slot 0 rewritten in between
+    assert len(eliminate_common_calls(changed, state=set())) == 3
+
+
+def test_a_compiled_transformer_step_with_deduplication_equals_eager():
+    """gpt-like step: attention's products are among the calls the pass drops."""
+    from needle.models import LanguageModel
+
+    def build():
+        np.random.seed(3)
+        model = LanguageModel(16, 11, 32, 1, seq_model="transformer", seq_len=8, num_head=2, dim_head=8)
+        return model, ndl.optim.Adam(model.parameters(), lr=1e-2)
+
+    ids = ndl.Tensor(np.random.RandomState(1).randint(0, 11, (8, 4)), dtype="int64")
+    y = ndl.Tensor(np.random.RandomState(2).randint(0, 11, 32), dtype="int64")
+    results = []
+    for compiled in (False, True):
+        model, opt = build()
+        loss_fn = nn.SoftmaxLoss()
+
+        def step(ids, y):
+            opt.reset_grad()
+            loss = loss_fn(model(ids)[0], y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        run = ndl.compile(step, fuse=True) if compiled else step
+        losses = [run(ids, y).numpy().tobytes() for _ in range(5)]
+        results.append((losses, [p.numpy().tobytes() for p in model.parameters()]))
+    assert results[0] == results[1]
