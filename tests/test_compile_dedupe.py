@@ -135,29 +135,81 @@ def test_accumulating_kernels_are_never_merged():
     np.testing.assert_array_equal(out[1].numpy()[2], np.full(6, 4.0, np.float32))  # id 2: twice in each of 2 sums
 
 
-def test_the_pass_keeps_a_call_whose_output_is_state_or_written_twice():
-    """Direct: calls over fake slots. A second compact into a slot that is state, or that another
-    call also writes, stays; one into a plain temporary goes, its readers renamed."""
-    from needle.backend_ndarray.host_buffer import Array
-    from needle.backend_ndarray.recording import Call, Slot, View
+class FakeProgram:
+    """Calls over fake slots of 4 floats, the way a recording names buffers."""
 
-    device = ndl.cpu()
-    bufs = [Array(4) for _ in range(6)]
-    s = [Slot(i, b) for i, b in enumerate(bufs)]
-    fn = device.compact
+    def __init__(self, n=8):
+        from needle.backend_ndarray.host_buffer import Array
+        from needle.backend_ndarray.recording import Slot
 
-    def compact(src, dst):
-        return Call(fn, (s[src], s[dst], (4,), (1,), 0), "kernel", "compact", device)
+        self.device = ndl.cpu()
+        self.slots = [Slot(i, Array(4)) for i in range(n)]
 
-    read = Call(device.ewise_add, (View(s[2], (4,), None, 0), s[2], s[5]), "kernel", "ewise_add", device)
-    calls = [compact(0, 1), compact(0, 2), read]
-    kept = eliminate_common_calls(calls, state=set())
-    assert len(kept) == 2 and kept[1].args[0].slot is s[1] and kept[1].args[1] is s[1]
-    assert len(eliminate_common_calls(calls, state={2})) == 3          # the copy's output is state
-    twice = calls + [compact(3, 2)]
-    assert len(eliminate_common_calls(twice, state=set())) == 4        # slot 2 written twice
-    changed = [compact(0, 1), compact(3, 0), compact(0, 2)]             # slot 0 rewritten in between
-    assert len(eliminate_common_calls(changed, state=set())) == 3
+    def call(self, name, *args):
+        from needle.backend_ndarray.recording import Call
+
+        return Call(getattr(self.device, name), args, "kernel", name, self.device)
+
+    def compact(self, src, dst):
+        return self.call("compact", self.slots[src], self.slots[dst], (4,), (1,), 0)
+
+    def fill(self, dst, value=0.0):
+        return self.call("scalar_setitem", 4, value, self.slots[dst], (4,), (1,), 0)
+
+    def store(self, src, dst):  # src's first 2 elements into dst's last 2 (a padding's interior)
+        from needle.backend_ndarray.recording import View
+
+        return self.call("ewise_setitem", View(self.slots[src], (2,), None, 0), self.slots[dst], (2,), (1,), 2)
+
+    def read(self, src, dst):
+        return self.call("ewise_add", self.slots[src], self.slots[src], self.slots[dst])
+
+    @staticmethod
+    def reads(calls):
+        return [c.args[0].index for c in calls if c.name == "ewise_add"]
+
+
+def test_the_pass_drops_a_repeated_write_and_renames_its_readers():
+    p = FakeProgram()
+    calls = [p.compact(0, 1), p.read(1, 6), p.compact(0, 2), p.read(2, 7)]
+    kept = eliminate_common_calls(calls, state={0, 6, 7})
+    assert len(kept) == 3 and p.reads(kept) == [1, 1]
+
+
+def test_the_pass_drops_a_repeated_padding_fill_then_store():
+    """A padded copy is two writes (zeros, then the interior): the second padded buffer, and the
+    im2col-like compact of it, both go."""
+    p = FakeProgram()
+    calls = [p.fill(1), p.store(0, 1), p.compact(1, 2), p.read(2, 6),
+             p.fill(3), p.store(0, 3), p.compact(3, 4), p.read(4, 7)]
+    kept = eliminate_common_calls(calls, state={0, 6, 7})
+    assert [c.name for c in kept] == ["scalar_setitem", "ewise_setitem", "compact", "ewise_add", "ewise_add"]
+    assert p.reads(kept) == [2, 2]
+    other_fill = [p.fill(1), p.store(0, 1), p.compact(1, 2), p.read(2, 6),
+                  p.fill(3, -0.0), p.store(0, 3), p.compact(3, 4), p.read(4, 7)]  # -0.0 padding: other bits
+    assert len(eliminate_common_calls(other_fill, state={0, 6, 7})) == 8
+
+
+def test_the_pass_keeps_what_it_cannot_prove_equal():
+    p = FakeProgram()
+    # the copy's output is state (a gradient, an output): it keeps its own buffer
+    assert len(eliminate_common_calls([p.compact(0, 1), p.read(1, 6), p.compact(0, 2), p.read(2, 7)],
+                                      state={0, 2, 6, 7})) == 4
+    # the source changed in between
+    changed = [p.compact(0, 1), p.read(1, 6), p.compact(3, 0), p.compact(0, 2), p.read(2, 7)]
+    assert len(eliminate_common_calls(changed, state={3, 6, 7})) == 5
+    # the first copy is overwritten before the second copy's reader
+    overwritten = [p.compact(0, 1), p.read(1, 6), p.compact(0, 2), p.compact(3, 1), p.read(2, 7), p.read(1, 5)]
+    assert len(eliminate_common_calls(overwritten, state={0, 3, 5, 6, 7})) == 6
+    # read between its two writes
+    between = [p.fill(1), p.store(0, 1), p.read(1, 6), p.fill(3), p.read(3, 5), p.store(0, 3), p.read(3, 7)]
+    assert len(eliminate_common_calls(between, state={0, 5, 6, 7})) == 7
+    # a host call may change what it is given
+    from needle.backend_ndarray.recording import Call
+
+    host = Call(lambda a: None, (p.slots[0],), "host")
+    assert len(eliminate_common_calls([p.compact(0, 1), p.read(1, 6), host, p.compact(0, 2), p.read(2, 7)],
+                                      state={6, 7})) == 5
 
 
 def test_a_compiled_transformer_step_with_deduplication_equals_eager():

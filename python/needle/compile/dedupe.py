@@ -1,36 +1,48 @@
-"""Common subexpression elimination on a recorded step: a kernel call that repeats an earlier
-one on the same unchanged inputs is dropped, and its result read from the earlier call's.
+"""Common subexpression elimination on a recorded step: a buffer that the step fills again
+with what another buffer already holds is not filled; its readers read the other one.
 
 Autodiff recomputes what the forward pass already made: a convolution's weight gradient
-builds the im2col matrix of its input again (ResNet9's first one: 600k elements, ~0.3 ms),
-and the padded copy of the input with it. In eager mode each op only sees its own inputs;
-the recorded program sees both calls, and the second is a copy of the first.
+pads its input again (a fill of zeros, then the interior) and builds the im2col matrix of
+it again (ResNet9's first one: 600k elements, ~0.3 ms); attention's backward makes some
+products of the forward again. In eager mode each op only sees its own inputs; the recorded
+program sees both.
 
-Call B is dropped for an earlier call A when:
+How (value numbering over buffers): every buffer has a *value*, a number for what it
+holds. A state buffer (parameter, input, ...) starts as a value of its own; a temporary
+starts as "not written yet" (the same for every temporary of its size and dtype: memory a
+program never wrote holds nothing it may read). A call that writes a buffer gives it a
+new value, the number of (the call's kernel and its arguments, with each buffer it reads
+replaced by that buffer's current value and its output by the output's geometry, and the
+output's previous value): two buffers get the same value exactly when the same calls wrote
+them in the same order from equal inputs. Numbers compare by type and repr (0.0 and -0.0
+differ), a HostScalar (read at each replay) or any other object equals nothing but itself.
 
-* both are calls of one device to the same pure kernel (its output a function of its inputs
-  alone: an elementwise kernel, compact, matmul, a reduction, a fill...) with the same arguments apart
-  from their outputs (a buffer argument: the same buffer, or the same view of it; a number:
-  the same value and type, so 0.0 and -0.0 differ; a HostScalar, read at each replay,
-  or any other object: never the same);
-* their outputs are whole buffers of one size and dtype, each written by that call only
-  and nowhere else in the step (B's is also not state: parameters, gradients, outputs keep
-  their own buffers);
-* no call between them writes a buffer A reads.
+A temporary B is then not computed when another buffer A holds B's final value from before
+B's first reader on, to B's last reader (nothing writes A in between), and:
 
-Then every later use of B's output reads A's instead. A kernel gives the same bits for the
-same inputs (the row blocks on several threads too), so the step computes the same numbers;
-the memory plan (program.py) keeps A's output alive until B's last reader.
+* every call writing B is a pure kernel (its output a function of its inputs: elementwise,
+  compact, matmul, a reduction, a fill, ... -- not index_add_rows, which adds into its output)
+  or a fused loop, writing B alone and not reading it;
+* nobody reads B before its last write (its intermediate contents are read by nobody).
+
+B's writes are dropped and its readers read A. A kernel gives the same bits for the same
+inputs (the row blocks on several threads too), so the step computes the same numbers.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, List, Optional, Set, cast
+from typing import Any, Dict, Hashable, List, Optional, Set, Tuple
 
 from ..backend_ndarray.interface import out_position
 from ..backend_ndarray.recording import Call, Slot, View
 from ..primitives import PRIMITIVES
 
 __all__ = ["eliminate_common_calls"]
+
+# the kernels whose result is a function of their inputs alone: `out` is only written (not
+# index_add_rows, which adds into it, nor an optimizer's update of its state)
+_PURE = frozenset(name for p in PRIMITIVES for name in p.kernels) | {
+    "compact", "matmul", "matmul_tiled", "reduce_sum", "reduce_max", "reduce_min", "ewise_where",
+    "scalar_setitem", "ewise_setitem", "take_rows", "one_hot_rows"}
 
 
 class _Unique:
@@ -39,105 +51,146 @@ class _Unique:
     __slots__ = ()
 
 
-def _key(arg: Any) -> Hashable:
-    if isinstance(arg, Slot):
-        return ("slot", arg.index)
-    if isinstance(arg, View):
-        return ("view", arg.slot.index, arg.shape, arg.strides, arg.offset)
+def _constant(arg: Any) -> Hashable:
     if arg is None or isinstance(arg, (bool, int, float, str)):
         # type and repr: 0.0 and -0.0 (or 1 and 1.0 and True) would be equal as values
         return (type(arg).__name__, repr(arg))
     if isinstance(arg, tuple):
-        return ("tuple",) + tuple(_key(a) for a in arg)
+        return ("tuple",) + tuple(_constant(a) for a in arg)
     return _Unique()  # hashes by identity: equal to nothing else
 
 
-def _writes(call: Call) -> Optional[Set[int]]:
-    """The slot indices `call` writes (None: it may write any buffer it is given)."""
+def _slot(arg: Any) -> Optional[Slot]:
+    if isinstance(arg, Slot):
+        return arg
+    if isinstance(arg, View):
+        return arg.slot
+    return None
+
+
+def _geometry(arg: Any) -> Hashable:
+    return ("whole",) if isinstance(arg, Slot) else ("view", arg.shape, arg.strides, arg.offset)
+
+
+def _outputs(call: Call) -> Optional[List[int]]:
+    """The positions of the arguments `call` writes, for a pure kernel or a fused loop; None
+    for any other call (a host call, an accumulating kernel: it may write anything it is given)."""
     if call.kind == "fused":  # fusion._fuse's arguments: inputs, scalars, then the outputs
         first = call.fn.n_inputs + len(call.fn.scalar_dtypes)
-        return {a.index if isinstance(a, Slot) else a.slot.index for a in call.args[first:]
-                if isinstance(a, (Slot, View))}
-    if call.kind != "kernel" or call.name is None:
-        return None
-    position = out_position(call.name)
-    if position is None:
-        return None
-    if position < 0:
-        return set()
-    arg = call.args[position]
-    if isinstance(arg, Slot):
-        return {arg.index}
-    if isinstance(arg, View):
-        return {arg.slot.index}
-    return set()
+        return [i for i in range(first, len(call.args)) if _slot(call.args[i]) is not None]
+    if call.kind == "kernel" and call.name in _PURE:
+        position = out_position(str(call.name))
+        if position is not None and position >= 0 and _slot(call.args[position]) is not None:
+            return [position]
+    return None
+
+
+def _kernel_identity(call: Call) -> Hashable:
+    if call.kind == "fused":
+        identity = getattr(call.fn, "identity", None)
+        return _Unique() if identity is None else ("fused", identity)
+    if call.kind != "kernel":
+        return _Unique()
+    return (call.device.name, call.name, call.fn)
 
 
 def eliminate_common_calls(calls: List[Call], state: Set[int]) -> List[Call]:
-    """`calls` without the kernel calls that repeat an earlier one (see the module docstring);
-    `state` holds the indices of the slots that outlive the step."""
-    writers: Dict[int, int] = {}  # slot index -> how many calls write it (a huge count: any call may)
-    written_at: List[Optional[Set[int]]] = []
-    for call in calls:
-        writes = _writes(call)
-        written_at.append(writes)
-        touched = writes if writes is not None else {s.index for s in call.slots()}
-        for index in touched:
-            writers[index] = writers.get(index, 0) + (1 if writes is not None else 1 << 30)
-    seen: Dict[Hashable, int] = {}       # key of a call -> its position among the kept calls
-    kept: List[Call] = []
-    kept_writes: List[Optional[Set[int]]] = []
-    rename: Dict[int, Slot] = {}          # slot index of a dropped output -> the slot read instead
-    for call, writes in zip(calls, written_at):
-        if rename:
-            call = _renamed(call, rename)
-        key = _call_key(call, writes, writers)
-        if key is not None:
-            earlier = seen.get(key[0])
-            out = key[1]
-            if earlier is not None and out.index not in state and _unchanged(kept, kept_writes, earlier):
-                first_out = kept[earlier].args[cast(int, out_position(str(call.name)))]
-                if isinstance(first_out, Slot) and first_out.size == out.size and first_out.dtype == out.dtype:
-                    rename[out.index] = first_out
-                    continue
-            seen[key[0]] = len(kept)
-        kept.append(call)
-        kept_writes.append(writes)
-    return kept
+    """`calls` without the writes of the temporaries that another buffer already holds (see the
+    module docstring), their readers reading that buffer; `state` holds the indices of the
+    slots that outlive the step."""
+    numbers: Dict[Hashable, int] = {}
+
+    def number(key: Hashable) -> int:
+        return numbers.setdefault(key, len(numbers))
+
+    value: Dict[int, int] = {}             # slot index -> its current value
+    history: List[Dict[int, int]] = []     # per call: the values it gave the slots it wrote
+    reads_of: Dict[int, List[int]] = {}    # slot index -> positions of the calls reading it
+    writes_of: Dict[int, List[int]] = {}   # slot index -> positions of the calls writing it
+    impure: Set[int] = set()               # slots some call writes in a way we do not follow
+    for i, call in enumerate(calls):
+        outputs = _outputs(call)
+        out_slots = set() if outputs is None else {_slot(call.args[k]).index for k in outputs}  # type: ignore[union-attr]
+        key: List[Hashable] = [_kernel_identity(call)]
+        for k, arg in enumerate(call.args):
+            slot = _slot(arg)
+            if outputs is not None and k in outputs:
+                key.append(("out", _geometry(arg)))
+            elif slot is not None:
+                reads_of.setdefault(slot.index, []).append(i)
+                current = value.get(slot.index)
+                if current is None:
+                    current = value[slot.index] = _initial(slot, state, number)
+                key.append(("in", current, _geometry(arg)))
+            else:
+                key.append(_constant(arg))
+        written: Dict[int, int] = {}
+        if outputs is None:  # whatever it is given may change, in a way not followed
+            for slot in call.slots():
+                impure.add(slot.index)
+                writes_of.setdefault(slot.index, []).append(i)
+                written[slot.index] = value[slot.index] = number(("opaque", i, slot.index))
+        else:
+            if len(out_slots) != 1 or any(isinstance(k, _Unique) for k in key):
+                impure.update(out_slots)
+            call_key = tuple(key)
+            for k in outputs:
+                slot = _slot(call.args[k])
+                assert slot is not None
+                writes_of.setdefault(slot.index, []).append(i)
+                previous = value.get(slot.index)
+                if previous is None:
+                    previous = _initial(slot, state, number)
+                written[slot.index] = value[slot.index] = number((call_key, k, previous))
+        history.append(written)
+    return _drop_repeats(calls, state, history, reads_of, writes_of, impure)
 
 
-# the kernels whose result is a function of their inputs alone: `out` is only written (not
-# index_add_rows, which adds into it, nor an optimizer's update of its state)
-_PURE = frozenset(name for p in PRIMITIVES for name in p.kernels) | {
-    "compact", "matmul", "matmul_tiled", "reduce_sum", "reduce_max", "reduce_min", "ewise_where",
-    "scalar_setitem", "take_rows", "one_hot_rows"}
+def _initial(slot: Slot, state: Set[int], number) -> int:
+    """A slot's value before the step: its own for state, "not written yet" for a temporary."""
+    if slot.index in state:
+        return number(("state", slot.index))
+    return number(("unwritten", slot.size, slot.dtype))
 
 
-def _call_key(call: Call, writes: Optional[Set[int]], writers: Dict[int, int]):
-    """(the call's key without its output, its output Slot) for a call that may be deduplicated, else None."""
-    if call.kind != "kernel" or call.name not in _PURE or writes is None or len(writes) != 1:
-        return None
-    position = cast(int, out_position(str(call.name)))  # a pure kernel has an `out`
-    out = call.args[position]
-    if not isinstance(out, Slot) or writers.get(out.index) != 1:
-        return None
-    rest = tuple(_key(a) for i, a in enumerate(call.args) if i != position)
-    if any(isinstance(k, _Unique) for k in rest):
-        return None
-    return (call.device.name, call.name, call.fn, rest), out
-
-
-def _unchanged(kept: List[Call], kept_writes: List[Optional[Set[int]]], earlier: int) -> bool:
-    """Whether no call after kept[earlier] writes a buffer kept[earlier] reads."""
-    call = kept[earlier]
-    position = cast(int, out_position(str(call.name)))
-    reads = {s.index for i, a in enumerate(call.args) if i != position
-             for s in ([a] if isinstance(a, Slot) else [a.slot] if isinstance(a, View) else [])}
-    for later, writes in zip(kept[earlier + 1:], kept_writes[earlier + 1:]):
-        touched = writes if writes is not None else {s.index for s in later.slots()}
-        if touched & reads:
-            return False
-    return True
+def _drop_repeats(calls: List[Call], state: Set[int], history: List[Dict[int, int]],
+                  reads_of: Dict[int, List[int]], writes_of: Dict[int, List[int]], impure: Set[int]) -> List[Call]:
+    end = len(calls)
+    # value -> [(slot index, position of the write that gave it, position of the slot's next write)]
+    held: Dict[int, List[Tuple[int, int, int]]] = {}
+    last: Dict[int, Tuple[int, int]] = {}  # slot index -> (its value, since)
+    for i, written in enumerate(history):
+        for index, v in written.items():
+            if index in last:
+                old, since = last[index]
+                held.setdefault(old, []).append((index, since, i))
+            last[index] = (v, i)
+    for index, (v, since) in last.items():
+        held.setdefault(v, []).append((index, since, end))
+    slots: Dict[int, Slot] = {s.index: s for call in calls for s in call.slots()}
+    drop: Set[int] = set()
+    rename: Dict[int, Slot] = {}  # dropped slot -> the slot its readers read
+    targets: Set[int] = set()     # slots read in place of a dropped one: never dropped themselves
+    for index, writes in writes_of.items():
+        if index in state or index in impure or index in targets:
+            continue
+        reads = reads_of.get(index, [])
+        if not reads or reads[0] <= writes[-1]:
+            continue  # unread, read between its writes, or read by a writer (an update in place)
+        v = history[writes[-1]][index]
+        for other, since, until in held.get(v, ()):
+            if other == index or other in rename or since >= reads[0] or until <= reads[-1]:
+                continue  # itself, dropped, or not holding the value through every read
+            candidate = slots[other]
+            if candidate.size != slots[index].size or candidate.dtype != slots[index].dtype:
+                continue
+            drop.update(writes)
+            rename[index] = candidate
+            targets.add(other)
+            break
+    if not rename:
+        return calls
+    return [_renamed(call, rename) for i, call in enumerate(calls) if i not in drop]
 
 
 def _renamed(call: Call, rename: Dict[int, Slot]) -> Call:
@@ -148,7 +201,6 @@ def _renamed(call: Call, rename: Dict[int, Slot]) -> Call:
         if isinstance(arg, View) and arg.slot.index in rename:
             return View(rename[arg.slot.index], arg.shape, arg.strides, arg.offset)
         return arg
-    if not any(isinstance(a, (Slot, View)) and (a.index if isinstance(a, Slot) else a.slot.index) in rename
-               for a in call.args):
+    if not any(s.index in rename for s in call.slots()):
         return call
     return Call(call.fn, tuple(swap(a) for a in call.args), call.kind, call.name, call.device)

@@ -221,6 +221,12 @@ class FusedKernel:
             code.append("    return count")
         return "\n".join(code) + "\n"
 
+    @property
+    def identity(self) -> tuple:
+        """What the loop computes: equal for two groups doing the same (compile/dedupe.py)."""
+        return (tuple(self.lines), self.n_inputs, self.n_scalars, tuple(self.out_vars), self.shape,
+                repr(self.reduce), tuple(self.scalar_dtypes))
+
     def __call__(self, *args):  # run unbound (a replay binds it once, see prepare)
         self.prepare(args)()
 

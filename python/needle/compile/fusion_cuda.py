@@ -125,6 +125,11 @@ class CudaFusedKernel:
         self.__module__ = __name__
         self.__name__ = "fused"
 
+    @property
+    def identity(self) -> tuple:
+        """What the kernel computes: equal for two groups doing the same (compile/dedupe.py)."""
+        return (self.source, self.shape, self.n_inputs, tuple(self.scalar_dtypes))
+
     def __call__(self, *args) -> None:  # run unbound (a replay binds it once, see prepare)
         self.prepare(args)()
 
