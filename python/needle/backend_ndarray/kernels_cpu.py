@@ -202,7 +202,55 @@ def reduce_sum(a, out, reduce_size):
     if isinstance(a, Array) and a.size == reduce_size:  # _reduce_into's first case, inline (every loss)
         np.add.reduce(a.array, 0, None, out.array, True)
         return
-    _reduce_into(np.add, a, out, reduce_size)
+    x, axes, dest = _reduced(a, out, reduce_size)
+    # (building the view costs a few us: worth it from about 8k elements)
+    columns = _as_columns(x, len(x.shape) - len(axes), dest) if x.size >= 8192 else None
+    if columns is not None:
+        _column_sums(*columns)
+        return
+    np.add.reduce(x, axis=axes, out=dest)
+
+
+# --- column sums (a bias's gradient, BatchNorm's statistics): numpy's order, one loop ------------------
+# Summing a (K, R) view whose kept axis has the smaller stride (the sum over the rows of an (R, K)
+# array: a bias gradient, BatchNorm's mean over N*H*W of an NHWC array), numpy's reduce runs its
+# inner loop along K, adding row after row into the K sums from 0.0 -- plain IEEE additions in row
+# order, not its pairwise sum (which it uses when the reduced axis is the inner one) -- one call of
+# its inner loop per row. The same additions in one compiled loop: 4096 rows of 16 channels take
+# 16 us instead of 71, 2048 x 128 20 instead of 46 (float32, one core). A kept axis of one element
+# leaves numpy with the reduced axis inside, summed pairwise: then numpy runs.
+
+def _as_columns(x: np.ndarray, first: int, dest: np.ndarray):
+    """(x as a (K, R) view, dest as (K,)) when summing x's axes first.. is numpy's row-by-row
+    order over that view (above), else None."""
+    if x.dtype != dest.dtype or x.dtype.kind != "f" or x.size == 0:
+        return None
+    kept = [(n, st) for n, st in zip(x.shape[:first], x.strides[:first]) if n != 1]
+    reduced = [(n, st) for n, st in zip(x.shape[first:], x.strides[first:]) if n != 1]
+    merged = []
+    for axes in (kept, reduced):  # each part as one axis: C-order neighbours, or nothing
+        if not axes:
+            return None
+        n, stride = axes[-1]
+        for m, st in reversed(axes[:-1]):
+            if st != stride * n:
+                return None
+            n *= m
+        merged.append((n, stride))
+    (k, sk), (r, sr) = merged
+    if not 0 < sk < sr or not dest.flags.c_contiguous:  # (each part has an axis of 2 or more)
+        return None
+    return np.lib.stride_tricks.as_strided(x, (k, r), (sk, sr)), dest.reshape(k)
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_sums(x, out):
+    """out[k] = sum over r of x[k, r], added in r order from 0.0 (numpy's order for this layout)."""
+    for k in range(x.shape[0]):
+        out[k] = 0.0
+    for r in range(x.shape[1]):
+        for k in range(x.shape[0]):
+            out[k] += x[k, r]
 
 
 def reduce_max(a, out, reduce_size):
@@ -353,6 +401,9 @@ def prepare(name: str, args: tuple):
         a, out, reduce_size = args
         x, first = reduction_blocks(a, reduce_size)
         dest = out_view(out, x.shape[:first])
+        columns = _as_columns(x, first, dest) if name == "reduce_sum" else None
+        if columns is not None:
+            return functools.partial(_column_sums, *columns)
         return functools.partial(_REDUCE_UFUNC[name].reduce, x, axis=tuple(range(first, x.ndim)), out=dest,
                                  dtype=dest.dtype)
     return None
