@@ -68,7 +68,7 @@ from .. import autograd
 from ..autograd import Tensor, Value, array_api, is_grad_enabled
 from ..backend_ndarray.recording import Recorder, TraceError
 from ..backend_selection import BACKEND
-from .guards import StaticReads, TraceReads
+from .guards import StaticReads, TraceReads, scalar_key
 from .program import Program, lower
 
 __all__ = ["compile", "CompiledFunction", "TraceError"]
@@ -283,7 +283,7 @@ def _signature(value, tensors: list):
     if isinstance(value, dict):
         return ("dict",) + tuple((k, _signature(v, tensors)) for k, v in sorted(value.items()))
     if value is None or isinstance(value, (bool, int, float, str)):
-        return ("V", value)
+        return ("V", scalar_key(value))  # by type and bits: 1.0 and 1, 0.0 and -0.0 trace apart
     return ("O", id(value))
 
 

@@ -35,6 +35,7 @@ from typing import Any, Dict, Hashable, List, Optional, Set, Tuple
 from ..backend_ndarray.interface import out_position
 from ..backend_ndarray.recording import Call, Slot, View
 from ..primitives import PRIMITIVES
+from .guards import scalar_key
 
 __all__ = ["eliminate_common_calls"]
 
@@ -53,8 +54,8 @@ class _Unique:
 
 def _constant(arg: Any) -> Hashable:
     if arg is None or isinstance(arg, (bool, int, float, str)):
-        # type and repr: 0.0 and -0.0 (or 1 and 1.0 and True) would be equal as values
-        return (type(arg).__name__, repr(arg))
+        # type and bits: as values 0.0 and -0.0 (or 1, 1.0 and True) are equal, two nans are not
+        return ("scalar", scalar_key(arg))
     if isinstance(arg, tuple):
         return ("tuple",) + tuple(_constant(a) for a in arg)
     return _Unique()  # hashes by identity: equal to nothing else

@@ -177,6 +177,8 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
             targets.append((node.out.index, compact if node.reduce is None else (shape[:-1], None, 0)))
         if node.store is not None:
             out, sshape, sstrides, soffset = node.store
+            if sstrides is not None and _overlaps_itself(sshape, sstrides):
+                break  # (y += b on a broadcast y) several elements land on one: numpy's order decides
             strides = None if sstrides is None or tuple(sstrides) == _compact_strides(sshape) else tuple(sstrides)
             targets.append((out.index, (sshape, strides, soffset)))
         if any(writes.get(b, view) != view or any(r != view for r in reads.get(b, ())) for b, view in targets):
@@ -197,6 +199,18 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
     while hoisted and hoisted[-1] > positions[-1]:  # fills after the group's last call stay where they are
         hoisted.pop()
     return group, shape, positions, hoisted
+
+
+def _overlaps_itself(shape, strides) -> bool:
+    """Whether a view may reach one element of memory through two indices (a broadcast's zero
+    stride, or strides too small for the axes inside them); False only when it surely cannot."""
+    axes = sorted((abs(st), n) for n, st in zip(shape, strides) if n > 1)
+    reach = 0  # the farthest element the inner axes reach from an element
+    for stride, n in axes:
+        if stride <= reach:
+            return True
+        reach += stride * (n - 1)
+    return False
 
 
 def _in_memory(o: View, made: Dict[int, str], input_var: Dict[tuple, str], outputs: List[tuple],

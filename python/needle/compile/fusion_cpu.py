@@ -10,7 +10,10 @@ the chain into a small buffer and reduces it, so LayerNorm's mean and variance o
 softmax's max and denominator never write and re-read the rows they reduce. A sum adds in
 numpy's pairwise order (`pairwise_cpu`): the eager step's bits, with one exception IEEE 754
 leaves open -- a row holding nans of different signs or payloads sums to a nan in both, but
-which of them may differ, as numpy's compiled loop may add either way round. A max or min
+which of them may differ, as numpy's compiled loop may add either way round. The same holds
+for a nan after a negation: LLVM folds -(x * s) into x * (-s) and p + (-q) into p - q, whose
+nan result keeps the sign numpy's separate `negative` flipped (a nan's sign is the only bit
+that may differ). A max or min
 compares in the loop, except for the rows whose bits depend on numpy's SIMD order (largest
 value 0 with 0.0 and -0.0 both there, or a nan): the loop lists them and numpy's reduce
 redoes them from the values in memory (the chain's values are stored for it). The
@@ -81,8 +84,7 @@ def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
             a, val, out = operand(args[0]), args[1], args[2]
             if a is None:
                 return None
-            # numpy computes a Python scalar in the array's dtype, except in comparisons
-            kind = _python_dtype(val) if p.dtype == "bool" else a[0].dtype
+            kind = _weak_scalar_dtype(val, a[0].dtype)
             expr = p.expr if form == "scalar" else p.expr.format(a="{b}", b="{a}")
             return a[1], Node(expr, [a], out, out.dtype, scalar=(val, kind))
         if form == "unary":
@@ -117,6 +119,19 @@ def _reduce_node(call: Call) -> Optional[Tuple[tuple, Node]]:
     if view.slot.dtype != out.dtype or reduce_size != view.shape[-1] or reduce_size > MAX_ROW:
         return None
     return tuple(view.shape), Node("{a}", [view], out, out.dtype, reduce=_REDUCTIONS[str(call.name)])
+
+
+def _weak_scalar_dtype(value, array_dtype: str) -> str:
+    """The dtype numpy 2 computes a Python scalar in next to an array of `array_dtype` (NEP 50: a
+    Python number is "weak" and takes the array's kind where it fits): a float next to float32
+    data is a float32 -- in a comparison too (x > 0.1 compares float32(0.1), not 0.1) -- next to
+    integers or bools a float64; an int next to bools an int64; a bool takes the array's dtype."""
+    kind = _python_dtype(value)
+    if kind == "bool" or array_dtype == kind:
+        return array_dtype
+    if kind == "int64":
+        return "int64" if array_dtype == "bool" else array_dtype
+    return array_dtype if array_dtype in FLOAT_DTYPES else "float64"
 
 
 def _python_dtype(value) -> str:

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import dis
 import inspect
-import math
 import os
+import struct
 import sysconfig
 import types
 import weakref
@@ -56,13 +56,24 @@ def _is_value(value: Any) -> bool:
     return False
 
 
+def scalar_key(value: Any) -> Any:
+    """A Python number as a hashable key that is equal only for the same type and bits: 1, 1.0
+    and True differ, and so do 0.0 and -0.0 and nans of other signs or payloads (== would call
+    the first ones equal and no nan equal to itself); other values as they are."""
+    if isinstance(value, float):
+        return (type(value).__name__, struct.pack("<d", value))
+    if isinstance(value, (bool, int)):
+        return (type(value).__name__, int(value))
+    return value
+
+
 def _same_value(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
     if isinstance(a, tuple):
         return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (float, int)):
+        return scalar_key(a) == scalar_key(b)
     return a == b
 
 

@@ -27,7 +27,7 @@ import importlib
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
 
 from ..backend_ndarray.interface import out_position
-from ..backend_ndarray.recording import Call, Recorder, Slot, View
+from ..backend_ndarray.recording import Call, Recorder, Slot, TraceError, View
 from ..dtypes import HostScalar
 from .dedupe import eliminate_common_calls
 
@@ -72,8 +72,36 @@ def classify(recorder: Recorder, input_buffers: List[Any], input_devices: List[A
             state[slot.index] = arr._handle
         outputs.append((slot.index, (arr.shape, arr.strides, arr._offset, arr.dtype, arr.device)))
     written = _written_slots(recorder.steps)
+    _refuse_aliases(state, written)
     written_inputs = tuple(k for k, (index, _) in enumerate(inputs) if index is not None and index in written)
     return Classified(state, temporaries, inputs, outputs, written_inputs)
+
+
+def _refuse_aliases(state: Dict[int, Any], written: set) -> None:
+    """TraceError when two buffers of the step share memory and the step writes one of them.
+
+    A program knows a buffer by its slot, so it takes two buffers for two separate memories:
+    its fused loops, shared work and memory plan could then read one after the other was
+    written, or before, unlike the eager step. Two tensors over one memory come from outside
+    (ndl.from_numpy or DLPack on overlapping numpy arrays; a tensor's own views share its buffer
+    and are known to be one)."""
+    spans = []
+    for index, buffer in state.items():
+        nbytes = buffer.size * _itemsize(buffer.dtype)
+        if nbytes:
+            start = buffer.ptr()
+            spans.append((start, start + nbytes, index))
+    spans.sort()
+    active: List[Tuple[int, int]] = []  # (end, slot index) of the spans begun so far
+    for start, end, index in spans:
+        active = [(e, i) for e, i in active if e > start]
+        if any(index in written or i in written for _, i in active):
+            raise TraceError(
+                "needle.compile: two tensors the step uses share memory as separate buffers (made by "
+                "ndl.from_numpy or DLPack over overlapping numpy arrays) and the step writes one of them; a "
+                "replay could not keep the eager order of their reads and writes. Copy one of them first "
+                "(ndl.Tensor(array) copies), or make both views of one tensor (slices of it)")
+        active.append((end, index))
 
 
 def _written_slots(calls: List[Call]) -> set:
