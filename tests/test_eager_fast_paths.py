@@ -531,3 +531,19 @@ def test_fill_sets_a_whole_buffer_or_only_its_view():
     b.fill(3.0)
     assert b.numpy().dtype == np.int64 and b.numpy().tolist() == [3] * 5
     np.testing.assert_array_equal(ndl.array_api.full((2, 2), 7, "float64").numpy(), np.full((2, 2), 7.0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["compact", "transposed"])
+def test_the_cpu_sigmoid_gives_the_reference_devices_bits(dtype, layout):
+    """The cpu device's sigmoid (compiled -|x| and select/add/divide around numpy's exp) against
+    cpu_numpy's numpy recipe: every bit, at the edges too (signed zeros, infinities, nans, the
+    tails where exp underflows)."""
+    x = (np.random.RandomState(3).randn(300, 70) * 30).astype(dtype)
+    x.reshape(-1)[:10] = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-30, -1e-30, 104.0, -104.0]
+    if layout == "transposed":
+        x = x.T
+    on_cpu = ndl.Tensor(x, device=ndl.cpu(), dtype=dtype).sigmoid().numpy()
+    reference = ndl.Tensor(x, device=ndl.cpu_numpy(), dtype=dtype).sigmoid().numpy()
+    assert on_cpu.tobytes() == reference.tobytes()
+    assert np.isnan(on_cpu).sum() == 2  # only the two nans

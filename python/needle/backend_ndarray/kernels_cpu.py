@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from ..dtypes import HostScalar
+from ..primitives import BY_NAME
 from .host_buffer import (  # noqa: F401  (kernels of the interface, and the cache's: ndl.cpu().empty_cache())
     Array,
     cache_info,
@@ -102,10 +103,11 @@ def _reverse(p):
 
 
 def _unary(p):
-    if p.into is not None:
+    into = _INTO.get(p.name, p.into)
+    if into is not None:
         def kernel(a, out):
             x = read(a)
-            p.into(x, out_view(out, x.shape))
+            into(x, out_view(out, x.shape))
     elif p.ufunc is None:
         def kernel(a, out):
             x = read(a)
@@ -115,6 +117,39 @@ def _unary(p):
             x = read(a)
             p.ufunc(x, out=out_view(out, x.shape))
     return kernel
+
+
+# --- the cpu device's own forms of primitives' numpy recipes (the same operations, fewer passes) -----
+
+def _sigmoid_into(x, out) -> None:
+    """needle.primitives' sigmoid (1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|)) in
+    three passes instead of seven: -|x| and the select, add and divide are compiled loops doing
+    the same IEEE operations, the exp stays numpy's (its SIMD exp is the eager bits). An LSTM
+    gate of 20 x 800: 35 us -> about 12."""
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and x.dtype == out.dtype and x.dtype.kind == "f"):
+        BY_NAME["sigmoid"].into(x, out)
+        return
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    _negative_abs(flat_x, flat_out)
+    np.exp(flat_out, out=flat_out)
+    _sigmoid_from_exp(flat_x, flat_out, out.dtype.type(1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _negative_abs(x, out):
+    for i in range(x.size):
+        out[i] = -abs(x[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sigmoid_from_exp(x, e, one):
+    """e holds exp(-|x|): e becomes (1 if x >= 0 else e) / (e + 1), numpy's where/add/divide."""
+    for i in range(x.size):
+        numerator = one if x[i] >= 0 else e[i]
+        e[i] = numerator / (e[i] + one)
+
+
+_INTO = {"sigmoid": _sigmoid_into}  # primitive name -> this device's form of its `into`
 
 
 globals().update(elementwise_kernels(_ewise, _scalar, _reverse, _unary))
@@ -311,8 +346,9 @@ def _prepare_elementwise(p, form: str, args: tuple):
     x = read(args[0])
     o = out_view(args[-1], x.shape)
     if form == "unary":
-        if p.into is not None:
-            return functools.partial(p.into, x, o)
+        into = _INTO.get(p.name, p.into)
+        if into is not None:
+            return functools.partial(into, x, o)
         return functools.partial(p.ufunc, x, out=o) if p.ufunc is not None else None
     if form == "ewise":
         if p.ufunc is None:

@@ -8,19 +8,19 @@ same order (numpy's pairwise sum of that row), a copy moves the same values -- s
 result is the same bits as the unsplit call, on any number of threads.
 
 What splits: the primitives' elementwise kernels, `ewise_where`, `compact`,
-`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows, the optimizers'
-fused updates (`sgd_step`, `adam_step`, ..., by element ranges), and the fused kernels of
-`fusion_cpu` (through `run_blocks`). A call is split only when it is large
-enough to pay for the hand-off (`MIN_ELEMENTS`), its output has rows to split, and no
-block could see another block's writes (an input sharing the output's buffer through
-another view, or output blocks whose memory ranges overlap, keep the call whole).
 `ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows (not column sums:
-`_reads_across_rows`), the fused kernels of `fusion_cpu` (through `run_blocks`), and batched
+`_reads_across_rows`), the optimizers' fused updates (`sgd_step`, `adam_step`, ..., by
+element ranges), the fused kernels of `fusion_cpu` (through `run_blocks`), and batched
 matmuls whose matrices OpenBLAS runs on one thread (blocks of the batch: the same sgemm call
 per matrix, so the same bits; `MATMUL_THREADED`). A call is split only when it is large
 enough to pay for the hand-off (`MIN_ELEMENTS`, `MATMUL_MIN_WORK`), its output has rows to
 split, and no block could see another block's writes (an input sharing the output's buffer
 through another view, or output blocks whose memory ranges overlap, keep the call whole).
+
+Measured and not done: splitting eager calls the same way (numpy's kernels of 262k elements
+and more, run from NDArray): gpt's eager step 241 -> 273-280 ms, resnet9's 26 -> 33-35 ms
+on the 2-core machine -- the hand-offs and OpenBLAS's spinning helper thread (see
+needle/_openblas.py) cost more than the second core gave.
 
 The workers are daemon threads, started at the first split; numpy's loops, BLAS and the numba
 kernels (`nogil=True`) release the GIL, so the blocks run at once. Between blocks a worker
