@@ -7,6 +7,7 @@ import pytest
 import needle as ndl
 from needle import nn
 from needle.compile.dedupe import eliminate_common_calls
+from train_step import eager_and_compiled
 
 R = np.random.RandomState(0)
 
@@ -223,19 +224,5 @@ def test_a_compiled_transformer_step_with_deduplication_equals_eager():
 
     ids = ndl.Tensor(np.random.RandomState(1).randint(0, 11, (8, 4)), dtype="int64")
     y = ndl.Tensor(np.random.RandomState(2).randint(0, 11, 32), dtype="int64")
-    results = []
-    for compiled in (False, True):
-        model, opt = build()
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(ids, y):
-            opt.reset_grad()
-            loss = loss_fn(model(ids)[0], y)
-            loss.backward()
-            opt.step()
-            return loss
-
-        run = ndl.compile(step, fuse=True) if compiled else step
-        losses = [run(ids, y).numpy().tobytes() for _ in range(5)]
-        results.append((losses, [p.numpy().tobytes() for p in model.parameters()]))
-    assert results[0] == results[1]
+    eager, compiled = eager_and_compiled(build, ids, y, 5, fuse=True)
+    assert eager == compiled

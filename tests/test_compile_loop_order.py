@@ -7,6 +7,7 @@ import pytest
 import needle as ndl
 from needle import nn
 from needle.compile.fusion_cpu import FusedKernel, _canonical, _loop_order
+from train_step import eager_and_compiled
 
 R = np.random.RandomState(0)
 
@@ -56,22 +57,8 @@ def test_a_compiled_conv_batchnorm_relu_step_on_transposed_views_gives_the_eager
                               nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
         return model, ndl.optim.Adam(model.parameters(), lr=1e-2)
 
-    results = []
-    for compiled in (False, True):
-        model, opt = build()
-        loss_fn = nn.SoftmaxLoss()
-
-        def step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-
-        run = ndl.compile(step, fuse=True) if compiled else step
-        losses = [run(x, y).numpy().tobytes() for _ in range(4)]
-        results.append((losses, [p.numpy().tobytes() for p in model.parameters()]))
-    assert results[0] == results[1]
+    eager, compiled = eager_and_compiled(build, x, y, 4, fuse=True)
+    assert eager == compiled
 
 
 def test_a_where_over_transposed_views_compiled_equals_eager():
