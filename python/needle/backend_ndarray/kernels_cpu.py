@@ -104,11 +104,15 @@ def _reverse(p):
 
 
 def _unary(p):
-    into = _INTO.get(p.name, p.into)
-    if into is not None:
+    own = _PREPARE_INTO.get(p.name)
+    if own is not None:  # this device's form, built and run at once
         def kernel(a, out):
             x = read(a)
-            into(x, out_view(out, x.shape))
+            own(x, out_view(out, x.shape))()
+    elif p.into is not None:
+        def kernel(a, out):
+            x = read(a)
+            p.into(x, out_view(out, x.shape))
     elif p.ufunc is None:
         def kernel(a, out):
             x = read(a)
@@ -125,17 +129,13 @@ def _unary(p):
 _SIGMOID_RECIPE = cast(Callable[[np.ndarray, np.ndarray], None], BY_NAME["sigmoid"].into)
 
 
-def _sigmoid_into(x, out) -> None:
-    """needle.primitives' sigmoid (1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|)) in
-    three passes instead of six numpy calls and a temporary, eager and replayed: -|x| and the
-    select, add and divide are compiled loops doing the same IEEE operations, the exp stays
-    numpy's (its SIMD exp gives the bits), so the bits are the recipe's. A 20 x 800 LSTM gate:
-    80 us -> 26. Strided or overlapping operands take the recipe."""
-    _prepare_sigmoid(x, out)()
-
-
 def _prepare_sigmoid(x, out):
-    """The launch of _sigmoid_into on fixed arrays, its checks and flat views made once."""
+    """The launch of needle.primitives' sigmoid (1 / (1 + e) for x >= 0, e / (1 + e) below,
+    e = exp(-|x|)) into `out`, its checks and flat views made once (a replay builds it once, an
+    eager call builds and runs it). Three passes instead of six numpy calls and a temporary:
+    -|x| and the select, add and divide are compiled loops doing the same IEEE operations, the
+    exp stays numpy's (its SIMD exp gives the bits), so the bits are the recipe's. A 20 x 800
+    LSTM gate: 80 us -> 26. Strided or overlapping operands take the recipe."""
     if not (x.flags.c_contiguous and out.flags.c_contiguous and x.dtype == out.dtype and x.dtype.kind == "f") \
             or np.may_share_memory(x, out):
         return functools.partial(_SIGMOID_RECIPE, x, out)
@@ -162,8 +162,7 @@ def _sigmoid_from_exp(x, e, one):
         e[i] = numerator / (e[i] + one)
 
 
-# primitive name -> this device's form of its `into`, and of that form's launch on fixed arrays
-_INTO = {"sigmoid": _sigmoid_into}
+# primitive name -> the launch of this device's own form of its `into` on fixed arrays
 _PREPARE_INTO = {"sigmoid": _prepare_sigmoid}
 
 
