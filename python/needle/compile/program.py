@@ -7,11 +7,11 @@
    inputs, outputs), kept as they are -- and *temporaries* (dead by then); the inputs and
    outputs found among them; the inputs the step writes in place;
 2. `fuse_calls` (fusion.py, optional): chains of elementwise kernels become generated ones;
-3. `eliminate_common_calls` (dedupe.py): a kernel call repeating an earlier one on unchanged
-   inputs (the im2col a convolution's weight gradient makes again) is dropped, its result
-   read from the earlier call's (after fusion: a chain fused into a loop costs nothing to
-   compute again, where reading it back from memory would), unless the longer-lived results
-   make the memory plan more than an eighth larger;
+3. `eliminate_common_calls` (dedupe.py): a temporary that the step fills again with what
+   another buffer already holds (the padding and im2col a convolution's weight gradient makes
+   again) is not filled, its readers read the other buffer (after fusion: a chain fused into
+   a loop costs nothing to compute again, where reading it back from memory would), unless
+   the longer-lived buffers make the memory plan more than an eighth larger;
 4. `plan_memory`: the temporaries' memory by liveness: walking the calls in order, a
    temporary takes a free buffer of its exact size and dtype (or a new one) at its first use
    and gives it back after its last, so the replay never holds more than the eager step held;
@@ -126,7 +126,17 @@ def _written_slots(calls: List[Call]) -> set:
 def plan_memory(calls: List[Call], state: Dict[int, Any], temporaries: Dict[int, Tuple[Slot, Any]]):
     """(buffers: slot index -> buffer for every slot, bytes of temporary memory): each temporary
     takes a freed buffer of its exact size and dtype, or a new one."""
+    assignment, made = _assign_memory(calls, temporaries)
+    new = [device.mod.Array(size, dtype) for device, dtype, size in made]
     buffers: Dict[int, Any] = dict(state)
+    for index, k in assignment.items():
+        buffers[index] = new[k]
+    return buffers, _bytes(made)
+
+
+def _assign_memory(calls: List[Call], temporaries: Dict[int, Tuple[Slot, Any]]):
+    """The plan without the memory: (temporary slot index -> number of its buffer, and for each
+    buffer number its (device, dtype, size)), walking the calls in order."""
     first: Dict[int, int] = {}
     last: Dict[int, int] = {}
     for i, call in enumerate(calls):
@@ -137,8 +147,9 @@ def plan_memory(calls: List[Call], state: Dict[int, Any], temporaries: Dict[int,
     ending: Dict[int, List[int]] = {}
     for index, step in last.items():
         ending.setdefault(step, []).append(index)
+    assignment: Dict[int, int] = {}
+    made: List[Tuple[Any, str, int]] = []
     free: Dict[tuple, list] = {}
-    total = 0
     for i, call in enumerate(calls):
         for slot in call.slots():
             index = slot.index
@@ -146,15 +157,19 @@ def plan_memory(calls: List[Call], state: Dict[int, Any], temporaries: Dict[int,
                 _, device = temporaries[index]
                 pool = free.get((device, slot.dtype, slot.size))
                 if pool:
-                    buffers[index] = pool.pop()
+                    assignment[index] = pool.pop()
                 else:
-                    buffers[index] = device.mod.Array(slot.size, slot.dtype)
-                    total += slot.size * _itemsize(slot.dtype)
+                    assignment[index] = len(made)
+                    made.append((device, slot.dtype, slot.size))
         # released after the call, so a call's output never shares memory with its inputs
         for index in ending.get(i, ()):
             slot, device = temporaries[index]
-            free.setdefault((device, slot.dtype, slot.size), []).append(buffers[index])
-    return buffers, total
+            free.setdefault((device, slot.dtype, slot.size), []).append(assignment[index])
+    return assignment, made
+
+
+def _bytes(made: List[Tuple[Any, str, int]]) -> int:
+    return sum(size * _itemsize(dtype) for _, dtype, size in made)
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,14 +294,14 @@ def lower(recorder: Recorder, input_buffers: List[Any], input_devices: List[Any]
         from .fusion import fuse_calls
 
         calls = fuse_calls(calls, set(classified.state))
-    buffers, temporary_bytes = plan_memory(calls, classified.state, classified.temporaries)
     deduplicated = eliminate_common_calls(calls, set(classified.state))
     if len(deduplicated) < len(calls):
         # a kept result lives on to its copy's last reader: taken when the plan grows by at most
         # an eighth (ResNet9 keeps its first im2col, 2.4 MB, from the forward pass to the weight
         # gradient: +0.01% here, as the copy's buffer is not needed), else memory wins
-        planned = plan_memory(deduplicated, classified.state, classified.temporaries)
-        if planned[1] <= temporary_bytes * 9 // 8:
-            calls, (buffers, temporary_bytes) = deduplicated, planned
+        with_copies = _bytes(_assign_memory(calls, classified.temporaries)[1])
+        if _bytes(_assign_memory(deduplicated, classified.temporaries)[1]) <= with_copies * 9 // 8:
+            calls = deduplicated
+    buffers, temporary_bytes = plan_memory(calls, classified.state, classified.temporaries)
     runs = [bind(call, buffers) for call in calls]
     return Program(calls, runs, buffers, classified, temporary_bytes)
