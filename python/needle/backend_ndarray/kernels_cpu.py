@@ -244,6 +244,12 @@ def _reduce_into(ufunc, a, out, reduce_size):
         ufunc.reduce(a.array, 0, None, out.array, True)
         return
     x, axes, dest = _reduced(a, out, reduce_size)
+    # a sum over rows as the column loop below (building its view costs a few us: worth it from
+    # about 8k elements)
+    columns = _as_columns(x, len(x.shape) - len(axes), dest) if ufunc is np.add and x.size >= 8192 else None
+    if columns is not None:
+        _column_sums(*columns)
+        return
     ufunc.reduce(x, axis=axes, out=dest)
 
 
@@ -251,13 +257,7 @@ def reduce_sum(a, out, reduce_size):
     if isinstance(a, Array) and a.size == reduce_size:  # _reduce_into's first case, inline (every loss)
         np.add.reduce(a.array, 0, None, out.array, True)
         return
-    x, axes, dest = _reduced(a, out, reduce_size)
-    # (building the view costs a few us: worth it from about 8k elements)
-    columns = _as_columns(x, len(x.shape) - len(axes), dest) if x.size >= 8192 else None
-    if columns is not None:
-        _column_sums(*columns)
-        return
-    np.add.reduce(x, axis=axes, out=dest)
+    _reduce_into(np.add, a, out, reduce_size)
 
 
 # --- column sums (a bias's gradient, BatchNorm's statistics): numpy's order, one loop ------------------
