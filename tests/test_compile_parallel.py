@@ -216,6 +216,8 @@ def test_a_worker_runs_each_posted_block_once_in_order(spin):
 
 
 def test_a_replayed_matmul_that_stays_whole_parks_the_workers_first(two_threads, monkeypatch):
+    """Without the BLAS pool, OpenBLAS's own helpers need the core a spinning worker holds."""
+    monkeypatch.setattr(parallel_cpu.blas_pool, "installed", lambda: False)
     ran = []
     launch = parallel_cpu.whole("matmul", lambda: ran.append(int(parallel_cpu._PARK[0])))
     before = int(parallel_cpu._PARK[0])
@@ -225,6 +227,13 @@ def test_a_replayed_matmul_that_stays_whole_parks_the_workers_first(two_threads,
     assert parallel_cpu.whole("ewise_add", other) is other
     monkeypatch.setenv("NEEDLE_NUM_THREADS", "1")
     assert parallel_cpu.whole("matmul", other) is other
+
+
+def test_with_the_blas_pool_a_whole_matmul_runs_as_it_is(two_threads, monkeypatch):
+    """The workers run OpenBLAS's jobs themselves (blas_pool): nothing to park."""
+    monkeypatch.setattr(parallel_cpu.blas_pool, "installed", lambda: True)
+    launch = lambda: None  # noqa: E731
+    assert parallel_cpu.whole("matmul", launch) is launch
 
 
 def test_many_split_launches_give_the_serial_results(two_threads):

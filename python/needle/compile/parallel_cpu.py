@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..backend_ndarray.host_buffer import Array
+from . import blas_pool
 
 __all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of", "park", "MIN_ELEMENTS"]
 
@@ -112,6 +113,9 @@ SPIN_SECONDS = 2e-4
 # while holding it and lets go when its own block starts, a few microseconds later; taking the
 # GIL while the caller still holds it puts the worker to sleep (a wake-up again)
 SETTLE_SECONDS = 3e-6
+# how long a worker that ran one of OpenBLAS's jobs (blas_pool) waits for the next before it
+# sleeps: what OPENBLAS_THREAD_TIMEOUT=22 gives OpenBLAS's own helpers (needle/_openblas.py)
+BLAS_SPIN_SECONDS = 1.6e-3
 
 _POSTED, _DONE = 0, 8  # indices into a worker's cell (64 bytes apart: separate cache lines)
 
@@ -223,14 +227,18 @@ def _spins(seconds: float) -> int:
 
 
 class _Worker:
-    """A daemon thread running the blocks posted to it, in order."""
+    """A daemon thread running the blocks posted to it, in order (and, once blas_pool is
+    installed, OpenBLAS's jobs handed to it while it waits)."""
 
     def __init__(self, spin: bool) -> None:
-        self.cell = np.zeros(16, np.int64)
+        self.cell = np.zeros(blas_pool.CELL_SIZE, np.int64)
         self.tasks: "queue.SimpleQueue[_Task]" = queue.SimpleQueue()
         self.posted = 0
         self.lock = threading.Lock()  # posting: the queue's order is the counter's
         self.spin, self.settle = (_spins(SPIN_SECONDS), _spins(SETTLE_SECONDS)) if spin else (0, 0)
+        self.pool = blas_pool.listener() if spin else None  # (listen, post)
+        if self.pool is not None:
+            blas_pool.register_worker(self.cell)
         threading.Thread(target=self._work, daemon=True, name="needle-compile-worker").start()
 
     def post(self, task: _Task) -> int:
@@ -238,15 +246,35 @@ class _Worker:
         with self.lock:
             self.tasks.put(task)
             self.posted += 1
-            self.cell[_POSTED] = self.posted
+            if self.pool is not None:
+                self.pool[1](self.cell, self.posted)  # wakes the worker if it sleeps
+            else:
+                self.cell[_POSTED] = self.posted
             return self.posted
 
     def _work(self) -> None:
-        wait, done_then_wait = _spinning()
-        cell, taken = self.cell, 0
-        wait(cell, _POSTED, 1, self.spin, self.settle)
+        if self.pool is not None:  # it waits (spinning, then asleep) in numba, running BLAS jobs
+            listen = self.pool[0]
+            blas_spin = _spins(BLAS_SPIN_SECONDS)
+
+            def wait_first() -> None:
+                listen(self.cell, 0, 1, self.spin, blas_spin, self.settle)
+
+            def done_then_wait(done: int) -> None:
+                listen(self.cell, done, done + 1, self.spin, blas_spin, self.settle)
+        else:
+            wait, done_then_wait_spinning = _spinning()
+
+            def wait_first() -> None:
+                wait(self.cell, _POSTED, 1, self.spin, self.settle)
+
+            def done_then_wait(done: int) -> None:
+                parked = int(_PARK[0])  # read before the caller can see this block done
+                done_then_wait_spinning(self.cell, done, done + 1, _PARK, parked, self.spin, self.settle)
+        taken = 0
+        wait_first()
         while True:
-            task = self.tasks.get()  # at once when the spin saw it posted
+            task = self.tasks.get()  # at once when the wait saw it posted
             taken += 1
             if task.claim.acquire(blocking=False):  # else the caller ran it already
                 try:
@@ -254,8 +282,7 @@ class _Worker:
                 except BaseException as err:  # handed to the caller, which raises it
                     task.error = err
                 task.done.release()
-            parked = int(_PARK[0])  # read before the caller can see this block done
-            done_then_wait(cell, taken, taken + 1, _PARK, parked, self.spin, self.settle)
+            done_then_wait(taken)
 
     def wait(self, task: _Task, number: int) -> None:
         """Until the worker has finished `task` (its block `number`)."""
@@ -279,7 +306,10 @@ def _workers(n: int) -> List[_Worker]:
         while len(_WORKERS) < n:
             # spinning pays only with a core for each thread: more threads than cores would spin
             # on a core another thread needs
-            _WORKERS.append(_Worker(spin=SPIN_SECONDS > 0 and threads() <= _cores()))
+            spin = SPIN_SECONDS > 0 and threads() <= _cores()
+            if spin and not _WORKERS:
+                blas_pool.install()  # before the first worker starts: it then listens for jobs
+            _WORKERS.append(_Worker(spin=spin))
         return _WORKERS[:n]
 
 
@@ -493,6 +523,9 @@ def whole(name: str, launch: Callable[[], Any]) -> Callable[[], Any]:
     """The launch of a call that runs whole: a matmul's parks the spinning workers first (`park`),
     so OpenBLAS's helper threads find the cores free; any other launch as it is."""
     if name != "matmul" or threads() < 2:
+        return launch
+    _workers(threads() - 1)
+    if blas_pool.installed():  # the workers run OpenBLAS's jobs themselves: nothing to park
         return launch
 
     def parked() -> Any:

@@ -1,0 +1,133 @@
+"""numpy's OpenBLAS running its parallel jobs on the replay's workers (needle.compile.blas_pool).
+
+Each check runs in a child process: installing the callback is for the whole process and
+for good, and a pool that lost a job would hang (the child's timeout turns that into a
+failure). The products are compared bit for bit with the ones OpenBLAS's own threads gave
+in the same process before the install: the pool runs the same jobs, so the bits are the same.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from needle.compile import blas_pool
+
+pytestmark = pytest.mark.skipif(not blas_pool._setters() or sys.platform != "linux",
+                                reason="numpy's BLAS is not an OpenBLAS with the threads callback")
+
+PRELUDE = """
+import os, sys, threading
+import numpy as np
+import needle
+from needle.compile import blas_pool, parallel_cpu
+rng = np.random.RandomState(0)
+shapes = [((2048, 128), (128, 384)), ((700, 1000), (1000, 200)), ((20, 200), (200, 800)),
+          ((128, 2048), (2048, 128)), ((513, 300), (300, 257)), ((3000, 700), (700,))]
+pairs = [(rng.randn(*a).astype(np.float32), rng.randn(*b).astype(np.float32)) for a, b in shapes]
+pairs.append((rng.randn(600, 400), rng.randn(400, 500)))  # float64: dgemm
+pairs.append((np.asfortranarray(rng.randn(300, 900).astype(np.float32)), rng.randn(900, 300).astype(np.float32).T.copy().T))
+before = [a @ b for a, b in pairs]  # OpenBLAS's own threads
+"""
+
+
+def run_child(body: str, env=None, timeout=120) -> str:
+    script = PRELUDE + textwrap.dedent(body)
+    environment = dict(os.environ, NEEDLE_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2", **(env or {}))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                            env=environment)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_the_pool_runs_openblas_jobs_with_openblas_bits():
+    out = run_child("""
+        parallel_cpu._workers(1)  # the first worker installs the pool
+        assert blas_pool.installed(), blas_pool.stats()
+        start = blas_pool.stats()["calls"]
+        for _ in range(3):
+            for (a, b), want in zip(pairs, before):
+                got = a @ b
+                assert got.tobytes() == want.tobytes(), (a.shape, b.shape)
+        stats = blas_pool.stats()
+        assert stats["calls"] > start and stats["workers"] == 1, stats
+        print("ok", stats["calls"] - start)
+    """)
+    assert out.startswith("ok")
+
+
+def test_blas_from_several_threads_at_once_and_from_a_worker_block():
+    """Four Python threads multiplying at once (the callback runs one call at a time), and a
+    split launch whose blocks both call BLAS (the busy worker's jobs get threads of their own)."""
+    run_child("""
+        parallel_cpu._workers(1)
+        errors = []
+        def many():
+            try:
+                for _ in range(20):
+                    for (a, b), want in zip(pairs[:4], before[:4]):
+                        assert (a @ b).tobytes() == want.tobytes()
+            except BaseException as err:
+                errors.append(err)
+        threads = [threading.Thread(target=many) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert not errors, errors
+        outs = [None, None]
+        def block(k):
+            def run():
+                outs[k] = pairs[0][0] @ pairs[0][1]
+            return run
+        launch = parallel_cpu.run_blocks([block(0), block(1)])
+        for _ in range(20):
+            launch()
+            assert outs[0].tobytes() == before[0].tobytes() and outs[1].tobytes() == before[0].tobytes()
+        assert blas_pool.stats()["own_threads"] > 0, blas_pool.stats()
+    """)
+
+
+def test_a_forked_child_multiplies_without_the_parents_workers():
+    run_child("""
+        parallel_cpu._workers(1)
+        (pairs[0][0] @ pairs[0][1])
+        pid = os.fork()
+        if pid == 0:
+            ok = all((a @ b).tobytes() == want.tobytes() for (a, b), want in zip(pairs, before))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert all((a @ b).tobytes() == want.tobytes() for (a, b), want in zip(pairs, before))
+    """)
+
+
+def test_a_compiled_step_is_the_eager_step_with_the_pool():
+    """A compiled training step whose matmuls run on the pool gives the eager step's values."""
+    run_child("""
+        import needle as ndl, needle.nn as nn
+        sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+        from train_step import eager_and_compiled
+        def build():
+            np.random.seed(0)
+            model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+            return model, ndl.optim.Adam(model.parameters(), lr=1e-3)
+        x = ndl.Tensor(np.random.RandomState(1).randn(512, 256).astype(np.float32))
+        y = ndl.Tensor(np.random.RandomState(2).randint(0, 10, 512), dtype="int64")
+        eager, compiled = eager_and_compiled(build, x, y, 4, fuse=True)
+        assert blas_pool.installed() and blas_pool.stats()["calls"] > 0, blas_pool.stats()
+        assert eager == compiled, (eager, compiled)
+    """)
+
+
+def test_needle_blas_pool_0_keeps_openblas_threads():
+    run_child("""
+        parallel_cpu._workers(1)
+        assert not blas_pool.installed() and blas_pool.stats()["calls"] == 0
+        assert all((a @ b).tobytes() == want.tobytes() for (a, b), want in zip(pairs, before))
+    """, env={"NEEDLE_BLAS_POOL": "0"})
+
+
+def test_a_worker_cell_of_the_wrong_size_is_refused():
+    with pytest.raises(ValueError, match="worker cell"):
+        blas_pool.register_worker(np.zeros(4, np.int64))
