@@ -12,6 +12,10 @@ Measured on the 2-core benchmark machine, compiled, ms per step: lstm_lm 145 wit
 default, 124 with 22, 120 with 18; resnet9 11.3, 10.7, 13.5 (with 18 its many matmuls pay
 a wake-up each). PyTorch's OpenMP pool also spins briefly, then sleeps.
 
+A compiled program that splits work over threads then replaces those helpers altogether:
+needle/compile/blas_pool.py runs OpenBLAS's jobs on the program's own workers, so this
+setting matters for eager code and with NEEDLE_BLAS_POOL=0.
+
 OpenBLAS reads the variable once, when numpy first loads it, so this sets it only when
 numpy is not imported yet and the variable is unset (a value of your own wins). Import
 needle before numpy, or set OPENBLAS_THREAD_TIMEOUT=22 in the environment, to have it.
