@@ -131,3 +131,19 @@ def test_needle_blas_pool_0_keeps_openblas_threads():
 def test_a_worker_cell_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="worker cell"):
         blas_pool.register_worker(np.zeros(4, np.int64))
+
+
+def test_a_pool_that_does_not_build_leaves_openblas_threads_with_a_warning():
+    run_child("""
+        import warnings
+        def broken():
+            raise OSError("no futex here")
+        blas_pool._parts = broken
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert blas_pool.install() is False
+        assert any("did not build: no futex here" in str(w.message) for w in caught), caught
+        parallel_cpu._workers(1)
+        assert not blas_pool.installed()
+        assert all((a @ b).tobytes() == want.tobytes() for (a, b), want in zip(pairs, before))
+    """)

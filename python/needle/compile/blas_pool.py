@@ -42,6 +42,7 @@ import os
 import platform
 import sys
 import threading
+import warnings
 from typing import Any, List, Optional
 
 import numpy as np
@@ -346,7 +347,12 @@ def install() -> bool:
         setters = _setters() if sys.platform == "linux" and platform.machine() in _SYS_FUTEX else []
         if not setters:
             return False
-        callback = _parts()[0]
+        try:
+            callback = _parts()[0]
+        except Exception as err:  # noqa: BLE001  (no pool: OpenBLAS's own threads, as before)
+            warnings.warn(f"needle: OpenBLAS's jobs stay on its own threads (the pool did not build: {err})",
+                          RuntimeWarning, stacklevel=2)
+            return False
         _SHARED[_PID] = os.getpid()
         for path, setter in setters:
             setter(callback.address)

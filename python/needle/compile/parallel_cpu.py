@@ -28,8 +28,9 @@ spins for a while without the GIL instead of sleeping (see "waiting without the 
 The first worker installs `blas_pool`: from then on the workers also run OpenBLAS's jobs
 while they wait, and sleep on a futex that a job or a posted block wakes. Without the pool
 (NEEDLE_BLAS_POOL=0, another BLAS), a replayed matmul that stays whole first sends spinning
-workers to sleep (`whole`), so OpenBLAS's own threads find the cores free. The number of threads is NEEDLE_NUM_THREADS, else
-OMP_NUM_THREADS (what PyTorch's intra-op pool reads), else the cores this process may run on;
+workers to sleep (`whole`), so OpenBLAS's own threads find the cores free. The number of
+threads is NEEDLE_NUM_THREADS, else OMP_NUM_THREADS (what PyTorch's intra-op pool reads), else
+the cores this process may run on;
 NEEDLE_NUM_THREADS=1 replays every call whole on the calling thread, as before.
 
 Not done here, measured: independent calls of the program at once on two threads (inter-op
