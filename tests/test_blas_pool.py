@@ -147,3 +147,27 @@ def test_a_pool_that_does_not_build_leaves_openblas_threads_with_a_warning():
         assert not blas_pool.installed()
         assert all((a @ b).tobytes() == want.tobytes() for (a, b), want in zip(pairs, before))
     """)
+
+
+def test_numpy_linear_algebra_on_the_pool_gives_openblas_bits():
+    """LAPACK's blocked routines call the threaded level-3 kernels many times per call."""
+    run_child("""
+        def work(r):
+            out = []
+            for dtype in (np.float32, np.float64, np.complex128):
+                a = r.randn(400, 400).astype(dtype)
+                if dtype is np.complex128:
+                    a = a + 1j * r.randn(400, 400)
+                b = r.randn(400, 200).astype(dtype)
+                spd = a @ a.conj().T + 400 * np.eye(400)
+                out += [np.linalg.solve(a, b), np.linalg.inv(a), np.linalg.qr(a)[1], np.linalg.svd(a, compute_uv=False),
+                        np.linalg.eigh(spd)[0], np.linalg.cholesky(spd), np.linalg.lstsq(a[:, :300], b, rcond=None)[0]]
+            return out
+        own = work(np.random.RandomState(5))
+        parallel_cpu._workers(1)
+        start = blas_pool.stats()["calls"]
+        pooled = work(np.random.RandomState(5))
+        assert blas_pool.stats()["calls"] > start
+        for i, (x, y) in enumerate(zip(own, pooled)):
+            assert np.asarray(x).tobytes() == np.asarray(y).tobytes(), i
+    """)

@@ -67,10 +67,12 @@ _LOCK, _PID, _CALLS, _OWN_THREADS, _COUNT, _CELLS = 0, 8, 9, 10, 16, 24
 # a job's record (8 int64, in the callback's array): fn, thread, data, extra, done, pthread id
 R_FN, R_THREAD, R_DATA, R_EXTRA, R_DONE, R_TID = 0, 1, 2, 3, 4, 5
 
+
 class _State:
-    installed = False
-    tried = False
-    libraries: List[str] = []
+    def __init__(self) -> None:
+        self.installed = False
+        self.tried = False
+        self.libraries: List[str] = []
 
 
 _state = _State()
@@ -86,6 +88,7 @@ def _setters() -> List[Any]:
                         + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
     setters = []
     for path in candidates:
+        path = os.path.realpath(path)
         try:
             lib = ctypes.CDLL(path)
         except OSError:
