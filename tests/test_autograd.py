@@ -508,3 +508,36 @@ def test_dlpack_of_0d_tensor():
     assert t.shape == () and t.item() == 2.5
     s = ops.summation(ndl.Tensor(np.arange(4.0), dtype="float64"))
     assert torch.from_dlpack(s).item() == 6.0
+
+
+def test_the_cycle_collector_is_paused_during_the_walk_and_restored_after():
+    """backward pauses Python's gc for the graph walk only: on again after it (also when the
+    walk raises), and left off when the caller had turned it off."""
+    seen = []
+
+    class Probe(ndl.autograd.TensorOp):
+        def compute(self, a):
+            return a
+
+        def gradient(self, out_grad, node):
+            seen.append(gc.isenabled())
+            if getattr(self, "fail", False):
+                raise RuntimeError("gradient failed")
+            return out_grad
+
+    x = ndl.Tensor(np.ones(3, np.float32), requires_grad=True)
+    assert gc.isenabled()
+    (Probe()(x) * 2).sum().backward()
+    assert seen == [False] and gc.isenabled()
+    failing = Probe()
+    failing.fail = True
+    with pytest.raises(RuntimeError, match="gradient failed"):
+        failing(x).sum().backward()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Probe()(x).sum().backward()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones(3, np.float32))
