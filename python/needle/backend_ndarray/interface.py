@@ -121,7 +121,13 @@ OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
 # their current values; see `backend_ndarray.functions.sgd_step`/`adam_step` for the formulas,
 # which a kernel must compute with the op sequence's bits). A device without them runs the op
 # sequence in the array layer. They write several buffers, so `out_position` is None for them.
-OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step")
+#
+# And for needle.compile's accumulated products (compile/accumulate.py):
+#   matmul_accumulate(a, b, out, m, n, p)   out (m, p) += a (m, n) @ b (n, p), float32, in place
+#   accumulates_exactly(a, b, m, n, p)      whether that gives matmul-then-ewise_add's bits for
+#                                           operands laid out as a and b: (shape, strides or None)
+OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
+                                     "matmul_accumulate", "accumulates_exactly")
 
 Family = Callable[[Primitive], Callable]
 

@@ -216,6 +216,113 @@ def matmul(a, b, out, m, n, p, batch=1):
     np.matmul(read(a).reshape(batch, m, n), read(b).reshape(batch, n, p), out=out_view(out, (batch, m, p)))
 
 
+# --- out += a @ b as one BLAS call (needle.compile's accumulated products) ----------------------------
+# A gradient summed over many products (an LSTM weight's, one product per time step) is, op by
+# op, each product into a buffer of its own and then their sum. sgemm with beta = 1 adds a product
+# to `out` as it computes it: each element is out + (its dot product, summed as sgemm sums it),
+# which is what the separate add computes from the product's float32 value -- when sgemm sums the
+# whole inner dimension in one block (for a long one it adds its blocks to `out` one by one).
+# `accumulates_exactly` checks that for a geometry, once, on random data.
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+@functools.lru_cache(maxsize=None)
+def _sgemm():
+    """numpy's own cblas_sgemm (the ILP64 scipy-openblas its wheels bundle), or None."""
+    import ctypes
+    import glob
+    import os
+
+    here = os.path.dirname(os.path.abspath(np.__file__))
+    for path in sorted(glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*"))):
+        try:
+            fn = ctypes.CDLL(os.path.realpath(path)).scipy_cblas_sgemm64_
+        except (OSError, AttributeError):
+            continue
+        i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64]
+        fn.restype = None
+        return fn
+    return None
+
+
+def _layout(shape, strides):
+    """(transpose flag, leading dimension) with which BLAS reads a 2-D view in place (element
+    strides, None for row-major), or None."""
+    rows, cols = shape
+    s0, s1 = strides if strides is not None else (cols, 1)
+    if s1 == 1 and s0 >= max(cols, 1):
+        return _NO_TRANS, s0
+    if s0 == 1 and s1 >= max(rows, 1):
+        return _TRANS, s1
+    return None
+
+
+def _gemm_layout(x: np.ndarray):
+    if x.strides[0] % 4 or x.strides[1] % 4:
+        return None
+    return _layout(x.shape, (x.strides[0] // 4, x.strides[1] // 4))
+
+
+def _accumulate_launch(a, b, out, m, n, p):
+    x, y, z = read(a).reshape(m, n), read(b).reshape(n, p), out_view(out, (m, p))
+    sgemm, lx, ly = _sgemm(), _gemm_layout(x), _gemm_layout(y)
+    if sgemm is None or lx is None or ly is None or x.dtype != np.float32 or y.dtype != np.float32:
+        raise ValueError(f"matmul_accumulate: needs float32 operands BLAS reads in place and numpy's OpenBLAS, "
+                         f"got {x.dtype} {x.strides} and {y.dtype} {y.strides}")
+    args = (_ROW_MAJOR, lx[0], ly[0], m, p, n, 1.0, x.ctypes.data, lx[1], y.ctypes.data, ly[1], 1.0,
+            z.ctypes.data, p)
+    keep = (x, y, z)  # the views' memory, while the launch lives
+
+    def launch() -> None:
+        sgemm(*args)
+        del_ = keep  # noqa: F841
+    return launch
+
+
+def matmul_accumulate(a, b, out, m, n, p):
+    """out (m, p) += a (m, n) @ b (n, p), float32, in one sgemm call with beta = 1; operands may
+    be transposed views. Gives matmul then ewise_add's bits where `accumulates_exactly` says so."""
+    _accumulate_launch(a, b, out, m, n, p)()
+
+
+def accumulates_exactly(a, b, m, n, p) -> bool:
+    """Whether matmul_accumulate on float32 operands laid out as `a` and `b` ((shape, strides):
+    element strides, None for row-major) gives, bit for bit, what `matmul` into a buffer of its
+    own and then `ewise_add` to `out` give. Measured once per layout, on random data (a
+    different summation would show in the bits)."""
+    (shape_a, strides_a), (shape_b, strides_b) = a, b
+    if tuple(shape_a) != (m, n) or tuple(shape_b) != (n, p) or min(m, n, p) < 2 or _sgemm() is None:
+        return False
+    layout_a, layout_b = _layout(shape_a, strides_a), _layout(shape_b, strides_b)
+    if layout_a is None or layout_b is None:
+        return False
+    return _exact_layout(m, n, p, layout_a, layout_b)
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_layout(m, n, p, layout_a, layout_b) -> bool:
+    rng = np.random.RandomState(0)
+
+    def operand(rows, cols, layout):
+        trans, lead = layout
+        flat = rng.randn((rows if trans == _NO_TRANS else cols) * lead).astype(np.float32)
+        return (Array.wrap(flat), (rows, cols), (lead, 1) if trans == _NO_TRANS else (1, lead), 0)
+
+    for _ in range(2):
+        x, y = operand(m, n, layout_a), operand(n, p, layout_b)
+        start = rng.randn(m * p).astype(np.float32)
+        product = Array(m * p)
+        matmul(x, y, product, m, n, p)
+        expected = np.add(start, product.array)
+        got = Array.wrap(start.copy())
+        matmul_accumulate(x, y, got, m, n, p)
+        if got.array.tobytes() != expected.tobytes():
+            return False
+    return True
+
+
 def matmul_tiled(a, b, out, m, n, p):
     """Block matmul on tile-major buffers: a is (m/T, n/T, T, T), b (n/T, p/T, T, T).
 
@@ -407,6 +514,8 @@ def prepare(name: str, args: tuple):
     if name == "scalar_setitem" and not isinstance(args[1], HostScalar):
         size, val, out, shape, strides, offset = args
         return functools.partial(strided_view(out, shape, strides, offset).fill, val)
+    if name == "matmul_accumulate":
+        return _accumulate_launch(*args)
     if name == "matmul":
         a, b, out, m, n, p, *rest = args
         batch = rest[0] if rest else 1

@@ -525,7 +525,7 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
 def whole(name: str, launch: Callable[[], Any]) -> Callable[[], Any]:
     """The launch of a call that runs whole: a matmul's parks the spinning workers first (`park`),
     so OpenBLAS's helper threads find the cores free; any other launch as it is."""
-    if name != "matmul" or threads() < 2:
+    if name not in ("matmul", "matmul_accumulate") or threads() < 2:
         return launch
     _workers(threads() - 1)
     if blas_pool.installed():  # the workers run OpenBLAS's jobs themselves: nothing to park

@@ -6,7 +6,10 @@
    outputs are detached (parameters, optimizer state, gradients, running statistics,
    inputs, outputs), kept as they are -- and *temporaries* (dead by then); the inputs and
    outputs found among them; the inputs the step writes in place;
-2. `fuse_calls` (fusion.py, optional): chains of elementwise kernels become generated ones;
+2. `accumulate_products` (accumulate.py): a sum of matrix products (a weight's gradient over
+   the time steps of an LSTM) adds each product into the sum as sgemm computes it, where
+   that gives the same bits; then `fuse_calls` (fusion.py, optional): chains of elementwise
+   kernels become generated ones;
 3. `eliminate_common_calls` (dedupe.py): a temporary that the step fills again with what
    another buffer already holds (the padding and im2col a convolution's weight gradient makes
    again) is not filled, its readers read the other buffer (after fusion: a chain fused into
@@ -29,6 +32,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
 from ..backend_ndarray.interface import out_position
 from ..backend_ndarray.recording import Call, Recorder, Slot, TraceError, View
 from ..dtypes import HostScalar
+from .accumulate import accumulate_products
 from .dedupe import eliminate_common_calls
 
 __all__ = ["Program", "lower", "classify", "plan_memory", "bind"]
@@ -289,7 +293,7 @@ def lower(recorder: Recorder, input_buffers: List[Any], input_devices: List[Any]
           fuse: bool = False) -> Program:
     """A Program from a finished recording: the five passes of the module docstring."""
     classified = classify(recorder, input_buffers, input_devices, output_arrays)
-    calls = list(recorder.steps)
+    calls = accumulate_products(list(recorder.steps), set(classified.state))
     if fuse:
         from .fusion import fuse_calls
 
