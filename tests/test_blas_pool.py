@@ -171,3 +171,40 @@ def test_numpy_linear_algebra_on_the_pool_gives_openblas_bits():
         for i, (x, y) in enumerate(zip(own, pooled)):
             assert np.asarray(x).tobytes() == np.asarray(y).tobytes(), i
     """)
+
+
+def test_a_parallel_lapack_call_beside_a_pooled_matmul_finishes():
+    """numpy's solve runs OpenBLAS's parallel getrf, which hands work to OpenBLAS's own helper
+    threads without the callback; a pool job must not take a helper's slot in OpenBLAS's
+    per-thread tables (it did, and the solve waited forever)."""
+    run_child("""
+        parallel_cpu._workers(1)
+        r = np.random.RandomState(3)
+        a, b = r.randn(400, 400), r.randn(400, 50)
+        x = r.randn(512, 512).astype(np.float32)
+        want_solve, want_inv, want_product = (np.linalg.solve(a, b).tobytes(), np.linalg.inv(a).tobytes(),
+                                              (x @ x).tobytes())
+        out = [None, None, None]
+        def lapack():
+            out[0], out[1] = np.linalg.solve(a, b).tobytes(), np.linalg.inv(a).tobytes()
+        def products():
+            for _ in range(5):
+                out[2] = (x @ x).tobytes()
+        launch = parallel_cpu.run_blocks([lapack, products])
+        for i in range(60):
+            launch()
+            assert out == [want_solve, want_inv, want_product], i
+        errors = []
+        def solves():
+            try:
+                for _ in range(40):
+                    assert np.linalg.solve(a, b).tobytes() == want_solve
+            except BaseException as err:
+                errors.append(err)
+        thread = threading.Thread(target=solves)
+        thread.start()
+        for _ in range(80):
+            assert (x @ x).tobytes() == want_product
+        thread.join()
+        assert not errors, errors
+    """, timeout=90)

@@ -22,10 +22,16 @@ Same values: OpenBLAS still decides the jobs (how many, which rows and columns o
 product each one computes, in which order each sums); only the threads that run them are
 ours. So every product has the bits it has with OpenBLAS's own threads.
 
-Two rules from OpenBLAS's code: all jobs of a call must run at once (the threaded level-3
-kernels busy-wait on each other's packed panels: fewer threads than jobs would never end),
-and one call runs at a time (`exec_threads` uses per-job-index scratch buffers, which two
-calls at once would share) -- a process-wide lock, taken in the callback.
+Three rules from OpenBLAS's code. All jobs of a call must run at once (the threaded level-3
+kernels busy-wait on each other's packed panels: fewer threads than jobs would never end).
+One call runs at a time (a job's thread number indexes OpenBLAS's per-thread status and
+scratch buffers, which two calls at once would share): a process-wide lock, taken in the
+callback. And those thread numbers must not be the ones of OpenBLAS's own helper threads:
+its parallel LAPACK (getrf, under numpy's solve and inv) still hands work to them directly
+(`exec_blas_async`, which skips the callback), and a pool job writing helper 0's status
+lost that work (a solve running beside a matmul never returned). The pool's jobs take the
+last entries of those tables (MAX_THREADS - numjobs, ...), the helpers use the first ones;
+the pool is installed only where both fit (twice the thread count <= MAX_THREADS).
 
 `install()` puts the callback into numpy's OpenBLAS; it is done once, at the first compiled
 program that splits work over threads, and stays for the process. NEEDLE_BLAS_POOL=0 keeps
@@ -40,6 +46,7 @@ import functools
 import glob
 import os
 import platform
+import re
 import sys
 import threading
 import warnings
@@ -73,6 +80,7 @@ class _State:
         self.installed = False
         self.tried = False
         self.libraries: List[str] = []
+        self.max_threads = 0  # OpenBLAS's MAX_THREADS: its per-thread tables have that many entries
 
 
 _state = _State()
@@ -81,8 +89,9 @@ _worker_cells: List[np.ndarray] = []  # kept alive: the callback holds their add
 
 
 def _setters() -> List[Any]:
-    """The callback setters of numpy's own OpenBLAS (its wheels bundle scipy-openblas), [] for
-    any other BLAS (MKL, Accelerate) or an OpenBLAS older than 0.3.27."""
+    """[(path, setter, MAX_THREADS, its thread count now)]: the callback setters of numpy's own
+    OpenBLAS (its wheels bundle scipy-openblas); [] for any other BLAS (MKL, Accelerate), an
+    OpenBLAS older than 0.3.27, or one whose build does not say its MAX_THREADS."""
     here = os.path.dirname(os.path.abspath(np.__file__))
     candidates = sorted(glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*"))
                         + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
@@ -93,13 +102,19 @@ def _setters() -> List[Any]:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for symbol in ("scipy_openblas_set_threads_callback_function64_",
-                       "scipy_openblas_set_threads_callback_function", "openblas_set_threads_callback_function"):
-            setter = getattr(lib, symbol, None)
-            if setter is not None:
-                setter.argtypes, setter.restype = [ctypes.c_void_p], None
-                setters.append((path, setter))
-                break
+        for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "")):
+            setter = getattr(lib, f"{prefix}openblas_set_threads_callback_function{suffix}", None)
+            config = getattr(lib, f"{prefix}openblas_get_config{suffix}", None)
+            count = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            if setter is None or config is None or count is None:
+                continue
+            setter.argtypes, setter.restype = [ctypes.c_void_p], None
+            config.argtypes, config.restype = [], ctypes.c_char_p
+            count.argtypes, count.restype = [], ctypes.c_int
+            found = re.search(r"MAX_THREADS=(\d+)", (config() or b"").decode("ascii", "replace"))
+            if found:
+                setters.append((path, setter, int(found.group(1)), int(count())))
+            break
     return setters
 
 
@@ -190,6 +205,7 @@ def _parts() -> Any:
             wake(cell + 8 * STATE)
 
     shared = int(_SHARED.ctypes.data)
+    slots = _state.max_threads
 
     @numba.cfunc(types.voidptr(types.voidptr))
     def job_thread(record):
@@ -205,6 +221,11 @@ def _parts() -> Any:
     @numba.cfunc(types.void(types.int32, types.voidptr, types.int32, types.uint64, types.voidptr, types.int32))
     def callback(sync, dojob, numjobs, elsize, jobdata, extra):
         fn, data, extra64, size = address_of(dojob), address_of(jobdata), np.int64(extra), np.int64(elsize)
+        # the thread number a job gets is the index of OpenBLAS's per-thread status and scratch
+        # buffer it uses (what part of the product it computes is its queue entry's position):
+        # the top ones, which OpenBLAS's own helper threads -- still used directly by its
+        # parallel LAPACK (getrf's exec_blas_async) -- never touch
+        base = np.int64(slots) - numjobs
         while not compare_exchange(shared + 8 * _LOCK, 0, 1):  # one call at a time
             give_way()
         store_release(shared + 8 * _CALLS, load_acquire(shared + 8 * _CALLS) + 1)
@@ -216,7 +237,7 @@ def _parts() -> Any:
         for job in range(1, numjobs):
             record = records + 64 * job
             store_release(record + 8 * R_FN, fn)
-            store_release(record + 8 * R_THREAD, job)
+            store_release(record + 8 * R_THREAD, base + job)
             store_release(record + 8 * R_DATA, data + job * size)
             store_release(record + 8 * R_EXTRA, extra64)
             store_release(record + 8 * R_DONE, 0)
@@ -224,7 +245,7 @@ def _parts() -> Any:
             for w in range(workers):  # a spinning worker first, else a sleeping one
                 cell = load_acquire(shared + 8 * (_CELLS + w))
                 if compare_exchange(cell + 8 * STATE, LISTENING, CLAIMED):
-                    hand_over(cell, fn, job, data + job * size, extra64, record + 8 * R_DONE, False)
+                    hand_over(cell, fn, base + job, data + job * size, extra64, record + 8 * R_DONE, False)
                     placed = True
                     break
             for w in range(workers):
@@ -232,7 +253,7 @@ def _parts() -> Any:
                     break
                 cell = load_acquire(shared + 8 * (_CELLS + w))
                 if compare_exchange(cell + 8 * STATE, SLEEPING, CLAIMED):
-                    hand_over(cell, fn, job, data + job * size, extra64, record + 8 * R_DONE, True)
+                    hand_over(cell, fn, base + job, data + job * size, extra64, record + 8 * R_DONE, True)
                     placed = True
             while not placed:
                 if pthread_create(pointer_to(record + 8 * R_TID), pointer_to(0), pointer_to(job_thread_address),
@@ -242,7 +263,7 @@ def _parts() -> Any:
                     placed = True
                 else:  # out of threads for now: the job cannot run later than the others (they wait for it)
                     give_way()
-        run_job(fn, 0, data, extra64)
+        run_job(fn, base, data, extra64)
         for job in range(1, numjobs):
             while load_acquire(records + 64 * job + 8 * R_DONE) == 0:
                 give_way()
@@ -350,6 +371,13 @@ def install() -> bool:
         setters = _setters() if sys.platform == "linux" and platform.machine() in _SYS_FUTEX else []
         if not setters:
             return False
+        # OpenBLAS's helpers use the first entries of its per-thread tables and the pool's jobs the
+        # last ones (see the callback): both must fit, with room for the helpers to grow
+        wanted = max(max(count, 1) for _, _, _, count in setters)
+        limit = min(max_threads for _, _, max_threads, _ in setters)
+        if 2 * max(wanted, os.cpu_count() or 1) > limit:
+            return False
+        _state.max_threads = limit
         try:
             callback = _parts()[0]
         except Exception as err:  # noqa: BLE001  (no pool: OpenBLAS's own threads, as before)
@@ -357,7 +385,7 @@ def install() -> bool:
                           RuntimeWarning, stacklevel=2)
             return False
         _SHARED[_PID] = os.getpid()
-        for path, setter in setters:
+        for path, setter, _, _ in setters:
             setter(callback.address)
             _state.libraries.append(path)
         _state.installed = True
