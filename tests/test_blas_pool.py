@@ -52,15 +52,16 @@ def test_the_pool_runs_openblas_jobs_with_openblas_bits():
                 got = a @ b
                 assert got.tobytes() == want.tobytes(), (a.shape, b.shape)
         stats = blas_pool.stats()
-        assert stats["calls"] > start and stats["workers"] == 1, stats
+        assert stats["calls"] > start and stats["workers"] == 2, stats  # the worker and its BLAS helper
         print("ok", stats["calls"] - start)
     """)
     assert out.startswith("ok")
 
 
 def test_blas_from_several_threads_at_once_and_from_a_worker_block():
-    """Four Python threads multiplying at once (the callback runs one call at a time), and a
-    split launch whose blocks both call BLAS (the busy worker's jobs get threads of their own)."""
+    """Four Python threads multiplying at once (the callback runs one call at a time), a split
+    launch whose blocks both call BLAS (the busy worker's jobs go to its helper), and more jobs
+    per call than the pool has threads (the rest get threads of their own)."""
     run_child("""
         parallel_cpu._workers(1)
         errors = []
@@ -84,6 +85,11 @@ def test_blas_from_several_threads_at_once_and_from_a_worker_block():
         for _ in range(20):
             launch()
             assert outs[0].tobytes() == before[0].tobytes() and outs[1].tobytes() == before[0].tobytes()
+        # more jobs than the worker and its helper: the rest get threads of their own
+        import ctypes
+        ctypes.CDLL(blas_pool.stats()["libraries"][0]).scipy_openblas_set_num_threads64_(4)
+        for (a, b), want in zip(pairs[:1], before[:1]):  # inner dimension 128: same sums on 4 threads
+            assert (a @ b).tobytes() == want.tobytes()
         assert blas_pool.stats()["own_threads"] > 0, blas_pool.stats()
     """)
 

@@ -239,7 +239,7 @@ class _Worker:
         self.posted = 0
         self.lock = threading.Lock()  # posting: the queue's order is the counter's
         self.spin, self.settle = (_spins(SPIN_SECONDS), _spins(SETTLE_SECONDS)) if spin else (0, 0)
-        self.pool = blas_pool.listener() if spin else None  # (listen, post)
+        self.pool = blas_pool.listener() if spin else None  # (listen, post, listening)
         if self.pool is not None:
             blas_pool.register_worker(self.cell)
         threading.Thread(target=self._work, daemon=True, name="needle-compile-worker").start()
@@ -284,6 +284,8 @@ class _Worker:
                     task.fn()
                 except BaseException as err:  # handed to the caller, which raises it
                     task.error = err
+                if self.pool is not None:
+                    self.pool[2](self.cell)  # listening for BLAS jobs before the caller goes on
                 task.done.release()
             done_then_wait(taken)
 
@@ -313,6 +315,8 @@ def _workers(n: int) -> List[_Worker]:
             if spin and not _WORKERS:
                 blas_pool.install()  # before the first worker starts: it then listens for jobs
             _WORKERS.append(_Worker(spin=spin))
+            if spin:
+                blas_pool.add_helper()  # for the jobs that find this worker busy
         return _WORKERS[:n]
 
 
