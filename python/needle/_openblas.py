@@ -20,8 +20,33 @@ OpenBLAS reads the variable once, when numpy first loads it, so this sets it onl
 numpy is not imported yet and the variable is unset (a value of your own wins). Import
 needle before numpy, or set OPENBLAS_THREAD_TIMEOUT=22 in the environment, to have it.
 """
+import functools
+import glob
 import os
 import sys
+from typing import Any, List, Tuple
 
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
+
+
+@functools.lru_cache(maxsize=None)
+def numpy_openblas() -> Tuple[Tuple[str, Any], ...]:
+    """((path, ctypes library), ...) of the OpenBLAS that numpy's wheels bundle (scipy-openblas,
+    in numpy.libs on Linux, numpy/.dylibs on macOS); () for a numpy built on another BLAS. For
+    the entry points numpy does not expose: the threads callback (compile/blas_pool.py) and
+    sgemm with beta = 1 (kernels_cpu.matmul_accumulate)."""
+    import ctypes
+
+    import numpy as np
+
+    here = os.path.dirname(os.path.abspath(np.__file__))
+    found: List[Tuple[str, Any]] = []
+    for path in sorted(glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*"))
+                       + glob.glob(os.path.join(here, ".dylibs", "*openblas*"))):
+        path = os.path.realpath(path)
+        try:
+            found.append((path, ctypes.CDLL(path)))
+        except OSError:
+            continue
+    return tuple(found)

@@ -231,14 +231,12 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 def _sgemm():
     """numpy's own cblas_sgemm (the ILP64 scipy-openblas its wheels bundle), or None."""
     import ctypes
-    import glob
-    import os
 
-    here = os.path.dirname(os.path.abspath(np.__file__))
-    for path in sorted(glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*"))):
-        try:
-            fn = ctypes.CDLL(os.path.realpath(path)).scipy_cblas_sgemm64_
-        except (OSError, AttributeError):
+    from .._openblas import numpy_openblas
+
+    for _, lib in numpy_openblas():
+        fn = getattr(lib, "scipy_cblas_sgemm64_", None)
+        if fn is None:
             continue
         i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
         fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64]

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import glob
 import os
 import platform
 import re
@@ -60,6 +59,8 @@ import warnings
 from typing import Any, List, Optional
 
 import numpy as np
+
+from .._openblas import numpy_openblas
 
 __all__ = ["install", "installed", "stats", "register_worker", "add_helper", "listener", "CELL_SIZE"]
 
@@ -99,16 +100,8 @@ def _setters() -> List[Any]:
     """[(path, setter, MAX_THREADS, its thread count now)]: the callback setters of numpy's own
     OpenBLAS (its wheels bundle scipy-openblas); [] for any other BLAS (MKL, Accelerate), an
     OpenBLAS older than 0.3.27, or one whose build does not say its MAX_THREADS."""
-    here = os.path.dirname(os.path.abspath(np.__file__))
-    candidates = sorted(glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*"))
-                        + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
     setters = []
-    for path in candidates:
-        path = os.path.realpath(path)
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for path, lib in numpy_openblas():
         for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "")):
             setter = getattr(lib, f"{prefix}openblas_set_threads_callback_function{suffix}", None)
             config = getattr(lib, f"{prefix}openblas_get_config{suffix}", None)

@@ -527,8 +527,10 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
 
 
 def whole(name: str, launch: Callable[[], Any]) -> Callable[[], Any]:
-    """The launch of a call that runs whole: a matmul's parks the spinning workers first (`park`),
-    so OpenBLAS's helper threads find the cores free; any other launch as it is."""
+    """The launch of a call that runs whole. For a matmul the workers are started first: with
+    blas_pool installed they run OpenBLAS's jobs, and the launch is returned as it is; without
+    it the launch parks the spinning workers first (`park`), so OpenBLAS's own helper threads
+    find the cores free. Any other launch as it is."""
     if name not in ("matmul", "matmul_accumulate") or threads() < 2:
         return launch
     _workers(threads() - 1)
