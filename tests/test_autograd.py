@@ -541,3 +541,46 @@ def test_the_cycle_collector_is_paused_during_the_walk_and_restored_after():
     finally:
         gc.enable()
     np.testing.assert_array_equal(x.grad.numpy(), np.ones(3, np.float32))
+
+
+def test_vjp_gives_the_adjoints_of_the_inputs_and_sets_no_grad():
+    """autograd.vjp: backward's walk over what a function builds, stopped at its inputs, against
+    torch.autograd.grad; no .grad is set anywhere, an input no adjoint reaches gets None."""
+    from needle.autograd import vjp
+    rng = np.random.RandomState(0)
+    a_np, b_np, c_np, u_np, v_np = (rng.randn(3, 4) for _ in range(5))
+    a, b, c = (ndl.Tensor(x, dtype="float64", requires_grad=True) for x in (a_np, b_np, c_np))
+    h = a * b  # an input that is itself a graph node: the walk stops there, it does not go on to a and b
+
+    def function(h, b, c):
+        return ops.exp(h) * b + b * b, ops.summation(h * h, axes=(1,))
+
+    u, v = ndl.Tensor(u_np, dtype="float64"), ndl.Tensor(v_np[:, 0], dtype="float64")
+    adj_h, adj_b, adj_c = vjp(function, (h, b, c), (u, v))
+    assert adj_c is None and a.grad is None and b.grad is None and h.grad is None
+
+    th, tb = torch.tensor(a_np * b_np, requires_grad=True), torch.tensor(b_np, requires_grad=True)
+    outs = (torch.exp(th) * tb + tb * tb, (th * th).sum(1))
+    want = torch.autograd.grad(outs, (th, tb), (torch.tensor(u_np), torch.tensor(v_np[:, 0])))
+    np.testing.assert_allclose(adj_h.numpy(), want[0].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(adj_b.numpy(), want[1].numpy(), rtol=1e-12)
+    # the adjoints are graph nodes: differentiate one again, through h back to a
+    adj_h.sum().backward()
+    ta = torch.tensor(a_np, requires_grad=True)
+    th2 = ta * torch.tensor(b_np)
+    (g,) = torch.autograd.grad((torch.exp(th2) * torch.tensor(b_np) * torch.tensor(u_np)).sum()
+                               + ((th2 * th2).sum(1) * torch.tensor(v_np[:, 0])).sum(), (th2,), create_graph=True)
+    (second,) = torch.autograd.grad(g.sum(), (ta,))
+    np.testing.assert_allclose(a.grad.numpy(), second.numpy(), rtol=1e-12)
+
+
+def test_vjp_of_an_output_that_is_an_input_and_a_cotangent_count_that_does_not_fit():
+    from needle.autograd import vjp
+    x = ndl.Tensor(np.arange(3.0), dtype="float64", requires_grad=True)
+    u = ndl.Tensor(np.array([1.0, 2.0, 3.0]), dtype="float64")
+    (adj,) = vjp(lambda x: x, (x,), (u,))
+    assert adj is u
+    (adj,) = vjp(lambda x: (x * 2, x), (x,), (u, None))
+    np.testing.assert_array_equal(adj.numpy(), [2.0, 4.0, 6.0])
+    with pytest.raises(ValueError, match="2 cotangents for 1 outputs"):
+        vjp(lambda x: x * 2, (x,), (u, u))

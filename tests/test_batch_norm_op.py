@@ -87,3 +87,43 @@ def test_gradients_through_the_statistics_match_pytorch():
     t_loss.backward()
     for mine, ref in ((x, tx), (w, tw), (b, tb)):
         np.testing.assert_allclose(mine.grad.numpy(), ref.grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("w_shape", [(16,), (1, 16)])
+def test_the_array_level_gradient_has_the_bits_of_the_tensor_op_formula(device, w_shape):
+    """BatchNormGrad computes at the array level what _output_gradient computes as Tensor ops, from
+    the forward pass's statistics: the same float32 operations in the same order, so the same bits."""
+    from needle.ops.normalization import BatchNormGrad, _output_gradient
+    rng = np.random.RandomState(4)
+    x, g = (ndl.Tensor(rng.randn(32, 16).astype(np.float32) * 3 + 1, device=device) for _ in range(2))
+    w, b = (ndl.Tensor(rng.randn(*w_shape).astype(np.float32), device=device) for _ in range(2))
+    stats = ndl.ops.BatchNorm(1e-5)(x, w, b)
+    fast = BatchNormGrad(1e-5, w_shape, w_shape)(g, x, w, stats)
+    reference = _output_gradient(g, x, w, 1e-5, w_shape)
+    for mine, ref in zip(fast.tuple(), reference):
+        assert mine.shape == ref.shape
+        assert mine.numpy().tobytes() == ref.numpy().tobytes()
+
+
+def test_the_gradient_is_one_node_and_its_third_derivative_matches_pytorch():
+    """First-order backward runs one BatchNormGrad node; differentiating it goes through autograd.vjp
+    of the Tensor-op formula, which is itself differentiable (third derivatives)."""
+    (x, w, b), (tx, tw, tb) = _inputs(6, 4, seed=8)
+    v, u = (np.random.RandomState(s).randn(6, 4) for s in (1, 2))
+    out, _, _ = ndl.ops.batch_norm(x, w, b)
+    (out * ndl.Tensor(v, dtype="float64")).sum().backward()
+    gx = x.grad
+    assert type(gx.op).__name__ == "TupleGetItem" and type(gx.inputs[0].op).__name__ == "BatchNormGrad"
+    (gx * ndl.Tensor(u, dtype="float64")).sum().backward()
+    (x.grad * x.grad).sum().backward()  # a function of the second derivative, differentiated again
+
+    # PyTorch's batch_norm as its formula: the third derivative of F.batch_norm itself (torch 2.13)
+    # disagrees with that of the same formula written out, which the second derivatives agree on
+    mean = tx.mean(0, keepdim=True)
+    t_out = (tx - mean) / torch.sqrt(((tx - mean) ** 2).mean(0, keepdim=True) + 1e-5) * tw + tb
+    (t_gx,) = torch.autograd.grad((t_out * torch.tensor(v)).sum(), (tx,), create_graph=True)
+    (t_second,) = torch.autograd.grad((t_gx * torch.tensor(u)).sum(), (tx,), create_graph=True)
+    third = torch.autograd.grad((t_second * t_second).sum(), (tx, tw))
+    np.testing.assert_allclose(x.grad.numpy(), third[0].numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(w.grad.numpy(), third[1].numpy(), rtol=1e-7, atol=1e-9)

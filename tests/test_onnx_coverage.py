@@ -292,6 +292,7 @@ NOT_EXPORTABLE_TENSOR_FUNCTIONS: Dict[str, str] = {
 # use them (or cannot be exported)
 UNMAPPED_OPS = {
     "BatchNorm": "batch normalisation with batch statistics: training mode only (eval uses running statistics)",
+    "BatchNormGrad": "the gradient of batch normalisation: backward only",
     "ConvWeightGrad": "the gradient of conv with respect to its kernel: backward only",
     "Dilate": "conv's stride in its gradient: backward only",
     "UnDilate": "Dilate's adjoint: backward only",

@@ -17,7 +17,7 @@ import gc
 import math
 import operator
 import weakref
-from typing import Iterable, List, Literal, Optional, Tuple, Union, cast
+from typing import Any, Callable, Iterable, List, Literal, Optional, Sequence, Tuple, Union, cast
 
 from .backend_selection import (  # noqa: F401
     Device,
@@ -36,7 +36,7 @@ __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", 
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
            "inference_mode",
            "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray", "queue_callback",
-           "RemovableHandle", "recording_every_op"]
+           "RemovableHandle", "recording_every_op", "vjp"]
 
 LAZY_MODE = False
 TENSOR_COUNTER = 0
@@ -1432,20 +1432,80 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
             node.grad = grad.detach()
         if node._epoch >= 0 and node._epoch != _EPOCH:
             _check_unwritten(node)
-        partial_grads = op.gradient(grad, node)
-        if not isinstance(partial_grads, tuple):
-            partial_grads = tuple(partial_grads) if isinstance(partial_grads, list) else (partial_grads,)
-        for inp, partial in zip(node.inputs, partial_grads):
-            if partial is not None and inp._requires_grad:
-                if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
-                        _data(partial).dtype != _data(inp).dtype:
-                    # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
-                    partial = _ops.cast(partial, inp.dtype)
-                found = partial_adjoints.get(inp)
-                if found is None:
-                    partial_adjoints[inp] = [partial]
-                else:
-                    found.append(partial)
+        _send_partials(node, grad, partial_adjoints)
+
+
+def _send_partials(node: Value, grad: Value, partial_adjoints: dict) -> None:
+    """Ask node's op for the partial adjoints of its inputs (given the node's adjoint `grad`) and
+    file each under its input in partial_adjoints (input -> list of partial adjoints)."""
+    partial_grads = node.op.gradient(grad, node)
+    if not isinstance(partial_grads, tuple):
+        partial_grads = tuple(partial_grads) if isinstance(partial_grads, list) else (partial_grads,)
+    for inp, partial in zip(node.inputs, partial_grads):
+        if partial is not None and inp._requires_grad:
+            if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
+                    _data(partial).dtype != _data(inp).dtype:
+                # a float32 input of a float64 result gets a float32 gradient, as in PyTorch
+                partial = _ops.cast(partial, inp.dtype)
+            found = partial_adjoints.get(inp)
+            if found is None:
+                partial_adjoints[inp] = [partial]
+            else:
+                found.append(partial)
+
+
+def vjp(function: Callable[..., Any], inputs: Sequence[Value],
+        cotangents: Sequence[Optional[Value]]) -> Tuple[Optional[Value], ...]:
+    """The adjoints of `inputs` for `function(*inputs)` (a Tensor or a tuple of them), given
+    the adjoints of its outputs (`cotangents`, one per output, None for zero): backward's walk
+    over the graph that `function` builds, stopping at `inputs`, setting no `.grad`. None for an
+    input no adjoint reaches. In grad mode the adjoints are graph nodes (differentiable again).
+
+    For an op whose gradient is written at the array level for speed (BatchNormGrad): its own
+    gradient is that of the Tensor-op composite it computes, `function`, so the fast op and the
+    reference one cannot disagree on a second derivative. `function` must reach every Tensor it
+    differentiates through `inputs` (a parameter it closes over gets no adjoint).
+    """
+    with enable_grad():
+        outputs = function(*inputs)
+    if not isinstance(outputs, (tuple, list)):
+        outputs = (outputs,)
+    if len(outputs) != len(cotangents):
+        raise ValueError(f"vjp: {len(cotangents)} cotangents for {len(outputs)} outputs")
+    position = {}
+    for k, x in enumerate(inputs):
+        position.setdefault(x, k)
+    partial_adjoints: dict = {}
+    for out, cotangent in zip(outputs, cotangents):
+        if cotangent is not None and out._requires_grad:
+            partial_adjoints.setdefault(out, []).append(cotangent)
+    # reverse topological order of the nodes between the outputs and the inputs
+    visited, order = set(position), []
+    for root in outputs:
+        if root in visited or not root._requires_grad:
+            continue
+        visited.add(root)
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, pending = stack[-1]
+            for child in pending:
+                if child._requires_grad and child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(child.inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    for node in reversed(order):
+        partials = partial_adjoints.pop(node, None)
+        if partials is not None and node.op is not None:
+            _send_partials(node, partials[0] if len(partials) == 1 else sum_node_list(partials), partial_adjoints)
+    adjoints: List[Optional[Value]] = [None] * len(inputs)
+    for x, k in position.items():
+        partials = partial_adjoints.get(x)
+        if partials:
+            adjoints[k] = partials[0] if len(partials) == 1 else sum_node_list(partials)
+    return tuple(adjoints)
 
 
 def _data(value: Value):
