@@ -1438,7 +1438,7 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
 def _send_partials(node: Value, grad: Value, partial_adjoints: dict) -> None:
     """Ask node's op for the partial adjoints of its inputs (given the node's adjoint `grad`) and
     file each under its input in partial_adjoints (input -> list of partial adjoints)."""
-    partial_grads = node.op.gradient(grad, node)
+    partial_grads = cast(Op, node.op).gradient(grad, node)
     if not isinstance(partial_grads, tuple):
         partial_grads = tuple(partial_grads) if isinstance(partial_grads, list) else (partial_grads,)
     for inp, partial in zip(node.inputs, partial_grads):
@@ -1472,7 +1472,7 @@ def vjp(function: Callable[..., Any], inputs: Sequence[Value],
         outputs = (outputs,)
     if len(outputs) != len(cotangents):
         raise ValueError(f"vjp: {len(cotangents)} cotangents for {len(outputs)} outputs")
-    position = {}
+    position: dict = {}
     for k, x in enumerate(inputs):
         position.setdefault(x, k)
     partial_adjoints: dict = {}
