@@ -455,6 +455,36 @@ def test_col2im_reads_each_offsets_windows_in_place_with_the_bits_of_the_same_su
     assert got.numpy().tobytes() == np.ascontiguousarray(want[:, ph:ph + h, pw:pw + w, :]).tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_cpu_col2im_kernel_gives_the_bits_of_the_array_level_sums(dtype):
+    """The cpu device's col2im kernel (one pass) against the array layer's strided adds, which the
+    cpu_numpy device (no such kernel) runs: the same bits over strides, dilations, uneven padding,
+    kernels larger than the stride and windows that miss positions, with -0.0, inf and nan entries."""
+    import itertools
+
+    from needle.ops import _windows
+
+    assert hasattr(ndl.cpu().mod, "col2im") and not hasattr(ndl.cpu_numpy().mod, "col2im")
+    rng = np.random.RandomState(3)
+    cases = 0
+    for (n, h, w, c), kernel, stride, dilation, padding in itertools.product(
+            [(2, 5, 6, 3), (1, 4, 4, 8)], [(3, 3), (2, 3)], [(1, 1), (2, 1), (3, 3)], [(1, 1), (2, 1)],
+            [((1, 1), (1, 1)), ((0, 1), (2, 0)), ((0, 0), (0, 0))]):
+        (kh, kw), (sh, sw), (dh, dw), ((top, bottom), (left, right)) = kernel, stride, dilation, padding
+        ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+        wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+        if ho <= 0 or wo <= 0 or (stride == kernel and dilation == (1, 1)):  # tiled windows: no adds
+            continue
+        cols = rng.randn(n, ho, wo, kh, kw, c).astype(dtype)
+        cols[cols > 1.2] = -0.0
+        cols.reshape(-1)[[3, 17]] = [np.inf, np.nan]
+        got, want = (_windows.col2im(NDArray(cols, device=device), (n, h, w, c), kernel, stride, padding, dilation)
+                     for device in (ndl.cpu(), ndl.cpu_numpy()))
+        assert got.numpy().tobytes() == want.numpy().tobytes(), (kernel, stride, dilation, padding)
+        cases += 1
+    assert cases > 50
+
+
 def test_a_compiled_step_still_guards_the_tensors_its_binary_ops_read():
     """A binary op reads its operands' data without realize_cached_data's frame, except while a
     compiled step traces (its guards replace that method to see every read): a tensor the step

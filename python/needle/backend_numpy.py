@@ -511,6 +511,12 @@ def wrap_index(idx: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
     return np.where(idx < 0, idx + size, idx)
 
 
+def device_col2im(cols: np.ndarray, shape: tuple, kernel: tuple, stride: tuple, dilation: tuple,
+                  top_left: tuple) -> None:
+    """None: numpy mode has no col2im kernel (needle.ops._windows.col2im runs its array-level way)."""
+    return None
+
+
 def extremes(a: np.ndarray) -> tuple:
     """(min, max) of a non-empty array as Python numbers."""
     return a.min().item(), a.max().item()

@@ -23,7 +23,7 @@ __all__ = [
     *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
-    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
+    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "device_col2im", "prod", "broadcast_shapes",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -412,6 +412,21 @@ def wrap_index(idx: NDArray, size: int, axis: int = 0) -> NDArray:
         # NDArray's operators are made from needle.primitives' rows, invisible to the checker
         return where(idx < 0, idx + size, idx)  # type: ignore[operator, arg-type]
     return idx
+
+
+def device_col2im(cols: NDArray, shape: tuple, kernel: tuple, stride: tuple, dilation: tuple,
+                  top_left: tuple) -> Optional[NDArray]:
+    """The windows `cols` (N, Ho, Wo, KH, KW, C) summed back into (N, H, W, C) = `shape` by the
+    device's own col2im kernel (see interface.OptionalKernels), or None where the device has none
+    (needle.ops._windows.col2im then runs its array-level sequence, with the same bits)."""
+    device = cols.device
+    if not hasattr(device.mod, "col2im"):
+        return None
+    out = NDArray.make(tuple(shape), device=device, dtype=cols.dtype)
+    if out.size:
+        device.call("col2im", cols._operand(), out._handle, tuple(shape), tuple(kernel), tuple(stride),
+                    tuple(dilation), tuple(top_left))
+    return out
 
 
 def extremes(a: NDArray) -> tuple:

@@ -126,8 +126,24 @@ OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
 #   matmul_accumulate(a, b, out, m, n, p)   out (m, p) += a (m, n) @ b (n, p), float32, in place
 #   accumulates_exactly(a, b, m, n, p)      whether that gives matmul-then-ewise_add's bits for
 #                                           operands laid out as a and b: (shape, strides or None)
+#
+# And the optional kernels of `OptionalKernels` below (a signature each, so that a recorder knows
+# which argument they write).
 OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
-                                     "matmul_accumulate", "accumulates_exactly")
+                                     "matmul_accumulate", "accumulates_exactly", "col2im")
+
+
+
+class OptionalKernels(Protocol):
+    """Kernels a device may add, each with a way of its own in the array layer where it has not."""
+
+    def col2im(self, cols: Operand, out: Any, shape: Tuple[int, int, int, int], kernel: Tuple[int, int],
+               stride: Tuple[int, int], dilation: Tuple[int, int], top_left: Tuple[int, int]) -> None:
+        """out (N, H, W, C) = the windows `cols` (shape (N, Ho, Wo, KH, KW, C)) summed back (conv's
+        input gradient): each element is 0 plus its windows' entries added in kernel-offset order
+        (u, then v), the padding dropped (top_left: the offsets of out in the padded frame) -- the
+        bits of needle.ops._windows.col2im's array-level sequence, which a device without it runs"""
+
 
 Family = Callable[[Primitive], Callable]
 
@@ -153,7 +169,7 @@ def out_position(name: str) -> Optional[int]:
     writes none (to_numpy); None for a name outside the interface (then any buffer may be written)."""
     if name in _PRIMITIVE_KERNELS:
         return _PRIMITIVE_KERNELS[name]
-    kernel = DeviceKernels.__dict__.get(name)
+    kernel = DeviceKernels.__dict__.get(name) or OptionalKernels.__dict__.get(name)
     if kernel is None:
         return None
     names = list(inspect.signature(kernel).parameters)[1:]  # without self
@@ -171,7 +187,8 @@ def kernel_parameters(name: str) -> Tuple[str, ...]:
         if name in p.kernels:
             form = "unary" if p.arity == 1 else ("ewise", "scalar", "reverse")[p.kernels.index(name)]
             return _FORM_PARAMETERS[form]
-    return tuple(x for x in inspect.signature(getattr(DeviceKernels, name)).parameters if x != "self")
+    protocol = DeviceKernels if name in DeviceKernels.__dict__ else OptionalKernels
+    return tuple(x for x in inspect.signature(getattr(protocol, name)).parameters if x != "self")
 REQUIRED_ATTRIBUTES: Tuple[str, ...] = ("__device_name__", "__tile_size__")
 
 

@@ -447,6 +447,36 @@ def _add_rows(table, idx, values):
             table[row, j] += values[i, j]
 
 
+def col2im(cols, out, shape, kernel, stride, dilation, top_left):
+    n, h, w, c = shape
+    _col2im(read(cols), out_view(out, (n, h, w, c)), kernel[0], kernel[1], stride[0], stride[1], dilation[0],
+            dilation[1], top_left[0], top_left[1])
+
+
+@numba.njit(cache=True, nogil=True)
+def _col2im(cols, out, kh, kw, sh, sw, dh, dw, top, left):
+    """Each output element gathers its windows' entries, adding them to 0 in kernel-offset order
+    (u, then v): the order of the array layer's one strided add per offset, so the same bits."""
+    ho, wo, c = cols.shape[1], cols.shape[2], cols.shape[5]
+    for n in range(out.shape[0]):
+        for y in range(out.shape[1]):
+            for x in range(out.shape[2]):
+                for k in range(c):
+                    out[n, y, x, k] = 0
+                for u in range(kh):
+                    r = y + top - u * dh
+                    if r < 0 or r % sh != 0 or r // sh >= ho:
+                        continue
+                    i = r // sh
+                    for v in range(kw):
+                        q = x + left - v * dw
+                        if q < 0 or q % sw != 0 or q // sw >= wo:
+                            continue
+                        j = q // sw
+                        for k in range(c):
+                            out[n, y, x, k] += cols[n, i, j, u, v, k]
+
+
 def one_hot_rows(indices, out, n):
     idx = class_ids(indices, n)
     dest = out_view(out, (idx.size, n))
