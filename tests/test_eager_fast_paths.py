@@ -577,3 +577,44 @@ def test_the_cpu_sigmoid_gives_the_reference_devices_bits(dtype, layout):
     reference = ndl.Tensor(x, device=ndl.cpu_numpy(), dtype=dtype).sigmoid().numpy()
     assert on_cpu.tobytes() == reference.tobytes()
     assert np.isnan(on_cpu).sum() == 2  # only the two nans
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relus_gradient_kernel_gives_the_bits_of_the_mask_and_select(dtype):
+    """ThresholdBackward on the cpu (one pass, the device's threshold_backward kernel) against the
+    comparison and select the cpu_numpy device runs: 0 where the input is <= 0 (also -0.0 and
+    -inf), the adjoint's own bits elsewhere (nan and inf adjoints, nan inputs passing g on);
+    transposed operands take the select on the cpu too."""
+    rng = np.random.RandomState(5)
+    x = rng.randn(64, 33).astype(dtype)
+    g = rng.randn(64, 33).astype(dtype)
+    x.reshape(-1)[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45]
+    g.reshape(-1)[6:10] = [np.nan, np.inf, -np.inf, -0.0]
+    g.reshape(-1)[2] = 7.0
+    results = []
+    for device in (ndl.cpu(), ndl.cpu_numpy()):
+        for transpose in (False, True):
+            gt, xt = (ndl.Tensor(a.T.copy() if transpose else a, device=device, dtype=dtype) for a in (g, x))
+            if transpose:
+                gt, xt = gt.transpose(), xt.transpose()
+            results.append(ndl.ops.ThresholdBackward()(gt, xt).numpy())
+    want = np.where(x <= 0, np.zeros((), dtype), g)
+    for got in results:
+        assert got.dtype == np.dtype(dtype) and got.tobytes() == want.tobytes()
+
+
+def test_relus_gradient_can_be_differentiated_again_as_pytorchs():
+    """A Hessian-vector product through a ReLU network: the mask is a constant of the input, the
+    adjoint passes through it again."""
+    import torch
+
+    rng = np.random.RandomState(1)
+    x_np, w_np, v_np = rng.randn(8, 5), rng.randn(5, 4), rng.randn(5, 4)
+    x = ndl.Tensor(x_np, dtype="float64", requires_grad=False)
+    w = ndl.Tensor(w_np, dtype="float64")
+    (ndl.ops.relu(x @ w) ** 3).sum().backward()
+    (w.grad * ndl.Tensor(v_np, dtype="float64", requires_grad=False)).sum().backward()
+    tw = torch.tensor(w_np, requires_grad=True)
+    (g,) = torch.autograd.grad((torch.relu(torch.tensor(x_np) @ tw) ** 3).sum(), (tw,), create_graph=True)
+    (hv,) = torch.autograd.grad((g * torch.tensor(v_np)).sum(), (tw,))
+    np.testing.assert_allclose(w.grad.numpy(), hv.numpy(), rtol=1e-12)

@@ -293,6 +293,7 @@ NOT_EXPORTABLE_TENSOR_FUNCTIONS: Dict[str, str] = {
 UNMAPPED_OPS = {
     "BatchNorm": "batch normalisation with batch statistics: training mode only (eval uses running statistics)",
     "BatchNormGrad": "the gradient of batch normalisation: backward only",
+    "ThresholdBackward": "the gradient of relu: backward only",
     "ConvWeightGrad": "the gradient of conv with respect to its kernel: backward only",
     "Dilate": "conv's stride in its gradient: backward only",
     "UnDilate": "Dilate's adjoint: backward only",

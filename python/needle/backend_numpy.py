@@ -517,6 +517,11 @@ def device_col2im(cols: np.ndarray, shape: tuple, kernel: tuple, stride: tuple, 
     return None
 
 
+def threshold_backward(g: np.ndarray, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """where(x <= threshold, 0, g): ReLU's gradient g masked by its input x."""
+    return where(np.less_equal(x, threshold), 0.0, g)
+
+
 def extremes(a: np.ndarray) -> tuple:
     """(min, max) of a non-empty array as Python numbers."""
     return a.min().item(), a.max().item()

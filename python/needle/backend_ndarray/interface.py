@@ -144,6 +144,10 @@ class OptionalKernels(Protocol):
         (u, then v), the padding dropped (top_left: the offsets of out in the padded frame) -- the
         bits of needle.ops._windows.col2im's array-level sequence, which a device without it runs"""
 
+    def threshold_backward(self, g: Any, x: Any, out: Any, threshold: Any) -> None:
+        """out = 0 where x <= threshold, else g (ReLU's gradient; a nan x passes g on): compact g,
+        x and out of one size, g and out of one dtype -- the bits of where(x <= threshold, 0, g)"""
+
 
 Family = Callable[[Primitive], Callable]
 

@@ -477,6 +477,18 @@ def _col2im(cols, out, kh, kw, sh, sw, dh, dw, top, left):
                             out[n, y, x, k] += cols[n, i, j, u, v, k]
 
 
+def threshold_backward(g, x, out, threshold):
+    gv = read(g).reshape(-1)
+    _threshold_backward(gv, read(x).reshape(-1), out_view(out, gv.shape), threshold)
+
+
+@numba.njit(cache=True, nogil=True)
+def _threshold_backward(g, x, out, threshold):
+    zero = out.dtype.type(0)
+    for i in range(out.size):
+        out[i] = zero if x[i] <= threshold else g[i]
+
+
 def one_hot_rows(indices, out, n):
     idx = class_ids(indices, n)
     dest = out_view(out, (idx.size, n))

@@ -36,7 +36,8 @@ _ew: Any = array_api
 
 __all__ = [
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
-    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "Tanh", "Sigmoid", "Sqrt", "Maximum",
+    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "ThresholdBackward", "Tanh", "Sigmoid", "Sqrt",
+    "Maximum",
     "MaximumScalar", "Where", "Equal", "EqualScalar", "NotEqual", "NotEqualScalar", "Less", "LessScalar",
     "LessEqual", "LessEqualScalar", "Greater", "GreaterScalar", "GreaterEqual", "GreaterEqualScalar",
     "Cast", "add", "add_scalar", "subtract", "reverse_subtract", "multiply", "mul_scalar", "divide",
@@ -557,9 +558,26 @@ class ReLU(TensorOp):
         return array_api.maximum(a, 0)
 
     def gradient(self, out_grad, node):
-        # zero where a <= 0 (a constant mask; where() keeps a nan adjoint out), so a nan input,
-        # whose output is nan, passes the gradient on like PyTorch's threshold_backward
-        return where(constant(array_api.less_equal(node.inputs[0].realize_cached_data(), 0)), 0.0, out_grad)
+        return ThresholdBackward()(out_grad, node.inputs[0])
+
+
+class ThresholdBackward(TensorOp):
+    """ReLU's gradient: g where a > 0, else 0 (PyTorch's threshold_backward(g, a, 0)); g and a
+    of one shape. The mask is a constant of a: a nan input, whose ReLU is nan, passes g on, and
+    where() keeps a nan adjoint out of the zeros (g * mask would not). Its gradient is itself on
+    the adjoint (and none for a). One op and, on the cpu, one pass (array_api.threshold_backward),
+    where a mask and a select were three graph nodes and two passes."""
+
+    reads_values = True
+
+    def check(self, g, a):
+        same_shape(g, a, "threshold_backward")
+
+    def compute(self, g, a):
+        return array_api.threshold_backward(g, a, 0)
+
+    def gradient(self, out_grad, node):
+        return ThresholdBackward()(out_grad, node.inputs[1]), None
 
 
 class Tanh(TensorOp):
