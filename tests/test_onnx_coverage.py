@@ -294,6 +294,7 @@ UNMAPPED_OPS = {
     "BatchNorm": "batch normalisation with batch statistics: training mode only (eval uses running statistics)",
     "BatchNormGrad": "the gradient of batch normalisation: backward only",
     "ThresholdBackward": "the gradient of relu: backward only",
+    "LSTMGatesGrad": "the gradient of the LSTM cell's pointwise part: backward only",
     "ConvWeightGrad": "the gradient of conv with respect to its kernel: backward only",
     "Dilate": "conv's stride in its gradient: backward only",
     "UnDilate": "Dilate's adjoint: backward only",

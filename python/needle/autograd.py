@@ -1456,7 +1456,8 @@ def _send_partials(node: Value, grad: Value, partial_adjoints: dict) -> None:
 
 def vjp(function: Callable[..., Any], inputs: Sequence[Value],
         cotangents: Sequence[Optional[Value]]) -> Tuple[Optional[Value], ...]:
-    """The adjoints of `inputs` for `function(*inputs)` (a Tensor or a tuple of them), given
+    """The adjoints of `inputs` for `function(*inputs)` (a Tensor or a tuple of them, None for
+    an output that is zero), given
     the adjoints of its outputs (`cotangents`, one per output, None for zero): backward's walk
     over the graph that `function` builds, stopping at `inputs`, setting no `.grad`. None for an
     input no adjoint reaches. In grad mode the adjoints are graph nodes (differentiable again).
@@ -1477,12 +1478,12 @@ def vjp(function: Callable[..., Any], inputs: Sequence[Value],
         position.setdefault(x, k)
     partial_adjoints: dict = {}
     for out, cotangent in zip(outputs, cotangents):
-        if cotangent is not None and out._requires_grad:
+        if cotangent is not None and out is not None and out._requires_grad:
             partial_adjoints.setdefault(out, []).append(cotangent)
     # reverse topological order of the nodes between the outputs and the inputs
     visited, order = set(position), []
     for root in outputs:
-        if root in visited or not root._requires_grad:
+        if root is None or root in visited or not root._requires_grad:
             continue
         visited.add(root)
         stack = [(root, iter(root.inputs))]

@@ -193,10 +193,9 @@ class LSTMCell(Module):
         z = z + h0 @ self.W_hh
         if self.bias_hh is not None:
             z = z + _bias(self.bias_hh, shape)
-        i, f, g, o = ops.split(z.reshape((shape[0], 4, self.hidden_size)), 1)
-        i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-        c = f * c0 + i * g
-        return o * ops.tanh(c), c
+        # i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of z's column blocks; c = f c0 + i g;
+        # h = o tanh(c): one op and one gradient op (ops.lstm), as PyTorch's fused cell
+        return ops.lstm_gates(z, c0)
 
 
 class LSTM(Module):

@@ -327,6 +327,19 @@ def _split(ctx, node):
 
 
 
+@_writes("Split + Sigmoid + Tanh + Mul + Add")
+def _lstm_gates(ctx, node):
+    """The LSTM cell's pointwise part (ops.LSTMGates): z's four column blocks (input, forget,
+    cell, output gates) through their activations, then c = f * c0 + i * g, h = o * tanh(c)."""
+    z, c0 = node.inputs
+    g = ctx.graph
+    hidden = c0.shape[1]
+    i, f, cell, o = g.add("Split", [ctx.name(z), g.ints([hidden] * 4)], outputs=4, axis=1)
+    i, f, cell, o = g.add("Sigmoid", [i]), g.add("Sigmoid", [f]), g.add("Tanh", [cell]), g.add("Sigmoid", [o])
+    c = g.add("Add", [g.add("Mul", [f, ctx.name(c0)]), g.add("Mul", [i, cell])])
+    return [g.add("Mul", [o, g.add("Tanh", [c])]), c]
+
+
 @_writes("Slice (step -1)")
 def _flip(ctx, node):
     x = node.inputs[0]
@@ -643,6 +656,7 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.BroadcastTo: _broadcast_to,
     ops.Stack: _stack,
     ops.Split: _split,
+    ops.LSTMGates: _lstm_gates,
     ops.Concatenate: _concatenate,
     ops.SplitSections: _split_sections,
     ops.Clone: _clone,

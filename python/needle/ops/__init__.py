@@ -11,10 +11,11 @@
 * `special`       special functions (erf)
 * `loss`          losses whose gradient is PyTorch's formula (binary cross-entropy)
 * `normalization` batch normalisation as one op
+* `lstm`          the LSTM cell's pointwise part as one op
 * `tuple_ops`     ops that build or read tuples of tensors
 """
 from ..autograd import NDArray, Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
-from . import elementwise, indexing, loss, normalization, pooling, reduction, shape, special, tuple_ops
+from . import elementwise, indexing, loss, lstm, normalization, pooling, reduction, shape, special, tuple_ops
 from .conv import Conv, ConvInputGrad, ConvWeightGrad, conv
 from .elementwise import *  # noqa: F401,F403  (every elementwise op and function, by its __all__)
 from .elementwise import (
@@ -71,8 +72,9 @@ from .elementwise import (
 from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
 from .loss import BinaryCrossEntropy, binary_cross_entropy
+from .lstm import LSTMGates, LSTMGatesGrad, lstm_gates
 from .matmul import MatMul, matmul
-from .normalization import BatchNorm, batch_norm
+from .normalization import BatchNorm, BatchNormGrad, batch_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
     ArgExtreme,
@@ -176,7 +178,8 @@ __all__ = [
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
-    "binary_cross_entropy", "BinaryCrossEntropy", "one_hot", "OneHot",
+    "binary_cross_entropy", "BinaryCrossEntropy", "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad",
+    "BatchNormGrad",
     # PyTorch's functions (torch.cat, torch.topk, ...; the ones named like Python builtins -- sum, min,
     # all, any, abs, pow -- are needle.functions', kept out of star imports)
     "cat", "split_sections", "chunk", "unbind", "unsqueeze", "squeeze", "expand", "narrow", "roll", "clone",
@@ -184,5 +187,6 @@ __all__ = [
     "SortResult", "HistogramResult", "ArgExtreme", "Argsort", "Gather", "Variance",
     # the op modules
     "elementwise", "shape", "reduction", "indexing", "normalization", "tuple_ops", "pooling", "special", "loss",
+    "lstm",
 ]
 __all__ += [name for name in _elementwise_all if name not in __all__]

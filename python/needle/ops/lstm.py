@@ -1,0 +1,126 @@
+"""The LSTM cell's pointwise part as one op: gate pre-activations and the cell state in, the new
+hidden and cell states out (PyTorch's fused LSTM cell does the same part in one kernel).
+
+Written as Tensor ops (`_gates`, what nn.LSTMCell ran before) one time step of one layer is 15
+graph nodes forward and some 45 backward, each a separate pass over a (batch, hidden) array and
+a node of the backward walk; a 35-step, 2-layer language model makes 4,000 of them per step.
+LSTMGates and its gradient LSTMGatesGrad run the same array operations in the same order
+(the same bits) as one node each. A second derivative differentiates the Tensor-op form through
+autograd.vjp, so the fast op and the formula cannot disagree.
+"""
+from __future__ import annotations
+
+from ..autograd import TensorTupleOp, array_api, vjp
+from ._helpers import require_tensor
+from .elementwise import sigmoid, tanh
+from .shape import split
+from .tuple_ops import tuple_entries, tuple_get_item
+
+__all__ = ["LSTMGates", "LSTMGatesGrad", "lstm_gates"]
+
+
+def _gates(z, c0):
+    """(h, c) from z (B, 4H) and c0 (B, H) as Tensor ops: i, f, g, o = sigmoid, sigmoid, tanh,
+    sigmoid of z's four column blocks (PyTorch's gate order), c = f * c0 + i * g, h = o * tanh(c)."""
+    batch, hidden = c0.shape
+    i, f, g, o = split(z.reshape((batch, 4, hidden)), 1)
+    i, f, g, o = sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+    c = f * c0 + i * g
+    return o * tanh(c), c
+
+
+def _activations(z, hidden):
+    """i, f, g, o of z (B, 4H) on arrays, as _gates computes them (Split's slices, then the
+    activations), and the four slices of z."""
+    parts = array_api.unstack(array_api.reshape(z, (z.shape[0], 4, hidden)), axis=1)
+    return (array_api.sigmoid(parts[0]), array_api.sigmoid(parts[1]), array_api.tanh(parts[2]),
+            array_api.sigmoid(parts[3])), parts
+
+
+class LSTMGates(TensorTupleOp):
+    """(h, c) = the LSTM cell's new states from the gate pre-activations z (B, 4H), blocks in
+    PyTorch's order (input, forget, cell, output), and the previous cell state c0 (B, H):
+    c = sigmoid(z_f) * c0 + sigmoid(z_i) * tanh(z_g), h = sigmoid(z_o) * tanh(c).
+
+    Edges: those of sigmoid and tanh (saturating to 0/1 and +-1 for large |z|; nan in, nan out).
+    """
+
+    def check(self, z, c0):
+        require_tensor(z, "lstm_gates")
+        require_tensor(c0, "lstm_gates")
+        if len(c0.shape) != 2 or tuple(z.shape) != (c0.shape[0], 4 * c0.shape[1]):
+            raise ValueError(f"lstm_gates: z of shape {z.shape} and c0 of shape {c0.shape} do not fit: z must be "
+                             "(batch, 4 * hidden) for c0 (batch, hidden)")
+
+    def compute(self, z, c0):
+        (i, f, g, o), _ = _activations(z, c0.shape[1])
+        c = array_api.add(array_api.multiply(f, c0), array_api.multiply(i, g))
+        return array_api.multiply(o, array_api.tanh(c)), c
+
+    def gradient(self, out_grad, node):
+        z, c0 = node.inputs
+        entries = dict(tuple_entries(out_grad))
+        adjoints = [entries[k] for k in (0, 1) if k in entries]
+        grad = LSTMGatesGrad(0 in entries, 1 in entries)(*adjoints, z, c0, node)
+        return tuple_get_item(grad, 0), (tuple_get_item(grad, 1) if c0.requires_grad else None)
+
+
+class LSTMGatesGrad(TensorTupleOp):
+    """LSTMGates' gradient: (grad_z (B, 4H), grad_c0 (B, H)) from the adjoints of h and c (those
+    that reached the cell: `has_h`, `has_c` say which come first among the inputs), then z, c0
+    and the forward LSTMGates node (its c, which tanh(c) is recomputed from).
+
+    The array operations of the Tensor-op gradient of `_gates` in its order: the sigmoid's
+    gradient s * sigmoid(-a), tanh's 1 + -(t * t), the adjoint of c as (adjoint from outside)
+    + (the part through h), a gate's adjoint zero where none reached it. Exactly the bits of
+    backward through `_gates` when c's adjoint from outside is one partial (its own next step:
+    an addition of two terms is the same either way round); more partials are added by the
+    walk before they reach this op."""
+
+    def __init__(self, has_h: bool, has_c: bool):
+        self.has_h = has_h
+        self.has_c = has_c
+
+    def compute(self, *args):
+        gh = args[0] if self.has_h else None
+        gc = args[int(self.has_h)] if self.has_c else None
+        z, c0, (_, c) = args[-3:]
+        api = array_api
+        hidden = c0.shape[1]
+        (i, f, g, o), (z_i, z_f, _, z_o) = _activations(z, hidden)
+        grads = [None, None, None, None]  # i, f, g, o
+        grad_c = gc
+        if gh is not None:
+            tanh_c = api.tanh(c)
+            grads[3] = api.multiply(api.multiply(gh, tanh_c), api.multiply(o, api.sigmoid(api.negative(z_o))))
+            through_h = api.multiply(api.multiply(gh, o), api.add(api.negative(api.multiply(tanh_c, tanh_c)), 1))
+            grad_c = through_h if grad_c is None else api.add(grad_c, through_h)
+        grads[0] = api.multiply(api.multiply(grad_c, g), api.multiply(i, api.sigmoid(api.negative(z_i))))
+        grads[2] = api.multiply(api.multiply(grad_c, i), api.add(api.negative(api.multiply(g, g)), 1))
+        grads[1] = api.multiply(api.multiply(grad_c, c0), api.multiply(f, api.sigmoid(api.negative(z_f))))
+        grad_c0 = api.multiply(grad_c, f)
+        if grads[3] is None:
+            grads[3] = api.zeros(c0.shape, api.dtype_of(z), api.device_of(z))
+        grad_z = api.reshape(api.stack(grads, axis=1), tuple(z.shape))
+        return grad_z, grad_c0
+
+    def gradient(self, out_grad, node):
+        inputs = node.inputs[:-1]  # the adjoints, z and c0 (not the forward node: read for its value only)
+        cotangents = [None, None]
+        for k, adjoint in tuple_entries(out_grad):
+            cotangents[k] = adjoint
+        has_h, has_c = self.has_h, self.has_c
+
+        def first_order(*args):
+            gh = args[0] if has_h else None
+            gc = args[int(has_h)] if has_c else None
+            z, c0 = args[-2:]
+            return vjp(_gates, (z, c0), (gh, gc))
+
+        return vjp(first_order, inputs, cotangents) + (None,)
+
+
+def lstm_gates(z, c0):
+    """(h, c) = LSTMGates()(z, c0) as two Tensors (see LSTMGates)."""
+    states = LSTMGates()(z, c0)
+    return tuple_get_item(states, 0), tuple_get_item(states, 1)

@@ -1,0 +1,106 @@
+"""The LSTM cell's pointwise part as one op (ops.LSTMGates) and its gradient op: the bits of the
+Tensor-op formula it replaces, first and second derivatives against it and against PyTorch."""
+import numpy as np
+import pytest
+import torch
+
+import needle as ndl
+from needle import ops
+from needle.ops.lstm import _gates
+
+DEVICES = [ndl.cpu(), ndl.cpu_numpy()]
+
+
+def _run(make_states, zn, cn, un, vn, wn, which, device, dtype):
+    """Forward, backward of <h, u> and/or <c, v>, then backward of <z.grad, w>: the arrays."""
+    z = ndl.Tensor(zn, device=device, dtype=dtype)
+    c0 = ndl.Tensor(cn, device=device, dtype=dtype)
+    h, c = make_states(z, c0)
+    u, v, w = (ndl.Tensor(a, device=device, dtype=dtype, requires_grad=False) for a in (un, vn, wn))
+    terms = {"h": [(h * u).sum()], "c": [(c * v).sum()], "both": [(h * u).sum(), (c * v).sum()]}[which]
+    (terms[0] + terms[1] if len(terms) == 2 else terms[0]).backward()
+    first = [h.numpy(), c.numpy(), z.grad.numpy(), c0.grad.numpy()]
+    (z.grad * w).sum().backward()
+    return first, [z.grad.numpy(), c0.grad.numpy()]
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("which", ["both", "h", "c"])
+def test_the_op_has_the_bits_of_the_tensor_op_formula(device, dtype, which):
+    rng = np.random.RandomState(0)
+    b, hidden = 5, 7
+    zn = (rng.randn(b, 4 * hidden) * 3).astype(dtype)
+    zn[0, :4] = [40.0, -40.0, np.inf, -np.inf]  # saturated gates
+    cn, un, vn = (rng.randn(b, hidden).astype(dtype) for _ in range(3))
+    wn = rng.randn(b, 4 * hidden).astype(dtype)
+    fast = _run(ops.lstm_gates, zn, cn, un, vn, wn, which, device, dtype)
+    reference = _run(_gates, zn, cn, un, vn, wn, which, device, dtype)
+    for mine, ref in zip(fast[0] + fast[1], reference[0] + reference[1]):
+        assert mine.dtype == ref.dtype and mine.tobytes() == ref.tobytes()
+
+
+def test_the_gradient_is_one_node_and_second_derivatives_match_pytorch():
+    rng = np.random.RandomState(2)
+    b, hidden = 3, 4
+    zn, wn = rng.randn(b, 4 * hidden), rng.randn(b, 4 * hidden)
+    cn, un, vn = rng.randn(b, hidden), rng.randn(b, hidden), rng.randn(b, hidden)
+    z, c0 = ndl.Tensor(zn, dtype="float64"), ndl.Tensor(cn, dtype="float64")
+    h, c = ops.lstm_gates(z, c0)
+    ((h * ndl.Tensor(un, dtype="float64")).sum() + (c * ndl.Tensor(vn, dtype="float64")).sum()).backward()
+    assert type(z.grad.inputs[0].op).__name__ == "LSTMGatesGrad"
+    first = (z.grad.numpy(), c0.grad.numpy())
+    (z.grad * ndl.Tensor(wn, dtype="float64")).sum().backward()
+
+    tz, tc0 = torch.tensor(zn, requires_grad=True), torch.tensor(cn, requires_grad=True)
+    i, f, g, o = tz.reshape(b, 4, hidden).unbind(1)
+    tc = torch.sigmoid(f) * tc0 + torch.sigmoid(i) * torch.tanh(g)
+    th = torch.sigmoid(o) * torch.tanh(tc)
+    gz, gc0 = torch.autograd.grad((th * torch.tensor(un)).sum() + (tc * torch.tensor(vn)).sum(), (tz, tc0),
+                                  create_graph=True)
+    np.testing.assert_allclose(first[0], gz.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(first[1], gc0.detach().numpy(), rtol=1e-12, atol=1e-14)
+    second = torch.autograd.grad((gz * torch.tensor(wn)).sum(), (tz, tc0))
+    np.testing.assert_allclose(z.grad.numpy(), second[0].numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c0.grad.numpy(), second[1].numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("z_shape, c_shape", [((2, 12), (2, 4)), ((2, 16), (3, 4)), ((2, 16), (2, 4, 1))])
+def test_shapes_that_do_not_fit_are_refused_with_both_shapes(z_shape, c_shape):
+    z, c0 = ndl.Tensor(np.zeros(z_shape)), ndl.Tensor(np.zeros(c_shape))
+    with pytest.raises(ValueError, match=r"z of shape .* and c0 of shape"):
+        ops.lstm_gates(z, c0)
+
+
+def test_an_lstm_trained_a_few_steps_matches_pytorch():
+    """nn.LSTM (2 layers) through the op: losses and weight gradients of a few SGD steps next to
+    torch.nn.LSTM with the same weights."""
+    rng = np.random.RandomState(4)
+    seq, batch, inputs, hidden = 6, 3, 5, 4
+    model = ndl.nn.LSTM(inputs, hidden, num_layers=2)
+    ref = torch.nn.LSTM(inputs, hidden, num_layers=2)
+    with torch.no_grad():
+        for layer, cell in enumerate(model.lstm_cells):
+            getattr(ref, f"weight_ih_l{layer}").copy_(torch.tensor(cell.W_ih.numpy().T))
+            getattr(ref, f"weight_hh_l{layer}").copy_(torch.tensor(cell.W_hh.numpy().T))
+            getattr(ref, f"bias_ih_l{layer}").copy_(torch.tensor(cell.bias_ih.numpy()))
+            getattr(ref, f"bias_hh_l{layer}").copy_(torch.tensor(cell.bias_hh.numpy()))
+    opt = ndl.optim.SGD(model.parameters(), lr=0.5)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    for _ in range(3):
+        x = rng.randn(seq, batch, inputs).astype(np.float32)
+        target = rng.randn(seq, batch, hidden).astype(np.float32)
+        out, _ = model(ndl.Tensor(x))
+        loss = ((out - ndl.Tensor(target)) ** 2).sum()
+        opt.reset_grad()
+        loss.backward()
+        opt.step()
+        ref_out, _ = ref(torch.tensor(x))
+        ref_loss = ((ref_out - torch.tensor(target)) ** 2).sum()
+        ref_opt.zero_grad()
+        ref_loss.backward()
+        ref_opt.step()
+        np.testing.assert_allclose(loss.numpy(), ref_loss.item(), rtol=1e-5)
+    for layer, cell in enumerate(model.lstm_cells):
+        np.testing.assert_allclose(cell.W_hh.numpy(), getattr(ref, f"weight_hh_l{layer}").detach().numpy().T,
+                                   rtol=1e-4, atol=1e-5)
