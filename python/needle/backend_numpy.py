@@ -517,6 +517,11 @@ def device_col2im(cols: np.ndarray, shape: tuple, kernel: tuple, stride: tuple, 
     return None
 
 
+def device_lstm_gates_backward(gh, gc, tanh_c, gates, c0, sig_neg) -> None:
+    """None: numpy mode has no fused LSTM gradient kernel (LSTMGatesGrad runs its array sequence)."""
+    return None
+
+
 def threshold_backward(g: np.ndarray, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """where(x <= threshold, 0, g): ReLU's gradient g masked by its input x."""
     return where(np.less_equal(x, threshold), 0.0, g)

@@ -6,7 +6,7 @@ and nothing else, so they never branch on the backend.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,7 +24,7 @@ __all__ = [
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
-    "device_col2im", "threshold_backward",
+    "device_col2im", "device_lstm_gates_backward", "threshold_backward",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -428,6 +428,31 @@ def device_col2im(cols: NDArray, shape: tuple, kernel: tuple, stride: tuple, dil
         device.call("col2im", cols._operand(), out._handle, tuple(shape), tuple(kernel), tuple(stride),
                     tuple(dilation), tuple(top_left))
     return out
+
+
+def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], tanh_c: Optional[NDArray],
+                               gates: Sequence[NDArray], c0: NDArray,
+                               sig_neg: Sequence[Optional[NDArray]]) -> Optional[Tuple[NDArray, NDArray]]:
+    """(grad_z (B, 4H), grad_c0 (B, H)) of the LSTM cell by the device's own lstm_gates_backward
+    kernel (interface.OptionalKernels: the arithmetic of needle.ops.lstm.LSTMGatesGrad, given the
+    activations i, f, g, o = `gates`, tanh(c) and sigmoid(-z) of the i, f, o blocks = `sig_neg`),
+    or None where the device has none, the arrays are not compact (B, H) arrays of one dtype, or
+    a compiled step is recording (its fusion takes the array sequence instead)."""
+    device = c0.device
+    if device.recorder is not None or not hasattr(device.mod, "lstm_gates_backward") or len(c0.shape) != 2:
+        return None
+    arrays = [x for x in (gh, gc, tanh_c, *gates, c0, *sig_neg) if x is not None]
+    if not all(x.shape == c0.shape and x.dtype == c0.dtype and x.is_compact() and x.device == device
+               for x in arrays):
+        return None
+    batch, hidden = c0.shape
+    grad_z = NDArray.make((batch, 4 * hidden), device=device, dtype=c0.dtype)
+    grad_c0 = NDArray.make((batch, hidden), device=device, dtype=c0.dtype)
+    if grad_c0.size:
+        spare = c0._handle  # read in place of an adjoint or array that is not there (has_h/has_c say so)
+        handles = [spare if x is None else x._handle for x in (gh, gc, tanh_c, *gates, c0, *sig_neg)]
+        device.lstm_gates_backward(*handles, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
+    return grad_z, grad_c0
 
 
 def threshold_backward(g: NDArray, x: NDArray, threshold: float = 0.0) -> NDArray:

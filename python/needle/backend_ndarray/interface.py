@@ -144,6 +144,16 @@ class OptionalKernels(Protocol):
         (u, then v), the padding dropped (top_left: the offsets of out in the padded frame) -- the
         bits of needle.ops._windows.col2im's array-level sequence, which a device without it runs"""
 
+    def lstm_gates_backward(self, gh: Any, gc: Any, tanh_c: Any, i: Any, f: Any, g: Any, o: Any, c0: Any,
+                            sig_neg_i: Any, sig_neg_f: Any, sig_neg_o: Any, grad_z: Any, grad_c0: Any,
+                            hidden: int, has_h: bool, has_c: bool) -> None:
+        """The arithmetic of the LSTM cell's gradient (needle.ops.lstm.LSTMGatesGrad), all compact
+        (B, H = hidden) buffers of one dtype but grad_z (B, 4, H): with a = gc + (gh * o) * (-(tanh_c^2) + 1)
+        (either term alone when has_c / has_h is False; gh, gc are then any buffer), grad_z's blocks
+        (a * g) * (i * sig_neg_i), (a * c0) * (f * sig_neg_f), (a * i) * (-(g^2) + 1),
+        (gh * tanh_c) * (o * sig_neg_o) (0 without gh), grad_c0 = a * f -- in that order of
+        operations, the bits of the array-level sequence (but for a nan's sign)"""
+
     def threshold_backward(self, g: Any, x: Any, out: Any, threshold: Any) -> None:
         """out = 0 where x <= threshold, else g (ReLU's gradient; a nan x passes g on): compact g,
         x and out of one size, g and out of one dtype -- the bits of where(x <= threshold, 0, g)"""

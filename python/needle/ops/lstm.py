@@ -75,7 +75,9 @@ class LSTMGatesGrad(TensorTupleOp):
     + (the part through h), a gate's adjoint zero where none reached it. Exactly the bits of
     backward through `_gates` when c's adjoint from outside is one partial (its own next step:
     an addition of two terms is the same either way round); more partials are added by the
-    walk before they reach this op."""
+    walk before they reach this op. On the cpu the arithmetic after the activations is one
+    pass (the device's lstm_gates_backward kernel, the same operations in the same order; a nan
+    result's sign is the one bit that may differ, as in a compiled step's fused loops)."""
 
     def __init__(self, has_h: bool, has_c: bool):
         self.has_h = has_h
@@ -86,23 +88,30 @@ class LSTMGatesGrad(TensorTupleOp):
         gc = args[int(self.has_h)] if self.has_c else None
         z, c0, (_, c) = args[-3:]
         api = array_api
-        hidden = c0.shape[1]
-        (i, f, g, o), (z_i, z_f, _, z_o) = _activations(z, hidden)
+        (i, f, g, o), (z_i, z_f, _, z_o) = _activations(z, c0.shape[1])
+        # the transcendental values from the array functions (numpy's bits), the arithmetic in
+        # one pass where the device has a kernel for it (the same operations in the same order)
+        tanh_c = sig_neg_o = None
+        if gh is not None:
+            tanh_c = api.tanh(c)
+            sig_neg_o = api.sigmoid(api.negative(z_o))
+        sig_neg_i, sig_neg_f = api.sigmoid(api.negative(z_i)), api.sigmoid(api.negative(z_f))
+        fused = api.device_lstm_gates_backward(gh, gc, tanh_c, (i, f, g, o), c0, (sig_neg_i, sig_neg_f, sig_neg_o))
+        if fused is not None:
+            return fused
         grads = [None, None, None, None]  # i, f, g, o
         grad_c = gc
         if gh is not None:
-            tanh_c = api.tanh(c)
-            grads[3] = api.multiply(api.multiply(gh, tanh_c), api.multiply(o, api.sigmoid(api.negative(z_o))))
+            grads[3] = api.multiply(api.multiply(gh, tanh_c), api.multiply(o, sig_neg_o))
             through_h = api.multiply(api.multiply(gh, o), api.add(api.negative(api.multiply(tanh_c, tanh_c)), 1))
             grad_c = through_h if grad_c is None else api.add(grad_c, through_h)
-        grads[0] = api.multiply(api.multiply(grad_c, g), api.multiply(i, api.sigmoid(api.negative(z_i))))
-        grads[2] = api.multiply(api.multiply(grad_c, i), api.add(api.negative(api.multiply(g, g)), 1))
-        grads[1] = api.multiply(api.multiply(grad_c, c0), api.multiply(f, api.sigmoid(api.negative(z_f))))
-        grad_c0 = api.multiply(grad_c, f)
-        if grads[3] is None:
+        else:
             grads[3] = api.zeros(c0.shape, api.dtype_of(z), api.device_of(z))
+        grads[0] = api.multiply(api.multiply(grad_c, g), api.multiply(i, sig_neg_i))
+        grads[2] = api.multiply(api.multiply(grad_c, i), api.add(api.negative(api.multiply(g, g)), 1))
+        grads[1] = api.multiply(api.multiply(grad_c, c0), api.multiply(f, sig_neg_f))
         grad_z = api.reshape(api.stack(grads, axis=1), tuple(z.shape))
-        return grad_z, grad_c0
+        return grad_z, api.multiply(grad_c, f)
 
     def gradient(self, out_grad, node):
         inputs = node.inputs[:-1]  # the adjoints, z and c0 (not the forward node: read for its value only)
