@@ -295,6 +295,8 @@ UNMAPPED_OPS = {
     "BatchNormGrad": "the gradient of batch normalisation: backward only",
     "ThresholdBackward": "the gradient of relu: backward only",
     "LSTMGatesGrad": "the gradient of the LSTM cell's pointwise part: backward only",
+    "LogSoftmaxGrad": "the gradient of logsoftmax: backward only",
+    "SoftmaxGrad": "the gradient of softmax: backward only",
     "ConvWeightGrad": "the gradient of conv with respect to its kernel: backward only",
     "Dilate": "conv's stride in its gradient: backward only",
     "UnDilate": "Dilate's adjoint: backward only",

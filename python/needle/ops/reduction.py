@@ -19,7 +19,7 @@ import builtins
 import math
 from typing import Any
 
-from ..autograd import MaxResult, Tensor, TensorOp, array_api
+from ..autograd import MaxResult, Tensor, TensorOp, array_api, vjp
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
     axis_index,
     constant,
@@ -27,6 +27,7 @@ from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it f
     normalize_axes,
     reduced_axes,
     require_tensor,
+    same_shape,
     size_of,
     sum_to_shape,
 )
@@ -40,7 +41,8 @@ from .shape import broadcast_to, reshape
 # this alias.
 _ew: Any = array_api
 
-__all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "Softmax", "summation", "mean", "max", "argmax",
+__all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "LogSoftmaxGrad", "Softmax", "SoftmaxGrad", "summation",
+           "mean", "max", "argmax",
            "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes",
            "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather",
            "histc", "histogram", "SortResult", "HistogramResult"]
@@ -241,8 +243,38 @@ class LogSoftmax(TensorOp):
         return array_api.subtract(shifted, array_api.broadcast_to(log_total, shape))
 
     def gradient(self, out_grad, node):
-        total = summation(out_grad, self.axis, keepdims=True).broadcast_to(out_grad.shape)
-        return out_grad - exp(node) * total
+        return LogSoftmaxGrad(self.axis)(out_grad, node)
+
+
+def _logsoftmax_gradient(g, y, axis: int):
+    """LogSoftmax's gradient as Tensor ops, given the adjoint g and the output y: g - exp(y) * sum(g)."""
+    return g - exp(y) * summation(g, axis, keepdims=True).broadcast_to(g.shape)
+
+
+class LogSoftmaxGrad(TensorOp):
+    """LogSoftmax's gradient g - exp(y) * sum(g over `axis`) from the adjoint g and the output y
+    (one shape): `_logsoftmax_gradient`'s array operations in its order as one node, with the row
+    sums negated before they are broadcast instead of after the product (IEEE -(a * b) is
+    a * (-b): the same bits, but for a nan's sign) -- one pass less over the logits (700 x
+    10,000 of them in the LSTM language model of benchmarks/). Its gradient differentiates the
+    Tensor-op form (autograd.vjp)."""
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def check(self, g, y):
+        same_shape(g, y, "logsoftmax gradient")
+
+    def compute(self, g, y):
+        shape = tuple(g.shape)
+        axes = (self.axis % len(shape),)
+        total = array_api.sum(g, axes, True)
+        scaled = array_api.multiply(array_api.exp(y), array_api.broadcast_to(array_api.negative(total), shape))
+        return array_api.add(g, scaled)
+
+    def gradient(self, out_grad, node):
+        axis = self.axis
+        return vjp(lambda g, y: _logsoftmax_gradient(g, y, axis), node.inputs, (out_grad,))
 
 
 def logsoftmax(a, axis: int = -1):
@@ -273,8 +305,35 @@ class Softmax(TensorOp):
         return array_api.divide(e, array_api.broadcast_to(array_api.sum(e, axis=axes, keepdims=True), shape))
 
     def gradient(self, out_grad, node):
-        total = summation(out_grad * node, self.axis, keepdims=True).broadcast_to(out_grad.shape)
-        return node * (out_grad - total)
+        return SoftmaxGrad(self.axis)(out_grad, node)
+
+
+def _softmax_gradient(g, s, axis: int):
+    """Softmax's gradient as Tensor ops, given the adjoint g and the output s: s * (g - sum(g * s))."""
+    return s * (g - summation(g * s, axis, keepdims=True).broadcast_to(g.shape))
+
+
+class SoftmaxGrad(TensorOp):
+    """Softmax's gradient s * (g - sum(g * s over `axis`)) from the adjoint g and the output s
+    (one shape): `_softmax_gradient`'s array operations in its order as one node, the row sums
+    negated before they are broadcast (the same bits; the Tensor-op form negates a full array of
+    broadcast rows). Its gradient differentiates the Tensor-op form (autograd.vjp)."""
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def check(self, g, s):
+        same_shape(g, s, "softmax gradient")
+
+    def compute(self, g, s):
+        shape = tuple(g.shape)
+        axes = (self.axis % len(shape),)
+        total = array_api.sum(array_api.multiply(g, s), axes, True)
+        return array_api.multiply(s, array_api.add(g, array_api.broadcast_to(array_api.negative(total), shape)))
+
+    def gradient(self, out_grad, node):
+        axis = self.axis
+        return vjp(lambda g, s: _softmax_gradient(g, s, axis), node.inputs, (out_grad,))
 
 
 def softmax(a, axis: int = -1):
