@@ -584,3 +584,36 @@ def test_vjp_of_an_output_that_is_an_input_and_a_cotangent_count_that_does_not_f
     np.testing.assert_array_equal(adj.numpy(), [2.0, 4.0, 6.0])
     with pytest.raises(ValueError, match="2 cotangents for 1 outputs"):
         vjp(lambda x: x * 2, (x,), (u, u))
+    with pytest.raises(TypeError, match="cotangents must be tuples or lists.*got tuple and Tensor"):
+        vjp(lambda x: x * 2, (x,), u)
+
+
+def test_vjp_of_an_input_given_twice_is_its_whole_adjoint_once():
+    """d(x * x)/dx = 2x at x's first position, None at the second: adding the results per input
+    (what autograd does with an op's partial adjoints) counts it once."""
+    from needle.autograd import vjp
+    x = ndl.Tensor(np.array([1.0, 2.0, 3.0]), dtype="float64")
+    u = ndl.Tensor(np.ones(3), dtype="float64", requires_grad=False)
+    first, second = vjp(lambda a, b: a * b, (x, x), (u,))
+    tx = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    (want,) = torch.autograd.grad((tx * tx).sum(), (tx,))
+    np.testing.assert_array_equal(first.numpy(), want.numpy())
+    assert second is None
+
+
+def test_one_adjoint_reaching_both_lstm_states_is_differentiated_once():
+    """An op whose gradient uses vjp gets the same adjoint object for two of its inputs (h and c
+    share one): second derivatives against PyTorch, so that it is neither lost nor doubled."""
+    rng = np.random.RandomState(3)
+    zn, cn = rng.randn(2, 12), rng.randn(2, 3)
+    z, c0 = ndl.Tensor(zn, dtype="float64"), ndl.Tensor(cn, dtype="float64")
+    h, c = ops.lstm_gates(z, c0)
+    ((h + c) ** 2).sum().backward()
+    (z.grad * z.grad).sum().backward()
+    tz, tc0 = torch.tensor(zn, requires_grad=True), torch.tensor(cn, requires_grad=True)
+    i, f, g, o = tz.reshape(2, 4, 3).unbind(1)
+    tc = torch.sigmoid(f) * tc0 + torch.sigmoid(i) * torch.tanh(g)
+    th = torch.sigmoid(o) * torch.tanh(tc)
+    (gz,) = torch.autograd.grad(((th + tc) ** 2).sum(), (tz,), create_graph=True)
+    (second,) = torch.autograd.grad((gz * gz).sum(), (tz,))
+    np.testing.assert_allclose(z.grad.numpy(), second.numpy(), rtol=1e-10, atol=1e-12)

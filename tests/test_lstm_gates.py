@@ -104,3 +104,29 @@ def test_an_lstm_trained_a_few_steps_matches_pytorch():
     for layer, cell in enumerate(model.lstm_cells):
         np.testing.assert_allclose(cell.W_hh.numpy(), getattr(ref, f"weight_hh_l{layer}").detach().numpy().T,
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_strided_gates_and_state_give_the_bits_of_compact_ones(device):
+    """z as a column slice of a wider projection (one matmul for two directions) or a transposed
+    view, c0 transposed: the op reads them as they are, with the compact inputs' bits."""
+    rng = np.random.RandomState(6)
+    b, hidden = 3, 4
+    wide = rng.randn(b, 8 * hidden).astype(np.float32)
+    cn = rng.randn(b, hidden).astype(np.float32)
+    un = rng.randn(b, hidden).astype(np.float32)
+
+    def run(z_of, c_of):
+        source = ndl.Tensor(wide, device=device)
+        c_source = ndl.Tensor(cn.T.copy(), device=device)
+        h, c = ops.lstm_gates(z_of(source), c_of(c_source))
+        ((h * ndl.Tensor(un, device=device, requires_grad=False)).sum() + c.sum()).backward()
+        return [h.numpy(), c.numpy(), source.grad.numpy(), c_source.grad.numpy()]
+
+    compact = run(lambda s: s[:, : 4 * hidden] * 1.0, lambda c: c.transpose() * 1.0)
+    sliced = run(lambda s: s[:, : 4 * hidden], lambda c: c.transpose())
+    for got, want in zip(sliced, compact):
+        assert got.tobytes() == want.tobytes()
+    transposed = ndl.Tensor(np.ascontiguousarray(wide[:, : 4 * hidden].T), device=device)
+    h, c = ops.lstm_gates(transposed.transpose(), ndl.Tensor(cn, device=device))
+    assert h.numpy().tobytes() == compact[0].tobytes() and c.numpy().tobytes() == compact[1].tobytes()

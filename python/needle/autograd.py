@@ -1460,13 +1460,21 @@ def vjp(function: Callable[..., Any], inputs: Sequence[Value],
     an output that is zero), given
     the adjoints of its outputs (`cotangents`, one per output, None for zero): backward's walk
     over the graph that `function` builds, stopping at `inputs`, setting no `.grad`. None for an
-    input no adjoint reaches. In grad mode the adjoints are graph nodes (differentiable again).
+    input no adjoint reaches. An input given more than once gets its whole adjoint at its first
+    position and None at the others (torch.autograd.grad repeats it at each; here the results are
+    partial adjoints that a caller may add up per input, as autograd does with an op's, and each
+    must count once). In grad mode the adjoints are graph nodes (differentiable again).
+    TypeError unless inputs and cotangents are tuples or lists; ValueError for a number of
+    cotangents other than the number of outputs.
 
     For an op whose gradient is written at the array level for speed (BatchNormGrad): its own
     gradient is that of the Tensor-op composite it computes, `function`, so the fast op and the
     reference one cannot disagree on a second derivative. `function` must reach every Tensor it
     differentiates through `inputs` (a parameter it closes over gets no adjoint).
     """
+    if not isinstance(inputs, (tuple, list)) or not isinstance(cotangents, (tuple, list)):
+        raise TypeError(f"vjp: inputs and cotangents must be tuples or lists (cotangents: one per output), got "
+                        f"{type(inputs).__name__} and {type(cotangents).__name__}")
     with enable_grad():
         outputs = function(*inputs)
     if not isinstance(outputs, (tuple, list)):
@@ -1501,12 +1509,14 @@ def vjp(function: Callable[..., Any], inputs: Sequence[Value],
         partials = partial_adjoints.pop(node, None)
         if partials is not None and node.op is not None:
             _send_partials(node, partials[0] if len(partials) == 1 else sum_node_list(partials), partial_adjoints)
-    adjoints: List[Optional[Value]] = [None] * len(inputs)
-    for x, k in position.items():
+    totals: dict = {}
+    for x in position:
         partials = partial_adjoints.get(x)
         if partials:
-            adjoints[k] = partials[0] if len(partials) == 1 else sum_node_list(partials)
-    return tuple(adjoints)
+            totals[x] = partials[0] if len(partials) == 1 else sum_node_list(partials)
+    # an input given twice: its whole adjoint at its first position only, so that summing the
+    # adjoints per input (autograd does so with an op's partial adjoints) counts it once
+    return tuple(totals.get(x) if position[x] == k else None for k, x in enumerate(inputs))
 
 
 def _data(value: Value):

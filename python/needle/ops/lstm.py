@@ -32,7 +32,7 @@ def _gates(z, c0):
 def _activations(z, hidden):
     """i, f, g, o of z (B, 4H) on arrays, as _gates computes them (Split's slices, then the
     activations), and the four slices of z."""
-    parts = array_api.unstack(array_api.reshape(z, (z.shape[0], 4, hidden)), axis=1)
+    parts = array_api.unstack(array_api.reshape(array_api.ascontiguousarray(z), (z.shape[0], 4, hidden)), axis=1)
     return (array_api.sigmoid(parts[0]), array_api.sigmoid(parts[1]), array_api.tanh(parts[2]),
             array_api.sigmoid(parts[3])), parts
 
