@@ -1387,28 +1387,32 @@ def compute_gradient_of_variables(output_tensor: Value, out_grad: Value, accumul
             gc.enable()
 
 
-def _grad_topo_sort(root: Value) -> List[Value]:
-    """_topo_sort([root]) over the inputs that require grad (the same order), written out: it
-    runs on every backward."""
-    visited = {root}
+def _grad_topo_sort(roots: Iterable[Value], stop: Iterable[Value] = ()) -> List[Value]:
+    """_topo_sort(roots) over the inputs that require grad (the same order), written out: it
+    runs on every backward. Nodes in `stop` are neither listed nor gone through (vjp's inputs)."""
+    visited = set(stop)
     order = []
-    stack = [(root, iter(root.inputs))]
-    while stack:
-        node, pending = stack[-1]
-        for child in pending:
-            if child._requires_grad and child not in visited:
-                visited.add(child)
-                stack.append((child, iter(child.inputs)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
+    for root in roots:
+        if root in visited:
+            continue
+        visited.add(root)
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, pending = stack[-1]
+            for child in pending:
+                if child._requires_grad and child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(child.inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
     return order
 
 
 def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
     partial_adjoints = {output_tensor: [out_grad]}
-    order = _grad_topo_sort(output_tensor)
+    order = _grad_topo_sort((output_tensor,))
     for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
@@ -1488,23 +1492,8 @@ def vjp(function: Callable[..., Any], inputs: Sequence[Value],
     for out, cotangent in zip(outputs, cotangents):
         if cotangent is not None and out is not None and out._requires_grad:
             partial_adjoints.setdefault(out, []).append(cotangent)
-    # reverse topological order of the nodes between the outputs and the inputs
-    visited, order = set(position), []
-    for root in outputs:
-        if root is None or root in visited or not root._requires_grad:
-            continue
-        visited.add(root)
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, pending = stack[-1]
-            for child in pending:
-                if child._requires_grad and child not in visited:
-                    visited.add(child)
-                    stack.append((child, iter(child.inputs)))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
+    # the nodes between the outputs and the inputs, in reverse topological order
+    order = _grad_topo_sort([out for out in outputs if out is not None and out._requires_grad], position)
     for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is not None and node.op is not None:
