@@ -14,7 +14,7 @@ from ..autograd import TensorTupleOp, array_api, vjp
 from ._helpers import require_tensor
 from .elementwise import sigmoid, tanh
 from .shape import split
-from .tuple_ops import tuple_entries, tuple_get_item
+from .tuple_ops import entries_by_position, tuple_get_item
 
 __all__ = ["LSTMGates", "LSTMGatesGrad", "lstm_gates"]
 
@@ -59,9 +59,9 @@ class LSTMGates(TensorTupleOp):
 
     def gradient(self, out_grad, node):
         z, c0 = node.inputs
-        entries = dict(tuple_entries(out_grad))
-        adjoints = [entries[k] for k in (0, 1) if k in entries]
-        grad = LSTMGatesGrad(0 in entries, 1 in entries)(*adjoints, z, c0, node)
+        gh, gc = entries_by_position(out_grad, 2)
+        adjoints = [a for a in (gh, gc) if a is not None]
+        grad = LSTMGatesGrad(gh is not None, gc is not None)(*adjoints, z, c0, node)
         return tuple_get_item(grad, 0), (tuple_get_item(grad, 1) if c0.requires_grad else None)
 
 
@@ -83,9 +83,12 @@ class LSTMGatesGrad(TensorTupleOp):
         self.has_h = has_h
         self.has_c = has_c
 
+    def _adjoints(self, args) -> tuple:
+        """(gh, gc) from the op's leading arguments, None for the one that is not there."""
+        return args[0] if self.has_h else None, args[int(self.has_h)] if self.has_c else None
+
     def compute(self, *args):
-        gh = args[0] if self.has_h else None
-        gc = args[int(self.has_h)] if self.has_c else None
+        gh, gc = self._adjoints(args)
         z, c0, (_, c) = args[-3:]
         api = array_api
         (i, f, g, o), (z_i, z_f, _, z_o) = _activations(z, c0.shape[1])
@@ -115,18 +118,13 @@ class LSTMGatesGrad(TensorTupleOp):
 
     def gradient(self, out_grad, node):
         inputs = node.inputs[:-1]  # the adjoints, z and c0 (not the forward node: read for its value only)
-        cotangents = [None, None]
-        for k, adjoint in tuple_entries(out_grad):
-            cotangents[k] = adjoint
-        has_h, has_c = self.has_h, self.has_c
+        adjoints = self._adjoints
 
         def first_order(*args):
-            gh = args[0] if has_h else None
-            gc = args[int(has_h)] if has_c else None
             z, c0 = args[-2:]
-            return vjp(_gates, (z, c0), (gh, gc))
+            return vjp(_gates, (z, c0), adjoints(args))
 
-        return vjp(first_order, inputs, cotangents) + (None,)
+        return vjp(first_order, inputs, entries_by_position(out_grad, 2)) + (None,)
 
 
 def lstm_gates(z, c0):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..autograd import TensorTupleOp, array_api, vjp
 from ._helpers import require_tensor
 from .reduction import summation
-from .tuple_ops import tuple_entries, tuple_get_item
+from .tuple_ops import entries_by_position, tuple_entries, tuple_get_item
 
 __all__ = ["BatchNorm", "BatchNormGrad", "batch_norm"]
 
@@ -135,11 +135,9 @@ class BatchNormGrad(TensorTupleOp):
 
     def gradient(self, out_grad, node):
         g, x, w, _ = node.inputs
-        cotangents = [None, None, None]
-        for k, adjoint in tuple_entries(out_grad):
-            cotangents[k] = adjoint
         eps, bias_shape = self.eps, self.bias_shape
-        return vjp(lambda g, x, w: _output_gradient(g, x, w, eps, bias_shape), (g, x, w), cotangents) + (None,)
+        return vjp(lambda g, x, w: _output_gradient(g, x, w, eps, bias_shape), (g, x, w),
+                   entries_by_position(out_grad, 3)) + (None,)
 
 
 def batch_norm(x, weight, bias, eps: float = 1e-5):

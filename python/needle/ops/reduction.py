@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from typing import Any
+from typing import Any, Callable
 
 from ..autograd import MaxResult, Tensor, TensorOp, array_api, vjp
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
@@ -251,7 +251,26 @@ def _logsoftmax_gradient(g, y, axis: int):
     return g - exp(y) * summation(g, axis, keepdims=True).broadcast_to(g.shape)
 
 
-class LogSoftmaxGrad(TensorOp):
+class _RowGradient(TensorOp):
+    """A softmax-like op's gradient over `axis` from the adjoint g and the op's output (one shape),
+    one node at the array level (`compute`); its own gradient differentiates the Tensor-op form
+    `formula(g, output, axis)` (autograd.vjp)."""
+
+    what = ""  # the op's name, for the shape error
+    formula: Callable[[Any, Any, int], Any]  # (g, output, axis) -> the gradient as Tensor ops
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def check(self, g, output):
+        same_shape(g, output, f"{self.what} gradient")
+
+    def gradient(self, out_grad, node):
+        axis, formula = self.axis, self.formula
+        return vjp(lambda g, output: formula(g, output, axis), node.inputs, (out_grad,))
+
+
+class LogSoftmaxGrad(_RowGradient):
     """LogSoftmax's gradient g - exp(y) * sum(g over `axis`) from the adjoint g and the output y
     (one shape): `_logsoftmax_gradient`'s array operations in its order as one node, with the row
     sums negated before they are broadcast instead of after the product (IEEE -(a * b) is
@@ -259,11 +278,8 @@ class LogSoftmaxGrad(TensorOp):
     10,000 of them in the LSTM language model of benchmarks/). Its gradient differentiates the
     Tensor-op form (autograd.vjp)."""
 
-    def __init__(self, axis: int):
-        self.axis = axis
-
-    def check(self, g, y):
-        same_shape(g, y, "logsoftmax gradient")
+    what = "logsoftmax"
+    formula = staticmethod(_logsoftmax_gradient)
 
     def compute(self, g, y):
         shape = tuple(g.shape)
@@ -271,10 +287,6 @@ class LogSoftmaxGrad(TensorOp):
         total = array_api.sum(g, axes, True)
         scaled = array_api.multiply(array_api.exp(y), array_api.broadcast_to(array_api.negative(total), shape))
         return array_api.add(g, scaled)
-
-    def gradient(self, out_grad, node):
-        axis = self.axis
-        return vjp(lambda g, y: _logsoftmax_gradient(g, y, axis), node.inputs, (out_grad,))
 
 
 def logsoftmax(a, axis: int = -1):
@@ -313,27 +325,20 @@ def _softmax_gradient(g, s, axis: int):
     return s * (g - summation(g * s, axis, keepdims=True).broadcast_to(g.shape))
 
 
-class SoftmaxGrad(TensorOp):
+class SoftmaxGrad(_RowGradient):
     """Softmax's gradient s * (g - sum(g * s over `axis`)) from the adjoint g and the output s
     (one shape): `_softmax_gradient`'s array operations in its order as one node, the row sums
     negated before they are broadcast (the same bits; the Tensor-op form negates a full array of
     broadcast rows). Its gradient differentiates the Tensor-op form (autograd.vjp)."""
 
-    def __init__(self, axis: int):
-        self.axis = axis
-
-    def check(self, g, s):
-        same_shape(g, s, "softmax gradient")
+    what = "softmax"
+    formula = staticmethod(_softmax_gradient)
 
     def compute(self, g, s):
         shape = tuple(g.shape)
         axes = (self.axis % len(shape),)
         total = array_api.sum(array_api.multiply(g, s), axes, True)
         return array_api.multiply(s, array_api.add(g, array_api.broadcast_to(array_api.negative(total), shape)))
-
-    def gradient(self, out_grad, node):
-        axis = self.axis
-        return vjp(lambda g, s: _softmax_gradient(g, s, axis), node.inputs, (out_grad,))
 
 
 def softmax(a, axis: int = -1):

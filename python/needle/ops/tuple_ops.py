@@ -1,12 +1,12 @@
 """Ops that build or read tuples of tensors."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, cast
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value, array_api
 
 __all__ = ["MakeTensorTuple", "TupleGetItem", "SparseTuple", "FusedAddScalars", "make_tuple", "tuple_get_item",
-           "add_tuples", "tuple_entries", "fused_add_scalars"]
+           "add_tuples", "tuple_entries", "entries_by_position", "fused_add_scalars"]
 
 
 class MakeTensorTuple(TensorTupleOp):
@@ -91,6 +91,15 @@ def tuple_entries(t: TensorTuple) -> List[Tuple[int, Tensor]]:
     if isinstance(t.op, MakeTensorTuple):
         return list(enumerate(elements))
     return list(enumerate(t.tuple()))
+
+
+def entries_by_position(t: TensorTuple, length: int) -> List[Optional[Tensor]]:
+    """The elements a tuple actually holds at their positions, None where a sparse tuple has its
+    zeros: a tuple adjoint as the cotangents of autograd.vjp."""
+    elements: List[Optional[Tensor]] = [None] * length
+    for k, element in tuple_entries(t):
+        elements[k] = element
+    return elements
 
 
 def _length(t: TensorTuple) -> int:
