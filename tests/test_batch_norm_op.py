@@ -127,3 +127,80 @@ def test_the_gradient_is_one_node_and_its_third_derivative_matches_pytorch():
     third = torch.autograd.grad((t_second * t_second).sum(), (tx, tw))
     np.testing.assert_allclose(x.grad.numpy(), third[0].numpy(), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(w.grad.numpy(), third[1].numpy(), rtol=1e-7, atol=1e-9)
+
+
+def _special_columns(x: np.ndarray) -> np.ndarray:
+    """x with a column of -0.0, a constant column of 1e8, a column holding inf and one holding nan."""
+    x = x.copy()
+    x[:, 0] = -0.0
+    x[:, 1] = 1e8
+    if x.shape[1] > 3:
+        x[0, 2] = np.inf
+        x[-1, 3] = np.nan
+    return x
+
+
+def _forward_and_gradient(x, w, b, g):
+    """BatchNorm's three outputs and BatchNormGrad's three outputs (the statistics detached) as bytes,
+    every nan as numpy's (a nan's sign bit depends on which operand an instruction propagates)."""
+    from needle.ops.normalization import BatchNormGrad
+    stats = ndl.ops.BatchNorm(1e-5)(x, w, b)
+    grads = BatchNormGrad(1e-5, tuple(w.shape), tuple(b.shape))(g, x, w, stats)
+    outputs = [t.numpy() for t in (*stats.tuple(), *grads.tuple())]
+    return [np.where(np.isnan(a), np.nan, a).astype(a.dtype).tobytes() for a in outputs]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n,c", [(32, 64), (2, 4), (1, 5), (4096, 16), (5000, 2), (7, 3)])
+def test_the_cpu_kernels_give_the_bits_of_the_array_sequence(monkeypatch, dtype, n, c):
+    """The cpu's batch_norm and batch_norm_backward kernels (3 and 2 passes) against the array-level
+    sequences BatchNorm and BatchNormGrad run without them: the same bits (but for a nan's sign), with
+    -0.0, inf, nan and constant columns, below and above the size where the sequence's column sums
+    change loops."""
+    from needle.autograd import array_api
+    rng = np.random.RandomState(n + c)
+    data = _special_columns(rng.randn(n, c) * 3 + 1)
+    device = ndl.cpu()
+    x, g = ndl.Tensor(data, dtype=dtype, device=device), ndl.Tensor(rng.randn(n, c), dtype=dtype, device=device)
+    w, b = (ndl.Tensor(rng.randn(c), dtype=dtype, device=device) for _ in range(2))
+    calls = []
+    for name in ("batch_norm", "batch_norm_backward"):
+        kernel = getattr(device.mod, name)
+        monkeypatch.setattr(device, name, lambda *a, kernel=kernel, name=name: (calls.append(name), kernel(*a)))
+    fused = _forward_and_gradient(x, w, b, g)
+    assert calls == ["batch_norm", "batch_norm_backward"]
+    monkeypatch.setattr(array_api, "device_batch_norm", lambda *a: None)
+    monkeypatch.setattr(array_api, "device_batch_norm_backward", lambda *a: None)
+    assert fused == _forward_and_gradient(x, w, b, g)
+    assert calls == ["batch_norm", "batch_norm_backward"]
+
+
+@pytest.mark.parametrize("case", ["one channel", "transposed adjoint", "broadcast adjoint", "strided input"])
+def test_layouts_whose_sums_numpy_orders_otherwise_take_the_array_sequence(monkeypatch, case):
+    """A sum over axis 0 is numpy's row-by-row order only for a compact (N, C) array with C >= 2: one
+    channel (numpy sums the column pairwise) or an adjoint or input laid out otherwise runs the
+    array sequence, whose bits the cpu_numpy device's (kernel-less) run gives."""
+    from needle.autograd import array_api as functions
+    rng = np.random.RandomState(11)
+    n, c = (6000, 1) if case == "one channel" else (3000, 4)
+    data, grad, weight, bias = rng.randn(n, c) * 3 + 1, rng.randn(n, c), rng.randn(c), rng.randn(c)
+    used = []
+    real = functions.device_batch_norm_backward, functions.device_batch_norm
+    monkeypatch.setattr(functions, "device_batch_norm", lambda *a: used.append("forward") or real[1](*a))
+    monkeypatch.setattr(functions, "device_batch_norm_backward", lambda *a: used.append("backward") or real[0](*a))
+
+    def run(device):
+        x = ndl.Tensor(data, dtype="float32", device=device)
+        if case == "strided input":
+            x = ndl.Tensor(np.ascontiguousarray(data.T), dtype="float32", device=device).transpose()
+        if case == "transposed adjoint":
+            g = ndl.Tensor(np.ascontiguousarray(grad.T), dtype="float32", device=device).transpose()
+        elif case == "broadcast adjoint":
+            g = ndl.Tensor(grad[:1], dtype="float32", device=device).broadcast_to((n, c))
+        else:
+            g = ndl.Tensor(grad, dtype="float32", device=device)
+        w, b = (ndl.Tensor(a, dtype="float32", device=device) for a in (weight, bias))
+        return _forward_and_gradient(x, w, b, g)
+
+    assert run(ndl.cpu()) == run(ndl.cpu_numpy())
+    assert used  # the checks ran on the cpu

@@ -522,6 +522,16 @@ def device_lstm_gates_backward(gh, gc, tanh_c, gates, c0, sig_neg) -> None:
     return None
 
 
+def device_batch_norm(x, w, b, eps) -> None:
+    """None: numpy mode has no batch-norm kernel (BatchNorm runs its array sequence)."""
+    return None
+
+
+def device_batch_norm_backward(g, x, w, mean, inv_std) -> None:
+    """None: numpy mode has no batch-norm gradient kernel (BatchNormGrad runs its array sequence)."""
+    return None
+
+
 def threshold_backward(g: np.ndarray, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """where(x <= threshold, 0, g): ReLU's gradient g masked by its input x."""
     return where(np.less_equal(x, threshold), 0.0, g)

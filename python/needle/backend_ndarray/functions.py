@@ -24,7 +24,8 @@ __all__ = [
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
-    "device_col2im", "device_lstm_gates_backward", "threshold_backward",
+    "device_col2im", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
+    "device_batch_norm_backward",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -453,6 +454,51 @@ def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], tan
         handles = [spare if x is None else x._handle for x in (gh, gc, tanh_c, *gates, c0, *sig_neg)]
         device.lstm_gates_backward(*handles, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
     return grad_z, grad_c0
+
+
+def _batch_norm_kernel(name: str, data: Sequence[NDArray], rows_of: Sequence[NDArray]) -> bool:
+    """Whether the device's batch-norm kernel `name` applies: no compiled step recording, the
+    kernel there, each of `data` a compact (N, C) array, C >= 2 (a sum over axis 0 is then numpy's
+    row-by-row order), and each of `rows_of` C compact values, all of one float dtype."""
+    device, x = data[0].device, data[0]
+    if device.recorder is not None or not hasattr(device.mod, name) or len(x.shape) != 2 or x.shape[1] < 2 \
+            or x.shape[0] < 1 or x.dtype not in ("float32", "float64"):
+        return False
+    return all(a.shape == x.shape and a.is_compact() and a.dtype == x.dtype and a.device == device for a in data) \
+        and all(a.size == x.shape[1] and a.is_compact() and a.dtype == x.dtype and a.device == device
+                for a in rows_of)
+
+
+def device_batch_norm(x: NDArray, w: NDArray, b: NDArray, eps: float) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
+    """(out (N, C), mean (C,), var (C,)) of training-mode batch norm over axis 0 by the device's
+    own batch_norm kernel (interface.OptionalKernels: the bits of needle.ops.normalization.BatchNorm's
+    array sequence, in three passes), or None where it does not apply (see _batch_norm_kernel):
+    the op then runs that sequence."""
+    if not _batch_norm_kernel("batch_norm", (x,), (w, b)):
+        return None
+    channels = x.shape[1]
+    out = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
+    mean = NDArray.make((channels,), device=x.device, dtype=x.dtype)
+    var = NDArray.make((channels,), device=x.device, dtype=x.dtype)
+    x.device.batch_norm(x._handle, w._handle, b._handle, out._handle, mean._handle, var._handle, eps)
+    return out, mean, var
+
+
+def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray,
+                               inv_std: NDArray) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
+    """(grad_x (N, C), grad_w (C,), grad_b (C,)) of batch norm given the adjoint g of its output,
+    the batch mean and inv_std = (var + eps) ** -0.5, by the device's own batch_norm_backward
+    kernel (the bits of needle.ops.normalization.BatchNormGrad's array sequence, in two passes),
+    or None where it does not apply (see _batch_norm_kernel)."""
+    if not _batch_norm_kernel("batch_norm_backward", (g, x), (w, mean, inv_std)):
+        return None
+    channels = x.shape[1]
+    grad_x = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
+    grad_w = NDArray.make((channels,), device=x.device, dtype=x.dtype)
+    grad_b = NDArray.make((channels,), device=x.device, dtype=x.dtype)
+    x.device.batch_norm_backward(g._handle, x._handle, w._handle, mean._handle, inv_std._handle, grad_x._handle,
+                                 grad_w._handle, grad_b._handle)
+    return grad_x, grad_w, grad_b
 
 
 def threshold_backward(g: NDArray, x: NDArray, threshold: float = 0.0) -> NDArray:

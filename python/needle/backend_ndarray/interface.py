@@ -154,6 +154,21 @@ class OptionalKernels(Protocol):
         (gh * tanh_c) * (o * sig_neg_o) (0 without gh), grad_c0 = a * f -- in that order of
         operations, the bits of the array-level sequence (but for a nan's sign)"""
 
+    def batch_norm(self, x: Any, w: Any, b: Any, out: Any, mean: Any, var: Any, eps: float) -> None:
+        """Training-mode batch norm over axis 0 of a compact (N, C) x, C >= 2, float32 or float64,
+        w and b C values: mean (C) = sum(x, 0) / N, var (C) = sum(c * c, 0) / N with c = x - mean,
+        out (N, C) = w * (c / sqrt(var + eps)) + b, each sum from 0 adding the rows in order, N and
+        eps in the data's dtype -- the bits of needle.ops.normalization.BatchNorm's array sequence (but
+        for a nan's sign)"""
+
+    def batch_norm_backward(self, g: Any, x: Any, w: Any, mean: Any, inv_std: Any, grad_x: Any, grad_w: Any,
+                            grad_b: Any) -> None:
+        """BatchNorm's gradient (needle.ops.normalization.BatchNormGrad) for compact (N, C) g and x,
+        C >= 2, given the batch mean and inv_std = (var + eps) ** -0.5 (C each): with
+        x_hat = (x + (-mean)) * inv_std, grad_b = sum(g, 0), grad_w = sum(g * x_hat, 0) (from 0,
+        rows in order) and grad_x = ((w * inv_std) / N) * ((g * N + (-grad_b)) + x_hat * (-grad_w))
+        -- the bits of the array-level sequence (but for a nan's sign)"""
+
     def threshold_backward(self, g: Any, x: Any, out: Any, threshold: Any) -> None:
         """out = 0 where x <= threshold, else g (ReLU's gradient; a nan x passes g on): compact g,
         x and out of one size, g and out of one dtype -- the bits of where(x <= threshold, 0, g)"""
@@ -178,11 +193,18 @@ def elementwise_kernels(ewise: Family, scalar: Family, reverse: Family, unary: F
     return kernels
 
 
+# Optional kernels that write several buffers (no single `out` to name)
+WRITES_SEVERAL: Tuple[str, ...] = ("lstm_gates_backward", "batch_norm", "batch_norm_backward")
+
+
 def out_position(name: str) -> Optional[int]:
     """The position of the buffer kernel `name` writes (its `out` argument); -1 for a kernel that
-    writes none (to_numpy); None for a name outside the interface (then any buffer may be written)."""
+    writes none (to_numpy); None for a name outside the interface or one that writes several
+    buffers (then any buffer may be written)."""
     if name in _PRIMITIVE_KERNELS:
         return _PRIMITIVE_KERNELS[name]
+    if name in WRITES_SEVERAL:
+        return None
     kernel = DeviceKernels.__dict__.get(name) or OptionalKernels.__dict__.get(name)
     if kernel is None:
         return None
