@@ -603,6 +603,48 @@ def test_relus_gradient_kernel_gives_the_bits_of_the_mask_and_select(dtype):
         assert got.dtype == np.dtype(dtype) and got.tobytes() == want.tobytes()
 
 
+@pytest.mark.parametrize("layout", ["nchw view of nhwc", "one operand compact", "strides differ", "a slice",
+                                    "size-one axes", "overlapping"])
+def test_relus_gradient_on_permuted_whole_buffers_runs_flat_and_keeps_the_layout(layout):
+    """An NCHW view of NHWC data (what the convolutions hand on): g and x with one permuted layout
+    over whole buffers go through the kernel flat and the result keeps that layout; other layouts
+    take the select. The values are numpy's where(x <= 0, 0, g) in every case."""
+    from needle.backend_ndarray import functions
+    device = ndl.cpu()
+    rng = np.random.RandomState(9)
+    nhwc = (4, 5, 6, 3)
+    x_data, g_data = rng.randn(*nhwc).astype(np.float32), rng.randn(*nhwc).astype(np.float32)
+    x_data.reshape(-1)[:3] = [0.0, -0.0, np.nan]
+
+    def nchw(a, permuted=True):
+        if not permuted:
+            return NDArray(np.ascontiguousarray(a.transpose(0, 3, 1, 2)), device=device)
+        return NDArray(a, device=device).permute((0, 3, 1, 2))
+
+    g, x = nchw(g_data), nchw(x_data)
+    if layout == "one operand compact":
+        g = nchw(g_data, permuted=False)
+    elif layout == "strides differ":
+        x = NDArray(np.ascontiguousarray(x_data.transpose(0, 3, 2, 1)), device=device).permute((0, 1, 3, 2))
+    elif layout == "a slice":
+        g = NDArray(np.concatenate([g_data, g_data]), device=device).permute((0, 3, 1, 2))[:4]
+    elif layout == "size-one axes":
+        g = NDArray(g_data[:1, :, :1], device=device).permute((0, 3, 1, 2))
+        x = NDArray(x_data[:1, :, :1], device=device).permute((0, 3, 1, 2))
+    elif layout == "overlapping":  # as many elements as the buffer, but some read twice
+        g, x = (NDArray(a.reshape(-1)[:360], device=device).as_strided((4, 3, 5, 6), (60, 1, 10, 3))
+                for a in (g_data, x_data))
+    assert g.shape == x.shape
+    got = functions.threshold_backward(g, x)
+    want = np.where(x.numpy() <= 0, np.float32(0), g.numpy())
+    assert got.numpy().tobytes() == want.tobytes()
+    flat = layout in ("nchw view of nhwc", "size-one axes")
+    if flat:  # the kernel's output in g's layout
+        assert got.strides == g.strides and not got.is_compact()
+    else:  # the select's fresh array
+        assert got.is_compact()
+
+
 def test_relus_gradient_can_be_differentiated_again_as_pytorchs():
     """A Hessian-vector product through a ReLU network: the mask is a constant of the input, the
     adjoint passes through it again."""

@@ -501,6 +501,20 @@ def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     return grad_x, grad_w, grad_b
 
 
+def _dense(a: NDArray) -> bool:
+    """Whether `a` is its whole buffer in some axis order: offset 0, and its strides, largest first,
+    the row-major strides of its shape in that order (a permuted compact array)."""
+    if a._offset != 0 or a.size != a._handle.size or a.size == 0:
+        return False
+    order = sorted(range(a.ndim), key=lambda axis: -a.strides[axis])
+    expected = 1
+    for axis in reversed(order):
+        if a.shape[axis] != 1 and a.strides[axis] != expected:
+            return False
+        expected *= a.shape[axis]
+    return True
+
+
 def threshold_backward(g: NDArray, x: NDArray, threshold: float = 0.0) -> NDArray:
     """where(x <= threshold, 0, g): ReLU's gradient g masked by its input x (one shape; a nan x
     passes g on, as PyTorch's threshold_backward). One pass by the device's own kernel where it
@@ -514,6 +528,15 @@ def threshold_backward(g: NDArray, x: NDArray, threshold: float = 0.0) -> NDArra
         if out.size:
             device.threshold_backward(g._handle, x._handle, out._handle, threshold)
         return out
+    if (device.recorder is None and hasattr(device.mod, "threshold_backward") and g.shape == x.shape
+            and g.dtype == x.dtype and g.strides == x.strides and _dense(g) and _dense(x)):
+        # one layout over two whole buffers (an NCHW view of NHWC data, as the convolutions hand
+        # on): elementwise, so the flat buffers, and the result in that layout too (the next
+        # transpose back to NHWC then needs no copy)
+        out = NDArray.make(g.shape, device=device, dtype=g.dtype)
+        if out.size:
+            device.threshold_backward(g._handle, x._handle, out._handle, threshold)
+        return out.as_strided(g.shape, g.strides)
     # NDArray's operators are made from needle.primitives' rows, invisible to the checker
     return where(x <= threshold, 0.0, g)  # type: ignore[operator, arg-type]
 
