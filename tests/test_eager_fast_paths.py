@@ -456,6 +456,51 @@ def test_col2im_reads_each_offsets_windows_in_place_with_the_bits_of_the_same_su
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel, stride, dilation, padding, layout", [
+    ((7, 7), (4, 4), (1, 1), ((3, 3), (3, 3)), "nhwc view of nchw"),  # ResNet9's first convolution
+    ((3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), "compact"),
+    ((3, 2), (2, 1), (2, 1), ((2, 0), (1, 3)), "compact"),  # dilation, uneven padding
+    ((2, 2), (3, 3), (1, 1), ((0, 0), (0, 0)), "a slice"),  # windows skipping rows, a strided input
+    ((5, 5), (1, 1), (1, 1), ((4, 4), (4, 4)), "compact"),  # windows wholly in the padding
+])
+def test_the_cpu_im2col_kernel_copies_what_the_padded_window_view_holds(dtype, kernel, stride, dilation, padding,
+                                                                         layout):
+    """The cpu's im2col kernel (one copy, read straight from the input) against the array layer's
+    way: pad into a new array, then compact the strided window view. Also inside a compiled step,
+    which records the kernel's call and replays it on new data."""
+    from needle.autograd import array_api
+    from needle.ops import _windows
+    n, h, w, c = 2, 9, 8, 3
+
+    def image(seed):
+        data = np.random.RandomState(seed).randn(n, c, h, w + 2).astype(dtype)
+        if layout == "nhwc view of nchw":
+            return NDArray(data[..., :w].copy(), device=ndl.cpu()).permute((0, 2, 3, 1))
+        if layout == "a slice":
+            return NDArray(data.transpose(0, 2, 3, 1).copy(), device=ndl.cpu())[:, :, 1:w + 1, :]
+        return NDArray(data[..., :w].transpose(0, 2, 3, 1).copy(), device=ndl.cpu())
+
+    def reference(a):
+        return _windows.window_view(a, kernel, stride, padding, dilation=dilation).numpy()
+
+    a = image(1)
+    got = array_api.device_im2col(a, kernel, stride, dilation, padding)
+    assert got is not None and got.is_compact()
+    assert got.numpy().tobytes() == np.ascontiguousarray(reference(a)).tobytes()
+
+    def step(x):
+        return ndl.Tensor(array_api.device_im2col(x.realize_cached_data(), kernel, stride, dilation, padding),
+                          device=ndl.cpu(), requires_grad=False) * 1.0
+
+    compiled = ndl.compile(step)
+    for seed in (4, 5, 6):  # eager, traced, replayed
+        x = image(seed)
+        out = compiled(ndl.Tensor(x, device=ndl.cpu(), requires_grad=False))
+        assert out.numpy().tobytes() == np.ascontiguousarray(reference(x)).tobytes()
+    assert "im2col" in [call.name for call in compiled.programs[0].calls]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_cpu_col2im_kernel_gives_the_bits_of_the_array_level_sums(dtype):
     """The cpu device's col2im kernel (one pass) against the array layer's strided adds, which the
     cpu_numpy device (no such kernel) runs: the same bits over strides, dilations, uneven padding,

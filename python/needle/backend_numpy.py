@@ -517,6 +517,11 @@ def device_col2im(cols: np.ndarray, shape: tuple, kernel: tuple, stride: tuple, 
     return None
 
 
+def device_im2col(a, kernel, stride, dilation, padding) -> None:
+    """None: numpy mode has no im2col kernel (needle.ops._windows compacts the padded window view)."""
+    return None
+
+
 def device_lstm_gates_backward(gh, gc, tanh_c, gates, c0, sig_neg) -> None:
     """None: numpy mode has no fused LSTM gradient kernel (LSTMGatesGrad runs its array sequence)."""
     return None

@@ -24,7 +24,7 @@ __all__ = [
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
-    "device_col2im", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
+    "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
     "device_batch_norm_backward",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
@@ -428,6 +428,24 @@ def device_col2im(cols: NDArray, shape: tuple, kernel: tuple, stride: tuple, dil
     if out.size:
         device.call("col2im", cols._operand(), out._handle, tuple(shape), tuple(kernel), tuple(stride),
                     tuple(dilation), tuple(top_left))
+    return out
+
+
+def device_im2col(a: NDArray, kernel: tuple, stride: tuple, dilation: tuple, padding: tuple) -> Optional[NDArray]:
+    """Every window of the (N, H, W, C) array `a` zero-padded by padding ((top, bottom), (left,
+    right)), as a new compact (N, Ho, Wo, KH, KW, C) array, by the device's own im2col kernel (see
+    interface.OptionalKernels; `a` is read in place, strided or not), or None where the device has
+    none (needle.ops._windows then pads and compacts the window view: the same values)."""
+    device = a.device
+    if not hasattr(device.mod, "im2col") or len(a.shape) != 4:
+        return None
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    (top, bottom), (left, right) = padding
+    n, h, w, c = a.shape
+    ho, wo = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    out = NDArray.make((n, ho, wo, kh, kw, c), device=device, dtype=a.dtype)
+    if out.size:
+        device.call("im2col", a._operand(), out._handle, tuple(out.shape), (sh, sw), (dh, dw), (top, left))
     return out
 
 

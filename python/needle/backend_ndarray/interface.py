@@ -130,7 +130,7 @@ OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
 # And the optional kernels of `OptionalKernels` below (a signature each, so that a recorder knows
 # which argument they write).
 OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
-                                     "matmul_accumulate", "accumulates_exactly", "col2im")
+                                     "matmul_accumulate", "accumulates_exactly", "col2im", "im2col")
 
 
 
@@ -143,6 +143,13 @@ class OptionalKernels(Protocol):
         input gradient): each element is 0 plus its windows' entries added in kernel-offset order
         (u, then v), the padding dropped (top_left: the offsets of out in the padded frame) -- the
         bits of needle.ops._windows.col2im's array-level sequence, which a device without it runs"""
+
+    def im2col(self, a: Operand, out: Any, shape: Tuple[int, int, int, int, int, int], stride: Tuple[int, int],
+               dilation: Tuple[int, int], top_left: Tuple[int, int]) -> None:
+        """out (shape = (N, Ho, Wo, KH, KW, C)) = every window of the (N, H, W, C) operand `a` padded
+        with zeros (top_left: the padding before H and W): out[n, i, j, u, v, c] is
+        a[n, i*sh + u*dh - top, j*sw + v*dw - left, c], 0 where that is outside a -- a copy, what
+        needle.ops._windows.window_view's padded view holds, which a device without it compacts"""
 
     def lstm_gates_backward(self, gh: Any, gc: Any, tanh_c: Any, i: Any, f: Any, g: Any, o: Any, c0: Any,
                             sig_neg_i: Any, sig_neg_f: Any, sig_neg_o: Any, grad_z: Any, grad_c0: Any,

@@ -447,6 +447,33 @@ def _add_rows(table, idx, values):
             table[row, j] += values[i, j]
 
 
+def im2col(a, out, shape, stride, dilation, top_left):
+    _im2col(read(a), out_view(out, tuple(shape)), stride[0], stride[1], dilation[0], dilation[1], top_left[0],
+            top_left[1])
+
+
+@numba.njit(cache=True, nogil=True)
+def _im2col(x, cols, sh, sw, dh, dw, top, left):
+    """cols[n, i, j, u, v, :] = x[n, i*sh + u*dh - top, j*sw + v*dw - left, :], 0 outside x: the padded
+    window view copied, read straight from x (which may be strided: an NHWC view of NCHW data)."""
+    h, w = x.shape[1], x.shape[2]
+    ho, wo, kh, kw, c = cols.shape[1], cols.shape[2], cols.shape[3], cols.shape[4], cols.shape[5]
+    zero = cols.dtype.type(0)
+    for n in range(cols.shape[0]):
+        for i in range(ho):
+            for j in range(wo):
+                for u in range(kh):
+                    r = i * sh + u * dh - top
+                    for v in range(kw):
+                        q = j * sw + v * dw - left
+                        if 0 <= r < h and 0 <= q < w:
+                            for k in range(c):
+                                cols[n, i, j, u, v, k] = x[n, r, q, k]
+                        else:
+                            for k in range(c):
+                                cols[n, i, j, u, v, k] = zero
+
+
 def col2im(cols, out, shape, kernel, stride, dilation, top_left):
     n, h, w, c = shape
     _col2im(read(cols), out_view(out, (n, h, w, c)), kernel[0], kernel[1], stride[0], stride[1], dilation[0],

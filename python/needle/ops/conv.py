@@ -57,6 +57,10 @@ class _Geometry:
         (G, N*Ho*Wo, KH*KW*C/G), block by block; and (N, Ho, Wo)."""
         g = self.groups
         if g == 1:
+            cols = array_api.device_im2col(a, (kh, kw), self.strides, self.dilations, sides(self.pads))
+            if cols is not None:  # the device's one copy (no padded array in between)
+                n, ho, wo = cols.shape[:3]
+                return array_api.reshape(cols, (n * ho * wo, kh * kw * cols.shape[5])), (n, ho, wo)
             view = window_view(a, (kh, kw), self.strides, self.pads, dilation=self.dilations)
             n, ho, wo = view.shape[:3]
             return array_api.reshape(array_api.ascontiguousarray(view), (n * ho * wo, kh * kw * view.shape[5])), \
