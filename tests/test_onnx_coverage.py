@@ -297,6 +297,7 @@ UNMAPPED_OPS = {
     "LSTMGatesGrad": "the gradient of the LSTM cell's pointwise part: backward only",
     "LogSoftmaxGrad": "the gradient of logsoftmax: backward only",
     "SoftmaxGrad": "the gradient of softmax: backward only",
+    "NLLLossGrad": "the gradient of nll_loss: backward only",
     "ConvWeightGrad": "the gradient of conv with respect to its kernel: backward only",
     "Dilate": "conv's stride in its gradient: backward only",
     "UnDilate": "Dilate's adjoint: backward only",

@@ -537,6 +537,16 @@ def device_batch_norm_backward(g, x, w, mean, inv_std) -> None:
     return None
 
 
+def device_nll_loss_sum(log_probs, ids) -> None:
+    """None: numpy mode has no picked-sum kernel (NLLLoss runs its array sequence)."""
+    return None
+
+
+def device_nll_loss_backward(ids, value, shape) -> None:
+    """None: numpy mode has no NLL gradient kernel (NLLLossGrad runs its array sequence)."""
+    return None
+
+
 def threshold_backward(g: np.ndarray, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """where(x <= threshold, 0, g): ReLU's gradient g masked by its input x."""
     return where(np.less_equal(x, threshold), 0.0, g)

@@ -25,7 +25,7 @@ __all__ = [
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
-    "device_batch_norm_backward",
+    "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -517,6 +517,56 @@ def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     x.device.batch_norm_backward(g._handle, x._handle, w._handle, mean._handle, inv_std._handle, grad_x._handle,
                                  grad_w._handle, grad_b._handle)
     return grad_x, grad_w, grad_b
+
+
+def _class_ids(ids: NDArray, rows: int) -> Optional[NDArray]:
+    """ids as B = `rows` int64 class ids (floats holding whole numbers converted, as one_hot does), or
+    None for another shape."""
+    if ids.shape != (rows,):
+        return None
+    return ids if ids.dtype == "int64" else ids.astype("int64")
+
+
+def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
+    """The sum of where(one_hot(ids), log_probs, 0) over the (B, k) log_probs as numpy sums it (shape
+    ()), by the device's own nll_loss_sum kernel (interface.OptionalKernels; the B picked elements
+    only, with the bits of the whole sum), or None where it has none, the arrays do not fit it or a
+    compiled step is recording (needle.ops.loss.NLLLoss then runs its array sequence). ValueError
+    names a class id outside [0, k), as one_hot's."""
+    device = log_probs.device
+    if device.recorder is not None or not hasattr(device.mod, "nll_loss_sum") or len(log_probs.shape) != 2 \
+            or log_probs.dtype not in ("float32", "float64") or not log_probs.is_compact() or ids.device != device:
+        return None
+    rows, classes = log_probs.shape
+    idx = _class_ids(ids, rows)
+    if idx is None or rows == 0 or classes == 0:
+        return None
+    out = NDArray.make((), device=device, dtype=log_probs.dtype)
+    try:
+        device.nll_loss_sum(log_probs._handle, idx._operand(), out._handle, classes)
+    except IndexError as err:
+        raise ValueError(f"one_hot: {err}") from None
+    return out
+
+
+def device_nll_loss_backward(ids: NDArray, value: NDArray, shape: tuple) -> Optional[NDArray]:
+    """(B, k) = `shape` zeros but value's one element at [i, ids[i]] (NLLLoss's gradient, what
+    where(one_hot(ids), value, 0) gives), by the device's own nll_loss_backward kernel, or None where
+    it has none or a compiled step is recording."""
+    device = value.device
+    if device.recorder is not None or not hasattr(device.mod, "nll_loss_backward") or len(shape) != 2 \
+            or value.size != 1 or ids.device != device or value.dtype not in ("float32", "float64"):
+        return None
+    rows, classes = shape
+    idx = _class_ids(ids, rows)
+    if idx is None or rows == 0 or classes == 0:
+        return None
+    out = NDArray.make(tuple(shape), device=device, dtype=value.dtype)
+    try:
+        device.nll_loss_backward(idx._operand(), value._operand(), out._handle, classes)
+    except IndexError as err:
+        raise ValueError(f"one_hot: {err}") from None
+    return out
 
 
 def _dense(a: NDArray) -> bool:

@@ -176,6 +176,15 @@ class OptionalKernels(Protocol):
         rows in order) and grad_x = ((w * inv_std) / N) * ((g * N + (-grad_b)) + x_hat * (-grad_w))
         -- the bits of the array-level sequence (but for a nan's sign)"""
 
+    def nll_loss_sum(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
+        """out (one element) = the sum of where(one_hot(ids), log_probs, 0) over the compact (B, classes)
+        log_probs flat, as numpy sums it (0 plus its pairwise sum), ids B int64 class ids: IndexError
+        naming one outside [0, classes) -- the bits of needle.ops.loss.NLLLoss's array sequence"""
+
+    def nll_loss_backward(self, ids: Any, value: Any, out: Any, classes: int) -> None:
+        """out (B, classes) = 0 but value's one element at [i, ids[i]] (NLLLoss's gradient; IndexError
+        naming a class id outside [0, classes))"""
+
     def threshold_backward(self, g: Any, x: Any, out: Any, threshold: Any) -> None:
         """out = 0 where x <= threshold, else g (ReLU's gradient; a nan x passes g on): compact g,
         x and out of one size, g and out of one dtype -- the bits of where(x <= threshold, 0, g)"""

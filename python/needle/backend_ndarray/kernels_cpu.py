@@ -632,6 +632,123 @@ def _batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b, n):
             grad_x[i, j] = scale[j] * ((g[i, j] * n + negative_gb[j]) + x_hat * negative_gw[j])
 
 
+# --- the negative log-likelihood's picked sum and its gradient (SoftmaxLoss after its log-softmax) ------
+# The loss is -sum(where(one_hot(ids), log_probs, 0)) / B: numpy sums the (B, k) array flat, pairwise
+# (numpy's pairwise_sum: blocks of at most 128 elements summed with 8 accumulators, longer runs
+# halved at a multiple of 8), and the result is 0.0 plus that. Where only B of the B * k elements are
+# not zero, every block without a picked element sums to +0.0 and need not be read: the same
+# additions, walked over the B picked elements only (700 x 10,000 logits: 0.3 ms instead of the
+# select's and the sum's 7 ms).
+
+def nll_loss_sum(log_probs, ids, out, classes):
+    idx = class_ids(ids, classes)
+    x = read(log_probs).reshape(idx.size, classes)
+    out.array[0] = _picked_sum(x, idx, np.zeros(128, x.dtype))
+
+
+@numba.njit(cache=True, nogil=True)
+def _picked_sum(x, ids, block):
+    rows, classes = x.shape
+    positions = np.empty(rows, np.int64)
+    values = np.empty(rows, x.dtype)
+    for i in range(rows):
+        positions[i] = i * classes + ids[i]
+        values[i] = x[i, ids[i]]
+    zero = x.dtype.type(0)
+    return zero + _pairwise_sparse(0, rows * classes, positions, values, 0, rows, block)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sparse(start, n, positions, values, first, last, block):
+    """numpy's pairwise sum of the n elements from flat position `start` of an array that is zero but
+    at positions[first:last] (sorted), which hold values[first:last]; `block` is 128 zeros, left so.
+    numpy recurses (left half + right half); this walks the same tree with a stack of its own (a
+    recursive numba function breaks when loaded from numba's cache)."""
+    zero = block.dtype.type(0)
+    depth = 128  # halving from below 2^63 elements ends far sooner
+    f_start = np.empty(depth, np.int64)
+    f_n = np.empty(depth, np.int64)
+    f_first = np.empty(depth, np.int64)
+    f_last = np.empty(depth, np.int64)
+    f_middle = np.empty(depth, np.int64)
+    f_state = np.empty(depth, np.int64)
+    sums = np.empty(depth, block.dtype)
+    frames = 1
+    done = 0
+    f_start[0], f_n[0], f_first[0], f_last[0], f_state[0] = start, n, first, last, 0
+    while frames:
+        top = frames - 1
+        lo, size, a, b = f_start[top], f_n[top], f_first[top], f_last[top]
+        half = size // 2
+        half -= half % 8
+        if f_state[top] == 0:
+            if a == b or size <= 128:  # a leaf: zeros, or one block
+                sums[done] = zero if a == b else _block_sum(lo, size, positions, values, a, b, block)
+                done += 1
+                frames -= 1
+                continue
+            middle = a
+            while middle < b and positions[middle] < lo + half:
+                middle += 1
+            f_middle[top] = middle
+            f_state[top] = 1
+            f_start[frames], f_n[frames], f_first[frames], f_last[frames], f_state[frames] = lo, half, a, middle, 0
+            frames += 1
+        elif f_state[top] == 1:
+            f_state[top] = 2
+            f_start[frames], f_n[frames] = lo + half, size - half
+            f_first[frames], f_last[frames], f_state[frames] = f_middle[top], b, 0
+            frames += 1
+        else:  # both halves summed: left + right
+            done -= 1
+            sums[done - 1] = sums[done - 1] + sums[done]
+            frames -= 1
+    return sums[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sum(start, n, positions, values, first, last, block):
+    """numpy's sum of one block of n <= 128 elements: from 0.0 one by one below 8, else with 8
+    accumulators (the first 8 elements, then 8 at a time), combined as ((0+1)+(2+3))+((4+5)+(6+7)),
+    then the remainder added one by one."""
+    for t in range(first, last):
+        block[positions[t] - start] = values[t]
+    zero = block.dtype.type(0)
+    if n < 8:
+        total = zero
+        for i in range(n):
+            total += block[i]
+    else:
+        r0, r1, r2, r3 = block[0], block[1], block[2], block[3]
+        r4, r5, r6, r7 = block[4], block[5], block[6], block[7]
+        i = 8
+        end = n - n % 8
+        while i < end:
+            r0 += block[i]
+            r1 += block[i + 1]
+            r2 += block[i + 2]
+            r3 += block[i + 3]
+            r4 += block[i + 4]
+            r5 += block[i + 5]
+            r6 += block[i + 6]
+            r7 += block[i + 7]
+            i += 8
+        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            total += block[i]
+            i += 1
+    for t in range(first, last):
+        block[positions[t] - start] = zero
+    return total
+
+
+def nll_loss_backward(ids, value, out, classes):
+    idx = class_ids(ids, classes)
+    grad = out_view(out, (idx.size, classes))
+    grad.fill(0)
+    grad[np.arange(idx.size), idx] = read(value).reshape(-1)[0]
+
+
 def one_hot_rows(indices, out, n):
     idx = class_ids(indices, n)
     dest = out_view(out, (idx.size, n))

@@ -753,10 +753,10 @@ class SoftmaxLoss(Module):
             raise ValueError(f"SoftmaxLoss expects logits of shape (batch, classes), got {logits.shape}")
         if tuple(y.shape) != logits.shape[:1]:
             raise ValueError(f"SoftmaxLoss: labels of shape {tuple(y.shape)} for logits of shape {logits.shape}")
-        batch, classes = logits.shape
-        label = init.one_hot(classes, y, device=logits.device, dtype="bool")
-        picked = ops.where(label, ops.logsoftmax(logits, axis=1), 0.0)
-        return -ops.summation(picked) / batch
+        if y.device != logits.device:
+            y = Tensor(y.realize_cached_data(), device=logits.device, requires_grad=False)
+        # -summation(where(one_hot(y), logsoftmax(logits), 0)) / batch, as one op (ops.NLLLoss)
+        return ops.nll_loss(ops.logsoftmax(logits, axis=1), y)
 
 
 class BatchNorm1d(Module):

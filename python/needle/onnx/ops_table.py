@@ -240,6 +240,14 @@ def _binary_cross_entropy(ctx, node):
     return g.add("Sub", [g.add("Mul", [g.add("Sub", [t, one]), log_not_x]), g.add("Mul", [t, log_x])])
 
 
+@_writes("Cast, NegativeLogLikelihoodLoss")
+def _nll_loss(ctx, node):
+    """NLLLoss: ONNX's NegativeLogLikelihoodLoss with reduction 'mean' (no weights: the sum over the
+    batch divided by its size), on int64 class ids."""
+    log_probs = ctx.name(node.inputs[0], ctx.dtype(node))
+    return ctx.graph.add("NegativeLogLikelihoodLoss", [log_probs, ctx.name(node.inputs[1], "int64")], reduction="mean")
+
+
 @_writes("Cast, OneHot, Cast")
 def _one_hot(ctx, node):
     """OneHot on int64 ids (ids outside [0, n) are refused by needle; ONNX would wrap negative ones)
@@ -682,6 +690,7 @@ OP_TABLE: Dict[type, Emitter] = {
     # indexing
     ops.GetItem: _getitem,
     ops.OneHot: _one_hot,
+    ops.NLLLoss: _nll_loss,
     ops.SetItem: _setitem,
     # tuples
     ops.MakeTensorTuple: _make_tuple,

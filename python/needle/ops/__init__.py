@@ -71,7 +71,7 @@ from .elementwise import (
 )
 from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
-from .loss import BinaryCrossEntropy, binary_cross_entropy
+from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
 from .lstm import LSTMGates, LSTMGatesGrad, lstm_gates
 from .matmul import MatMul, matmul
 from .normalization import BatchNorm, BatchNormGrad, batch_norm
@@ -180,7 +180,8 @@ __all__ = [
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
-    "binary_cross_entropy", "BinaryCrossEntropy", "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad",
+    "binary_cross_entropy", "BinaryCrossEntropy", "nll_loss", "NLLLoss", "NLLLossGrad",
+    "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad",
     "BatchNormGrad", "LogSoftmaxGrad", "SoftmaxGrad",
     # PyTorch's functions (torch.cat, torch.topk, ...; the ones named like Python builtins -- sum, min,
     # all, any, abs, pow -- are needle.functions', kept out of star imports)

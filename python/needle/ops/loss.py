@@ -1,5 +1,6 @@
-"""Loss ops whose gradient is PyTorch's own formula rather than the chain rule through their
-forward: binary cross-entropy on probabilities.
+"""Loss ops: binary cross-entropy on probabilities, whose gradient is PyTorch's own formula rather
+than the chain rule through its forward, and the negative log-likelihood of picked classes (the
+course's SoftmaxLoss after its log-softmax), one op and one gradient op instead of seven nodes.
 
 PyTorch clamps binary_cross_entropy's logarithms at -100 (so a probability of exactly 0 or 1
 gives a finite loss) and defines its gradient as w (x - t) / max(x (1 - x), 1e-12), which stays
@@ -10,11 +11,13 @@ forward made of array functions (every device, numpy mode) and its gradient of T
 """
 from __future__ import annotations
 
-from ..autograd import TensorOp, array_api
+from ..autograd import TensorOp, array_api, vjp
 from ._helpers import require_tensor, same_shape
-from .elementwise import log, log1p, maximum
+from .elementwise import log, log1p, maximum, where
+from .indexing import one_hot
+from .shape import broadcast_to
 
-__all__ = ["BinaryCrossEntropy", "binary_cross_entropy"]
+__all__ = ["BinaryCrossEntropy", "binary_cross_entropy", "NLLLoss", "NLLLossGrad", "nll_loss"]
 
 LOG_CLAMP = -100.0  # PyTorch's lower bound on binary_cross_entropy's logarithms
 # PyTorch's lower bound on x (1 - x) in the gradient: its 1e-12, which it rounds to float32 in
@@ -55,3 +58,78 @@ class BinaryCrossEntropy(TensorOp):
 def binary_cross_entropy(x, t):
     """BinaryCrossEntropy()(x, t): the elementwise loss of probabilities x against targets t."""
     return BinaryCrossEntropy()(x, t)
+
+
+class NLLLoss(TensorOp):
+    """-sum(log_probs[i, labels[i]]) / B: the mean negative log-likelihood of the labelled classes, from
+    log_probs (B, k) and B class ids (int64, or floats holding whole numbers, as one_hot takes):
+    PyTorch's nll_loss (reduction 'mean', no weights); the course's SoftmaxLoss is this after
+    logsoftmax. Shape (). ValueError names a class id outside [0, k).
+
+    The value is that of the Tensor ops -summation(where(one_hot(labels), log_probs, 0)) / B, bit for
+    bit: the sum is numpy's over the (B, k) array, which the cpu's nll_loss_sum kernel adds up from
+    the B picked elements alone. Gradient: NLLLossGrad, one node (the Tensor ops take five).
+    """
+
+    def check(self, log_probs, labels):
+        require_tensor(log_probs, "nll_loss")
+        require_tensor(labels, "nll_loss")
+        if len(log_probs.shape) != 2:
+            raise ValueError(f"nll_loss expects log-probabilities of shape (batch, classes), got {log_probs.shape}")
+        if tuple(labels.shape) != tuple(log_probs.shape[:1]):
+            raise ValueError(f"nll_loss: labels of shape {tuple(labels.shape)} for log-probabilities of shape "
+                             f"{tuple(log_probs.shape)}")
+        if labels.device != log_probs.device:
+            raise ValueError(f"nll_loss: labels on {labels.device}, log-probabilities on {log_probs.device}")
+
+    def compute(self, log_probs, labels):
+        batch, classes = log_probs.shape
+        total = array_api.device_nll_loss_sum(log_probs, labels)  # the same bits from B elements, or None
+        if total is None:
+            mask = array_api.one_hot(classes, labels, dtype="bool", device=array_api.device_of(log_probs))
+            total = array_api.sum(array_api.where(mask, log_probs, 0.0))
+        return array_api.divide(array_api.negative(total), batch)
+
+    def gradient(self, out_grad, node):
+        log_probs, labels = node.inputs
+        return NLLLossGrad(tuple(log_probs.shape))(out_grad, labels), None
+
+
+def _nll_gradient(g, labels, shape: tuple):
+    """NLLLoss's gradient as the Tensor ops of its forward's chain rule: where(one_hot(labels), -(g / B), 0)."""
+    batch, classes = shape
+    return where(one_hot(labels, classes, dtype="bool"), broadcast_to(-(g / batch), shape), 0.0)
+
+
+class NLLLossGrad(TensorOp):
+    """NLLLoss's gradient for log_probs of `shape` (B, k), from its adjoint g (shape ()) and the labels:
+    -(g / B) at [i, labels[i]], 0 elsewhere -- `_nll_gradient`'s bits, one pass (the cpu's
+    nll_loss_backward kernel) instead of a one-hot mask and a select. Its own gradient differentiates
+    `_nll_gradient` (autograd.vjp)."""
+
+    def __init__(self, shape: tuple):
+        self.shape = tuple(shape)
+
+    def check(self, g, labels):
+        if tuple(g.shape) != ():
+            raise ValueError(f"nll_loss gradient: the adjoint has shape {tuple(g.shape)}, expected ()")
+
+    def compute(self, g, labels):
+        batch, classes = self.shape
+        value = array_api.negative(array_api.divide(g, batch))
+        dense = array_api.device_nll_loss_backward(labels, value, self.shape)
+        if dense is not None:
+            return dense
+        mask = array_api.one_hot(classes, labels, dtype="bool", device=array_api.device_of(g))
+        return array_api.where(mask, array_api.broadcast_to(value, self.shape), 0.0)
+
+    def gradient(self, out_grad, node):
+        g, labels = node.inputs
+        shape = self.shape
+        (grad_g,) = vjp(lambda g: _nll_gradient(g, labels, shape), (g,), (out_grad,))
+        return grad_g, None
+
+
+def nll_loss(log_probs, labels):
+    """NLLLoss()(log_probs, labels): -mean over the batch of log_probs[i, labels[i]]; log_probs (B, k)."""
+    return NLLLoss()(log_probs, labels)
