@@ -85,6 +85,23 @@ def test_a_split_elementwise_kernel_gives_the_whole_kernels_bits(two_threads, na
     assert whole[out].array.tobytes() == split[out].array.tobytes()
 
 
+IMAGES = R.randn(32, 3, 33, 34).astype(np.float32)  # NCHW: read as an NHWC view
+WINDOWS = buffer(R.randn(32, 16, 17, 3, 3, 8).astype(np.float32))
+
+
+@pytest.mark.parametrize("name,args_of", [
+    ("im2col", lambda: ((buffer(IMAGES), (32, 33, 34, 3), (3366, 34, 1, 1122), 0), Array(32 * 9 * 9 * 49 * 3),
+                        (32, 9, 9, 7, 7, 3), (4, 4), (1, 1), (3, 3))),
+    ("col2im", lambda: ((WINDOWS, (32, 16, 17, 3, 3, 8), None, 0),
+                        Array(32 * 32 * 34 * 8), (32, 32, 34, 8), (3, 3), (2, 2), (1, 1), (1, 1))),
+], ids=["im2col", "col2im"])
+def test_split_window_copies_and_sums_give_the_whole_calls_bits(two_threads, name, args_of):
+    """A convolution's im2col and col2im split by the images of the batch, each block reading and
+    writing its own images."""
+    whole, split = whole_and_split(name, args_of)
+    assert whole[1].array.tobytes() == split[1].array.tobytes()
+
+
 def test_a_split_store_writes_every_row_of_a_strided_destination(two_threads):
     def args_of():
         dest = buffer(np.zeros((700, 2000), np.float32))

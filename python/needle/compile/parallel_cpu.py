@@ -7,15 +7,15 @@ element from the same operands, a reduction over trailing axes sums each kept ro
 same order (numpy's pairwise sum of that row), a copy moves the same values -- so the
 result is the same bits as the unsplit call, on any number of threads.
 
-What splits: the primitives' elementwise kernels, `ewise_where`, `compact`,
-`ewise_setitem`, `reduce_sum/max/min` over trailing axes with kept rows (not column sums:
-`_reads_across_rows`), the optimizers' fused updates (`sgd_step`, `adam_step`, ..., by
-element ranges), the fused kernels of `fusion_cpu` (through `run_blocks`), and batched
-matmuls whose matrices OpenBLAS runs on one thread (blocks of the batch: the same sgemm call
-per matrix, so the same bits; `MATMUL_THREADED`). A call is split only when it is large
-enough to pay for the hand-off (`MIN_ELEMENTS`, `MATMUL_MIN_WORK`), its output has rows to
-split, and no block could see another block's writes (an input sharing the output's buffer
-through another view, or output blocks whose memory ranges overlap, keep the call whole).
+What splits: the primitives' elementwise kernels, `ewise_where`, `compact`, `ewise_setitem`,
+`im2col` and `col2im` (by images of the batch), `reduce_sum/max/min` over trailing axes with kept
+rows (not column sums: `_reads_across_rows`), the optimizers' fused updates (`sgd_step`,
+`adam_step`, ..., by element ranges), the fused kernels of `fusion_cpu` (through `run_blocks`), and
+batched matmuls whose matrices OpenBLAS runs on one thread (blocks of the batch: the same sgemm
+call per matrix, so the same bits; `MATMUL_THREADED`). A call is split only when it is large enough
+to pay for the hand-off (`MIN_ELEMENTS`, `MATMUL_MIN_WORK`), its output has rows to split, and no
+block could see another block's writes (an input sharing the output's buffer through another view,
+or output blocks whose memory ranges overlap, keep the call whole).
 
 Measured and not done: splitting eager calls the same way (numpy's kernels of 262k elements
 and more, run from NDArray): gpt's eager step 241 -> 273-280 ms, resnet9's 26 -> 33-35 ms
@@ -454,6 +454,13 @@ def _plan(name: str, kernel, args: tuple):
         shape = (batch, m, p)
         return shape, lambda lo, hi: (_operand_rows(a, lo, hi), _operand_rows(b, lo, hi),
                                       _buffer_rows(out, shape, lo, hi), m, n, p, hi - lo)
+    if name in ("im2col", "col2im"):  # each image of the batch read and written on its own
+        a, out, shape, *geometry = args
+        if not _is_operand(a) or a[0] is out:
+            return None
+        shape = tuple(shape)
+        return shape, lambda lo, hi: (_operand_rows(a, lo, hi), _buffer_rows(out, shape, lo, hi),
+                                      (hi - lo,) + shape[1:], *geometry)
     if name in ("reduce_sum", "reduce_max", "reduce_min"):
         a, out, reduce_size = args
         if not _is_operand(a) or a[0] is out or reduce_size < 1:
