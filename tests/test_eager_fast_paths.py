@@ -705,3 +705,27 @@ def test_relus_gradient_can_be_differentiated_again_as_pytorchs():
     (g,) = torch.autograd.grad((torch.relu(torch.tensor(x_np) @ tw) ** 3).sum(), (tw,), create_graph=True)
     (hv,) = torch.autograd.grad((g * torch.tensor(v_np)).sum(), (tw,))
     np.testing.assert_allclose(w.grad.numpy(), hv.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=str)
+@pytest.mark.parametrize("shape, index", [
+    ((27, 10), lambda r: (r.randint(0, 27, (32, 3)),)),                        # an embedding's weight[ids]
+    ((6, 5, 4), lambda r: (r.randint(0, 6, 7), r.randint(0, 5, 7))),           # two leading index arrays
+    ((6, 5, 4), lambda r: (slice(None), r.randint(0, 5, (2, 3)))),             # an array after a slice
+    ((6, 5), lambda r: (r.randint(0, 6, 4), slice(1, 4))),                     # a partial slice after it
+])
+def test_row_gathers_and_their_scatter_adds_match_numpy(device, shape, index):
+    """x[ids] whose leading axes are indexed and the rest whole is a row take from x itself, and its
+    gradient the rows added into zeros; other index forms keep the general path. Values are numpy's
+    x[index], gradients np.add.at's (repeated ids add up)."""
+    rng = np.random.RandomState(4)
+    data, idx = rng.randn(*shape), index(rng)
+    x = ndl.Tensor(data, device=device, dtype="float64")
+    tensor_index = tuple(i if isinstance(i, slice) else ndl.Tensor(i, device=device, dtype="int64") for i in idx)
+    picked = x[tensor_index if len(tensor_index) > 1 else tensor_index[0]]
+    np.testing.assert_array_equal(picked.numpy(), data[idx])
+    weight = rng.randn(*picked.shape)
+    (picked * ndl.Tensor(weight, device=device, dtype="float64")).sum().backward()
+    expected = np.zeros(shape)
+    np.add.at(expected, idx, weight)
+    np.testing.assert_array_equal(x.grad.numpy(), expected)

@@ -123,6 +123,10 @@ class IndexPlan:
         self.adv_dims = adv_dims
         self.rest_shape = tuple(view_shape[p] for p in rest)
         self.rows = self._flat_rows(adv_arrays, adv_dims, index_shape)
+        # the leading axes indexed by arrays and the rest whole (an embedding's weight[ids]): the
+        # gather is a row take from the array itself, no slicing or transposing views in between
+        self.rows_only = self.sliced_shape == self.input_shape == self.view_shape and \
+            self.perm == tuple(range(len(self.perm)))
         gathered = index_shape + self.rest_shape
         self.result_perm: Optional[Tuple[int, ...]]
         adjacent = adv_pos == list(range(adv_pos[0], adv_pos[0] + len(adv_pos)))
@@ -150,6 +154,10 @@ class IndexPlan:
     def gather(self, a):
         """tensor[index] on backend data. Ints, slices, None and Ellipsis give a view of `a`'s
         buffer (PyTorch's basic indexing: x[0].add_(1) writes x); index arrays a copy."""
+        if self.advanced and self.rows_only:
+            out = array_api.take_rows(array_api.reshape(array_api.ascontiguousarray(a), (size_of(self.adv_dims),)
+                                                        + self.rest_shape), self.rows)
+            return out if self.result_perm is None else array_api.transpose(out, self.result_perm)
         v = array_api.getitem(a, self.basic)
         if not self.advanced:
             if self.view_shape == self.sliced_shape:
@@ -186,6 +194,8 @@ class IndexPlan:
             g = array_api.reshape(array_api.ascontiguousarray(g), (size_of(self.rows.shape),) + self.rest_shape)
             buf = array_api.zeros((size_of(self.adv_dims),) + self.rest_shape, dtype, device)
             array_api.index_add_rows(buf, array_api.reshape(self.rows, (-1,)), g)
+            if self.rows_only:  # weight[ids]: the rows added into are the result
+                return array_api.reshape(buf, self.input_shape)
             g = array_api.transpose(array_api.reshape(buf, self.adv_dims + self.rest_shape),
                                     inverse_permutation(self.perm))
         g = array_api.reshape(array_api.ascontiguousarray(g), self.sliced_shape)
