@@ -729,3 +729,19 @@ def test_row_gathers_and_their_scatter_adds_match_numpy(device, shape, index):
     expected = np.zeros(shape)
     np.add.at(expected, idx, weight)
     np.testing.assert_array_equal(x.grad.numpy(), expected)
+
+
+@pytest.mark.parametrize("table, ids_shape", [((27, 10), (32, 3)), ((5, 4, 3), (7,)), ((6,), (2, 2))])
+def test_an_embeddings_checked_ids_give_the_plan_the_general_path_works_out(table, ids_shape):
+    """IndexPlan(..., rows_in_range=True), which an embedding's lookup makes after its own range
+    check, has every attribute IndexPlan(shape, ids) computes, the row ids as the flat rows; ids that
+    are not int64 take the general path."""
+    from needle.ops.indexing import IndexPlan
+    ids = ndl.Tensor(np.random.RandomState(0).randint(0, table[0], ids_shape), dtype="int64")
+    fast, general = IndexPlan(table, ids, ndl.cpu(), rows_in_range=True), IndexPlan(table, ids, ndl.cpu())
+    for name in ("input_shape", "basic", "layout", "sliced_shape", "view_shape", "advanced", "perm", "adv_dims",
+                 "rest_shape", "rows_only", "result_perm", "output_shape"):
+        assert getattr(fast, name) == getattr(general, name), name
+    assert fast.rows.numpy().tobytes() == general.rows.numpy().tobytes()
+    floats = ndl.Tensor(ids.numpy().astype(np.float32))
+    assert IndexPlan(table, floats, ndl.cpu(), rows_in_range=True).rows.dtype == "int64"

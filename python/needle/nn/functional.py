@@ -1061,7 +1061,8 @@ def _padding_index(padding_idx: Optional[int], num_embeddings: int, what: str) -
 def _lookup(input: Tensor, weight: Tensor, padding_idx: Optional[int]) -> Tensor:
     """weight[input]; the rows looked up at padding_idx pass no gradient to weight (their value is
     kept: where(ids != padding_idx, rows, rows detached))."""
-    rows = weight[input]
+    # the ids were checked against weight's rows: the plan need not check them again
+    rows = ops.GetItem(ops.IndexPlan(tuple(weight.shape), input, weight.device, rows_in_range=True))(weight)
     if padding_idx is None or not rows.requires_grad:
         return rows
     keep = ops.not_equal(input, padding_idx).reshape(tuple(input.shape) + (1,)).broadcast_to(rows.shape)

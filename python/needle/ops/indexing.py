@@ -36,8 +36,14 @@ class IndexPlan:
     and applied with a row gather (numpy's placement rule for the new axes).
     """
 
-    def __init__(self, shape: tuple, index, device=None):
+    def __init__(self, shape: tuple, index, device=None, *, rows_in_range: bool = False):
+        """rows_in_range: `index` is an int64 Tensor of row ids its caller has checked to lie in
+        [0, shape[0]) (an embedding's lookup): the plan of table[ids] is made without checking them
+        again (what the general path works out for that index)."""
         self.input_shape = tuple(shape)
+        if rows_in_range and isinstance(index, Tensor) and index.dtype == "int64" and len(self.input_shape) >= 1:
+            self._table_rows(index.realize_cached_data())
+            return
         entries = list(index) if isinstance(index, tuple) else [index]
         converted: list = []  # ints, slices, None, Ellipsis, or ("array", int64 array) per indexed axis
         for entry in entries:
@@ -138,6 +144,22 @@ class IndexPlan:
         else:
             self.result_perm = None
             self.output_shape = gathered
+
+    def _table_rows(self, ids) -> None:
+        """The attributes the general path gives table[ids] (one index array on axis 0, the other
+        axes whole slices): the ids themselves are the flat rows."""
+        shape = self.input_shape
+        self.basic = tuple(slice(0, n, 1) for n in shape)
+        self.layout = tuple(range(1, len(shape)))
+        self.sliced_shape = self.view_shape = shape
+        self.advanced = True
+        self.perm = tuple(range(len(shape)))
+        self.adv_dims = shape[:1]
+        self.rest_shape = shape[1:]
+        self.rows = array_api.ascontiguousarray(ids)
+        self.rows_only = True
+        self.result_perm = None
+        self.output_shape = tuple(ids.shape) + self.rest_shape
 
     @staticmethod
     def _flat_rows(arrays, dims, index_shape):
