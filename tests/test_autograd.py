@@ -617,3 +617,23 @@ def test_one_adjoint_reaching_both_lstm_states_is_differentiated_once():
     (gz,) = torch.autograd.grad(((th + tc) ** 2).sum(), (tz,), create_graph=True)
     (second,) = torch.autograd.grad((gz * gz).sum(), (tz,))
     np.testing.assert_allclose(z.grad.numpy(), second.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("as_partials", [True, False])
+def test_partials_an_op_returns_for_one_input_are_added_one_by_one_in_their_order(as_partials):
+    """autograd.Partials: the walk files an op's several partial adjoints of one input as if separate
+    consumers had sent them. Here x's partial from x * 1 arrives first (1.0), then the op's 1e8 and
+    -1e8: ((1 + 1e8) - 1e8) is 0 in float32, where the op's two added first (one partial) give 1."""
+    from needle.autograd import Partials, TensorOp, array_api
+
+    class TwoPartials(TensorOp):
+        def compute(self, a):
+            return array_api.multiply(a, 0.0)
+
+        def gradient(self, out_grad, node):
+            big = ndl.Tensor(np.full(node.shape, 1e8, np.float32), requires_grad=False)
+            return (Partials((big, -big)) if as_partials else big + -big,)
+
+    x = ndl.Tensor(np.ones(3, np.float32))
+    (TwoPartials()(x).sum() + (x * 1.0).sum()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(3, 0.0 if as_partials else 1.0, np.float32))

@@ -36,7 +36,7 @@ __all__ = ["Op", "TensorOp", "TensorTupleOp", "Value", "Tensor", "TensorTuple", 
            "compute_gradient_of_variables", "sum_node_list", "no_grad", "enable_grad", "set_grad_enabled",
            "inference_mode",
            "is_grad_enabled", "LAZY_MODE", "TENSOR_COUNTER", "array_api", "NDArray", "queue_callback",
-           "RemovableHandle", "recording_every_op", "vjp"]
+           "RemovableHandle", "recording_every_op", "vjp", "Partials"]
 
 LAZY_MODE = False
 TENSOR_COUNTER = 0
@@ -1439,14 +1439,26 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
         _send_partials(node, grad, partial_adjoints)
 
 
+class Partials(tuple):
+    """Several partial adjoints of one input, which an op's gradient may return in that input's
+    place: the walk files them one after another, as if separate consumers had sent them, so they
+    are added to the input's other partials in that order. An op that does the work of a Tensor-op
+    composite in which the input has several consumers (LayerNorm: x - mean and the mean's sum)
+    gives its input the adjoints the composite would, in the composite's order, and so the same
+    sum bit for bit."""
+
+
 def _send_partials(node: Value, grad: Value, partial_adjoints: dict) -> None:
     """Ask node's op for the partial adjoints of its inputs (given the node's adjoint `grad`) and
-    file each under its input in partial_adjoints (input -> list of partial adjoints)."""
+    file each under its input in partial_adjoints (input -> list of partial adjoints); an op's
+    Partials for an input are filed one by one."""
     partial_grads = cast(Op, node.op).gradient(grad, node)
     if not isinstance(partial_grads, tuple):
         partial_grads = tuple(partial_grads) if isinstance(partial_grads, list) else (partial_grads,)
-    for inp, partial in zip(node.inputs, partial_grads):
-        if partial is not None and inp._requires_grad:
+    for inp, entry in zip(node.inputs, partial_grads):
+        if entry is None or not inp._requires_grad:
+            continue
+        for partial in (entry if type(entry) is Partials else (entry,)):
             if isinstance(partial, Tensor) and isinstance(inp, Tensor) and \
                     _data(partial).dtype != _data(inp).dtype:
                 # a float32 input of a float64 result gets a float32 gradient, as in PyTorch

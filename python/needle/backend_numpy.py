@@ -537,6 +537,16 @@ def device_batch_norm_backward(g, x, w, mean, inv_std) -> None:
     return None
 
 
+def device_layer_norm(x, w, b, eps) -> None:
+    """None: numpy mode has no layer-norm kernel (LayerNorm runs its array sequence)."""
+    return None
+
+
+def device_layer_norm_backward(g, x, w, mean, std, half_power) -> None:
+    """None: numpy mode has no layer-norm gradient kernel (LayerNormGrad runs its array sequence)."""
+    return None
+
+
 def device_nll_loss_sum(log_probs, ids) -> None:
     """None: numpy mode has no picked-sum kernel (NLLLoss runs its array sequence)."""
     return None

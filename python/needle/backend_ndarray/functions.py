@@ -25,7 +25,8 @@ __all__ = [
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
-    "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward",
+    "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
+    "device_layer_norm_backward",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -517,6 +518,56 @@ def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     x.device.batch_norm_backward(g._handle, x._handle, w._handle, mean._handle, inv_std._handle, grad_x._handle,
                                  grad_w._handle, grad_b._handle)
     return grad_x, grad_w, grad_b
+
+
+def _layer_norm_kernel(name: str, data: Sequence[NDArray], columns: Sequence[NDArray],
+                       rows_of: Sequence[NDArray]) -> bool:
+    """Whether the device's layer-norm kernel `name` applies: no compiled step recording, the kernel
+    there, `data` compact arrays of one shape (..., d) and float dtype, `columns` d compact values
+    and `rows_of` one compact value per row (prod of the leading axes), all of that dtype."""
+    x = data[0]
+    device = x.device
+    if device.recorder is not None or not hasattr(device.mod, name) or len(x.shape) < 1 or x.size == 0 \
+            or x.dtype not in ("float32", "float64"):
+        return False
+    d = x.shape[-1]
+    rows = x.size // d
+    return all(a.shape == x.shape and a.is_compact() and a.dtype == x.dtype and a.device == device for a in data) \
+        and all(a.size == d and a.is_compact() and a.dtype == x.dtype and a.device == device for a in columns) \
+        and all(a.size == rows and a.is_compact() and a.dtype == x.dtype and a.device == device for a in rows_of)
+
+
+def device_layer_norm(x: NDArray, w: NDArray, b: NDArray, eps: float) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
+    """(out (x's shape), mean and var (x's shape with a last axis of 1)) of LayerNorm over the last
+    axis by the device's own layer_norm kernel (interface.OptionalKernels: the bits of
+    needle.ops.normalization.LayerNorm's array sequence, one pass per row), or None where it does
+    not apply (see _layer_norm_kernel): the op then runs that sequence."""
+    if not _layer_norm_kernel("layer_norm", (x,), (w, b), ()):
+        return None
+    kept = tuple(x.shape[:-1]) + (1,)
+    out = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
+    mean = NDArray.make(kept, device=x.device, dtype=x.dtype)
+    var = NDArray.make(kept, device=x.device, dtype=x.dtype)
+    x.device.layer_norm(x._handle, w._handle, b._handle, out._handle, mean._handle, var._handle, eps)
+    return out, mean, var
+
+
+def device_layer_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray, std: NDArray,
+                               half_power: NDArray) -> Optional[Tuple[NDArray, NDArray, NDArray, NDArray]]:
+    """(grad_c (x's shape), grad_mean (x's shape with a last axis of 1), grad_w, grad_b (d,)) of
+    LayerNorm given the adjoint g of its output, per row the mean, std = (var + eps) ** 0.5 and
+    half_power = (var + eps) ** -0.5 * 0.5, by the device's own layer_norm_backward kernel (the bits
+    of needle.ops.normalization.LayerNormGrad's array sequence), or None where it does not apply."""
+    if not _layer_norm_kernel("layer_norm_backward", (g, x), (w,), (mean, std, half_power)):
+        return None
+    d = x.shape[-1]
+    grad_c = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
+    grad_mean = NDArray.make(tuple(x.shape[:-1]) + (1,), device=x.device, dtype=x.dtype)
+    grad_w = NDArray.make((d,), device=x.device, dtype=x.dtype)
+    grad_b = NDArray.make((d,), device=x.device, dtype=x.dtype)
+    x.device.layer_norm_backward(g._handle, x._handle, w._handle, mean._handle, std._handle, half_power._handle,
+                                 grad_c._handle, grad_mean._handle, grad_w._handle, grad_b._handle)
+    return grad_c, grad_mean, grad_w, grad_b
 
 
 def _class_ids(ids: NDArray, rows: int) -> Optional[NDArray]:

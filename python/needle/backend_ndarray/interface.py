@@ -176,6 +176,19 @@ class OptionalKernels(Protocol):
         rows in order) and grad_x = ((w * inv_std) / N) * ((g * N + (-grad_b)) + x_hat * (-grad_w))
         -- the bits of the array-level sequence (but for a nan's sign)"""
 
+    def layer_norm(self, x: Any, w: Any, b: Any, out: Any, mean: Any, var: Any, eps: float) -> None:
+        """LayerNorm over the last axis of a compact (R, d) x, float32 or float64, w and b d values:
+        per row mean = sum(x) / d, c = x + (-mean), var = sum(c * c) / d, out = ((c / sqrt(var + eps))
+        * w) + b, each sum numpy's over a row (0 plus its pairwise sum), d and eps in the data's dtype
+        -- the bits of needle.ops.normalization.LayerNorm's array sequence (but for a nan's sign)"""
+
+    def layer_norm_backward(self, g: Any, x: Any, w: Any, mean: Any, std: Any, half_power: Any, grad_c: Any,
+                            grad_mean: Any, grad_w: Any, grad_b: Any) -> None:
+        """LayerNorm's gradient (needle.ops.normalization.LayerNormGrad) for compact (R, d) g and x,
+        given per row the mean, std = (var + eps) ** 0.5 and half_power = (var + eps) ** -0.5 * 0.5:
+        grad_c (R, d), grad_mean (R), grad_w and grad_b (d) as that op's docstring says -- the bits
+        of its array sequence (but for a nan's sign)"""
+
     def nll_loss_sum(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
         """out (one element) = the sum of where(one_hot(ids), log_probs, 0) over the compact (B, classes)
         log_probs flat, as numpy sums it (0 plus its pairwise sum), ids B int64 class ids: IndexError
@@ -210,7 +223,8 @@ def elementwise_kernels(ewise: Family, scalar: Family, reverse: Family, unary: F
 
 
 # Optional kernels that write several buffers (no single `out` to name)
-WRITES_SEVERAL: Tuple[str, ...] = ("lstm_gates_backward", "batch_norm", "batch_norm_backward")
+WRITES_SEVERAL: Tuple[str, ...] = ("lstm_gates_backward", "batch_norm", "batch_norm_backward", "layer_norm",
+                                   "layer_norm_backward")
 
 
 def out_position(name: str) -> Optional[int]:

@@ -240,6 +240,22 @@ def _binary_cross_entropy(ctx, node):
     return g.add("Sub", [g.add("Mul", [g.add("Sub", [t, one]), log_not_x]), g.add("Mul", [t, log_x])])
 
 
+@_writes("ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add")
+def _layer_norm(ctx, node):
+    """LayerNorm's (out, mean, var) over the last axis, as its formula: (x - mean) / sqrt(var + eps)
+    * w + b with the means taken by ReduceMean (onnxruntime's LayerNormalization computes the
+    variance in a way that loses digits: 2e-12 off in float64 where this is exact to 1e-12)."""
+    x, w, b = node.inputs
+    g, axis, dtype = ctx.graph, len(x.shape) - 1, ctx.dtype(x)
+    data = ctx.name(x)
+    mean = g.add("ReduceMean", [data], axes=[axis], keepdims=1)
+    centered = g.add("Sub", [data, mean])
+    var = g.add("ReduceMean", [g.add("Mul", [centered, centered])], axes=[axis], keepdims=1)
+    std = g.add("Sqrt", [g.add("Add", [var, g.constant(float(node.op.eps), dtype)])])
+    out = g.add("Add", [g.add("Mul", [g.add("Div", [centered, std]), ctx.name(w)]), ctx.name(b)])
+    return [out, mean, var]
+
+
 @_writes("Cast, NegativeLogLikelihoodLoss")
 def _nll_loss(ctx, node):
     """NLLLoss: ONNX's NegativeLogLikelihoodLoss with reduction 'mean' (no weights: the sum over the
@@ -691,6 +707,7 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.GetItem: _getitem,
     ops.OneHot: _one_hot,
     ops.NLLLoss: _nll_loss,
+    ops.LayerNorm: _layer_norm,
     ops.SetItem: _setitem,
     # tuples
     ops.MakeTensorTuple: _make_tuple,

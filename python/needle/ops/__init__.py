@@ -74,7 +74,7 @@ from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem,
 from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
 from .lstm import LSTMGates, LSTMGatesGrad, lstm_gates
 from .matmul import MatMul, matmul
-from .normalization import BatchNorm, BatchNormGrad, batch_norm
+from .normalization import BatchNorm, BatchNormGrad, LayerNorm, LayerNormGrad, batch_norm, layer_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
     ArgExtreme,
@@ -182,7 +182,7 @@ __all__ = [
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
     "binary_cross_entropy", "BinaryCrossEntropy", "nll_loss", "NLLLoss", "NLLLossGrad",
     "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad",
-    "BatchNormGrad", "LogSoftmaxGrad", "SoftmaxGrad",
+    "BatchNormGrad", "LogSoftmaxGrad", "SoftmaxGrad", "LayerNorm", "LayerNormGrad", "layer_norm",
     # PyTorch's functions (torch.cat, torch.topk, ...; the ones named like Python builtins -- sum, min,
     # all, any, abs, pow -- are needle.functions', kept out of star imports)
     "cat", "split_sections", "chunk", "unbind", "unsqueeze", "squeeze", "expand", "narrow", "roll", "clone",

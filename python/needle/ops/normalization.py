@@ -1,18 +1,20 @@
-"""Batch normalisation as one op: the forward pass in a handful of array operations
-instead of some twenty graph nodes, and its gradient as one op too (BatchNormGrad), whose
-own gradient differentiates the same formula written as Tensor ops (autograd.vjp).
+"""Batch and layer normalisation as one op each: the forward pass in a handful of array
+operations instead of some twenty graph nodes, and the gradient as one op too (BatchNormGrad,
+LayerNormGrad), whose own gradient differentiates the same formula written as Tensor ops
+(autograd.vjp).
 
-Stateless: the batch statistics are outputs of the op (a tuple), not state kept on
-it for the module to read afterwards.
+Stateless: the statistics are outputs of the op (a tuple), not state kept on it for the module
+(or the gradient) to read afterwards.
 """
 from __future__ import annotations
 
-from ..autograd import TensorTupleOp, array_api, vjp
+from ..autograd import Partials, TensorTupleOp, array_api, vjp
 from ._helpers import require_tensor
 from .reduction import summation
+from .shape import broadcast_to
 from .tuple_ops import entries_by_position, tuple_entries, tuple_get_item
 
-__all__ = ["BatchNorm", "BatchNormGrad", "batch_norm"]
+__all__ = ["BatchNorm", "BatchNormGrad", "batch_norm", "LayerNorm", "LayerNormGrad", "layer_norm"]
 
 
 class BatchNorm(TensorTupleOp):
@@ -151,3 +153,155 @@ def batch_norm(x, weight, bias, eps: float = 1e-5):
     """(out, batch mean, biased batch variance): see BatchNorm."""
     stats = BatchNorm(eps)(x, weight, bias)
     return tuple_get_item(stats, 0), tuple_get_item(stats, 1), tuple_get_item(stats, 2)
+
+
+# --- layer normalisation over the last axis ---------------------------------------------------------
+
+def _layer_norm_formula(x, w, b, eps: float):
+    """(out, mean, var) of LayerNorm as the Tensor ops F.layer_norm composes (the reference the op
+    reproduces bit for bit, and what its gradient differentiates where the statistics are used)."""
+    d, shape = x.shape[-1], x.shape
+    axes = (len(shape) - 1,)
+    lead = (1,) * (len(shape) - 1)
+    mean = summation(x, axes, keepdims=True) / d
+    centered = x - mean.broadcast_to(shape)
+    var = summation(centered * centered, axes, keepdims=True) / d
+    out = centered / ((var + eps) ** 0.5).broadcast_to(shape)
+    out = out * w.reshape(lead + (d,)).broadcast_to(shape) + b.reshape(lead + (d,)).broadcast_to(shape)
+    return out, mean, var
+
+
+def _layer_norm_gradient(g, x, w, eps: float):
+    """LayerNormGrad's outputs as Tensor ops (what its own gradient differentiates): the backward
+    walk's steps through `_layer_norm_formula` given the output's adjoint g, x's two partials kept
+    apart (grad_c through x - mean, grad_mean through the mean's sum)."""
+    d, shape = x.shape[-1], x.shape
+    axes = (len(shape) - 1,)
+    lead_axes = tuple(range(len(shape) - 1))
+    mean = summation(x, axes, keepdims=True) / d
+    centered = x - mean.broadcast_to(shape)
+    var_eps = summation(centered * centered, axes, keepdims=True) / d + eps
+    std = (var_eps ** 0.5).broadcast_to(shape)
+    scaled = g * w.reshape((1,) * len(lead_axes) + (d,)).broadcast_to(shape)
+    normed = centered / std
+    std_adjoint = summation(-scaled * (normed / std), axes).reshape(var_eps.shape)
+    var_adjoint = (std_adjoint * (var_eps ** -0.5 * 0.5) / d).broadcast_to(shape)
+    through_var = var_adjoint * centered
+    grad_c = scaled / std + through_var + through_var
+    grad_mean = summation(-grad_c, axes).reshape(mean.shape) / d
+    grad_w, grad_b = g * normed, g
+    if lead_axes:
+        grad_w, grad_b = summation(grad_w, lead_axes), summation(grad_b, lead_axes)
+    return grad_c, grad_mean, grad_w.reshape(w.shape), grad_b.reshape(w.shape)
+
+
+class LayerNorm(TensorTupleOp):
+    """LayerNorm over the last axis: (w * (x - mean) / sqrt(var + eps) + b, mean, var) with the
+    biased variance; x (..., d), w and b (d,), mean and var (..., 1) (PyTorch's layer_norm over
+    one axis, the course's LayerNorm1d).
+
+    The bits of `_layer_norm_formula`'s Tensor ops (what F.layer_norm composed before), in one
+    pass per row on the cpu (the device's layer_norm kernel) or its array sequence elsewhere. The
+    gradient is one LayerNormGrad node where the statistics are not used, and x gets its two
+    partial adjoints from it separately (autograd.Partials), in the order the Tensor ops' backward
+    gives them: so x's adjoint is added up as it was, also beside a residual branch's.
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        self.eps = eps
+
+    def check(self, x, w, b):
+        for t in (x, w, b):
+            require_tensor(t, "layer_norm")
+        if len(x.shape) < 1 or tuple(w.shape) != tuple(x.shape[-1:]) or tuple(b.shape) != tuple(w.shape):
+            raise ValueError(f"layer_norm: weight {w.shape} and bias {b.shape} for input of shape {x.shape} "
+                             f"(both ({x.shape[-1] if x.shape else '?'},) expected)")
+
+    def compute(self, x, w, b):
+        fused = array_api.device_layer_norm(x, w, b, self.eps)  # the same bits in one pass per row, or None
+        if fused is not None:
+            return fused
+        api, shape = array_api, tuple(x.shape)
+        d, axes, lead = shape[-1], (len(shape) - 1,), (1,) * (len(shape) - 1)
+        mean = api.divide(api.sum(x, axes, True), d)
+        centered = api.add(x, api.negative(api.broadcast_to(mean, shape)))
+        var = api.divide(api.sum(api.multiply(centered, centered), axes, True), d)
+        std = api.power(api.add(var, self.eps), 0.5)
+        normed = api.divide(centered, api.broadcast_to(std, shape))
+        out = api.add(api.multiply(normed, api.broadcast_to(api.reshape(w, lead + (d,)), shape)),
+                      api.broadcast_to(api.reshape(b, lead + (d,)), shape))
+        return out, mean, var
+
+    def gradient(self, out_grad, node):
+        x, w, b = node.inputs
+        grads = dict(tuple_entries(out_grad))
+        if set(grads) == {0}:  # the usual case: only the normalised output is used
+            grad = LayerNormGrad(self.eps)(grads[0], x, w, node)
+            grad_c, grad_mean = tuple_get_item(grad, 0), tuple_get_item(grad, 1)
+            return (Partials((grad_c, broadcast_to(grad_mean, x.shape))), tuple_get_item(grad, 2),
+                    tuple_get_item(grad, 3))
+        eps = self.eps
+        return vjp(lambda x, w, b: _layer_norm_formula(x, w, b, eps), (x, w, b), entries_by_position(out_grad, 3))
+
+
+class LayerNormGrad(TensorTupleOp):
+    """LayerNorm's gradient given the adjoint g of its output (x's shape): (grad_c (x's shape),
+    grad_mean (x's shape with a last axis of 1), grad_w (d,), grad_b (d,)). Inputs: g, x, w and the
+    forward LayerNorm node, whose mean and variance it reads. x's adjoint is grad_c plus grad_mean
+    broadcast, which the walk adds as two partials (LayerNorm.gradient); with s = sqrt(var + eps),
+    c = x + (-mean):
+
+        p1 = (g * w) / s,  std_adj = sum((-(g * w)) * ((c / s) / s)),
+        var_adj = (std_adj * ((var + eps) ** -0.5 * 0.5)) / d,
+        grad_c = (p1 + var_adj * c) + var_adj * c,  grad_mean = sum(-grad_c) / d,
+        grad_w = sum over rows of g * (c / s),  grad_b = sum over rows of g
+
+    -- the backward walk's array operations through `_layer_norm_formula`, in its order, so the same
+    bits (one pass per row on the cpu: the device's layer_norm_backward kernel). Its own gradient
+    differentiates `_layer_norm_gradient` (autograd.vjp).
+    """
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def check(self, g, x, w, stats):
+        if tuple(g.shape) != tuple(x.shape):
+            raise ValueError(f"layer_norm gradient: adjoint of shape {g.shape} for input of shape {x.shape}")
+
+    def compute(self, g, x, w, stats):
+        api, shape = array_api, tuple(x.shape)
+        _, mean, var = stats
+        var_eps = api.add(var, self.eps)
+        std = api.power(var_eps, 0.5)
+        half_power = api.multiply(api.power(var_eps, -0.5), 0.5)
+        fused = api.device_layer_norm_backward(g, x, w, mean, std, half_power)  # one pass per row, or None
+        if fused is not None:
+            grad_c, grad_mean, grad_w, grad_b = fused
+            return grad_c, grad_mean, api.reshape(grad_w, tuple(w.shape)), api.reshape(grad_b, tuple(w.shape))
+        d, axes, lead_axes = shape[-1], (len(shape) - 1,), tuple(range(len(shape) - 1))
+        centered = api.add(x, api.broadcast_to(api.negative(mean), shape))
+        std_rows = api.broadcast_to(std, shape)
+        scaled = api.multiply(g, api.broadcast_to(api.reshape(w, (1,) * len(lead_axes) + (d,)), shape))
+        normed = api.divide(centered, std_rows)
+        std_adjoint = api.reshape(api.sum(api.multiply(api.negative(scaled), api.divide(normed, std_rows)), axes),
+                                  tuple(std.shape))
+        var_adjoint = api.broadcast_to(api.divide(api.multiply(std_adjoint, half_power), d), shape)
+        through_var = api.multiply(var_adjoint, centered)
+        grad_c = api.add(api.add(api.divide(scaled, std_rows), through_var), through_var)
+        grad_mean = api.divide(api.reshape(api.sum(api.negative(grad_c), axes), tuple(mean.shape)), d)
+        grad_w, grad_b = api.multiply(g, normed), g
+        if lead_axes:
+            grad_w, grad_b = api.sum(grad_w, lead_axes), api.sum(grad_b, lead_axes)
+        return grad_c, grad_mean, api.reshape(grad_w, tuple(w.shape)), api.reshape(grad_b, tuple(w.shape))
+
+    def gradient(self, out_grad, node):
+        g, x, w, _ = node.inputs
+        eps = self.eps
+        grad_g, grad_x, grad_w = vjp(lambda g, x, w: _layer_norm_gradient(g, x, w, eps), (g, x, w),
+                                     entries_by_position(out_grad, 4))
+        return grad_g, grad_x, grad_w, None
+
+
+def layer_norm(x, weight, bias, eps: float = 1e-5):
+    """LayerNorm(eps)(x, weight, bias): (out, mean, var) over x's last axis."""
+    return LayerNorm(eps)(x, weight, bias)
