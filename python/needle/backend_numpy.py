@@ -547,6 +547,21 @@ def device_layer_norm_backward(g, x, w, mean, std, half_power) -> None:
     return None
 
 
+def device_softmax(a, axis) -> None:
+    """None: numpy mode has no softmax kernels (Softmax runs its array sequence)."""
+    return None
+
+
+def device_softmax_backward(g, s, axis) -> None:
+    """None: numpy mode has no softmax gradient kernel (SoftmaxGrad runs its array sequence)."""
+    return None
+
+
+def device_log_softmax_backward(g, y, total, axis) -> None:
+    """None: numpy mode has no log-softmax gradient kernel (LogSoftmaxGrad runs its array sequence)."""
+    return None
+
+
 def device_nll_loss_sum(log_probs, ids) -> None:
     """None: numpy mode has no picked-sum kernel (NLLLoss runs its array sequence)."""
     return None

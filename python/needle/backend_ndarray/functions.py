@@ -26,7 +26,7 @@ __all__ = [
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
     "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
-    "device_layer_norm_backward",
+    "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax_backward",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -568,6 +568,55 @@ def device_layer_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     x.device.layer_norm_backward(g._handle, x._handle, w._handle, mean._handle, std._handle, half_power._handle,
                                  grad_c._handle, grad_mean._handle, grad_w._handle, grad_b._handle)
     return grad_c, grad_mean, grad_w, grad_b
+
+
+def _row_kernel(name: str, arrays: Sequence[NDArray], axis: int) -> bool:
+    """Whether the device's row kernel `name` applies to `arrays`: no compiled step recording, the
+    kernel there, the rows the last axis (`axis`), and the arrays compact, of one shape and float
+    dtype, not empty."""
+    a = arrays[0]
+    device = a.device
+    if device.recorder is not None or not hasattr(device.mod, name) or not a.shape or axis % len(a.shape) != \
+            len(a.shape) - 1 or a.size == 0 or a.dtype not in ("float32", "float64"):
+        return False
+    return all(x.shape == a.shape and x.dtype == a.dtype and x.is_compact() and x.device == device for x in arrays)
+
+
+def device_softmax(a: NDArray, axis: int) -> Optional[NDArray]:
+    """softmax over the last axis: a minus its rows' maxima (the device's softmax_shift), numpy's
+    exp of that (this layer's exp, as the sequence's), each row divided by its sum as numpy adds it
+    (softmax_normalize, in place) -- the bits of needle.ops.reduction.Softmax's sequence in three
+    passes; None where the kernels do not apply (see _row_kernel)."""
+    if not _row_kernel("softmax_shift", (a,), axis):
+        return None
+    d = a.shape[-1]
+    shifted = NDArray.make(a.shape, device=a.device, dtype=a.dtype)
+    a.device.softmax_shift(a._handle, shifted._handle, d)
+    e = globals()["exp"](shifted)  # this layer's exp (installed from needle.primitives' table)
+    a.device.softmax_normalize(e._handle, e._handle, d)
+    return e
+
+
+def device_softmax_backward(g: NDArray, s: NDArray, axis: int) -> Optional[NDArray]:
+    """s * (g + (-sum(g * s))) over the last axis by the device's softmax_backward kernel (one pass,
+    SoftmaxGrad's bits), or None where it does not apply."""
+    if not _row_kernel("softmax_backward", (g, s), axis):
+        return None
+    out = NDArray.make(g.shape, device=g.device, dtype=g.dtype)
+    g.device.softmax_backward(g._handle, s._handle, out._handle, g.shape[-1])
+    return out
+
+
+def device_log_softmax_backward(g: NDArray, y: NDArray, total: NDArray, axis: int) -> Optional[NDArray]:
+    """g + exp(y) * (-total) over the last axis (total: g's row sums, keepdims), numpy's exp then the
+    device's log_softmax_backward kernel in place (one pass for the multiply and the add:
+    LogSoftmaxGrad's bits), or None where it does not apply."""
+    if not _row_kernel("log_softmax_backward", (g, y), axis) or total.size * g.shape[-1] != g.size \
+            or not total.is_compact() or total.dtype != g.dtype:
+        return None
+    e = globals()["exp"](y)
+    g.device.log_softmax_backward(g._handle, e._handle, total._handle, e._handle, g.shape[-1])
+    return e
 
 
 def _class_ids(ids: NDArray, rows: int) -> Optional[NDArray]:

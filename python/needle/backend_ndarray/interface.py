@@ -189,6 +189,24 @@ class OptionalKernels(Protocol):
         grad_c (R, d), grad_mean (R), grad_w and grad_b (d) as that op's docstring says -- the bits
         of its array sequence (but for a nan's sign)"""
 
+    def softmax_shift(self, x: Any, out: Any, d: int) -> None:
+        """out = x - (its row's maximum) over rows of d of a compact x: softmax's first step (a row
+        holding a nan may have any maximum: its sum, so the whole row, is nan; the sign of a zero
+        maximum is either, exp(+-0) being 1)"""
+
+    def softmax_normalize(self, e: Any, out: Any, d: int) -> None:
+        """out = e / (the row's sum as numpy adds it: 0 plus its pairwise sum) over rows of d of a
+        compact e; out may be e"""
+
+    def softmax_backward(self, g: Any, s: Any, out: Any, d: int) -> None:
+        """out = s * (g + (-sum(g * s))) per row of d of compact g and s, the sum numpy's (0 plus the
+        pairwise sum of the products) -- the bits of needle.ops.reduction.SoftmaxGrad's sequence (but
+        for a nan's sign)"""
+
+    def log_softmax_backward(self, g: Any, e: Any, total: Any, out: Any, d: int) -> None:
+        """out = g + e * (-total) per row of d of compact g and e = exp(y), total holding a value per
+        row (the rows' sums of g): LogSoftmaxGrad's multiply and add as one pass; out may be e"""
+
     def nll_loss_sum(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
         """out (one element) = the sum of where(one_hot(ids), log_probs, 0) over the compact (B, classes)
         log_probs flat, as numpy sums it (0 plus its pairwise sum), ids B int64 class ids: IndexError

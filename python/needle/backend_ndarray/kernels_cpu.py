@@ -892,6 +892,76 @@ def _layer_norm_backward(g, x, w, mean, std, half_power, grad_c, grad_mean, grad
         grad_mean[i] = _row_sum(scratch) / d
 
 
+# --- softmax and log-softmax over the last axis of compact (R, d) arrays: the sequences' bits ----------
+# Softmax.compute is max, subtract, exp, sum and divide (five passes, two temporaries); with these the
+# exp stays numpy's (its SIMD exp gives the bits) and the rest is two row loops: the maximum and the
+# shift (a nan in a row makes its sum, so the whole row, nan whatever the maximum; a zero maximum's
+# sign cannot show, exp(+-0) being 1), then the row sum as numpy adds it (_row_sum) and the division.
+# The gradients s * (g + (-sum(g * s))) and g + exp(y) * (-sum(g)) are one row loop each.
+
+def softmax_shift(x, out, d):
+    rows = out.size // d
+    _softmax_shift(x.array[: rows * d].reshape(rows, d), out.array[: rows * d].reshape(rows, d))
+
+
+@numba.njit(cache=True, nogil=True)
+def _softmax_shift(x, out):
+    rows, n = x.shape
+    for i in range(rows):
+        m = x[i, 0]
+        for j in range(1, n):
+            if x[i, j] > m:
+                m = x[i, j]
+        for j in range(n):
+            out[i, j] = x[i, j] - m
+
+
+def softmax_normalize(e, out, d):
+    rows = out.size // d
+    _softmax_normalize(e.array[: rows * d].reshape(rows, d), out.array[: rows * d].reshape(rows, d))
+
+
+@numba.njit(cache=True, nogil=True)
+def _softmax_normalize(e, out):
+    for i in range(e.shape[0]):
+        total = _row_sum(e[i])
+        for j in range(e.shape[1]):
+            out[i, j] = e[i, j] / total
+
+
+def softmax_backward(g, s, out, d):
+    rows = out.size // d
+    shape = (rows, d)
+    _softmax_backward(g.array[: rows * d].reshape(shape), s.array[: rows * d].reshape(shape),
+                      out.array[: rows * d].reshape(shape))
+
+
+@numba.njit(cache=True, nogil=True)
+def _softmax_backward(g, s, out):
+    products = np.empty(g.shape[1], g.dtype)
+    for i in range(g.shape[0]):
+        for j in range(g.shape[1]):
+            products[j] = g[i, j] * s[i, j]
+        negative = -_row_sum(products)
+        for j in range(g.shape[1]):
+            out[i, j] = s[i, j] * (g[i, j] + negative)
+
+
+def log_softmax_backward(g, e, total, out, d):
+    rows = out.size // d
+    shape = (rows, d)
+    _log_softmax_backward(g.array[: rows * d].reshape(shape), e.array[: rows * d].reshape(shape),
+                          total.array[:rows], out.array[: rows * d].reshape(shape))
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_softmax_backward(g, e, total, out):
+    for i in range(g.shape[0]):
+        negative = -total[i]
+        for j in range(g.shape[1]):
+            out[i, j] = g[i, j] + e[i, j] * negative
+
+
 def nll_loss_backward(ids, value, out, classes):
     idx = class_ids(ids, classes)
     grad = out_view(out, (idx.size, classes))

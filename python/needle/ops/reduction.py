@@ -285,6 +285,9 @@ class LogSoftmaxGrad(_RowGradient):
         shape = tuple(g.shape)
         axes = (self.axis % len(shape),)
         total = array_api.sum(g, axes, True)
+        fused = array_api.device_log_softmax_backward(g, y, total, self.axis)  # one pass less, or None
+        if fused is not None:
+            return fused
         scaled = array_api.multiply(array_api.exp(y), array_api.broadcast_to(array_api.negative(total), shape))
         return array_api.add(g, scaled)
 
@@ -310,6 +313,9 @@ class Softmax(TensorOp):
         axis_index(self.axis, a.ndim, "softmax")
 
     def compute(self, a):
+        fused = array_api.device_softmax(a, self.axis)  # the same bits in three passes, or None
+        if fused is not None:
+            return fused
         shape = tuple(a.shape)
         axes = (self.axis % len(shape),)
         e = array_api.exp(array_api.subtract(a, array_api.broadcast_to(array_api.max(a, axis=axes, keepdims=True),
@@ -335,6 +341,9 @@ class SoftmaxGrad(_RowGradient):
     formula = staticmethod(_softmax_gradient)
 
     def compute(self, g, s):
+        fused = array_api.device_softmax_backward(g, s, self.axis)  # the same bits in one pass, or None
+        if fused is not None:
+            return fused
         shape = tuple(g.shape)
         axes = (self.axis % len(shape),)
         total = array_api.sum(array_api.multiply(g, s), axes, True)
