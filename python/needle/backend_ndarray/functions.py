@@ -632,9 +632,10 @@ def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
     ()), by the device's own nll_loss_sum kernel (interface.OptionalKernels; the B picked elements
     only, with the bits of the whole sum), or None where it has none, the arrays do not fit it or a
     compiled step is recording (needle.ops.loss.NLLLoss then runs its array sequence). ValueError
-    names a class id outside [0, k), as one_hot's."""
+    names a class id outside [0, k), as one_hot's (an IndexError from a compiled step's replay, which
+    records the kernel's call)."""
     device = log_probs.device
-    if device.recorder is not None or not hasattr(device.mod, "nll_loss_sum") or len(log_probs.shape) != 2 \
+    if not hasattr(device.mod, "nll_loss_sum") or len(log_probs.shape) != 2 \
             or log_probs.dtype not in ("float32", "float64") or not log_probs.is_compact() or ids.device != device:
         return None
     rows, classes = log_probs.shape
@@ -643,7 +644,7 @@ def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
         return None
     out = NDArray.make((), device=device, dtype=log_probs.dtype)
     try:
-        device.nll_loss_sum(log_probs._handle, idx._operand(), out._handle, classes)
+        device.call("nll_loss_sum", log_probs._operand(), idx._operand(), out._handle, classes)
     except IndexError as err:
         raise ValueError(f"one_hot: {err}") from None
     return out
@@ -651,10 +652,10 @@ def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
 
 def device_nll_loss_backward(ids: NDArray, value: NDArray, shape: tuple) -> Optional[NDArray]:
     """(B, k) = `shape` zeros but value's one element at [i, ids[i]] (NLLLoss's gradient, what
-    where(one_hot(ids), value, 0) gives), by the device's own nll_loss_backward kernel, or None where
-    it has none or a compiled step is recording."""
+    where(one_hot(ids), value, 0) gives), by the device's own nll_loss_backward kernel (a compiled
+    step records its call), or None where it has none."""
     device = value.device
-    if device.recorder is not None or not hasattr(device.mod, "nll_loss_backward") or len(shape) != 2 \
+    if not hasattr(device.mod, "nll_loss_backward") or len(shape) != 2 \
             or value.size != 1 or ids.device != device or value.dtype not in ("float32", "float64"):
         return None
     rows, classes = shape
@@ -663,7 +664,7 @@ def device_nll_loss_backward(ids: NDArray, value: NDArray, shape: tuple) -> Opti
         return None
     out = NDArray.make(tuple(shape), device=device, dtype=value.dtype)
     try:
-        device.nll_loss_backward(idx._operand(), value._operand(), out._handle, classes)
+        device.call("nll_loss_backward", idx._operand(), value._operand(), out._handle, classes)
     except IndexError as err:
         raise ValueError(f"one_hot: {err}") from None
     return out

@@ -642,7 +642,7 @@ def _batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b, n):
 
 def nll_loss_sum(log_probs, ids, out, classes):
     idx = class_ids(ids, classes)
-    x = read(log_probs).reshape(idx.size, classes)
+    x = read(log_probs).reshape(idx.size, classes)  # compact (the caller's check)
     out.array[0] = _picked_sum(x, idx, np.zeros(128, x.dtype))
 
 
