@@ -113,17 +113,24 @@ def test_bad_labels_and_shapes_are_refused_naming_them(device):
         ops.nll_loss(x, ndl.Tensor(np.array([0, 1, 2]), device=other, dtype="int64"))
 
 
-def test_a_compiled_step_replays_the_losss_array_sequence_with_the_eager_bits():
-    """While a compiled step records, the op runs its array sequence (the kernels are eager-only);
-    the replays on new logits and labels give what the eager op gives."""
+def test_a_compiled_step_records_the_losss_kernels_and_replays_the_eager_bits():
+    """A compiled step records the cpu's nll_loss_sum and nll_loss_backward calls; the replays on
+    new logits and labels give what the eager step gives, and a label out of range in a replay is
+    refused naming it."""
     rng = np.random.RandomState(3)
 
     def step(x, y):
-        return ndl.nn.SoftmaxLoss()(x, y)
+        loss = ndl.nn.SoftmaxLoss()(x, y)
+        loss.backward()
+        return loss, x.grad
 
     compiled = ndl.compile(step)
     for _ in range(4):  # eager, traced, replayed twice
         logits, labels = rng.randn(16, 300).astype(np.float32), rng.randint(0, 300, 16)
-        args = (ndl.Tensor(logits, requires_grad=False), ndl.Tensor(labels, dtype="int64", requires_grad=False))
-        assert _bits(compiled(*args)) == _bits(step(*args))
-    assert compiled.programs
+        args = (ndl.Tensor(logits), ndl.Tensor(labels, dtype="int64", requires_grad=False))
+        assert [_bits(t) for t in compiled(*args)] == [_bits(t) for t in step(*args)]
+    names = [call.name for call in compiled.programs[0].calls]
+    assert "nll_loss_sum" in names and "nll_loss_backward" in names
+    labels[3] = 300
+    with pytest.raises((IndexError, ValueError), match="class index 300 is out of range for 300 classes"):
+        compiled(ndl.Tensor(logits), ndl.Tensor(labels, dtype="int64", requires_grad=False))
