@@ -101,6 +101,8 @@ def sum_to_shape(x: Tensor, shape: tuple) -> Tensor:
         return x
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    if axes and not lead and all(d == 1 or x.shape[i] == d for i, d in enumerate(shape)):
+        return x.sum(axes, keepdims=True)  # already of `shape` (a (1, n) bias's gradient): one node, the same sum
     if axes:
         x = x.sum(axes)
     return x.reshape(shape)
