@@ -475,27 +475,29 @@ def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], tan
     return grad_z, grad_c0
 
 
-def _batch_norm_kernel(name: str, data: Sequence[NDArray], rows_of: Sequence[NDArray]) -> bool:
-    """Whether the device's batch-norm kernel `name` applies: no compiled step recording, the
-    kernel there, each of `data` a compact (N, C) array, C >= 2 (a sum over axis 0 is then numpy's
-    row-by-row order), and each of `rows_of` C compact values, all of one float dtype."""
-    device, x = data[0].device, data[0]
-    if device.recorder is not None or not hasattr(device.mod, name) or len(x.shape) != 2 or x.shape[1] < 2 \
-            or x.shape[0] < 1 or x.dtype not in ("float32", "float64"):
+def _kernel_applies(name: str, data: Sequence[NDArray], sized: Sequence[Tuple[NDArray, int]] = ()) -> bool:
+    """Whether the device's optional kernel `name` may run: no compiled step recording (its fusion
+    takes the array sequence), the kernel there, the arrays of `data` compact, not empty, of one
+    shape and float dtype, and each (array, size) of `sized` that many compact values of that dtype
+    -- all on one device."""
+    x = data[0]
+    device = x.device
+    if device.recorder is not None or not hasattr(device.mod, name) or x.size == 0 \
+            or x.dtype not in ("float32", "float64"):
         return False
     return all(a.shape == x.shape and a.is_compact() and a.dtype == x.dtype and a.device == device for a in data) \
-        and all(a.size == x.shape[1] and a.is_compact() and a.dtype == x.dtype and a.device == device
-                for a in rows_of)
+        and all(a.size == size and a.is_compact() and a.dtype == x.dtype and a.device == device for a, size in sized)
 
 
 def device_batch_norm(x: NDArray, w: NDArray, b: NDArray, eps: float) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
     """(out (N, C), mean (C,), var (C,)) of training-mode batch norm over axis 0 by the device's
     own batch_norm kernel (interface.OptionalKernels: the bits of needle.ops.normalization.BatchNorm's
-    array sequence, in three passes), or None where it does not apply (see _batch_norm_kernel):
-    the op then runs that sequence."""
-    if not _batch_norm_kernel("batch_norm", (x,), (w, b)):
+    array sequence, in three passes), or None where it does not apply (compact float (N, C) data,
+    C >= 2, as a sum over axis 0 is then numpy's row-by-row order; see _kernel_applies): the op
+    then runs that sequence."""
+    channels = x.shape[1] if len(x.shape) == 2 else 0
+    if channels < 2 or not _kernel_applies("batch_norm", (x,), ((w, channels), (b, channels))):
         return None
-    channels = x.shape[1]
     out = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
     mean = NDArray.make((channels,), device=x.device, dtype=x.dtype)
     var = NDArray.make((channels,), device=x.device, dtype=x.dtype)
@@ -508,10 +510,11 @@ def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     """(grad_x (N, C), grad_w (C,), grad_b (C,)) of batch norm given the adjoint g of its output,
     the batch mean and inv_std = (var + eps) ** -0.5, by the device's own batch_norm_backward
     kernel (the bits of needle.ops.normalization.BatchNormGrad's array sequence, in two passes),
-    or None where it does not apply (see _batch_norm_kernel)."""
-    if not _batch_norm_kernel("batch_norm_backward", (g, x), (w, mean, inv_std)):
+    or None where it does not apply (as device_batch_norm)."""
+    channels = x.shape[1] if len(x.shape) == 2 else 0
+    if channels < 2 or not _kernel_applies("batch_norm_backward", (g, x),
+                                           ((w, channels), (mean, channels), (inv_std, channels))):
         return None
-    channels = x.shape[1]
     grad_x = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
     grad_w = NDArray.make((channels,), device=x.device, dtype=x.dtype)
     grad_b = NDArray.make((channels,), device=x.device, dtype=x.dtype)
@@ -520,29 +523,13 @@ def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     return grad_x, grad_w, grad_b
 
 
-def _layer_norm_kernel(name: str, data: Sequence[NDArray], columns: Sequence[NDArray],
-                       rows_of: Sequence[NDArray]) -> bool:
-    """Whether the device's layer-norm kernel `name` applies: no compiled step recording, the kernel
-    there, `data` compact arrays of one shape (..., d) and float dtype, `columns` d compact values
-    and `rows_of` one compact value per row (prod of the leading axes), all of that dtype."""
-    x = data[0]
-    device = x.device
-    if device.recorder is not None or not hasattr(device.mod, name) or len(x.shape) < 1 or x.size == 0 \
-            or x.dtype not in ("float32", "float64"):
-        return False
-    d = x.shape[-1]
-    rows = x.size // d
-    return all(a.shape == x.shape and a.is_compact() and a.dtype == x.dtype and a.device == device for a in data) \
-        and all(a.size == d and a.is_compact() and a.dtype == x.dtype and a.device == device for a in columns) \
-        and all(a.size == rows and a.is_compact() and a.dtype == x.dtype and a.device == device for a in rows_of)
-
-
 def device_layer_norm(x: NDArray, w: NDArray, b: NDArray, eps: float) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
     """(out (x's shape), mean and var (x's shape with a last axis of 1)) of LayerNorm over the last
     axis by the device's own layer_norm kernel (interface.OptionalKernels: the bits of
     needle.ops.normalization.LayerNorm's array sequence, one pass per row), or None where it does
-    not apply (see _layer_norm_kernel): the op then runs that sequence."""
-    if not _layer_norm_kernel("layer_norm", (x,), (w, b), ()):
+    not apply (see _kernel_applies): the op then runs that sequence."""
+    d = x.shape[-1] if x.shape else 0
+    if not d or not _kernel_applies("layer_norm", (x,), ((w, d), (b, d))):
         return None
     kept = tuple(x.shape[:-1]) + (1,)
     out = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
@@ -558,9 +545,11 @@ def device_layer_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     LayerNorm given the adjoint g of its output, per row the mean, std = (var + eps) ** 0.5 and
     half_power = (var + eps) ** -0.5 * 0.5, by the device's own layer_norm_backward kernel (the bits
     of needle.ops.normalization.LayerNormGrad's array sequence), or None where it does not apply."""
-    if not _layer_norm_kernel("layer_norm_backward", (g, x), (w,), (mean, std, half_power)):
+    d = x.shape[-1] if x.shape else 0
+    rows = x.size // d if d else 0
+    if not d or not _kernel_applies("layer_norm_backward", (g, x),
+                                    ((w, d), (mean, rows), (std, rows), (half_power, rows))):
         return None
-    d = x.shape[-1]
     grad_c = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
     grad_mean = NDArray.make(tuple(x.shape[:-1]) + (1,), device=x.device, dtype=x.dtype)
     grad_w = NDArray.make((d,), device=x.device, dtype=x.dtype)
@@ -571,15 +560,10 @@ def device_layer_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
 
 
 def _row_kernel(name: str, arrays: Sequence[NDArray], axis: int) -> bool:
-    """Whether the device's row kernel `name` applies to `arrays`: no compiled step recording, the
-    kernel there, the rows the last axis (`axis`), and the arrays compact, of one shape and float
-    dtype, not empty."""
-    a = arrays[0]
-    device = a.device
-    if device.recorder is not None or not hasattr(device.mod, name) or not a.shape or axis % len(a.shape) != \
-            len(a.shape) - 1 or a.size == 0 or a.dtype not in ("float32", "float64"):
-        return False
-    return all(x.shape == a.shape and x.dtype == a.dtype and x.is_compact() and x.device == device for x in arrays)
+    """Whether the device's row kernel `name` applies: the rows along the last axis (`axis`), the
+    arrays as _kernel_applies wants them."""
+    ndim = len(arrays[0].shape)
+    return ndim > 0 and axis % ndim == ndim - 1 and _kernel_applies(name, arrays)
 
 
 def device_softmax(a: NDArray, axis: int) -> Optional[NDArray]:

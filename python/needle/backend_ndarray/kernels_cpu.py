@@ -708,43 +708,21 @@ def _pairwise_sparse(start, n, positions, values, first, last, block):
 
 @numba.njit(cache=True, nogil=True)
 def _block_sum(start, n, positions, values, first, last, block):
-    """numpy's sum of one block of n <= 128 elements: from 0.0 one by one below 8, else with 8
-    accumulators (the first 8 elements, then 8 at a time), combined as ((0+1)+(2+3))+((4+5)+(6+7)),
-    then the remainder added one by one."""
+    """numpy's sum of one block of n <= 128 elements that are zero but at positions[first:last]:
+    those scattered into `block` (zeros), summed as numpy does (_dense_block_sum), cleared again."""
     for t in range(first, last):
         block[positions[t] - start] = values[t]
-    zero = block.dtype.type(0)
-    if n < 8:
-        total = zero
-        for i in range(n):
-            total += block[i]
-    else:
-        r0, r1, r2, r3 = block[0], block[1], block[2], block[3]
-        r4, r5, r6, r7 = block[4], block[5], block[6], block[7]
-        i = 8
-        end = n - n % 8
-        while i < end:
-            r0 += block[i]
-            r1 += block[i + 1]
-            r2 += block[i + 2]
-            r3 += block[i + 3]
-            r4 += block[i + 4]
-            r5 += block[i + 5]
-            r6 += block[i + 6]
-            r7 += block[i + 7]
-            i += 8
-        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            total += block[i]
-            i += 1
+    total = _dense_block_sum(block, 0, n)
     for t in range(first, last):
-        block[positions[t] - start] = zero
+        block[positions[t] - start] = block.dtype.type(0)
     return total
 
 
 @numba.njit(cache=True, nogil=True)
 def _dense_block_sum(a, start, n):
-    """numpy's sum of a[start:start + n], n <= 128 (see _block_sum)."""
+    """numpy's pairwise_sum of a[start:start + n] for n <= 128: from 0.0 one by one below 8, else
+    with 8 accumulators (the first 8 elements, then 8 at a time), combined as
+    ((0+1)+(2+3))+((4+5)+(6+7)), then the remainder added one by one."""
     zero = a.dtype.type(0)
     if n < 8:
         total = zero
