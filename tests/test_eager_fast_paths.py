@@ -745,3 +745,23 @@ def test_an_embeddings_checked_ids_give_the_plan_the_general_path_works_out(tabl
     assert fast.rows.numpy().tobytes() == general.rows.numpy().tobytes()
     floats = ndl.Tensor(ids.numpy().astype(np.float32))
     assert IndexPlan(table, floats, ndl.cpu(), rows_in_range=True).rows.dtype == "int64"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_cpu_kernels_row_sums_are_numpys_for_every_length(dtype):
+    """kernels_cpu's numpy-ordered row sum (LayerNorm's and softmax's rows) and its sum of the labelled
+    elements only (NLLLoss) against np.add.reduce, rows of every length 1..300 and longer ones, with
+    -0.0 rows and values of mixed magnitude (a different order would show in the bits)."""
+    from needle.backend_ndarray import kernels_cpu
+    rng = np.random.RandomState(0)
+    for n in list(range(1, 301)) + [1000, 4099, 10000]:
+        row = (rng.randn(n) * 10.0 ** rng.randint(-4, 5, n)).astype(dtype)
+        assert np.array(kernels_cpu._row_sum(row), dtype).tobytes() == np.add.reduce(row).tobytes(), n
+        zeros = np.full(n, -0.0, dtype)
+        assert np.array(kernels_cpu._row_sum(zeros), dtype).tobytes() == np.add.reduce(zeros).tobytes(), n
+    for rows, classes in [(1, 1), (3, 5), (40, 7), (9, 300), (700, 1000), (5, 10003)]:
+        x = (rng.randn(rows, classes) * 10.0 ** rng.randint(-4, 5, (rows, classes))).astype(dtype)
+        ids = rng.randint(0, classes, rows)
+        picked = np.where(np.arange(classes) == ids[:, None], x, dtype(0))
+        got = kernels_cpu._picked_sum(x, ids, np.zeros(128, dtype))
+        assert np.array(got, dtype).tobytes() == np.add.reduce(picked.reshape(-1)).tobytes(), (rows, classes)

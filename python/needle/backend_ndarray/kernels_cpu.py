@@ -720,12 +720,14 @@ def _block_sum(start, n, positions, values, first, last, block):
 
 @numba.njit(cache=True, nogil=True)
 def _dense_block_sum(a, start, n):
-    """numpy's pairwise_sum of a[start:start + n] for n <= 128: from 0.0 one by one below 8, else
+    """numpy's pairwise_sum of a[start:start + n] for n <= 128: from -0.0 one by one below 8, else
     with 8 accumulators (the first 8 elements, then 8 at a time), combined as
-    ((0+1)+(2+3))+((4+5)+(6+7)), then the remainder added one by one."""
-    zero = a.dtype.type(0)
+    ((0+1)+(2+3))+((4+5)+(6+7)), then the remainder added one by one. The twin of
+    needle.compile.pairwise_cpu's (which the generated fused loops call), kept here because numba's
+    disk cache of a kernel is checked against its own file only: a kernel calling into another
+    module would keep running an old copy after that module changed."""
     if n < 8:
-        total = zero
+        total = -a.dtype.type(0)  # numpy's start: adding -0.0 first changes no value
         for i in range(n):
             total += a[start + i]
         return total
