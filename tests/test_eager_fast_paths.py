@@ -4,6 +4,7 @@ the values numpy gives, reductions over every axis keep numpy's shapes and bits,
 untracked copy_ and x[()] = y write what the general path writes. Nothing here times anything."""
 import numpy as np
 import pytest
+import torch
 
 import needle as ndl
 from needle.backend_ndarray import host_buffer
@@ -765,3 +766,43 @@ def test_the_cpu_kernels_row_sums_are_numpys_for_every_length(dtype):
         picked = np.where(np.arange(classes) == ids[:, None], x, dtype(0))
         got = kernels_cpu._picked_sum(x, ids, np.zeros(128, dtype))
         assert np.array(got, dtype).tobytes() == np.add.reduce(picked.reshape(-1)).tobytes(), (rows, classes)
+
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=str)
+@pytest.mark.parametrize("shapes, flags", [
+    (((5, 3), (4, 3)), (False, True)),            # g @ b^T
+    (((3, 5), (3, 4)), (True, False)),            # a^T @ g
+    (((2, 3, 5), (4, 5)), (False, True)),         # a batched g against a matrix
+    (((2, 5, 3), (2, 5, 4)), (True, False)),
+    (((3, 5), (4, 3)), (True, True)),
+])
+def test_a_product_of_transposed_operands_is_transpose_then_matmul(device, shapes, flags):
+    """MatMulTransposed (MatMul's gradients as one node each): the bits of ops.transpose then @,
+    and the gradients and second derivatives of that composition."""
+    rng = np.random.RandomState(6)
+    data = [rng.randn(*s) for s in shapes]
+    for dtype in ("float32", "float64"):
+        a, b = (ndl.Tensor(x, device=device, dtype=dtype) for x in data)
+        fast = ndl.ops.MatMulTransposed(*flags)(a, b)
+        ref = (ndl.ops.transpose(a) if flags[0] else a) @ (ndl.ops.transpose(b) if flags[1] else b)
+        assert fast.numpy().tobytes() == ref.numpy().tobytes()
+    a, b = (ndl.Tensor(x, device=device, dtype="float64") for x in data)
+    ta, tb = (torch.tensor(x, requires_grad=True) for x in data)
+    weight = rng.randn(*ndl.ops.MatMulTransposed(*flags)(a, b).shape)
+    (ndl.ops.MatMulTransposed(*flags)(a, b) * ndl.Tensor(weight, device=device, dtype="float64")).sum().backward()
+    t_out = (ta.transpose(-1, -2) if flags[0] else ta) @ (tb.transpose(-1, -2) if flags[1] else tb)
+    t_ga, t_gb = torch.autograd.grad((t_out * torch.tensor(weight)).sum(), (ta, tb), create_graph=True)
+    np.testing.assert_allclose(a.grad.numpy(), t_ga.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b.grad.numpy(), t_gb.detach().numpy(), rtol=1e-12, atol=1e-12)
+    ((a.grad * a.grad).sum() + (b.grad * 2).sum()).backward()
+    second = torch.autograd.grad((t_ga * t_ga).sum() + (t_gb * 2).sum(), (ta, tb), allow_unused=True)
+    np.testing.assert_allclose(b.grad.numpy(), second[1].numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_a_product_of_transposed_operands_refuses_shapes_that_do_not_fit():
+    with pytest.raises(ValueError, match=r"inner dimensions differ for shapes \(5, 3\) and \(4, 2\)"):
+        ndl.ops.MatMulTransposed(False, True)(ndl.Tensor(np.zeros((5, 3))), ndl.Tensor(np.zeros((4, 2))))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        ndl.ops.MatMulTransposed(True, False)(ndl.Tensor(np.zeros(3)), ndl.Tensor(np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="batch dimensions"):
+        ndl.ops.MatMulTransposed(False, True)(ndl.Tensor(np.zeros((2, 5, 3))), ndl.Tensor(np.zeros((3, 4, 3))))

@@ -320,8 +320,9 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
             if running is not None:  # in place and outside the graph, in the running statistic's dtype
                 # running * (1 - momentum) + batch * momentum: the array operations of those Tensor ops
                 # (no graph is kept), three calls where the ops cost ~20 us a statistic in every step
-                new = array_api.add(array_api.multiply(running.realize_cached_data(), 1 - momentum),
-                                    array_api.multiply(batch.realize_cached_data(), momentum))
+                api: Any = array_api  # (its elementwise functions are installed at import, unseen by mypy)
+                new = api.add(api.multiply(running.realize_cached_data(), 1 - momentum),
+                              api.multiply(batch.realize_cached_data(), momentum))
                 running.copy_(Tensor.make_const(new))
     else:
         shape = rows.shape

@@ -469,6 +469,21 @@ def _softmax_like(op_type: str) -> Emitter:
 
 # --- matmul and convolution ------------------------------------------------------------------
 
+@_writes("Transpose, MatMul")
+def _matmul_transposed(ctx, node):
+    """MatMulTransposed: the flagged operands' last two axes swapped (Transpose), then MatMul."""
+    g, dtype = ctx.graph, ctx.dtype(node)
+    names = []
+    for x, swap in zip(node.inputs, (node.op.transpose_a, node.op.transpose_b)):
+        name = ctx.name(x, dtype)
+        if swap:
+            perm = list(range(len(x.shape)))
+            perm[-2], perm[-1] = perm[-1], perm[-2]
+            name = g.add("Transpose", [name], perm=perm)
+        names.append(name)
+    return g.add("MatMul", names)
+
+
 @_writes("Transpose + Conv + Transpose")
 def _conv(ctx, node):
     """needle's conv is NHWC with (KH, KW, Cin/groups, Cout) kernels; ONNX's is NCHW with
@@ -697,6 +712,7 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.Softmax: _softmax_like("Softmax"),
     # products
     ops.MatMul: _binary("MatMul"),
+    ops.MatMulTransposed: _matmul_transposed,
     ops.Conv: _conv,
     ops.ConvInputGrad: _conv_input_grad,
     ops.MaxPool2d: _pool("MaxPool"),

@@ -73,7 +73,7 @@ from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
 from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
 from .lstm import LSTMGates, LSTMGatesGrad, lstm_gates
-from .matmul import MatMul, matmul
+from .matmul import MatMul, MatMulTransposed, matmul
 from .normalization import BatchNorm, BatchNormGrad, LayerNorm, LayerNormGrad, batch_norm, layer_norm
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
@@ -167,7 +167,8 @@ __all__ = [
     "stack", "split", "flip", "dilate", "undilate", "conv", "logsoftmax", "logsumexp", "make_tuple",
     "tuple_get_item", "fused_add_scalars",
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "EWiseDiv", "DivScalar",
-    "Transpose", "Reshape", "BroadcastTo", "Summation", "MatMul", "Negate", "Log", "Exp", "ReLU", "Tanh",
+    "Transpose", "Reshape", "BroadcastTo", "Summation", "MatMul", "MatMulTransposed", "Negate", "Log", "Exp",
+    "ReLU", "Tanh",
     "Stack", "Split", "Flip", "Dilate", "UnDilate", "Conv", "LogSoftmax", "LogSumExp", "MakeTensorTuple",
     "TupleGetItem", "FusedAddScalars",
     # the autograd names the course's star-imports carry along

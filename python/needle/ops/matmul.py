@@ -1,11 +1,13 @@
 """Matrix multiplication with numpy's `@` semantics (1-D operands, broadcast batch axes)."""
 from __future__ import annotations
 
-from ..autograd import TensorOp, array_api
+from typing import Optional
+
+from ..autograd import Tensor, TensorOp, array_api, vjp
 from ._helpers import require_tensor, sum_to_shape
 from .shape import reshape, transpose
 
-__all__ = ["MatMul", "matmul"]
+__all__ = ["MatMul", "MatMulTransposed", "matmul"]
 
 
 class MatMul(TensorOp):
@@ -37,16 +39,57 @@ class MatMul(TensorOp):
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        grad_a = grad_b = None
+        grad_a: Optional[Tensor] = None
+        grad_b: Optional[Tensor] = None
         if a.requires_grad:
-            grad_a = sum_to_shape(out_grad @ transpose(b), a.shape)
+            grad_a = sum_to_shape(MatMulTransposed(False, True)(out_grad, b), a.shape)  # g @ b^T
         if b.requires_grad:
             if b.ndim == 2 and a.ndim > 2:  # fold a's batch axes into one product
                 k = a.shape[-1]
-                grad_b = transpose(reshape(a, (-1, k))) @ reshape(out_grad, (-1, b.shape[-1]))
+                grad_b = MatMulTransposed(True, False)(reshape(a, (-1, k)), reshape(out_grad, (-1, b.shape[-1])))
             else:
-                grad_b = sum_to_shape(transpose(a) @ out_grad, b.shape)
+                grad_b = sum_to_shape(MatMulTransposed(True, False)(a, out_grad), b.shape)  # a^T @ g
         return grad_a, grad_b
+
+
+class MatMulTransposed(TensorOp):
+    """a @ b with the last two axes of a (`transpose_a`) and/or b (`transpose_b`) swapped first:
+    MatMul's gradients g @ b^T and a^T @ g as one node each, where transpose then @ are two. The
+    swapped operand is the strided view the Transpose op would give, which BLAS reads in place:
+    the same call, so the same bits. Its gradient differentiates transpose-then-matmul
+    (autograd.vjp)."""
+
+    def __init__(self, transpose_a: bool = False, transpose_b: bool = False):
+        self.transpose_a = transpose_a
+        self.transpose_b = transpose_b
+
+    def _operands(self, a, b, swap):
+        return (swap(a) if self.transpose_a else a), (swap(b) if self.transpose_b else b)
+
+    def check(self, a, b):
+        for t in (a, b):
+            require_tensor(t, "matmul")
+            if len(t.shape) < 2:
+                raise ValueError(f"MatMulTransposed needs operands of at least 2 dimensions, got {a.shape} and "
+                                 f"{b.shape}")
+        k_a = a.shape[-2] if self.transpose_a else a.shape[-1]
+        k_b = b.shape[-1] if self.transpose_b else b.shape[-2]
+        if k_a != k_b:
+            raise ValueError(f"matmul: inner dimensions differ for shapes {a.shape} and {b.shape} (transposed: "
+                             f"{self.transpose_a}, {self.transpose_b})")
+        if len(a.shape) > 2 or len(b.shape) > 2:
+            try:
+                array_api.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            except ValueError:
+                raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
+
+    def compute(self, a, b):
+        return array_api.matmul(*self._operands(a, b, lambda x: array_api.swapaxes(x, -2, -1)))
+
+    def gradient(self, out_grad, node):
+        def product(a, b):
+            return MatMul()(*self._operands(a, b, transpose))
+        return vjp(product, node.inputs, (out_grad,))
 
 
 def matmul(a, b):
