@@ -160,3 +160,28 @@ def test_a_compiled_step_replays_the_norms_array_sequence_with_the_eager_bits():
     for _ in range(4):  # eager, traced, replayed twice
         x = ndl.Tensor(rng.randn(24, 96).astype(np.float32), requires_grad=False)
         assert compiled(x).numpy().tobytes() == step(x).numpy().tobytes()
+
+
+@pytest.mark.parametrize("which", ["layer_norm", "batch_norm"])
+def test_a_zero_denominator_gives_nan_as_the_array_sequence_does(which):
+    """eps = 0 (or one that rounds to 0 in float32) on a constant row or column divides 0 by 0:
+    the cpu kernels give nan there, forward and backward, as the kernel-less sequence does (they
+    are compiled with numpy's error model, not Python's ZeroDivisionError)."""
+    def run(device):
+        if which == "layer_norm":
+            x = ndl.Tensor(np.array([[7.0] * 4, [1.0, 2.0, 3.0, 5.0]]), device=device, dtype="float32")
+            w, b = ndl.Tensor(np.ones(4), device=device, dtype="float32"), ndl.Tensor(np.zeros(4), device=device,
+                                                                                      dtype="float32")
+            out = ops.tuple_get_item(ops.LayerNorm(1e-50)(x, w, b), 0)
+        else:
+            x = ndl.Tensor(np.array([[3.0, 1.0], [3.0, 2.0], [3.0, 5.0]]), device=device, dtype="float32")
+            w, b = ndl.Tensor(np.ones(2), device=device, dtype="float32"), ndl.Tensor(np.zeros(2), device=device,
+                                                                                      dtype="float32")
+            out = ops.tuple_get_item(ops.BatchNorm(0.0)(x, w, b), 0)
+        out.backward(ndl.Tensor(np.arange(np.prod(x.shape)).reshape(x.shape), device=device, dtype="float32"))
+        return [_canonical(t.numpy()) for t in (out, x.grad, w.grad, b.grad)]
+
+    with np.errstate(all="ignore"):
+        got, want = run(ndl.cpu()), run(ndl.cpu_numpy())
+    assert got == want
+    assert np.isnan(np.frombuffer(got[0], np.float32)).any()

@@ -565,7 +565,7 @@ def batch_norm(x, w, b, out, mean, var, eps):
                 mean.array[:channels], var.array[:channels], kind(rows), kind(eps))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
 def _batch_norm(x, w, b, out, mean, var, n, eps):
     """mean = sum(x, 0) / n; var = sum((x - mean)^2, 0) / n; out = w * ((x - mean) / sqrt(var + eps)) + b,
     the sums from 0.0 adding rows in order; `out` holds the centred values between the passes."""
@@ -604,7 +604,7 @@ def batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b):
                          grad_b.array[:channels], grad_x.array.dtype.type(rows))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
 def _batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b, n):
     """With x_hat = (x + (-mean)) * inv_std: grad_b = sum(g, 0), grad_w = sum(g * x_hat, 0) (from 0.0,
     rows in order), grad_x = ((w * inv_std) / n) * ((g * n + (-grad_b)) + x_hat * (-grad_w))."""
@@ -808,7 +808,7 @@ def layer_norm(x, w, b, out, mean, var, eps):
                 out.array[: rows * d].reshape(rows, d), mean.array[:rows], var.array[:rows], kind(d), kind(eps))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
 def _layer_norm(x, w, b, out, mean, var, d, eps):
     """mean = sum(x) / d, c = x + (-mean), var = sum(c * c) / d, out = ((c / sqrt(var + eps)) * w) + b per row."""
     rows, n = x.shape
@@ -839,7 +839,7 @@ def layer_norm_backward(g, x, w, mean, std, half_power, grad_c, grad_mean, grad_
                          grad_b.array[:d], kind(d))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
 def _layer_norm_backward(g, x, w, mean, std, half_power, grad_c, grad_mean, grad_w, grad_b, d):
     """The Tensor-op gradient of the LayerNorm sequence, per row (s: std, c = x + (-mean)):
     p1 = (g * w) / s; the std's adjoint sum((-(g * w)) * ((c / s) / s)); the variance's
@@ -901,7 +901,7 @@ def softmax_normalize(e, out, d):
     _softmax_normalize(e.array[: rows * d].reshape(rows, d), out.array[: rows * d].reshape(rows, d))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
 def _softmax_normalize(e, out):
     for i in range(e.shape[0]):
         total = _row_sum(e[i])
