@@ -637,3 +637,44 @@ def test_partials_an_op_returns_for_one_input_are_added_one_by_one_in_their_orde
     x = ndl.Tensor(np.ones(3, np.float32))
     (TwoPartials()(x).sum() + (x * 1.0).sum()).backward()
     np.testing.assert_array_equal(x.grad.numpy(), np.full(3, 0.0 if as_partials else 1.0, np.float32))
+
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=str)
+@pytest.mark.parametrize("count", [3, 35])
+def test_three_or_more_partial_adjoints_are_added_as_the_left_fold_in_one_node(device, count):
+    """backward adds a node's partial adjoints with one AddN node (the cpu's add_n: in place, one
+    pass per partial) with the bits of ((p0 + p1) + p2) + ..., inf, nan and -0.0 included; the
+    gradient and a second derivative are PyTorch's."""
+    rng = np.random.RandomState(count)
+    parts = [rng.randn(6, 5).astype(np.float32) * 10.0 ** rng.randint(-6, 7) for _ in range(count)]
+    parts[0][0, :3] = [np.inf, -0.0, np.nan]
+    parts[1][0, :2] = [-np.inf, -0.0]
+    tensors = [ndl.Tensor(p, device=device) for p in parts]
+    fused = ndl.ops.add_n(tensors).numpy()
+    fold = tensors[0] + tensors[1]
+    for t in tensors[2:]:
+        fold = fold + t
+    assert np.where(np.isnan(fused), 0, fused).tobytes() == np.where(np.isnan(fold.numpy()), 0, fold.numpy()).tobytes()
+    assert np.isnan(fused[0, 0]) and np.isnan(fused[0, 2])
+
+    data = rng.randn(4, 3)
+    weights = [rng.randn(4, 3) for _ in range(count)]
+    x = ndl.Tensor(data, device=device, dtype="float64")
+    loss = sum(((x * ndl.Tensor(w, device=device, dtype="float64")) ** 2).sum() for w in weights)
+    loss.backward()
+    grad = x.grad
+    assert type(grad.op).__name__ == "AddN"
+    (grad * grad).sum().backward()
+    tx = torch.tensor(data, requires_grad=True)
+    t_loss = sum(((tx * torch.tensor(w)) ** 2).sum() for w in weights)
+    (t_grad,) = torch.autograd.grad(t_loss, (tx,), create_graph=True)
+    np.testing.assert_allclose(grad.numpy(), t_grad.detach().numpy(), rtol=1e-12)
+    (t_second,) = torch.autograd.grad((t_grad * t_grad).sum(), (tx,))
+    np.testing.assert_allclose(x.grad.numpy(), t_second.numpy(), rtol=1e-12)
+
+
+def test_add_n_refuses_fewer_than_two_tensors_and_shapes_that_differ():
+    with pytest.raises(ValueError, match="at least two"):
+        ndl.ops.add_n([ndl.Tensor(np.zeros(2))])
+    with pytest.raises(ValueError):
+        ndl.ops.add_n([ndl.Tensor(np.zeros(2)), ndl.Tensor(np.zeros(2)), ndl.Tensor(np.zeros(3))])

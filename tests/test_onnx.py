@@ -773,3 +773,25 @@ def test_cli_export_write_failure_names_out_not_the_temporary(toy_checkpoint, tm
     rc, _, err = quiet_main("export", toy_checkpoint, "--out", out)
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith(f"needle: error: --out {out}") and "No space left" in err and ".tmp-" not in err
+
+
+def test_the_ops_backward_passes_use_export_as_their_formulas():
+    """ops.add_n (ONNX Sum), ops.MatMulTransposed (Transpose + MatMul) and ops.layer_norm's
+    statistics, used in a forward pass, run in onnxruntime with needle's numbers (float64)."""
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(ndl.Tensor(np.random.RandomState(0).randn(5, 3), dtype="float64"))
+            self.gamma = nn.Parameter(ndl.Tensor(np.ones(3), dtype="float64"))
+            self.beta = nn.Parameter(ndl.Tensor(np.zeros(3), dtype="float64"))
+
+        def forward(self, x):
+            y = ops.MatMulTransposed(False, True)(x, self.w)  # x @ w^T: (batch, 5)
+            z = ops.MatMulTransposed(True, False)(self.w, self.w)  # w^T @ w: (3, 3)
+            out, mean, var = ops.layer_norm(y @ self.w, self.gamma, self.beta).tuple()
+            return ops.add_n([out, mean.broadcast_to(out.shape), var.broadcast_to(out.shape)]) + z.sum()
+
+    model = Model()
+    x = np.random.RandomState(1).randn(2, 3)
+    proto = needle.onnx.export(model, (x,), None, batch_axes=0)
+    assert max_difference(runtime(proto), model, np.random.RandomState(2).randn(4, 3)) <= 1e-12

@@ -1527,9 +1527,14 @@ def _data(value: Value):
 
 
 def sum_node_list(node_list: List[Value]) -> Value:
-    """Sum of the partial adjoints: a left fold with +; tuples are added elementwise in one go."""
+    """Sum of the partial adjoints: a left fold with + (three or more tensors of one shape and dtype
+    as one AddN node, the fold's bits); tuples are added elementwise in one go."""
     if isinstance(node_list[0], TensorTuple):
         return _ops.add_tuples(cast(List[TensorTuple], node_list))
+    first = cast(Tensor, node_list[0])
+    if len(node_list) > 2 and all(type(x) is Tensor and cast(Tensor, x).shape == first.shape
+                                  and cast(Tensor, x).dtype == first.dtype for x in node_list):
+        return _ops.add_n(node_list)
     return functools.reduce(operator.add, node_list)
 
 

@@ -562,6 +562,11 @@ def device_log_softmax_backward(g, y, total, axis) -> None:
     return None
 
 
+def device_add_n(arrays) -> None:
+    """None: numpy mode has no n-ary add kernel (AddN folds)."""
+    return None
+
+
 def device_nll_loss_sum(log_probs, ids) -> None:
     """None: numpy mode has no picked-sum kernel (NLLLoss runs its array sequence)."""
     return None

@@ -27,6 +27,7 @@ __all__ = [
     "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax_backward",
+    "device_add_n",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
     "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
@@ -557,6 +558,17 @@ def device_layer_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray
     x.device.layer_norm_backward(g._handle, x._handle, w._handle, mean._handle, std._handle, half_power._handle,
                                  grad_c._handle, grad_mean._handle, grad_w._handle, grad_b._handle)
     return grad_c, grad_mean, grad_w, grad_b
+
+
+def device_add_n(arrays: Sequence[NDArray]) -> Optional[NDArray]:
+    """((a0 + a1) + a2) + ... of three or more compact float arrays of one shape and dtype in one
+    pass (the device's add_n kernel: the left fold's bits), or None where it does not apply (fewer
+    arrays, other layouts, no kernel, a compiled step recording): the caller folds."""
+    if len(arrays) < 3 or not _kernel_applies("add_n", arrays):
+        return None
+    out = NDArray.make(arrays[0].shape, device=arrays[0].device, dtype=arrays[0].dtype)
+    out.device.add_n([a._handle for a in arrays], out._handle)
+    return out
 
 
 def _row_kernel(name: str, arrays: Sequence[NDArray], axis: int) -> bool:

