@@ -1532,8 +1532,8 @@ def sum_node_list(node_list: List[Value]) -> Value:
     if isinstance(node_list[0], TensorTuple):
         return _ops.add_tuples(cast(List[TensorTuple], node_list))
     first = cast(Tensor, node_list[0])
-    if len(node_list) > 2 and all(type(x) is Tensor and cast(Tensor, x).shape == first.shape
-                                  and cast(Tensor, x).dtype == first.dtype for x in node_list):
+    if len(node_list) > 2 and all(type(x) is Tensor and x.shape == first.shape and x.dtype == first.dtype
+                                  for x in node_list):
         return _ops.add_n(node_list)
     return functools.reduce(operator.add, node_list)
 
