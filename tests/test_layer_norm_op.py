@@ -185,3 +185,24 @@ def test_a_zero_denominator_gives_nan_as_the_array_sequence_does(which):
         got, want = run(ndl.cpu()), run(ndl.cpu_numpy())
     assert got == want
     assert np.isnan(np.frombuffer(got[0], np.float32)).any()
+
+
+@pytest.mark.parametrize("tied", ["x w b", "x x b", "x w x", "x x x"])
+def test_a_tensor_that_is_the_input_and_the_weight_or_bias_gets_the_formulas_bits(tied):
+    """One tensor passed as x and as the weight and/or bias: the op's gradient is then the formula's
+    adjoint (found by a review helper: the op's partials came in another order), and F.layer_norm
+    keeps the Tensor ops for such a call."""
+    rng = np.random.RandomState(9)
+    values = {name: rng.randn(130) for name in "xwb"}
+
+    def run(use_op):
+        tensors = {name: ndl.Tensor(values[name], dtype="float64") for name in "xwb"}
+        x, w, b = (tensors[name] for name in tied.split())
+        out = ops.tuple_get_item(ops.layer_norm(x, w, b), 0) if use_op else _layer_norm_formula(x, w, b, 1e-5)[0]
+        (out * out * out).sum().backward()
+        return [t.grad.numpy().tobytes() for t in tensors.values() if t.grad is not None]
+
+    assert run(True) == run(False)
+    v = ndl.Tensor(values["x"], dtype="float64")
+    nodes = ndl.autograd.find_topo_sort([ndl.nn.functional.layer_norm(v, 130, v, ndl.Tensor(values["b"]))])
+    assert "LayerNorm" not in {type(n.op).__name__ for n in nodes}

@@ -349,7 +349,9 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"layer_norm: {name} of shape {t.shape} for normalized_shape {shape}")
     if k == 1 and weight is not None and bias is not None and weight.dtype == bias.dtype == input.dtype \
-            and weight.device == bias.device == input.device:
+            and weight.device == bias.device == input.device and input is not weight and input is not bias:
+        # (a tensor that is both the input and the weight or bias gets its partial adjoints from
+        # the op in another order than from the Tensor ops below: those keep it)
         # one op (its gradient one node), with the bits of the Tensor ops below
         return ops.tuple_get_item(ops.LayerNorm(eps)(input, weight, bias), 0)
     axes = tuple(range(input.ndim - k, input.ndim))

@@ -751,6 +751,8 @@ class SoftmaxLoss(Module):
     def forward(self, logits: Tensor, y: Tensor) -> Tensor:
         if len(logits.shape) != 2:
             raise ValueError(f"SoftmaxLoss expects logits of shape (batch, classes), got {logits.shape}")
+        if not isinstance(y, Tensor):  # labels as a numpy array or a list
+            y = Tensor(y, device=logits.device, requires_grad=False)
         if tuple(y.shape) != logits.shape[:1]:
             raise ValueError(f"SoftmaxLoss: labels of shape {tuple(y.shape)} for logits of shape {logits.shape}")
         if y.device != logits.device:

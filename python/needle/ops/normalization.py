@@ -204,7 +204,10 @@ class LayerNorm(TensorTupleOp):
     pass per row on the cpu (the device's layer_norm kernel) or its array sequence elsewhere. The
     gradient is one LayerNormGrad node where the statistics are not used, and x gets its two
     partial adjoints from it separately (autograd.Partials), in the order the Tensor ops' backward
-    gives them: so x's adjoint is added up as it was, also beside a residual branch's.
+    gives them: so x's adjoint is added up as it was, also beside a residual branch's. (A tensor that
+    is x and also the weight or bias gets the formula's adjoint added up inside the op: the formula's
+    walk would interleave its partials with those of its other uses; F.layer_norm keeps the Tensor
+    ops for such a call.)
     """
 
     def __init__(self, eps: float = 1e-5):
@@ -235,7 +238,7 @@ class LayerNorm(TensorTupleOp):
     def gradient(self, out_grad, node):
         x, w, b = node.inputs
         grads = dict(tuple_entries(out_grad))
-        if set(grads) == {0}:  # the usual case: only the normalised output is used
+        if set(grads) == {0} and x is not w and x is not b:  # the usual case: only the output is used
             grad = LayerNormGrad(self.eps)(grads[0], x, w, node)
             grad_c, grad_mean = tuple_get_item(grad, 0), tuple_get_item(grad, 1)
             return (Partials((grad_c, broadcast_to(grad_mean, x.shape))), tuple_get_item(grad, 2),
