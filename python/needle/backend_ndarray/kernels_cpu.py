@@ -509,11 +509,11 @@ def add_n(arrays, out):
     additions in the fold's order, without a fresh array per addition -- for 35 of an LSTM weight's
     partial gradients (640 kB each) 1.0 ms where a new array a step took 2.1 (numpy's loops; a numba
     loop over a typed list of the arrays did not vectorise: 7.8)."""
-    size = out.size
-    total = out.array[:size]
-    np.add(arrays[0].array[:size], arrays[1].array[:size], out=total)
+    shape = (out.size,)
+    total = out_view(out, shape)
+    np.add(out_view(arrays[0], shape), out_view(arrays[1], shape), out=total)
     for a in arrays[2:]:
-        np.add(total, a.array[:size], out=total)
+        np.add(total, out_view(a, shape), out=total)
 
 
 def threshold_backward(g, x, out, threshold):
@@ -532,7 +532,7 @@ def lstm_gates_backward(gh, gc, tanh_c, i, f, g, o, c0, sig_neg_i, sig_neg_f, si
                         hidden, has_h, has_c):
     n = c0.size
     _lstm_gates_backward(*(x.array for x in (gh, gc, tanh_c, i, f, g, o, c0, sig_neg_i, sig_neg_f, sig_neg_o)),
-                         grad_z.array[: 4 * n].reshape(-1, 4, hidden), grad_c0.array[:n].reshape(-1, hidden),
+                         out_view(grad_z, (n // hidden, 4, hidden)), out_view(grad_c0, (n // hidden, hidden)),
                          has_h, has_c)
 
 
@@ -571,10 +571,10 @@ def _lstm_gates_backward(gh, gc, tanh_c, i, f, g, o, c0, sig_neg_i, sig_neg_f, s
 def batch_norm(x, w, b, out, mean, var, eps):
     channels = mean.size
     rows = out.size // channels
-    xs = x.array[: rows * channels].reshape(rows, channels)
-    kind = xs.dtype.type
-    _batch_norm(xs, w.array[:channels], b.array[:channels], out.array[: rows * channels].reshape(rows, channels),
-                mean.array[:channels], var.array[:channels], kind(rows), kind(eps))
+    shape, row = (rows, channels), (channels,)
+    kind = out.array.dtype.type
+    _batch_norm(out_view(x, shape), out_view(w, row), out_view(b, row), out_view(out, shape), out_view(mean, row),
+                out_view(var, row), kind(rows), kind(eps))
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
@@ -610,10 +610,10 @@ def batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b):
     channels = mean.size
     rows = grad_x.size // channels
     shape = (rows, channels)
-    _batch_norm_backward(g.array[: rows * channels].reshape(shape), x.array[: rows * channels].reshape(shape),
-                         w.array[:channels], mean.array[:channels], inv_std.array[:channels],
-                         grad_x.array[: rows * channels].reshape(shape), grad_w.array[:channels],
-                         grad_b.array[:channels], grad_x.array.dtype.type(rows))
+    row = (channels,)
+    _batch_norm_backward(out_view(g, shape), out_view(x, shape), out_view(w, row), out_view(mean, row),
+                         out_view(inv_std, row), out_view(grad_x, shape), out_view(grad_w, row),
+                         out_view(grad_b, row), grad_x.array.dtype.type(rows))
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
@@ -816,8 +816,9 @@ def layer_norm(x, w, b, out, mean, var, eps):
     rows = mean.size
     d = out.size // max(rows, 1)
     kind = out.array.dtype.type
-    _layer_norm(x.array[: rows * d].reshape(rows, d), w.array[:d], b.array[:d],
-                out.array[: rows * d].reshape(rows, d), mean.array[:rows], var.array[:rows], kind(d), kind(eps))
+    shape, row, column = (rows, d), (d,), (rows,)
+    _layer_norm(out_view(x, shape), out_view(w, row), out_view(b, row), out_view(out, shape),
+                out_view(mean, column), out_view(var, column), kind(d), kind(eps))
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
@@ -845,10 +846,10 @@ def layer_norm_backward(g, x, w, mean, std, half_power, grad_c, grad_mean, grad_
     d = grad_c.size // max(rows, 1)
     shape = (rows, d)
     kind = grad_c.array.dtype.type
-    _layer_norm_backward(g.array[: rows * d].reshape(shape), x.array[: rows * d].reshape(shape), w.array[:d],
-                         mean.array[:rows], std.array[:rows], half_power.array[:rows],
-                         grad_c.array[: rows * d].reshape(shape), grad_mean.array[:rows], grad_w.array[:d],
-                         grad_b.array[:d], kind(d))
+    row, column = (d,), (rows,)
+    _layer_norm_backward(out_view(g, shape), out_view(x, shape), out_view(w, row), out_view(mean, column),
+                         out_view(std, column), out_view(half_power, column), out_view(grad_c, shape),
+                         out_view(grad_mean, column), out_view(grad_w, row), out_view(grad_b, row), kind(d))
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
@@ -893,7 +894,7 @@ def _layer_norm_backward(g, x, w, mean, std, half_power, grad_c, grad_mean, grad
 
 def softmax_shift(x, out, d):
     rows = out.size // d
-    _softmax_shift(x.array[: rows * d].reshape(rows, d), out.array[: rows * d].reshape(rows, d))
+    _softmax_shift(out_view(x, (rows, d)), out_view(out, (rows, d)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -910,7 +911,7 @@ def _softmax_shift(x, out):
 
 def softmax_normalize(e, out, d):
     rows = out.size // d
-    _softmax_normalize(e.array[: rows * d].reshape(rows, d), out.array[: rows * d].reshape(rows, d))
+    _softmax_normalize(out_view(e, (rows, d)), out_view(out, (rows, d)))
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)  # x / 0 is inf or nan, as numpy's
@@ -924,8 +925,7 @@ def _softmax_normalize(e, out):
 def softmax_backward(g, s, out, d):
     rows = out.size // d
     shape = (rows, d)
-    _softmax_backward(g.array[: rows * d].reshape(shape), s.array[: rows * d].reshape(shape),
-                      out.array[: rows * d].reshape(shape))
+    _softmax_backward(out_view(g, shape), out_view(s, shape), out_view(out, shape))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -942,8 +942,7 @@ def _softmax_backward(g, s, out):
 def log_softmax_backward(g, e, total, out, d):
     rows = out.size // d
     shape = (rows, d)
-    _log_softmax_backward(g.array[: rows * d].reshape(shape), e.array[: rows * d].reshape(shape),
-                          total.array[:rows], out.array[: rows * d].reshape(shape))
+    _log_softmax_backward(out_view(g, shape), out_view(e, shape), out_view(total, (rows,)), out_view(out, shape))
 
 
 @numba.njit(cache=True, nogil=True)
