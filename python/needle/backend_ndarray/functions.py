@@ -341,11 +341,17 @@ def one_hot(n: int, indices, dtype="float32", device=None) -> NDArray:
     idx = indices if indices.dtype == "int64" else indices.astype("int64")
     out = NDArray.make(idx.shape + (int(n),), device=device, dtype=storage_dtype(dtype))
     if idx.size:
-        try:
-            device.call("one_hot_rows", idx._operand(), out._handle, int(n))
-        except IndexError as err:
-            raise ValueError(f"one_hot: {err}") from None
+        _call_on_class_ids(device, "one_hot_rows", idx._operand(), out._handle, int(n))
     return out
+
+
+def _call_on_class_ids(device: BackendDevice, name: str, *args) -> None:
+    """device.call(name, *args) for a kernel that reads class ids, its IndexError for an id out of
+    range as one_hot's ValueError."""
+    try:
+        device.call(name, *args)
+    except IndexError as err:
+        raise ValueError(f"one_hot: {err}") from None
 
 
 def nonzero(mask: NDArray) -> tuple:
@@ -457,22 +463,19 @@ def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], tan
     """(grad_z (B, 4H), grad_c0 (B, H)) of the LSTM cell by the device's own lstm_gates_backward
     kernel (interface.OptionalKernels: the arithmetic of needle.ops.lstm.LSTMGatesGrad, given the
     activations i, f, g, o = `gates`, tanh(c) and sigmoid(-z) of the i, f, o blocks = `sig_neg`),
-    or None where the device has none, the arrays are not compact (B, H) arrays of one dtype, or
-    a compiled step is recording (its fusion takes the array sequence instead)."""
+    or None where the device has none, the arrays are not compact non-empty float (B, H) arrays of
+    one dtype, or a compiled step is recording (see _kernel_applies: its fusion takes the array
+    sequence instead)."""
+    arrays = [c0] + [x for x in (gh, gc, tanh_c, *gates, *sig_neg) if x is not None]
+    if len(c0.shape) != 2 or not _kernel_applies("lstm_gates_backward", arrays):
+        return None
     device = c0.device
-    if device.recorder is not None or not hasattr(device.mod, "lstm_gates_backward") or len(c0.shape) != 2:
-        return None
-    arrays = [x for x in (gh, gc, tanh_c, *gates, c0, *sig_neg) if x is not None]
-    if not all(x.shape == c0.shape and x.dtype == c0.dtype and x.is_compact() and x.device == device
-               for x in arrays):
-        return None
     batch, hidden = c0.shape
     grad_z = NDArray.make((batch, 4 * hidden), device=device, dtype=c0.dtype)
     grad_c0 = NDArray.make((batch, hidden), device=device, dtype=c0.dtype)
-    if grad_c0.size:
-        spare = c0._handle  # read in place of an adjoint or array that is not there (has_h/has_c say so)
-        handles = [spare if x is None else x._handle for x in (gh, gc, tanh_c, *gates, c0, *sig_neg)]
-        device.lstm_gates_backward(*handles, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
+    spare = c0._handle  # read in place of an adjoint or array that is not there (has_h/has_c say so)
+    handles = [spare if x is None else x._handle for x in (gh, gc, tanh_c, *gates, c0, *sig_neg)]
+    device.lstm_gates_backward(*handles, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
     return grad_z, grad_c0
 
 
@@ -639,10 +642,7 @@ def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
     if idx is None or rows == 0 or classes == 0:
         return None
     out = NDArray.make((), device=device, dtype=log_probs.dtype)
-    try:
-        device.call("nll_loss_sum", log_probs._operand(), idx._operand(), out._handle, classes)
-    except IndexError as err:
-        raise ValueError(f"one_hot: {err}") from None
+    _call_on_class_ids(device, "nll_loss_sum", log_probs._operand(), idx._operand(), out._handle, classes)
     return out
 
 
@@ -659,10 +659,7 @@ def device_nll_loss_backward(ids: NDArray, value: NDArray, shape: tuple) -> Opti
     if idx is None or rows == 0 or classes == 0:
         return None
     out = NDArray.make(tuple(shape), device=device, dtype=value.dtype)
-    try:
-        device.call("nll_loss_backward", idx._operand(), value._operand(), out._handle, classes)
-    except IndexError as err:
-        raise ValueError(f"one_hot: {err}") from None
+    _call_on_class_ids(device, "nll_loss_backward", idx._operand(), value._operand(), out._handle, classes)
     return out
 
 
@@ -688,20 +685,15 @@ def threshold_backward(g: NDArray, x: NDArray, threshold: float = 0.0) -> NDArra
     neighbours)."""
     device = g.device
     if (device.recorder is None and hasattr(device.mod, "threshold_backward") and g.shape == x.shape
-            and g.dtype == x.dtype and g.is_compact() and x.is_compact()):
+            and g.dtype == x.dtype and g.strides == x.strides and (g.is_compact() or _dense(g))
+            and (x.is_compact() or _dense(x))):
+        # one layout over two whole buffers (compact, or an NCHW view of NHWC data as the
+        # convolutions hand on): elementwise, so the flat buffers, and the result in that layout
+        # too (the next transpose back to NHWC then needs no copy)
         out = NDArray.make(g.shape, device=device, dtype=g.dtype)
         if out.size:
             device.threshold_backward(g._handle, x._handle, out._handle, threshold)
-        return out
-    if (device.recorder is None and hasattr(device.mod, "threshold_backward") and g.shape == x.shape
-            and g.dtype == x.dtype and g.strides == x.strides and _dense(g) and _dense(x)):
-        # one layout over two whole buffers (an NCHW view of NHWC data, as the convolutions hand
-        # on): elementwise, so the flat buffers, and the result in that layout too (the next
-        # transpose back to NHWC then needs no copy)
-        out = NDArray.make(g.shape, device=device, dtype=g.dtype)
-        if out.size:
-            device.threshold_backward(g._handle, x._handle, out._handle, threshold)
-        return out.as_strided(g.shape, g.strides)
+        return out if g.is_compact() else out.as_strided(g.shape, g.strides)
     # NDArray's operators are made from needle.primitives' rows, invisible to the checker
     return where(x <= threshold, 0.0, g)  # type: ignore[operator, arg-type]
 
