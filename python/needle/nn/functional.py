@@ -350,21 +350,10 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
             raise ValueError(f"layer_norm: {name} of shape {t.shape} for normalized_shape {shape}")
     if k == 1 and weight is not None and bias is not None and weight.dtype == bias.dtype == input.dtype \
             and weight.device == bias.device == input.device and input is not weight and input is not bias:
-        # (a tensor that is both the input and the weight or bias gets its partial adjoints from
-        # the op in another order than from the Tensor ops below: those keep it)
-        # one op (its gradient one node), with the bits of the Tensor ops below
+        # one op (its gradient one node), with the bits of the Tensor ops below (a tensor that is
+        # both the input and the weight or bias would get its partial adjoints in another order)
         return ops.tuple_get_item(ops.LayerNorm(eps)(input, weight, bias), 0)
-    axes = tuple(range(input.ndim - k, input.ndim))
-    mean = ops.mean(input, axes, keepdims=True)
-    centered = input - mean.broadcast_to(input.shape)
-    var = ops.mean(centered * centered, axes, keepdims=True)
-    out = centered / ((var + eps) ** 0.5).broadcast_to(input.shape)
-    lead = (1,) * (input.ndim - k)
-    if weight is not None:
-        out = out * weight.reshape(lead + shape).broadcast_to(input.shape)
-    if bias is not None:
-        out = out + bias.reshape(lead + shape).broadcast_to(input.shape)
-    return out
+    return ops.layer_norm_formula(input, weight, bias, eps, k)[0]
 
 
 # --- convolution and pooling -------------------------------------------------------------------

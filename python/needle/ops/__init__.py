@@ -74,7 +74,15 @@ from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem,
 from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
 from .lstm import LSTMGates, LSTMGatesGrad, lstm_gates
 from .matmul import MatMul, MatMulTransposed, matmul
-from .normalization import BatchNorm, BatchNormGrad, LayerNorm, LayerNormGrad, batch_norm, layer_norm
+from .normalization import (
+    BatchNorm,
+    BatchNormGrad,
+    LayerNorm,
+    LayerNormGrad,
+    batch_norm,
+    layer_norm,
+    layer_norm_formula,
+)
 from .pooling import AvgPool2d, Col2Im, Im2Col, MaxPool2d, avg_pool2d, col2im, im2col, max_pool2d
 from .reduction import (
     ArgExtreme,
@@ -184,6 +192,7 @@ __all__ = [
     "binary_cross_entropy", "BinaryCrossEntropy", "nll_loss", "NLLLoss", "NLLLossGrad",
     "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad",
     "BatchNormGrad", "LogSoftmaxGrad", "SoftmaxGrad", "LayerNorm", "LayerNormGrad", "layer_norm",
+    "layer_norm_formula",
     # PyTorch's functions (torch.cat, torch.topk, ...; the ones named like Python builtins -- sum, min,
     # all, any, abs, pow -- are needle.functions', kept out of star imports)
     "cat", "split_sections", "chunk", "unbind", "unsqueeze", "squeeze", "expand", "narrow", "roll", "clone",

@@ -9,12 +9,13 @@ Stateless: the statistics are outputs of the op (a tuple), not state kept on it 
 from __future__ import annotations
 
 from ..autograd import Partials, TensorTupleOp, array_api, vjp
-from ._helpers import require_tensor
+from ._helpers import require_tensor, size_of
 from .reduction import summation
 from .shape import broadcast_to
 from .tuple_ops import entries_by_position, tuple_entries, tuple_get_item
 
-__all__ = ["BatchNorm", "BatchNormGrad", "batch_norm", "LayerNorm", "LayerNormGrad", "layer_norm"]
+__all__ = ["BatchNorm", "BatchNormGrad", "batch_norm", "LayerNorm", "LayerNormGrad", "layer_norm",
+           "layer_norm_formula"]
 
 
 class BatchNorm(TensorTupleOp):
@@ -157,23 +158,30 @@ def batch_norm(x, weight, bias, eps: float = 1e-5):
 
 # --- layer normalisation over the last axis ---------------------------------------------------------
 
-def _layer_norm_formula(x, w, b, eps: float):
-    """(out, mean, var) of LayerNorm as the Tensor ops F.layer_norm composes (the reference the op
-    reproduces bit for bit, and what its gradient differentiates where the statistics are used)."""
-    d, shape = x.shape[-1], x.shape
-    axes = (len(shape) - 1,)
-    lead = (1,) * (len(shape) - 1)
-    mean = summation(x, axes, keepdims=True) / d
+def layer_norm_formula(x, w, b, eps: float, normalized_ndim: int = 1):
+    """(out, mean, var) of LayerNorm over x's last `normalized_ndim` axes as Tensor ops: what
+    F.layer_norm runs where the LayerNorm op does not apply (several axes, no weight or bias), the
+    reference the op reproduces bit for bit, and what its gradient differentiates where the
+    statistics are used. w and b (of the normalized shape) may be None."""
+    shape = x.shape
+    axes = tuple(range(len(shape) - normalized_ndim, len(shape)))
+    normalized = tuple(shape[len(shape) - normalized_ndim:])
+    lead = (1,) * (len(shape) - normalized_ndim)
+    count = size_of(normalized)
+    mean = summation(x, axes, keepdims=True) / count
     centered = x - mean.broadcast_to(shape)
-    var = summation(centered * centered, axes, keepdims=True) / d
+    var = summation(centered * centered, axes, keepdims=True) / count
     out = centered / ((var + eps) ** 0.5).broadcast_to(shape)
-    out = out * w.reshape(lead + (d,)).broadcast_to(shape) + b.reshape(lead + (d,)).broadcast_to(shape)
+    if w is not None:
+        out = out * w.reshape(lead + normalized).broadcast_to(shape)
+    if b is not None:
+        out = out + b.reshape(lead + normalized).broadcast_to(shape)
     return out, mean, var
 
 
 def _layer_norm_gradient(g, x, w, eps: float):
     """LayerNormGrad's outputs as Tensor ops (what its own gradient differentiates): the backward
-    walk's steps through `_layer_norm_formula` given the output's adjoint g, x's two partials kept
+    walk's steps through `layer_norm_formula` given the output's adjoint g, x's two partials kept
     apart (grad_c through x - mean, grad_mean through the mean's sum)."""
     d, shape = x.shape[-1], x.shape
     axes = (len(shape) - 1,)
@@ -200,7 +208,7 @@ class LayerNorm(TensorTupleOp):
     biased variance; x (..., d), w and b (d,), mean and var (..., 1) (PyTorch's layer_norm over
     one axis, the course's LayerNorm1d).
 
-    The bits of `_layer_norm_formula`'s Tensor ops (what F.layer_norm composed before), in one
+    The bits of `layer_norm_formula`'s Tensor ops (what F.layer_norm composed before), in one
     pass per row on the cpu (the device's layer_norm kernel) or its array sequence elsewhere. The
     gradient is one LayerNormGrad node where the statistics are not used, and x gets its two
     partial adjoints from it separately (autograd.Partials), in the order the Tensor ops' backward
@@ -244,7 +252,7 @@ class LayerNorm(TensorTupleOp):
             return (Partials((grad_c, broadcast_to(grad_mean, x.shape))), tuple_get_item(grad, 2),
                     tuple_get_item(grad, 3))
         eps = self.eps
-        return vjp(lambda x, w, b: _layer_norm_formula(x, w, b, eps), (x, w, b), entries_by_position(out_grad, 3))
+        return vjp(lambda x, w, b: layer_norm_formula(x, w, b, eps), (x, w, b), entries_by_position(out_grad, 3))
 
 
 class LayerNormGrad(TensorTupleOp):
@@ -259,7 +267,7 @@ class LayerNormGrad(TensorTupleOp):
         grad_c = (p1 + var_adj * c) + var_adj * c,  grad_mean = sum(-grad_c) / d,
         grad_w = sum over rows of g * (c / s),  grad_b = sum over rows of g
 
-    -- the backward walk's array operations through `_layer_norm_formula`, in its order, so the same
+    -- the backward walk's array operations through `layer_norm_formula`, in its order, so the same
     bits (one pass per row on the cpu: the device's layer_norm_backward kernel). Its own gradient
     differentiates `_layer_norm_gradient` (autograd.vjp).
     """
