@@ -806,3 +806,41 @@ def test_a_product_of_transposed_operands_refuses_shapes_that_do_not_fit():
         ndl.ops.MatMulTransposed(True, False)(ndl.Tensor(np.zeros(3)), ndl.Tensor(np.zeros((3, 2))))
     with pytest.raises(ValueError, match="batch dimensions"):
         ndl.ops.MatMulTransposed(False, True)(ndl.Tensor(np.zeros((2, 5, 3))), ndl.Tensor(np.zeros((3, 4, 3))))
+
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=["cpu", "cpu_numpy"])
+def test_relus_gradient_reads_its_output_with_the_bits_of_the_input_mask(device):
+    """ReLU's gradient masks by its output (PyTorch's threshold_backward(g, result, 0)), so a
+    compiled step keeps only the output of a bias + ReLU: max(a, 0) <= 0 exactly where a <= 0
+    (-0.0, 0, -inf, a denormal's sign), and a nan input's nan output passes g on as before."""
+    rng = np.random.RandomState(11)
+    x = rng.randn(40, 17).astype("float32")
+    x.reshape(-1)[:7] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45]
+    g = rng.randn(40, 17).astype("float32")
+    g.reshape(-1)[7:10] = [np.nan, np.inf, -0.0]
+    xt = ndl.Tensor(x, device=device, requires_grad=True)
+    y = ndl.ops.relu(xt)
+    y.backward(ndl.Tensor(g, device=device))
+    want = np.where(x <= 0, np.float32(0), g)  # the input's mask: what the gradient always gave
+    assert xt.grad.numpy().tobytes() == want.tobytes()
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(g))
+    np.testing.assert_array_equal(xt.grad.numpy(), tx.grad.numpy())
+
+
+def test_relus_output_written_in_place_before_backward_is_refused_like_torch():
+    """The gradient's mask now comes from ReLU's output: writing that output in place after the
+    forward makes backward refuse (the in-place check covers a node's own value), as PyTorch,
+    whose relu saves its result, does."""
+    x = ndl.Tensor(np.array([-1.0, 2.0]), dtype="float64", requires_grad=True)
+    y = ndl.ops.relu(x)
+    loss = y.sum()  # a sum's gradient reads no value: only ReLU's reads y
+    y.data.mul_(0.0)
+    with pytest.raises(RuntimeError, match="changed by an in-place operation after it was used"):
+        loss.backward()
+    tx = torch.tensor([-1.0, 2.0], requires_grad=True)
+    ty = torch.relu(tx)
+    tloss = ty.sum()
+    ty.mul_(0.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        tloss.backward()

@@ -587,13 +587,17 @@ def isclose(a: Tensor, b: Tensor, rtol: float = 1e-05, atol: float = 1e-08, equa
 
 class ReLU(TensorOp):
     """max(a, 0). Edges: nan stays nan; the gradient is 0 where a <= 0 (0 at 0 itself) and
-    passes through a nan input, like PyTorch's."""
+    passes through a nan input, like PyTorch's.
+
+    The gradient masks by the output, as PyTorch's relu does (threshold_backward on its result):
+    max(a, 0) <= 0 exactly where a <= 0, and a nan stays nan, so the mask is the input's; but
+    the input need not be kept for the backward (a compiled bias + ReLU stores one array, not two)."""
 
     def compute(self, a):
         return array_api.maximum(a, 0)
 
     def gradient(self, out_grad, node):
-        return ThresholdBackward()(out_grad, node.inputs[0])
+        return ThresholdBackward()(out_grad, node)
 
 
 class ThresholdBackward(TensorOp):
