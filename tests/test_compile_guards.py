@@ -480,3 +480,47 @@ def test_a_fresh_optimizer_state_is_followed():
                 opt.m, opt.v, opt.t = {}, {}, 0
         same(lambda: step(x, y), lambda: train_on(b, opts[1], x, y), seed=i)
     assert_same_state(a, b)
+
+
+# --- input checks that read the data: repeated on every replay ------------------------------------
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=["cpu", "cpu_numpy"])
+def test_embedding_ids_are_checked_on_every_replay_not_only_at_the_trace(device):
+    """A range check that reads the ids at the trace only would let a replayed row gather read id -1
+    as the last row; the check is a host step of the program, so each call's ids are checked."""
+    np.random.seed(0)
+    emb = nn.Embedding(5, 3, device=device)
+    step = ndl.compile(lambda ids: emb(ids).sum())
+    eager = lambda ids: emb(ids).sum()  # noqa: E731
+    for ids in ([1, 2], [3, 4], [0, 1]):
+        t = ndl.Tensor(np.array(ids), device=device, dtype="int64")
+        assert step(t).numpy().tobytes() == eager(t).numpy().tobytes()
+    for bad, shown in (([-1, 0], "id -1 is out of range"), ([4, 5], "id 5 is out of range")):
+        t = ndl.Tensor(np.array(bad), device=device, dtype="int64")
+        with pytest.raises(ValueError, match=rf"Embedding\(5, 3\): {shown} \[0, 5\)"):
+            eager(t)
+        with pytest.raises(ValueError, match=rf"Embedding\(5, 3\): {shown} \[0, 5\)"):
+            step(t)
+    t = ndl.Tensor(np.array([2, 0]), device=device, dtype="int64")  # the program still runs after a refusal
+    assert step(t).numpy().tobytes() == eager(t).numpy().tobytes()
+
+
+def test_float_labels_that_are_not_whole_are_refused_eager_and_on_every_replay():
+    """Labels as float tensors (the course's default dtype) are taken when they hold whole numbers;
+    1.5 is refused, not truncated to class 1, in eager code and in each replay of a compiled step."""
+    logits = ndl.Tensor(np.random.RandomState(0).randn(2, 4).astype("float32"))
+    loss = nn.SoftmaxLoss()
+    step = ndl.compile(lambda y: loss(logits, y))
+    for labels in ([1.0, 2.0], [0.0, 3.0]):
+        y = ndl.Tensor(np.array(labels, dtype="float32"))
+        assert step(y).numpy().tobytes() == loss(logits, y).numpy().tobytes()
+    for bad in ([1.5, 2.0], [np.nan, 1.0], [np.inf, 0.0]):
+        y = ndl.Tensor(np.array(bad, dtype="float32"))
+        with pytest.raises(ValueError, match="one_hot: id .* is not a whole number"):
+            loss(logits, y)
+        with pytest.raises(ValueError, match="one_hot: id .* is not a whole number"):
+            step(y)
+    with pytest.raises(ValueError, match="one_hot: id 2.5 is not a whole number"):
+        ndl.init.one_hot(4, ndl.Tensor(np.array([0.0, 2.5])))
+    with pytest.raises(ValueError, match="one_hot: id 2.5 is not a whole number"):
+        ndl.backend_ndarray.cpu().one_hot(4, np.array([0.0, 2.5]))

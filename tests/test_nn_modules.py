@@ -564,6 +564,24 @@ def test_embedding_rejects_out_of_range_ids():
             emb(ndl.Tensor(np.array([[0, bad]], dtype=np.float32), requires_grad=False))
 
 
+def test_embedding_checks_a_single_id_and_float_ids_too():
+    """A 0-d id is checked like a batch of them (id -1 gave the last row; torch raises IndexError),
+    and float ids must be whole numbers (1.5 is not an id)."""
+    emb = nn.Embedding(5, 3)
+    for bad in (5, -1):
+        with pytest.raises(ValueError, match=rf"Embedding\(5, 3\): id {bad} is out of range"):
+            emb(ndl.Tensor(np.array(bad), dtype="int64"))
+        with pytest.raises(ValueError, match=rf"embedding: id {bad} is out of range"):
+            nn.functional.embedding(ndl.Tensor(np.array(bad), dtype="int64"), emb.weight)
+        with pytest.raises(IndexError):
+            torch.nn.functional.embedding(torch.tensor(bad), torch.zeros(5, 3))
+    for bad in (1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"Embedding\(5, 3\): id .* is not a whole number"):
+            emb(ndl.Tensor(np.array([0.0, bad], dtype=np.float32)))
+    np.testing.assert_array_equal(emb(ndl.Tensor(np.array(4), dtype="int64")).numpy(), emb.weight.numpy()[4])
+    np.testing.assert_array_equal(emb(ndl.Tensor(np.array([4.0, 0.0]))).numpy(), emb.weight.numpy()[[4, 0]])
+
+
 @pytest.mark.parametrize("seq_model", ["rnn", "lstm"])
 def test_language_model_matches_torch(seq_model):
     from needle.models import LanguageModel

@@ -469,6 +469,8 @@ def index_add_rows(out: np.ndarray, indices, values: np.ndarray) -> None:
 def one_hot(n: int, indices, dtype="float32", device=None) -> np.ndarray:
     """Rows `indices` of the n x n identity: shape indices.shape + (n,)."""
     idx = np.asarray(indices)
+    if idx.dtype.kind == "f":
+        host_ops.check_ids(idx, None, "one_hot")  # 1.5 is no class (a cast would make it 1)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         bad = idx[(idx < 0) | (idx >= n)].ravel()[0]
         raise ValueError(f"one_hot: class index {bad} is out of range for {n} classes")
@@ -578,13 +580,19 @@ def device_nll_loss_backward(ids, value, shape) -> None:
 
 
 def threshold_backward(g: np.ndarray, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
-    """where(x <= threshold, 0, g): ReLU's gradient g masked by its input x."""
+    """where(x <= threshold, 0, g): ReLU's gradient g masked by its input or output x (one mask)."""
     return where(np.less_equal(x, threshold), 0.0, g)
 
 
 def extremes(a: np.ndarray) -> tuple:
     """(min, max) of a non-empty array as Python numbers."""
     return a.min().item(), a.max().item()
+
+
+def check_ids(ids: np.ndarray, n: Optional[int], what: str) -> None:
+    """ValueError, prefixed with `what`, for the first id that is not a whole number or lies outside
+    [0, n) (n None: not checked; host_ops.check_ids)."""
+    host_ops.check_ids(ids, n, what)
 
 
 def host_call(fn, *args):

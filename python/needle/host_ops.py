@@ -1,5 +1,5 @@
 """Host-side work on numpy arrays that both array layers run: random draws (from numpy's global
-generator or a `Generator`), multinomial sampling and sort orders.
+generator or a `Generator`), multinomial sampling, sort orders and the check of class ids.
 
 The array functions `random`, `multinomial` and `argsort` (`needle.array_interface`) call these
 inside `host_call`, so a compiled step (`ndl.compile`) runs them again on every replay: a
@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Generator", "DEFAULT_SEED", "draw", "multinomial", "sort_order"]
+__all__ = ["Generator", "DEFAULT_SEED", "draw", "multinomial", "sort_order", "check_ids"]
 
 DEFAULT_SEED = 67280421310721  # the seed of a new torch.Generator()
 
@@ -147,3 +147,17 @@ def sort_order(a: np.ndarray, axis: int, descending: bool) -> np.ndarray:
         flipped = -a  # nan stays nan: the first key puts the nans in front
         return np.lexsort((flipped, ~np.isnan(a)), axis=axis).astype(np.int64)
     return np.argsort(~a, axis=axis, kind="stable").astype(np.int64)  # ~x = -x - 1: no overflow
+
+
+def check_ids(ids: np.ndarray, n: Optional[int], what: str) -> None:
+    """ValueError, prefixed with `what`, for the first of the ids (any shape) that is not a whole
+    number (float ids: 1.5, nan, inf) or lies outside [0, n) (n None: the range is not checked)."""
+    flat = np.asarray(ids).reshape(-1)
+    if flat.dtype.kind == "f":
+        bad = ~np.isfinite(flat) | (flat != np.floor(flat))
+        if bad.any():
+            raise ValueError(f"{what}: id {flat[bad][0].item()!r} is not a whole number")
+    if n is None or not flat.size or (flat.min() >= 0 and flat.max() < n):  # (the common case: two reads)
+        return
+    outside = (flat < 0) | (flat >= n)
+    raise ValueError(f"{what}: id {flat[outside][0]:g} is out of range [0, {n})")

@@ -23,7 +23,7 @@ __all__ = [
     *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
-    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "prod", "broadcast_shapes",
+    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "check_ids", "prod", "broadcast_shapes",
     "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax_backward",
@@ -337,8 +337,11 @@ def one_hot(n: int, indices, dtype="float32", device=None) -> NDArray:
             indices = indices.to(device)
     else:
         device = default_device() if device is None else device
-        indices = NDArray(np.asarray(indices), device=device, dtype="int64")
-    idx = indices if indices.dtype == "int64" else indices.astype("int64")
+        host = np.asarray(indices)
+        if host.dtype.kind == "f":
+            host_ops.check_ids(host, None, "one_hot")
+        indices = NDArray(host, device=device, dtype="int64")
+    idx = _whole_ids(indices)
     out = NDArray.make(idx.shape + (int(n),), device=device, dtype=storage_dtype(dtype))
     if idx.size:
         _call_on_class_ids(device, "one_hot_rows", idx._operand(), out._handle, int(n))
@@ -623,7 +626,18 @@ def _class_ids(ids: NDArray, rows: int) -> Optional[NDArray]:
     None for another shape."""
     if ids.shape != (rows,):
         return None
-    return ids if ids.dtype == "int64" else ids.astype("int64")
+    return _whole_ids(ids)
+
+
+def _whole_ids(ids: NDArray) -> NDArray:
+    """Class ids as int64: float ids are checked to be whole numbers first (check_ids, on every
+    replay of a compiled step), which the cast would not do (1.5 would be class 1). The range is
+    the kernels' check (one_hot's message)."""
+    if ids.dtype == "int64":
+        return ids
+    if is_floating(ids.dtype):
+        check_ids(ids, None, "one_hot")
+    return ids.astype("int64")
 
 
 def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
@@ -703,6 +717,22 @@ def extremes(a: NDArray) -> tuple:
     validation (an input check, allowed and not recorded inside a compiled step)."""
     with validation():
         return a.min().numpy()[0].item(), a.max().numpy()[0].item()
+
+
+def check_ids(ids: NDArray, n: Optional[int], what: str) -> None:
+    """ValueError, prefixed with `what`, for the first id of `ids` (any shape) that is not a whole
+    number (float ids: 1.5, nan, inf) or lies outside [0, n) (n None: the range is left to the
+    kernel that reads the ids).
+
+    The check reads the ids on the host as a host_call, so a compiled step checks every replay's
+    ids, not only the traced call's: a check under `validation()` runs at the trace alone, and a
+    replayed row gather would read row -1 as the last row and a cast would truncate 1.5 to 1."""
+    if ids.size:
+        host_call(_check_ids, ids.device, _operand_of(ids), None if n is None else int(n), what)
+
+
+def _check_ids(device: BackendDevice, operand: tuple, n: Optional[int], what: str) -> None:
+    host_ops.check_ids(device.call("to_numpy", *operand), n, what)
 
 
 # --- host work on data: random draws, sampling, sort orders -------------------------------------

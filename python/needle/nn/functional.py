@@ -1079,10 +1079,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None) 
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
     padding_idx = _padding_index(padding_idx, weight.shape[0], "embedding")
-    if input.shape and 0 not in input.shape:
-        low, high = ops.extremes(input)
-        if low < 0 or high >= weight.shape[0]:
-            raise ValueError(f"embedding: id {low if low < 0 else high} is out of range [0, {weight.shape[0]})")
+    ops.check_ids(input, weight.shape[0], "embedding")  # also a 0-d id, and again at each compiled replay
     return _lookup(input, weight, padding_idx)
 
 

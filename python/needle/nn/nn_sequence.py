@@ -361,12 +361,6 @@ class Embedding(Module):
         if x.dtype == "bool":
             raise TypeError(f"Embedding({self.num_embeddings}, {self.embedding_dim}): ids must be int64 (or whole "
                             "floats), got a bool tensor")
-        if x.shape and 0 not in x.shape:
-            low, high = ops.extremes(x)  # two numbers read back, not the ids
-            if low < 0 or high >= self.num_embeddings:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"Embedding({self.num_embeddings}, {self.embedding_dim}): id {bad:g} is out of range "
-                    f"[0, {self.num_embeddings})"
-                )
+        # also a 0-d id, float ids that are not whole, and again at each replay of a compiled step
+        ops.check_ids(x, self.num_embeddings, f"Embedding({self.num_embeddings}, {self.embedding_dim})")
         return F._lookup(x, self.weight, getattr(self, "padding_idx", None))

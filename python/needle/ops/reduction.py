@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..autograd import MaxResult, Tensor, TensorOp, array_api, vjp
 from ._helpers import (  # noqa: F401  (sum_to_shape: needle.ops re-exports it from here)
@@ -43,7 +43,7 @@ _ew: Any = array_api
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "LogSoftmaxGrad", "Softmax", "SoftmaxGrad", "summation",
            "mean", "max", "argmax",
-           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes",
+           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes", "check_ids",
            "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather",
            "histc", "histogram", "SortResult", "HistogramResult"]
 
@@ -364,6 +364,13 @@ def extremes(a: Tensor) -> tuple:
             return value, value
         raise ValueError("extremes of an empty tensor")
     return array_api.extremes(a.realize_cached_data())
+
+
+def check_ids(ids: Tensor, n: Optional[int], what: str) -> None:
+    """ValueError, prefixed with `what`, for the first of the ids (a Tensor of any shape) that is not
+    a whole number or lies outside [0, n): an input check that a compiled step repeats on every
+    replay's ids (array_api.check_ids), where a check through `extremes` runs at the trace alone."""
+    array_api.check_ids(ids.realize_cached_data(), n, what)
 
 
 # --- PyTorch's other reductions: min, argmin, var, std, all, any ---------------------------------
