@@ -39,7 +39,7 @@ from ..backend_ndarray.host_buffer import out_view, read, strided_view
 from ..backend_ndarray.recording import Call, Slot, View
 from ..dtypes import FLOAT_DTYPES, HostScalar
 from ..primitives import EXPR_FUNCTIONS
-from . import parallel_cpu
+from . import exp_cpu, parallel_cpu
 from .fusion import Node, operand
 
 # the longest rows a fused loop reduces: numpy's reduce costs a fixed overhead per row, which a
@@ -54,10 +54,12 @@ _REDUCTIONS = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min"}
 __all__ = ["GENERATOR", "FusedKernel", "cache_dir"]
 
 # numba does not contract a * b + c into an FMA, so one IEEE operation per exact primitive
-# gives numpy's bits; transcendental functions (exp, log, tanh, pow, sigmoid) are left to
+# gives numpy's bits; transcendental functions (log, tanh, pow, float64 exp) are left to
 # numpy, whose SIMD versions can differ from numba's in the last bit -- so a fused step is
 # bit-identical to the eager one, and a run resumed mid-way (which traces at other points)
-# to an uninterrupted run. The generated module takes the expressions' functions from numpy.
+# to an uninterrupted run. float32 exp and sigmoid are fused through exp_cpu, which does numpy's
+# float32 exp kernel's operations (where `exp_cpu.matches_numpy()` confirms the bits on this
+# machine). The generated module takes the expressions' functions from numpy.
 _EXPR_IMPORTS = "from numpy import " + ", ".join(EXPR_FUNCTIONS) + "  # noqa: F401, A004\n"
 _NUMBA_TYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
 
@@ -73,6 +75,12 @@ def _cpu_node(call: Call) -> Optional[Tuple[tuple, Node]]:
     fn, args = call.fn, call.args
     p, form = getattr(fn, "primitive", None), getattr(fn, "form", None)
     if p is not None:
+        if form == "unary" and p.name in exp_cpu.FUSED_FORMS and args[-1].dtype == "float32" \
+                and exp_cpu.matches_numpy():
+            a, out = operand(args[0]), args[1]
+            if a is None or a[0].dtype != "float32":
+                return None
+            return a[1], Node(exp_cpu.FUSED_FORMS[p.name], [a], out, out.dtype)
         if not p.exact or (p.floating and args[-1].dtype not in FLOAT_DTYPES):
             return None
         if form == "ewise":
@@ -423,17 +431,22 @@ def _view(operand, shape) -> np.ndarray:
     return strided_view(buffer, shape, strides, offset)
 
 
-_PAIRWISE_VERSION: List[str] = []
+_VERSIONS: Dict[str, str] = {}
+
+
+def _source_version(module) -> str:
+    """A digest of a helper module's source (the functions generated kernels call), for their names."""
+    if module.__name__ not in _VERSIONS:
+        with open(module.__file__, "rb") as f:
+            _VERSIONS[module.__name__] = hashlib.sha256(f.read()).hexdigest()[:16]
+    return _VERSIONS[module.__name__]
 
 
 def _pairwise_version() -> str:
     """A digest of pairwise_cpu's source (the row sums the generated reductions call)."""
-    if not _PAIRWISE_VERSION:
-        from . import pairwise_cpu
+    from . import pairwise_cpu
 
-        with open(pairwise_cpu.__file__, "rb") as f:
-            _PAIRWISE_VERSION.append(hashlib.sha256(f.read()).hexdigest()[:16])
-    return _PAIRWISE_VERSION[0]
+    return _source_version(pairwise_cpu)
 
 
 # LLVM's x86 pass that turns a conditional move back into a branch when one of its operands
@@ -464,6 +477,8 @@ def _compiled(source: str):
     # pairwise_cpu's source too, so a changed row_sum is never run from a stale cache
     helpers = f"from needle.compile.pairwise_cpu import row_sum, row_max, row_min  # {_pairwise_version()}\n" \
         if "row_" in source else ""
+    if "_f32(" in source:  # numpy's float32 exp and the sigmoid made with it (exp_cpu), named the same way
+        helpers += f"from needle.compile.exp_cpu import exp_f32, sigmoid_f32  # {_source_version(exp_cpu)}\n"
     # the options are part of the name: machine code cached without them is never reused
     digest = hashlib.sha256((_LLVM_OPTIONS + helpers + source).encode()).hexdigest()[:24]
     folder = cache_dir()
