@@ -93,8 +93,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
         qkv = self.c_attn(x)
-        # (B, T, 3C) -> three (B, H, T, D)
-        q, k, v = (qkv[:, :, i * C:(i + 1) * C].reshape((B, T, H, D)).permute((0, 2, 1, 3)) for i in range(3))
+        # (B, T, 3C) -> three (B, H, T, D); split (nanoGPT's qkv.split) gives qkv's gradient as one
+        # concatenation, where three slices gave three zero-filled copies added up
+        q, k, v = (part.reshape((B, T, H, D)).permute((0, 2, 1, 3)) for part in qkv.split(C, dim=2))
         att = (q @ k.transpose()) * (1.0 / math.sqrt(D))
         mask = self._constants.mask[:T, :T].reshape((1, 1, T, T)).broadcast_to(att.shape)
         att = ops.softmax(ops.where(mask, att, -math.inf), axis=3)
