@@ -23,7 +23,9 @@ ARRAY_FUNCTIONS = (
     # the memory behind an array: in-place writes are versioned by it (autograd's saved-value check)
     "storage", "owns_storage",
     # gather / scatter / one-hot on int64 indices
-    "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index", "extremes", "check_ids",
+    "take_rows", "index_add_rows", "one_hot", "nonzero", "as_index", "wrap_index", "extremes",
+    # input checks that read the data: host steps a compiled step repeats on every replay
+    "check_data", "check_extremes", "check_ids",
     # what a compiled step (needle.compile) records: host work replayed each step, input checks
     "host_call", "is_recording", "validation", "constant_data",
     # host work on data, replayed by a compiled step: random draws, sampling, sort orders

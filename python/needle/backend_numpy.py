@@ -589,6 +589,17 @@ def extremes(a: np.ndarray) -> tuple:
     return a.min().item(), a.max().item()
 
 
+def check_data(check, arrays, *args):
+    """check(*arrays, *args): an input check that reads the data (needle.compile repeats it on every
+    replay in nd mode; numpy mode records nothing)."""
+    return check(*[np.asarray(a) for a in arrays], *args)
+
+
+def check_extremes(a: np.ndarray, check, *args):
+    """check(low, high, *args) with the min and max of a non-empty array as Python numbers."""
+    return check(*extremes(a), *args)
+
+
 def check_ids(ids: np.ndarray, n: Optional[int], what: str) -> None:
     """ValueError, prefixed with `what`, for the first id that is not a whole number or lies outside
     [0, n) (n None: not checked; host_ops.check_ids)."""

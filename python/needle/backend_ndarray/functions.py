@@ -23,7 +23,8 @@ __all__ = [
     *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
-    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "check_ids", "prod", "broadcast_shapes",
+    "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "check_data", "check_extremes", "check_ids",
+    "prod", "broadcast_shapes",
     "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax_backward",
@@ -719,20 +720,39 @@ def extremes(a: NDArray) -> tuple:
         return a.min().numpy()[0].item(), a.max().numpy()[0].item()
 
 
+def check_data(check: Callable, arrays: Sequence[NDArray], *args) -> Any:
+    """check(*hosts, *args), `hosts` numpy copies of `arrays` (on one device): an input check that
+    reads the data (it raises for bad values; its result goes back to the caller).
+
+    It runs as a host_call, so a compiled step runs it again on every replay, on that call's data:
+    a check under `validation()` runs at the trace alone, and a replay with bad data would go on
+    silently (a gather reading row -1 as the last row, a cast truncating 1.5 to 1, a loss of nan).
+    What the caller decides from the result at the trace is fixed in the recording."""
+    device = arrays[0].device
+    return host_call(_check_data, check, device, args, *[_operand_of(a) for a in arrays])
+
+
+def _check_data(check: Callable, device: BackendDevice, args: tuple, *operands: tuple) -> Any:
+    return check(*[device.call("to_numpy", *operand) for operand in operands], *args)
+
+
+def check_extremes(a: NDArray, check: Callable, *args) -> Any:
+    """check(low, high, *args) with the min and max of a non-empty array as Python numbers (nan
+    where a holds one): check_data on the two numbers, reduced on the device, so a compiled step
+    checks every replay's data, reading two numbers back."""
+    return check_data(_check_bounds, (stack([min(a), max(a)]),), check, *args)
+
+
+def _check_bounds(bounds: np.ndarray, check: Callable, *args) -> Any:
+    return check(bounds[0].item(), bounds[1].item(), *args)
+
+
 def check_ids(ids: NDArray, n: Optional[int], what: str) -> None:
     """ValueError, prefixed with `what`, for the first id of `ids` (any shape) that is not a whole
     number (float ids: 1.5, nan, inf) or lies outside [0, n) (n None: the range is left to the
-    kernel that reads the ids).
-
-    The check reads the ids on the host as a host_call, so a compiled step checks every replay's
-    ids, not only the traced call's: a check under `validation()` runs at the trace alone, and a
-    replayed row gather would read row -1 as the last row and a cast would truncate 1.5 to 1."""
+    kernel that reads the ids). check_data: a compiled step checks every replay's ids."""
     if ids.size:
-        host_call(_check_ids, ids.device, _operand_of(ids), None if n is None else int(n), what)
-
-
-def _check_ids(device: BackendDevice, operand: tuple, n: Optional[int], what: str) -> None:
-    host_ops.check_ids(device.call("to_numpy", *operand), n, what)
+        check_data(host_ops.check_ids, (ids,), None if n is None else int(n), what)
 
 
 # --- host work on data: random draws, sampling, sort orders -------------------------------------

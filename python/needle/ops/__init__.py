@@ -103,6 +103,7 @@ from .reduction import (
     argmax,
     argmin,
     argsort,
+    check_extremes,
     check_ids,
     expand_reduced,
     extremes,

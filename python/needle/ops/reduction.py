@@ -43,7 +43,8 @@ _ew: Any = array_api
 
 __all__ = ["Summation", "Max", "LogSumExp", "LogSoftmax", "LogSoftmaxGrad", "Softmax", "SoftmaxGrad", "summation",
            "mean", "max", "argmax",
-           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes", "check_ids",
+           "logsumexp", "logsoftmax", "softmax", "sum_to_shape", "expand_reduced", "extremes", "check_extremes",
+           "check_ids",
            "minimum_of", "argmin", "Variance", "var", "std", "all_of", "any_of", "argsort", "sort", "topk", "gather",
            "histc", "histogram", "SortResult", "HistogramResult"]
 
@@ -364,6 +365,13 @@ def extremes(a: Tensor) -> tuple:
             return value, value
         raise ValueError("extremes of an empty tensor")
     return array_api.extremes(a.realize_cached_data())
+
+
+def check_extremes(a: Tensor, check: Callable, *args) -> Any:
+    """check(low, high, *args) with the min and max of a non-empty tensor (nan where it holds one):
+    an input check that a compiled step repeats on every replay's data (array_api.check_extremes),
+    where a check through `extremes` runs at the trace alone. Returns check's result."""
+    return array_api.check_extremes(a.realize_cached_data(), check, *args)
 
 
 def check_ids(ids: Tensor, n: Optional[int], what: str) -> None:
