@@ -524,3 +524,69 @@ def test_float_labels_that_are_not_whole_are_refused_eager_and_on_every_replay()
         ndl.init.one_hot(4, ndl.Tensor(np.array([0.0, 2.5])))
     with pytest.raises(ValueError, match="one_hot: id 2.5 is not a whole number"):
         ndl.backend_ndarray.cpu().one_hot(4, np.array([0.0, 2.5]))
+
+
+def replays_like_eager(fn, good, bad, error, match):
+    """Compile `fn`, trace it on good[0] (argument tuples); its replays on each of `good` give the
+    eager bits, and each of `bad` raises `error` matching `match`, eagerly and in a replay of the one
+    traced program (a check that read the traced call's data only would let the replay go on with
+    a wrong result)."""
+    step = ndl.compile(fn)
+    for args in good[:1] * 2 + good:  # an eager call, the trace, then replays
+        assert step(*args).numpy().tobytes() == fn(*args).numpy().tobytes()
+    for args in bad:
+        with pytest.raises(error, match=match):
+            fn(*args)
+        with pytest.raises(error, match=match):
+            step(*args)
+    assert step(*good[0]).numpy().tobytes() == fn(*good[0]).numpy().tobytes()  # the program still runs
+    assert len(step.programs) == 1  # the bad calls were replays, not traces
+
+
+def floats(*values):
+    return ndl.Tensor(np.array(values, dtype=np.float32), requires_grad=False)
+
+
+def ids(*values, device=None):
+    return ndl.Tensor(np.array(values), dtype="int64", device=device)
+
+
+@pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=["cpu", "cpu_numpy"])
+def test_index_arrays_are_wrapped_and_bounds_checked_on_every_replay(device):
+    """Negative indices were wrapped only where the traced call had some, and the bounds checked at
+    the trace only: with two index arrays (one flat row index 4 i + j) a replay read x[1, -1] as
+    x[0, 3] and x[1, 4] as x[2, 0]; with a negative traced index, a replay's -4 was wrapped to -1."""
+    x = ndl.Tensor(np.arange(12, dtype=np.float32).reshape(3, 4), device=device, requires_grad=False)
+    i = ids(0, 1, device=device)
+    replays_like_eager(lambda j: x[i, j], [(ids(1, 2, device=device),), (ids(3, -1, device=device),),
+                                           (ids(-4, 0, device=device),)],
+                       [(ids(1, 4, device=device),), (ids(-5, 0, device=device),)], IndexError,
+                       r"index (4|-5) is out of bounds for axis 1 with size 4")
+    replays_like_eager(lambda r: x[r], [(ids(0, -2, device=device),), (ids(2, 0, device=device),)],
+                       [(ids(-4, 0, device=device),), (ids(0, 3, device=device),)], IndexError,
+                       r"index (-4|3) is out of bounds for axis 0 with size 3")
+
+
+def test_float_index_tensors_must_hold_whole_numbers_on_every_replay():
+    """The whole-number check of a float index tensor read the traced call's index only: a replay
+    with 1.5 took row 1 (the cast truncates)."""
+    x = ndl.Tensor(np.arange(12, dtype=np.float32).reshape(3, 4), requires_grad=False)
+    replays_like_eager(lambda r: x[r], [(floats(0, 2),), (floats(1, 1),)],
+                       [(floats(0, 1.5),), (floats(np.nan, 1),), (floats(np.inf, 1),)], TypeError,
+                       "tensor indices must hold whole numbers")
+    with pytest.raises(TypeError, match="tensor indices must hold whole numbers, got 2.5"):
+        x[floats(0, 2.5)]
+
+
+def test_setitem_refuses_a_repeated_position_on_every_replay():
+    """The check that no position is set twice read the traced call's index only: a replay with
+    index [1, 1] set row 1 to the sum of both values."""
+    x = ndl.Tensor(np.zeros((3, 4), dtype=np.float32), requires_grad=False)
+    v = ndl.Tensor(np.array([[1.0], [2.0]], dtype=np.float32) * np.ones((2, 4), dtype=np.float32))
+
+    def put(r):
+        y = x * 1.0
+        y[r] = v
+        return y
+    replays_like_eager(put, [(ids(0, 2),), (ids(2, -3),)], [(ids(1, 1),), (ids(0, -3),)], IndexError,
+                       "x\\[index\\] = value with an index that repeats a position")

@@ -495,8 +495,7 @@ def as_index(entry, device=None) -> tuple:
     if host.dtype.kind == "b":
         return tuple(i.astype(np.int64) for i in np.nonzero(host))
     if host.dtype.kind == "f":
-        if not np.all(host == np.round(host)):
-            raise TypeError("tensor indices must hold whole numbers")
+        host_ops.check_whole_index(host)
     elif host.dtype.kind not in "iu":
         raise TypeError(f"tensor indices must be integers or booleans, got dtype {host.dtype}")
     return (host.astype(np.int64),)

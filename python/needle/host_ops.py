@@ -1,5 +1,6 @@
 """Host-side work on numpy arrays that both array layers run: random draws (from numpy's global
-generator or a `Generator`), multinomial sampling, sort orders and the check of class ids.
+generator or a `Generator`), multinomial sampling, sort orders, and the input checks of class
+ids and float indices.
 
 The array functions `random`, `multinomial` and `argsort` (`needle.array_interface`) call these
 inside `host_call`, so a compiled step (`ndl.compile`) runs them again on every replay: a
@@ -16,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Generator", "DEFAULT_SEED", "draw", "multinomial", "sort_order", "check_ids"]
+__all__ = ["Generator", "DEFAULT_SEED", "draw", "multinomial", "sort_order", "check_ids", "check_whole_index"]
 
 DEFAULT_SEED = 67280421310721  # the seed of a new torch.Generator()
 
@@ -149,14 +150,30 @@ def sort_order(a: np.ndarray, axis: int, descending: bool) -> np.ndarray:
     return np.argsort(~a, axis=axis, kind="stable").astype(np.int64)  # ~x = -x - 1: no overflow
 
 
+def _not_whole(flat: np.ndarray) -> Any:
+    """The first of the (flat) values that is not a whole number (1.5, nan, inf), or None; an
+    integer array holds none."""
+    if flat.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(flat) | (flat != np.floor(flat))
+    return flat[bad][0].item() if bad.any() else None
+
+
+def check_whole_index(index: np.ndarray) -> None:
+    """TypeError naming the first value of a float index (any shape) that is not a whole number
+    (1.5, nan, inf): a float index stands for its int64 cast only when it holds whole numbers."""
+    bad = _not_whole(np.asarray(index).reshape(-1))
+    if bad is not None:
+        raise TypeError(f"tensor indices must hold whole numbers, got {bad!r}")
+
+
 def check_ids(ids: np.ndarray, n: Optional[int], what: str) -> None:
     """ValueError, prefixed with `what`, for the first of the ids (any shape) that is not a whole
     number (float ids: 1.5, nan, inf) or lies outside [0, n) (n None: the range is not checked)."""
     flat = np.asarray(ids).reshape(-1)
-    if flat.dtype.kind == "f":
-        bad = ~np.isfinite(flat) | (flat != np.floor(flat))
-        if bad.any():
-            raise ValueError(f"{what}: id {flat[bad][0].item()!r} is not a whole number")
+    bad = _not_whole(flat)
+    if bad is not None:
+        raise ValueError(f"{what}: id {bad!r} is not a whole number")
     if n is None or not flat.size or (flat.min() >= 0 and flat.max() < n):  # (the common case: two reads)
         return
     outside = (flat < 0) | (flat >= n)

@@ -396,18 +396,14 @@ def as_index(entry, device=None) -> tuple:
             return (entry,)
         if entry.dtype == "bool":
             return nonzero(entry)
-        with validation():  # the check reads the values; the conversion stays on the device
-            whole = bool(np.all(np.mod(entry.numpy(), 1) == 0))
-        if not whole:
-            raise TypeError("tensor indices must hold whole numbers")
+        check_data(host_ops.check_whole_index, (entry,))  # on every replay too: the cast would truncate 1.5 to 1
         return (entry.astype("int64"),)
     host = np.asarray(entry)
     device = default_device() if device is None else device
     if host.dtype.kind == "b":
         return tuple(NDArray(i, device=device, dtype="int64") for i in np.nonzero(host))
     if host.dtype.kind == "f":
-        if not np.all(host == np.round(host)):
-            raise TypeError("tensor indices must hold whole numbers")
+        host_ops.check_whole_index(host)
     elif host.dtype.kind not in "iu":
         raise TypeError(f"tensor indices must be integers or booleans, got dtype {host.dtype}")
     return (NDArray(host, device=device, dtype="int64"),)
@@ -418,14 +414,20 @@ def wrap_index(idx: NDArray, size: int, axis: int = 0) -> NDArray:
     the first one outside [-size, size). Only the extremes are read back to the host."""
     if idx.size == 0:
         return idx
-    low, high = extremes(idx)
-    if low < -size or high >= size:
-        bad = low if low < -size else high
-        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {size}")
-    if low < 0:
+    # checked on every replay of a compiled step (a replayed gather over several axes would read
+    # an index past the end of one axis in the next row); a compiled step wraps whatever the
+    # traced indices were, as a replay's may be negative
+    if check_extremes(idx, _index_bounds, size, axis) or is_recording():
         # NDArray's operators are made from needle.primitives' rows, invisible to the checker
         return where(idx < 0, idx + size, idx)  # type: ignore[operator, arg-type]
     return idx
+
+
+def _index_bounds(low: int, high: int, size: int, axis: int) -> bool:
+    """IndexError for an index outside [-size, size); True when some index is negative."""
+    if low < -size or high >= size:
+        raise IndexError(f"index {low if low < -size else high} is out of bounds for axis {axis} with size {size}")
+    return low < 0
 
 
 def device_col2im(cols: NDArray, shape: tuple, kernel: tuple, stride: tuple, dilation: tuple,

@@ -202,9 +202,8 @@ class IndexPlan:
             array_api.setitem(out, self.basic, array_api.reshape(array_api.ascontiguousarray(v), self.sliced_shape))
             return out
         count = self.scatter(array_api.full(self.output_shape, 1, "int64", array_api.device_of(a)))
-        if array_api.extremes(count)[1] > 1:
-            raise IndexError("x[index] = value with an index that repeats a position: which value would be "
-                             "kept is undefined (PyTorch says so too); index each position once")
+        # on every replay of a compiled step too (a replay would add the repeated values up)
+        array_api.check_data(_each_position_once, (array_api.max(count),))
         return array_api.where(array_api.greater(count, 0), self.scatter(v), out)
 
     def scatter(self, g):
@@ -224,6 +223,13 @@ class IndexPlan:
         out = array_api.zeros(self.input_shape, dtype, device)
         array_api.setitem(out, self.basic, g)
         return out
+
+
+def _each_position_once(most) -> None:
+    """IndexError when a position is indexed more than once (`most`: the largest count)."""
+    if most.item() > 1:
+        raise IndexError("x[index] = value with an index that repeats a position: which value would be "
+                         "kept is undefined (PyTorch says so too); index each position once")
 
 
 class GetItem(TensorOp):
