@@ -551,6 +551,26 @@ def ids(*values, device=None):
     return ndl.Tensor(np.array(values), dtype="int64", device=device)
 
 
+def test_binary_cross_entropy_refuses_inputs_outside_0_1_on_every_replay():
+    """The [0, 1] check read the traced call's input only: a replay with 1.5 gave a loss of nan."""
+    target = floats(0.0, 1.0)
+    replays_like_eager(lambda p: nn.functional.binary_cross_entropy(p, target), [(floats(0.2, 0.7),)],
+                       [(floats(1.5, 0.5),), (floats(-0.5, 0.5),), (floats(np.nan, 0.5),)], ValueError,
+                       r"binary_cross_entropy: the input must hold probabilities in \[0, 1\], found (1.5|-0.5|nan)")
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\], found 1.5"):  # a 0-d input too (it gave nan)
+        nn.functional.binary_cross_entropy(ndl.Tensor(np.float32(1.5)), ndl.Tensor(np.float32(1.0)))
+
+
+@pytest.mark.parametrize("what", ["histc", "histogram"])
+def test_a_histogram_of_the_data_range_refuses_a_range_that_is_not_finite_on_every_replay(what):
+    """The finite-range check read the traced call's data only: a replay with inf counted every
+    element into the first bin, one with nan counted nothing."""
+    fn = (lambda a: ndl.ops.histc(a, bins=4)) if what == "histc" else (lambda a: ndl.ops.histogram(a, 4)[0])
+    replays_like_eager(fn, [(floats(0, 1, 2, 3),), (floats(3, 1, 5, 2),)],
+                       [(floats(0, 1, np.inf, 3),), (floats(0, np.nan, 2, 3),)], ValueError,
+                       rf"{what}: the range of the data \[.*\] is not finite")
+
+
 @pytest.mark.parametrize("device", [ndl.cpu(), ndl.cpu_numpy()], ids=["cpu", "cpu_numpy"])
 def test_index_arrays_are_wrapped_and_bounds_checked_on_every_replay(device):
     """Negative indices were wrapped only where the traced call had some, and the bounds checked at

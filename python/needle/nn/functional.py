@@ -889,6 +889,12 @@ def _broadcast_weight(weight: Optional[Tensor], shape: tuple, name: str, what: s
     return weight if tuple(weight.shape) == tuple(shape) else weight.broadcast_to(shape)
 
 
+def _probabilities(low: float, high: float) -> None:
+    if not (low >= 0 and high <= 1):
+        raise ValueError(f"binary_cross_entropy: the input must hold probabilities in [0, 1], found "
+                         f"{high if low >= 0 else low}")
+
+
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, *,
                          reduction: str = "mean") -> Tensor:
     """PyTorch's binary_cross_entropy: -w (t log x + (1 - t) log(1 - x)) for probabilities x (any
@@ -904,11 +910,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor]
     _reduction(reduction, "binary_cross_entropy")
     _same_target(input, target, "binary_cross_entropy")
     weight = _broadcast_weight(weight, input.shape, "weight", "binary_cross_entropy")
-    if input.shape and 0 not in input.shape:
-        low, high = ops.extremes(input)
-        if not (low >= 0 and high <= 1):
-            raise ValueError(f"binary_cross_entropy: the input must hold probabilities in [0, 1], found "
-                             f"{high if low >= 0 else low}")
+    if 0 not in input.shape:  # on every replay of a compiled step too (it would give nan)
+        ops.check_extremes(input, _probabilities)
     loss = ops.binary_cross_entropy(input, target)
     if weight is not None:
         loss = loss * weight

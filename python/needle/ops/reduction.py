@@ -651,11 +651,15 @@ def _data_range(x, what: str, widen: float):
     if x.size == 0:
         raise ValueError(f"{what}: the range of an empty tensor is undefined; give it")
     lo, hi = array_api.min(x), array_api.max(x)
-    low, high = array_api.extremes(array_api.stack([lo, hi]))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"{what}: the range of the data [{low}, {high}] is not finite")
+    array_api.check_data(_finite_range, (array_api.stack([lo, hi]),), what)  # on every replay too
     same = _ew.equal(lo, hi)
     return array_api.where(same, _ew.subtract(lo, widen), lo), array_api.where(same, _ew.add(hi, widen), hi)
+
+
+def _finite_range(bounds, what: str) -> None:
+    low, high = (float(v) for v in bounds)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{what}: the range of the data [{low}, {high}] is not finite")
 
 
 def _bin_counts(x, weights, bins: int, lo, hi, edges, dtype: str, device):
