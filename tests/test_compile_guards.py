@@ -610,3 +610,20 @@ def test_setitem_refuses_a_repeated_position_on_every_replay():
         return y
     replays_like_eager(put, [(ids(0, 2),), (ids(2, -3),)], [(ids(1, 1),), (ids(0, -3),)], IndexError,
                        "x\\[index\\] = value with an index that repeats a position")
+
+
+def test_one_hot_with_inferred_classes_checks_each_replay_gives_the_traced_count():
+    """num_classes=-1 takes max + 1 from the ids; a replay keeps the traced count (the result's
+    shape), so ids [0, 1] after a trace with [0, 3] gave 4 columns where eager code gives 2: the
+    replay refuses ids that give another count, naming the fix."""
+    fn = lambda t: nn.functional.one_hot(t)  # noqa: E731
+    step = ndl.compile(fn)
+    for t in (ids(0, 3), ids(3, 1), ids(2, 3)):
+        assert step(t).numpy().tobytes() == fn(t).numpy().tobytes()
+    for t, n in ((ids(0, 1), 2), (ids(0, 5), 6)):
+        assert fn(t).shape == (2, n)
+        with pytest.raises(ValueError, match=rf"one_hot: num_classes=-1 gave 4 classes .* this call's ids give {n}; "
+                                             "pass num_classes"):
+            step(t)
+    assert step(ids(3, 0)).numpy().tobytes() == fn(ids(3, 0)).numpy().tobytes()
+    assert len(step.programs) == 1

@@ -1086,6 +1086,22 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None) 
     return _lookup(input, weight, padding_idx)
 
 
+class _InferredClasses:
+    """one_hot's num_classes=-1: the ids' max + 1. A compiled step keeps the traced count (the
+    result's shape), so each replay checks that its ids give that count too."""
+
+    def __init__(self) -> None:
+        self.traced: Optional[int] = None
+
+    def __call__(self, low: int, high: int) -> int:
+        n = int(high) + 1
+        if self.traced is not None and n != self.traced:
+            raise ValueError(f"one_hot: num_classes=-1 gave {self.traced} classes (the ids' max + 1) when the "
+                             f"compiled step was traced, and this call's ids give {n}; pass num_classes")
+        self.traced = n
+        return n
+
+
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """int64 one-hot rows: shape tensor.shape + (num_classes,); num_classes=-1 uses max + 1
     (PyTorch's). ValueError for a negative id or one >= num_classes."""
@@ -1095,5 +1111,5 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     if num_classes == -1:
         if 0 in tensor.shape:
             raise ValueError(f"one_hot: cannot infer num_classes from an empty tensor of shape {tensor.shape}")
-        num_classes = int(ops.extremes(tensor)[1]) + 1
+        num_classes = ops.check_extremes(tensor, _InferredClasses())
     return init.one_hot(num_classes, tensor, device=tensor.device, dtype="int64")
