@@ -491,3 +491,36 @@ def test_importing_needle_first_lets_openblas_threads_sleep(first, preset, expec
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_maximum_and_minimum_break_ties_and_nans_as_numpy_does(dtype):
+    """numpy's maximum/minimum on x86: a nan of a wins, then a nan of b, and a tie (-0.0 against
+    0.0) gives b. Fused (after a multiply, so that they join a loop) they must give the same bits:
+    relu(-0.0) is 0.0, maximum(0.0, -0.0) is -0.0."""
+    values = np.array([-0.0, 0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, np.nan], dtype)
+    uint = np.uint32 if dtype == "float32" else np.uint64
+    nan_bits = (0x7FC00123, 0xFFC00456) if dtype == "float32" else (0x7FF8000000000123, 0xFFF8000000000456)
+    values.view(uint)[6:] = nan_bits  # nans of both signs, with payloads
+    a = np.repeat(values, len(values))
+    b = np.tile(values, len(values))
+
+    def f(x, y):
+        return (ndl.ops.maximum(x * 1.0, y * 1.0), ndl.functions.minimum(x * 1.0, y * 1.0),
+                ndl.ops.relu(x * 1.0), ndl.ops.maximum(x * 1.0, 0.0), (x * 1.0).clamp(0.0, 1.0))
+
+    def bits(results):
+        """Each result's bits; minimum (-maximum(-a, -b)) with its nans' sign bit cleared: LLVM
+        folds the negations, so a nan's sign is the one bit it may change (fusion_cpu's docstring)."""
+        out = [r.numpy().view(uint).copy() for r in results]
+        out[1][np.isnan(results[1].numpy())] &= ~uint(1 << (8 * out[1].itemsize - 1))
+        return [o.tobytes() for o in out]
+
+    x, y = ndl.Tensor(a, dtype=dtype), ndl.Tensor(b, dtype=dtype)
+    compiled = ndl.compile(f)
+    expected = bits(f(x, y))
+    assert ndl.ops.maximum(x, y).numpy().tobytes() == np.maximum(a, b).tobytes()  # eager is numpy's
+    for _ in range(3):
+        assert bits(compiled(x, y)) == expected
+    assert any(c.kind == "fused" and any("maximum(" in line for line in c.fn.lines)
+               for c in compiled.programs[0].calls)

@@ -21,7 +21,8 @@ existing ops express (softplus, GELU, SiLU, clamp...) is a composite instead: an
 function built from these, with no kernel of its own.
 
 `expr` uses `{a}`, `{b}` for the operands and the functions `exp`, `log`, `log1p`, `sqrt`,
-`tanh`, `sin`, `cos`, `abs`, `maximum` and `minimum` (numpy's rules: nan wins, a tie keeps `a`), which
+`tanh`, `sin`, `cos`, `abs`, `maximum` and `minimum` (numpy's rules on x86: a nan in `a` wins, then
+a nan in `b`, and a tie -- -0.0 against 0.0 -- gives `b`), which
 each code generator maps to its own (`EXPR_FUNCTIONS` names them).
 """
 from __future__ import annotations
