@@ -162,6 +162,88 @@ def test_rnn_and_lstm_batch_first_match_torch(kind):
     close(x.grad, tx.grad)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_every_parameter_gradient_matches_torch(bias):
+    """Three layers over 7 steps with given states: the input projection of each layer runs over
+    the whole sequence at once (one matmul, its gradient one matmul per operand), so every
+    weight's and bias's gradient, and those of the input and of both initial states, are
+    compared with PyTorch's."""
+    ref = torch.nn.LSTM(3, 4, num_layers=3, bias=bias, dtype=torch.float64)
+    layer = nn.LSTM(3, 4, 3, bias=bias, dtype="float64")
+    interop.from_torch(layer, ref)
+    a, h, c = rand(7, 2, 3, seed=21), rand(3, 2, 4, seed=22), rand(3, 2, 4, seed=23)
+    x, h0, c0 = nd(a), nd(h), nd(c)
+    tx, th0, tc0 = th(a), th(h), th(c)
+    (out, (h_n, c_n)), (tout, (th_n, tc_n)) = layer(x, (h0, c0)), ref(tx, (th0, tc0))
+    close(out, tout)
+    close(h_n, th_n)
+    close(c_n, tc_n)
+    w = rand(2, 4, seed=24)
+    loss = (out * nd(rand(7, 2, 4, seed=25), requires_grad=False)).sum() + (c_n[2] * nd(w, requires_grad=False)).sum()
+    tloss = (tout * torch.tensor(rand(7, 2, 4, seed=25))).sum() + (tc_n[2] * torch.tensor(w)).sum()
+    loss.backward()
+    tloss.backward()
+    for ours, theirs in ((x, tx), (h0, th0), (c0, tc0)):
+        close(ours.grad, theirs.grad)
+    grads = dict(ref.named_parameters())
+    for k, cell in enumerate(layer.lstm_cells):
+        close(cell.W_ih.grad, grads[f"weight_ih_l{k}"].grad.T)
+        close(cell.W_hh.grad, grads[f"weight_hh_l{k}"].grad.T)
+        if bias:
+            close(cell.bias_ih.grad, grads[f"bias_ih_l{k}"].grad)
+            close(cell.bias_hh.grad, grads[f"bias_hh_l{k}"].grad)
+
+
+def test_lstm_calls_a_subclassed_cell_at_every_step():
+    """A cell class with its own forward is still called once per step and layer (the course's
+    unrolling), not bypassed by the whole-sequence input projection."""
+    calls = []
+
+    class CountingCell(nn.LSTMCell):
+        def forward(self, X, h=None):
+            calls.append(X.shape)
+            h_t, c_t = super().forward(X, h)
+            return h_t * 0.5, c_t
+
+    layer = nn.LSTM(3, 4, 2, dtype="float64")
+    plain = nn.LSTM(3, 4, 2, dtype="float64")
+    for k, cell in enumerate(layer.lstm_cells):
+        counting = CountingCell(3 if k == 0 else 4, 4, dtype="float64")
+        for name in ("W_ih", "W_hh", "bias_ih", "bias_hh"):
+            setattr(counting, name, getattr(cell, name))
+            setattr(plain.lstm_cells[k], name, getattr(cell, name))
+        layer.lstm_cells[k] = counting
+    x = nd(rand(5, 2, 3, seed=26))
+    out, (h_n, _) = layer(x)
+    assert calls == [(2, 3), (2, 4)] * 5
+    assert not np.allclose(out.numpy(), plain(x)[0].numpy())
+    close(h_n[1], out[4])
+
+
+def test_lstm_dropout_draws_one_mask_per_layer():
+    """In training, dropout draws one Bernoulli mask of the layer's whole (seq_len, batch, H)
+    input from numpy's global RNG, layer after layer (PyTorch's LSTM drops each layer's output
+    as a whole too): the outputs equal the layers run one by one with those masks."""
+    p = 0.4
+    layer = nn.LSTM(3, 4, 3, dtype="float64", dropout=p)
+    a = rand(6, 2, 3, seed=27)
+    np.random.seed(5)
+    out = layer(nd(a))[0]
+    np.random.seed(5)
+    x = nd(a)
+    for k, cell in enumerate(layer.lstm_cells):
+        if k:
+            keep = (np.random.rand(6, 2, 4) <= 1 - p).astype(np.float64)
+            x = x * nd(keep, requires_grad=False) / (1 - p)
+        steps = []
+        state = None
+        for x_t in ndl.ops.split(x, 0):
+            state = cell(x_t, state)
+            steps.append(state[0])
+        x = ndl.ops.stack(steps, 0)
+    close(out, x)
+
+
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_dropout_between_layers_like_torch(kind):
     """p = 1 drops every input of the layers above the first, in both libraries (a deterministic

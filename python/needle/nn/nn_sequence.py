@@ -197,6 +197,37 @@ class LSTMCell(Module):
         # h = o tanh(c): one op and one gradient op (ops.lstm), as PyTorch's fused cell
         return ops.lstm_gates(z, c0)
 
+    def forward_sequence(self, X: Tensor, h=None) -> Tuple[List[Tensor], Tuple[Tensor, Tensor]]:
+        """forward over a whole sequence X (seq_len, batch, input_size) from h = (h0, c0) or None:
+        ([h_t (batch, H) for each step], (h_n, c_n)); step t is forward(X[t], state of step t - 1).
+
+        Why not forward in a loop: X W_ih + b_ih does not depend on the state, so it is one matmul
+        over all seq_len * batch rows (PyTorch's LSTM does the same), and its gradient two matmuls
+        and one column sum instead of seq_len of each. z = (X_t W_ih + b_ih) + h W_hh + b_hh keeps
+        forward's order of additions."""
+        _check_input(self, X, 3, self.input_size, "(seq_len, batch, input_size)")
+        seq_len, batch = X.shape[0], X.shape[1]
+        state_shape = (batch, self.hidden_size)
+        if h is None:  # missing states are zeros; W_hh still takes part (and gets a zero gradient)
+            h = (init.zeros(*state_shape, device=X.device, dtype=X.dtype),
+                 init.zeros(*state_shape, device=X.device, dtype=X.dtype))
+        h_t, c_t = h
+        _check_state(self, "h0", h_t, state_shape)
+        _check_state(self, "c0", c_t, state_shape)
+        xw = X.reshape((seq_len * batch, self.input_size)) @ self.W_ih
+        if self.bias_ih is not None:
+            xw = xw + _bias(self.bias_ih, xw.shape)
+        width = xw.shape[1]
+        hidden_bias = None if self.bias_hh is None else _bias(self.bias_hh, (batch, width))
+        outputs = []
+        for xw_t in ops.split(xw.reshape((seq_len, batch, width)), 0):
+            z = xw_t + h_t @ self.W_hh
+            if hidden_bias is not None:
+                z = z + hidden_bias
+            h_t, c_t = ops.lstm_gates(z, c_t)
+            outputs.append(h_t)
+        return outputs, (h_t, c_t)
+
 
 class LSTM(Module):
     """Multi-layer LSTM. X (seq_len, bs, input) (or (bs, seq_len, input) with batch_first);
@@ -230,6 +261,20 @@ class LSTM(Module):
             _check_state(self, "h0", h[0], state_shape)
             _check_state(self, "c0", h[1], state_shape)
             hs, cs = list(ops.split(h[0], 0)), list(ops.split(h[1], 0))
+        if not all(type(cell).forward is LSTMCell.forward for cell in self.lstm_cells):
+            return self._forward_by_steps(X, hs, cs)
+        # layer by layer, each over the whole sequence (LSTMCell.forward_sequence: one input
+        # matmul per layer); dropout draws one mask per layer, as PyTorch's LSTM
+        outputs: List[Tensor] = []
+        for layer, cell in enumerate(self.lstm_cells):
+            layer_input = X if layer == 0 else _between_layers(self, ops.stack(outputs, 0), layer)
+            outputs, (hs[layer], cs[layer]) = cell.forward_sequence(
+                layer_input, (hs[layer], cs[layer]) if hs[layer] is not None else None)
+        return _sequence_output(self, outputs), (ops.stack(hs, 0), ops.stack(cs, 0))
+
+    def _forward_by_steps(self, X: Tensor, hs: list, cs: list):
+        """forward for cells whose own forward is not LSTMCell's (a subclass's): each cell is
+        called at each time step, as the course's LSTM does."""
         outputs = []
         for x_t in ops.split(X, 0):
             for layer, cell in enumerate(self.lstm_cells):
