@@ -523,7 +523,12 @@ def device_im2col(a, kernel, stride, dilation, padding) -> None:
     return None
 
 
-def device_lstm_gates_backward(gh, gc, tanh_c, gates, c0, sig_neg) -> None:
+def device_lstm_gates(z, c0) -> None:
+    """None: numpy mode has no fused LSTM cell kernel (LSTMGates runs its array sequence)."""
+    return None
+
+
+def device_lstm_gates_backward(gh, gc, z, c0, c) -> None:
     """None: numpy mode has no fused LSTM gradient kernel (LSTMGatesGrad runs its array sequence)."""
     return None
 

@@ -25,7 +25,8 @@ __all__ = [
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "check_data", "check_extremes", "check_ids",
     "prod", "broadcast_shapes",
-    "device_col2im", "device_im2col", "device_lstm_gates_backward", "threshold_backward", "device_batch_norm",
+    "device_col2im", "device_im2col", "device_lstm_gates", "device_lstm_gates_backward", "threshold_backward",
+    "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax_backward",
     "device_add_n",
@@ -463,24 +464,35 @@ def device_im2col(a: NDArray, kernel: tuple, stride: tuple, dilation: tuple, pad
     return out
 
 
-def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], tanh_c: Optional[NDArray],
-                               gates: Sequence[NDArray], c0: NDArray,
-                               sig_neg: Sequence[Optional[NDArray]]) -> Optional[Tuple[NDArray, NDArray]]:
-    """(grad_z (B, 4H), grad_c0 (B, H)) of the LSTM cell by the device's own lstm_gates_backward
-    kernel (interface.OptionalKernels: the arithmetic of needle.ops.lstm.LSTMGatesGrad, given the
-    activations i, f, g, o = `gates`, tanh(c) and sigmoid(-z) of the i, f, o blocks = `sig_neg`),
-    or None where the device has none, the arrays are not compact non-empty float (B, H) arrays of
-    one dtype, or a compiled step is recording (see _kernel_applies: its fusion takes the array
-    sequence instead)."""
-    arrays = [c0] + [x for x in (gh, gc, tanh_c, *gates, *sig_neg) if x is not None]
-    if len(c0.shape) != 2 or not _kernel_applies("lstm_gates_backward", arrays):
+def device_lstm_gates(z: NDArray, c0: NDArray) -> Optional[Tuple[NDArray, NDArray]]:
+    """(h, c) (B, H each) of the LSTM cell from z (B, 4H) and c0 (B, H) by the device's own
+    lstm_gates kernel (interface.OptionalKernels: the bits of needle.ops.lstm.LSTMGates' array
+    sequence), or None where the device has none, the arrays are not compact non-empty float
+    arrays of one dtype, or a compiled step is recording (see _kernel_applies: its fusion takes
+    the array sequence instead)."""
+    if len(c0.shape) != 2 or not _kernel_applies("lstm_gates", [c0], [(z, 4 * c0.size)]):
+        return None
+    h = NDArray.make(c0.shape, device=c0.device, dtype=c0.dtype)
+    c = NDArray.make(c0.shape, device=c0.device, dtype=c0.dtype)
+    c0.device.lstm_gates(z._handle, c0._handle, h._handle, c._handle, c0.shape[1])
+    return h, c
+
+
+def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], z: NDArray, c0: NDArray,
+                               c: NDArray) -> Optional[Tuple[NDArray, NDArray]]:
+    """(grad_z (B, 4H), grad_c0 (B, H)) of the LSTM cell from the adjoints gh, gc of h and c (None
+    for one that did not reach it), z, c0 and the forward pass's c, by the device's own
+    lstm_gates_backward kernel (interface.OptionalKernels: the bits of needle.ops.lstm.LSTMGatesGrad's
+    array sequence), or None where it does not apply (as device_lstm_gates)."""
+    arrays = [c0, c] + [x for x in (gh, gc) if x is not None]
+    if len(c0.shape) != 2 or not _kernel_applies("lstm_gates_backward", arrays, [(z, 4 * c0.size)]):
         return None
     device = c0.device
     batch, hidden = c0.shape
     grad_z = NDArray.make((batch, 4 * hidden), device=device, dtype=c0.dtype)
     grad_c0 = NDArray.make((batch, hidden), device=device, dtype=c0.dtype)
-    spare = c0._handle  # read in place of an adjoint or array that is not there (has_h/has_c say so)
-    handles = [spare if x is None else x._handle for x in (gh, gc, tanh_c, *gates, c0, *sig_neg)]
+    spare = c0._handle  # read in place of an adjoint that is not there (has_h/has_c say so)
+    handles = [spare if x is None else x._handle for x in (gh, gc, z, c0, c)]
     device.lstm_gates_backward(*handles, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
     return grad_z, grad_c0
 

@@ -151,15 +151,21 @@ class OptionalKernels(Protocol):
         a[n, i*sh + u*dh - top, j*sw + v*dw - left, c], 0 where that is outside a -- a copy, what
         needle.ops._windows.window_view's padded view holds, which a device without it compacts"""
 
-    def lstm_gates_backward(self, gh: Any, gc: Any, tanh_c: Any, i: Any, f: Any, g: Any, o: Any, c0: Any,
-                            sig_neg_i: Any, sig_neg_f: Any, sig_neg_o: Any, grad_z: Any, grad_c0: Any,
+    def lstm_gates(self, z: Any, c0: Any, h: Any, c: Any, hidden: int) -> None:
+        """The LSTM cell's new states (needle.ops.lstm.LSTMGates) from compact z (B, 4H = 4 * hidden)
+        and c0 (B, H) of one dtype: c = f * c0 + i * g, h = o * tanh(c), with i, f, o = sigmoid and
+        g = tanh of z's four column blocks -- this device's sigmoid and tanh primitives' values and
+        that order of operations, the bits of the array-level sequence (but for a nan's sign)"""
+
+    def lstm_gates_backward(self, gh: Any, gc: Any, z: Any, c0: Any, c: Any, grad_z: Any, grad_c0: Any,
                             hidden: int, has_h: bool, has_c: bool) -> None:
-        """The arithmetic of the LSTM cell's gradient (needle.ops.lstm.LSTMGatesGrad), all compact
-        (B, H = hidden) buffers of one dtype but grad_z (B, 4, H): with a = gc + (gh * o) * (-(tanh_c^2) + 1)
-        (either term alone when has_c / has_h is False; gh, gc are then any buffer), grad_z's blocks
-        (a * g) * (i * sig_neg_i), (a * c0) * (f * sig_neg_f), (a * i) * (-(g^2) + 1),
-        (gh * tanh_c) * (o * sig_neg_o) (0 without gh), grad_c0 = a * f -- in that order of
-        operations, the bits of the array-level sequence (but for a nan's sign)"""
+        """The LSTM cell's gradient (needle.ops.lstm.LSTMGatesGrad), all compact (B, H = hidden)
+        buffers of one dtype but z and grad_z (B, 4H): with i, f, g, o the activations of z's blocks
+        (lstm_gates), s_x = sigmoid(-z_x), t = tanh(c) and a = gc + (gh * o) * (-(t^2) + 1) (either
+        term alone when has_c / has_h is False; gh, gc are then any buffer), grad_z's blocks
+        (a * g) * (i * s_i), (a * c0) * (f * s_f), (a * i) * (-(g^2) + 1), (gh * t) * (o * s_o) (0
+        without gh), grad_c0 = a * f -- in that order of operations, the bits of the array-level
+        sequence (but for a nan's sign)"""
 
     def batch_norm(self, x: Any, w: Any, b: Any, out: Any, mean: Any, var: Any, eps: float) -> None:
         """Training-mode batch norm over axis 0 of a compact (N, C) x, C >= 2, float32 or float64,
@@ -245,8 +251,8 @@ def elementwise_kernels(ewise: Family, scalar: Family, reverse: Family, unary: F
 
 
 # Optional kernels that write several buffers (no single `out` to name)
-WRITES_SEVERAL: Tuple[str, ...] = ("lstm_gates_backward", "batch_norm", "batch_norm_backward", "layer_norm",
-                                   "layer_norm_backward")
+WRITES_SEVERAL: Tuple[str, ...] = ("lstm_gates", "lstm_gates_backward", "batch_norm", "batch_norm_backward",
+                                   "layer_norm", "layer_norm_backward")
 
 
 def out_position(name: str) -> Optional[int]:

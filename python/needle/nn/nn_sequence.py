@@ -254,6 +254,8 @@ class LSTM(Module):
 
     def forward(self, X: Tensor, h=None):
         X = _sequence_input(self, X)
+        hs: List[Optional[Tensor]]
+        cs: List[Optional[Tensor]]
         if h is None:
             hs, cs = [None] * self.num_layers, [None] * self.num_layers
         else:

@@ -43,6 +43,8 @@ class LSTMGates(TensorTupleOp):
     c = sigmoid(z_f) * c0 + sigmoid(z_i) * tanh(z_g), h = sigmoid(z_o) * tanh(c).
 
     Edges: those of sigmoid and tanh (saturating to 0/1 and +-1 for large |z|; nan in, nan out).
+    On the cpu, compact inputs take the device's lstm_gates kernel (the same operations in the
+    same order: the bits of the array sequence below).
     """
 
     def check(self, z, c0):
@@ -53,6 +55,9 @@ class LSTMGates(TensorTupleOp):
                              "(batch, 4 * hidden) for c0 (batch, hidden)")
 
     def compute(self, z, c0):
+        fused = array_api.device_lstm_gates(z, c0)  # the same operations in one pass where the device has it
+        if fused is not None:
+            return fused
         (i, f, g, o), _ = _activations(z, c0.shape[1])
         c = array_api.add(array_api.multiply(f, c0), array_api.multiply(i, g))
         return array_api.multiply(o, array_api.tanh(c)), c
@@ -75,9 +80,10 @@ class LSTMGatesGrad(TensorTupleOp):
     + (the part through h), a gate's adjoint zero where none reached it. Exactly the bits of
     backward through `_gates` when c's adjoint from outside is one partial (its own next step:
     an addition of two terms is the same either way round); more partials are added by the
-    walk before they reach this op. On the cpu the arithmetic after the activations is one
-    pass (the device's lstm_gates_backward kernel, the same operations in the same order; a nan
-    result's sign is the one bit that may differ, as in a compiled step's fused loops)."""
+    walk before they reach this op. On the cpu it is the device's lstm_gates_backward kernel:
+    numpy's exp and tanh, then the sigmoids and the arithmetic in one pass, the same operations
+    in the same order (a nan result's sign is the one bit that may differ, as in a compiled
+    step's fused loops)."""
 
     def __init__(self, has_h: bool, has_c: bool):
         self.has_h = has_h
@@ -91,20 +97,16 @@ class LSTMGatesGrad(TensorTupleOp):
         gh, gc = self._adjoints(args)
         z, c0, (_, c) = args[-3:]
         api = array_api
-        (i, f, g, o), (z_i, z_f, _, z_o) = _activations(z, c0.shape[1])
-        # the transcendental values from the array functions (numpy's bits), the arithmetic in
-        # one pass where the device has a kernel for it (the same operations in the same order)
-        tanh_c = sig_neg_o = None
-        if gh is not None:
-            tanh_c = api.tanh(c)
-            sig_neg_o = api.sigmoid(api.negative(z_o))
-        sig_neg_i, sig_neg_f = api.sigmoid(api.negative(z_i)), api.sigmoid(api.negative(z_f))
-        fused = api.device_lstm_gates_backward(gh, gc, tanh_c, (i, f, g, o), c0, (sig_neg_i, sig_neg_f, sig_neg_o))
+        fused = api.device_lstm_gates_backward(gh, gc, z, c0, c)  # the same operations, where the device has it
         if fused is not None:
             return fused
+        (i, f, g, o), (z_i, z_f, _, z_o) = _activations(z, c0.shape[1])
+        sig_neg_i, sig_neg_f = api.sigmoid(api.negative(z_i)), api.sigmoid(api.negative(z_f))
         grads = [None, None, None, None]  # i, f, g, o
         grad_c = gc
         if gh is not None:
+            tanh_c = api.tanh(c)
+            sig_neg_o = api.sigmoid(api.negative(z_o))
             grads[3] = api.multiply(api.multiply(gh, tanh_c), api.multiply(o, sig_neg_o))
             through_h = api.multiply(api.multiply(gh, o), api.add(api.negative(api.multiply(tanh_c, tanh_c)), 1))
             grad_c = through_h if grad_c is None else api.add(grad_c, through_h)
