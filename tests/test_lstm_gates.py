@@ -1,5 +1,7 @@
 """The LSTM cell's pointwise part as one op (ops.LSTMGates) and its gradient op: the bits of the
-Tensor-op formula it replaces, first and second derivatives against it and against PyTorch."""
+Tensor-op formula it replaces, first and second derivatives against it and against PyTorch; and
+a layer's recurrence as one op (ops.lstm_layer), against the cell stepped in a loop and, for
+second derivatives through nn.LSTM, against PyTorch."""
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,96 @@ def test_strided_gates_and_state_give_the_bits_of_compact_ones(device):
     transposed = ndl.Tensor(np.ascontiguousarray(wide[:, : 4 * hidden].T), device=device)
     h, c = ops.lstm_gates(transposed.transpose(), ndl.Tensor(cn, device=device))
     assert h.numpy().tobytes() == compact[0].tobytes() and c.numpy().tobytes() == compact[1].tobytes()
+
+
+# --- a whole layer's recurrence: ops.lstm_layer ------------------------------------------------
+
+def _layer_inputs(rng, steps, batch, hidden, inputs, dtype, device, bias=True):
+    arrays = [rng.randn(steps, batch, 4 * hidden), rng.randn(batch, hidden), rng.randn(batch, hidden),
+              rng.randn(hidden, 4 * hidden) * 0.5] + ([rng.randn(4 * hidden)] if bias else [])
+    return [ndl.Tensor(a.astype(dtype), device=device, dtype=dtype) for a in arrays]
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("which", ["hs", "cs", "both", "zs"])
+def test_the_layer_op_is_the_unrolled_recurrence(device, bias, which):
+    """Forward: the bits of the cell stepped in a loop (the same operations). Backward: every
+    input's gradient as autograd gets it through the unrolled steps (W_hh's and b_hh's summed in
+    another order: float64, so to 1e-12), for adjoints reaching hs, cs (the last step only, as
+    c_n), both, or the internal zs."""
+    from needle.ops.lstm import LSTMLayer, _layer
+    rng = np.random.RandomState(3)
+    steps, batch, hidden = 5, 3, 4
+    dtype = "float64"
+
+    def run(layer):
+        args = _layer_inputs(np.random.RandomState(4), steps, batch, hidden, 0, dtype, device, bias)
+        hs, cs, zs = layer(*args)
+        w_h = ndl.Tensor(rng_h, device=device, dtype=dtype, requires_grad=False)
+        w_z = ndl.Tensor(rng_z, device=device, dtype=dtype, requires_grad=False)
+        terms = {"hs": [(hs * w_h).sum()], "cs": [(cs[steps - 1] * w_h[0]).sum()],
+                 "both": [(hs * w_h).sum(), (cs[steps - 1] * w_h[1]).sum()], "zs": [(zs * w_z).sum()]}[which]
+        loss = terms[0] + terms[1] if len(terms) == 2 else terms[0]
+        loss.backward()
+        return [hs.numpy(), cs.numpy()], [a.grad.numpy() for a in args]
+
+    rng_h, rng_z = rng.randn(steps, batch, hidden), rng.randn(steps, batch, 4 * hidden)
+
+    def as_op(*args):
+        out = LSTMLayer(bias)(*args)
+        return tuple(ndl.ops.tuple_get_item(out, k) for k in range(3))
+
+    (values, grads), (ref_values, ref_grads) = run(as_op), run(_layer)
+    for got, want in zip(values, ref_values):
+        assert got.tobytes() == want.tobytes()
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_layer_gradient_of_gradient_matches_pytorch():
+    """Second derivatives through nn.LSTM (its layers are LSTMLayer ops): the gradient of
+    <dL/dW_ih, v> for every parameter, against torch.autograd.grad with create_graph."""
+    rng = np.random.RandomState(5)
+    steps, batch, inputs, hidden = 4, 2, 3, 5
+    model = ndl.nn.LSTM(inputs, hidden, num_layers=2, dtype="float64")
+    ref = torch.nn.LSTM(inputs, hidden, num_layers=2, dtype=torch.float64)
+    with torch.no_grad():
+        for layer, cell in enumerate(model.lstm_cells):
+            getattr(ref, f"weight_ih_l{layer}").copy_(torch.tensor(cell.W_ih.numpy().T))
+            getattr(ref, f"weight_hh_l{layer}").copy_(torch.tensor(cell.W_hh.numpy().T))
+            getattr(ref, f"bias_ih_l{layer}").copy_(torch.tensor(cell.bias_ih.numpy()))
+            getattr(ref, f"bias_hh_l{layer}").copy_(torch.tensor(cell.bias_hh.numpy()))
+    x, w, v = rng.randn(steps, batch, inputs), rng.randn(steps, batch, hidden), rng.randn(hidden, 4 * hidden)
+    out, _ = model(ndl.Tensor(x, dtype="float64"))
+    (out * ndl.Tensor(w, dtype="float64", requires_grad=False)).sum().backward()
+    first = model.lstm_cells[1].W_hh.grad
+    (first * ndl.Tensor(v, dtype="float64", requires_grad=False)).sum().backward()
+
+    tout, _ = ref(torch.tensor(x))
+    (tfirst,) = torch.autograd.grad((tout * torch.tensor(w)).sum(), ref.weight_hh_l1, create_graph=True)
+    np.testing.assert_allclose(first.numpy(), tfirst.detach().numpy().T, rtol=1e-10, atol=1e-12)
+    second = torch.autograd.grad((tfirst * torch.tensor(v.T)).sum(), list(ref.parameters()), allow_unused=True)
+    named = dict(zip([n for n, _ in ref.named_parameters()], second))
+    for layer, cell in enumerate(model.lstm_cells):
+        for mine, theirs, transpose in ((cell.W_ih, f"weight_ih_l{layer}", True),
+                                        (cell.W_hh, f"weight_hh_l{layer}", True),
+                                        (cell.bias_ih, f"bias_ih_l{layer}", False),
+                                        (cell.bias_hh, f"bias_hh_l{layer}", False)):
+            want = named[theirs]
+            want = np.zeros(mine.shape) if want is None else (want.numpy().T if transpose else want.numpy())
+            np.testing.assert_allclose(mine.grad.numpy(), want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: [a[0].reshape((5, 3, 2, 8))] + a[1:], r"xw should be \(seq_len >= 1, batch, 4 \* hidden\)"),
+    (lambda a: [a[0], a[1].reshape((4, 3))] + a[2:], r"h0 should have shape \(3, 4\)"),
+    (lambda a: a[:3] + [a[3].transpose()] + a[4:], r"W_hh should have shape \(4, 16\)"),
+    (lambda a: a[:4] + [a[4][:8]], r"bias_hh should have shape \(16,\)"),
+])
+def test_the_layer_refuses_shapes_that_do_not_fit(change, message):
+    args = _layer_inputs(np.random.RandomState(0), 5, 3, 4, 0, "float32", ndl.cpu())
+    with pytest.raises(ValueError, match=message):
+        ops.lstm_layer(*change(args))
+    with pytest.raises(ValueError, match="seq_len >= 1"):
+        ops.lstm_layer(args[0][:0], *args[1:])

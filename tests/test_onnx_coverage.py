@@ -295,6 +295,7 @@ UNMAPPED_OPS = {
     "BatchNormGrad": "the gradient of batch normalisation: backward only",
     "ThresholdBackward": "the gradient of relu: backward only",
     "LSTMGatesGrad": "the gradient of the LSTM cell's pointwise part: backward only",
+    "LSTMLayerGrad": "the gradient of an LSTM layer's recurrence: backward only",
     "LogSoftmaxGrad": "the gradient of logsoftmax: backward only",
     "SoftmaxGrad": "the gradient of softmax: backward only",
     "NLLLossGrad": "the gradient of nll_loss: backward only",

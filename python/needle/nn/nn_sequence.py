@@ -87,6 +87,12 @@ def _sequence_output(module, outputs: List[Tensor]) -> Tensor:
     return ops.stack(outputs, 1 if module.batch_first else 0)
 
 
+def _sequence_layout(module, states: Tensor) -> Tensor:
+    """The last layer's states (seq_len, batch, H) as one tensor, (batch, seq_len, H) (a permuted
+    view) for batch_first."""
+    return ops.permute(states, (1, 0, 2)) if module.batch_first else states
+
+
 def _between_layers(module, x: Tensor, layer: int) -> Tensor:
     """The input of stacked layer `layer`: the previous layer's output with dropout (training only)."""
     if layer and module.dropout > 0 and module.training:
@@ -197,36 +203,29 @@ class LSTMCell(Module):
         # h = o tanh(c): one op and one gradient op (ops.lstm), as PyTorch's fused cell
         return ops.lstm_gates(z, c0)
 
-    def forward_sequence(self, X: Tensor, h=None) -> Tuple[List[Tensor], Tuple[Tensor, Tensor]]:
+    def forward_sequence(self, X: Tensor, h=None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
         """forward over a whole sequence X (seq_len, batch, input_size) from h = (h0, c0) or None:
-        ([h_t (batch, H) for each step], (h_n, c_n)); step t is forward(X[t], state of step t - 1).
+        (every step's h (seq_len, batch, H), (h_n, c_n)); step t is forward(X[t], state of step
+        t - 1), the same operations in the same order.
 
         Why not forward in a loop: X W_ih + b_ih does not depend on the state, so it is one matmul
-        over all seq_len * batch rows (PyTorch's LSTM does the same), and its gradient two matmuls
-        and one column sum instead of seq_len of each. z = (X_t W_ih + b_ih) + h W_hh + b_hh keeps
-        forward's order of additions."""
+        over all seq_len * batch rows (PyTorch's LSTM does the same), its gradient two matmuls and
+        one column sum instead of seq_len of each; the recurrence is one op (ops.lstm_layer), whose
+        gradient gets W_hh's as one matmul too."""
         _check_input(self, X, 3, self.input_size, "(seq_len, batch, input_size)")
         seq_len, batch = X.shape[0], X.shape[1]
         state_shape = (batch, self.hidden_size)
         if h is None:  # missing states are zeros; W_hh still takes part (and gets a zero gradient)
             h = (init.zeros(*state_shape, device=X.device, dtype=X.dtype),
                  init.zeros(*state_shape, device=X.device, dtype=X.dtype))
-        h_t, c_t = h
-        _check_state(self, "h0", h_t, state_shape)
-        _check_state(self, "c0", c_t, state_shape)
+        h0, c0 = h
+        _check_state(self, "h0", h0, state_shape)
+        _check_state(self, "c0", c0, state_shape)
         xw = X.reshape((seq_len * batch, self.input_size)) @ self.W_ih
         if self.bias_ih is not None:
             xw = xw + _bias(self.bias_ih, xw.shape)
-        width = xw.shape[1]
-        hidden_bias = None if self.bias_hh is None else _bias(self.bias_hh, (batch, width))
-        outputs = []
-        for xw_t in ops.split(xw.reshape((seq_len, batch, width)), 0):
-            z = xw_t + h_t @ self.W_hh
-            if hidden_bias is not None:
-                z = z + hidden_bias
-            h_t, c_t = ops.lstm_gates(z, c_t)
-            outputs.append(h_t)
-        return outputs, (h_t, c_t)
+        hs, cs = ops.lstm_layer(xw.reshape((seq_len, batch, xw.shape[1])), h0, c0, self.W_hh, self.bias_hh)
+        return hs, (hs[seq_len - 1], cs[seq_len - 1])
 
 
 class LSTM(Module):
@@ -267,12 +266,12 @@ class LSTM(Module):
             return self._forward_by_steps(X, hs, cs)
         # layer by layer, each over the whole sequence (LSTMCell.forward_sequence: one input
         # matmul per layer); dropout draws one mask per layer, as PyTorch's LSTM
-        outputs: List[Tensor] = []
+        layer_output = X
         for layer, cell in enumerate(self.lstm_cells):
-            layer_input = X if layer == 0 else _between_layers(self, ops.stack(outputs, 0), layer)
-            outputs, (hs[layer], cs[layer]) = cell.forward_sequence(
+            layer_input = _between_layers(self, layer_output, layer)
+            layer_output, (hs[layer], cs[layer]) = cell.forward_sequence(
                 layer_input, (hs[layer], cs[layer]) if hs[layer] is not None else None)
-        return _sequence_output(self, outputs), (ops.stack(hs, 0), ops.stack(cs, 0))
+        return _sequence_layout(self, layer_output), (ops.stack(hs, 0), ops.stack(cs, 0))
 
     def _forward_by_steps(self, X: Tensor, hs: list, cs: list):
         """forward for cells whose own forward is not LSTMCell's (a subclass's): each cell is

@@ -353,15 +353,43 @@ def _split(ctx, node):
 
 @_writes("Split + Sigmoid + Tanh + Mul + Add")
 def _lstm_gates(ctx, node):
-    """The LSTM cell's pointwise part (ops.LSTMGates): z's four column blocks (input, forget,
-    cell, output gates) through their activations, then c = f * c0 + i * g, h = o * tanh(c)."""
+    """The LSTM cell's pointwise part (ops.LSTMGates)."""
     z, c0 = node.inputs
+    return _emit_gates(ctx.graph, ctx.name(z), ctx.name(c0), c0.shape[1])
+
+
+def _emit_gates(g, z: str, c0: str, hidden: int) -> List[str]:
+    """z's four column blocks (input, forget, cell, output gates) through their activations, then
+    c = f * c0 + i * g, h = o * tanh(c): [h, c]."""
+    i, f, cell, o = g.add("Split", [z, g.ints([hidden] * 4)], outputs=4, axis=1)
+    i, f, cell, o = g.add("Sigmoid", [i]), g.add("Sigmoid", [f]), g.add("Tanh", [cell]), g.add("Sigmoid", [o])
+    c = g.add("Add", [g.add("Mul", [f, c0]), g.add("Mul", [i, cell])])
+    return [g.add("Mul", [o, g.add("Tanh", [c])]), c]
+
+
+@_writes("Split + Squeeze + MatMul + Add + Sigmoid + Tanh + Mul + Unsqueeze + Concat")
+def _lstm_layer(ctx, node):
+    """An LSTM layer's recurrence (ops.LSTMLayer), unrolled over its fixed number of steps: each
+    step's z = xw_t + h W_hh (+ b_hh), then the cell; the outputs stacked along axis 0."""
+    xw, h0, c0, w_hh = node.inputs[:4]
+    steps = ctx.dims(xw)[0]
+    if isinstance(steps, Sym):
+        raise ValueError("needle.onnx: an RNN/LSTM/GRU unrolled over the sequence cannot follow a dynamic sequence "
+                         "axis; export that axis at a fixed size")
     g = ctx.graph
     hidden = c0.shape[1]
-    i, f, cell, o = g.add("Split", [ctx.name(z), g.ints([hidden] * 4)], outputs=4, axis=1)
-    i, f, cell, o = g.add("Sigmoid", [i]), g.add("Sigmoid", [f]), g.add("Tanh", [cell]), g.add("Sigmoid", [o])
-    c = g.add("Add", [g.add("Mul", [f, ctx.name(c0)]), g.add("Mul", [i, cell])])
-    return [g.add("Mul", [o, g.add("Tanh", [c])]), c]
+    parts = g.add("Split", [ctx.name(xw), g.ints([1] * steps)], outputs=steps, axis=0) if steps > 1 \
+        else [ctx.name(xw)]
+    h, c = ctx.name(h0), ctx.name(c0)
+    outputs: List[List[str]] = [[], [], []]
+    for part in parts:
+        z = g.add("Add", [g.add("Squeeze", [part, g.ints([0])]), g.add("MatMul", [h, ctx.name(w_hh)])])
+        if len(node.inputs) == 5:
+            z = g.add("Add", [z, ctx.name(node.inputs[4])])
+        h, c = _emit_gates(g, z, c, hidden)
+        for out, name in zip(outputs, (h, c, z)):
+            out.append(g.add("Unsqueeze", [name, g.ints([0])]))
+    return [g.add("Concat", names, axis=0) for names in outputs]
 
 
 @_writes("Slice (step -1)")
@@ -703,6 +731,7 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.Stack: _stack,
     ops.Split: _split,
     ops.LSTMGates: _lstm_gates,
+    ops.LSTMLayer: _lstm_layer,
     ops.Concatenate: _concatenate,
     ops.SplitSections: _split_sections,
     ops.Clone: _clone,

@@ -11,7 +11,7 @@
 * `special`       special functions (erf)
 * `loss`          losses whose gradient is PyTorch's formula (binary cross-entropy)
 * `normalization` batch normalisation as one op
-* `lstm`          the LSTM cell's pointwise part as one op
+* `lstm`          the LSTM cell's pointwise part, and a layer's recurrence over a sequence, as ops
 * `tuple_ops`     ops that build or read tuples of tensors
 """
 from ..autograd import NDArray, Op, Tensor, TensorOp, TensorTuple, TensorTupleOp, Value  # noqa: F401
@@ -72,7 +72,7 @@ from .elementwise import (
 from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
 from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
-from .lstm import LSTMGates, LSTMGatesGrad, lstm_gates
+from .lstm import LSTMGates, LSTMGatesGrad, LSTMLayer, LSTMLayerGrad, lstm_gates, lstm_layer
 from .matmul import MatMul, MatMulTransposed, matmul
 from .normalization import (
     BatchNorm,
@@ -192,7 +192,7 @@ __all__ = [
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
     "binary_cross_entropy", "BinaryCrossEntropy", "nll_loss", "NLLLoss", "NLLLossGrad",
-    "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad",
+    "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad", "lstm_layer", "LSTMLayer", "LSTMLayerGrad",
     "BatchNormGrad", "LogSoftmaxGrad", "SoftmaxGrad", "LayerNorm", "LayerNormGrad", "layer_norm",
     "layer_norm_formula",
     # PyTorch's functions (torch.cat, torch.topk, ...; the ones named like Python builtins -- sum, min,
