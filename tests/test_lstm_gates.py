@@ -143,17 +143,19 @@ def _layer_inputs(rng, steps, batch, hidden, inputs, dtype, device, bias=True):
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("which", ["hs", "cs", "both", "zs"])
-def test_the_layer_op_is_the_unrolled_recurrence(device, bias, which):
+def test_the_layer_op_is_the_unrolled_recurrence(device, dtype, bias, which):
     """Forward: the bits of the cell stepped in a loop (the same operations). Backward: every
     input's gradient as autograd gets it through the unrolled steps (W_hh's and b_hh's summed in
-    another order: float64, so to 1e-12), for adjoints reaching hs, cs (the last step only, as
-    c_n), both, or the internal zs."""
+    another order: to 1e-12 in float64, 1e-5 in float32), for adjoints reaching hs, cs (the last
+    step only, as c_n), both, or the internal zs. On the cpu each step's kernels read slabs of
+    the (T, B, W) arrays in place."""
     from needle.ops.lstm import LSTMLayer, _layer
     rng = np.random.RandomState(3)
     steps, batch, hidden = 5, 3, 4
-    dtype = "float64"
+    tolerance = 1e-12 if dtype == "float64" else 1e-5
 
     def run(layer):
         args = _layer_inputs(np.random.RandomState(4), steps, batch, hidden, 0, dtype, device, bias)
@@ -166,7 +168,7 @@ def test_the_layer_op_is_the_unrolled_recurrence(device, bias, which):
         loss.backward()
         return [hs.numpy(), cs.numpy()], [a.grad.numpy() for a in args]
 
-    rng_h, rng_z = rng.randn(steps, batch, hidden), rng.randn(steps, batch, 4 * hidden)
+    rng_h, rng_z = rng.randn(steps, batch, hidden).astype(dtype), rng.randn(steps, batch, 4 * hidden).astype(dtype)
 
     def as_op(*args):
         out = LSTMLayer(bias)(*args)
@@ -176,7 +178,7 @@ def test_the_layer_op_is_the_unrolled_recurrence(device, bias, which):
     for got, want in zip(values, ref_values):
         assert got.tobytes() == want.tobytes()
     for got, want in zip(grads, ref_grads):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
 
 
 def test_the_layer_gradient_of_gradient_matches_pytorch():

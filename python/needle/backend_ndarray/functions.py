@@ -14,7 +14,15 @@ from .. import host_ops
 from ..dtypes import FLOAT_DTYPES, HostScalar, dtype_name, is_floating, result_dtype, scalar_dtype, storage_dtype
 from ..primitives import BY_NAME, PRIMITIVES, Primitive
 from .device import BackendDevice, check_enabled, default_device
-from .ndarray import NDArray, _check_same_device, _normalize_axis, broadcast_shapes, normalize_axes, prod
+from .ndarray import (
+    NDArray,
+    _check_same_device,
+    _compact_strides,
+    _normalize_axis,
+    broadcast_shapes,
+    normalize_axes,
+    prod,
+)
 from .recording import constant_data, host_call, is_recording, validation
 
 __all__ = [
@@ -467,14 +475,15 @@ def device_im2col(a: NDArray, kernel: tuple, stride: tuple, dilation: tuple, pad
 def device_lstm_gates(z: NDArray, c0: NDArray) -> Optional[Tuple[NDArray, NDArray]]:
     """(h, c) (B, H each) of the LSTM cell from z (B, 4H) and c0 (B, H) by the device's own
     lstm_gates kernel (interface.OptionalKernels: the bits of needle.ops.lstm.LSTMGates' array
-    sequence), or None where the device has none, the arrays are not compact non-empty float
-    arrays of one dtype, or a compiled step is recording (see _kernel_applies: its fusion takes
-    the array sequence instead)."""
-    if len(c0.shape) != 2 or not _kernel_applies("lstm_gates", [c0], [(z, 4 * c0.size)]):
+    sequence), or None where the device has none, the arrays are not dense (row-major, maybe a
+    slab of a larger array: ops.lstm_layer's steps) non-empty float arrays of one dtype, or a
+    compiled step is recording (its fusion takes the array sequence instead)."""
+    if len(c0.shape) != 2 or z.shape != (c0.shape[0], 4 * c0.shape[1]) or not _dense_kernel_applies("lstm_gates",
+                                                                                                     (c0, z)):
         return None
     h = NDArray.make(c0.shape, device=c0.device, dtype=c0.dtype)
     c = NDArray.make(c0.shape, device=c0.device, dtype=c0.dtype)
-    c0.device.lstm_gates(z._handle, c0._handle, h._handle, c._handle, c0.shape[1])
+    c0.device.lstm_gates(z._operand(), c0._operand(), h._handle, c._handle, c0.shape[1])
     return h, c
 
 
@@ -484,17 +493,31 @@ def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], z: 
     for one that did not reach it), z, c0 and the forward pass's c, by the device's own
     lstm_gates_backward kernel (interface.OptionalKernels: the bits of needle.ops.lstm.LSTMGatesGrad's
     array sequence), or None where it does not apply (as device_lstm_gates)."""
-    arrays = [c0, c] + [x for x in (gh, gc) if x is not None]
-    if len(c0.shape) != 2 or not _kernel_applies("lstm_gates_backward", arrays, [(z, 4 * c0.size)]):
+    states = [c0, c] + [x for x in (gh, gc) if x is not None]
+    if len(c0.shape) != 2 or z.shape != (c0.shape[0], 4 * c0.shape[1]) \
+            or any(x.shape != c0.shape for x in states) or not _dense_kernel_applies("lstm_gates_backward",
+                                                                                   (*states, z)):
         return None
     device = c0.device
     batch, hidden = c0.shape
     grad_z = NDArray.make((batch, 4 * hidden), device=device, dtype=c0.dtype)
     grad_c0 = NDArray.make((batch, hidden), device=device, dtype=c0.dtype)
-    spare = c0._handle  # read in place of an adjoint that is not there (has_h/has_c say so)
-    handles = [spare if x is None else x._handle for x in (gh, gc, z, c0, c)]
-    device.lstm_gates_backward(*handles, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
+    spare = c0._operand()  # read in place of an adjoint that is not there (has_h/has_c say so)
+    operands = [spare if x is None else x._operand() for x in (gh, gc, z, c0, c)]
+    device.lstm_gates_backward(*operands, grad_z._handle, grad_c0._handle, hidden, gh is not None, gc is not None)
     return grad_z, grad_c0
+
+
+def _dense_kernel_applies(name: str, data: Sequence[NDArray]) -> bool:
+    """Whether the device's optional kernel `name` may read `data` as they are: no compiled step
+    recording, the kernel there, every array non-empty, row-major without gaps (compact, or a
+    slab of a larger array at some offset), of one float dtype, on one device."""
+    x = data[0]
+    device = x.device
+    if device.recorder is not None or not hasattr(device.mod, name) or x.size == 0 \
+            or x.dtype not in ("float32", "float64"):
+        return False
+    return all(a.dtype == x.dtype and a.device == device and a.strides == _compact_strides(a.shape) for a in data)
 
 
 def _kernel_applies(name: str, data: Sequence[NDArray], sized: Sequence[Tuple[NDArray, int]] = ()) -> bool:

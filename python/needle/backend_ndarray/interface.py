@@ -151,21 +151,22 @@ class OptionalKernels(Protocol):
         a[n, i*sh + u*dh - top, j*sw + v*dw - left, c], 0 where that is outside a -- a copy, what
         needle.ops._windows.window_view's padded view holds, which a device without it compacts"""
 
-    def lstm_gates(self, z: Any, c0: Any, h: Any, c: Any, hidden: int) -> None:
-        """The LSTM cell's new states (needle.ops.lstm.LSTMGates) from compact z (B, 4H = 4 * hidden)
-        and c0 (B, H) of one dtype: c = f * c0 + i * g, h = o * tanh(c), with i, f, o = sigmoid and
-        g = tanh of z's four column blocks -- this device's sigmoid and tanh primitives' values and
-        that order of operations, the bits of the array-level sequence (but for a nan's sign)"""
+    def lstm_gates(self, z: Operand, c0: Operand, h: Any, c: Any, hidden: int) -> None:
+        """The LSTM cell's new states (needle.ops.lstm.LSTMGates) from z (B, 4H = 4 * hidden) and c0
+        (B, H), row-major operands of one dtype (maybe slabs of larger arrays), into the compact
+        buffers h and c: c = f * c0 + i * g, h = o * tanh(c), with i, f, o = sigmoid and g = tanh of
+        z's four column blocks -- this device's sigmoid and tanh primitives' values and that order
+        of operations, the bits of the array-level sequence (but for a nan's sign)"""
 
-    def lstm_gates_backward(self, gh: Any, gc: Any, z: Any, c0: Any, c: Any, grad_z: Any, grad_c0: Any,
-                            hidden: int, has_h: bool, has_c: bool) -> None:
-        """The LSTM cell's gradient (needle.ops.lstm.LSTMGatesGrad), all compact (B, H = hidden)
-        buffers of one dtype but z and grad_z (B, 4H): with i, f, g, o the activations of z's blocks
-        (lstm_gates), s_x = sigmoid(-z_x), t = tanh(c) and a = gc + (gh * o) * (-(t^2) + 1) (either
-        term alone when has_c / has_h is False; gh, gc are then any buffer), grad_z's blocks
-        (a * g) * (i * s_i), (a * c0) * (f * s_f), (a * i) * (-(g^2) + 1), (gh * t) * (o * s_o) (0
-        without gh), grad_c0 = a * f -- in that order of operations, the bits of the array-level
-        sequence (but for a nan's sign)"""
+    def lstm_gates_backward(self, gh: Operand, gc: Operand, z: Operand, c0: Operand, c: Operand, grad_z: Any,
+                            grad_c0: Any, hidden: int, has_h: bool, has_c: bool) -> None:
+        """The LSTM cell's gradient (needle.ops.lstm.LSTMGatesGrad) from row-major operands (B, H =
+        hidden) of one dtype but z (B, 4H), into compact grad_z (B, 4H) and grad_c0 (B, H): with i,
+        f, g, o the activations of z's blocks (lstm_gates), s_x = sigmoid(-z_x), t = tanh(c) and
+        a = gc + (gh * o) * (-(t^2) + 1) (either term alone when has_c / has_h is False; gh, gc are
+        then any operand), grad_z's blocks (a * g) * (i * s_i), (a * c0) * (f * s_f),
+        (a * i) * (-(g^2) + 1), (gh * t) * (o * s_o) (0 without gh), grad_c0 = a * f -- in that
+        order of operations, the bits of the array-level sequence (but for a nan's sign)"""
 
     def batch_norm(self, x: Any, w: Any, b: Any, out: Any, mean: Any, var: Any, eps: float) -> None:
         """Training-mode batch norm over axis 0 of a compact (N, C) x, C >= 2, float32 or float64,

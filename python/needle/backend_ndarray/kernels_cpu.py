@@ -536,24 +536,23 @@ def _threshold_backward(g, x, out, threshold):
 # which IEEE rounds the same in any loop: the bits of the sequence (a nan's sign may differ).
 
 def lstm_gates(z, c0, h, c, hidden):
-    batch = c0.size // hidden
-    z3 = out_view(z, (batch, 4, hidden))
-    e = _exps_of_negative_abs(z3)
+    batch = h.size // hidden
     shape = (batch, hidden)
+    z3 = read(z).reshape(batch, 4, hidden)
+    e = _exps_of_negative_abs(z3)
     c_out, h_out = out_view(c, shape), out_view(h, shape)
-    _lstm_cell_state(z3, e, np.tanh(z3[:, 2]), out_view(c0, shape), c_out)
+    _lstm_cell_state(z3, e, np.tanh(z3[:, 2]), read(c0), c_out)
     _lstm_hidden_state(z3, e, np.tanh(c_out), h_out)
 
 
 def lstm_gates_backward(gh, gc, z, c0, c, grad_z, grad_c0, hidden, has_h, has_c):
-    batch = c0.size // hidden
+    batch = grad_c0.size // hidden
     shape = (batch, hidden)
-    z3 = out_view(z, (batch, 4, hidden))
+    z3 = read(z).reshape(batch, 4, hidden)
     e = _exps_of_negative_abs(z3)
-    c0_rows = out_view(c0, shape)  # also read in place of an adjoint that is not there (has_h/has_c say so)
-    _lstm_gates_backward(out_view(gh, shape) if has_h else c0_rows, out_view(gc, shape) if has_c else c0_rows, z3, e,
-                         np.tanh(z3[:, 2]), np.tanh(out_view(c, shape)) if has_h else c0_rows, c0_rows,
-                         out_view(grad_z, (batch, 4, hidden)), out_view(grad_c0, shape), has_h, has_c)
+    c0_rows = read(c0)  # also read in place of an adjoint that is not there (has_h/has_c say so)
+    _lstm_gates_backward(read(gh), read(gc), z3, e, np.tanh(z3[:, 2]), np.tanh(read(c)) if has_h else c0_rows,
+                         c0_rows, out_view(grad_z, (batch, 4, hidden)), out_view(grad_c0, shape), has_h, has_c)
 
 
 def _exps_of_negative_abs(z3):

@@ -211,7 +211,7 @@ class LSTMLayer(TensorTupleOp):
         b = api.broadcast_to(api.reshape(bias[0], (1, width)), (batch, width)) if bias else None
         h, c = h0, c0
         hs, cs, zs = [], [], []
-        for xw_t in api.unstack(xw, 0):
+        for xw_t in _steps(xw):
             z = api.add(xw_t, api.matmul(h, W_hh))
             if b is not None:
                 z = api.add(z, b)
@@ -253,12 +253,12 @@ class LSTMLayerGrad(TensorTupleOp):
 
     def compute(self, *args):
         api = array_api
-        g_hs, g_cs, g_zs = (None if a is None else api.unstack(a, 0) for a in self._adjoints(args))
+        g_hs, g_cs, g_zs = (None if a is None else _steps(a) for a in self._adjoints(args))
         xw, h0, c0, W_hh = args[sum(self.present): sum(self.present) + 4]
         hs, cs, zs = args[-1]
         steps, batch, width = xw.shape
         hidden = width // 4
-        c_steps, z_steps = api.unstack(cs, 0), api.unstack(zs, 0)
+        c_steps, z_steps = _steps(cs), _steps(zs)
         w_t = api.swapaxes(W_hh, -2, -1)
         grad_h = grad_c = None
         grad_zs = [None] * steps
@@ -278,7 +278,7 @@ class LSTMLayerGrad(TensorTupleOp):
         grad_xw = api.stack(grad_zs, 0)
         rows = steps * batch
         grad_rows = api.reshape(grad_xw, (rows, width))
-        h_prev = api.reshape(api.stack([h0] + list(api.unstack(hs, 0))[:-1], 0), (rows, hidden))
+        h_prev = api.reshape(api.stack([h0] + _steps(hs)[:-1], 0), (rows, hidden))
         grads = [grad_xw, grad_h, grad_c, api.matmul(api.swapaxes(h_prev, -2, -1), grad_rows)]
         if self.has_bias:
             grads.append(api.sum(grad_rows, (0,)))
@@ -292,6 +292,15 @@ class LSTMLayerGrad(TensorTupleOp):
             return vjp(_layer, args[count:], adjoints(args))
 
         return vjp(first_order, inputs, entries_by_position(out_grad, 4 + self.has_bias)) + (None,)
+
+
+def _steps(x) -> list:
+    """x[t] for each t of a (T, B, W) array, as views of it (made compact first if it is not):
+    slices a step's kernels read in place, where unstack would copy every one."""
+    api = array_api
+    x = api.ascontiguousarray(x)
+    steps, batch, width = x.shape
+    return [api.as_strided(api.getitem(x, (slice(t, t + 1),)), (batch, width), (width, 1)) for t in range(steps)]
 
 
 def _plus(a, b):
