@@ -289,8 +289,10 @@ class LogSoftmaxGrad(_RowGradient):
         fused = array_api.device_log_softmax_backward(g, y, total, self.axis)  # one pass less, or None
         if fused is not None:
             return fused
-        scaled = array_api.multiply(array_api.exp(y), array_api.broadcast_to(array_api.negative(total), shape))
-        return array_api.add(g, scaled)
+        # the row sums' negation first: the exp, product and sum then follow one another (a
+        # compiled step fuses them into one pass over the logits)
+        negative_total = array_api.broadcast_to(array_api.negative(total), shape)
+        return array_api.add(g, array_api.multiply(array_api.exp(y), negative_total))
 
 
 def logsoftmax(a, axis: int = -1):
