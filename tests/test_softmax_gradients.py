@@ -79,15 +79,15 @@ def _rows(shape, dtype, seed):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(8, 4, 64, 64), (70, 129), (40, 1), (3, 50, 300)])
 def test_the_cpu_row_kernels_give_the_bits_of_the_array_sequences(monkeypatch, dtype, shape):
-    """Softmax (softmax_shift, numpy's exp, softmax_normalize), SoftmaxGrad (softmax_backward) and
-    LogSoftmaxGrad (log_softmax_backward) over the last axis against the sequences the ops run
+    """Softmax (softmax_shift, numpy's exp, softmax_normalize), LogSoftmax (log_softmax),
+    SoftmaxGrad (softmax_backward) and LogSoftmaxGrad (log_softmax_backward) over the last axis against the sequences the ops run
     without the kernels: the same bits (but for a nan's sign), rows summed in one block and halved."""
     from needle.autograd import array_api
     device = ndl.cpu()
     x = ndl.Tensor(_rows(shape, dtype, 1), device=device, dtype=dtype)
     g = ndl.Tensor(np.random.RandomState(2).randn(*shape).astype(dtype), device=device, dtype=dtype)
     calls = []
-    for name in ("softmax_shift", "softmax_backward", "log_softmax_backward"):
+    for name in ("softmax_shift", "log_softmax", "softmax_backward", "log_softmax_backward"):
         kernel = getattr(device.mod, name)
         monkeypatch.setattr(device, name, lambda *a, kernel=kernel, name=name: (calls.append(name), kernel(*a)))
 
@@ -97,8 +97,8 @@ def test_the_cpu_row_kernels_give_the_bits_of_the_array_sequences(monkeypatch, d
         return [_canonical(t.numpy()) for t in (s, ops.SoftmaxGrad(-1)(g, s), ops.LogSoftmaxGrad(-1)(g, y))]
 
     fused = run()
-    assert calls == ["softmax_shift", "softmax_backward", "log_softmax_backward"]
-    for name in ("device_softmax", "device_softmax_backward", "device_log_softmax_backward"):
+    assert calls == ["softmax_shift", "log_softmax", "softmax_backward", "log_softmax_backward"]
+    for name in ("device_softmax", "device_log_softmax", "device_softmax_backward", "device_log_softmax_backward"):
         monkeypatch.setattr(array_api, name, lambda *a: None)
     assert run() == fused
 

@@ -563,7 +563,12 @@ def device_softmax_backward(g, s, axis) -> None:
     return None
 
 
-def device_log_softmax_backward(g, y, total, axis) -> None:
+def device_log_softmax(a, axis) -> None:
+    """None: numpy mode has no log-softmax kernel (LogSoftmax runs its array sequence)."""
+    return None
+
+
+def device_log_softmax_backward(g, y, axis) -> None:
     """None: numpy mode has no log-softmax gradient kernel (LogSoftmaxGrad runs its array sequence)."""
     return None
 

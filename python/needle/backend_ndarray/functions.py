@@ -36,7 +36,8 @@ __all__ = [
     "device_col2im", "device_im2col", "device_lstm_gates", "device_lstm_gates_backward", "threshold_backward",
     "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
-    "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax_backward",
+    "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax",
+    "device_log_softmax_backward",
     "device_add_n",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
@@ -647,16 +648,27 @@ def device_softmax_backward(g: NDArray, s: NDArray, axis: int) -> Optional[NDArr
     return out
 
 
-def device_log_softmax_backward(g: NDArray, y: NDArray, total: NDArray, axis: int) -> Optional[NDArray]:
-    """g + exp(y) * (-total) over the last axis (total: g's row sums, keepdims), numpy's exp then the
-    device's log_softmax_backward kernel in place (one pass for the multiply and the add:
-    LogSoftmaxGrad's bits), or None where it does not apply."""
-    if not _row_kernel("log_softmax_backward", (g, y), axis) or total.size * g.shape[-1] != g.size \
-            or not total.is_compact() or total.dtype != g.dtype:
+def device_log_softmax(a: NDArray, axis: int) -> Optional[NDArray]:
+    """log-softmax over the last axis by the device's log_softmax kernel (one call: the max, the
+    shift, the exp, the row sums and the log of needle.ops.reduction.LogSoftmax's sequence, the
+    same bits, without an array of this layer for each), or None where it does not apply (see
+    _row_kernel)."""
+    if not _row_kernel("log_softmax", (a,), axis):
         return None
-    e = globals()["exp"](y)
-    g.device.log_softmax_backward(g._handle, e._handle, total._handle, e._handle, g.shape[-1])
-    return e
+    out = NDArray.make(a.shape, device=a.device, dtype=a.dtype)
+    a.device.log_softmax(a._handle, out._handle, a.shape[-1])
+    return out
+
+
+def device_log_softmax_backward(g: NDArray, y: NDArray, axis: int) -> Optional[NDArray]:
+    """g + exp(y) * (-sum(g)) over the last axis (the row sums of g) by the device's
+    log_softmax_backward kernel (LogSoftmaxGrad's bits in one call), or None where it does not
+    apply."""
+    if not _row_kernel("log_softmax_backward", (g, y), axis):
+        return None
+    out = NDArray.make(g.shape, device=g.device, dtype=g.dtype)
+    g.device.log_softmax_backward(g._handle, y._handle, out._handle, g.shape[-1])
+    return out
 
 
 def _class_ids(ids: NDArray, rows: int) -> Optional[NDArray]:

@@ -210,9 +210,15 @@ class OptionalKernels(Protocol):
         pairwise sum of the products) -- the bits of needle.ops.reduction.SoftmaxGrad's sequence (but
         for a nan's sign)"""
 
-    def log_softmax_backward(self, g: Any, e: Any, total: Any, out: Any, d: int) -> None:
-        """out = g + e * (-total) per row of d of compact g and e = exp(y), total holding a value per
-        row (the rows' sums of g): LogSoftmaxGrad's multiply and add as one pass; out may be e"""
+    def log_softmax(self, x: Any, out: Any, d: int) -> None:
+        """out = (x - m) - log(sum(exp(x - m))) per row of d of a compact x, m the row's maximum --
+        this device's max, subtract, exp, row sum and log (numpy's, on the cpu), the bits of
+        needle.ops.reduction.LogSoftmax's array sequence"""
+
+    def log_softmax_backward(self, g: Any, y: Any, out: Any, d: int) -> None:
+        """out = g + exp(y) * (-sum(g)) per row of d of compact g and y (the sum of the row, the
+        exponential: this device's) -- the bits of needle.ops.reduction.LogSoftmaxGrad's sequence
+        (but for a nan's sign)"""
 
     def nll_loss_sum(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
         """out (one element) = the sum of where(one_hot(ids), log_probs, 0) over the compact (B, classes)

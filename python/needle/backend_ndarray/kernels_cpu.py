@@ -1007,10 +1007,27 @@ def _softmax_backward(g, s, out):
             out[i, j] = s[i, j] * (g[i, j] + negative)
 
 
-def log_softmax_backward(g, e, total, out, d):
+def log_softmax(x, out, d):
     rows = out.size // d
     shape = (rows, d)
-    _log_softmax_backward(out_view(g, shape), out_view(e, shape), out_view(total, (rows,)), out_view(out, shape))
+    a, o = out_view(x, shape), out_view(out, shape)
+    # the array sequence's reductions (reduce_max, reduce_sum over the last axis: the ufuncs'
+    # reduce), subtractions, exp and log, on numpy arrays: no array of this layer per step; the
+    # exp goes to a buffer from the cache (a fresh one would be page faults on every call)
+    np.subtract(a, np.maximum.reduce(a, axis=(1,), keepdims=True), out=o)
+    exps = Array(rows * d, out.dtype)
+    e = out_view(exps, shape)
+    np.exp(o, out=e)
+    np.subtract(o, np.log(np.add.reduce(e, axis=(1,), keepdims=True)), out=o)
+
+
+def log_softmax_backward(g, y, out, d):
+    rows = out.size // d
+    shape = (rows, d)
+    g_rows, o = out_view(g, shape), out_view(out, shape)
+    total = np.add.reduce(g_rows, axis=(1,))
+    np.exp(out_view(y, shape), out=o)
+    _log_softmax_backward(g_rows, o, total, o)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -237,6 +237,9 @@ class LogSoftmax(TensorOp):
         axis_index(self.axis, a.ndim, "logsoftmax")
 
     def compute(self, a):
+        fused = array_api.device_log_softmax(a, self.axis)  # the same operations in one kernel call, or None
+        if fused is not None:
+            return fused
         shape = tuple(a.shape)
         axes = (self.axis % len(shape),)
         shifted = array_api.subtract(a, array_api.broadcast_to(array_api.max(a, axis=axes, keepdims=True), shape))
@@ -283,12 +286,12 @@ class LogSoftmaxGrad(_RowGradient):
     formula = staticmethod(_logsoftmax_gradient)
 
     def compute(self, g, y):
+        fused = array_api.device_log_softmax_backward(g, y, self.axis)  # one kernel call, or None
+        if fused is not None:
+            return fused
         shape = tuple(g.shape)
         axes = (self.axis % len(shape),)
         total = array_api.sum(g, axes, True)
-        fused = array_api.device_log_softmax_backward(g, y, total, self.axis)  # one pass less, or None
-        if fused is not None:
-            return fused
         # the row sums' negation first: the exp, product and sum then follow one another (a
         # compiled step fuses them into one pass over the logits)
         negative_total = array_api.broadcast_to(array_api.negative(total), shape)
