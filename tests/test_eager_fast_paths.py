@@ -844,3 +844,53 @@ def test_relus_output_written_in_place_before_backward_is_refused_like_torch():
     ty.mul_(0.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         tloss.backward()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tanhs_gradient_kernel_gives_the_bits_of_the_tensor_op_form(dtype):
+    """TanhBackward (one node; on the cpu one pass, the device's tanh_backward kernel) against
+    numpy's g * ((-(t * t)) + 1), what the Tensor ops g * (1 - t * t) compute: the same bits on
+    both devices, compact or transposed (the sequence), edge values included (saturated t = +-1,
+    nan and inf adjoints, a signed zero), but for a nan's sign (which operand's nan an
+    instruction passes on)."""
+
+    def bits(a):
+        return np.where(np.isnan(a), np.abs(a), a).tobytes()
+
+    rng = np.random.RandomState(6)
+    t = np.tanh(rng.randn(40, 17) * 3).astype(dtype)
+    g = rng.randn(40, 17).astype(dtype)
+    t.reshape(-1)[:4] = [1.0, -1.0, -0.0, np.nan]
+    g.reshape(-1)[4:8] = [np.nan, np.inf, -np.inf, -0.0]
+    want = g * (-(t * t) + np.ones((), dtype))
+    for device in (ndl.cpu(), ndl.cpu_numpy()):
+        for transpose in (False, True):
+            gt, tt = (ndl.Tensor(a.T.copy() if transpose else a, device=device, dtype=dtype) for a in (g, t))
+            if transpose:
+                gt, tt = gt.transpose(), tt.transpose()
+            got = ndl.ops.TanhBackward()(gt, tt).numpy()
+            assert got.dtype == np.dtype(dtype) and bits(got) == bits(want)
+    x = ndl.Tensor(rng.randn(6, 5).astype(dtype), dtype=dtype)
+    (ndl.ops.tanh(x) * ndl.Tensor(g[:6, :5], dtype=dtype, requires_grad=False)).sum().backward()
+    assert type(x.grad.op).__name__ == "TanhBackward"
+    t_x = np.tanh(x.numpy())
+    assert x.grad.numpy().tobytes() == (g[:6, :5] * (-(t_x * t_x) + np.ones((), dtype))).tobytes()
+
+
+def test_tanhs_gradient_can_be_differentiated_again_as_pytorchs():
+    """A Hessian-vector product through tanh: TanhBackward's gradient reaches both the adjoint and
+    tanh's output (and through it the input); an adjoint of another dtype takes the Tensor ops."""
+    rng = np.random.RandomState(2)
+    x_np, w_np, v_np = rng.randn(8, 5), rng.randn(5, 4), rng.randn(5, 4)
+    x = ndl.Tensor(x_np, dtype="float64", requires_grad=False)
+    w = ndl.Tensor(w_np, dtype="float64")
+    (ndl.ops.tanh(x @ w) ** 3).sum().backward()
+    (w.grad * ndl.Tensor(v_np, dtype="float64", requires_grad=False)).sum().backward()
+    tw = torch.tensor(w_np, requires_grad=True)
+    (g,) = torch.autograd.grad((torch.tanh(torch.tensor(x_np) @ tw) ** 3).sum(), (tw,), create_graph=True)
+    (hv,) = torch.autograd.grad((g * torch.tensor(v_np)).sum(), (tw,))
+    np.testing.assert_allclose(w.grad.numpy(), hv.numpy(), rtol=1e-12)
+    y = ndl.Tensor(rng.randn(3).astype(np.float32))
+    out = ndl.ops.tanh(y)
+    out.backward(ndl.Tensor(np.ones(3), dtype="float64", requires_grad=False))
+    np.testing.assert_allclose(y.grad.numpy(), 1 - np.tanh(y.numpy().astype(np.float64)) ** 2, rtol=1e-6)

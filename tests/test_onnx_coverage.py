@@ -294,6 +294,7 @@ UNMAPPED_OPS = {
     "BatchNorm": "batch normalisation with batch statistics: training mode only (eval uses running statistics)",
     "BatchNormGrad": "the gradient of batch normalisation: backward only",
     "ThresholdBackward": "the gradient of relu: backward only",
+    "TanhBackward": "the gradient of tanh: backward only",
     "LSTMGatesGrad": "the gradient of the LSTM cell's pointwise part: backward only",
     "LSTMLayerGrad": "the gradient of an LSTM layer's recurrence: backward only",
     "LogSoftmaxGrad": "the gradient of logsoftmax: backward only",

@@ -35,8 +35,9 @@ ARRAY_FUNCTIONS = (
     # ops' fused passes: a device's optional kernel (None where it has none, and the op runs its
     # array sequence, with the same bits)
     "device_col2im", "device_im2col", "device_lstm_gates", "device_lstm_gates_backward", "threshold_backward",
+    "tanh_backward",
     "device_batch_norm",
-    "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
+    "device_batch_norm_backward", "device_nll_loss", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax",
     "device_log_softmax_backward",
     "device_add_n",

@@ -578,12 +578,12 @@ def device_add_n(arrays) -> None:
     return None
 
 
-def device_nll_loss_sum(log_probs, ids) -> None:
+def device_nll_loss(log_probs, ids) -> None:
     """None: numpy mode has no picked-sum kernel (NLLLoss runs its array sequence)."""
     return None
 
 
-def device_nll_loss_backward(ids, value, shape) -> None:
+def device_nll_loss_backward(ids, g, shape) -> None:
     """None: numpy mode has no NLL gradient kernel (NLLLossGrad runs its array sequence)."""
     return None
 
@@ -591,6 +591,12 @@ def device_nll_loss_backward(ids, value, shape) -> None:
 def threshold_backward(g: np.ndarray, x: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """where(x <= threshold, 0, g): ReLU's gradient g masked by its input or output x (one mask)."""
     return where(np.less_equal(x, threshold), 0.0, g)
+
+
+def tanh_backward(g: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """g * (1 - t * t), tanh's gradient from its output t, as g * ((-(t * t)) + 1)."""
+    # the elementwise functions are installed from needle.primitives' rows, invisible to the checkers
+    return multiply(g, add(negative(multiply(t, t)), 1))  # type: ignore[name-defined]  # noqa: F821
 
 
 def extremes(a: np.ndarray) -> tuple:

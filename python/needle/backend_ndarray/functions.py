@@ -34,8 +34,9 @@ __all__ = [
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "check_data", "check_extremes", "check_ids",
     "prod", "broadcast_shapes",
     "device_col2im", "device_im2col", "device_lstm_gates", "device_lstm_gates_backward", "threshold_backward",
+    "tanh_backward",
     "device_batch_norm",
-    "device_batch_norm_backward", "device_nll_loss_sum", "device_nll_loss_backward", "device_layer_norm",
+    "device_batch_norm_backward", "device_nll_loss", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax",
     "device_log_softmax_backward",
     "device_add_n",
@@ -690,15 +691,16 @@ def _whole_ids(ids: NDArray) -> NDArray:
     return ids.astype("int64")
 
 
-def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
-    """The sum of where(one_hot(ids), log_probs, 0) over the (B, k) log_probs as numpy sums it (shape
-    ()), by the device's own nll_loss_sum kernel (interface.OptionalKernels; the B picked elements
-    only, with the bits of the whole sum), or None where it has none, the arrays do not fit it or a
-    compiled step is recording (needle.ops.loss.NLLLoss then runs its array sequence). ValueError
-    names a class id outside [0, k), as one_hot's (an IndexError from a compiled step's replay, which
-    records the kernel's call)."""
+def device_nll_loss(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
+    """-(s) / B (shape ()), s the sum of where(one_hot(ids), log_probs, 0) over the (B, k) log_probs
+    as numpy sums it, by the device's own nll_loss kernel (interface.OptionalKernels; the B picked
+    elements only, with the bits of the whole sum, and the negation and division of
+    needle.ops.loss.NLLLoss's sequence), or None where it has none, the arrays do not fit it or
+    the dtype is not float32/64 (the op then runs its array sequence). ValueError names a class id
+    outside [0, k), as one_hot's (an IndexError from a compiled step's replay, which records the
+    kernel's call)."""
     device = log_probs.device
-    if not hasattr(device.mod, "nll_loss_sum") or len(log_probs.shape) != 2 \
+    if not hasattr(device.mod, "nll_loss") or len(log_probs.shape) != 2 \
             or log_probs.dtype not in ("float32", "float64") or not log_probs.is_compact() or ids.device != device:
         return None
     rows, classes = log_probs.shape
@@ -706,24 +708,24 @@ def device_nll_loss_sum(log_probs: NDArray, ids: NDArray) -> Optional[NDArray]:
     if idx is None or rows == 0 or classes == 0:
         return None
     out = NDArray.make((), device=device, dtype=log_probs.dtype)
-    _call_on_class_ids(device, "nll_loss_sum", log_probs._operand(), idx._operand(), out._handle, classes)
+    _call_on_class_ids(device, "nll_loss", log_probs._operand(), idx._operand(), out._handle, classes)
     return out
 
 
-def device_nll_loss_backward(ids: NDArray, value: NDArray, shape: tuple) -> Optional[NDArray]:
-    """(B, k) = `shape` zeros but value's one element at [i, ids[i]] (NLLLoss's gradient, what
-    where(one_hot(ids), value, 0) gives), by the device's own nll_loss_backward kernel (a compiled
-    step records its call), or None where it has none."""
-    device = value.device
+def device_nll_loss_backward(ids: NDArray, g: NDArray, shape: tuple) -> Optional[NDArray]:
+    """(B, k) = `shape` zeros but -(g / B) at [i, ids[i]] (NLLLoss's gradient from its adjoint g,
+    one element: what where(one_hot(ids), -(g / B), 0) gives), by the device's own
+    nll_loss_backward kernel (a compiled step records its call), or None where it has none."""
+    device = g.device
     if not hasattr(device.mod, "nll_loss_backward") or len(shape) != 2 \
-            or value.size != 1 or ids.device != device or value.dtype not in ("float32", "float64"):
+            or g.size != 1 or ids.device != device or g.dtype not in ("float32", "float64"):
         return None
     rows, classes = shape
     idx = _class_ids(ids, rows)
     if idx is None or rows == 0 or classes == 0:
         return None
-    out = NDArray.make(tuple(shape), device=device, dtype=value.dtype)
-    _call_on_class_ids(device, "nll_loss_backward", idx._operand(), value._operand(), out._handle, classes)
+    out = NDArray.make(tuple(shape), device=device, dtype=g.dtype)
+    _call_on_class_ids(device, "nll_loss_backward", idx._operand(), g._operand(), out._handle, classes)
     return out
 
 
@@ -760,6 +762,22 @@ def threshold_backward(g: NDArray, x: NDArray, threshold: float = 0.0) -> NDArra
         return out if g.is_compact() else out.as_strided(g.shape, g.strides)
     # NDArray's operators are made from needle.primitives' rows, invisible to the checker
     return where(x <= threshold, 0.0, g)  # type: ignore[operator, arg-type]
+
+
+def tanh_backward(g: NDArray, t: NDArray) -> NDArray:
+    """g * (1 - t * t): tanh's gradient from its output t (one shape), as the array operations
+    g * ((-(t * t)) + 1) that the Tensor-op form runs. One pass by the device's own kernel where it
+    has one (interface.OptionalKernels) and g, t are compact of one float dtype; else that sequence,
+    which a compiled step records instead (its fusion joins it to its neighbours)."""
+    device = g.device
+    if (device.recorder is None and hasattr(device.mod, "tanh_backward") and g.shape == t.shape
+            and g.dtype == t.dtype and g.dtype in ("float32", "float64") and g.is_compact() and t.is_compact()):
+        out = NDArray.make(g.shape, device=device, dtype=g.dtype)
+        if out.size:
+            device.tanh_backward(g._handle, t._handle, out._handle)
+        return out
+    # the elementwise functions are installed from needle.primitives' rows, invisible to the checkers
+    return multiply(g, add(negative(multiply(t, t)), 1))  # type: ignore[name-defined]  # noqa: F821
 
 
 def extremes(a: NDArray) -> tuple:

@@ -220,14 +220,15 @@ class OptionalKernels(Protocol):
         exponential: this device's) -- the bits of needle.ops.reduction.LogSoftmaxGrad's sequence
         (but for a nan's sign)"""
 
-    def nll_loss_sum(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
-        """out (one element) = the sum of where(one_hot(ids), log_probs, 0) over the compact (B, classes)
-        log_probs flat, as numpy sums it (0 plus its pairwise sum), ids B int64 class ids: IndexError
-        naming one outside [0, classes) -- the bits of needle.ops.loss.NLLLoss's array sequence"""
+    def nll_loss(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
+        """out (one element) = -(s) / B, s the sum of where(one_hot(ids), log_probs, 0) over the compact
+        (B, classes) log_probs flat as numpy sums it (0 plus its pairwise sum), ids B int64 class ids:
+        IndexError naming one outside [0, classes) -- the bits of needle.ops.loss.NLLLoss's array
+        sequence"""
 
-    def nll_loss_backward(self, ids: Any, value: Any, out: Any, classes: int) -> None:
-        """out (B, classes) = 0 but value's one element at [i, ids[i]] (NLLLoss's gradient; IndexError
-        naming a class id outside [0, classes))"""
+    def nll_loss_backward(self, ids: Any, g: Any, out: Any, classes: int) -> None:
+        """out (B, classes) = 0 but -(g / B) at [i, ids[i]], g one element (NLLLoss's gradient from its
+        adjoint; IndexError naming a class id outside [0, classes))"""
 
     def add_n(self, arrays: Sequence[Any], out: Any) -> None:
         """out = ((a0 + a1) + a2) + ... elementwise over compact buffers of out's size and dtype (two or
@@ -236,6 +237,10 @@ class OptionalKernels(Protocol):
     def threshold_backward(self, g: Any, x: Any, out: Any, threshold: Any) -> None:
         """out = 0 where x <= threshold, else g (ReLU's gradient; a nan x passes g on): compact g,
         x and out of one size, g and out of one dtype -- the bits of where(x <= threshold, 0, g)"""
+
+    def tanh_backward(self, g: Any, t: Any, out: Any) -> None:
+        """out = g * (1 - t * t) (tanh's gradient from its output t): compact g, t and out of one size
+        and dtype, computed as g * ((-(t * t)) + 1) -- the bits of that sequence of array operations"""
 
 
 Family = Callable[[Primitive], Callable]

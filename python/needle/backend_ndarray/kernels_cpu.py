@@ -528,6 +528,19 @@ def _threshold_backward(g, x, out, threshold):
         out[i] = zero if x[i] <= threshold else g[i]
 
 
+def tanh_backward(g, t, out):
+    gv = read(g).reshape(-1)
+    _tanh_backward(gv, read(t).reshape(-1), out_view(out, gv.shape))
+
+
+@numba.njit(cache=True, nogil=True)
+def _tanh_backward(g, t, out):
+    """g * (-(t * t) + 1): the multiply, negate, add and multiply of the sequence, in one pass."""
+    one = out.dtype.type(1)
+    for i in range(out.size):
+        out[i] = g[i] * (-(t[i] * t[i]) + one)
+
+
 # --- the LSTM cell's pointwise part (needle.ops.lstm): the bits of its array sequence in 2 passes ---
 # The array sequence makes some 20 calls forward and 15 backward on (batch, hidden) arrays, each
 # a few microseconds of Python on a language model's (20, 200). Here sigmoid(x) is computed as
@@ -720,10 +733,13 @@ def _batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b, n):
 # additions, walked over the B picked elements only (700 x 10,000 logits: 0.3 ms instead of the
 # select's and the sum's 7 ms).
 
-def nll_loss_sum(log_probs, ids, out, classes):
+def nll_loss(log_probs, ids, out, classes):
     idx = class_ids(ids, classes)
     x = read(log_probs).reshape(idx.size, classes)  # compact (the caller's check)
-    out.array[0] = _picked_sum(x, idx, np.zeros(128, x.dtype))
+    total = np.full((), _picked_sum(x, idx, np.zeros(128, x.dtype)), x.dtype)
+    # NLLLoss's negate, then divide by the batch (numpy's float division in the dtype, as the
+    # array layer's scalar divide)
+    np.divide(np.negative(total), idx.size, out=out.array[:1].reshape(()))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1038,11 +1054,12 @@ def _log_softmax_backward(g, e, total, out):
             out[i, j] = g[i, j] + e[i, j] * negative
 
 
-def nll_loss_backward(ids, value, out, classes):
+def nll_loss_backward(ids, g, out, classes):
     idx = class_ids(ids, classes)
     grad = out_view(out, (idx.size, classes))
     grad.fill(0)
-    grad[np.arange(idx.size), idx] = read(value).reshape(-1)[0]
+    # NLLLossGrad's -(g / B): numpy's divide and negate in g's dtype, as the array layer's
+    grad[np.arange(idx.size), idx] = np.negative(np.divide(read(g).reshape(()), idx.size))
 
 
 def one_hot_rows(indices, out, n):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..autograd import Tensor, TensorOp, array_api
+from ..autograd import Tensor, TensorOp, array_api, vjp
 from ..dtypes import python_scalar, result_dtype
 from ._helpers import constant, require_tensor, same_shape
 from .shape import broadcast_to
@@ -37,7 +37,8 @@ _ew: Any = array_api
 __all__ = [
     "EWiseAdd", "AddN", "add_n", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "RPowerScalar",
     "EWiseDiv",
-    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "ThresholdBackward", "Tanh", "Sigmoid", "Sqrt",
+    "DivScalar", "Negate", "Log", "Log1p", "log1p", "Exp", "ReLU", "ThresholdBackward", "TanhBackward", "Tanh",
+    "Sigmoid", "Sqrt",
     "Maximum",
     "MaximumScalar", "Where", "Equal", "EqualScalar", "NotEqual", "NotEqualScalar", "Less", "LessScalar",
     "LessEqual", "LessEqualScalar", "Greater", "GreaterScalar", "GreaterEqual", "GreaterEqualScalar",
@@ -619,6 +620,23 @@ class ThresholdBackward(TensorOp):
         return ThresholdBackward()(out_grad, node.inputs[1]), None
 
 
+class TanhBackward(TensorOp):
+    """tanh's gradient g * (1 - t * t) from the adjoint g and tanh's output t (one shape; PyTorch's
+    tanh_backward): the array operations of the Tensor-op form out_grad * (1 - t * t) in its order,
+    the same bits, as one node and, on the cpu, one pass (array_api.tanh_backward), where the
+    Tensor ops are four nodes and four passes. Its gradient differentiates that form (autograd.vjp),
+    so second derivatives reach t and, through it, tanh's input."""
+
+    def check(self, g, t):
+        same_shape(g, t, "tanh_backward")
+
+    def compute(self, g, t):
+        return array_api.tanh_backward(g, t)
+
+    def gradient(self, out_grad, node):
+        return vjp(lambda g, t: g * (1 - t * t), node.inputs, (out_grad,))
+
+
 class Tanh(TensorOp):
     """tanh a. Edges: +-1 from |a| ~ 9 (float32) on and at +-inf; the gradient g * (1 - t^2)
     is then 0, as in PyTorch."""
@@ -629,7 +647,9 @@ class Tanh(TensorOp):
         return array_api.tanh(a)
 
     def gradient(self, out_grad, node):
-        return out_grad * (1 - node * node)
+        if out_grad.dtype != node.dtype or tuple(out_grad.shape) != tuple(node.shape):
+            return out_grad * (1 - node * node)  # promotion or broadcasting: the Tensor ops' rules
+        return TanhBackward()(out_grad, node)
 
 
 class Sigmoid(TensorOp):

@@ -67,7 +67,7 @@ class NLLLoss(TensorOp):
     logsoftmax. Shape (). ValueError names a class id outside [0, k).
 
     The value is that of the Tensor ops -summation(where(one_hot(labels), log_probs, 0)) / B, bit for
-    bit: the sum is numpy's over the (B, k) array, which the cpu's nll_loss_sum kernel adds up from
+    bit: the sum is numpy's over the (B, k) array, which the cpu's nll_loss kernel adds up from
     the B picked elements alone. Gradient: NLLLossGrad, one node (the Tensor ops take five).
     """
 
@@ -83,11 +83,12 @@ class NLLLoss(TensorOp):
             raise ValueError(f"nll_loss: labels on {labels.device}, log-probabilities on {log_probs.device}")
 
     def compute(self, log_probs, labels):
+        loss = array_api.device_nll_loss(log_probs, labels)  # the same bits from B elements, or None
+        if loss is not None:
+            return loss
         batch, classes = log_probs.shape
-        total = array_api.device_nll_loss_sum(log_probs, labels)  # the same bits from B elements, or None
-        if total is None:
-            mask = array_api.one_hot(classes, labels, dtype="bool", device=array_api.device_of(log_probs))
-            total = array_api.sum(array_api.where(mask, log_probs, 0.0))
+        mask = array_api.one_hot(classes, labels, dtype="bool", device=array_api.device_of(log_probs))
+        total = array_api.sum(array_api.where(mask, log_probs, 0.0))
         return array_api.divide(array_api.negative(total), batch)
 
     def gradient(self, out_grad, node):
@@ -115,11 +116,11 @@ class NLLLossGrad(TensorOp):
             raise ValueError(f"nll_loss gradient: the adjoint has shape {tuple(g.shape)}, expected ()")
 
     def compute(self, g, labels):
-        batch, classes = self.shape
-        value = array_api.negative(array_api.divide(g, batch))
-        dense = array_api.device_nll_loss_backward(labels, value, self.shape)
+        dense = array_api.device_nll_loss_backward(labels, g, self.shape)
         if dense is not None:
             return dense
+        batch, classes = self.shape
+        value = array_api.negative(array_api.divide(g, batch))
         mask = array_api.one_hot(classes, labels, dtype="bool", device=array_api.device_of(g))
         return array_api.where(mask, array_api.broadcast_to(value, self.shape), 0.0)
 
