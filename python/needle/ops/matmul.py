@@ -41,6 +41,14 @@ class MatMul(TensorOp):
         a, b = node.inputs
         grad_a: Optional[Tensor] = None
         grad_b: Optional[Tensor] = None
+        if len(a.shape) == 2 and len(b.shape) == 2 and out_grad.shape == node.shape:
+            # two matrices and an adjoint of the product's shape: the products fit (MatMul's check
+            # passed for a and b), so MatMulTransposed's own check would find nothing
+            if a.requires_grad:
+                grad_a = Tensor._from_checked_op(MatMulTransposed(False, True), (out_grad, b))  # g @ b^T
+            if b.requires_grad:
+                grad_b = Tensor._from_checked_op(MatMulTransposed(True, False), (a, out_grad))  # a^T @ g
+            return grad_a, grad_b
         if a.requires_grad:
             grad_a = sum_to_shape(MatMulTransposed(False, True)(out_grad, b), a.shape)  # g @ b^T
         if b.requires_grad:
