@@ -538,7 +538,7 @@ def device_batch_norm(x, w, b, eps) -> None:
     return None
 
 
-def device_batch_norm_backward(g, x, w, mean, inv_std) -> None:
+def device_batch_norm_backward(g, x, w, mean, var, eps) -> None:
     """None: numpy mode has no batch-norm gradient kernel (BatchNormGrad runs its array sequence)."""
     return None
 

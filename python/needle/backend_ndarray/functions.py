@@ -552,20 +552,20 @@ def device_batch_norm(x: NDArray, w: NDArray, b: NDArray, eps: float) -> Optiona
     return out, mean, var
 
 
-def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray,
-                               inv_std: NDArray) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
+def device_batch_norm_backward(g: NDArray, x: NDArray, w: NDArray, mean: NDArray, var: NDArray,
+                               eps: float) -> Optional[Tuple[NDArray, NDArray, NDArray]]:
     """(grad_x (N, C), grad_w (C,), grad_b (C,)) of batch norm given the adjoint g of its output,
-    the batch mean and inv_std = (var + eps) ** -0.5, by the device's own batch_norm_backward
-    kernel (the bits of needle.ops.normalization.BatchNormGrad's array sequence, in two passes),
-    or None where it does not apply (as device_batch_norm)."""
+    the batch mean and variance, by the device's own batch_norm_backward kernel (the bits of
+    needle.ops.normalization.BatchNormGrad's array sequence, inv_std = (var + eps) ** -0.5
+    included, in two passes), or None where it does not apply (as device_batch_norm)."""
     channels = x.shape[1] if len(x.shape) == 2 else 0
     if channels < 2 or not _kernel_applies("batch_norm_backward", (g, x),
-                                           ((w, channels), (mean, channels), (inv_std, channels))):
+                                           ((w, channels), (mean, channels), (var, channels))):
         return None
     grad_x = NDArray.make(x.shape, device=x.device, dtype=x.dtype)
     grad_w = NDArray.make((channels,), device=x.device, dtype=x.dtype)
     grad_b = NDArray.make((channels,), device=x.device, dtype=x.dtype)
-    x.device.batch_norm_backward(g._handle, x._handle, w._handle, mean._handle, inv_std._handle, grad_x._handle,
+    x.device.batch_norm_backward(g._handle, x._handle, w._handle, mean._handle, var._handle, eps, grad_x._handle,
                                  grad_w._handle, grad_b._handle)
     return grad_x, grad_w, grad_b
 

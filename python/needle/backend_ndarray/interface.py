@@ -175,10 +175,11 @@ class OptionalKernels(Protocol):
         eps in the data's dtype -- the bits of needle.ops.normalization.BatchNorm's array sequence (but
         for a nan's sign)"""
 
-    def batch_norm_backward(self, g: Any, x: Any, w: Any, mean: Any, inv_std: Any, grad_x: Any, grad_w: Any,
-                            grad_b: Any) -> None:
+    def batch_norm_backward(self, g: Any, x: Any, w: Any, mean: Any, var: Any, eps: float, grad_x: Any,
+                            grad_w: Any, grad_b: Any) -> None:
         """BatchNorm's gradient (needle.ops.normalization.BatchNormGrad) for compact (N, C) g and x,
-        C >= 2, given the batch mean and inv_std = (var + eps) ** -0.5 (C each): with
+        C >= 2, given the batch mean and variance (C each), with inv_std = (var + eps) ** -0.5 as
+        this device's add and power of -0.5 compute it and
         x_hat = (x + (-mean)) * inv_std, grad_b = sum(g, 0), grad_w = sum(g * x_hat, 0) (from 0,
         rows in order) and grad_x = ((w * inv_std) / N) * ((g * N + (-grad_b)) + x_hat * (-grad_w))
         -- the bits of the array-level sequence (but for a nan's sign)"""

@@ -687,13 +687,18 @@ def _batch_norm(x, w, b, out, mean, var, n, eps):
             out[i, j] = w[j] * (out[i, j] / denominator[j]) + b[j]
 
 
-def batch_norm_backward(g, x, w, mean, inv_std, grad_x, grad_w, grad_b):
+def batch_norm_backward(g, x, w, mean, var, eps, grad_x, grad_w, grad_b):
     channels = mean.size
     rows = grad_x.size // channels
     shape = (rows, channels)
     row = (channels,)
+    # inv_std = (var + eps) ** -0.5 as the array layer's add and power compute it (numpy's add,
+    # then the correctly rounded sqrt and its reciprocal: needle.primitives' power of -0.5)
+    inv_std = np.add(out_view(var, row), eps)
+    np.sqrt(inv_std, out=inv_std)
+    np.reciprocal(inv_std, out=inv_std)
     _batch_norm_backward(out_view(g, shape), out_view(x, shape), out_view(w, row), out_view(mean, row),
-                         out_view(inv_std, row), out_view(grad_x, shape), out_view(grad_w, row),
+                         inv_std, out_view(grad_x, shape), out_view(grad_w, row),
                          out_view(grad_b, row), grad_x.array.dtype.type(rows))
 
 

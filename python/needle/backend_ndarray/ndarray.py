@@ -303,10 +303,9 @@ class NDArray:
 
     def permute(self, new_axes) -> "NDArray":
         """View with axes reordered: axis i of the result is axis new_axes[i] of self."""
-        axes = tuple(map(int, new_axes))
+        axes = new_axes if type(new_axes) is tuple and _all_ints(new_axes) else tuple(map(int, new_axes))
         ndim = len(self._shape)
-        if len(axes) != ndim or (ndim and (builtins.min(axes) < -ndim or builtins.max(axes) >= ndim)) \
-                or len({a % ndim for a in axes}) != ndim:
+        if not _is_permutation(axes, ndim):
             raise ValueError(f"permute: {axes} is not a permutation of the {ndim} axes of shape {self._shape}")
         shape, strides = self._shape, self._strides
         return _new(tuple([shape[a] for a in axes]), tuple([strides[a] for a in axes]), self._device, self._handle,
@@ -776,6 +775,15 @@ def _reduce_plan(shape: tuple, axis) -> tuple:
     order = kept + axes
     return (None if order == tuple(range(ndim)) else order, tuple(shape[a] for a in kept),
             prod(shape[a] for a in axes), tuple(1 if a in axes else d for a, d in enumerate(shape)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_permutation(axes: tuple, ndim: int) -> bool:
+    """Whether the ints `axes` name each of ndim axes once (negative ones counting from the end);
+    kept: a step permutes with the same orders again."""
+    if len(axes) != ndim or (ndim and (builtins.min(axes) < -ndim or builtins.max(axes) >= ndim)):
+        return False
+    return len({a % ndim for a in axes}) == ndim
 
 
 @functools.lru_cache(maxsize=4096)

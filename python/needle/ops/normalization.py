@@ -127,11 +127,12 @@ class BatchNormGrad(TensorTupleOp):
         shape = tuple(x.shape)
         api = array_api
         _, mean, var = stats
-        inv_std = api.power(api.add(api.reshape(var, (1, channels)), self.eps), -0.5)
-        fused = api.device_batch_norm_backward(g, x, w, mean, inv_std)  # the same bits in two passes, or None
+        fused = api.device_batch_norm_backward(g, x, w, mean, var, self.eps)  # the same bits in two passes, or None
         if fused is not None:
             grad_x, grad_w, grad_b = fused
-            return grad_x, api.reshape(grad_w, self.weight_shape), api.reshape(grad_b, self.bias_shape)
+            return (grad_x, grad_w if self.weight_shape == (channels,) else api.reshape(grad_w, self.weight_shape),
+                    grad_b if self.bias_shape == (channels,) else api.reshape(grad_b, self.bias_shape))
+        inv_std = api.power(api.add(api.reshape(var, (1, channels)), self.eps), -0.5)
         # the steps of _output_gradient, each on the same operands (the (1, C) rows broadcast)
         centered = api.add(x, api.broadcast_to(api.negative(api.reshape(mean, (1, channels))), shape))
         x_hat = api.multiply(centered, api.broadcast_to(inv_std, shape))
