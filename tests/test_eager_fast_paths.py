@@ -894,3 +894,41 @@ def test_tanhs_gradient_can_be_differentiated_again_as_pytorchs():
     out = ndl.ops.tanh(y)
     out.backward(ndl.Tensor(np.ones(3), dtype="float64", requires_grad=False))
     np.testing.assert_allclose(y.grad.numpy(), 1 - np.tanh(y.numpy().astype(np.float64)) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("a_shape, bias_shape", [((5, 7), (3,)), ((1, 7), (1, 3)), ((2, 4, 7), (1, 3)),
+                                                  ((300, 7), (3,))])
+def test_addmm_has_the_bits_of_matmul_then_add_and_leaves_the_bias_alone(monkeypatch, dtype, a_shape, bias_shape):
+    """ops.addmm (nn.Linear's forward): on the cpu in float32 the product is added to the bias rows
+    inside sgemm where that is exact; values and every gradient are those of a @ b +
+    bias.broadcast_to(...) bit for bit, on both devices, and the bias's own buffer is not written
+    (one row: its broadcast is the bias itself)."""
+    rng = np.random.RandomState(len(a_shape) + a_shape[0])
+    a_np, b_np = rng.randn(*a_shape).astype(dtype), rng.randn(7, 3).astype(dtype)
+    bias_np, g_np = rng.randn(*bias_shape).astype(dtype), rng.randn(*a_shape[:-1], 3).astype(dtype)
+    accumulated = []
+    kernel = ndl.cpu().matmul_accumulate
+    monkeypatch.setattr(ndl.cpu(), "matmul_accumulate", lambda *args: (accumulated.append(1), kernel(*args)))
+    for device in (ndl.cpu(), ndl.cpu_numpy()):
+        results = []
+        for fused in (True, False):
+            a, b, bias = (ndl.Tensor(x, device=device, dtype=dtype) for x in (a_np, b_np, bias_np))
+            out = ndl.ops.addmm(bias, a, b) if fused else a @ b + bias.broadcast_to(a_shape[:-1] + (3,))
+            out.backward(ndl.Tensor(g_np, device=device, dtype=dtype, requires_grad=False))
+            results.append([t.numpy().tobytes() for t in (out, a.grad, b.grad, bias.grad)])
+            assert bias.numpy().tobytes() == bias_np.tobytes()
+        assert results[0] == results[1]
+    # the sgemm-with-beta-1 path ran where it applies (float32, two rows or more)
+    assert bool(accumulated) == (dtype == "float32" and a_shape[0] * (a_shape[1] if len(a_shape) > 2 else 1) > 1)
+
+
+def test_addmm_refuses_operands_that_do_not_fit_and_linear_uses_it():
+    a, b = ndl.Tensor(np.ones((4, 5), np.float32)), ndl.Tensor(np.ones((5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"addmm: bias of shape \(4,\)"):
+        ndl.ops.addmm(ndl.Tensor(np.ones(4, np.float32)), a, b)
+    with pytest.raises(ValueError, match="addmm"):
+        ndl.ops.addmm(ndl.Tensor(np.ones(3, np.float32)), b, b)
+    layer = ndl.nn.Linear(5, 3)
+    assert type(layer(a).op).__name__ == "AddMM"
+    assert type(ndl.nn.Linear(5, 3, bias=False)(a).op).__name__ == "MatMul"

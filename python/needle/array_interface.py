@@ -16,7 +16,7 @@ ARRAY_FUNCTIONS = (
     # elementwise: one function per row of needle.primitives, and where
     *(p.function for p in PRIMITIVES), "where",
     # reductions and products
-    "sum", "max", "min", "argmax", "matmul",
+    "sum", "max", "min", "argmax", "matmul", "addmm",
     # layout
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem",

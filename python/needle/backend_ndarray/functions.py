@@ -28,7 +28,7 @@ from .recording import constant_data, host_call, is_recording, validation
 __all__ = [
     "array", "arange", "empty", "full", "zeros", "zeros_like", "ones_like", "full_like", "empty_like", "astype",
     "device_of", "dtype_of", "to_numpy", "from_numpy_shared", "is_array", "dtype_name", "is_floating",
-    *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "argmax", "matmul",
+    *(p.function for p in PRIMITIVES), "where", "sum", "max", "min", "addmm", "argmax", "matmul",
     "broadcast_to", "reshape", "transpose", "swapaxes", "ascontiguousarray", "as_strided", "element_strides",
     "flip", "pad", "stack", "unstack", "getitem", "setitem", "take_rows", "index_add_rows", "one_hot",
     "nonzero", "index_mask_shape", "as_index", "wrap_index", "extremes", "check_data", "check_extremes", "check_ids",
@@ -227,6 +227,27 @@ def argmax(a: NDArray, axis=None, keepdims: bool = False) -> NDArray:
 
 def matmul(a: NDArray, b: NDArray) -> NDArray:
     return a @ b
+
+
+def addmm(bias: NDArray, a: NDArray, b: NDArray) -> NDArray:
+    """bias + a @ b (PyTorch's addmm, as a Linear layer's forward): a (..., n), b (n, p), bias (p,)
+    or (1, p) broadcast over the rows -- the bits of matmul then add. Where the device multiplies into
+    existing values exactly (matmul_accumulate: sgemm with beta = 1, for float32 operands whose
+    layout `accumulates_exactly` confirms, once per layout) the product is added to the bias rows
+    as it is computed: one pass and one array fewer than the product and then the sum. Elsewhere,
+    and while a compiled step records, the product and the add."""
+    device = a.device
+    if (device.recorder is None and hasattr(device.mod, "matmul_accumulate") and len(a.shape) >= 2
+            and len(b.shape) == 2 and a.dtype == "float32" and b.dtype == "float32" and bias.dtype == "float32"
+            and tuple(bias.shape) in ((b.shape[1],), (1, b.shape[1])) and a.shape[-1] == b.shape[0] and a.is_compact()
+            and bias.device == device and b.device == device):
+        (n, p), rows = b.shape, prod(a.shape[:-1])
+        if rows and n and p and device.mod.accumulates_exactly(((rows, n), None), (b.shape, b.strides), rows, n, p):
+            out = bias.broadcast_to((rows, p))._copy()  # the bias rows, in an array of their own
+            device.matmul_accumulate(a._operand(), b._operand(), out._handle, rows, n, p)
+            return out.reshape(tuple(a.shape[:-1]) + (p,))
+    product = a @ b
+    return add(product, broadcast_to(bias, product.shape))  # type: ignore[name-defined]  # noqa: F821
 
 
 # --- layout ----------------------------------------------------------------------------------

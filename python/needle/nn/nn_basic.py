@@ -537,6 +537,9 @@ class Linear(Module):
                 f"Linear({self.in_features}, {self.out_features}) expects inputs of shape (..., {self.in_features}), "
                 f"got {X.shape}"
             )
+        if self.bias is not None and len(X.shape) >= 2:
+            # X @ weight + bias as one op (PyTorch's addmm; the same values as the two ops)
+            return ops.addmm(self.bias, X, self.weight)
         out = X @ self.weight
         if self.bias is not None:
             out = out + self.bias.broadcast_to(out.shape)

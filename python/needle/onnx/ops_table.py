@@ -519,6 +519,14 @@ def _matmul_transposed(ctx, node):
     return g.add("MatMul", names)
 
 
+@_writes("MatMul + Add")
+def _addmm(ctx, node):
+    """AddMM (a Linear layer): bias + a @ b, the bias broadcast by Add's numpy rule."""
+    bias, a, b = node.inputs
+    g, dtype = ctx.graph, ctx.dtype(node)
+    return g.add("Add", [g.add("MatMul", [ctx.name(a, dtype), ctx.name(b, dtype)]), ctx.name(bias, dtype)])
+
+
 @_writes("Transpose + Conv + Transpose")
 def _conv(ctx, node):
     """needle's conv is NHWC with (KH, KW, Cin/groups, Cout) kernels; ONNX's is NCHW with
@@ -748,6 +756,7 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.Softmax: _softmax_like("Softmax"),
     # products
     ops.MatMul: _binary("MatMul"),
+    ops.AddMM: _addmm,
     ops.MatMulTransposed: _matmul_transposed,
     ops.AddN: _add_n,
     ops.Conv: _conv,

@@ -73,7 +73,7 @@ from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
 from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
 from .lstm import LSTMGates, LSTMGatesGrad, LSTMLayer, LSTMLayerGrad, lstm_gates, lstm_layer
-from .matmul import MatMul, MatMulTransposed, matmul
+from .matmul import AddMM, MatMul, MatMulTransposed, addmm, matmul
 from .normalization import (
     BatchNorm,
     BatchNormGrad,
@@ -173,7 +173,8 @@ from .tuple_ops import (
 __all__ = [
     # the course's op functions and classes
     "add", "add_scalar", "multiply", "mul_scalar", "power", "power_scalar", "divide", "divide_scalar",
-    "transpose", "reshape", "broadcast_to", "summation", "matmul", "negate", "log", "exp", "relu", "tanh",
+    "transpose", "reshape", "broadcast_to", "summation", "matmul", "addmm", "AddMM", "negate", "log", "exp", "relu",
+    "tanh",
     "stack", "split", "flip", "dilate", "undilate", "conv", "logsoftmax", "logsumexp", "make_tuple",
     "tuple_get_item", "fused_add_scalars",
     "EWiseAdd", "AddScalar", "EWiseMul", "MulScalar", "EWisePow", "PowerScalar", "EWiseDiv", "DivScalar",

@@ -7,7 +7,7 @@ from ..autograd import Tensor, TensorOp, array_api, vjp
 from ._helpers import require_tensor, sum_to_shape
 from .shape import reshape, transpose
 
-__all__ = ["MatMul", "MatMulTransposed", "matmul"]
+__all__ = ["MatMul", "MatMulTransposed", "matmul", "AddMM", "addmm"]
 
 
 class MatMul(TensorOp):
@@ -119,3 +119,42 @@ def matmul(a, b):
     if b.ndim == 1:
         shape = shape[:-1]
     return reshape(out, shape)
+
+
+class AddMM(TensorOp):
+    """bias + a @ b, PyTorch's addmm as a Linear layer runs it: bias (p,) or (1, p) broadcast over the rows
+    of a (..., n) @ b (n, p). The value is that of the two Tensor ops a @ b + bias.broadcast_to(...)
+    bit for bit (array_api.addmm: on the cpu, float32, the product added to the bias rows inside
+    the sgemm call where that is exact, one pass and one array fewer); so is the gradient, which
+    is theirs: g @ b^T, a^T @ g (a's leading axes folded into its rows) and g summed to the bias's
+    shape. One node instead of three forward.
+    """
+
+    def check(self, bias, a, b):
+        for t in (bias, a, b):
+            require_tensor(t, "addmm")
+        if len(b.shape) != 2 or len(a.shape) < 2 or a.shape[-1] != b.shape[0] \
+                or tuple(bias.shape) not in ((b.shape[1],), (1, b.shape[1])):
+            raise ValueError(f"addmm: bias of shape {bias.shape}, a of shape {a.shape} and b of shape {b.shape} do "
+                             "not fit: expected (p,) or (1, p) (the course's Linear bias), (..., n) and (n, p)")
+
+    def compute(self, bias, a, b):
+        return array_api.addmm(bias, a, b)
+
+    def gradient(self, out_grad, node):
+        bias, a, b = node.inputs
+        grad_a = grad_b = None
+        if a.requires_grad:
+            grad_a = sum_to_shape(MatMulTransposed(False, True)(out_grad, b), a.shape)  # g @ b^T
+        if b.requires_grad:
+            if len(a.shape) == 2:
+                grad_b = MatMulTransposed(True, False)(a, out_grad)  # a^T @ g
+            else:  # a's leading axes folded into one product, as MatMul's gradient does
+                k = a.shape[-1]
+                grad_b = MatMulTransposed(True, False)(reshape(a, (-1, k)), reshape(out_grad, (-1, b.shape[-1])))
+        return sum_to_shape(out_grad, bias.shape) if bias.requires_grad else None, grad_a, grad_b
+
+
+def addmm(bias, a, b):
+    """bias + a @ b with bias (p,) or (1, p) broadcast over the rows of a (..., n) @ b (n, p) (see AddMM)."""
+    return AddMM()(bias, a, b)
