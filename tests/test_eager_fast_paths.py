@@ -897,16 +897,18 @@ def test_tanhs_gradient_can_be_differentiated_again_as_pytorchs():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("a_shape, bias_shape", [((5, 7), (3,)), ((1, 7), (1, 3)), ((2, 4, 7), (1, 3)),
-                                                  ((300, 7), (3,))])
-def test_addmm_has_the_bits_of_matmul_then_add_and_leaves_the_bias_alone(monkeypatch, dtype, a_shape, bias_shape):
+@pytest.mark.parametrize("a_shape, p, bias_shape", [((5, 7), 3, (3,)), ((1, 7), 3, (1, 3)), ((2, 4, 7), 3, (1, 3)),
+                                                     ((300, 7), 128, (128,)), ((3, 100, 7), 128, (1, 128)),
+                                                     ((1, 7), 40000, (40000,))])
+def test_addmm_has_the_bits_of_matmul_then_add_and_leaves_the_bias_alone(monkeypatch, dtype, a_shape, p, bias_shape):
     """ops.addmm (nn.Linear's forward): on the cpu in float32 the product is added to the bias rows
-    inside sgemm where that is exact; values and every gradient are those of a @ b +
-    bias.broadcast_to(...) bit for bit, on both devices, and the bias's own buffer is not written
-    (one row: its broadcast is the bias itself)."""
+    inside sgemm where that is exact (and the output large enough to pay for the call); values and
+    every gradient are those of a @ b + bias.broadcast_to(...) bit for bit, on both devices, and
+    the bias's own buffer is not written (one row: its broadcast is the bias itself)."""
+    from needle.backend_ndarray import functions
     rng = np.random.RandomState(len(a_shape) + a_shape[0])
-    a_np, b_np = rng.randn(*a_shape).astype(dtype), rng.randn(7, 3).astype(dtype)
-    bias_np, g_np = rng.randn(*bias_shape).astype(dtype), rng.randn(*a_shape[:-1], 3).astype(dtype)
+    a_np, b_np = rng.randn(*a_shape).astype(dtype), rng.randn(7, p).astype(dtype)
+    bias_np, g_np = rng.randn(*bias_shape).astype(dtype), rng.randn(*a_shape[:-1], p).astype(dtype)
     accumulated = []
     kernel = ndl.cpu().matmul_accumulate
     monkeypatch.setattr(ndl.cpu(), "matmul_accumulate", lambda *args: (accumulated.append(1), kernel(*args)))
@@ -914,13 +916,15 @@ def test_addmm_has_the_bits_of_matmul_then_add_and_leaves_the_bias_alone(monkeyp
         results = []
         for fused in (True, False):
             a, b, bias = (ndl.Tensor(x, device=device, dtype=dtype) for x in (a_np, b_np, bias_np))
-            out = ndl.ops.addmm(bias, a, b) if fused else a @ b + bias.broadcast_to(a_shape[:-1] + (3,))
+            out = ndl.ops.addmm(bias, a, b) if fused else a @ b + bias.broadcast_to(a_shape[:-1] + (p,))
             out.backward(ndl.Tensor(g_np, device=device, dtype=dtype, requires_grad=False))
             results.append([t.numpy().tobytes() for t in (out, a.grad, b.grad, bias.grad)])
             assert bias.numpy().tobytes() == bias_np.tobytes()
         assert results[0] == results[1]
-    # the sgemm-with-beta-1 path ran where it applies (float32, two rows or more)
-    assert bool(accumulated) == (dtype == "float32" and a_shape[0] * (a_shape[1] if len(a_shape) > 2 else 1) > 1)
+    # the sgemm-with-beta-1 path ran where it applies: float32, two rows or more (a one-row
+    # product is no sgemm geometry accumulates_exactly vouches for), enough outputs
+    rows = int(np.prod(a_shape[:-1]))
+    assert bool(accumulated) == (dtype == "float32" and rows > 1 and rows * p >= functions._ADDMM_MIN_OUTPUTS)
 
 
 def test_addmm_refuses_operands_that_do_not_fit_and_linear_uses_it():

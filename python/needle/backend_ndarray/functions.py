@@ -229,6 +229,9 @@ def matmul(a: NDArray, b: NDArray) -> NDArray:
     return a @ b
 
 
+_ADDMM_MIN_OUTPUTS = 1 << 15
+
+
 def addmm(bias: NDArray, a: NDArray, b: NDArray) -> NDArray:
     """bias + a @ b (PyTorch's addmm, as a Linear layer's forward): a (..., n), b (n, p), bias (p,)
     or (1, p) broadcast over the rows -- the bits of matmul then add. Where the device multiplies into
@@ -242,7 +245,9 @@ def addmm(bias: NDArray, a: NDArray, b: NDArray) -> NDArray:
             and tuple(bias.shape) in ((b.shape[1],), (1, b.shape[1])) and a.shape[-1] == b.shape[0] and a.is_compact()
             and bias.device == device and b.device == device):
         (n, p), rows = b.shape, prod(a.shape[:-1])
-        if rows and n and p and device.mod.accumulates_exactly(((rows, n), None), (b.shape, b.strides), rows, n, p):
+        # (below some 32k outputs the sgemm call through ctypes costs more than the add it saves)
+        if rows * p >= _ADDMM_MIN_OUTPUTS and n \
+                and device.mod.accumulates_exactly(((rows, n), None), (b.shape, b.strides), rows, n, p):
             out = bias.broadcast_to((rows, p))._copy()  # the bias rows, in an array of their own
             device.matmul_accumulate(a._operand(), b._operand(), out._handle, rows, n, p)
             return out.reshape(tuple(a.shape[:-1]) + (p,))
