@@ -106,9 +106,10 @@ def test_fused_update_gives_the_op_by_op_bits(cls, kw, dtype, device):
 
 @pytest.mark.parametrize("cls, kw", CONFIGS, ids=IDS)
 def test_the_cpu_update_is_one_kernel_call_per_parameter(cls, kw, monkeypatch):
-    """The fused path is the one taken by default (and fused=False takes the ops)."""
+    """The fused path is the one taken by default (and fused=False takes the ops); SGD's is one
+    call for the whole group (sgd_step_many), the others one per parameter."""
     device = ndl.cpu()
-    name = KERNEL[cls]
+    name = "sgd_step_many" if cls is optim.SGD else KERNEL[cls]
     kernel = getattr(device, name)
     calls = []
     monkeypatch.setattr(device, name, lambda *args: calls.append(args) or kernel(*args))
@@ -122,7 +123,7 @@ def test_the_cpu_update_is_one_kernel_call_per_parameter(cls, kw, monkeypatch):
         group = opt.param_groups[0]
         first_step_copies = group.get("momentum") and group.get("dampening") is not None  # PyTorch's u = g first
         steps = 2 if first_step_copies else 3
-        assert len(calls) == expected * steps * len(opt.params)
+        assert len(calls) == expected * steps * (1 if cls is optim.SGD else len(opt.params))
 
 
 @pytest.mark.parametrize("cls, kw", [CONFIGS[k] for k in (3, 4, 7, 9, 10, 13, 15, 17, 19)],
@@ -358,3 +359,28 @@ def test_zero_dimensional_and_empty_parameters(cls):
     fused, ref = run(None), run(False)
     assert fused[0].shape == () and fused[1].shape == (0, 3) and fused[0] != 1.5
     assert_bits(fused, ref)
+
+
+def test_one_sgd_call_for_a_group_of_mixed_dtypes_and_layouts_gives_the_op_by_op_bits():
+    """sgd_step_many takes the group in one compiled call only where every array is a whole compact
+    buffer of one dtype; a float64 parameter beside float32 ones, or a broadcast gradient, makes it
+    update them one by one: the same bits as the ops either way. Lists of different lengths are
+    refused."""
+    def run(fused):
+        rng = np.random.RandomState(3)
+        params = [nn.Parameter(ndl.Tensor(rng.randn(*shape), dtype=dtype))
+                  for shape, dtype in (((4, 3), "float32"), ((5,), "float64"), ((2, 2), "float32"))]
+        opt = optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01, fused=fused)
+        for step in range(3):
+            for k, p in enumerate(params):
+                grad = rng.randn(*p.shape)
+                p.grad = ndl.Tensor(grad[:1] if k == 2 and step == 1 else grad, dtype=p.dtype, requires_grad=False)
+                if k == 2 and step == 1:
+                    p.grad = p.grad.broadcast_to(p.shape)  # a strided gradient
+            opt.step()
+        return [p.numpy() for p in params] + state_of(opt)
+
+    assert_bits(run(None), run(False))
+    a = ndl.cpu().empty((2,))
+    with pytest.raises(ValueError, match="sgd_step_many: 2 parameters, 1 gradients"):
+        array_api.sgd_step_many([a, a], [a], [a, a], 0.1, 0.0, 1.0, 0.0, False, 1, False)

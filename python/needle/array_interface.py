@@ -31,7 +31,7 @@ ARRAY_FUNCTIONS = (
     # host work on data, replayed by a compiled step: random draws, sampling, sort orders
     "random_draw", "multinomial", "argsort",
     # the optimizers' fused updates (in place; one kernel call where the device has one)
-    "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
+    "sgd_step", "sgd_step_many", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
     # ops' fused passes: a device's optional kernel (None where it has none, and the op runs its
     # array sequence, with the same bits)
     "device_col2im", "device_im2col", "device_lstm_gates", "device_lstm_gates_backward", "threshold_backward",

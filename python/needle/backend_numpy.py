@@ -710,6 +710,15 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, u: np.ndarray, lr, momentum, d
     param[...] = param + -(step * lr)  # Tensor subtraction's form (a + -b: nan's sign)
 
 
+def sgd_step_many(params, grads, states, lr, momentum, damping, weight_decay, l2: bool, mode: int,
+                  nesterov: bool) -> None:
+    """sgd_step on each (param, grad, state) in turn."""
+    if len(params) != len(grads) or len(params) != len(states):
+        raise ValueError(f"sgd_step_many: {len(params)} parameters, {len(grads)} gradients and {len(states)} states")
+    for p, g, u in zip(params, grads, states):
+        sgd_step(p, g, u, lr, momentum, damping, weight_decay, l2, mode, nesterov)
+
+
 def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr, beta1, beta2,
               one_minus_beta1, one_minus_beta2, bias1, bias2, eps, weight_decay, decay, l2: bool,
               decoupled: bool) -> None:

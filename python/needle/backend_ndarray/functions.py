@@ -42,7 +42,7 @@ __all__ = [
     "device_add_n",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
-    "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
+    "sgd_step", "sgd_step_many", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
 ]
 
 
@@ -944,8 +944,34 @@ def _run_fused(name: str, device, arrays: tuple, hypers: tuple, flags: tuple) ->
     """Run the device's fused kernel `name` if it has one (True), else False."""
     if not hasattr(device.mod, name):
         return False
-    device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
+    if device.recorder is None:  # device.call's eager branch, inline: once per parameter and step
+        values = [v.value if isinstance(v, HostScalar) else v for v in hypers]
+        getattr(device, name)(*[a._operand() for a in arrays], *values, *flags)
+    else:
+        device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
     return True
+
+
+def sgd_step_many(params: Sequence[NDArray], grads: Sequence[NDArray], states: Sequence[NDArray], lr: Hyper,
+                  momentum: Hyper, damping: Hyper, weight_decay: Hyper, l2: bool, mode: int, nesterov: bool) -> None:
+    """sgd_step on each (param, grad, state) of the three equally long lists, in one kernel call where
+    the device has sgd_step_many and no compiled step is recording (it records one sgd_step per
+    parameter); the same updates in the same order, so the same bits. ValueError as sgd_step's."""
+    if not params:
+        return
+    if len(params) != len(grads) or len(params) != len(states):
+        raise ValueError(f"sgd_step_many: {len(params)} parameters, {len(grads)} gradients and {len(states)} states")
+    device = params[0].device
+    if not hasattr(device.mod, "sgd_step_many") or device.recorder is not None \
+            or any(p.device != device for p in params):
+        for p, g, u in zip(params, grads, states):
+            sgd_step(p, g, u, lr, momentum, damping, weight_decay, l2, mode, nesterov)
+        return
+    for p, g, u in zip(params, grads, states):
+        _check_update("sgd_step", p, g, u)
+    hypers = [v.value if isinstance(v, HostScalar) else v for v in (lr, momentum, damping, weight_decay)]
+    device.sgd_step_many([p._operand() for p in params], [g._operand() for g in grads],
+                         [u._operand() for u in states], *hypers, l2, mode, nesterov)
 
 
 def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,

@@ -111,6 +111,8 @@ OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
 
 # Kernels a device may add: the optimizers' fused updates, in place, one call per parameter
 #   sgd_step(param, grad, u, lr, momentum, damping, weight_decay, l2, mode, nesterov)
+#   sgd_step_many(params, grads, states, lr, ...)  sgd_step on each triple of the three lists of
+#             operands (a parameter group in one call; eager only: a compiled step records sgd_step)
 #   adam_step(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2,
 #             eps, weight_decay, decay, l2, decoupled)
 #   rmsprop_step(param, grad, v, a, b, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, l2,
@@ -129,7 +131,8 @@ OPTIONAL_HOOKS: Tuple[str, ...] = ("prepare",)
 #
 # And the optional kernels of `OptionalKernels` below (a signature each, so that a recorder knows
 # which argument they write).
-OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
+OPTIONAL_KERNELS: Tuple[str, ...] = ("sgd_step", "sgd_step_many", "adam_step", "rmsprop_step", "adagrad_step",
+                                     "adadelta_step",
                                      "matmul_accumulate", "accumulates_exactly", "col2im", "im2col")
 
 

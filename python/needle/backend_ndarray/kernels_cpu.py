@@ -1183,6 +1183,28 @@ def _sgd_loop(p, g, u, h, l2, mode, nesterov):
         p[i] = x + -(step * lr)  # the ops' a - b
 
 
+def sgd_step_many(params, grads, states, lr, momentum, damping, weight_decay, l2, mode, nesterov):
+    """sgd_step on each (param, grad, state) in turn, in one compiled call where all of them are whole
+    compact buffers of one dtype (a model's parameters, gradients and buffers); else one by one."""
+    operands = params + grads + states
+    dtype = params[0][0].array.dtype
+    if not all(op[2] is None and op[3] == 0 and op[0].size == math.prod(op[1]) and op[0].array.dtype == dtype
+               for op in operands):
+        for p, g, u in zip(params, grads, states):
+            sgd_step(p, g, u, lr, momentum, damping, weight_decay, l2, mode, nesterov)
+        return
+    arrays = [op[0].array for op in operands]
+    n = len(params)
+    _sgd_many(tuple(arrays[:n]), tuple(arrays[n:2 * n]), tuple(arrays[2 * n:]),
+              np.array((lr, momentum, damping, weight_decay), dtype=dtype), l2, mode, nesterov)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _sgd_many(ps, gs, us, h, l2, mode, nesterov):
+    for k in range(len(ps)):
+        _sgd_loop(ps[k], gs[k], us[k], h, l2, mode, nesterov)
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _adam_loop(p, g, m, v, h, l2, decoupled):
     lr, beta1, beta2, one_minus_beta1, one_minus_beta2 = h[0], h[1], h[2], h[3], h[4]
@@ -1227,6 +1249,10 @@ def _flat_operands(operands):
 
 
 def _run_update(loop, operands, scalars, flags) -> None:
+    if all(op[2] is None and op[3] == 0 and op[0].size == math.prod(op[1]) for op in operands):
+        # whole compact buffers (every parameter, gradient and state of a plain model): as they are
+        loop(*[op[0].array for op in operands], np.array(scalars, dtype=operands[0][0].array.dtype), *flags)
+        return
     arrays, back = _flat_operands(operands)
     loop(*arrays, np.array(scalars, dtype=arrays[0].dtype), *flags)
     for dest, copy in back:

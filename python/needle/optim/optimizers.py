@@ -470,6 +470,7 @@ class SGD(Optimizer):
         with no_grad():
             for group in self.param_groups:
                 terms = group.terms
+                fused = []  # the parameters updated by one fused call for the group, in order
                 for p in group["params"]:
                     if p.grad is None:
                         continue
@@ -482,7 +483,29 @@ class SGD(Optimizer):
                     if arrays is None:
                         self._step(group, p, self._grad(p, group))
                     else:
-                        self._fused_step(group, arrays)
+                        fused.append(arrays)
+                if fused:
+                    self._fused_steps(group, fused)
+
+    @staticmethod
+    def _fused_steps(group: ParamGroup, batch: list) -> None:
+        """`_fused_step` for each [param, grad(, u)] of `batch`, as one `array_api.sgd_step_many`
+        call (each parameter's update touches its own arrays only: the same bits in any order)."""
+        if len(batch) == 1:
+            SGD._fused_step(group, batch[0])
+            return
+        s, terms = group.scalars, group.terms
+        datas, grads = [a[0] for a in batch], [a[1] for a in batch]
+        if len(batch[0]) == 2:
+            buffers, mode = datas, 0
+        else:
+            buffers, mode = [a[2] for a in batch], 2 if "momentum" in terms else 1
+        array_api.sgd_step_many(datas, grads, buffers, s["lr"], s["momentum"], s["damping"], s["weight_decay"],
+                                "weight_decay" in terms, mode, "nesterov" in terms)
+        for data, buffer in zip(datas, buffers):
+            _note_write(data)
+            if mode:
+                _note_write(buffer)
 
     @staticmethod
     def _fused_step(group: ParamGroup, arrays: list) -> None:
