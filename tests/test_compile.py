@@ -456,3 +456,25 @@ def test_compile_refuses_a_non_callable_at_decoration_time(value):
         ndl.compile(value)
     with pytest.raises(TypeError, match=type(value).__name__):
         ndl.compile(fuse=False)(value)
+
+
+@pytest.mark.parametrize("form", ["backward of the gradient", "gradient penalty"])
+def test_a_gradient_of_a_gradient_is_refused_not_replayed_first_order(form):
+    """Eager .grad is a graph that can be differentiated again; a compiled step records
+    first-order gradients only. A step that goes through a .grad with a later backward (or calls
+    backward on a tensor that needs no gradient, which x.grad.sum() is there) raises TraceError
+    when it is recorded, where it used to replay without the second-order terms."""
+    def step(x):
+        (x ** 3).sum().backward()
+        if form == "backward of the gradient":
+            x.grad.sum().backward()
+        else:
+            (x.grad * x).sum().backward()
+        return x.grad * 1.0
+
+    f = ndl.compile(step)
+    x = np.array([1.0, 2.0, 3.0])
+    eager = f(ndl.Tensor(x, dtype="float64", requires_grad=True)).numpy()  # the first call runs eagerly
+    np.testing.assert_allclose(eager, 6 * x if form == "backward of the gradient" else 9 * x ** 2)
+    with pytest.raises(ndl.TraceError, match="differentiates a gradient"):
+        f(ndl.Tensor(x, dtype="float64", requires_grad=True))

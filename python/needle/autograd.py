@@ -45,6 +45,8 @@ _GRAD_ENABLED = True
 # gradients, as the course's tests use); a compiled step turns this off, like PyTorch's
 # create_graph=False, so the step's temporaries die with it
 LEAF_GRAD_GRAPHS = True
+# what a recording refuses with (needle.compile sets its TraceError while it records a step)
+RECORDING_ERROR: type = RuntimeError
 # while set (recording_every_op, for needle.onnx's capture), every op keeps its node, whether or
 # not its result requires grad: comparisons, integer index arithmetic and functions of constants
 # stay in the graph instead of becoming constant leaves
@@ -195,6 +197,7 @@ class Value:
     _epoch: int = -1  # -1: not a graph node
     _consumed: bool = False
     _grad_hooks: Union[Tuple, List] = ()  # a leaf's post-accumulate-grad hooks
+    _first_order_grad: bool = False  # a leaf's .grad made while a compiled step records (a value, not a graph)
 
     @property
     def requires_grad(self) -> bool:
@@ -725,6 +728,11 @@ class Tensor(Value):
         """
         if not isinstance(create_graph, bool):
             raise TypeError(f"backward: create_graph must be True or False, got {create_graph!r}")
+        if not LEAF_GRAD_GRAPHS and not self.requires_grad:
+            # (a compiled step recording) x.grad.sum().backward(): the .grad here is a value, where
+            # eager's would be a graph to go through; eager does nothing for a tensor that needs no
+            # gradient, which a replay cannot tell apart
+            _refuse_second_order()
         data = self.realize_cached_data()
         if not array_api.is_floating(data.dtype):
             raise TypeError(f"backward() needs a floating-point tensor, got dtype {self.dtype}")
@@ -1355,6 +1363,16 @@ def _accumulate(leaf: "Tensor", grad: "Tensor") -> None:
     leaf.grad = own
 
 
+def _refuse_second_order() -> None:
+    """needle.compile's TraceError (RECORDING_ERROR) for a compiled step that differentiates a
+    gradient again: it records the backward pass's arrays, and .grad inside it is a value, not a
+    graph, so a replay would silently leave out the second-order terms eager gives."""
+    raise RECORDING_ERROR("needle.compile: this step differentiates a gradient (a .grad used in what a later "
+                          "backward() goes through: a gradient penalty, a Hessian-vector product), or calls backward() "
+                          "on a tensor that needs no gradient; a compiled step records first-order gradients only. "
+                          "Run this step eagerly (without ndl.compile).")
+
+
 def compute_gradient_of_variables(output_tensor: Value, out_grad: Value, accumulate: bool = False) -> None:
     """Set `.grad` on every node `output_tensor` depends on that requires grad, in reverse
     topological order. Nodes that do not require grad (a data batch, constants) are not
@@ -1413,6 +1431,10 @@ def _grad_topo_sort(roots: Iterable[Value], stop: Iterable[Value] = ()) -> List[
 def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
     partial_adjoints = {output_tensor: [out_grad]}
     order = _grad_topo_sort((output_tensor,))
+    if not LEAF_GRAD_GRAPHS:  # a compiled step recording: its .grad values are first-order only
+        for node in order:
+            if any(getattr(x, "_first_order_grad", False) for x in node.inputs):
+                _refuse_second_order()
     for node in reversed(order):
         partials = partial_adjoints.pop(node, None)
         if partials is None:
@@ -1423,8 +1445,12 @@ def _backward(output_tensor: Value, out_grad: Value, accumulate: bool) -> None:
             if accumulate and node.requires_grad:
                 # only Tensors are leaves that require grad
                 _accumulate(cast(Tensor, node), cast(Tensor, grad))
+            elif node.requires_grad and LEAF_GRAD_GRAPHS:
+                node.grad = grad
             else:
-                node.grad = grad if node.requires_grad and LEAF_GRAD_GRAPHS else grad.detach()
+                node.grad = grad.detach()
+                if node.requires_grad:  # (a compiled step recording) a gradient that eager would keep differentiable
+                    node.grad._first_order_grad = True
             for hook in node._grad_hooks:
                 hook(node)
             continue

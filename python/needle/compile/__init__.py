@@ -232,11 +232,13 @@ class CompiledFunction:
                            counts=lambda: recorder.depth == 0, preexisting=preexisting)
         recorder.start([d for d in all_devices() if d.enabled()])
         autograd.LEAF_GRAD_GRAPHS = False
+        autograd.RECORDING_ERROR = TraceError
         try:
             with reads:
                 result = self.fn(*t_args, **t_kwargs)
         finally:
             autograd.LEAF_GRAD_GRAPHS = True
+            autograd.RECORDING_ERROR = RuntimeError
             recorder.stop()
         structure, out_tensors = _flatten(result, self.__name__)
         out_arrays = [t.realize_cached_data() for t in out_tensors]
