@@ -936,3 +936,16 @@ def test_addmm_refuses_operands_that_do_not_fit_and_linear_uses_it():
     layer = ndl.nn.Linear(5, 3)
     assert type(layer(a).op).__name__ == "AddMM"
     assert type(ndl.nn.Linear(5, 3, bias=False)(a).op).__name__ == "MatMul"
+
+
+def test_linear_takes_a_one_dimensional_input_as_pytorch():
+    """x (in,) -> (out,), with the course's (1, out) bias as with PyTorch's (out,)."""
+    layer = ndl.nn.Linear(4, 3, dtype="float64")
+    ref = torch.nn.Linear(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(layer.weight.numpy().T))
+        ref.bias.copy_(torch.tensor(layer.bias.numpy().reshape(-1)))
+    x = np.random.RandomState(4).randn(4)
+    out = layer(ndl.Tensor(x, dtype="float64"))
+    assert out.shape == (3,)
+    np.testing.assert_allclose(out.numpy(), ref(torch.tensor(x)).detach().numpy(), rtol=1e-12)

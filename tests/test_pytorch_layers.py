@@ -632,3 +632,26 @@ def test_bad_input_raises(call, error, match):
         warnings.simplefilter("ignore")
         with pytest.raises(error, match=match):
             call()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.LSTM(3, 0), "LSTMCell: hidden_size should be a whole number >= 1, got 0"),
+    (lambda: nn.GRU(3, 2.5), "GRUCell: hidden_size should be a whole number >= 1, got 2.5"),
+    (lambda: nn.RNN(-1, 2), "RNNCell: input_size should be a whole number >= 0, got -1"),
+    (lambda: nn.LSTM(3, 2, 0), "LSTM: num_layers should be a whole number >= 1, got 0"),
+    (lambda: nn.RNN(3, 2, 1.5), "RNN: num_layers should be a whole number >= 1, got 1.5"),
+])
+def test_recurrent_sizes_are_checked_when_the_module_is_built(make, message):
+    """As PyTorch's: a size of 0 layers or a hidden size of 0 is refused at construction, with the
+    argument named, not a ZeroDivisionError or a failure in the first forward."""
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_lstm_refuses_a_state_that_is_not_two_tensors():
+    layer = nn.LSTM(3, 2)
+    x, h0 = nd(rand(4, 1, 3)), nd(rand(1, 1, 2))
+    with pytest.raises(ValueError, match=r"h should be \(h0, c0\).*NoneType"):
+        layer(x, (h0, None))
+    with pytest.raises(ValueError, match=r"h should be \(h0, c0\)"):
+        layer(x, h0)

@@ -540,9 +540,9 @@ class Linear(Module):
         if self.bias is not None and len(X.shape) >= 2:
             # X @ weight + bias as one op (PyTorch's addmm; the same values as the two ops)
             return ops.addmm(self.bias, X, self.weight)
-        out = X @ self.weight
+        out = X @ self.weight  # a 1-D X (in,) gives (out,), as PyTorch's Linear
         if self.bias is not None:
-            out = out + self.bias.broadcast_to(out.shape)
+            out = out + self.bias.reshape(out.shape[-1:]).broadcast_to(out.shape)  # the course's (1, out) too
         return out
 
 

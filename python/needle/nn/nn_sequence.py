@@ -11,6 +11,7 @@ outputs of every layer but the last, in training mode only, before the next laye
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Any, List, Optional, Tuple, Union
 
@@ -60,10 +61,20 @@ def _check_state(module: Module, name: str, h: Tensor, shape: tuple) -> None:
         raise ValueError(f"{type(module).__name__}: {name} should have shape {tuple(shape)}, got {h.shape}")
 
 
+def _check_sizes(module: Module, input_size, hidden_size) -> None:
+    """ValueError unless hidden_size is a whole number >= 1 and input_size one >= 0 (PyTorch's rule)."""
+    for name, size, least in (("input_size", input_size, 0), ("hidden_size", hidden_size, 1)):
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < least:
+            raise ValueError(f"{type(module).__name__}: {name} should be a whole number >= {least}, got {size!r}")
+
+
 def _stack_options(module: Any, num_layers: int, batch_first: bool, dropout: float) -> None:
     """Check and keep PyTorch's batch_first and dropout (a ValueError for dropout outside [0, 1];
-    a warning, as PyTorch's, for dropout on a single layer, where it does nothing)."""
+    a warning, as PyTorch's, for dropout on a single layer, where it does nothing); a ValueError
+    for num_layers that is not a whole number >= 1, as PyTorch's."""
     name = type(module).__name__
+    if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) or num_layers < 1:
+        raise ValueError(f"{name}: num_layers should be a whole number >= 1, got {num_layers!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
         raise ValueError(f"{name}: dropout should be a number in [0, 1] (the probability of an element being "
                          f"zeroed), got {dropout!r}")
@@ -110,6 +121,7 @@ class RNNCell(Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.nonlinearity = nonlinearity
+        _check_sizes(self, input_size, hidden_size)
         bound = math.sqrt(1.0 / hidden_size)
         self.W_ih = _uniform(input_size, hidden_size, bound=bound, device=device, dtype=dtype)
         self.W_hh = _uniform(hidden_size, hidden_size, bound=bound, device=device, dtype=dtype)
@@ -173,6 +185,7 @@ class LSTMCell(Module):
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
+        _check_sizes(self, input_size, hidden_size)
         bound = math.sqrt(1.0 / hidden_size)
         width = 4 * hidden_size
         self.W_ih = _uniform(input_size, width, bound=bound, device=device, dtype=dtype)
@@ -258,6 +271,10 @@ class LSTM(Module):
         if h is None:
             hs, cs = [None] * self.num_layers, [None] * self.num_layers
         else:
+            if not isinstance(h, (tuple, list)) or len(h) != 2 or not all(isinstance(t, Tensor) for t in h):
+                raise ValueError(f"LSTM: h should be (h0, c0), two tensors of shape (num_layers, batch, hidden), or "
+                                 f"None, got {type(h).__name__}" + (f" of {[type(t).__name__ for t in h]}"
+                                                                     if isinstance(h, (tuple, list)) else ""))
             state_shape = (self.num_layers, X.shape[1], self.hidden_size)
             _check_state(self, "h0", h[0], state_shape)
             _check_state(self, "c0", h[1], state_shape)
@@ -305,6 +322,7 @@ class GRUCell(Module):
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
+        _check_sizes(self, input_size, hidden_size)
         bound = math.sqrt(1.0 / hidden_size)
         width = 3 * hidden_size
         self.W_ih = _uniform(input_size, width, bound=bound, device=device, dtype=dtype)
