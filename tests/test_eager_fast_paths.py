@@ -694,16 +694,19 @@ def test_relus_gradient_on_permuted_whole_buffers_runs_flat_and_keeps_the_layout
 def test_relus_gradient_can_be_differentiated_again_as_pytorchs():
     """A Hessian-vector product through a ReLU network: the mask is a constant of the input, the
     adjoint passes through it again."""
-    import torch
+    _assert_hessian_vector_product_is_pytorchs(ndl.ops.relu, torch.relu, np.random.RandomState(1))
 
-    rng = np.random.RandomState(1)
+
+def _assert_hessian_vector_product_is_pytorchs(activation, torch_activation, rng) -> None:
+    """d/dw <d/dw sum(activation(x @ w) ** 3), v> against torch.autograd.grad with create_graph
+    (float64, rtol 1e-12); x, w and v drawn from rng."""
     x_np, w_np, v_np = rng.randn(8, 5), rng.randn(5, 4), rng.randn(5, 4)
     x = ndl.Tensor(x_np, dtype="float64", requires_grad=False)
     w = ndl.Tensor(w_np, dtype="float64")
-    (ndl.ops.relu(x @ w) ** 3).sum().backward()
+    (activation(x @ w) ** 3).sum().backward()
     (w.grad * ndl.Tensor(v_np, dtype="float64", requires_grad=False)).sum().backward()
     tw = torch.tensor(w_np, requires_grad=True)
-    (g,) = torch.autograd.grad((torch.relu(torch.tensor(x_np) @ tw) ** 3).sum(), (tw,), create_graph=True)
+    (g,) = torch.autograd.grad((torch_activation(torch.tensor(x_np) @ tw) ** 3).sum(), (tw,), create_graph=True)
     (hv,) = torch.autograd.grad((g * torch.tensor(v_np)).sum(), (tw,))
     np.testing.assert_allclose(w.grad.numpy(), hv.numpy(), rtol=1e-12)
 
@@ -881,15 +884,7 @@ def test_tanhs_gradient_can_be_differentiated_again_as_pytorchs():
     """A Hessian-vector product through tanh: TanhBackward's gradient reaches both the adjoint and
     tanh's output (and through it the input); an adjoint of another dtype takes the Tensor ops."""
     rng = np.random.RandomState(2)
-    x_np, w_np, v_np = rng.randn(8, 5), rng.randn(5, 4), rng.randn(5, 4)
-    x = ndl.Tensor(x_np, dtype="float64", requires_grad=False)
-    w = ndl.Tensor(w_np, dtype="float64")
-    (ndl.ops.tanh(x @ w) ** 3).sum().backward()
-    (w.grad * ndl.Tensor(v_np, dtype="float64", requires_grad=False)).sum().backward()
-    tw = torch.tensor(w_np, requires_grad=True)
-    (g,) = torch.autograd.grad((torch.tanh(torch.tensor(x_np) @ tw) ** 3).sum(), (tw,), create_graph=True)
-    (hv,) = torch.autograd.grad((g * torch.tensor(v_np)).sum(), (tw,))
-    np.testing.assert_allclose(w.grad.numpy(), hv.numpy(), rtol=1e-12)
+    _assert_hessian_vector_product_is_pytorchs(ndl.ops.tanh, torch.tanh, rng)
     y = ndl.Tensor(rng.randn(3).astype(np.float32))
     out = ndl.ops.tanh(y)
     out.backward(ndl.Tensor(np.ones(3), dtype="float64", requires_grad=False))

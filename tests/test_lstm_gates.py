@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import needle as ndl
-from needle import ops
+from needle import interop, ops
 from needle.ops.lstm import _gates
 
 DEVICES = [ndl.cpu(), ndl.cpu_numpy()]
@@ -188,12 +188,7 @@ def test_the_layer_gradient_of_gradient_matches_pytorch():
     steps, batch, inputs, hidden = 4, 2, 3, 5
     model = ndl.nn.LSTM(inputs, hidden, num_layers=2, dtype="float64")
     ref = torch.nn.LSTM(inputs, hidden, num_layers=2, dtype=torch.float64)
-    with torch.no_grad():
-        for layer, cell in enumerate(model.lstm_cells):
-            getattr(ref, f"weight_ih_l{layer}").copy_(torch.tensor(cell.W_ih.numpy().T))
-            getattr(ref, f"weight_hh_l{layer}").copy_(torch.tensor(cell.W_hh.numpy().T))
-            getattr(ref, f"bias_ih_l{layer}").copy_(torch.tensor(cell.bias_ih.numpy()))
-            getattr(ref, f"bias_hh_l{layer}").copy_(torch.tensor(cell.bias_hh.numpy()))
+    interop.to_torch(model, ref)  # needle's weights into the torch module
     x, w, v = rng.randn(steps, batch, inputs), rng.randn(steps, batch, hidden), rng.randn(hidden, 4 * hidden)
     out, _ = model(ndl.Tensor(x, dtype="float64"))
     (out * ndl.Tensor(w, dtype="float64", requires_grad=False)).sum().backward()

@@ -536,16 +536,21 @@ def device_lstm_gates_backward(gh: Optional[NDArray], gc: Optional[NDArray], z: 
     return grad_z, grad_c0
 
 
+def _kernel_available(name: str, x: NDArray) -> bool:
+    """No compiled step recording (its fusion takes the array sequence), the device has the optional
+    kernel `name`, and x is a non-empty float32/float64 array: what every optional kernel needs."""
+    device = x.device
+    return device.recorder is None and hasattr(device.mod, name) and x.size != 0 and x.dtype in ("float32", "float64")
+
+
 def _dense_kernel_applies(name: str, data: Sequence[NDArray]) -> bool:
     """Whether the device's optional kernel `name` may read `data` as they are: no compiled step
     recording, the kernel there, every array non-empty, row-major without gaps (compact, or a
     slab of a larger array at some offset), of one float dtype, on one device."""
     x = data[0]
-    device = x.device
-    if device.recorder is not None or not hasattr(device.mod, name) or x.size == 0 \
-            or x.dtype not in ("float32", "float64"):
+    if not _kernel_available(name, x):
         return False
-    return all(a.dtype == x.dtype and a.device == device and a.strides == _compact_strides(a.shape) for a in data)
+    return all(a.dtype == x.dtype and a.device == x.device and a.strides == _compact_strides(a.shape) for a in data)
 
 
 def _kernel_applies(name: str, data: Sequence[NDArray], sized: Sequence[Tuple[NDArray, int]] = ()) -> bool:
@@ -554,10 +559,9 @@ def _kernel_applies(name: str, data: Sequence[NDArray], sized: Sequence[Tuple[ND
     shape and float dtype, and each (array, size) of `sized` that many compact values of that dtype
     -- all on one device."""
     x = data[0]
-    device = x.device
-    if device.recorder is not None or not hasattr(device.mod, name) or x.size == 0 \
-            or x.dtype not in ("float32", "float64"):
+    if not _kernel_available(name, x):
         return False
+    device = x.device
     return all(a.shape == x.shape and a.is_compact() and a.dtype == x.dtype and a.device == device for a in data) \
         and all(a.size == size and a.is_compact() and a.dtype == x.dtype and a.device == device for a, size in sized)
 
@@ -932,6 +936,11 @@ def _hypers(values: tuple) -> list:
     else their values."""
     if is_recording():
         return list(values)
+    return _hyper_values(values)
+
+
+def _hyper_values(values) -> list:
+    """HostScalars as their current values (what an eager kernel call takes)."""
     return [v.value if isinstance(v, HostScalar) else v for v in values]
 
 
@@ -945,8 +954,7 @@ def _run_fused(name: str, device, arrays: tuple, hypers: tuple, flags: tuple) ->
     if not hasattr(device.mod, name):
         return False
     if device.recorder is None:  # device.call's eager branch, inline: once per parameter and step
-        values = [v.value if isinstance(v, HostScalar) else v for v in hypers]
-        getattr(device, name)(*[a._operand() for a in arrays], *values, *flags)
+        getattr(device, name)(*[a._operand() for a in arrays], *_hyper_values(hypers), *flags)
     else:
         device.call(name, *[a._operand() for a in arrays], *_hypers(hypers), *flags)
     return True
@@ -969,9 +977,9 @@ def sgd_step_many(params: Sequence[NDArray], grads: Sequence[NDArray], states: S
         return
     for p, g, u in zip(params, grads, states):
         _check_update("sgd_step", p, g, u)
-    hypers = [v.value if isinstance(v, HostScalar) else v for v in (lr, momentum, damping, weight_decay)]
     device.sgd_step_many([p._operand() for p in params], [g._operand() for g in grads],
-                         [u._operand() for u in states], *hypers, l2, mode, nesterov)
+                         [u._operand() for u in states], *_hyper_values((lr, momentum, damping, weight_decay)),
+                         l2, mode, nesterov)
 
 
 def sgd_step(param: NDArray, grad: NDArray, u: NDArray, lr: Hyper, momentum: Hyper, damping: Hyper,

@@ -154,12 +154,17 @@ def _negative_abs(x, out):
         out[i] = -abs(x[i])
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _sigmoid_of(x, e, one):
+    """sigmoid(x) from e = exp(-|x|) (the cpu sigmoid's operations; the LSTM kernels call it too)."""
+    return (one if x >= 0 else e) / (e + one)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _sigmoid_from_exp(x, e, one):
     """e holds exp(-|x|): e becomes (1 if x >= 0 else e) / (e + 1), numpy's where/add/divide."""
     for i in range(x.size):
-        numerator = one if x[i] >= 0 else e[i]
-        e[i] = numerator / (e[i] + one)
+        e[i] = _sigmoid_of(x[i], e[i], one)
 
 
 # primitive name -> the launch of this device's own form of its `into` on fixed arrays
@@ -574,12 +579,6 @@ def _exps_of_negative_abs(z3):
     _negative_abs(z3.reshape(-1), e.reshape(-1))
     np.exp(e, out=e)
     return e
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _sigmoid_of(x, e, one):
-    """sigmoid(x) from e = exp(-|x|): _sigmoid_from_exp's operations."""
-    return (one if x >= 0 else e) / (e + one)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -200,13 +200,7 @@ class LSTMCell(Module):
         _check_input(self, X, 2, self.input_size, "(batch, input_size)")
         z = X @ self.W_ih
         shape = z.shape
-        state_shape = (shape[0], self.hidden_size)
-        if h is None:  # missing states are zeros; W_hh still takes part (and gets a zero gradient)
-            h = (init.zeros(*state_shape, device=X.device, dtype=X.dtype),
-                 init.zeros(*state_shape, device=X.device, dtype=X.dtype))
-        h0, c0 = h
-        _check_state(self, "h0", h0, state_shape)
-        _check_state(self, "c0", c0, state_shape)
+        h0, c0 = self._states(X, h, shape[0])
         if self.bias_ih is not None:
             z = z + _bias(self.bias_ih, shape)
         z = z + h0 @ self.W_hh
@@ -215,6 +209,18 @@ class LSTMCell(Module):
         # i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of z's column blocks; c = f c0 + i g;
         # h = o tanh(c): one op and one gradient op (ops.lstm), as PyTorch's fused cell
         return ops.lstm_gates(z, c0)
+
+    def _states(self, X: Tensor, h, batch: int) -> Tuple[Tensor, Tensor]:
+        """(h0, c0), each (batch, H) (ValueError naming the one that is not), zeros of X's device
+        and dtype for h = None: W_hh still takes part then (and gets a zero gradient)."""
+        state_shape = (batch, self.hidden_size)
+        if h is None:
+            h = (init.zeros(*state_shape, device=X.device, dtype=X.dtype),
+                 init.zeros(*state_shape, device=X.device, dtype=X.dtype))
+        h0, c0 = h
+        _check_state(self, "h0", h0, state_shape)
+        _check_state(self, "c0", c0, state_shape)
+        return h0, c0
 
     def forward_sequence(self, X: Tensor, h=None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
         """forward over a whole sequence X (seq_len, batch, input_size) from h = (h0, c0) or None:
@@ -227,13 +233,7 @@ class LSTMCell(Module):
         gradient gets W_hh's as one matmul too."""
         _check_input(self, X, 3, self.input_size, "(seq_len, batch, input_size)")
         seq_len, batch = X.shape[0], X.shape[1]
-        state_shape = (batch, self.hidden_size)
-        if h is None:  # missing states are zeros; W_hh still takes part (and gets a zero gradient)
-            h = (init.zeros(*state_shape, device=X.device, dtype=X.dtype),
-                 init.zeros(*state_shape, device=X.device, dtype=X.dtype))
-        h0, c0 = h
-        _check_state(self, "h0", h0, state_shape)
-        _check_state(self, "c0", c0, state_shape)
+        h0, c0 = self._states(X, h, batch)
         xw = X.reshape((seq_len * batch, self.input_size)) @ self.W_ih
         if self.bias_ih is not None:
             xw = xw + _bias(self.bias_ih, xw.shape)

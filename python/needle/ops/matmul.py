@@ -39,25 +39,32 @@ class MatMul(TensorOp):
 
     def gradient(self, out_grad, node):
         a, b = node.inputs
-        grad_a: Optional[Tensor] = None
-        grad_b: Optional[Tensor] = None
-        if len(a.shape) == 2 and len(b.shape) == 2 and out_grad.shape == node.shape:
-            # two matrices and an adjoint of the product's shape: the products fit (MatMul's check
-            # passed for a and b), so MatMulTransposed's own check would find nothing
-            if a.requires_grad:
-                grad_a = Tensor._from_checked_op(MatMulTransposed(False, True), (out_grad, b))  # g @ b^T
-            if b.requires_grad:
-                grad_b = Tensor._from_checked_op(MatMulTransposed(True, False), (a, out_grad))  # a^T @ g
-            return grad_a, grad_b
+        return _product_gradients(out_grad, a, b, node.shape)
+
+
+def _product_gradients(out_grad, a, b, product_shape: tuple):
+    """(grad_a, grad_b) of a @ b (product_shape) given its adjoint, None for an operand that
+    requires no grad: g @ b^T and a^T @ g, each summed over the batch axes its operand was
+    broadcast along (a's batch axes folded into one product where b is a matrix)."""
+    grad_a: Optional[Tensor] = None
+    grad_b: Optional[Tensor] = None
+    if len(a.shape) == 2 and len(b.shape) == 2 and out_grad.shape == product_shape:
+        # two matrices and an adjoint of the product's shape: the products fit (the forward op's
+        # check passed for a and b), so MatMulTransposed's own check would find nothing
         if a.requires_grad:
-            grad_a = sum_to_shape(MatMulTransposed(False, True)(out_grad, b), a.shape)  # g @ b^T
+            grad_a = Tensor._from_checked_op(MatMulTransposed(False, True), (out_grad, b))  # g @ b^T
         if b.requires_grad:
-            if b.ndim == 2 and a.ndim > 2:  # fold a's batch axes into one product
-                k = a.shape[-1]
-                grad_b = MatMulTransposed(True, False)(reshape(a, (-1, k)), reshape(out_grad, (-1, b.shape[-1])))
-            else:
-                grad_b = sum_to_shape(MatMulTransposed(True, False)(a, out_grad), b.shape)  # a^T @ g
+            grad_b = Tensor._from_checked_op(MatMulTransposed(True, False), (a, out_grad))  # a^T @ g
         return grad_a, grad_b
+    if a.requires_grad:
+        grad_a = sum_to_shape(MatMulTransposed(False, True)(out_grad, b), a.shape)  # g @ b^T
+    if b.requires_grad:
+        if b.ndim == 2 and a.ndim > 2:  # fold a's batch axes into one product
+            k = a.shape[-1]
+            grad_b = MatMulTransposed(True, False)(reshape(a, (-1, k)), reshape(out_grad, (-1, b.shape[-1])))
+        else:
+            grad_b = sum_to_shape(MatMulTransposed(True, False)(a, out_grad), b.shape)  # a^T @ g
+    return grad_a, grad_b
 
 
 class MatMulTransposed(TensorOp):
@@ -143,15 +150,7 @@ class AddMM(TensorOp):
 
     def gradient(self, out_grad, node):
         bias, a, b = node.inputs
-        grad_a = grad_b = None
-        if a.requires_grad:
-            grad_a = sum_to_shape(MatMulTransposed(False, True)(out_grad, b), a.shape)  # g @ b^T
-        if b.requires_grad:
-            if len(a.shape) == 2:
-                grad_b = MatMulTransposed(True, False)(a, out_grad)  # a^T @ g
-            else:  # a's leading axes folded into one product, as MatMul's gradient does
-                k = a.shape[-1]
-                grad_b = MatMulTransposed(True, False)(reshape(a, (-1, k)), reshape(out_grad, (-1, b.shape[-1])))
+        grad_a, grad_b = _product_gradients(out_grad, a, b, node.shape)  # MatMul's
         return sum_to_shape(out_grad, bias.shape) if bias.requires_grad else None, grad_a, grad_b
 
 
