@@ -396,6 +396,32 @@ def test_a_transformer_step_with_split_attention_products_is_bit_identical_to_ea
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_products_of_head_views_replay_with_each_calls_values(monkeypatch, threads):
+    """Attention's head views (B, H, T, d) of a (B, T, H * d) projection reach the batched
+    products as they are (no copy before the call). The replay reads them through views built
+    once: each call's new values come out bit for bit as eager computes them (a view that was
+    really a copy, made at the first replay, would give that replay's numbers forever after)."""
+    monkeypatch.setenv("NEEDLE_NUM_THREADS", threads)
+    r = np.random.RandomState(6)
+    w = ndl.Tensor(r.randn(64, 3 * 64).astype(np.float32) / 8)
+    heads = (16, 32, 4, 16)
+
+    def f(x):
+        qkv = ndl.ops.reshape(x, (16 * 32, 64)) @ w
+        q, k, v = (ndl.ops.permute(ndl.ops.reshape(t, heads), (0, 2, 1, 3))
+                   for t in ndl.ops.split(ndl.ops.reshape(qkv, (16 * 32, 3, 64)), axis=1))
+        scores = q @ ndl.ops.permute(k, (0, 1, 3, 2))  # (16, 4, 32, 32)
+        return ndl.ops.permute(scores, (0, 1, 3, 2)) @ v  # a transposed batch times a head view
+
+    compiled = ndl.compile(f)
+    for _ in range(4):
+        x = ndl.Tensor(r.randn(16, 32, 64).astype(np.float32))
+        assert compiled(x).numpy().tobytes() == f(x).numpy().tobytes()
+    products = [c for c in compiled.programs[0].calls if c.name == "matmul" and len(c.args) == 7]
+    assert len(products) == 2 and all(c.args[0].strides is not None for c in products)  # read in place
+
+
 def test_a_select_fuses_with_its_chain_and_keeps_every_bit():
     """where(x > 0, x * 2, y + 1) + 1: one fused loop; nan payloads, -0.0 and infinities
     come out of the select exactly as numpy's masked copy gives them."""

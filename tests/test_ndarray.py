@@ -786,6 +786,47 @@ def test_matmul_batched_and_1d(device, sa, sb):
     check(out, np.asarray(x @ y), rtol=1e-4, atol=1e-4)
 
 
+def _batched_view_case(case, device):
+    """(a, b) NDArray views and their numpy twins for a batched product over one layout."""
+    r = np.random.RandomState(3)
+    x, y = r.randn(4, 6, 3 * 5).astype(np.float32), r.randn(4, 6, 3 * 5).astype(np.float32)
+    a, b = nd.array(x, device=device), nd.array(y, device=device)
+    heads = (4, 6, 3, 5)  # (B, T, H, d): attention splits its projection into heads
+    if case == "heads":  # (B, H, T, d) @ (B, H, d, T): batch axes no single stride steps through
+        return (a.reshape(heads).permute((0, 2, 1, 3)), b.reshape(heads).permute((0, 2, 3, 1)),
+                x.reshape(heads).transpose(0, 2, 1, 3), y.reshape(heads).transpose(0, 2, 3, 1))
+    if case == "heads-row-major-b":  # probabilities @ v: b's rows at the stride of all heads
+        p = r.randn(4, 3, 6, 6).astype(np.float32)
+        return (nd.array(p, device=device), b.reshape(heads).permute((0, 2, 1, 3)),
+                p, y.reshape(heads).transpose(0, 2, 1, 3))
+    if case == "transposed-a":  # p^T @ g, as attention's gradient of v
+        p = r.randn(4, 3, 6, 6).astype(np.float32)
+        return (nd.array(p, device=device).permute((0, 1, 3, 2)), b.reshape(heads).permute((0, 2, 1, 3)),
+                p.transpose(0, 1, 3, 2), y.reshape(heads).transpose(0, 2, 1, 3))
+    if case == "same-buffer":  # q @ q^T: one buffer read twice
+        return (a.reshape(heads).permute((0, 2, 1, 3)), a.reshape(heads).permute((0, 2, 3, 1)),
+                x.reshape(heads).transpose(0, 2, 1, 3), x.reshape(heads).transpose(0, 2, 3, 1))
+    if case == "broadcast-batch":  # one matrix against every batch entry: batch stride 0
+        w = r.randn(5, 7).astype(np.float32)
+        return (a.reshape(heads).permute((0, 2, 1, 3)), nd.array(w, device=device).broadcast_to((4, 3, 5, 7)),
+                x.reshape(heads).transpose(0, 2, 1, 3), np.broadcast_to(w, (4, 3, 5, 7)))
+    assert case == "every-other-column"  # no unit stride in the matrix: copied first
+    return a[:, :, ::2], b[:, :, :8].permute((0, 2, 1)), x[:, :, ::2], y[:, :, :8].transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize("case", ["heads", "heads-row-major-b", "transposed-a", "same-buffer", "broadcast-batch",
+                                  "every-other-column"])
+def test_matmul_batched_views(device, case):
+    """Batched products of transposed, permuted, broadcast and strided views (read in place where
+    BLAS can, copied where not) equal numpy's on the same values; the operands are untouched."""
+    a, b, x, y = _batched_view_case(case, device)
+    out = a @ b
+    assert out.shape == np.matmul(x, y).shape and out.is_compact()
+    check(out, np.matmul(x.astype(np.float64), y.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    check(a, x)
+    check(b, y)
+
+
 def _to_tiles(x, t):
     r, c = x.shape
     return np.ascontiguousarray(x.reshape(r // t, t, c // t, t).transpose(0, 2, 1, 3))

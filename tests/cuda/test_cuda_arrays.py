@@ -91,3 +91,24 @@ def test_a_training_step_keeps_its_data_on_the_device(monkeypatch):
     assert counts == {"to host": 0, "to device": 0}
     loss.numpy()
     assert counts["to host"] == 1  # .numpy() is the transfer
+
+
+@pytest.mark.parametrize("case", ["heads", "transposed-a", "broadcast-batch"])
+def test_batched_matmul_reads_views_of_any_batch_layout(case):
+    """Attention's head views (batch axes no one stride steps through: gathered first), a
+    transposed batch (read in place) and a batch stride of 0 give numpy's products."""
+    r = np.random.RandomState(4)
+    x, y = r.randn(4, 6, 15).astype(np.float32), r.randn(4, 6, 15).astype(np.float32)
+    a, b = NDArray(x, device=CUDA), NDArray(y, device=CUDA)
+    heads = (4, 6, 3, 5)
+    if case == "heads":
+        a, b = a.reshape(heads).permute((0, 2, 1, 3)), b.reshape(heads).permute((0, 2, 3, 1))
+        x, y = x.reshape(heads).transpose(0, 2, 1, 3), y.reshape(heads).transpose(0, 2, 3, 1)
+    elif case == "transposed-a":
+        a, b = a.permute((0, 2, 1)), b
+        x = x.transpose(0, 2, 1)
+    else:
+        w = r.randn(5, 7).astype(np.float32)
+        a, b = a.reshape(heads).permute((0, 2, 1, 3)), NDArray(w, device=CUDA).broadcast_to((4, 3, 5, 7))
+        x, y = x.reshape(heads).transpose(0, 2, 1, 3), np.broadcast_to(w, (4, 3, 5, 7))
+    np.testing.assert_allclose((a @ b).numpy(), np.matmul(x, y), rtol=1e-5, atol=1e-5)

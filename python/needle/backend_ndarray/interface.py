@@ -84,7 +84,8 @@ class DeviceKernels(Protocol):
 
     # --- matrix products -----------------------------------------------------------------
     def matmul(self, a: Operand, b: Operand, out: Any, m: int, n: int, p: int, batch: int = 1) -> None:
-        """`batch` products (m, n) @ (n, p) -> out (batch, m, p); operands may be transposed views"""
+        """`batch` products (m, n) @ (n, p) -> out (batch, m, p); operands may be transposed views,
+        and batched ones views of one batch shape (prod = batch) with any batch strides"""
 
     # --- gather / scatter on int64 indices ---------------------------------------------------
     def take_rows(self, a: Any, indices: Operand, out: Any, row_size: int) -> None:

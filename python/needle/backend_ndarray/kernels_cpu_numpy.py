@@ -78,8 +78,13 @@ def ewise_where(cond, a, b, out):
 # --- matmul and reductions ----------------------------------------------------
 
 def matmul(a, b, out, m, n, p, batch=1):
-    """`batch` independent (m, n) @ (n, p) products on compact handles or operands."""
-    _write(out, read(a).reshape(batch, m, n) @ read(b).reshape(batch, n, p))
+    """`batch` independent (m, n) @ (n, p) products on compact handles or operands (operands of
+    one batch shape, any strides, read through it)."""
+    x, y = read(a), read(b)
+    if x.ndim > 3 and x.shape[:-2] == y.shape[:-2]:
+        _write(out, x @ y)
+        return
+    _write(out, x.reshape(batch, m, n) @ y.reshape(batch, n, p))
 
 
 def _blocks(a, reduce_size):

@@ -606,8 +606,16 @@ class NDArray:
                 raise ValueError(
                     f"matmul: batch dimensions of {self._shape} and {other._shape} do not broadcast"
                 ) from None
-            a = a.broadcast_to(batch + (m, n)).reshape_compact((prod(batch), m, n))
-            b = b.broadcast_to(batch + (n, p)).reshape_compact((prod(batch), n, p))
+            a, b = a.broadcast_to(batch + (m, n)), b.broadcast_to(batch + (n, p))
+            # BLAS reads a transposed or strided matrix in place, batch axes at any stride
+            # (attention's heads, a broadcast weight), so only other layouts are copied -- and
+            # one buffer read twice (numpy's matmul would run syrk on A @ A.T), and a transposed
+            # b after a row-major a: OpenBLAS's small-matrix kernel for that pair ran attention's
+            # q @ k^T (64x32 @ 32x64) at half the speed of the copy and the row-major pair.
+            if a._handle is b._handle or not a._blas_matrices():
+                a = a.compact()
+            if not b._blas_matrices() or (b._strides[-1] != 1 and a._strides[-1] == 1 and not b.is_compact()):
+                b = b.compact()
             out = NDArray.make(batch + (m, p), device=self._device, dtype=dtype)
             if out.size:
                 self._device.call("matmul", a._operand(), b._operand(), out._handle, m, n, p, prod(batch))
@@ -618,6 +626,18 @@ class NDArray:
         if other.ndim == 1:
             out = out.reshape(out._shape[:-1])
         return out
+
+    def _blas_matrices(self) -> bool:
+        """Whether BLAS reads each matrix (the last two axes) of this view in place: one axis at
+        unit stride, the other at a stride of at least the first's length (numpy's test before
+        it calls gemm), and no negative stride anywhere."""
+        if self._compact or self.is_compact():
+            return True
+        rows, cols = self._shape[-2:]
+        row_stride, col_stride = self._strides[-2:]
+        if min(self._strides) < 0:
+            return False
+        return (col_stride == 1 and row_stride >= cols) or (row_stride == 1 and col_stride >= rows)
 
     def reshape_compact(self, new_shape) -> "NDArray":
         """compact() then reshape(): a view when possible, a copy otherwise."""

@@ -451,9 +451,13 @@ def _plan(name: str, kernel, args: tuple):
         if batch < 2 or m * n * p > MATMUL_THREADED or not (_is_operand(a) and _is_operand(b)) \
                 or a[0] is out or b[0] is out:
             return None
-        shape = (batch, m, p)
+        lead = tuple(a[1][:-2])
+        if not lead or lead != tuple(b[1][:-2]) or math.prod(lead) != batch:
+            return None
+        # blocks of the first batch axis (attention's heads are read through (B, H) in place)
+        shape, inner = lead + (m, p), math.prod(lead[1:])
         return shape, lambda lo, hi: (_operand_rows(a, lo, hi), _operand_rows(b, lo, hi),
-                                      _buffer_rows(out, shape, lo, hi), m, n, p, hi - lo)
+                                      _buffer_rows(out, shape, lo, hi), m, n, p, (hi - lo) * inner)
     if name in ("im2col", "col2im"):  # each image of the batch read and written on its own
         a, out, shape, *geometry = args
         if not _is_operand(a) or a[0] is out:
@@ -518,7 +522,7 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
         return None
     if name == "matmul":  # the work is the multiply-adds
         m, n, p = args[3:6]
-        blocks = row_blocks(shape[0], shape[0] * m * n * p, MATMUL_MIN_WORK)
+        blocks = row_blocks(shape[0], math.prod(shape[:-1]) * n * p, MATMUL_MIN_WORK)
     else:
         blocks = row_blocks(shape[0], math.prod(shape), MIN_BY_KIND.get(name))
     if len(blocks) < 2:
