@@ -422,6 +422,57 @@ def test_products_of_head_views_replay_with_each_calls_values(monkeypatch, threa
     assert len(products) == 2 and all(c.args[0].strides is not None for c in products)  # read in place
 
 
+class _Clock:
+    """A clock each launch advances by its own cost: timings without timing anything."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.parametrize("split_cost,keeps", [(5.0, "split"), (9.5, "whole"), (20.0, "whole")])
+def test_faster_of_alternates_then_keeps_the_faster_way(split_cost, keeps):
+    """The first 2 * (TRIALS + 1) runs alternate whole and split, each run one of them; from then
+    on the launch whose best timed run was faster (a split by SPLIT_MARGIN) runs alone."""
+    clock, ran = _Clock(), []
+
+    def launch(name, cost):
+        def run():
+            ran.append(name)
+            clock.now += cost
+            return name
+        return run
+
+    either = parallel_cpu.faster_of(launch("whole", 10.0), launch("split", split_cost), clock=clock)
+    trials = 2 * (parallel_cpu.TRIALS + 1)
+    results = [either() for _ in range(trials + 5)]
+    assert ran == results and ran[:trials] == ["whole", "split"] * (parallel_cpu.TRIALS + 1)
+    assert ran[trials:] == [keeps] * 5 and either.chosen
+
+
+@pytest.mark.parametrize("shape", [(384, 512), (96, 2048)])
+def test_calls_timed_both_ways_give_the_eager_bits_on_every_replay(two_threads, shape):
+    """Between TRY_ELEMENTS and MIN_ELEMENTS a fused loop (a softmax's exp-and-sum, a row max)
+    and a kernel call (the division) are timed whole and split in the first replays: every
+    replay, whichever way it ran, gives the eager bits."""
+    assert parallel_cpu.TRY_ELEMENTS <= shape[0] * shape[1] < parallel_cpu.MIN_ELEMENTS
+
+    def f(x):
+        shifted = x - ndl.ops.broadcast_to(ndl.ops.reshape(ndl.ops.max(x, axes=(1,)), (shape[0], 1)), shape)
+        e = ndl.ops.exp(shifted)
+        return e / ndl.ops.broadcast_to(ndl.ops.reshape(ndl.ops.summation(e, axes=(1,)), (shape[0], 1)), shape)
+
+    r = np.random.RandomState(7)
+    compiled = ndl.compile(f)
+    for _ in range(2 * (parallel_cpu.TRIALS + 1) + 3):
+        x = ndl.Tensor(r.randn(*shape).astype(np.float32))
+        assert compiled(x).numpy().tobytes() == f(x).numpy().tobytes()
+    timed = [run for run in compiled.programs[0].runs if hasattr(run, "chosen")]
+    assert timed and all(run.chosen for run in timed)
+
+
 def test_a_select_fuses_with_its_chain_and_keeps_every_bit():
     """where(x > 0, x * 2, y + 1) + 1: one fused loop; nan payloads, -0.0 and infinities
     come out of the select exactly as numpy's masked copy gives them."""

@@ -285,9 +285,18 @@ class FusedKernel:
             full = outs.pop()
             rows, size = full.shape[0], full.size
             outs.append(full[..., 0])
-        blocks = [(0, rows)]
-        if all(_rows_disjoint(o) for o in outs):
-            blocks = parallel_cpu.row_blocks(rows, size)
+        disjoint = all(_rows_disjoint(o) for o in outs)
+        blocks = parallel_cpu.row_blocks(rows, size) if disjoint else [(0, rows)]
+        launch = self._launch_blocks(blocks, fn, arrays, outs, scalars, casts, indices)
+        if len(blocks) == 1 and disjoint:  # maybe worth splitting: timed both ways in the first replays
+            tried = parallel_cpu.row_blocks(rows, size, parallel_cpu.TRY_ELEMENTS)
+            if len(tried) > 1:
+                launch = parallel_cpu.faster_of(
+                    launch, self._launch_blocks(tried, fn, arrays, outs, scalars, casts, indices))
+        return launch
+
+    def _launch_blocks(self, blocks, fn, arrays, outs, scalars, casts, indices):
+        """The launch of the loop over these row blocks (several: at once, on worker threads)."""
         rowwise = [axes is None or 0 in axes for axes in indices]
         launches = []
         for lo, hi in blocks:

@@ -52,7 +52,8 @@ import numpy as np
 from ..backend_ndarray.host_buffer import Array
 from . import blas_pool
 
-__all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of", "park", "MIN_ELEMENTS"]
+__all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of", "park", "faster_of", "MIN_ELEMENTS",
+           "TRY_ELEMENTS"]
 
 # below this many elements (about 0.1 ms of elementwise work) the hand-off to a worker eats
 # what splitting saves: measured on 2 cores, splitting the 65,536-element calls of resnet9 made
@@ -62,6 +63,16 @@ __all__ = ["threads", "run_blocks", "split", "whole", "row_blocks", "blocks_of",
 # 262,144 118 / 84, 1M 540 / 343 -- so the threshold stays; row reductions and copies gained
 # less than exp at the same sizes
 MIN_ELEMENTS = 1 << 18
+# from this many elements up to MIN_ELEMENTS a call may or may not pay for splitting, by what it
+# computes per element (a copy: not; a GELU, a row maximum through numpy's order, an exp-and-sum:
+# yes), so the replay times it both ways and keeps the faster (`faster_of`). nanoGPT's replayed
+# step (attention's 196,608-element softmax calls): 36.6 -> 35.3 ms on the 2-core Xeon.
+TRY_ELEMENTS = MIN_ELEMENTS // 4
+# runs of each way in the first replays: the first of each untimed (its page faults, a worker's
+# first wake-up), the rest timed, the faster by its best time kept
+TRIALS = 3
+# a split must beat the whole call by this factor to be kept (a tie stays on one thread)
+SPLIT_MARGIN = 0.9
 # kinds of call whose measured break-even differs from MIN_ELEMENTS (name -> elements)
 MIN_BY_KIND: Dict[str, int] = {}
 
@@ -356,6 +367,33 @@ def run_blocks(blocks: Sequence[Callable[[], Any]]) -> Callable[[], None]:
     return run
 
 
+def faster_of(whole_launch: Callable[[], Any], split_launch: Callable[[], Any],
+              clock: Callable[[], float] = time.perf_counter) -> Callable[[], Any]:
+    """A launch that runs `whole_launch` or `split_launch` -- the same writes, the same bits --
+    alternating between them in its first 2 * (TRIALS + 1) runs, timed, and then always the one
+    with the better best time (the split only where it is SPLIT_MARGIN of the whole or less).
+    Which one runs changes only the time a replay takes."""
+    best = {True: math.inf, False: math.inf}  # split? -> best seconds
+    runs = [0]
+    chosen: List[Callable[[], Any]] = []
+
+    def run() -> Any:
+        if chosen:
+            return chosen[0]()
+        n = runs[0]
+        runs[0] = n + 1
+        is_split = n % 2 == 1
+        start = clock()
+        result = (split_launch if is_split else whole_launch)()
+        if n >= 2:
+            best[is_split] = min(best[is_split], clock() - start)
+        if runs[0] == 2 * (TRIALS + 1):
+            chosen.append(split_launch if best[True] <= SPLIT_MARGIN * best[False] else whole_launch)
+        return result
+    run.chosen = chosen  # type: ignore[attr-defined]  # for tests: [] until decided, then [the launch]
+    return run
+
+
 def row_blocks(rows: int, elements: int, least: Optional[int] = None) -> List[Tuple[int, int]]:
     """[(lo, hi), ...]: `rows` rows of a call over `elements` elements in as many blocks as
     there are threads (one block when the call is under `least` elements, MIN_ELEMENTS unless
@@ -524,9 +562,20 @@ def split(name: str, kernel, args: tuple, prepare: Callable[[str, tuple], Option
         m, n, p = args[3:6]
         blocks = row_blocks(shape[0], math.prod(shape[:-1]) * n * p, MATMUL_MIN_WORK)
     else:
-        blocks = row_blocks(shape[0], math.prod(shape), MIN_BY_KIND.get(name))
+        least = MIN_BY_KIND.get(name, MIN_ELEMENTS)
+        blocks = row_blocks(shape[0], math.prod(shape), least)
+        if len(blocks) < 2 and least > TRY_ELEMENTS:  # maybe worth it: timed both ways
+            blocks = row_blocks(shape[0], math.prod(shape), TRY_ELEMENTS)
+            if len(blocks) > 1:
+                launch = prepare(name, args)
+                return faster_of(_plain(kernel, args) if launch is None else launch,
+                                 _split_launch(name, kernel, blocks, rows_of, prepare))
     if len(blocks) < 2:
         return None
+    return _split_launch(name, kernel, blocks, rows_of, prepare)
+
+
+def _split_launch(name: str, kernel, blocks, rows_of, prepare) -> Callable[[], None]:
     launches = []
     for lo, hi in blocks:
         block_args = rows_of(lo, hi)
