@@ -201,6 +201,22 @@ def out_view(out: Array, shape) -> np.ndarray:
     return shaped_view(out, shape)
 
 
+def matmul_operands(a, b, m: int, n: int, p: int, batch: int, copy: bool = True):
+    """(x, y, lead): a batched product's operands as numpy arrays of shapes lead + (m, n) and
+    lead + (n, p). Operands of one batch shape keep it (any strides: numpy's matmul loops over
+    it); others are reshaped to (batch, ...), which copies a layout no view reaches -- with
+    copy=False that gives None instead (a replay keeps these arrays: a copy would be read with
+    its first values forever)."""
+    x, y = read(a), read(b)
+    if x.ndim > 3 and x.shape[:-2] == y.shape[:-2]:
+        return x, y, x.shape[:-2]
+    try:
+        return (np.reshape(x, (batch, m, n), copy=None if copy else False),
+                np.reshape(y, (batch, n, p), copy=None if copy else False), (batch,))
+    except ValueError:
+        return None
+
+
 def reduction_blocks(operand, reduce_size: int):
     """(array, first): reduce axes first.. of `array`, the trailing axes whose sizes multiply
     to `reduce_size`. A compact handle is read as contiguous blocks of reduce_size elements."""

@@ -27,6 +27,7 @@ from .host_buffer import (  # noqa: F401  (kernels of the interface, and the cac
     empty_cache,
     fill,
     from_numpy,
+    matmul_operands,
     out_view,
     read,
     reduction_blocks,
@@ -219,24 +220,8 @@ def ewise_where(cond, a, b, out):
 def matmul(a, b, out, m, n, p, batch=1):
     """`batch` independent (m, n) @ (n, p) products, straight into `out` (BLAS reads transposes in
     place); operands of one batch shape (any strides) are read through it, without a copy."""
-    views = _matmul_views(a, b, out, m, n, p, batch)
-    if views is None:  # a layout no view reaches: numpy's reshape copies it
-        views = (read(a).reshape(batch, m, n), read(b).reshape(batch, n, p), out_view(out, (batch, m, p)))
-    np.matmul(views[0], views[1], out=views[2])
-
-
-def _matmul_views(a, b, out, m, n, p, batch):
-    """(a, b, out) as numpy views on the buffers, batch axes kept or merged into one, or None
-    where the operands' batch axes cannot be merged without a copy. A replay keeps these views,
-    so they must be views: a copy would be read forever after with the values it first had."""
-    x, y = read(a), read(b)
-    if x.ndim > 3 and x.shape[:-2] == y.shape[:-2]:
-        return x, y, out_view(out, x.shape[:-2] + (m, p))
-    try:
-        return (np.reshape(x, (batch, m, n), copy=False), np.reshape(y, (batch, n, p), copy=False),
-                out_view(out, (batch, m, p)))
-    except ValueError:
-        return None
+    x, y, lead = matmul_operands(a, b, m, n, p, batch)
+    np.matmul(x, y, out=out_view(out, lead + (m, p)))
 
 
 # --- out += a @ b as one BLAS call (needle.compile's accumulated products) ----------------------------
@@ -1153,8 +1138,11 @@ def prepare(name: str, args: tuple):
         return _accumulate_launch(*args)
     if name == "matmul":
         a, b, out, m, n, p, *rest = args
-        views = _matmul_views(a, b, out, m, n, p, rest[0] if rest else 1)
-        return None if views is None else functools.partial(np.matmul, views[0], views[1], out=views[2])
+        operands = matmul_operands(a, b, m, n, p, rest[0] if rest else 1, copy=False)
+        if operands is None:
+            return None
+        x, y, lead = operands
+        return functools.partial(np.matmul, x, y, out=out_view(out, lead + (m, p)))
     if name in _OPTIMIZER_LOOPS:
         return _prepare_optimizer(name, args)
     if name in _REDUCE_UFUNC:

@@ -14,6 +14,7 @@ from .host_buffer import (  # noqa: F401  (kernels of the interface, and the cac
     empty_cache,
     fill,
     from_numpy,
+    matmul_operands,
     read,
     reduction_blocks,
     rows_index,
@@ -80,11 +81,8 @@ def ewise_where(cond, a, b, out):
 def matmul(a, b, out, m, n, p, batch=1):
     """`batch` independent (m, n) @ (n, p) products on compact handles or operands (operands of
     one batch shape, any strides, read through it)."""
-    x, y = read(a), read(b)
-    if x.ndim > 3 and x.shape[:-2] == y.shape[:-2]:
-        _write(out, x @ y)
-        return
-    _write(out, x.reshape(batch, m, n) @ y.reshape(batch, n, p))
+    x, y, _ = matmul_operands(a, b, m, n, p, batch)
+    _write(out, x @ y)
 
 
 def _blocks(a, reduce_size):

@@ -730,23 +730,12 @@ def _matrix(operand, rows: int, cols: int) -> tuple:
     buf, shape, strides, offset = view_of(operand)
     if len(strides) == 2:
         return buf, offset, 0, strides[0], strides[1]
-    batch_stride = _merged_stride(shape[:-2], strides[:-2])
-    if batch_stride is None:  # batch axes no single stride steps through (attention's heads): gathered
+    batch, (batch_strides,) = collapse(shape[:-2], strides[:-2])
+    if len(batch) > 1:  # batch axes no single stride steps through (attention's heads): gathered
         gathered = Array(math.prod(shape), buf.dtype)
         compact(buf, gathered, shape, strides, offset)
         return gathered, 0, rows * cols, cols, 1
-    return buf, offset, batch_stride, strides[-2], strides[-1]
-
-
-def _merged_stride(shape: tuple, strides: tuple) -> Optional[int]:
-    """The one stride that steps through the batch axes `shape` in order, or None."""
-    axes = [(n, s) for n, s in zip(shape, strides) if n != 1]
-    if not axes:
-        return 0
-    for (_, outer), (n, inner) in zip(axes, axes[1:]):
-        if outer != inner * n:
-            return None
-    return axes[-1][1]
+    return buf, offset, batch_strides[0], strides[-2], strides[-1]
 
 
 def _matmul_tiled(a: tuple, b: tuple, out: Array, m: int, n: int, p: int, batch: int) -> None:

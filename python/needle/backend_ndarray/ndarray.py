@@ -614,7 +614,7 @@ class NDArray:
             # q @ k^T (64x32 @ 32x64) at half the speed of the copy and the row-major pair.
             if a._handle is b._handle or not a._blas_matrices():
                 a = a.compact()
-            if not b._blas_matrices() or (b._strides[-1] != 1 and a._strides[-1] == 1 and not b.is_compact()):
+            if not b._blas_matrices() or (b._strides[-1] != 1 and a._strides[-1] == 1):
                 b = b.compact()
             out = NDArray.make(batch + (m, p), device=self._device, dtype=dtype)
             if out.size:
@@ -631,7 +631,7 @@ class NDArray:
         """Whether BLAS reads each matrix (the last two axes) of this view in place: one axis at
         unit stride, the other at a stride of at least the first's length (numpy's test before
         it calls gemm), and no negative stride anywhere."""
-        if self._compact or self.is_compact():
+        if self.is_compact():
             return True
         rows, cols = self._shape[-2:]
         row_stride, col_stride = self._strides[-2:]
