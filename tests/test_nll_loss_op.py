@@ -114,9 +114,9 @@ def test_bad_labels_and_shapes_are_refused_naming_them(device):
 
 
 def test_a_compiled_step_records_the_losss_kernels_and_replays_the_eager_bits():
-    """A compiled step records the cpu's nll_loss and nll_loss_backward calls; the replays on
-    new logits and labels give what the eager step gives, and a label out of range in a replay is
-    refused naming it."""
+    """A compiled step records the cpu's nll_loss call, and no (B, k) rows of NLLLossGrad (SoftmaxLoss
+    takes its gradient to the logits in one op); the replays on new logits and labels give what
+    the eager step gives, and a label out of range in a replay is refused naming it."""
     rng = np.random.RandomState(3)
 
     def step(x, y):
@@ -130,7 +130,7 @@ def test_a_compiled_step_records_the_losss_kernels_and_replays_the_eager_bits():
         args = (ndl.Tensor(logits), ndl.Tensor(labels, dtype="int64", requires_grad=False))
         assert [_bits(t) for t in compiled(*args)] == [_bits(t) for t in step(*args)]
     names = [call.name for call in compiled.programs[0].calls]
-    assert "nll_loss" in names and "nll_loss_backward" in names
+    assert "nll_loss" in names and "nll_loss_backward" not in names
     labels[3] = 300
     with pytest.raises((IndexError, ValueError), match="class index 300 is out of range for 300 classes"):
         compiled(ndl.Tensor(logits), ndl.Tensor(labels, dtype="int64", requires_grad=False))
@@ -145,3 +145,85 @@ def test_softmax_loss_takes_labels_as_a_numpy_array_or_a_list():
         for device in DEVICES:
             loss = ndl.nn.SoftmaxLoss()(ndl.Tensor(logits, device=device, dtype="float64"), labels)
             np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
+
+
+def _two_ops(logits, labels):
+    """SoftmaxLoss as two ops, each with its own gradient: LogSoftmaxGrad on NLLLossGrad's (B, k) rows."""
+    return ops.nll_loss(ops.logsoftmax(logits, axis=1), labels)
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch, classes", [(32, 27), (1, 1), (5, 3), (7, 128), (64, 4099)])
+def test_softmax_losss_one_gradient_op_has_the_bits_of_the_two_ops(device, dtype, batch, classes):
+    """LogSoftmaxNLLGrad (SoftmaxLoss's gradient, straight to the logits) against LogSoftmaxGrad on
+    NLLLossGrad's rows: the same loss and gradient bits, with the adjoint 1, -0.0 (its rows' sums
+    become +0.0), 0.0 and negative; -inf and huge logits; the cpu's kernel and numpy mode's sequence."""
+    rng = np.random.RandomState(batch * classes)
+    data = rng.randn(batch, classes) * 10.0 ** rng.randint(-3, 4)
+    labels = rng.randint(0, classes, batch)
+    if batch > 2 and classes > 2:
+        data[1, (labels[1] + 1) % classes], data[2, labels[2]] = -np.inf, 1e30
+    for seed_grad in (None, np.array(-0.0), np.array(0.0), np.array(-3.7)):
+        mine = _loss_and_gradient(ndl.nn.SoftmaxLoss(), data, labels, device, dtype, seed_grad)
+        reference = _loss_and_gradient(_two_ops, data, labels, device, dtype, seed_grad)
+        assert _bits(mine[0]) == _bits(reference[0]) and _bits(mine[1]) == _bits(reference[1])
+
+
+def test_softmax_losss_gradient_op_without_the_cpu_kernel_has_the_same_bits(monkeypatch):
+    """The op's array sequence (what a compiled step records, and devices without the kernel run)
+    gives the kernel's bits."""
+    rng = np.random.RandomState(5)
+    data, labels = rng.randn(9, 300).astype(np.float32), rng.randint(0, 300, 9)
+    for seed_grad in (None, np.array(-0.0, np.float32), np.array(2.5, np.float32)):
+        kernel = _loss_and_gradient(ndl.nn.SoftmaxLoss(), data, labels, ndl.cpu(), "float32", seed_grad)
+        with monkeypatch.context() as patch:
+            patch.setattr(ndl.backend_ndarray.functions, "device_log_softmax_nll_backward", lambda *args: None)
+            sequence = _loss_and_gradient(ndl.nn.SoftmaxLoss(), data, labels, ndl.cpu(), "float32", seed_grad)
+        assert _bits(kernel[1]) == _bits(sequence[1])
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.0, -2.5])
+def test_a_compiled_softmax_loss_step_replays_the_eager_bits_of_the_two_ops(scale):
+    """Compiled, SoftmaxLoss's gradient is one fused pass over the log-softmax (no NLLLossGrad rows):
+    every replay gives the bits of the eager two-op gradient, whatever the adjoint (scale)."""
+    rng = np.random.RandomState(6)
+
+    def step(x, y):
+        (ndl.nn.SoftmaxLoss()(x, y) * scale).backward()
+        return (x.grad,)
+
+    compiled = ndl.compile(step)
+    for _ in range(4):
+        logits, labels = rng.randn(40, 700).astype(np.float32), rng.randint(0, 700, 40)
+        x = ndl.Tensor(logits)
+        (_two_ops(x, ndl.Tensor(labels, dtype="int64", requires_grad=False)) * scale).backward()
+        (replayed,) = compiled(ndl.Tensor(logits), ndl.Tensor(labels, dtype="int64", requires_grad=False))
+        assert _bits(replayed) == _bits(x.grad)
+    assert "nll_loss_backward" not in [call.name for call in compiled.programs[0].calls]
+
+
+def test_softmax_losss_second_derivatives_match_pytorch():
+    """LogSoftmaxNLLGrad differentiates the two ops' gradient formulas (autograd.vjp)."""
+    rng = np.random.RandomState(7)
+    logits, labels, weight = rng.randn(4, 6), rng.randint(0, 6, 4), rng.randn(4, 6)
+    x = ndl.Tensor(logits, dtype="float64")
+    ndl.nn.SoftmaxLoss()(x, ndl.Tensor(labels, dtype="int64", requires_grad=False)).backward()
+    grad = x.grad
+    (grad * ndl.Tensor(weight, dtype="float64")).sum().backward()
+
+    tx = torch.tensor(logits, requires_grad=True)
+    (t_grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(tx, torch.tensor(labels)), (tx,),
+                                    create_graph=True)
+    np.testing.assert_allclose(grad.numpy(), t_grad.detach().numpy(), rtol=1e-12, atol=1e-15)
+    (t_second,) = torch.autograd.grad((t_grad * torch.tensor(weight)).sum(), (tx,))
+    np.testing.assert_allclose(x.grad.numpy(), t_second.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_the_one_op_refuses_logits_of_another_shape():
+    log_probs = ops.logsoftmax(ndl.Tensor(np.zeros((3, 4))), axis=1)
+    labels = ndl.Tensor(np.array([0, 1, 2]), dtype="int64", requires_grad=False)
+    with pytest.raises(ValueError, match=r"logits of shape \(3, 5\) for log-probabilities of shape \(3, 4\)"):
+        ops.LogSoftmaxNLLLoss()(log_probs, labels, ndl.Tensor(np.zeros((3, 5))))
+    with pytest.raises(ValueError, match=r"the adjoint has shape \(2,\)"):
+        ops.LogSoftmaxNLLGrad()(ndl.Tensor(np.zeros(2)), labels, log_probs)

@@ -300,6 +300,7 @@ UNMAPPED_OPS = {
     "LogSoftmaxGrad": "the gradient of logsoftmax: backward only",
     "SoftmaxGrad": "the gradient of softmax: backward only",
     "NLLLossGrad": "the gradient of nll_loss: backward only",
+    "LogSoftmaxNLLGrad": "the gradient of nll_loss(logsoftmax(x)): backward only",
     "LayerNormGrad": "the gradient of layer_norm: backward only",
     "ConvWeightGrad": "the gradient of conv with respect to its kernel: backward only",
     "Dilate": "conv's stride in its gradient: backward only",

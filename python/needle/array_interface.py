@@ -39,7 +39,7 @@ ARRAY_FUNCTIONS = (
     "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax",
-    "device_log_softmax_backward",
+    "device_log_softmax_backward", "device_log_softmax_nll_backward",
     "device_add_n",
     # shapes
     "prod", "broadcast_shapes",

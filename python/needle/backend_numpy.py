@@ -573,6 +573,11 @@ def device_log_softmax_backward(g, y, axis) -> None:
     return None
 
 
+def device_log_softmax_nll_backward(g, ids, y) -> None:
+    """None: numpy mode has no such kernel (LogSoftmaxNLLGrad runs its array sequence)."""
+    return None
+
+
 def device_add_n(arrays) -> None:
     """None: numpy mode has no n-ary add kernel (AddN folds)."""
     return None

@@ -38,7 +38,7 @@ __all__ = [
     "device_batch_norm",
     "device_batch_norm_backward", "device_nll_loss", "device_nll_loss_backward", "device_layer_norm",
     "device_layer_norm_backward", "device_softmax", "device_softmax_backward", "device_log_softmax",
-    "device_log_softmax_backward",
+    "device_log_softmax_backward", "device_log_softmax_nll_backward",
     "device_add_n",
     "normalize_axes", "host_call",
     "is_recording", "validation", "constant_data", "storage", "owns_storage", "random_draw", "multinomial", "argsort",
@@ -699,6 +699,25 @@ def device_log_softmax_backward(g: NDArray, y: NDArray, axis: int) -> Optional[N
         return None
     out = NDArray.make(g.shape, device=g.device, dtype=g.dtype)
     g.device.log_softmax_backward(g._handle, y._handle, out._handle, g.shape[-1])
+    return out
+
+
+def device_log_softmax_nll_backward(g: NDArray, ids: NDArray, y: NDArray) -> Optional[NDArray]:
+    """The gradient of nll_loss(logsoftmax(x)) with respect to x, from NLLLoss's adjoint g (one
+    element), the B class ids and the log-softmax y (B, k): where(one_hot(ids), v + e, e + 0) with
+    v = -(g / B) and e = exp(y) * (-(v + 0)) -- LogSoftmaxGrad's bits on NLLLossGrad's one-hot rows
+    (see needle.ops.loss.LogSoftmaxNLLGrad) -- by the device's log_softmax_nll_backward kernel in one
+    pass over y, or None where it does not apply (the op then runs that array sequence)."""
+    if len(y.shape) != 2 or g.size != 1 or g.dtype != y.dtype or g.device != y.device \
+            or not _kernel_applies("log_softmax_nll_backward", (y,)):
+        return None
+    rows, classes = y.shape
+    idx = _class_ids(ids, rows) if ids.device == y.device else None
+    if idx is None:
+        return None
+    out = NDArray.make(y.shape, device=y.device, dtype=y.dtype)
+    _call_on_class_ids(y.device, "log_softmax_nll_backward", idx._operand(), g._operand(), y._handle, out._handle,
+                       classes)
     return out
 
 

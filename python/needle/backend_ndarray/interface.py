@@ -225,6 +225,12 @@ class OptionalKernels(Protocol):
         exponential: this device's) -- the bits of needle.ops.reduction.LogSoftmaxGrad's sequence
         (but for a nan's sign)"""
 
+    def log_softmax_nll_backward(self, ids: Any, g: Any, y: Any, out: Any, classes: int) -> None:
+        """out (B, classes) = v + e at [i, ids[i]] and e + 0 elsewhere, e = exp(y) * (-(v + 0)) and
+        v = -(g / B), over a compact y (B, classes), g one element, ids B int64 class ids
+        (IndexError naming one outside [0, classes)) -- the bits of log_softmax_backward on
+        nll_loss_backward's rows (their sums: v + 0), without those rows"""
+
     def nll_loss(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
         """out (one element) = -(s) / B, s the sum of where(one_hot(ids), log_probs, 0) over the compact
         (B, classes) log_probs flat as numpy sums it (0 plus its pairwise sum), ids B int64 class ids:

@@ -1069,6 +1069,27 @@ def nll_loss_backward(ids, g, out, classes):
     grad[np.arange(idx.size), idx] = np.negative(np.divide(read(g).reshape(()), idx.size))
 
 
+def log_softmax_nll_backward(ids, g, y, out, classes):
+    idx = class_ids(ids, classes)
+    shape = (idx.size, classes)
+    o = out_view(out, shape)
+    # NLLLossGrad's value and its rows' sums (numpy adds one value and zeros to value + 0), in g's dtype
+    value = np.negative(np.divide(read(g).reshape(()), idx.size))
+    np.exp(out_view(y, shape), out=o)  # numpy's exp, as log_softmax_backward's
+    _log_softmax_nll_backward(o, idx, value, np.negative(value + o.dtype.type(0)), o)
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_softmax_nll_backward(e, idx, value, negative, out):
+    zero = out.dtype.type(0)
+    for i in range(e.shape[0]):
+        target = idx[i]
+        for j in range(e.shape[1]):
+            x = e[i, j] * negative
+            # the one-hot row's element plus x: value + x at the class, 0 + x (-0.0 becomes 0.0) elsewhere
+            out[i, j] = value + x if j == target else x + zero
+
+
 def one_hot_rows(indices, out, n):
     idx = class_ids(indices, n)
     dest = out_view(out, (idx.size, n))

@@ -760,8 +760,9 @@ class SoftmaxLoss(Module):
             raise ValueError(f"SoftmaxLoss: labels of shape {tuple(y.shape)} for logits of shape {logits.shape}")
         if y.device != logits.device:
             y = Tensor(y.realize_cached_data(), device=logits.device, requires_grad=False)
-        # -summation(where(one_hot(y), logsoftmax(logits), 0)) / batch, as one op (ops.NLLLoss)
-        return ops.nll_loss(ops.logsoftmax(logits, axis=1), y)
+        # -summation(where(one_hot(y), logsoftmax(logits), 0)) / batch, as one op (ops.NLLLoss) whose
+        # gradient goes to the logits in one op too (ops.LogSoftmaxNLLLoss)
+        return ops.logsoftmax_nll_loss(logits, y)
 
 
 class BatchNorm1d(Module):

@@ -769,6 +769,7 @@ OP_TABLE: Dict[type, Emitter] = {
     ops.GetItem: _getitem,
     ops.OneHot: _one_hot,
     ops.NLLLoss: _nll_loss,
+    ops.LogSoftmaxNLLLoss: _nll_loss,  # NLLLoss of its first input (the third, the logits, is for its gradient)
     ops.LayerNorm: _layer_norm,
     ops.SetItem: _setitem,
     # tuples

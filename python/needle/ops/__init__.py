@@ -71,7 +71,16 @@ from .elementwise import (
 )
 from .elementwise import __all__ as _elementwise_all
 from .indexing import GetItem, IndexPlan, OneHot, ScatterItem, SetItem, getitem, one_hot, setitem
-from .loss import BinaryCrossEntropy, NLLLoss, NLLLossGrad, binary_cross_entropy, nll_loss
+from .loss import (
+    BinaryCrossEntropy,
+    LogSoftmaxNLLGrad,
+    LogSoftmaxNLLLoss,
+    NLLLoss,
+    NLLLossGrad,
+    binary_cross_entropy,
+    logsoftmax_nll_loss,
+    nll_loss,
+)
 from .lstm import LSTMGates, LSTMGatesGrad, LSTMLayer, LSTMLayerGrad, lstm_gates, lstm_layer
 from .matmul import AddMM, MatMul, MatMulTransposed, addmm, matmul
 from .normalization import (
@@ -192,7 +201,8 @@ __all__ = [
     "RPowerScalar", "Sigmoid", "Sqrt", "Maximum", "MaximumScalar", "Where", "Cast", "Permute", "Max", "Softmax",
     "GetItem", "ScatterItem", "IndexPlan", "BatchNorm", "ConvInputGrad", "ConvWeightGrad", "SparseTuple",
     "max_pool2d", "avg_pool2d", "im2col", "col2im", "erf", "MaxPool2d", "AvgPool2d", "Im2Col", "Col2Im", "Erf",
-    "binary_cross_entropy", "BinaryCrossEntropy", "nll_loss", "NLLLoss", "NLLLossGrad",
+    "binary_cross_entropy", "BinaryCrossEntropy", "nll_loss", "NLLLoss", "NLLLossGrad", "LogSoftmaxNLLGrad",
+    "LogSoftmaxNLLLoss", "logsoftmax_nll_loss",
     "one_hot", "OneHot", "lstm_gates", "LSTMGates", "LSTMGatesGrad", "lstm_layer", "LSTMLayer", "LSTMLayerGrad",
     "BatchNormGrad", "LogSoftmaxGrad", "SoftmaxGrad", "LayerNorm", "LayerNormGrad", "layer_norm",
     "layer_norm_formula",

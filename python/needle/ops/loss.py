@@ -17,7 +17,8 @@ from .elementwise import log, log1p, maximum, where
 from .indexing import one_hot
 from .shape import broadcast_to
 
-__all__ = ["BinaryCrossEntropy", "binary_cross_entropy", "NLLLoss", "NLLLossGrad", "nll_loss"]
+__all__ = ["BinaryCrossEntropy", "binary_cross_entropy", "NLLLoss", "NLLLossGrad", "nll_loss", "LogSoftmaxNLLLoss",
+           "LogSoftmaxNLLGrad", "logsoftmax_nll_loss"]
 
 LOG_CLAMP = -100.0  # PyTorch's lower bound on binary_cross_entropy's logarithms
 # PyTorch's lower bound on x (1 - x) in the gradient: its 1e-12, which it rounds to float32 in
@@ -129,6 +130,81 @@ class NLLLossGrad(TensorOp):
         shape = self.shape
         (grad_g,) = vjp(lambda g: _nll_gradient(g, labels, shape), (g,), (out_grad,))
         return grad_g, None
+
+
+class LogSoftmaxNLLLoss(NLLLoss):
+    """nll_loss(y, labels) for y = logsoftmax(logits) over the last axis (B, k), the logits given
+    as a third input: the value is NLLLoss's of y, bit for bit, and the gradient goes straight to
+    the logits (LogSoftmaxNLLGrad, the composition's gradient in one op), not through y. y gets no
+    adjoint, so LogSoftmax's gradient is not taken, and NLLLossGrad's (B, k) rows are never made.
+    Built by `logsoftmax_nll_loss` (the course's SoftmaxLoss)."""
+
+    def check(self, log_probs, labels, logits):
+        super().check(log_probs, labels)
+        if tuple(logits.shape) != tuple(log_probs.shape):
+            raise ValueError(f"logsoftmax_nll_loss: logits of shape {tuple(logits.shape)} for log-probabilities "
+                             f"of shape {tuple(log_probs.shape)}")
+
+    def compute(self, log_probs, labels, logits):
+        return super().compute(log_probs, labels)
+
+    def gradient(self, out_grad, node):
+        log_probs, labels, _ = node.inputs
+        return None, None, LogSoftmaxNLLGrad()(out_grad, labels, log_probs)
+
+
+class LogSoftmaxNLLGrad(TensorOp):
+    """The gradient of nll_loss(logsoftmax(x)) with respect to x (B, k), from the loss's adjoint g
+    (shape ()), the labels and y = logsoftmax(x): LogSoftmaxGrad applied to NLLLossGrad's rows,
+    bit for bit, without those rows.
+
+    Why it is the same: an NLLLossGrad row is v = -(g / B) at the label and zeros elsewhere, so its
+    sum (numpy's, the row kernel's) is v + 0 whatever k and the label's place (the zeros change
+    nothing but a -0.0, which becomes 0.0), and LogSoftmaxGrad's g + e, e = exp(y) * (-(v + 0)),
+    is v + e at the label and 0 + e elsewhere. Computed that way, a (B, k) array of zeros is
+    neither written, summed nor read: for the LSTM language model of benchmarks/ (700 x 10,000
+    logits) three passes over 28 MB less per step. Its own gradient differentiates the Tensor-op
+    composition (autograd.vjp), so higher derivatives are those of the two ops.
+    """
+
+    def check(self, g, labels, y):
+        if tuple(g.shape) != ():
+            raise ValueError(f"nll_loss gradient: the adjoint has shape {tuple(g.shape)}, expected ()")
+        if len(y.shape) != 2 or tuple(labels.shape) != tuple(y.shape[:1]):
+            raise ValueError(f"logsoftmax_nll_loss gradient: labels of shape {tuple(labels.shape)} for "
+                             f"log-probabilities of shape {tuple(y.shape)}")
+
+    def compute(self, g, labels, y):
+        fused = array_api.device_log_softmax_nll_backward(g, labels, y)  # one pass over y, or None
+        if fused is not None:
+            return fused
+        shape = tuple(y.shape)
+        batch, classes = shape
+        # the mask first: the exp, product, sums and select then follow one another (a compiled
+        # step fuses them into one pass over y)
+        mask = array_api.one_hot(classes, labels, dtype="bool", device=array_api.device_of(y))
+        value = array_api.negative(array_api.divide(g, batch))
+        negative_total = array_api.negative(array_api.add(value, 0.0))  # the rows' sums: value + 0
+        e = array_api.multiply(array_api.exp(y), array_api.broadcast_to(negative_total, shape))
+        return array_api.add(e, array_api.where(mask, array_api.broadcast_to(value, shape), 0.0))
+
+    def gradient(self, out_grad, node):
+        from .reduction import _logsoftmax_gradient
+
+        g, labels, y = node.inputs
+        shape = tuple(y.shape)
+        grad_g, grad_y = vjp(lambda g, y: _logsoftmax_gradient(_nll_gradient(g, labels, shape), y, 1), (g, y),
+                             (out_grad,))
+        return grad_g, None, grad_y
+
+
+def logsoftmax_nll_loss(logits, labels):
+    """nll_loss(logsoftmax(logits, axis=1), labels) with the gradient of the pair in one op
+    (LogSoftmaxNLLLoss): the same value and gradient bits; logits (B, k), B class ids. The course's
+    SoftmaxLoss."""
+    from .reduction import logsoftmax
+
+    return LogSoftmaxNLLLoss()(logsoftmax(logits, axis=1), labels, logits)
 
 
 def nll_loss(log_probs, labels):
