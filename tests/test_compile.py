@@ -450,6 +450,49 @@ def test_a_group_never_reads_a_buffer_it_stores_into_through_another_view():
     assert "fused" in [c.kind for c in shift.programs[0].calls]  # the rest of the chain still fuses
 
 
+def _calls(compiled) -> list:
+    return [c.name or c.kind for c in compiled.programs[0].calls]
+
+
+def test_a_chain_fuses_past_independent_calls_recorded_between_its_links():
+    """(x / 3) + mask with the mask (another shape, a causal mask as attention builds it) made
+    between the two: the mask's calls run first and the division joins the masked add's loop
+    -- the same bits as eager."""
+    rng = np.random.RandomState(0)
+
+    def masked(x):
+        scaled = x / 3.0
+        n = x.shape[-1]
+        rows = ndl.init.arange(n, device=x.device)
+        mask = ndl.ops.where(rows.reshape((n, 1)).broadcast_to((n, n)) < rows.reshape((1, n)).broadcast_to((n, n)),
+                             -1e30, 0.0)
+        return (scaled + mask.broadcast_to(x.shape)).exp().sum(axes=(2,))
+
+    compiled = ndl.compile(masked)
+    for _ in range(4):
+        x = ndl.Tensor(rng.randn(6, 32, 32).astype(np.float32), device=ndl.cpu())
+        np.testing.assert_array_equal(compiled(x).numpy(), masked(x).numpy())
+    assert "scalar_div" not in _calls(compiled) and "fused" in _calls(compiled)
+
+
+def test_a_call_that_writes_what_the_chain_reads_is_not_moved_before_it():
+    """y = x * 2, then x's buffer overwritten through a (2, 4) view (calls of another shape, which
+    the chain cannot take in), then y + 1: the write touches the chain's input, so it stays between
+    the links (run first, it would make y from the new x)."""
+    def step(x):
+        y = x * 2.0
+        data = x.realize_cached_data().reshape((2, 4))
+        data[:] = data * 0.0 + 5.0
+        return y + 1.0
+
+    compiled = ndl.compile(step)
+    for k in range(4):
+        eager_in = ndl.Tensor(np.full(8, k, dtype=np.float32), device=ndl.cpu())
+        traced_in = ndl.Tensor(np.full(8, k, dtype=np.float32), device=ndl.cpu())
+        np.testing.assert_array_equal(compiled(traced_in).numpy(), step(eager_in).numpy())
+        np.testing.assert_array_equal(traced_in.numpy(), eager_in.numpy())
+
+
 @pytest.mark.parametrize("value", [5, "step", [lambda: 0]], ids=["int", "str", "list"])
 def test_compile_refuses_a_non_callable_at_decoration_time(value):
     with pytest.raises(TypeError, match=f"ndl.compile expects a function to compile, got {type(value).__name__}"):

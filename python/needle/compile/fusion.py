@@ -5,7 +5,9 @@ comparisons, unary functions, dtype casts) on one device over one output shape, 
 ending in stores into strided destinations (`ewise_setitem`, e.g. an optimizer writing a
 parameter in place), or ending in a row reduction of its last value over the trailing axis
 (where a device's generator can reproduce the eager kernel's bits: the cpu's reduce_sum/max/min,
-see `fusion_cpu`). A value made inside the group and used only there never touches
+see `fusion_cpu`). A group grows past calls it does not touch (`_hoistable`: a constant
+fill, attention's causal mask built between the logits' scaling and the masked softmax),
+which then run before it. A value made inside the group and used only there never touches
 memory: it is a local variable of the generated loop. Values used after the group, or
 that outlive the step, are written to their buffers as before. So a chain of k
 kernels becomes one pass over memory instead of k, and one launch instead of k.
@@ -109,39 +111,53 @@ def fuse_calls(calls: List[Any], outlives: set) -> List[Any]:
     for i, call in enumerate(calls):
         for slot in call.slots():
             uses.setdefault(slot.index, []).append(i)
+    return _fused(calls, list(range(len(calls))), uses, outlives)
+
+
+def _fused(calls: List[Any], order: List[int], uses: Dict[int, List[int]], outlives: set) -> List[Any]:
+    """The calls at positions `order` (ascending) with their groups fused; the calls a group grew
+    past run before it, fused among themselves the same way."""
     out: List[Any] = []
-    i = 0
-    while i < len(calls):
-        group, shape, positions, hoisted = _grow(calls, i)
+    place = {position: k for k, position in enumerate(order)}
+    k = 0
+    while k < len(order):
+        group, shape, positions, hoisted = _grow(calls, order, k)
         # (a group has a shape); a reduction alone is a group too: the generated row sum is faster
         # than numpy's reduce over short rows, with its bits
         if (len(group) >= 2 or (group and group[0].reduce is not None)) and shape is not None:
             kernel, args = _fuse(group, shape, positions, uses, outlives)
-            out.extend(calls[k] for k in hoisted)
+            out.extend(_fused(calls, hoisted, uses, outlives))
             out.append(Call(kernel, args, "fused"))
-            i = max(positions + hoisted) + 1
+            k = place[max(positions + hoisted)] + 1
         else:
-            out.append(calls[i])
-            i += 1
+            out.append(calls[order[k]])
+            k += 1
     return out
 
 
+# the most calls one group grows past (`_hoistable`): the look-ahead of every _grow, kept short
+MAX_HOISTED = 8
+
+
 def _hoistable(call, touched: set) -> bool:
-    """A fill of a constant (`scalar_setitem`, e.g. the 0 of where(mask, x, 0)) that the group
-    neither reads nor writes so far: it can run before the group, which then grows past it."""
-    if call.kind != "kernel" or call.name != "scalar_setitem":
-        return False
-    return all(slot.index not in touched for slot in call.slots())
+    """A device kernel call that touches no buffer the group has read or written so far: it can
+    run before the group, which then grows past it, with the same values (it reads nothing the
+    group writes and writes nothing the group reads or writes). Such calls sit between a chain's
+    links: the 0 filled for where(mask, x, 0), or attention's causal mask, built between the
+    logits' scaling and the masked softmax."""
+    return call.kind == "kernel" and all(slot.index not in touched for slot in call.slots())
 
 
-def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], List[int]]:
-    """The longest group starting at `start`: its nodes, shape, the positions of its calls,
-    and the positions of the constant fills it grew past (`_hoistable`, run before it).
+def _grow(calls, order: List[int], k: int) -> Tuple[List[Node], Optional[tuple], List[int], List[int]]:
+    """The longest group starting at position order[k], growing over the positions after it in
+    `order`: its nodes, shape, the positions of its calls, and the positions of the calls it grew
+    past (`_hoistable`, run before it).
 
     The generated loop runs each element's whole chain before the next element's (and on
     cuda, elements in parallel), so a buffer the group writes may only be read, or written
     again, through that same view: element i then touches only its own position. Another
     view of it (x[1:] = x[:-1] + 1) would see other elements' writes early."""
+    start = order[k]
     first = _node(calls[start])
     if first is None:
         return [], None, [], []
@@ -154,13 +170,14 @@ def _grow(calls, start: int) -> Tuple[List[Node], Optional[tuple], List[int], Li
     writes: Dict[int, tuple] = {}  # buffer -> the view the group writes it through
     positions: List[int] = []
     hoisted: List[int] = []
-    for position in range(start, len(calls)):
+    for position in order[k:]:
         call = calls[position]
         found = first if not group else _node(call)
         if found is not None and found[0] != shape and _same_rows(found, shape):
             found = (shape, found[1])  # the chain's rows, read through another compact shape
             found[1].operands = [View(o[0], shape, None, o[3]) for o in found[1].operands]
-        if found is None and _hoistable(call, set(reads) | set(writes) | made | stored):
+        if (found is None or found[0] != shape) and len(hoisted) < MAX_HOISTED \
+                and _hoistable(call, set(reads) | set(writes) | made | stored):
             hoisted.append(position)
             continue
         if found is None or found[0] != shape or found[1].gen is not first[1].gen:
