@@ -220,3 +220,27 @@ def test_a_compiled_transformer_step_with_deduplication_equals_eager():
     y = ndl.Tensor(np.random.RandomState(2).randint(0, 11, 32), dtype="int64")
     eager, compiled = eager_and_compiled(build, ids, y, 5, fuse=True)
     assert eager == compiled
+
+
+def test_three_layer_norms_of_one_input_share_its_statistics_in_a_fused_step():
+    """q, k and v's pre-norms (three LayerNorms of x, each with its own weights): before fusion
+    each call writes one buffer, so the second and third normalisations' row means, centred values
+    and variances are found equal to the first's and not computed -- their scale and shift join
+    the first's loop, so the program has as many calls as for one norm, and every output has the
+    eager bits."""
+    x = tensor(256, 64)
+    norms = [nn.LayerNorm1d(64) for _ in range(3)]
+    for norm in norms:
+        norm.weight = nn.Parameter(tensor(64))
+        norm.bias = nn.Parameter(tensor(64))
+
+    def three(x):
+        return tuple(norm(x) for norm in norms)
+
+    def one(x):
+        return (norms[0](x),)
+
+    eager, out, compiled = replayed(three, x, fuse=True)
+    assert as_bytes(out) == as_bytes(eager)
+    _, _, single = replayed(one, x, fuse=True)
+    assert len(compiled.programs[0].calls) == len(single.programs[0].calls)

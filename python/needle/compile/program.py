@@ -9,7 +9,8 @@
 2. `accumulate_products` (accumulate.py): a sum of matrix products (a weight's gradient over
    the time steps of an LSTM) adds each product into the sum as sgemm computes it, where
    that gives the same bits; then `fuse_calls` (fusion.py, optional): chains of elementwise
-   kernels become generated ones;
+   kernels become generated ones -- after a first `eliminate_common_calls`, while each call
+   still writes one buffer (three LayerNorms of one input then compute its statistics once);
 3. `eliminate_common_calls` (dedupe.py): a temporary that the step fills again with what
    another buffer already holds (the padding and im2col a convolution's weight gradient makes
    again) is not filled, its readers read the other buffer (after fusion: a chain fused into
@@ -289,6 +290,19 @@ class Program:
         return len(self.runs)
 
 
+def _deduplicated(calls: List[Call], classified: Classified) -> List[Call]:
+    """`calls` after eliminate_common_calls where that keeps memory in bounds, else as they are."""
+    deduplicated = eliminate_common_calls(calls, set(classified.state))
+    if len(deduplicated) < len(calls):
+        # a kept result lives on to its copy's last reader: taken when the plan grows by at most
+        # an eighth (ResNet9 keeps its first im2col, 2.4 MB, from the forward pass to the weight
+        # gradient: +0.01% here, as the copy's buffer is not needed), else memory wins
+        with_copies = _bytes(_assign_memory(calls, classified.temporaries)[1])
+        if _bytes(_assign_memory(deduplicated, classified.temporaries)[1]) <= with_copies * 9 // 8:
+            return deduplicated
+    return calls
+
+
 def lower(recorder: Recorder, input_buffers: List[Any], input_devices: List[Any], output_arrays: List[Any],
           fuse: bool = False) -> Program:
     """A Program from a finished recording: the five passes of the module docstring."""
@@ -297,15 +311,11 @@ def lower(recorder: Recorder, input_buffers: List[Any], input_devices: List[Any]
     if fuse:
         from .fusion import fuse_calls
 
+        # before fusion too: there each call writes one buffer, so a repeat inside what becomes a
+        # group (the mean and variance of three LayerNorms of one input) is found and not computed
+        calls = _deduplicated(calls, classified)
         calls = fuse_calls(calls, set(classified.state))
-    deduplicated = eliminate_common_calls(calls, set(classified.state))
-    if len(deduplicated) < len(calls):
-        # a kept result lives on to its copy's last reader: taken when the plan grows by at most
-        # an eighth (ResNet9 keeps its first im2col, 2.4 MB, from the forward pass to the weight
-        # gradient: +0.01% here, as the copy's buffer is not needed), else memory wins
-        with_copies = _bytes(_assign_memory(calls, classified.temporaries)[1])
-        if _bytes(_assign_memory(deduplicated, classified.temporaries)[1]) <= with_copies * 9 // 8:
-            calls = deduplicated
+    calls = _deduplicated(calls, classified)
     buffers, temporary_bytes = plan_memory(calls, classified.state, classified.temporaries)
     runs = [bind(call, buffers) for call in calls]
     return Program(calls, runs, buffers, classified, temporary_bytes)
