@@ -475,6 +475,29 @@ def test_a_chain_fuses_past_independent_calls_recorded_between_its_links():
     assert "scalar_div" not in _calls(compiled) and "fused" in _calls(compiled)
 
 
+def test_a_value_the_chain_reads_from_the_calls_it_grew_past_is_written_to_memory():
+    """c = y + 1 and d = z * 3 (another shape) sit between a chain's links; the chain reads c.
+    Both run before the chain's loop, fused together, and c -- read by the chain only, which
+    comes after that loop but before d's position -- must still be written (found by a review
+    helper: the replays read a buffer that was never written)."""
+    rng = np.random.RandomState(0)
+
+    def step(x, y, z):
+        a = x * 2.0
+        c = y + 1.0
+        b = a + c.reshape((1, 8)).broadcast_to((4, 8))
+        d = z * 3.0
+        return b * 2.0, d
+
+    compiled = ndl.compile(step)
+    for _ in range(5):
+        args = [rng.randn(4, 8).astype(np.float32), rng.randn(8).astype(np.float32), rng.randn(8).astype(np.float32)]
+        replayed = compiled(*[ndl.Tensor(a, device=ndl.cpu()) for a in args])
+        eager = step(*[ndl.Tensor(a, device=ndl.cpu()) for a in args])
+        assert [t.numpy().tobytes() for t in replayed] == [t.numpy().tobytes() for t in eager]
+    assert _calls(compiled).count("fused") == 2
+
+
 def test_a_call_that_writes_what_the_chain_reads_is_not_moved_before_it():
     """y = x * 2, then x's buffer overwritten through a (2, 4) view (calls of another shape, which
     the chain cannot take in), then y + 1: the write touches the chain's input, so it stays between

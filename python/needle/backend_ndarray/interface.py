@@ -229,7 +229,7 @@ class OptionalKernels(Protocol):
         """out (B, classes) = v + e at [i, ids[i]] and e + 0 elsewhere, e = exp(y) * (-(v + 0)) and
         v = -(g / B), over a compact y (B, classes), g one element, ids B int64 class ids
         (IndexError naming one outside [0, classes)) -- the bits of log_softmax_backward on
-        nll_loss_backward's rows (their sums: v + 0), without those rows"""
+        nll_loss_backward's rows (their sums: v + 0), without those rows (but for a nan's sign)"""
 
     def nll_loss(self, log_probs: Any, ids: Any, out: Any, classes: int) -> None:
         """out (one element) = -(s) / B, s the sum of where(one_hot(ids), log_probs, 0) over the compact

@@ -260,7 +260,7 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
     call in recorded order, reading memory as `in<j>[IDX]` (the generator decides how an
     element index reads each operand) and scalars as `s<j>`."""
     gen = nodes[0].gen
-    last = max(positions)
+    first, members = min(positions), set(positions)
     made: Dict[int, str] = {}  # slot index -> local variable holding its value
     inputs: List[tuple] = []  # operands read from memory
     input_var: Dict[tuple, str] = {}
@@ -297,7 +297,9 @@ def _fuse(nodes: List[Node], shape: tuple, positions, uses, outlives) -> Tuple[A
             continue
         out = cast(Slot, node.out)  # a node that stores nothing has an output
         made[out.index] = value
-        later = [p for p in uses.get(out.index, ()) if p > last]
+        # read by a call outside the group after the group began: after its last call, or -- for
+        # a group of calls another group grew past -- by that group's calls between its own
+        later = [p for p in uses.get(out.index, ()) if p > first and p not in members]
         if later or out.index in outlives or (k == len(nodes) - 1 and not outputs):
             outputs.append((View(out, shape, None, 0), value))
     # a reduction's result is the last argument, its generator told by `reduce` (op, variable,

@@ -156,7 +156,7 @@ class LogSoftmaxNLLLoss(NLLLoss):
 class LogSoftmaxNLLGrad(TensorOp):
     """The gradient of nll_loss(logsoftmax(x)) with respect to x (B, k), from the loss's adjoint g
     (shape ()), the labels and y = logsoftmax(x): LogSoftmaxGrad applied to NLLLossGrad's rows,
-    bit for bit, without those rows.
+    bit for bit (but for a nan's sign, with a nan adjoint), without those rows.
 
     Why it is the same: an NLLLossGrad row is v = -(g / B) at the label and zeros elsewhere, so its
     sum (numpy's, the row kernel's) is v + 0 whatever k and the label's place (the zeros change
