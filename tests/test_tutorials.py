@@ -108,8 +108,9 @@ def test_shipped_mnist_is_the_whole_test_split():
 
 
 def test_shipped_mnist_equals_the_full_data_folder_when_there_is_one():
-    """With NEEDLE_DATA (CI sets it where ../shared/data exists) the shipped files must be those files,
-    unchanged; without it the test checks the gzip container is intact instead."""
+    """With NEEDLE_DATA (CI sets it where the project's full data folder sits beside the checkout)
+    the shipped files must be those files, unchanged; without it the test checks the gzip
+    container is intact instead."""
     full = full_data_dir()
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shipped = Path(shipped_path(f"mnist/{name}")).read_bytes()

@@ -708,11 +708,11 @@ def device_log_softmax_nll_backward(g: NDArray, ids: NDArray, y: NDArray) -> Opt
     v = -(g / B) and e = exp(y) * (-(v + 0)) -- LogSoftmaxGrad's bits on NLLLossGrad's one-hot rows
     (see needle.ops.loss.LogSoftmaxNLLGrad) -- by the device's log_softmax_nll_backward kernel in one
     pass over y, or None where it does not apply (the op then runs that array sequence)."""
-    if len(y.shape) != 2 or g.size != 1 or g.dtype != y.dtype or g.device != y.device \
+    if len(y.shape) != 2 or g.size != 1 or g.dtype != y.dtype or g.device != y.device or ids.device != y.device \
             or not _kernel_applies("log_softmax_nll_backward", (y,)):
         return None
     rows, classes = y.shape
-    idx = _class_ids(ids, rows) if ids.device == y.device else None
+    idx = _class_ids(ids, rows)
     if idx is None:
         return None
     out = NDArray.make(y.shape, device=y.device, dtype=y.dtype)

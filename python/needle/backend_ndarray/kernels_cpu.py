@@ -1065,16 +1065,21 @@ def nll_loss_backward(ids, g, out, classes):
     idx = class_ids(ids, classes)
     grad = out_view(out, (idx.size, classes))
     grad.fill(0)
-    # NLLLossGrad's -(g / B): numpy's divide and negate in g's dtype, as the array layer's
-    grad[np.arange(idx.size), idx] = np.negative(np.divide(read(g).reshape(()), idx.size))
+    grad[np.arange(idx.size), idx] = _nll_value(g, idx.size)
+
+
+def _nll_value(g, batch: int):
+    """NLLLossGrad's -(g / B): numpy's divide and negate in g's dtype, as the array layer's (the
+    value both nll_loss_backward and log_softmax_nll_backward put at the labels)."""
+    return np.negative(np.divide(read(g).reshape(()), batch))
 
 
 def log_softmax_nll_backward(ids, g, y, out, classes):
     idx = class_ids(ids, classes)
     shape = (idx.size, classes)
     o = out_view(out, shape)
-    # NLLLossGrad's value and its rows' sums (numpy adds one value and zeros to value + 0), in g's dtype
-    value = np.negative(np.divide(read(g).reshape(()), idx.size))
+    # the rows' sums: numpy adds NLLLossGrad's value and zeros to value + 0
+    value = _nll_value(g, idx.size)
     np.exp(out_view(y, shape), out=o)  # numpy's exp, as log_softmax_backward's
     _log_softmax_nll_backward(o, idx, value, np.negative(value + o.dtype.type(0)), o)
 
