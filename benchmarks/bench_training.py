@@ -406,7 +406,9 @@ def parse_cpuinfo(text: str) -> dict:
 
 def blas_info() -> str:
     """The BLAS behind numpy: threadpoolctl's report when it is installed (library, version,
-    threads), else numpy's build configuration."""
+    threads, the kernels' architecture), else the bundled OpenBLAS's own report as it runs
+    (needle._openblas.runtime_info: the core whose kernels it picked), else numpy's build
+    configuration (which names the build machine's core, not this one's)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -417,6 +419,11 @@ def blas_info() -> str:
                  for pool in threadpool_info() if pool.get("user_api") == "blas"]
         if found:
             return "; ".join(found)
+    from needle._openblas import runtime_info
+
+    running = runtime_info()
+    if running:
+        return "; ".join(running)
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     except Exception:  # numpy before 1.25 prints its configuration instead  # noqa: BLE001

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -204,6 +205,28 @@ def test_machine_info_names_the_cpu_the_blas_and_the_threads(capsys):
     bench.print_machine(info)
     out = capsys.readouterr().out
     assert info["simd"] in out and info["blas"] in out and "OMP_NUM_THREADS=3" in out
+
+
+def test_blas_line_names_the_kernels_openblas_runs_here_not_the_build_machines():
+    """numpy.show_config() names the core numpy's OpenBLAS was built on (a DYNAMIC_ARCH build
+    running SkylakeX kernels reported "Haswell"); the benchmark's line reports the core that
+    OpenBLAS itself says it runs, read through its get_corename entry point."""
+    import ctypes
+
+    from needle._openblas import numpy_openblas, runtime_info
+
+    libraries = [lib for _, lib in numpy_openblas()
+                 if hasattr(lib, "scipy_openblas_get_corename64_") or hasattr(lib, "openblas_get_corename")]
+    if not libraries:
+        pytest.skip("numpy here is not built on a bundled OpenBLAS")
+    corename = getattr(libraries[0], "scipy_openblas_get_corename64_", None) or libraries[0].openblas_get_corename
+    corename.restype, corename.argtypes = ctypes.c_char_p, []
+    core = corename().decode()
+    running = runtime_info()
+    assert running and core in running[0] and "threads)" in running[0]
+    bench = _load_benchmark()
+    with mock.patch.dict(sys.modules, {"threadpoolctl": None}):  # the fallback this line comes from
+        assert bench.blas_info() == "; ".join(running)
 
 
 @pytest.mark.parametrize("variant", ["needle_eager", "torch"])

@@ -50,3 +50,27 @@ def numpy_openblas() -> Tuple[Tuple[str, Any], ...]:
         except OSError:
             continue
     return tuple(found)
+
+
+def runtime_info() -> List[str]:
+    """For each OpenBLAS numpy bundles: its configuration as it runs now, with its thread count
+    ("OpenBLAS 0.3.31 ... DYNAMIC_ARCH ... SkylakeX ... (2 threads)"). numpy.show_config() gives
+    the build's string instead, which names the build machine's core: a DYNAMIC_ARCH build picks
+    its kernels when it loads, and one built on "Haswell" runs SkylakeX's on an AVX-512 machine."""
+    import ctypes
+
+    found = []
+    for _, lib in numpy_openblas():
+        config = next((getattr(lib, n) for n in ("scipy_openblas_get_config64_", "openblas_get_config")
+                       if hasattr(lib, n)), None)
+        if config is None:
+            continue
+        config.restype, config.argtypes = ctypes.c_char_p, []
+        text = " ".join(config().decode(errors="replace").split())
+        threads = next((getattr(lib, n) for n in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads")
+                        if hasattr(lib, n)), None)
+        if threads is not None:
+            threads.restype, threads.argtypes = ctypes.c_int, []
+            text += f" ({threads()} threads)"
+        found.append(text)
+    return found
