@@ -52,6 +52,21 @@ def numpy_openblas() -> Tuple[Tuple[str, Any], ...]:
     return tuple(found)
 
 
+# the names scipy-openblas gives OpenBLAS's entry points: scipy_<name>64_ in the ILP64 build numpy's
+# wheels bundle, scipy_<name> in the 32-bit one; an OpenBLAS of its own keeps <name>
+_SYMBOL_FORMS = (("scipy_", "64_"), ("scipy_", ""), ("", ""))
+
+
+def openblas_symbol(lib: Any, name: str) -> Any:
+    """OpenBLAS's entry point `name` (e.g. "openblas_get_config") in `lib` under the first of its
+    names there (`_SYMBOL_FORMS`), or None."""
+    for prefix, suffix in _SYMBOL_FORMS:
+        fn = getattr(lib, f"{prefix}{name}{suffix}", None)
+        if fn is not None:
+            return fn
+    return None
+
+
 def runtime_info() -> List[str]:
     """For each OpenBLAS numpy bundles: its configuration as it runs now, with its thread count
     ("OpenBLAS 0.3.31 ... DYNAMIC_ARCH ... SkylakeX ... (2 threads)"). numpy.show_config() gives
@@ -61,14 +76,12 @@ def runtime_info() -> List[str]:
 
     found = []
     for _, lib in numpy_openblas():
-        config = next((getattr(lib, n) for n in ("scipy_openblas_get_config64_", "openblas_get_config")
-                       if hasattr(lib, n)), None)
+        config = openblas_symbol(lib, "openblas_get_config")
         if config is None:
             continue
         config.restype, config.argtypes = ctypes.c_char_p, []
         text = " ".join(config().decode(errors="replace").split())
-        threads = next((getattr(lib, n) for n in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads")
-                        if hasattr(lib, n)), None)
+        threads = openblas_symbol(lib, "openblas_get_num_threads")
         if threads is not None:
             threads.restype, threads.argtypes = ctypes.c_int, []
             text += f" ({threads()} threads)"

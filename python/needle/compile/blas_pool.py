@@ -60,7 +60,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from .._openblas import numpy_openblas
+from .._openblas import numpy_openblas, openblas_symbol
 
 __all__ = ["install", "installed", "stats", "register_worker", "add_helper", "listener", "CELL_SIZE"]
 
@@ -102,19 +102,17 @@ def _setters() -> List[Any]:
     OpenBLAS older than 0.3.27, or one whose build does not say its MAX_THREADS."""
     setters = []
     for path, lib in numpy_openblas():
-        for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "")):
-            setter = getattr(lib, f"{prefix}openblas_set_threads_callback_function{suffix}", None)
-            config = getattr(lib, f"{prefix}openblas_get_config{suffix}", None)
-            count = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            if setter is None or config is None or count is None:
-                continue
-            setter.argtypes, setter.restype = [ctypes.c_void_p], None
-            config.argtypes, config.restype = [], ctypes.c_char_p
-            count.argtypes, count.restype = [], ctypes.c_int
-            found = re.search(r"MAX_THREADS=(\d+)", (config() or b"").decode("ascii", "replace"))
-            if found:
-                setters.append((path, setter, int(found.group(1)), int(count())))
-            break
+        setter = openblas_symbol(lib, "openblas_set_threads_callback_function")
+        config = openblas_symbol(lib, "openblas_get_config")
+        count = openblas_symbol(lib, "openblas_get_num_threads")
+        if setter is None or config is None or count is None:
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_void_p], None
+        config.argtypes, config.restype = [], ctypes.c_char_p
+        count.argtypes, count.restype = [], ctypes.c_int
+        found = re.search(r"MAX_THREADS=(\d+)", (config() or b"").decode("ascii", "replace"))
+        if found:
+            setters.append((path, setter, int(found.group(1)), int(count())))
     return setters
 
 
